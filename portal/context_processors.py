@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest
+
+
+def portal(request: HttpRequest) -> dict[str, object]:
+    return {
+        "current_firm": getattr(request, "firm", None),
+        "member_role": getattr(request, "member_role", None),
+        "outbox_enabled": settings.EMAIL_BACKEND == "portal.mail_outbox.OutboxBackend",
+    }

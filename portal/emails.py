@@ -1,0 +1,34 @@
+"""The one builder for the portal's own emails.
+
+Each email has three templates, `emails/<name>-subject.txt`, `-body-text.txt` and
+`-body-html.html`. Subjects lose their newlines here, so no template or value can inject a
+header.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.template.loader import render_to_string
+
+from portal.mail_outbox import FIRM_HEADER
+from portal.models import Firm
+
+
+def send_templated(
+    name: str, *, to: list[str], context: dict[str, object], firm: Firm | None = None
+) -> None:
+    subject = render_to_string(f"emails/{name}-subject.txt", context)
+    subject = " ".join(subject.split())
+    text = render_to_string(f"emails/{name}-body-text.txt", context)
+    html = render_to_string(f"emails/{name}-body-html.html", context)
+    headers = {FIRM_HEADER: str(firm.pk)} if firm is not None else {}
+    message = EmailMultiAlternatives(
+        subject=subject,
+        body=text,
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=to,
+        headers=headers,
+    )
+    message.attach_alternative(html, "text/html")
+    message.send()

@@ -1,0 +1,158 @@
+"""The practice itself: firms, their clients, the clients' contacts and documents."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models.functions import Lower
+from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
+
+
+class Firm(models.Model):
+    name = models.CharField(_("name"), max_length=200)
+    slug = models.SlugField(_("slug"), max_length=80, unique=True)
+    # The sending identity is filled in Firm Settings; the domain checks read it.
+    sending_domain = models.CharField(_("sending domain"), max_length=253, blank=True)
+    sender_name = models.CharField(_("sender name"), max_length=200, blank=True)
+    reply_to_email = models.EmailField(_("reply-to address"), blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("firm")
+        verbose_name_plural = _("firms")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Client(models.Model):
+    class Kind(models.TextChoices):
+        INDIVIDUAL = "individual", _("Individual")
+        COMPANY = "company", _("Company")
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", _("Active")
+        ARCHIVED = "archived", _("Archived")
+
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="clients")
+    display_name = models.CharField(_("name"), max_length=200)
+    kind = models.CharField(_("type"), max_length=20, choices=Kind.choices, default=Kind.COMPANY)
+    status = models.CharField(
+        _("status"), max_length=20, choices=Status.choices, default=Status.ACTIVE
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("client")
+        verbose_name_plural = _("clients")
+        indexes = [
+            # Serves the client list: a firm's clients by status, ordered by name.
+            models.Index(Lower("display_name"), "firm", "status", name="client_firm_name_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name
+
+    def get_absolute_url(self) -> str:
+        return reverse("portal:client_detail", args=[self.pk])
+
+
+class Contact(models.Model):
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="contacts")
+    name = models.CharField(_("name"), max_length=200)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("contact")
+        verbose_name_plural = _("contacts")
+        ordering = ["name", "pk"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ContactAddress(models.Model):
+    """One email address of a contact.
+
+    `firm` repeats the contact's firm so that "which clients does this address belong to"
+    (mail linking, suppression checks) is one indexed lookup.
+    """
+
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="+")
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="addresses")
+    address = models.CharField(_("email address"), max_length=320)
+    normalized = models.CharField(max_length=320, editable=False)
+    is_primary = models.BooleanField(_("primary"), default=False)
+    receives_invoices = models.BooleanField(_("receives invoices"), default=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("contact address")
+        verbose_name_plural = _("contact addresses")
+        ordering = ["-is_primary", "address", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["contact", "normalized"], name="contactaddress_unique_per_contact"
+            ),
+        ]
+        indexes = [models.Index(fields=["firm", "normalized"], name="contactaddress_lookup_idx")]
+
+    def __str__(self) -> str:
+        return self.address
+
+
+def _document_path(instance: Document, filename: str) -> str:
+    # Stored under a random name: the original name is kept in the row, never trusted as a path.
+    return f"documents/{instance.client.firm_id}/{uuid.uuid4().hex}"
+
+
+class Document(models.Model):
+    class Source(models.TextChoices):
+        UPLOAD = "upload", _("Uploaded")
+        EMAIL = "email", _("From email")
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="documents")
+    file = models.FileField(upload_to=_document_path)
+    original_name = models.CharField(_("file name"), max_length=255)
+    content_type = models.CharField(max_length=127, blank=True)
+    size = models.PositiveBigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, db_index=True)
+    source = models.CharField(
+        _("source"), max_length=20, choices=Source.choices, default=Source.UPLOAD
+    )
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("document")
+        verbose_name_plural = _("documents")
+        ordering = ["-created", "-pk"]
+
+    def __str__(self) -> str:
+        return self.original_name
+
+
+class OutboxEmail(models.Model):
+    """A message the local outbox backend kept instead of sending (development default)."""
+
+    firm = models.ForeignKey(Firm, null=True, blank=True, on_delete=models.CASCADE)
+    recipient_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    subject = models.CharField(max_length=998)
+    from_email = models.CharField(max_length=998)
+    recipients = models.TextField()
+    raw = models.BinaryField()
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+
+    def __str__(self) -> str:
+        return self.subject

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods
+
+from portal.forms import ClientForm, ContactForm, DocumentUploadForm
+from portal.models import Client, Contact, ContactAddress
+from portal.services import client_create
+from portal.tenancy import clients_for, get_client_for_member, member_required
+
+TABS = ("contacts", "email", "documents", "invoices", "problems")
+
+
+@member_required
+def client_list(request: HttpRequest) -> HttpResponse:
+    query = request.GET.get("q", "").strip()
+    show = request.GET.get("show", "active")
+    clients = clients_for(request)
+    if show in (Client.Status.ACTIVE, Client.Status.ARCHIVED):
+        clients = clients.filter(status=show)
+    if query:
+        matching_address = ContactAddress.objects.filter(
+            contact__client=OuterRef("pk"), normalized__icontains=query.lower()
+        )
+        clients = clients.filter(
+            Q(display_name__icontains=query)
+            | Q(contacts__name__icontains=query)
+            | Exists(matching_address)
+        ).distinct()
+    clients = clients.annotate(contact_count=Count("contacts", distinct=True)).order_by(
+        "display_name", "pk"
+    )
+    page = Paginator(clients, settings.CLIENTS_PER_PAGE).get_page(request.GET.get("page"))
+    context = {"page": page, "query": query, "show": show}
+    template = "portal/clients/_list.html" if request.headers.get("HX-Request") else None
+    return render(request, template or "portal/clients/list.html", context)
+
+
+@member_required
+@require_http_methods(["GET", "POST"])
+def client_create_view(request: HttpRequest) -> HttpResponse:
+    form = ClientForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        client = client_create(firm=request.firm, **form.cleaned_data)
+        messages.success(request, _("Client “%(name)s” created.") % {"name": client.display_name})
+        return redirect(client)
+    return render(request, "portal/clients/form.html", {"form": form})
+
+
+@member_required
+@require_http_methods(["GET", "POST"])
+def client_edit(request: HttpRequest, client_pk: int) -> HttpResponse:
+    client = get_client_for_member(request, client_pk)
+    form = ClientForm(request.POST or None, instance=client)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, _("Client saved."))
+        return redirect(client)
+    return render(request, "portal/clients/form.html", {"form": form, "client": client})
+
+
+def _detail(request: HttpRequest, client_pk: int, tab: str, **extra: object) -> HttpResponse:
+    client = get_client_for_member(request, client_pk)
+    context: dict[str, object] = {"client": client, "tab": tab, "tabs": TABS}
+    if tab == "contacts":
+        context["contacts"] = Contact.objects.filter(client=client).prefetch_related(
+            Prefetch("addresses", queryset=ContactAddress.objects.order_by("-is_primary", "pk"))
+        )
+        context.setdefault("contact_form", ContactForm())
+    elif tab == "documents":
+        context["documents"] = client.documents.select_related("uploaded_by")
+        context.setdefault("upload_form", DocumentUploadForm())
+    context.update(extra)
+    return render(request, f"portal/clients/tab_{tab}.html", context)
+
+
+@member_required
+def client_detail(request: HttpRequest, client_pk: int) -> HttpResponse:
+    return _detail(request, client_pk, "contacts")
+
+
+@member_required
+def client_email(request: HttpRequest, client_pk: int) -> HttpResponse:
+    return _detail(request, client_pk, "email")
+
+
+@member_required
+def client_documents(request: HttpRequest, client_pk: int) -> HttpResponse:
+    return _detail(request, client_pk, "documents")
+
+
+@member_required
+def client_invoices(request: HttpRequest, client_pk: int) -> HttpResponse:
+    return _detail(request, client_pk, "invoices")
+
+
+@member_required
+def client_problems(request: HttpRequest, client_pk: int) -> HttpResponse:
+    return _detail(request, client_pk, "problems")
+
+
+def render_contacts_tab(request: HttpRequest, client_pk: int, **extra: object) -> HttpResponse:
+    """The contacts tab again, with a form that failed validation (and status 400)."""
+    response = _detail(request, client_pk, "contacts", **extra)
+    response.status_code = 400
+    return response
+
