@@ -121,7 +121,9 @@ def membership_remove_view(request: HttpRequest, membership_pk: int) -> HttpResp
     except InvitationError as exc:
         messages.error(request, _ERRORS[str(exc)])
     else:
-        messages.success(request, _("%(user)s was removed from the firm.") % {"user": membership.user})
+        messages.success(
+            request, _("%(user)s was removed from the firm.") % {"user": membership.user}
+        )
     return redirect("accounts:members")
 
 
@@ -142,7 +144,9 @@ def invitation_accept_view(request: HttpRequest, token: str) -> HttpResponse:
     if request.user.is_authenticated:
         if request.user.email.lower() != invitation.email.lower():
             return render(
-                request, "accounts/invitation_wrong_user.html", {"invitation": invitation},
+                request,
+                "accounts/invitation_wrong_user.html",
+                {"invitation": invitation},
                 status=403,
             )
         if request.method == "POST":
@@ -154,7 +158,8 @@ def invitation_accept_view(request: HttpRequest, token: str) -> HttpResponse:
     if existing is not None:
         # They have an account: sign in first, then come back to this page to accept.
         return render(
-            request, "accounts/invitation_sign_in.html",
+            request,
+            "accounts/invitation_sign_in.html",
             {"invitation": invitation, "next": request.get_full_path()},
         )
     form = AcceptInvitationForm(request.POST or None, email=invitation.email)
@@ -164,6 +169,8 @@ def invitation_accept_view(request: HttpRequest, token: str) -> HttpResponse:
         messages.success(request, _("Welcome to %(firm)s.") % {"firm": invitation.firm})
         return redirect("portal:client_list")
     return render(
-        request, "accounts/invitation_signup.html", {"invitation": invitation, "form": form},
+        request,
+        "accounts/invitation_signup.html",
+        {"invitation": invitation, "form": form},
         status=400 if request.method == "POST" else 200,
     )

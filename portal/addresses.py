@@ -7,6 +7,7 @@ non-breaking space or a zero-width character copied from a spreadsheet is invisi
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 import unicodedata
@@ -20,7 +21,7 @@ from django.utils.translation import gettext as _
 from portal.dns import make_resolver
 
 # Characters that mail servers and ESPs refuse, or that only ever appear by copy-paste mistake.
-FORBIDDEN_CHARACTERS = '\\/":<>|*´`~^'
+FORBIDDEN_CHARACTERS = '\\/":<>|*\u00b4`~^'  # \u00b4 is the acute accent ´
 _SEPARATORS = re.compile(r"[;,\r\n]+")
 
 # Well-known mailbox providers, for "did you mean" suggestions.
@@ -124,27 +125,36 @@ def check_characters(address: str) -> None:
         if char in FORBIDDEN_CHARACTERS:
             raise AddressError(
                 address,
-                _('“%(address)s” contains the character %(char)s at position %(position)d, '
-                  "which email addresses cannot contain.")
+                _(
+                    "“%(address)s” contains the character %(char)s at position %(position)d, "
+                    "which email addresses cannot contain."
+                )
                 % {"address": address, "char": char, "position": position},
                 code="forbidden_character",
             )
         if char == " ":
             raise AddressError(
                 address,
-                _("“%(address)s” contains a space at position %(position)d. "
-                  "Remove the space, or separate addresses with a semicolon.")
+                _(
+                    "“%(address)s” contains a space at position %(position)d. "
+                    "Remove the space, or separate addresses with a semicolon."
+                )
                 % {"address": address, "position": position},
                 code="space",
             )
         if _is_invisible(char):
             raise AddressError(
                 address,
-                _("“%(address)s” contains an invisible character (%(char)s) at position "
-                  "%(position)d, often copied from a document or spreadsheet. "
-                  "Type the address again by hand.")
-                % {"address": address.encode("ascii", "replace").decode(),
-                   "char": _describe(char), "position": position},
+                _(
+                    "“%(address)s” contains an invisible character (%(char)s) at position "
+                    "%(position)d, often copied from a document or spreadsheet. "
+                    "Type the address again by hand."
+                )
+                % {
+                    "address": address.encode("ascii", "replace").decode(),
+                    "char": _describe(char),
+                    "position": position,
+                },
                 code="invisible_character",
             )
 
@@ -171,21 +181,26 @@ def validate_address(raw: str, *, check_deliverability: bool | None = None) -> V
         message = (
             _("“%(address)s” is missing the @ sign.")
             if code == "missing_at"
-            else _("“%(address)s” contains more than one @ sign. Separate addresses with a "
-                   "semicolon.")
+            else _(
+                "“%(address)s” contains more than one @ sign. Separate addresses with a semicolon."
+            )
         )
         raise AddressError(address, message % {"address": address}, code=code)
     local, domain = address.rsplit("@", 1)
     if not local:
         raise AddressError(
-            address, _("“%(address)s” has nothing before the @ sign.") % {"address": address},
+            address,
+            _("“%(address)s” has nothing before the @ sign.") % {"address": address},
             code="empty_local",
         )
     if "." not in domain.strip("."):
         raise AddressError(
             address,
-            _("“%(address)s” has no complete domain after the @ sign (for example "
-              "name@example.com).") % {"address": address},
+            _(
+                "“%(address)s” has no complete domain after the @ sign (for example "
+                "name@example.com)."
+            )
+            % {"address": address},
             code="incomplete_domain",
         )
     if check_deliverability is None:
@@ -199,8 +214,11 @@ def validate_address(raw: str, *, check_deliverability: bool | None = None) -> V
     except email_validator.EmailUndeliverableError as exc:
         raise AddressError(
             address,
-            _("The domain of “%(address)s” does not accept email (%(detail)s). Check the "
-              "spelling of the part after the @ sign.") % {"address": address, "detail": exc},
+            _(
+                "The domain of “%(address)s” does not accept email (%(detail)s). Check the "
+                "spelling of the part after the @ sign."
+            )
+            % {"address": address, "detail": exc},
             code="undeliverable",
         ) from exc
     except email_validator.EmailNotValidError as exc:
@@ -226,10 +244,8 @@ def _suggestion(local: str, domain: str) -> str | None:
 def normalize_address(address: str) -> str:
     """The matching form of an address already accepted (case-insensitive, ASCII domain)."""
     local, _sep, domain = address.strip().rpartition("@")
-    try:
+    with contextlib.suppress(UnicodeError):
         domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        pass
     return f"{local.lower()}@{domain.lower()}"
 
 

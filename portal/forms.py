@@ -55,8 +55,11 @@ class TypoConfirmMixin:
             for valid in suggestions:
                 self.add_error(
                     None,
-                    _("Did you mean %(suggestion)s instead of %(address)s? Correct it, or tick "
-                      "“Keep as typed”.") % {"suggestion": valid.suggestion, "address": valid.address},
+                    _(
+                        "Did you mean %(suggestion)s instead of %(address)s? Correct it, or tick "
+                        "“Keep as typed”."
+                    )
+                    % {"suggestion": valid.suggestion, "address": valid.address},
                 )
 
 

@@ -28,9 +28,7 @@ class OutboxBackend(BaseEmailBackend):
             if not recipients:
                 continue
             firm_id = message.extra_headers.get(FIRM_HEADER)
-            users = {
-                u.email.lower(): u for u in user_model.objects.filter(email__in=recipients)
-            }
+            users = {u.email.lower(): u for u in user_model.objects.filter(email__in=recipients)}
             raw = message.message().as_bytes()
             for recipient in recipients:
                 OutboxEmail.objects.create(

@@ -156,3 +156,13 @@ class OutboxEmail(models.Model):
 
     def __str__(self) -> str:
         return self.subject
+
+
+class Heartbeat(models.Model):
+    """When a background process last proved it was alive (worker, beat)."""
+
+    name = models.CharField(max_length=100, unique=True)
+    last_seen = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.name

@@ -8,9 +8,10 @@ from collections.abc import Iterable
 
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
+from django.utils import timezone
 
 from portal.addresses import ValidAddress, normalize_address
-from portal.models import Client, Contact, ContactAddress, Document, Firm
+from portal.models import Client, Contact, ContactAddress, Document, Firm, Heartbeat
 
 
 def client_create(*, firm: Firm, display_name: str, kind: str, status: str = "active") -> Client:
@@ -101,3 +102,7 @@ def document_store(
     document.file.save(name, upload, save=False)
     document.save()
     return document
+
+
+def heartbeat_record(*, name: str) -> None:
+    Heartbeat.objects.update_or_create(name=name, defaults={"last_seen": timezone.now()})

@@ -68,9 +68,7 @@ def get_contact_for_member(request: HttpRequest, client: Client, contact_pk: int
     return get_object_or_404(Contact, pk=contact_pk, client=client, client__firm=request.firm)
 
 
-def get_address_for_member(
-    request: HttpRequest, client: Client, address_pk: int
-) -> ContactAddress:
+def get_address_for_member(request: HttpRequest, client: Client, address_pk: int) -> ContactAddress:
     return get_object_or_404(
         ContactAddress.objects.select_related("contact"),
         pk=address_pk,

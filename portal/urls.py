@@ -3,7 +3,6 @@ from django.urls import include, path
 
 from portal.views import clients, contacts, documents, outbox, pages
 
-
 portal_patterns = [
     path("", pages.home, name="home"),
     path("clients/", clients.client_list, name="client_list"),

@@ -7,7 +7,7 @@ os.environ.setdefault("SECRET_KEY", "tests-only-secret-key")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 os.environ.setdefault("PORTAL_VAR_DIR", os.path.join(tempfile.gettempdir(), "portal-tests-var"))
 
-from portal.settings import *  # noqa: E402, F403
+from portal.settings import *  # noqa: F403
 
 # Hashing passwords slowly is the point in production and only costs time here.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -19,3 +19,6 @@ STORAGES = {
 MEDIA_ROOT = tempfile.mkdtemp(prefix="portal-tests-media-")
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BROKER_URL = "memory://"
+# Static files come from the finders in tests; there is no collectstatic output to serve.
+WHITENOISE_AUTOREFRESH = True
+WHITENOISE_USE_FINDERS = True

@@ -110,4 +110,3 @@ def render_contacts_tab(request: HttpRequest, client_pk: int, **extra: object) -
     response = _detail(request, client_pk, "contacts", **extra)
     response.status_code = 400
     return response
-

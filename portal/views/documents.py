@@ -22,7 +22,9 @@ def document_upload(request: HttpRequest, client_pk: int) -> HttpResponse:
         response = _detail(request, client.pk, "documents", upload_form=form)
         response.status_code = 400
         return response
-    document = document_store(client=client, upload=form.cleaned_data["file"], uploaded_by=request.user)
+    document = document_store(
+        client=client, upload=form.cleaned_data["file"], uploaded_by=request.user
+    )
     messages.success(request, _("“%(name)s” uploaded.") % {"name": document.original_name})
     return redirect(reverse("portal:client_documents", args=[client.pk]))
 

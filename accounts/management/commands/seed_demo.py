@@ -17,7 +17,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         if not settings.DEBUG and not options["allow_production"]:
-            raise CommandError("seed_demo creates users with public passwords; run it with DEBUG=1.")
+            raise CommandError(
+                "seed_demo creates users with public passwords; run it with DEBUG=1."
+            )
         firm, logins = seed_demo(clients=options["clients"])
         self.stdout.write(self.style.SUCCESS(f"Demo firm: {firm.name}"))
         for login in logins:

@@ -1,0 +1,45 @@
+"""Every periodic task the portal runs, declared in code.
+
+`manage.py setup_schedules` writes these into django-celery-beat's tables; entries under our
+prefix that are no longer declared here are disabled, so the database never drifts from code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+PREFIX = "portal: "
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    task: str
+    every_seconds: int
+
+
+SCHEDULES = [
+    Schedule("worker heartbeat", "portal.heartbeat", 60),
+]
+
+
+@transaction.atomic
+def schedules_apply(schedules: list[Schedule] = SCHEDULES) -> list[str]:
+    names = []
+    for schedule in schedules:
+        interval, _ = IntervalSchedule.objects.get_or_create(
+            every=schedule.every_seconds, period=IntervalSchedule.SECONDS
+        )
+        name = PREFIX + schedule.name
+        PeriodicTask.objects.update_or_create(
+            name=name,
+            defaults={"task": schedule.task, "interval": interval, "enabled": True},
+        )
+        names.append(name)
+    PeriodicTask.objects.filter(name__startswith=PREFIX).exclude(name__in=names).update(
+        enabled=False
+    )
+    return names

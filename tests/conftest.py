@@ -1,0 +1,58 @@
+"""Fixtures shared by the whole suite: firms, their members, and an outsider."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client as HttpClient
+
+from accounts.models import Membership, Role
+from portal.models import Firm
+from tests.factories import FirmFactory, MembershipFactory
+
+
+@pytest.fixture
+def firm(db) -> Firm:
+    return FirmFactory(name="Alder & Birch Accounting")
+
+
+@pytest.fixture
+def owner(firm) -> Membership:
+    return MembershipFactory(firm=firm, role=Role.OWNER, user__email="owner@alder.test")
+
+
+@pytest.fixture
+def admin_member(firm) -> Membership:
+    return MembershipFactory(firm=firm, role=Role.ADMIN, user__email="admin@alder.test")
+
+
+@pytest.fixture
+def staff(firm) -> Membership:
+    return MembershipFactory(firm=firm, role=Role.STAFF, user__email="staff@alder.test")
+
+
+@pytest.fixture
+def outsider(db) -> Membership:
+    """An owner of another firm: must never see or change anything of `firm`."""
+    other = FirmFactory(name="Other Firm Ltd")
+    return MembershipFactory(firm=other, role=Role.OWNER, user__email="owner@other.test")
+
+
+def _signed_in(membership: Membership) -> HttpClient:
+    http = HttpClient()
+    http.force_login(membership.user)
+    return http
+
+
+@pytest.fixture
+def owner_client(owner) -> HttpClient:
+    return _signed_in(owner)
+
+
+@pytest.fixture
+def staff_client(staff) -> HttpClient:
+    return _signed_in(staff)
+
+
+@pytest.fixture
+def outsider_client(outsider) -> HttpClient:
+    return _signed_in(outsider)
