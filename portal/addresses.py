@@ -21,7 +21,7 @@ from django.utils.translation import gettext as _
 from portal.dns import make_resolver
 
 # Characters that mail servers and ESPs refuse, or that only ever appear by copy-paste mistake.
-FORBIDDEN_CHARACTERS = '\\/":<>|*\u00b4`~^'  # \u00b4 is the acute accent ´
+FORBIDDEN_CHARACTERS = '\\/":<>|*\u00b4`~^'  # \u00b4: the acute accent
 _SEPARATORS = re.compile(r"[;,\r\n]+")
 
 # Well-known mailbox providers, for "did you mean" suggestions.
