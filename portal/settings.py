@@ -191,6 +191,7 @@ ANYMAIL = {
 # Addresses: a deliverability check (does the domain have mail servers?) is off unless
 # enabled, because the embedded run may have no DNS at all.
 ADDRESS_CHECK_DELIVERABILITY = env_bool("ADDRESS_CHECK_DELIVERABILITY", False)
+ADDRESS_ALLOWED_SPECIAL_DOMAINS = env_list("ADDRESS_ALLOWED_SPECIAL_DOMAINS")
 
 # DNS: one resolver configuration for every lookup the portal makes (address checks, domain
 # checks). Empty nameservers means the system resolver.

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import pytest
+from django.core.cache import cache
 from django.test import Client as HttpClient
 
 from accounts.models import Membership, Role
 from portal.models import Firm
 from tests.factories import FirmFactory, MembershipFactory
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """allauth's rate limits live in the cache; one test's sign-ups must not limit the next."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture

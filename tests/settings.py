@@ -5,6 +5,7 @@ import tempfile
 
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
+os.environ.setdefault("ADDRESS_ALLOWED_SPECIAL_DOMAINS", "test")
 os.environ.setdefault("PORTAL_VAR_DIR", os.path.join(tempfile.gettempdir(), "portal-tests-var"))
 
 from portal.settings import *  # noqa: F403
