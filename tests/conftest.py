@@ -11,6 +11,13 @@ from portal.models import Firm
 from tests.factories import FirmFactory, MembershipFactory
 
 
+def pytest_configure(config):
+    """Compile the catalogues before Django loads any translation (they are not committed)."""
+    from scripts.compile_catalogues import main as compile_catalogues
+
+    compile_catalogues()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     """allauth's rate limits live in the cache; one test's sign-ups must not limit the next."""
