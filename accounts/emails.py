@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.urls import reverse
+from django.utils import translation
 
 from accounts.models import Invitation
 from portal.emails import send_templated
@@ -23,3 +24,39 @@ def send_invitation_email(*, invitation: Invitation, token: str) -> None:
             "expires_at": invitation.expires_at,
         },
     )
+
+
+def _owners(firm) -> list:
+    from accounts.models import Membership, Role
+
+    return [
+        m.user for m in Membership.objects.filter(firm=firm, role=Role.OWNER).select_related("user")
+    ]
+
+
+def _to_owners(name: str, *, firm, context: dict[str, object]) -> None:
+    # Each owner gets the email in their own language.
+    for owner in _owners(firm):
+        with translation.override(owner.language or settings.LANGUAGE_CODE):
+            send_templated(name, to=[owner.email], firm=firm, context={**context, "owner": owner})
+
+
+def _grant_context(grant) -> dict[str, object]:
+    return {
+        "firm": grant.firm,
+        "grant": grant,
+        "link": settings.SITE_URL + reverse("accounts:editor_access"),
+    }
+
+
+def send_support_access_granted_email(*, grant) -> None:
+    _to_owners("support-access-granted", firm=grant.firm, context=_grant_context(grant))
+
+
+def send_support_access_first_used_email(*, grant, support_user) -> None:
+    context = {**_grant_context(grant), "support_user": support_user}
+    _to_owners("support-access-first-used", firm=grant.firm, context=context)
+
+
+def send_support_access_expired_email(*, grant) -> None:
+    _to_owners("support-access-expired", firm=grant.firm, context=_grant_context(grant))

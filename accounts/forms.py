@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+from datetime import datetime, time
+
 from django import forms
 from django.contrib.auth.password_validation import validate_password
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Role, User
 from accounts.services import firm_create_with_owner
+from accounts.support import PRESETS
+from portal.models import Firm
 
 
 class FirmSignupForm(forms.Form):
@@ -45,3 +50,69 @@ class AcceptInvitationForm(forms.Form):
         password = self.cleaned_data["password"]
         validate_password(password, User(email=self.email))
         return password
+
+
+class ProfileForm(forms.ModelForm):
+    class Meta:
+        model = User
+        fields = ["first_name", "last_name", "language"]
+
+
+class FirmProfileForm(forms.ModelForm):
+    class Meta:
+        model = Firm
+        fields = ["name", "sender_name", "reply_to_email", "sending_domain"]
+        help_texts = {
+            "sender_name": _("The name clients see on emails the portal sends for your firm."),
+            "reply_to_email": _("Where clients' replies to those emails go."),
+            "sending_domain": _(
+                "Your own domain for sending (for example yourfirm.com). Leave empty to send "
+                "from the portal's domain."
+            ),
+        }
+
+    def clean_sending_domain(self) -> str:
+        domain = self.cleaned_data["sending_domain"].strip().lower().rstrip(".")
+        if domain and ("." not in domain or any(c in domain for c in " @/\\:")):
+            raise forms.ValidationError(_("Enter a domain name such as yourfirm.com."))
+        return domain
+
+
+class EditorAccessForm(forms.Form):
+    PERIODS = [
+        ("1d", _("1 day")),
+        ("1w", _("1 week")),
+        ("1m", _("1 month")),
+        ("3m", _("3 months")),
+        ("date", _("Until a date")),
+    ]
+
+    enabled = forms.BooleanField(
+        label=_("Allow the support team to log in with owner permissions"), required=False
+    )
+    period = forms.ChoiceField(
+        label=_("For how long"), choices=PERIODS, initial="1m", widget=forms.RadioSelect
+    )
+    until = forms.DateField(
+        label=_("End date"),
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text=_("Access ends at the end of this day."),
+    )
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if cleaned.get("enabled") and cleaned.get("period") == "date":
+            until = cleaned.get("until")
+            if until is None:
+                self.add_error("until", _("Choose the date when access ends."))
+            elif until < timezone.localdate():
+                self.add_error("until", _("Choose a date that has not passed."))
+        return cleaned
+
+    def expires_at(self) -> datetime:
+        period = self.cleaned_data["period"]
+        if period == "date":
+            end_of_day = datetime.combine(self.cleaned_data["until"], time.max)
+            return timezone.make_aware(end_of_day)
+        return timezone.now() + PRESETS[period]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
 from django.utils import timezone
@@ -37,6 +39,10 @@ class UserManager(BaseUserManager["User"]):
 class User(AbstractUser):
     username = None
     email = models.EmailField(_("email address"), unique=True)
+    # The language the portal speaks to this person, in pages and in the emails it sends them.
+    language = models.CharField(
+        _("language"), max_length=10, blank=True, choices=settings.LANGUAGES
+    )
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: list[str] = []
@@ -113,3 +119,74 @@ class Invitation(models.Model):
             and self.revoked_at is None
             and self.expires_at > timezone.now()
         )
+
+
+class SupportGrant(models.Model):
+    """A firm owner's permission for the support team to act in the firm as an owner.
+
+    Active while not revoked and `expires_at` lies in the future; checked on every request
+    a support user makes, so nothing outlives the grant.
+    """
+
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="support_grants")
+    granted_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(_("access ends"))
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    first_used_at = models.DateTimeField(null=True, blank=True)
+    expiry_notified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("editor access grant")
+        verbose_name_plural = _("editor access grants")
+        ordering = ["-created"]
+        indexes = [
+            # Serves "expired grants whose owners were not told yet" for the beat task.
+            models.Index(
+                fields=["expires_at"],
+                condition=models.Q(expiry_notified_at__isnull=True, revoked_at__isnull=True),
+                name="supportgrant_expiry_todo_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.firm} until {self.expires_at:%Y-%m-%d %H:%M}"
+
+    def is_active(self, now: datetime | None = None) -> bool:
+        now = now or timezone.now()
+        return self.revoked_at is None and self.expires_at > now
+
+
+class AuditEntry(models.Model):
+    """What happened under (or to) support access, for the firm's owners to read."""
+
+    class Kind(models.TextChoices):
+        GRANTED = "granted", _("Access granted")
+        REVOKED = "revoked", _("Access revoked")
+        EXPIRED = "expired", _("Access expired")
+        ENTERED = "entered", _("Support entered the firm")
+        EXITED = "exited", _("Support left the firm")
+        REQUEST = "request", _("Change made by support")
+        REFUSED = "refused", _("Action refused to support")
+
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="audit_entries")
+    grant = models.ForeignKey(SupportGrant, null=True, on_delete=models.SET_NULL, related_name="+")
+    actor = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    method = models.CharField(max_length=10, blank=True)
+    path = models.CharField(max_length=500, blank=True)
+    view_name = models.CharField(max_length=200, blank=True)
+    object_ref = models.CharField(max_length=200, blank=True)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("audit entry")
+        verbose_name_plural = _("audit entries")
+        ordering = ["-created", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.created:%Y-%m-%d %H:%M} {self.kind} {self.path}"

@@ -23,6 +23,7 @@ class Schedule:
 
 SCHEDULES = [
     Schedule("worker heartbeat", "portal.heartbeat", 60),
+    Schedule("tell owners when editor access ends", "accounts.notify_expired_support_grants", 300),
 ]
 
 

@@ -62,8 +62,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "allauth.account.middleware.AccountMiddleware",
-    "accounts.middleware.CurrentFirmMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "accounts.middleware.CurrentFirmMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
 ]
@@ -83,6 +83,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "portal.context_processors.portal",
+                "accounts.context_processors.support_banner_context",
             ],
         },
     },
@@ -261,3 +262,6 @@ LOGGING = {
 }
 
 CLIENTS_PER_PAGE = env_int("CLIENTS_PER_PAGE", 25)
+
+# Staff users in this group are the support team that firms can let in (Editor access).
+SUPPORT_GROUP_NAME = env_str("SUPPORT_GROUP_NAME", "Support")

@@ -17,7 +17,7 @@ from django.test import Client as HttpClient
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
-from accounts.models import Invitation, Membership, Role, hash_token
+from accounts.models import Invitation, Membership, Role, SupportGrant, hash_token
 from portal.models import Client, Contact, ContactAddress, Document, OutboxEmail
 from tests.factories import (
     ClientFactory,
@@ -26,6 +26,7 @@ from tests.factories import (
     DocumentFactory,
     FirmFactory,
     MembershipFactory,
+    UserFactory,
 )
 
 # Pages that hold no firm's data: sign-in, sign-up and own-account pages of allauth, the
@@ -56,6 +57,7 @@ class FirmA:
     invitation: Invitation
     invitation_token: str
     outbox_email: OutboxEmail
+    grant: SupportGrant
 
 
 @pytest.fixture
@@ -82,7 +84,10 @@ def firm_a(db) -> FirmA:
     outbox_email = OutboxEmail.objects.create(
         firm=firm, subject="SECRET-MAIL-A", from_email="x@y.test", recipients="z@y.test", raw=b""
     )
-    return FirmA(client, contact, address, document, owner, invitation, token, outbox_email)
+    grant = SupportGrant.objects.create(
+        firm=firm, granted_by=owner.user, expires_at=timezone.now() + timezone.timedelta(days=3)
+    )
+    return FirmA(client, contact, address, document, owner, invitation, token, outbox_email, grant)
 
 
 PARAMETERS = {
@@ -93,6 +98,7 @@ PARAMETERS = {
     "membership_pk": lambda a: a.owner.pk,
     "invitation_pk": lambda a: a.invitation.pk,
     "email_pk": lambda a: a.outbox_email.pk,
+    "grant_pk": lambda a: a.grant.pk,
     # An invitation link's token is its own credential: whoever holds it may join. The walk
     # uses a token nobody was sent; tests/accounts/test_invitations.py covers the real one.
     "token": lambda a: secrets.token_urlsafe(32),
@@ -160,6 +166,9 @@ def _snapshot(firm_a: FirmA) -> dict[str, list]:
         ),
         "memberships": list(
             Membership.objects.filter(firm=firm).values_list("pk", "user_id", "role")
+        ),
+        "grants": list(
+            SupportGrant.objects.filter(firm=firm).values_list("pk", "expires_at", "revoked_at")
         ),
         "invitations": list(
             Invitation.objects.filter(firm=firm).values_list(
@@ -232,6 +241,17 @@ def test_an_anonymous_visitor_sees_and_changes_nothing(firm_a):
     for name, method, status, _body_text in results:
         if name != "accounts:invitation_accept":
             assert status in (302, 405), f"{method.upper()} {name} answered {status} to nobody"
+    assert _snapshot(firm_a) == before
+
+
+def test_a_staff_user_outside_the_support_team_sees_and_changes_nothing(firm_a, db):
+    """Being `is_staff` is not enough to enter a firm: only the support team may, by grant."""
+    staff_user = UserFactory(email="ops@platform.test", is_staff=True)
+    http = HttpClient()
+    http.force_login(staff_user)
+    before = _snapshot(firm_a)
+    results = _requests_as(http, firm_a)
+    _assert_nothing_leaked(results, allowed_statuses={200, 302, 400, 403, 404, 405, 410})
     assert _snapshot(firm_a) == before
 
 

@@ -37,11 +37,6 @@ _ERRORS = {
 
 
 @member_required
-def settings_home(request: HttpRequest) -> HttpResponse:
-    return render(request, "accounts/settings_home.html")
-
-
-@member_required
 def members(request: HttpRequest) -> HttpResponse:
     can_manage = request.member_role in MANAGERS
     context = {
