@@ -9,6 +9,7 @@ from django.test import Client as HttpClient
 from accounts.models import Membership, Role
 from portal.models import Firm
 from tests.factories import FirmFactory, MembershipFactory
+from tests.servers.dns_fixtures import dns_server, dns_zone  # noqa: F401
 
 
 def pytest_configure(config):

@@ -158,3 +158,48 @@ def test_property_a_forbidden_character_is_reported_at_its_position(local, domai
         validate_address(address)
     assert exc.value.code == "forbidden_character"
     assert f"position {at + 1}" in exc.value.message
+
+
+# Deliverability: the domain must have somewhere to deliver mail. Answers come from the DNS
+# server on loopback, reached through the same resolver settings the portal uses.
+
+
+@pytest.fixture
+def portal_dns(dns_server, settings):
+    settings.DNS_NAMESERVERS = [dns_server.host]
+    settings.DNS_PORT = dns_server.port
+    settings.DNS_TIMEOUT = 1.0
+    return dns_server
+
+
+def test_it_accepts_a_domain_with_mail_servers(portal_dns, dns_zone):
+    dns_zone(
+        {
+            "mailing.test": [{"MX": [10, "mx.mailing.test"]}],
+            "mx.mailing.test": [{"A": "192.0.2.10"}],
+        }
+    )
+    assert validate_address("anna@mailing.test", check_deliverability=True).address
+
+
+def test_it_refuses_a_domain_that_does_not_exist(portal_dns, dns_zone):
+    dns_zone({})
+    with pytest.raises(AddressError) as exc:
+        validate_address("anna@no-such-domain.test", check_deliverability=True)
+    assert exc.value.code == "undeliverable"
+    assert "does not accept email" in exc.value.message
+
+
+def test_it_refuses_a_domain_that_publishes_a_null_mx(portal_dns, dns_zone):
+    dns_zone({"nomail.test": [{"MX": [0, "."]}]})
+    with pytest.raises(AddressError) as exc:
+        validate_address("anna@nomail.test", check_deliverability=True)
+    assert exc.value.code == "undeliverable"
+
+
+def test_a_dns_timeout_does_not_block_a_real_address(portal_dns, dns_zone):
+    # A slow resolver must not stop an accountant from saving a contact.
+    dns_zone({"slow.test": ["TIMEOUT"]})
+    assert validate_address("anna@slow.test", check_deliverability=True).address == (
+        "anna@slow.test"
+    )
