@@ -189,6 +189,10 @@ ANYMAIL = {
     if env_str(key)
 }
 
+# Delivery: this many soft bounces of one address within this many days block it.
+SUPPRESS_AFTER_SOFT_BOUNCES = env_int("SUPPRESS_AFTER_SOFT_BOUNCES", 3)
+SUPPRESS_SOFT_BOUNCE_DAYS = env_int("SUPPRESS_SOFT_BOUNCE_DAYS", 7)
+
 # Addresses: a deliverability check (does the domain have mail servers?) is off unless
 # enabled, because the embedded run may have no DNS at all.
 ADDRESS_CHECK_DELIVERABILITY = env_bool("ADDRESS_CHECK_DELIVERABILITY", False)

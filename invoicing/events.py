@@ -1,0 +1,185 @@
+"""Everything that happens to a delivery goes through `delivery_event_record`.
+
+SMTP-time refusals, ESP webhooks and DSN bounces all become `DeliveryEvent` rows here, in
+one transaction with the delivery locked, so the three sources can race without losing an
+event or moving a delivery backwards. The rules that put an address on the suppression list
+live here too, because they read the events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from invoicing.bounces import classify_failure
+from invoicing.models import Delivery, DeliveryEvent, Suppression
+
+S = Delivery.Status
+
+# How strong each outcome is. A delivery's status only ever moves to a stronger one, so an
+# ESP's late "delivered" cannot hide an earlier bounce, and events arriving out of order
+# give the same result as in order.
+RANK = {
+    S.QUEUED: 0,
+    S.SENT: 1,
+    S.DEFERRED: 2,
+    S.SOFT_BOUNCED: 3,
+    S.DELIVERED: 4,
+    S.OPENED: 5,
+    S.CLICKED: 6,
+    S.FAILED: 7,
+    S.SUPPRESSED: 7,
+    S.REJECTED: 8,
+    S.BOUNCED: 9,
+    S.COMPLAINED: 10,
+}
+
+# Fine-grained causes (from the bounce rules) that mean the address or domain is wrong.
+ADDRESS_REASONS = {"userunknown", "hasmoved", "notaccept"}
+DOMAIN_REASONS = {"hostunknown"}
+POLICY_REASONS = {"blocked", "rejected", "policyviolation", "securityerror", "norelaying"}
+SPAM_REASONS = {"spamdetected", "virusdetected", "contenterror"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one server reply means for a delivery: our decision, not the sender's label."""
+
+    kind: str  # a Delivery.Status value
+    reason: str  # fine-grained cause
+    problem_code: str  # "" when nothing is wrong
+
+
+def classify_reply(
+    reply_code: str | None,
+    status_code: str | None,
+    diagnostic: str | None,
+    *,
+    command: str | None = None,
+) -> Outcome:
+    """Decide hard/soft/policy for an SMTP reply or a bounce's status and text.
+
+    Address failures (5.1.x, unknown user, no such domain) are hard; mailbox full, too
+    large, greylisting and every 4.x.x are soft; policy and spam blocks are "rejected by
+    policy". Anything not recognised is soft, because calling an address dead on a guess
+    would block a client who is reachable.
+    """
+    reason = classify_failure(status_code or None, reply_code or None, diagnostic or None, command)
+    permanent = (status_code or "").startswith("5") or (
+        not status_code and (reply_code or "").startswith("5")
+    )
+    if not permanent:
+        # 4.x.x: full mailbox, greylisting, a busy server. Retried; never a block on its own.
+        return Outcome(S.SOFT_BOUNCED, reason, "delivery.soft_bounce")
+    if reason in DOMAIN_REASONS and permanent:
+        return Outcome(S.BOUNCED, reason, "delivery.invalid_address")
+    if (reason in ADDRESS_REASONS or (status_code or "").startswith("5.1.")) and permanent:
+        return Outcome(S.BOUNCED, reason, "delivery.hard_bounce")
+    if reason in POLICY_REASONS | SPAM_REASONS or (
+        permanent and (status_code or "").startswith("5.7.")
+    ):
+        return Outcome(S.REJECTED, reason, "delivery.rejected_policy")
+    return Outcome(S.SOFT_BOUNCED, reason, "delivery.soft_bounce")
+
+
+PROBLEM_FOR_KIND = {
+    S.COMPLAINED: "delivery.complaint",
+    S.SUPPRESSED: "delivery.suppressed",
+    S.FAILED: "delivery.not_sent_rejected_document",
+}
+
+
+def delivery_event_record(
+    *,
+    delivery: Delivery,
+    kind: str,
+    source: str,
+    event_id: str = "",
+    occurred_at: datetime | None = None,
+    reply_code: str = "",
+    status_code: str = "",
+    reason: str = "",
+    diagnostic: str = "",
+    problem_code: str | None = None,
+) -> DeliveryEvent | None:
+    """Record one event; returns None when this exact event was recorded before."""
+    with transaction.atomic():
+        locked = Delivery.objects.select_for_update().get(pk=delivery.pk)
+        try:
+            with transaction.atomic():
+                event = DeliveryEvent.objects.create(
+                    delivery=locked,
+                    kind=kind,
+                    source=source,
+                    event_id=event_id[:255],
+                    occurred_at=occurred_at or timezone.now(),
+                    reply_code=(reply_code or "")[:3],
+                    status_code=(status_code or "")[:16],
+                    reason=(reason or "")[:40],
+                    diagnostic=diagnostic or "",
+                )
+        except IntegrityError:
+            return None  # the same webhook or bounce, delivered to us again
+        if RANK.get(kind, -1) > RANK.get(locked.status, -1):
+            locked.status = kind
+            if problem_code is None:
+                problem_code = PROBLEM_FOR_KIND.get(kind, "")
+            if kind in (S.DELIVERED, S.OPENED, S.CLICKED):
+                problem_code = ""
+            locked.problem_code = problem_code
+            locked.save(update_fields=["status", "problem_code", "updated"])
+        _apply_suppression_rules(locked, event)
+    delivery.refresh_from_db()
+    return event
+
+
+def _apply_suppression_rules(delivery: Delivery, event: DeliveryEvent) -> None:
+    if delivery.is_test:
+        return
+    reason = None
+    if event.kind == S.BOUNCED:
+        reason = Suppression.Reason.HARD_BOUNCE
+    elif event.kind == S.COMPLAINED:
+        reason = Suppression.Reason.COMPLAINT
+    elif event.kind == S.SOFT_BOUNCED and _soft_bounces_in_window(delivery) >= (
+        settings.SUPPRESS_AFTER_SOFT_BOUNCES
+    ):
+        reason = Suppression.Reason.REPEATED_SOFT
+    if reason is None:
+        return
+    _, created = Suppression.objects.get_or_create(
+        firm_id=delivery.firm_id,
+        normalized=delivery.normalized,
+        removed_at=None,
+        defaults={"reason": reason, "source_event": event},
+    )
+    if created and reason == Suppression.Reason.REPEATED_SOFT:
+        Delivery.objects.filter(pk=delivery.pk).update(
+            problem_code="delivery.blocked_repeated_failures"
+        )
+
+
+def _soft_bounces_in_window(delivery: Delivery) -> int:
+    since = timezone.now() - timedelta(days=settings.SUPPRESS_SOFT_BOUNCE_DAYS)
+    return (
+        DeliveryEvent.objects.filter(
+            delivery__firm_id=delivery.firm_id,
+            delivery__normalized=delivery.normalized,
+            delivery__is_test=False,
+            kind=S.SOFT_BOUNCED,
+            occurred_at__gte=since,
+        )
+        .values("delivery_id")
+        .distinct()
+        .count()
+    )
+
+
+def active_suppression(*, firm_id: int, normalized: str) -> Suppression | None:
+    return Suppression.objects.filter(
+        firm_id=firm_id, normalized=normalized, removed_at=None
+    ).first()

@@ -1,0 +1,277 @@
+"""Invoices, their Pay Now links and payments, and what happened to every email sent.
+
+Money is Decimal; an issued invoice is voided, never deleted; a delivery never moves
+backwards: events are kept as they arrive, and the delivery's state is the strongest
+outcome seen so far.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from portal.models import Client, Firm
+
+
+class Invoice(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", _("Draft")
+        SENT = "sent", _("Sent")
+        VIEWED = "viewed", _("Viewed")
+        PAID = "paid", _("Paid")
+        VOID = "void", _("Void")
+
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="invoices")
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="invoices")
+    number = models.PositiveIntegerField(_("number"))
+    currency = models.CharField(_("currency"), max_length=3, default="EUR")
+    issue_date = models.DateField(_("issue date"), default=timezone.localdate)
+    due_date = models.DateField(_("due date"))
+    status = models.CharField(
+        _("status"), max_length=10, choices=Status.choices, default=Status.DRAFT
+    )
+    notes = models.TextField(_("notes"), blank=True)
+    # Snapshot at issue: the invoice keeps saying what it said when it was sent.
+    client_name = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("invoice")
+        verbose_name_plural = _("invoices")
+        ordering = ["-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["firm", "number"], name="invoice_number_per_firm"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.number}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("invoicing:invoice_detail", args=[self.pk])
+
+    @property
+    def total(self) -> Decimal:
+        return sum((line.amount for line in self.lines.all()), Decimal("0.00"))
+
+
+class InvoiceLine(models.Model):
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+    description = models.CharField(_("description"), max_length=500)
+    quantity = models.DecimalField(_("quantity"), max_digits=12, decimal_places=2, default=1)
+    unit_price = models.DecimalField(_("unit price"), max_digits=12, decimal_places=2)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "pk"]
+
+    def __str__(self) -> str:
+        return self.description
+
+    @property
+    def amount(self) -> Decimal:
+        return (self.quantity * self.unit_price).quantize(Decimal("0.01"))
+
+
+class Delivery(models.Model):
+    """One email of one invoice to one recipient address, and what became of it."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        SENT = "sent", _("Sent")
+        DEFERRED = "deferred", _("Delayed")
+        DELIVERED = "delivered", _("Delivered")
+        OPENED = "opened", _("Opened")
+        CLICKED = "clicked", _("Link clicked")
+        SOFT_BOUNCED = "soft_bounced", _("Bounced (temporary)")
+        BOUNCED = "bounced", _("Bounced")
+        REJECTED = "rejected", _("Rejected")
+        COMPLAINED = "complained", _("Marked as spam")
+        SUPPRESSED = "suppressed", _("Not sent: address blocked")
+        FAILED = "failed", _("Not sent")
+
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="+")
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="deliveries")
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="deliveries")
+    address = models.CharField(max_length=320)
+    normalized = models.CharField(max_length=320)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    # A stable problem code (PROBLEMS.md) while this delivery is in trouble, else "".
+    problem_code = models.CharField(max_length=60, blank=True)
+    is_test = models.BooleanField(default=False)
+    message_id = models.CharField(max_length=255, blank=True, db_index=True)
+    esp_message_id = models.CharField(max_length=255, blank=True, db_index=True)
+    verp_token = models.CharField(max_length=40, unique=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("delivery")
+        verbose_name_plural = _("deliveries")
+        ordering = ["-created", "-pk"]
+        indexes = [
+            models.Index(fields=["firm", "normalized"], name="delivery_address_idx"),
+            # Serves the Problems views: a firm's deliveries in trouble.
+            models.Index(
+                fields=["firm", "problem_code"],
+                condition=~Q(problem_code=""),
+                name="delivery_problem_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.invoice} → {self.address}"
+
+
+class DeliveryEvent(models.Model):
+    class Source(models.TextChoices):
+        PORTAL = "portal", _("Portal")
+        SMTP = "smtp", _("Sending server")
+        WEBHOOK = "webhook", _("Email service")
+        DSN = "dsn", _("Bounce message")
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=20)  # one of Delivery.Status's values
+    source = models.CharField(max_length=10, choices=Source.choices)
+    # The sender's id of this event, so a webhook retried ten times is recorded once.
+    event_id = models.CharField(max_length=255, blank=True)
+    occurred_at = models.DateTimeField(default=timezone.now)
+    reply_code = models.CharField(max_length=3, blank=True)
+    status_code = models.CharField(max_length=16, blank=True)  # enhanced status, e.g. 5.1.1
+    reason = models.CharField(max_length=40, blank=True)
+    diagnostic = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["occurred_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "event_id"],
+                condition=~Q(event_id=""),
+                name="deliveryevent_unique_source_id",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} ({self.source})"
+
+
+class PayLink(models.Model):
+    """A Pay Now link of one delivery. Only the token's hash is stored."""
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="pay_links")
+    delivery = models.OneToOneField(
+        Delivery, null=True, blank=True, on_delete=models.CASCADE, related_name="pay_link"
+    )
+    token_hash = models.CharField(max_length=64, unique=True)
+    created = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_viewed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"link for {self.invoice}"
+
+    def is_usable(self) -> bool:
+        return self.revoked_at is None and self.expires_at > timezone.now()
+
+
+class Payment(models.Model):
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="payments")
+    provider = models.CharField(max_length=30)
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    reference = models.CharField(max_length=255, blank=True)
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "reference"],
+                condition=~Q(reference=""),
+                name="payment_unique_provider_reference",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.currency}"
+
+
+class Suppression(models.Model):
+    """An address the firm's invoices are no longer sent to, and why."""
+
+    class Reason(models.TextChoices):
+        HARD_BOUNCE = "hard_bounce", _("The address does not exist")
+        COMPLAINT = "complaint", _("The recipient marked an email as spam")
+        REPEATED_SOFT = "repeated_soft", _("Repeated temporary failures")
+        MANUAL = "manual", _("Blocked by hand")
+
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="+")
+    normalized = models.CharField(max_length=320)
+    reason = models.CharField(max_length=20, choices=Reason.choices)
+    source_event = models.ForeignKey(
+        DeliveryEvent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    removed_at = models.DateTimeField(null=True, blank=True)
+    removed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    removal_note = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            # One active suppression per address and firm; removed ones stay as history.
+            models.UniqueConstraint(
+                fields=["firm", "normalized"],
+                condition=Q(removed_at__isnull=True),
+                name="suppression_one_active",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.normalized
+
+
+class WebhookEvent(models.Model):
+    """An ESP tracking event as received, processed later by a task: never lost."""
+
+    esp = models.CharField(max_length=30)
+    event_id = models.CharField(max_length=255, blank=True)
+    payload = models.JSONField()
+    received = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["received"],
+                condition=Q(processed_at__isnull=True),
+                name="webhookevent_pending_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.esp} {self.event_id}"
