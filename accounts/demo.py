@@ -7,7 +7,9 @@ import random
 from dataclasses import dataclass
 
 from allauth.account.models import EmailAddress
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.files.base import ContentFile
 from django.db import transaction
 
@@ -61,7 +63,8 @@ def seed_demo(*, clients: int = 50) -> tuple[Firm, list[DemoLogin]]:
         first, last = names[login.email.split("@")[0].split(".")[0]]
         user = _user(login.email, first, last)
         Membership.objects.get_or_create(user=user, firm=firm, defaults={"role": login.role})
-    _user("support@demo.test", "Sam", "Support", is_staff=True, is_superuser=True)
+    support = _user("support@demo.test", "Sam", "Support", is_staff=True, is_superuser=True)
+    support.groups.add(Group.objects.get_or_create(name=settings.SUPPORT_GROUP_NAME)[0])
 
     rng = random.Random(2026)  # the same demo every time
     existing = Client.objects.filter(firm=firm).count()

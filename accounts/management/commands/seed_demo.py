@@ -24,4 +24,6 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"Demo firm: {firm.name}"))
         for login in logins:
             self.stdout.write(f"  {login.role:<6} {login.email}  password: {DEMO_PASSWORD}")
-        self.stdout.write(f"  admin  support@demo.test  password: {DEMO_PASSWORD}  (/admin/)")
+        self.stdout.write(
+            f"  admin  support@demo.test  password: {DEMO_PASSWORD}  (support team, /admin/)"
+        )
