@@ -24,6 +24,7 @@ class Schedule:
 SCHEDULES = [
     Schedule("worker heartbeat", "portal.heartbeat", 60),
     Schedule("tell owners when editor access ends", "accounts.notify_expired_support_grants", 300),
+    Schedule("re-check firms' sending domains", "troubleshooting.check_all_domains", 86400),
 ]
 
 

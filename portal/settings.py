@@ -181,6 +181,7 @@ ANYMAIL = {
         "ANYMAIL_MAILGUN_API_KEY",
         "ANYMAIL_MAILGUN_SENDER_DOMAIN",
         "ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY",
+        "ANYMAIL_SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY",
         "ANYMAIL_BREVO_API_KEY",
         "ANYMAIL_MAILJET_API_KEY",
         "ANYMAIL_MAILJET_SECRET_KEY",
@@ -189,9 +190,51 @@ ANYMAIL = {
     if env_str(key)
 }
 
+# Invoice emails: a VERP envelope sender per delivery when set, e.g.
+# "bounces+{token}@bounce.example.com", so a bounce names the delivery it belongs to. Leave it
+# unset with an ESP (anymail), which collects bounces itself.
+BOUNCE_ADDRESS = env_str("BOUNCE_ADDRESS")
+if BOUNCE_ADDRESS and "{token}" not in BOUNCE_ADDRESS:
+    raise ImproperlyConfigured("BOUNCE_ADDRESS must contain {token}, e.g. bounces+{token}@host")
+PAY_LINK_DAYS = env_int("PAY_LINK_DAYS", 60)
+INVOICES_PER_PAGE = env_int("INVOICES_PER_PAGE", 50)
+
 # Delivery: this many soft bounces of one address within this many days block it.
 SUPPRESS_AFTER_SOFT_BOUNCES = env_int("SUPPRESS_AFTER_SOFT_BOUNCES", 3)
 SUPPRESS_SOFT_BOUNCE_DAYS = env_int("SUPPRESS_SOFT_BOUNCE_DAYS", 7)
+
+# Bounces for plain-SMTP setups: every delivery gets its own Return-Path under
+# BOUNCE_ADDRESS (VERP), and the mailbox behind it is polled read-only over IMAP. Both are
+# off while unset (ESP setups learn about bounces from webhooks).
+BOUNCE_ADDRESS = env_str("BOUNCE_ADDRESS")
+if BOUNCE_ADDRESS and (BOUNCE_ADDRESS.count("@") != 1 or "+" in BOUNCE_ADDRESS):
+    raise ImproperlyConfigured(
+        f"BOUNCE_ADDRESS must be one plain address such as bounces@bounce.example, "
+        f"got {BOUNCE_ADDRESS!r}"
+    )
+BOUNCE_MAILBOX_HOST = env_str("BOUNCE_MAILBOX_HOST")
+BOUNCE_MAILBOX_SECURITY = env_str("BOUNCE_MAILBOX_SECURITY", "ssl").lower()
+if BOUNCE_MAILBOX_SECURITY not in ("ssl", "starttls", "none"):
+    raise ImproperlyConfigured(
+        f"BOUNCE_MAILBOX_SECURITY must be ssl, starttls or none, got {BOUNCE_MAILBOX_SECURITY!r}"
+    )
+BOUNCE_MAILBOX_PORT = env_int(
+    "BOUNCE_MAILBOX_PORT", 993 if BOUNCE_MAILBOX_SECURITY == "ssl" else 143
+)
+BOUNCE_MAILBOX_USER = env_str("BOUNCE_MAILBOX_USER")
+BOUNCE_MAILBOX_PASSWORD = env_str("BOUNCE_MAILBOX_PASSWORD")
+BOUNCE_MAILBOX_FOLDER = env_str("BOUNCE_MAILBOX_FOLDER", "INBOX")
+BOUNCE_MAILBOX_TIMEOUT = env_float("BOUNCE_MAILBOX_TIMEOUT", 30.0)
+
+# How the portal sends mail, for domain checks and the allowlist page: the SPF include
+# firms add, the sending IP addresses and host names, and DKIM selectors as
+# "selector:cname-target" pairs.
+PORTAL_SPF_INCLUDE = env_str("PORTAL_SPF_INCLUDE")
+PORTAL_SENDING_IPS = env_list("PORTAL_SENDING_IPS")
+PORTAL_SENDING_HOSTS = env_list("PORTAL_SENDING_HOSTS")
+PORTAL_DKIM_SELECTORS = [
+    tuple(pair.split(":", 1)) for pair in env_list("PORTAL_DKIM_SELECTORS") if ":" in pair
+]
 
 # Addresses: a deliverability check (does the domain have mail servers?) is off unless
 # enabled, because the embedded run may have no DNS at all.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.cache import cache
 from django.test import Client as HttpClient
+from django.utils import translation
 
 from accounts.models import Membership, Role
 from portal.models import Firm
@@ -25,6 +26,14 @@ def _fresh_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _english_by_default():
+    """A request in another language leaves it active in the thread; start each test in English."""
+    translation.activate("en")
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture

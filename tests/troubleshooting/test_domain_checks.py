@@ -1,0 +1,152 @@
+"""Sending-domain checks against DNS answers from the loopback server."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+
+from tests.servers.dns_fixtures import make_resolver
+from troubleshooting.domain_checks import (
+    SendingService,
+    check_dkim,
+    check_dmarc,
+    check_mx,
+    check_sending_domain,
+    check_spf,
+)
+
+SERVICE = SendingService(
+    spf_include="_spf.portal.test",
+    sending_ips=("192.0.2.25",),
+    dkim=(("pp1", "pp1.dkim.portal.test"),),
+)
+PORTAL_ZONE = {"_spf.portal.test": [{"TXT": "v=spf1 ip4:192.0.2.0/24 -all"}]}
+
+
+@pytest.fixture
+def resolver(dns_server):
+    return make_resolver(dns_server, timeout=1.0)
+
+
+def _zone(dns_zone, extra):
+    return dns_zone({**PORTAL_ZONE, **extra})
+
+
+def test_a_domain_without_spf_gets_the_record_to_publish(dns_zone, resolver):
+    _zone(dns_zone, {"firm.test": [{"MX": [10, "mx.firm.test"]}]})
+    result = check_spf("firm.test", SERVICE, resolver)
+    assert result.problem_code == "domain.spf_missing"
+    assert result.publish.value == "v=spf1 include:_spf.portal.test ~all"
+
+
+def test_an_existing_spf_record_is_merged_never_doubled(dns_zone, resolver):
+    _zone(
+        dns_zone,
+        {
+            "firm.test": [{"TXT": "v=spf1 include:_spf.google.test -all"}],
+            "_spf.google.test": [{"TXT": "v=spf1 ip4:198.51.100.0/24 -all"}],
+        },
+    )
+    result = check_spf("firm.test", SERVICE, resolver)
+    assert result.problem_code == "domain.spf_invalid"
+    assert result.publish.value == ("v=spf1 include:_spf.google.test include:_spf.portal.test -all")
+    assert ("firm.test", "TXT", "v=spf1 include:_spf.google.test -all") in result.answers
+
+
+def test_two_spf_records_are_an_error(dns_zone, resolver):
+    _zone(dns_zone, {"firm.test": [{"TXT": "v=spf1 -all"}, {"TXT": "v=spf1 mx -all"}]})
+    assert check_spf("firm.test", SERVICE, resolver).problem_code == "domain.spf_invalid"
+
+
+def test_an_spf_record_over_ten_lookups_is_reported(dns_zone, resolver):
+    includes = " ".join(f"include:s{n}.firm.test" for n in range(11))
+    zone = {"firm.test": [{"TXT": f"v=spf1 {includes} include:_spf.portal.test -all"}]}
+    zone.update({f"s{n}.firm.test": [{"TXT": "v=spf1 -all"}] for n in range(11)})
+    _zone(dns_zone, zone)
+    assert check_spf("firm.test", SERVICE, resolver).problem_code == "domain.spf_too_many_lookups"
+
+
+def test_spf_that_authorises_the_portal_passes(dns_zone, resolver):
+    _zone(dns_zone, {"firm.test": [{"TXT": "v=spf1 include:_spf.portal.test -all"}]})
+    assert check_spf("firm.test", SERVICE, resolver).ok
+
+
+def test_a_missing_dkim_selector_gets_its_cname(dns_zone, resolver):
+    _zone(dns_zone, {"firm.test": [{"A": "192.0.2.1"}]})
+    (result,) = check_dkim("firm.test", SERVICE, resolver)
+    assert result.problem_code == "domain.dkim_missing"
+    assert (result.publish.name, result.publish.type, result.publish.value) == (
+        "pp1._domainkey.firm.test",
+        "CNAME",
+        "pp1.dkim.portal.test",
+    )
+
+
+def test_a_published_dkim_cname_passes(dns_zone, resolver):
+    _zone(
+        dns_zone,
+        {
+            "pp1._domainkey.firm.test": [{"CNAME": "pp1.dkim.portal.test"}],
+            "pp1.dkim.portal.test": [{"TXT": "v=DKIM1; k=rsa; p=MIIBIjAN"}],
+        },
+    )
+    (result,) = check_dkim("firm.test", SERVICE, resolver)
+    assert result.ok
+
+
+def test_no_dmarc_gets_a_safe_starting_policy(dns_zone, resolver):
+    _zone(dns_zone, {"firm.test": [{"A": "192.0.2.1"}]})
+    result = check_dmarc("firm.test", True, resolver)
+    assert result.problem_code == "domain.dmarc_missing"
+    assert result.publish.value.startswith("v=DMARC1; p=none")
+
+
+def test_a_strict_dmarc_policy_without_alignment_is_reported(dns_zone, resolver):
+    _zone(dns_zone, {"_dmarc.firm.test": [{"TXT": "v=DMARC1; p=reject"}]})
+    assert check_dmarc("firm.test", False, resolver).problem_code == "domain.dmarc_misaligned"
+
+
+def test_a_domain_that_authorises_nothing_shows_via(dns_zone, resolver):
+    _zone(dns_zone, {"firm.test": [{"A": "192.0.2.1"}]})
+    codes = {r.problem_code for r in check_sending_domain("firm.test", SERVICE, resolver)}
+    assert "domain.via_shown" in codes
+
+
+@pytest.mark.parametrize(
+    ("zone", "ok"),
+    [
+        ({"client.test": [{"MX": [10, "mx.client.test"]}]}, True),
+        ({"client.test": [{"MX": [0, "."]}]}, False),
+        ({}, False),
+    ],
+)
+def test_mx_tells_whether_a_client_domain_takes_mail(dns_zone, resolver, zone, ok):
+    dns_zone(zone)
+    assert check_mx("client.test", resolver).ok is ok
+
+
+def test_a_dns_timeout_is_not_reported_as_a_problem(dns_zone, resolver):
+    _zone(dns_zone, {"firm.test": ["TIMEOUT"]})
+    result = check_spf("firm.test", SERVICE, resolver)
+    assert (result.ok, result.problem_code) == (False, "")
+
+
+def test_the_command_prints_checks_answers_and_records(dns_server, dns_zone, settings, capsys):
+    settings.DNS_NAMESERVERS = [dns_server.host]
+    settings.DNS_PORT = dns_server.port
+    settings.PORTAL_SPF_INCLUDE = "_spf.portal.test"
+    settings.PORTAL_DKIM_SELECTORS = [("pp1", "pp1.dkim.portal.test")]
+    _zone(
+        dns_zone,
+        {
+            "firm.test": [{"TXT": "v=spf1 mx -all"}, {"MX": [10, "mx.firm.test"]}],
+            "mx.firm.test": [{"A": "192.0.2.9"}],
+        },
+    )
+    call_command("check_domain", "firm.test", "--ip", "192.0.2.9")
+    out = capsys.readouterr().out
+    assert "FAIL spf" in out
+    assert 'publish: firm.test TXT "v=spf1 mx include:_spf.portal.test -all"' in out
+    assert "dns: firm.test TXT v=spf1 mx -all" in out
+    assert "spf for 192.0.2.9: pass" in out
+    assert "publish: pp1._domainkey.firm.test CNAME" in out

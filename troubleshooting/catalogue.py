@@ -1,0 +1,562 @@
+"""The catalogue of known problems: for each stable code, what happened, why, who can fix
+it, the steps, and the actions the portal offers in place.
+
+Other apps record only codes and the raw detail (server reply, SMTP code, DNS answer). Only
+this module turns a code into words for people, in the portal's own voice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
+
+
+class Kind(StrEnum):
+    SYNC = "sync"
+    SEND = "send"
+    DELIVERY = "delivery"
+    DOMAIN = "domain"
+
+
+class Fixer(StrEnum):
+    MEMBER = "member"
+    OWNER = "owner"
+    CLIENT = "client"
+    CLIENT_IT = "client_it"
+    FIRM_IT = "firm_it"
+    PORTAL = "portal"
+
+
+FIXER_LABELS = {
+    Fixer.MEMBER: _("The member whose mailbox it is"),
+    Fixer.OWNER: _("A firm owner"),
+    Fixer.CLIENT: _("The client"),
+    Fixer.CLIENT_IT: _("The client's IT or email provider"),
+    Fixer.FIRM_IT: _("Your firm's IT or domain administrator"),
+    Fixer.PORTAL: _("Nobody: the portal retries by itself"),
+}
+
+
+class Action(StrEnum):
+    REAUTHENTICATE = "reauthenticate"
+    STOP_SYNC = "stop_sync"
+    SYNC_SETTINGS = "sync_settings"
+    EDIT_ADDRESS_RESEND = "edit_address_resend"
+    RESEND = "resend"
+    REQUEST_REMOVAL = "request_removal"
+    RECHECK_DNS = "recheck_dns"
+    COPY_RECORD = "copy_record"
+    SEND_TEST = "send_test"
+    ALLOWLIST = "allowlist"
+    LINK_ADDRESS = "link_address"
+    MARK_HANDLED = "mark_handled"
+
+
+@dataclass(frozen=True)
+class Guide:
+    code: str
+    kind: Kind
+    title: Promise
+    what: Promise
+    why: Promise
+    fixers: tuple[Fixer, ...]
+    steps: tuple[Promise, ...]
+    actions: tuple[Action, ...] = ()
+    # Problems the portal cannot see for itself are shown as guidance only; say why.
+    detectable: bool = True
+    not_detectable_because: Promise | None = None
+    severity: int = field(default=2)  # 1 informational, 2 needs attention, 3 mail is lost
+
+
+GUIDES: tuple[Guide, ...] = (
+    # Mailbox sync (incoming)
+    Guide(
+        "sync.auth_failed",
+        Kind.SYNC,
+        _("A mailbox stopped syncing: the sign-in was refused"),
+        _(
+            "The portal could not sign in to this member's mailbox, so new mail from clients "
+            "no longer reaches their Email tabs and attachments stop arriving as documents."
+        ),
+        _(
+            "The mailbox password was changed or has expired, or the email provider withdrew "
+            "the portal's permission. Until someone signs in again, the portal stops trying."
+        ),
+        (Fixer.MEMBER,),
+        (
+            _("Open My Account → Email Sync."),
+            _("Click Re-authenticate and sign in with the mailbox's current password."),
+            _(
+                "If that fails, click Stop Email Sync, confirm with Yes, Stop, then Sync Your "
+                "Email with the new details. Mail synced so far stays where it is."
+            ),
+        ),
+        (Action.REAUTHENTICATE, Action.STOP_SYNC),
+        severity=3,
+    ),
+    Guide(
+        "sync.insufficient_scope",
+        Kind.SYNC,
+        _("The mailbox is connected without every permission it needs"),
+        _("The mailbox connected, but the portal was not allowed to read mail, so it cannot sync."),
+        _("On the provider's consent screen some permissions were left unticked."),
+        (Fixer.MEMBER,),
+        (
+            _(
+                "In your Google or Microsoft account's security settings, remove the portal from "
+                "the apps that can access your account."
+            ),
+            _("In the portal, connect the mailbox again and allow every permission asked for."),
+        ),
+        (Action.REAUTHENTICATE,),
+        severity=3,
+    ),
+    Guide(
+        "sync.server_settings",
+        Kind.SYNC,
+        _("The mail server settings do not work"),
+        _("The portal could not connect to the mailbox with the server settings given."),
+        _(
+            "The server name, port, security (SSL/TLS or STARTTLS) or the user name format is "
+            "not what the mail server expects."
+        ),
+        (Fixer.MEMBER, Fixer.FIRM_IT),
+        (
+            _("Check which step failed and the server's reply under technical details."),
+            _(
+                "Pick your provider's preset if there is one, or ask your mail administrator for "
+                "the exact IMAP or POP3 settings."
+            ),
+            _("Run Test account again; it can only be saved once every step passes."),
+        ),
+        (Action.SYNC_SETTINGS,),
+    ),
+    Guide(
+        "sync.protocol_unsupported",
+        Kind.SYNC,
+        _("The mail server does not offer the protocol used"),
+        _("The server answered, but not with the protocol the portal asked for."),
+        _(
+            "IMAP or POP3 is switched off for this mailbox, or the server only offers the "
+            "other one."
+        ),
+        (Fixer.FIRM_IT,),
+        (
+            _(
+                "Ask your mail administrator to enable IMAP (preferred) or POP3 for this "
+                "mailbox, or choose the protocol the server offers."
+            ),
+        ),
+        (Action.SYNC_SETTINGS,),
+    ),
+    Guide(
+        "sync.two_factor",
+        Kind.SYNC,
+        _("The provider wants an app password or another sign-in step"),
+        _("The password is right, but the provider refused it for mail programs."),
+        _(
+            "With two-step verification on, many providers accept only an app password, or "
+            "a sign-in through their own page, from mail programs."
+        ),
+        (Fixer.MEMBER,),
+        (
+            _(
+                "Create an app password in your email account's security settings and use it "
+                "instead of your normal password."
+            ),
+            _(
+                "For Gmail and Microsoft 365, connect with the Google or Microsoft button "
+                "instead of a password."
+            ),
+        ),
+        (Action.REAUTHENTICATE,),
+    ),
+    Guide(
+        "sync.connection",
+        Kind.SYNC,
+        _("Sync is delayed: the mail server cannot be reached"),
+        _("The portal could not reach the mail server for a while."),
+        _("The server is down, overloaded or unreachable from the internet."),
+        (Fixer.PORTAL,),
+        (
+            _("Nothing to do for now: the portal keeps retrying, waiting longer each time."),
+            _(
+                "If this lasts more than a day, ask your mail provider whether the server is "
+                "available."
+            ),
+        ),
+        severity=1,
+    ),
+    Guide(
+        "sync.labels_excluded",
+        Kind.SYNC,
+        _("Some emails are in folders that are not synced"),
+        _(
+            "Mail filed in folders or labels that are not selected for sync never appears in "
+            "the portal."
+        ),
+        _(
+            "Only the folders ticked in Email Sync are read; rules in the mailbox may move "
+            "client mail elsewhere."
+        ),
+        (Fixer.MEMBER,),
+        (_("Open My Account → Email Sync and tick the folders that hold client mail."),),
+        (Action.SYNC_SETTINGS,),
+        severity=1,
+    ),
+    Guide(
+        "sync.not_linked",
+        Kind.SYNC,
+        _("Emails were synced but not linked to a client"),
+        _("These emails are in the portal but on no client's Email tab."),
+        _("None of the addresses in From, To, Cc or Reply-To belongs to a client's contact."),
+        (Fixer.MEMBER,),
+        (
+            _(
+                "Add the sender's address to the right client's contact; the emails move onto "
+                "that client at once."
+            ),
+        ),
+        (Action.LINK_ADDRESS,),
+        severity=1,
+    ),
+    # Sending from a member's own mailbox
+    Guide(
+        "send.smtp_auth_disabled",
+        Kind.SEND,
+        _("Sending from this mailbox is switched off by its provider"),
+        _("Mail arrives in the synced mailbox, but sending from the portal through it fails."),
+        _(
+            "Authenticated SMTP is disabled for the Microsoft 365 tenant or mailbox, or the "
+            "tenant's device management quarantined the portal's connection."
+        ),
+        (Fixer.FIRM_IT,),
+        (
+            _(
+                "Your Microsoft 365 administrator releases the quarantined connection in the "
+                "security portal."
+            ),
+            _("They enable authenticated SMTP for this mailbox."),
+            _("Then re-authenticate the mailbox in Email Sync."),
+        ),
+        (Action.REAUTHENTICATE,),
+    ),
+    Guide(
+        "send.invalid_recipient_chars",
+        Kind.SEND,
+        _("The address contains characters email cannot use"),
+        _("The email was not sent because the address has a character that is not allowed there."),
+        _(
+            'Addresses cannot contain \\ / " : < > | * \u00b4 ` ~ ^, spaces or invisible '
+            "characters; these often come from copying an address out of a document."
+        ),
+        (Fixer.MEMBER,),
+        (
+            _("Edit the contact's address: the character is named and its position shown."),
+            _("Send again."),
+        ),
+        (Action.EDIT_ADDRESS_RESEND,),
+        severity=3,
+    ),
+    # Delivery to clients
+    Guide(
+        "delivery.invalid_address",
+        Kind.DELIVERY,
+        _("The address cannot receive email"),
+        _("The invoice email could not be delivered: the address or its domain does not exist."),
+        _("A typo in the address, or a domain that has no mail servers."),
+        (Fixer.MEMBER, Fixer.CLIENT),
+        (_("Check the address with the client and correct it."), _("Resend the email.")),
+        (Action.EDIT_ADDRESS_RESEND,),
+        severity=3,
+    ),
+    Guide(
+        "delivery.hard_bounce",
+        Kind.DELIVERY,
+        _("The email you sent did not reach the recipient"),
+        _("The recipient's mail server answered that this mailbox does not exist."),
+        _("The address has a typo, the mailbox was closed, or the person left the company."),
+        (Fixer.MEMBER, Fixer.CLIENT),
+        (
+            _(
+                "Ask the client for their current address, or send to another address they "
+                "gave you."
+            ),
+            _("Correct the contact and resend."),
+        ),
+        (Action.EDIT_ADDRESS_RESEND,),
+        severity=3,
+    ),
+    Guide(
+        "delivery.soft_bounce",
+        Kind.DELIVERY,
+        _("Delivery is delayed for now"),
+        _("The recipient's server did not take the email this time."),
+        _(
+            "The mailbox is full, the message is too large, or the server is busy or "
+            "greylisting new senders. These are temporary."
+        ),
+        (Fixer.PORTAL, Fixer.CLIENT),
+        (
+            _("The sending service retries by itself."),
+            _(
+                "If it keeps failing, ask the client to make room in their mailbox or check with "
+                "their email provider. After repeated failures the address is blocked."
+            ),
+        ),
+        (Action.RESEND,),
+        severity=1,
+    ),
+    Guide(
+        "delivery.rejected_policy",
+        Kind.DELIVERY,
+        _("The recipient's server refused the email"),
+        _("Security rules or a spam filter on the client's side turned the email away."),
+        _("The client's mail system does not trust the sending server or the content."),
+        (Fixer.CLIENT_IT,),
+        (
+            _(
+                "Ask the client's IT to allow the portal's sender: give them the allowlist page "
+                "with our sending hostnames and IP addresses."
+            ),
+            _("Then resend."),
+        ),
+        (Action.ALLOWLIST, Action.RESEND),
+        severity=3,
+    ),
+    Guide(
+        "delivery.suppressed",
+        Kind.DELIVERY,
+        _("Sending to this address is blocked"),
+        _("The portal skipped this address instead of sending to it."),
+        _(
+            "An earlier email bounced permanently, the recipient marked one as spam, or "
+            "delivery failed again and again. Sending more would harm your firm's reputation."
+        ),
+        (Fixer.MEMBER, Fixer.OWNER),
+        (
+            _("Correct the address if it is wrong, then resend."),
+            _(
+                "If the address is right and the client confirms it works again, an owner can "
+                "request its removal from the block list."
+            ),
+        ),
+        (Action.EDIT_ADDRESS_RESEND, Action.REQUEST_REMOVAL),
+        severity=3,
+    ),
+    Guide(
+        "delivery.blocked_repeated_failures",
+        Kind.DELIVERY,
+        _("The address was blocked after repeated failures"),
+        _("Several emails in a short time failed to reach this address, so it is now blocked."),
+        _("A mailbox that stays full or a server that keeps refusing mail."),
+        (Fixer.CLIENT, Fixer.OWNER),
+        (
+            _("Ask the client to fix their mailbox or give you another address."),
+            _("Once it works, an owner can request removal from the block list."),
+        ),
+        (Action.EDIT_ADDRESS_RESEND, Action.REQUEST_REMOVAL),
+        severity=3,
+    ),
+    Guide(
+        "delivery.complaint",
+        Kind.DELIVERY,
+        _("The recipient marked the email as spam"),
+        _("The client's email provider reported that the recipient flagged your email as spam."),
+        _("Sometimes by mistake, sometimes because they no longer expect mail from you."),
+        (Fixer.MEMBER, Fixer.OWNER),
+        (
+            _("Confirm with the client that they want invoices by email at this address."),
+            _("The address stays blocked until an owner removes it at the client's request."),
+        ),
+        (Action.REQUEST_REMOVAL,),
+        severity=2,
+    ),
+    Guide(
+        "delivery.spam_folder",
+        Kind.DELIVERY,
+        _("The client says nothing arrived, yet it was delivered"),
+        _("The recipient's server accepted the email, but the client does not see it."),
+        _("It most likely landed in the spam or junk folder, or a rule filed it away."),
+        (Fixer.CLIENT,),
+        (
+            _("Ask the client to look in spam or junk and mark the email as not spam."),
+            _("Ask them to add the sender address to their contacts."),
+            _("Send yourself a test to see how the email arrives."),
+        ),
+        (Action.SEND_TEST, Action.RESEND),
+        detectable=False,
+        not_detectable_because=_(
+            "Mail providers do not tell senders which folder a message "
+            "landed in; opens are only approximate."
+        ),
+        severity=1,
+    ),
+    Guide(
+        "delivery.flagged_dangerous",
+        Kind.DELIVERY,
+        _("Gmail warns about the invoice email"),
+        _("The email arrives with a warning and the Pay Now button may not be clickable."),
+        _(
+            "The sending domain is not fully authenticated (SPF, DKIM, DMARC), or the link's "
+            "domain looks unlike the sender's."
+        ),
+        (Fixer.CLIENT, Fixer.FIRM_IT),
+        (
+            _("The client can click “Looks safe” on that email."),
+            _(
+                "Fix your domain's SPF, DKIM and DMARC as shown on the domain checks so future "
+                "mail passes."
+            ),
+        ),
+        (Action.RECHECK_DNS, Action.SEND_TEST),
+        detectable=False,
+        not_detectable_because=_(
+            "The warning is shown inside the recipient's mailbox only; "
+            "the domain checks catch its usual causes."
+        ),
+    ),
+    Guide(
+        "delivery.not_sent_rejected_document",
+        Kind.DELIVERY,
+        _("The email was never sent"),
+        _("The portal did not send this email; the client received nothing."),
+        _(
+            "The invoice had no usable recipient address, or sending failed before the email "
+            "left the portal."
+        ),
+        (Fixer.MEMBER,),
+        (
+            _(
+                "Read the error under technical details, fix the address or the invoice, then "
+                "send again."
+            ),
+        ),
+        (Action.EDIT_ADDRESS_RESEND,),
+        severity=3,
+    ),
+    # The firm's sending domain
+    Guide(
+        "domain.via_shown",
+        Kind.DOMAIN,
+        _("Recipients see “via” next to your firm's name"),
+        _("Mail clients show your address together with another domain."),
+        _(
+            "Your domain has not authorised the portal's sending service, so the mail is not "
+            "aligned with your From address."
+        ),
+        (Fixer.FIRM_IT,),
+        (
+            _("Publish the SPF and DKIM records shown here in your domain's DNS."),
+            _("Click Re-check once they are published."),
+        ),
+        (Action.COPY_RECORD, Action.RECHECK_DNS),
+    ),
+    Guide(
+        "domain.spf_missing",
+        Kind.DOMAIN,
+        _("Your domain has no SPF record"),
+        _("Nothing in your domain's DNS says which servers may send its mail."),
+        _("Without SPF, receiving servers trust your invoices less and may send them to spam."),
+        (Fixer.FIRM_IT,),
+        (_("Publish the TXT record shown here at your domain."), _("Click Re-check.")),
+        (Action.COPY_RECORD, Action.RECHECK_DNS),
+    ),
+    Guide(
+        "domain.spf_invalid",
+        Kind.DOMAIN,
+        _("Your domain's SPF record is broken or does not include the portal"),
+        _(
+            "Your SPF record cannot be read correctly, or it does not allow the portal's "
+            "sending service."
+        ),
+        _("A typo in the record, two SPF records at once, or the portal's include missing."),
+        (Fixer.FIRM_IT,),
+        (
+            _("Replace your SPF record with the merged record shown here (one record only)."),
+            _("Click Re-check."),
+        ),
+        (Action.COPY_RECORD, Action.RECHECK_DNS),
+    ),
+    Guide(
+        "domain.spf_too_many_lookups",
+        Kind.DOMAIN,
+        _("Your SPF record needs too many DNS lookups"),
+        _(
+            "Checking your SPF record takes more than the 10 DNS lookups receivers allow, so "
+            "they treat it as an error."
+        ),
+        _("Too many include: entries, often left from services you no longer use."),
+        (Fixer.FIRM_IT,),
+        (
+            _(
+                "Remove includes of services you no longer send through, or replace them with "
+                "the ip4:/ip6: ranges they use."
+            ),
+            _("Click Re-check."),
+        ),
+        (Action.RECHECK_DNS,),
+    ),
+    Guide(
+        "domain.dkim_missing",
+        Kind.DOMAIN,
+        _("DKIM signing keys are missing"),
+        _("The DKIM records the portal signs with are not in your domain's DNS."),
+        _("They were never published, or were removed or mistyped."),
+        (Fixer.FIRM_IT,),
+        (_("Publish each DKIM record shown here exactly as written."), _("Click Re-check.")),
+        (Action.COPY_RECORD, Action.RECHECK_DNS),
+    ),
+    Guide(
+        "domain.dmarc_missing",
+        Kind.DOMAIN,
+        _("Your domain has no DMARC policy"),
+        _("Receivers have no instructions for mail that claims to come from your domain."),
+        _("Gmail and other large providers expect a DMARC record from domains that send invoices."),
+        (Fixer.FIRM_IT,),
+        (
+            _("Publish the starting DMARC record shown here (it only monitors at first)."),
+            _("Click Re-check."),
+        ),
+        (Action.COPY_RECORD, Action.RECHECK_DNS),
+    ),
+    Guide(
+        "domain.dmarc_misaligned",
+        Kind.DOMAIN,
+        _("Your DMARC policy would fail the portal's mail"),
+        _(
+            "Your DMARC policy asks receivers to reject or quarantine mail that the portal "
+            "sends, because it is not yet aligned with your domain."
+        ),
+        _("Strict alignment, or SPF/DKIM not set up for the portal's service."),
+        (Fixer.FIRM_IT,),
+        (
+            _("Set up SPF and DKIM for the portal first, or relax the policy as shown."),
+            _("Click Re-check."),
+        ),
+        (Action.COPY_RECORD, Action.RECHECK_DNS),
+    ),
+    Guide(
+        "domain.imported_settings_stale",
+        Kind.DOMAIN,
+        _("Sender details look wrong after an import"),
+        _("After importing data, clients stopped receiving mail from the firm."),
+        _("The firm's sender or reply-to address came over with extra characters or spaces."),
+        (Fixer.OWNER,),
+        (
+            _("Re-enter the sender and reply-to addresses by hand in Firm Settings."),
+            _("Send a test to yourself."),
+            _("If it still fails, try an address on another domain."),
+        ),
+        (Action.SEND_TEST,),
+    ),
+)
+
+BY_CODE: dict[str, Guide] = {guide.code: guide for guide in GUIDES}
+
+
+def guide_for(code: str) -> Guide | None:
+    return BY_CODE.get(code)

@@ -1,0 +1,53 @@
+"""What this app stores itself: domain check runs and people's notes on problems.
+
+Problems of mail sync and delivery are read from those apps' own records (see selectors.py);
+only domain checks have no other home.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from portal.models import Firm
+
+
+class DomainCheckRun(models.Model):
+    """One run of every check on a firm's sending domain; the newest run is the truth."""
+
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="+")
+    domain = models.CharField(max_length=253)
+    results = models.JSONField(default=list)  # CheckResult.as_dict() per check
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+        indexes = [models.Index(fields=["firm", "-created"], name="domaincheck_latest_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.domain} @ {self.created:%Y-%m-%d %H:%M}"
+
+    @property
+    def failures(self) -> list[dict]:
+        return [r for r in self.results if not r["ok"] and r["problem_code"]]
+
+
+class ProblemNote(models.Model):
+    """A member marked a problem as handled, with a note. Shown until the problem clears."""
+
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="+")
+    subject = models.CharField(max_length=200)  # e.g. "delivery:42", "domain:spf"
+    code = models.CharField(max_length=60)
+    note = models.TextField(_("note"), blank=True)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [models.Index(fields=["firm", "subject"], name="problemnote_subject_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.subject}"
