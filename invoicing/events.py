@@ -77,7 +77,9 @@ def classify_reply(
         return Outcome(S.SOFT_BOUNCED, reason, "delivery.soft_bounce")
     if reason in DOMAIN_REASONS and permanent:
         return Outcome(S.BOUNCED, reason, "delivery.invalid_address")
-    if (reason in ADDRESS_REASONS or (status_code or "").startswith("5.1.")) and permanent:
+    # Only a recognised address failure is hard: 5.1.x also covers "sender rejected" (5.1.8)
+    # and "too many recipients", which say nothing about the client's address.
+    if reason in ADDRESS_REASONS and permanent:
         return Outcome(S.BOUNCED, reason, "delivery.hard_bounce")
     if reason in POLICY_REASONS | SPAM_REASONS or (
         permanent and (status_code or "").startswith("5.7.")

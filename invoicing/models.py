@@ -7,7 +7,7 @@ outcome seen so far.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.db import models
@@ -80,7 +80,8 @@ class InvoiceLine(models.Model):
 
     @property
     def amount(self) -> Decimal:
-        return (self.quantity * self.unit_price).quantize(Decimal("0.01"))
+        # Half-cents round up, as invoices and accountants expect (not banker's rounding).
+        return (self.quantity * self.unit_price).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
 class Delivery(models.Model):
@@ -275,3 +276,39 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.esp} {self.event_id}"
+
+
+class FirmBillingSettings(models.Model):
+    """What a firm tells its clients about paying, kept here so `portal` knows nothing of it."""
+
+    firm = models.OneToOneField(Firm, on_delete=models.CASCADE, related_name="billing_settings")
+    payment_instructions = models.TextField(
+        _("payment instructions"),
+        blank=True,
+        help_text=_("Shown on the Pay Now page: bank account, reference to quote, and so on."),
+    )
+    currency = models.CharField(_("default currency"), max_length=3, default="EUR")
+
+    class Meta:
+        verbose_name = _("billing settings")
+        verbose_name_plural = _("billing settings")
+
+    def __str__(self) -> str:
+        return f"billing settings of {self.firm}"
+
+
+class BounceMailboxCursor(models.Model):
+    """How far the bounce mailbox has been read: one row per mailbox (host, user, folder).
+
+    IMAP UIDs only mean something together with the folder's UIDVALIDITY; when the server
+    changes it, the mailbox is read again from the start (events are idempotent, so nothing
+    is recorded twice).
+    """
+
+    mailbox = models.CharField(max_length=400, unique=True)
+    uidvalidity = models.BigIntegerField(default=0)
+    last_uid = models.BigIntegerField(default=0)
+    updated = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.mailbox} @ {self.uidvalidity}:{self.last_uid}"

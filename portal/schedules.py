@@ -24,6 +24,10 @@ class Schedule:
 SCHEDULES = [
     Schedule("worker heartbeat", "portal.heartbeat", 60),
     Schedule("tell owners when editor access ends", "accounts.notify_expired_support_grants", 300),
+    # Webhook events whose own task was lost (broker outage); normally there are none.
+    Schedule("process pending ESP webhook events", "invoicing.sweep_webhook_events", 300),
+    # Does nothing until BOUNCE_MAILBOX_HOST is set.
+    Schedule("read the bounce mailbox", "invoicing.poll_bounce_mailbox", 300),
     Schedule("re-check firms' sending domains", "troubleshooting.check_all_domains", 86400),
 ]
 

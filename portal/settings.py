@@ -190,12 +190,7 @@ ANYMAIL = {
     if env_str(key)
 }
 
-# Invoice emails: a VERP envelope sender per delivery when set, e.g.
-# "bounces+{token}@bounce.example.com", so a bounce names the delivery it belongs to. Leave it
-# unset with an ESP (anymail), which collects bounces itself.
-BOUNCE_ADDRESS = env_str("BOUNCE_ADDRESS")
-if BOUNCE_ADDRESS and "{token}" not in BOUNCE_ADDRESS:
-    raise ImproperlyConfigured("BOUNCE_ADDRESS must contain {token}, e.g. bounces+{token}@host")
+# Invoices: how long a Pay Now link works, and the invoice list's page size.
 PAY_LINK_DAYS = env_int("PAY_LINK_DAYS", 60)
 INVOICES_PER_PAGE = env_int("INVOICES_PER_PAGE", 50)
 
@@ -246,6 +241,19 @@ ADDRESS_ALLOWED_SPECIAL_DOMAINS = env_list("ADDRESS_ALLOWED_SPECIAL_DOMAINS")
 DNS_NAMESERVERS = env_list("DNS_NAMESERVERS")
 DNS_PORT = env_int("DNS_PORT", 53)
 DNS_TIMEOUT = env_float("DNS_TIMEOUT", 3.0)
+
+# Mailbox sync. Credentials are encrypted with MAILSYNC_FERNET_KEYS (comma-separated Fernet
+# keys, newest first; older keys still decrypt, so keys can be rotated). With DEBUG on and no
+# key a development key is derived from SECRET_KEY; with DEBUG off and no key, saving mailbox
+# credentials fails with a clear message (the rest of the portal keeps working).
+MAILSYNC_FERNET_KEYS = env_list("MAILSYNC_FERNET_KEYS")
+MAILSYNC_INITIAL_DAYS = env_int("MAILSYNC_INITIAL_DAYS", 90)
+MAILSYNC_BATCH_SIZE = env_int("MAILSYNC_BATCH_SIZE", 50)
+MAILSYNC_MAX_ATTACHMENT_BYTES = env_int("MAILSYNC_MAX_ATTACHMENT_BYTES", 25 * 1024 * 1024)
+MAILSYNC_POLL_SECONDS = env_int("MAILSYNC_POLL_SECONDS", 300)
+MAILSYNC_TIMEOUT = env_float("MAILSYNC_TIMEOUT", 60.0)
+if MAILSYNC_BATCH_SIZE < 1 or MAILSYNC_INITIAL_DAYS < 0:
+    raise ImproperlyConfigured("MAILSYNC_BATCH_SIZE must be >= 1 and MAILSYNC_INITIAL_DAYS >= 0")
 
 # Celery: a broker on the file system needs no server; production sets CELERY_BROKER_URL
 # to Redis (or RabbitMQ). Beat uses django-celery-beat's database scheduler.
@@ -309,6 +317,9 @@ LOGGING = {
 }
 
 CLIENTS_PER_PAGE = env_int("CLIENTS_PER_PAGE", 25)
+# Functions (dotted paths) that add columns to the client list's queryset: the apps above
+# portal plug in here, so portal imports none of them.
+CLIENT_LIST_ANNOTATIONS = ["troubleshooting.selectors.annotate_problem_count"]
 
 # Staff users in this group are the support team that firms can let in (Editor access).
 SUPPORT_GROUP_NAME = env_str("SUPPORT_GROUP_NAME", "Support")

@@ -11,8 +11,6 @@ portal_patterns = [
     path("clients/<int:client_pk>/edit/", clients.client_edit, name="client_edit"),
     path("clients/<int:client_pk>/email/", clients.client_email, name="client_email"),
     path("clients/<int:client_pk>/documents/", clients.client_documents, name="client_documents"),
-    path("clients/<int:client_pk>/invoices/", clients.client_invoices, name="client_invoices"),
-    path("clients/<int:client_pk>/problems/", clients.client_problems, name="client_problems"),
     path(
         "clients/<int:client_pk>/contacts/new/",
         contacts.contact_create_view,
@@ -53,8 +51,6 @@ portal_patterns = [
         documents.document_download,
         name="document_download",
     ),
-    path("invoices/", pages.invoices, name="invoices"),
-    path("problems/", pages.problems, name="problems"),
     path("outbox/", outbox.outbox_list, name="outbox"),
     path("outbox/<int:email_pk>/", outbox.outbox_detail, name="outbox_detail"),
 ]
@@ -62,7 +58,12 @@ portal_patterns = [
 urlpatterns = [
     path("", include((portal_patterns, "portal"))),
     path("", include("accounts.urls")),
+    path("", include("invoicing.urls")),
+    path("", include("troubleshooting.urls")),
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
+    # ESP tracking webhooks: anymail's views check the webhook secret and signatures, then
+    # send the `tracking` signal that invoicing.webhooks receives.
+    path("webhooks/anymail/", include("anymail.urls")),
     path("admin/", admin.site.urls),
 ]

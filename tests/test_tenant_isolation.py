@@ -18,6 +18,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
 from accounts.models import Invitation, Membership, Role, SupportGrant, hash_token
+from invoicing.models import Delivery, Invoice, InvoiceLine, PayLink, Payment, Suppression
 from portal.models import Client, Contact, ContactAddress, Document, OutboxEmail
 from tests.factories import (
     ClientFactory,
@@ -31,9 +32,16 @@ from tests.factories import (
 
 # Pages that hold no firm's data: sign-in, sign-up and own-account pages of allauth, the
 # language switch, and Django's admin (staff only; its own test checks members are refused).
-EXEMPT_NAMESPACES = {"admin"}
+# anymail's ESP webhooks hold no firm's pages either: they are authenticated by the webhook
+# secret (and the ESP's signature), not by firm membership, and only store events;
+# tests/invoicing/test_webhooks.py covers their authentication.
+EXEMPT_NAMESPACES = {"admin", "anymail"}
 EXEMPT_NAME_PREFIXES = ("account_", "mfa_", "socialaccount_", "set_language")
 EXEMPT_NAMES = {None}  # allauth's unnamed include roots and providers' callback patterns
+# Public pages about the platform as a whole, which hold no firm's data by construction.
+PLATFORM_PAGES = {"troubleshooting:status"}
+# Pages reached by a link's own token, without signing in; walked with a token nobody holds.
+PUBLIC_NAMES = {"accounts:invitation_accept", "invoicing:pay"}
 
 SECRETS = [
     "Firm A Confidential",
@@ -44,6 +52,8 @@ SECRETS = [
     "SECRET-MAIL-A",
     "owner-a@firm-a.test",
     "SECRET-DOC-CONTENT-A",
+    "SECRET-INVOICE-LINE-A",
+    "secret.blocked@a-client.test",
 ]
 
 
@@ -58,6 +68,9 @@ class FirmA:
     invitation_token: str
     outbox_email: OutboxEmail
     grant: SupportGrant
+    invoice: Invoice
+    delivery: Delivery
+    suppression: Suppression
 
 
 @pytest.fixture
@@ -87,7 +100,39 @@ def firm_a(db) -> FirmA:
     grant = SupportGrant.objects.create(
         firm=firm, granted_by=owner.user, expires_at=timezone.now() + timezone.timedelta(days=3)
     )
-    return FirmA(client, contact, address, document, owner, invitation, token, outbox_email, grant)
+    invoice = Invoice.objects.create(
+        firm=firm, client=client, number=1, due_date=timezone.localdate(), status="sent"
+    )
+    InvoiceLine.objects.create(
+        invoice=invoice, description="SECRET-INVOICE-LINE-A", unit_price="10.00"
+    )
+    delivery = Delivery.objects.create(
+        firm=firm,
+        invoice=invoice,
+        client=client,
+        address=address.address,
+        normalized=address.normalized,
+        status="bounced",
+        problem_code="delivery.hard_bounce",
+        verp_token=secrets.token_hex(16),
+    )
+    suppression = Suppression.objects.create(
+        firm=firm, normalized="secret.blocked@a-client.test", reason="hard_bounce"
+    )
+    return FirmA(
+        client,
+        contact,
+        address,
+        document,
+        owner,
+        invitation,
+        token,
+        outbox_email,
+        grant,
+        invoice,
+        delivery,
+        suppression,
+    )
 
 
 PARAMETERS = {
@@ -99,8 +144,12 @@ PARAMETERS = {
     "invitation_pk": lambda a: a.invitation.pk,
     "email_pk": lambda a: a.outbox_email.pk,
     "grant_pk": lambda a: a.grant.pk,
+    "invoice_pk": lambda a: a.invoice.pk,
+    "delivery_pk": lambda a: a.delivery.pk,
+    "suppression_pk": lambda a: a.suppression.pk,
     # An invitation link's token is its own credential: whoever holds it may join. The walk
     # uses a token nobody was sent; tests/accounts/test_invitations.py covers the real one.
+    # The same holds for Pay Now links (tests/invoicing/test_pay_now.py).
     "token": lambda a: secrets.token_urlsafe(32),
 }
 
@@ -126,7 +175,7 @@ def _firm_patterns():
         if _is_exempt(namespace, name):
             continue
         full = f"{namespace}:{name}" if namespace else name
-        if full not in seen:
+        if full not in seen and full not in PLATFORM_PAGES:
             seen.add(full)
             yield full, route, tuple(converters)
 
@@ -175,6 +224,20 @@ def _snapshot(firm_a: FirmA) -> dict[str, list]:
                 "pk", "email", "accepted_at", "revoked_at"
             )
         ),
+        "invoices": list(
+            Invoice.objects.filter(firm=firm).values_list("pk", "status", "client_id", "notes")
+        ),
+        "lines": list(
+            InvoiceLine.objects.filter(invoice__firm=firm).values_list("pk", "description")
+        ),
+        "deliveries": list(
+            Delivery.objects.filter(firm=firm).values_list("pk", "status", "problem_code")
+        ),
+        "pay_links": list(
+            PayLink.objects.filter(invoice__firm=firm).values_list("pk", "revoked_at")
+        ),
+        "payments": list(Payment.objects.filter(invoice__firm=firm).values_list("pk")),
+        "suppressions": list(Suppression.objects.filter(firm=firm).values_list("pk", "removed_at")),
     }
 
 
@@ -239,7 +302,7 @@ def test_an_anonymous_visitor_sees_and_changes_nothing(firm_a):
     results = _requests_as(HttpClient(), firm_a)
     _assert_nothing_leaked(results, allowed_statuses={200, 302, 400, 403, 404, 405, 410})
     for name, method, status, _body_text in results:
-        if name != "accounts:invitation_accept":
+        if name not in PUBLIC_NAMES:
             assert status in (302, 405), f"{method.upper()} {name} answered {status} to nobody"
     assert _snapshot(firm_a) == before
 

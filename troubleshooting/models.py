@@ -51,3 +51,17 @@ class ProblemNote(models.Model):
 
     def __str__(self) -> str:
         return f"{self.code} {self.subject}"
+
+
+class Incident(models.Model):
+    """A note an operator publishes on the status page while something is wrong."""
+
+    message = models.TextField(_("message"))
+    active = models.BooleanField(_("shown on the status page"), default=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return self.message[:60]

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import lru_cache
+
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.module_loading import import_string
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
@@ -14,7 +18,14 @@ from portal.models import Client, Contact, ContactAddress
 from portal.services import client_create
 from portal.tenancy import clients_for, get_client_for_member, member_required
 
-TABS = ("contacts", "email", "documents", "invoices", "problems")
+TABS = ("contacts", "email", "documents", "problems")
+
+
+@lru_cache(maxsize=1)
+def _list_annotations() -> list[Callable[[QuerySet[Client]], QuerySet[Client]]]:
+    # Apps above portal add columns (the problem badge) through settings, so portal never
+    # imports them.
+    return [import_string(path) for path in settings.CLIENT_LIST_ANNOTATIONS]
 
 
 @member_required
@@ -36,6 +47,8 @@ def client_list(request: HttpRequest) -> HttpResponse:
     clients = clients.annotate(contact_count=Count("contacts", distinct=True)).order_by(
         "display_name", "pk"
     )
+    for annotate in _list_annotations():
+        clients = annotate(clients)
     page = Paginator(clients, settings.CLIENTS_PER_PAGE).get_page(request.GET.get("page"))
     context = {"page": page, "query": query, "show": show}
     template = "portal/clients/_list.html" if request.headers.get("HX-Request") else None
@@ -93,16 +106,6 @@ def client_email(request: HttpRequest, client_pk: int) -> HttpResponse:
 @member_required
 def client_documents(request: HttpRequest, client_pk: int) -> HttpResponse:
     return _detail(request, client_pk, "documents")
-
-
-@member_required
-def client_invoices(request: HttpRequest, client_pk: int) -> HttpResponse:
-    return _detail(request, client_pk, "invoices")
-
-
-@member_required
-def client_problems(request: HttpRequest, client_pk: int) -> HttpResponse:
-    return _detail(request, client_pk, "problems")
 
 
 def render_contacts_tab(request: HttpRequest, client_pk: int, **extra: object) -> HttpResponse:

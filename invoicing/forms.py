@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django import forms
+from django.db.models import QuerySet
+from django.utils.translation import gettext_lazy as _
+
+from invoicing.models import FirmBillingSettings, Invoice
+from invoicing.services import LineData
+from portal.models import Client
+
+
+class InvoiceForm(forms.Form):
+    client = forms.ModelChoiceField(label=_("Client"), queryset=Client.objects.none())
+    currency = forms.CharField(label=_("Currency"), max_length=3, min_length=3, initial="EUR")
+    issue_date = forms.DateField(
+        label=_("Issue date"), widget=forms.DateInput(attrs={"type": "date"})
+    )
+    due_date = forms.DateField(label=_("Due date"), widget=forms.DateInput(attrs={"type": "date"}))
+    notes = forms.CharField(
+        label=_("Notes"), required=False, widget=forms.Textarea(attrs={"rows": 3})
+    )
+
+    def __init__(self, *args: object, clients: QuerySet[Client], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.fields["client"].queryset = clients  # type: ignore[attr-defined]
+
+    def clean_currency(self) -> str:
+        currency = self.cleaned_data["currency"].strip().upper()
+        if not currency.isalpha():
+            raise forms.ValidationError(_("Use a three-letter currency code such as EUR."))
+        return currency
+
+    def clean(self) -> dict[str, object]:
+        data = super().clean() or {}
+        issue, due = data.get("issue_date"), data.get("due_date")
+        if issue and due and due < issue:
+            self.add_error("due_date", _("The due date cannot be before the issue date."))
+        return data
+
+
+class LineForm(forms.Form):
+    description = forms.CharField(label=_("Description"), max_length=500)
+    quantity = forms.DecimalField(
+        label=_("Quantity"), max_digits=12, decimal_places=2, min_value=Decimal("0.01")
+    )
+    unit_price = forms.DecimalField(label=_("Unit price"), max_digits=12, decimal_places=2)
+
+
+class BaseLineFormSet(forms.BaseFormSet):
+    def clean(self) -> None:
+        super().clean()
+        if any(self.errors):
+            return
+        if not self.lines():
+            raise forms.ValidationError(_("An invoice needs at least one line."))
+
+    def lines(self) -> list[LineData]:
+        return [
+            LineData(
+                description=form.cleaned_data["description"],
+                quantity=form.cleaned_data["quantity"],
+                unit_price=form.cleaned_data["unit_price"],
+            )
+            for form in self.forms
+            if form.cleaned_data and not form.cleaned_data.get("DELETE")
+        ]
+
+
+LineFormSet = forms.formset_factory(
+    LineForm, formset=BaseLineFormSet, extra=3, can_delete=True, max_num=200, validate_max=True
+)
+
+
+def line_initial(invoice: Invoice) -> list[dict[str, object]]:
+    return [
+        {"description": line.description, "quantity": line.quantity, "unit_price": line.unit_price}
+        for line in invoice.lines.all()
+    ]
+
+
+class InvoiceFilterForm(forms.Form):
+    status = forms.ChoiceField(
+        label=_("Status"),
+        required=False,
+        choices=[("", _("All statuses")), *Invoice.Status.choices],
+    )
+    client = forms.ModelChoiceField(
+        label=_("Client"),
+        required=False,
+        queryset=Client.objects.none(),
+        empty_label=_("All clients"),
+    )
+
+    def __init__(self, *args: object, clients: QuerySet[Client], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.fields["client"].queryset = clients  # type: ignore[attr-defined]
+
+
+class PaymentForm(forms.Form):
+    amount = forms.DecimalField(
+        label=_("Amount received"), max_digits=12, decimal_places=2, min_value=Decimal("0.01")
+    )
+    reference = forms.CharField(
+        label=_("Reference"),
+        required=False,
+        max_length=255,
+        help_text=_("Bank transaction or receipt number, if any."),
+    )
+
+
+class SuppressionRemovalForm(forms.Form):
+    confirmed = forms.BooleanField(
+        label=_("I confirmed with the client that this address works"), required=True
+    )
+    note = forms.CharField(
+        label=_("How did you confirm it?"),
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
+
+
+class BillingSettingsForm(forms.ModelForm):
+    class Meta:
+        model = FirmBillingSettings
+        fields = ["payment_instructions", "currency"]
+        widgets = {"payment_instructions": forms.Textarea(attrs={"rows": 6})}
+
+    def clean_currency(self) -> str:
+        currency = self.cleaned_data["currency"].strip().upper()
+        if len(currency) != 3 or not currency.isalpha():
+            raise forms.ValidationError(_("Use a three-letter currency code such as EUR."))
+        return currency

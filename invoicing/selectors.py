@@ -1,0 +1,104 @@
+"""Reads of invoicing data. Every function takes the firm (or an object already scoped to it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.db.models import Prefetch, QuerySet
+
+from invoicing.models import Delivery, DeliveryEvent, FirmBillingSettings, Invoice, Suppression
+from portal.models import ContactAddress, Firm
+
+
+def invoice_list(
+    *, firm: Firm, status: str | None = None, client_id: int | None = None
+) -> QuerySet[Invoice]:
+    """The firm's invoices with their clients and lines (one query for all the lines).
+
+    Totals are summed in Python from the prefetched lines rather than in SQL, so the list
+    rounds every line exactly as `InvoiceLine.amount` does on every database backend.
+    """
+    invoices = Invoice.objects.filter(firm=firm).select_related("client").prefetch_related("lines")
+    if status:
+        invoices = invoices.filter(status=status)
+    if client_id:
+        invoices = invoices.filter(client_id=client_id)
+    return invoices.order_by("-number")
+
+
+def invoice_recipients(*, invoice: Invoice) -> list[ContactAddress]:
+    """Every address of the client that receives invoices, once per normalized address."""
+    seen: set[str] = set()
+    recipients = []
+    addresses = ContactAddress.objects.filter(
+        contact__client_id=invoice.client_id, receives_invoices=True
+    ).order_by("contact__name", "-is_primary", "pk")
+    for address in addresses:
+        if address.normalized not in seen:
+            seen.add(address.normalized)
+            recipients.append(address)
+    return recipients
+
+
+@dataclass
+class RecipientTimeline:
+    """All deliveries of one invoice to one address, newest first, with their events."""
+
+    normalized: str
+    address: str
+    deliveries: list[Delivery] = field(default_factory=list)
+    contact_address: ContactAddress | None = None
+
+    @property
+    def latest(self) -> Delivery:
+        return self.deliveries[0]
+
+
+def invoice_timelines(*, invoice: Invoice) -> list[RecipientTimeline]:
+    deliveries = (
+        Delivery.objects.filter(invoice=invoice)
+        .select_related("pay_link")
+        .prefetch_related(Prefetch("events", queryset=DeliveryEvent.objects.order_by("-pk")))
+        .order_by("-created", "-pk")
+    )
+    addresses = {
+        a.normalized: a for a in ContactAddress.objects.filter(contact__client_id=invoice.client_id)
+    }
+    timelines: dict[tuple[bool, str], RecipientTimeline] = {}
+    for delivery in deliveries:
+        key = (delivery.is_test, delivery.normalized)
+        if key not in timelines:
+            timelines[key] = RecipientTimeline(
+                normalized=delivery.normalized,
+                address=delivery.address,
+                contact_address=None if delivery.is_test else addresses.get(delivery.normalized),
+            )
+        timelines[key].deliveries.append(delivery)
+    return list(timelines.values())
+
+
+def invoice_all_refused(*, timelines: list[RecipientTimeline]) -> bool:
+    """True when the latest send reached nobody: every recipient's newest delivery failed."""
+    latest = [t.latest for t in timelines if not t.latest.is_test]
+    failed = {
+        Delivery.Status.FAILED,
+        Delivery.Status.SUPPRESSED,
+        Delivery.Status.REJECTED,
+        Delivery.Status.BOUNCED,
+        Delivery.Status.SOFT_BOUNCED,
+    }
+    return bool(latest) and all(d.status in failed for d in latest)
+
+
+def billing_settings_get(*, firm: Firm) -> FirmBillingSettings:
+    found = FirmBillingSettings.objects.filter(firm=firm).first()
+    return found or FirmBillingSettings(firm=firm)
+
+
+def suppression_list(*, firm: Firm, include_removed: bool = False) -> QuerySet[Suppression]:
+    suppressions = Suppression.objects.filter(firm=firm).select_related(
+        "source_event", "removed_by"
+    )
+    if not include_removed:
+        suppressions = suppressions.filter(removed_at__isnull=True)
+    return suppressions.order_by("-created", "-pk")

@@ -1,0 +1,32 @@
+"""Thin tasks: take ids, call a service, own the retry policy."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from invoicing.models import Invoice
+from invoicing.services import deliveries_fail, deliveries_send, invoice_paid_notify_owners
+
+SEND_RETRIES = 5
+
+
+@shared_task(name="invoicing.deliveries_send", bind=True, ignore_result=True)
+def deliveries_send_task(self, delivery_ids: list[int]) -> None:  # type: ignore[no-untyped-def]
+    retry = deliveries_send(delivery_ids=delivery_ids)
+    if not retry:
+        return
+    if self.request.retries >= SEND_RETRIES:
+        deliveries_fail(
+            delivery_ids=retry,
+            diagnostic="The sending server could not be reached after several attempts.",
+        )
+        return
+    # Back off 1, 2, 4, 8, 16 minutes: the mail server is down or refusing connections.
+    raise self.retry(args=[retry], countdown=60 * 2**self.request.retries)
+
+
+@shared_task(name="invoicing.invoice_paid_notify", ignore_result=True)
+def invoice_paid_notify_task(invoice_id: int) -> None:
+    invoice = Invoice.objects.select_related("firm", "client").filter(pk=invoice_id).first()
+    if invoice is not None:
+        invoice_paid_notify_owners(invoice=invoice)

@@ -1,0 +1,220 @@
+"""Invoices as members see them: list, create, edit, detail, print, void."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_http_methods, require_POST
+
+from accounts.models import Role
+from invoicing.forms import InvoiceFilterForm, InvoiceForm, LineFormSet, PaymentForm, line_initial
+from invoicing.models import Invoice
+from invoicing.selectors import (
+    billing_settings_get,
+    invoice_all_refused,
+    invoice_list,
+    invoice_timelines,
+)
+from invoicing.services import (
+    InvoiceError,
+    invoice_create,
+    invoice_paid_amount,
+    invoice_update,
+    invoice_void,
+)
+from invoicing.views.access import get_invoice_for_member
+from portal.tenancy import clients_for, get_client_for_member, member_required
+
+PAYMENT_ROLES = (Role.OWNER, Role.ADMIN)
+
+# One plain sentence per problem this app records (PROBLEMS.md); the full guide and its
+# steps live in troubleshooting, which reads the same codes.
+PROBLEM_TEXT = {
+    "delivery.invalid_address": gettext_lazy(
+        "The address does not exist or its domain takes no mail. Edit the address, then resend."
+    ),
+    "delivery.hard_bounce": gettext_lazy(
+        "The email did not reach the recipient: the receiving server says the address does "
+        "not exist. Check the address with the client, or send to another address."
+    ),
+    "delivery.soft_bounce": gettext_lazy(
+        "The receiving server could not take the email for now (for example a full mailbox). "
+        "Resend later; repeated failures block the address."
+    ),
+    "delivery.rejected_policy": gettext_lazy(
+        "The client's mail server refused the email by its security rules. Ask the client's IT "
+        "to allow mail from us, then resend."
+    ),
+    "delivery.suppressed": gettext_lazy(
+        "Not sent: this address is blocked after earlier failures. Fix the address, or request "
+        "removal of the block once the client confirmed it works."
+    ),
+    "delivery.blocked_repeated_failures": gettext_lazy(
+        "This address is now blocked after several failed attempts."
+    ),
+    "delivery.complaint": gettext_lazy("The recipient marked the email as spam."),
+    "delivery.not_sent_rejected_document": gettext_lazy(
+        "Not sent: the email was refused before sending. Fix the address, then resend."
+    ),
+    "send.invalid_recipient_chars": gettext_lazy(
+        "Not sent: the address contains a character email addresses cannot hold. Edit the "
+        "address, then resend."
+    ),
+}
+
+
+@member_required
+def invoice_list_view(request: HttpRequest) -> HttpResponse:
+    clients = clients_for(request).order_by("display_name", "pk")
+    filters = InvoiceFilterForm(request.GET or None, clients=clients)
+    status = client = None
+    if filters.is_valid():
+        status = filters.cleaned_data["status"] or None
+        client = filters.cleaned_data["client"]
+    invoices = invoice_list(
+        firm=request.firm, status=status, client_id=client.pk if client else None
+    )
+    page = Paginator(invoices, settings.INVOICES_PER_PAGE).get_page(request.GET.get("page"))
+    return render(request, "invoicing/list.html", {"page": page, "filters": filters})
+
+
+@member_required
+def client_invoices(request: HttpRequest, client_pk: int) -> HttpResponse:
+    client = get_client_for_member(request, client_pk)
+    invoices = invoice_list(firm=request.firm, client_id=client.pk)
+    return render(
+        request,
+        "invoicing/client_tab.html",
+        {"client": client, "tab": "invoices", "invoices": invoices},
+    )
+
+
+def _form_page(
+    request: HttpRequest, form: InvoiceForm, lines: LineFormSet, invoice: Invoice | None
+) -> HttpResponse:
+    status = 400 if request.method == "POST" else 200
+    context = {"form": form, "lines": lines, "invoice": invoice}
+    return render(request, "invoicing/form.html", context, status=status)
+
+
+@member_required
+@require_http_methods(["GET", "POST"])
+def invoice_create_view(request: HttpRequest) -> HttpResponse:
+    clients = clients_for(request).filter(status="active").order_by("display_name", "pk")
+    billing = billing_settings_get(firm=request.firm)
+    initial = {
+        "client": request.GET.get("client"),
+        "currency": billing.currency,
+        "issue_date": timezone.localdate(),
+        "due_date": timezone.localdate() + timezone.timedelta(days=14),
+    }
+    form = InvoiceForm(request.POST or None, initial=initial, clients=clients)
+    lines = LineFormSet(request.POST or None, prefix="lines")
+    if request.method == "POST" and form.is_valid() and lines.is_valid():
+        data = form.cleaned_data
+        invoice = invoice_create(
+            firm=request.firm,
+            client=data["client"],
+            created_by=request.user,
+            currency=data["currency"],
+            issue_date=data["issue_date"],
+            due_date=data["due_date"],
+            notes=data["notes"],
+            lines=lines.lines(),
+        )
+        messages.success(request, _("Invoice #%(number)s created.") % {"number": invoice.number})
+        return redirect(invoice)
+    return _form_page(request, form, lines, None)
+
+
+@member_required
+@require_http_methods(["GET", "POST"])
+def invoice_edit(request: HttpRequest, invoice_pk: int) -> HttpResponse:
+    invoice = get_invoice_for_member(request, invoice_pk)
+    if invoice.status != Invoice.Status.DRAFT:
+        messages.error(
+            request, _("Only a draft can be edited. Void this invoice and create a new one.")
+        )
+        return redirect(invoice)
+    clients = clients_for(request).order_by("display_name", "pk")
+    initial = {
+        "client": invoice.client_id,
+        "currency": invoice.currency,
+        "issue_date": invoice.issue_date,
+        "due_date": invoice.due_date,
+        "notes": invoice.notes,
+    }
+    form = InvoiceForm(request.POST or None, initial=initial, clients=clients)
+    lines = LineFormSet(request.POST or None, prefix="lines", initial=line_initial(invoice))
+    if request.method == "POST" and form.is_valid() and lines.is_valid():
+        data = form.cleaned_data
+        try:
+            invoice_update(
+                invoice=invoice,
+                client=data["client"],
+                currency=data["currency"],
+                issue_date=data["issue_date"],
+                due_date=data["due_date"],
+                notes=data["notes"],
+                lines=lines.lines(),
+            )
+        except InvoiceError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, _("Invoice saved."))
+        return redirect(invoice)
+    return _form_page(request, form, lines, invoice)
+
+
+@member_required
+def invoice_detail(request: HttpRequest, invoice_pk: int) -> HttpResponse:
+    invoice = get_invoice_for_member(request, invoice_pk)
+    timelines = invoice_timelines(invoice=invoice)
+    for timeline in timelines:
+        timeline.latest.problem_text = PROBLEM_TEXT.get(timeline.latest.problem_code, "")
+    can_record_payment = request.member_role in PAYMENT_ROLES and invoice.status in (
+        Invoice.Status.SENT,
+        Invoice.Status.VIEWED,
+    )
+    context = {
+        "invoice": invoice,
+        "lines": list(invoice.lines.all()),
+        "timelines": timelines,
+        "all_refused": invoice.status == Invoice.Status.DRAFT
+        and invoice_all_refused(timelines=timelines),
+        "payments": list(invoice.payments.select_related("recorded_by")),
+        "paid_amount": invoice_paid_amount(invoice=invoice),
+        "payment_form": PaymentForm() if can_record_payment else None,
+    }
+    return render(request, "invoicing/detail.html", context)
+
+
+@member_required
+def invoice_print(request: HttpRequest, invoice_pk: int) -> HttpResponse:
+    invoice = get_invoice_for_member(request, invoice_pk)
+    context = {
+        "invoice": invoice,
+        "firm": invoice.firm,
+        "lines": list(invoice.lines.all()),
+        "billing": billing_settings_get(firm=invoice.firm),
+    }
+    return render(request, "invoicing/print.html", context)
+
+
+@member_required
+@require_POST
+def invoice_void_view(request: HttpRequest, invoice_pk: int) -> HttpResponse:
+    invoice = get_invoice_for_member(request, invoice_pk)
+    try:
+        invoice_void(invoice=invoice)
+    except InvoiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, _("Invoice #%(number)s is void.") % {"number": invoice.number})
+    return redirect(invoice)

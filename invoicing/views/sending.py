@@ -1,0 +1,114 @@
+"""Send, send a test, resend one recipient, record a payment."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+from django.views.decorators.http import require_POST
+
+from accounts.models import Role
+from invoicing.forms import PaymentForm
+from invoicing.models import Delivery
+from invoicing.services import (
+    InvoiceError,
+    delivery_resend,
+    invoice_send,
+    invoice_send_test,
+    payment_record,
+)
+from invoicing.views.access import get_delivery_for_member, get_invoice_for_member
+from portal.tenancy import member_required, roles_required
+
+
+def _report(request: HttpRequest, deliveries: list[Delivery]) -> None:
+    queued = [d for d in deliveries if d.status == Delivery.Status.QUEUED]
+    held = [d for d in deliveries if d.status != Delivery.Status.QUEUED]
+    if queued:
+        messages.success(
+            request,
+            ngettext(
+                "Sending to %(count)d recipient. Each one's progress is shown below.",
+                "Sending to %(count)d recipients. Each one's progress is shown below.",
+                len(queued),
+            )
+            % {"count": len(queued)},
+        )
+    for delivery in held:
+        messages.error(
+            request,
+            _("Not sent to %(address)s: %(status)s. See below for what to do.")
+            % {"address": delivery.address, "status": delivery.get_status_display()},
+        )
+
+
+@member_required
+@require_POST
+def invoice_send_view(request: HttpRequest, invoice_pk: int) -> HttpResponse:
+    invoice = get_invoice_for_member(request, invoice_pk)
+    try:
+        deliveries = invoice_send(invoice=invoice)
+    except InvoiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        _report(request, deliveries)
+    return redirect(invoice)
+
+
+@member_required
+@require_POST
+def invoice_send_test_view(request: HttpRequest, invoice_pk: int) -> HttpResponse:
+    invoice = get_invoice_for_member(request, invoice_pk)
+    try:
+        delivery = invoice_send_test(invoice=invoice, user=request.user)
+    except InvoiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        if delivery.status == Delivery.Status.QUEUED:
+            messages.success(
+                request,
+                _("A test copy is on its way to %(address)s.") % {"address": delivery.address},
+            )
+        else:
+            _report(request, [delivery])
+    return redirect(invoice)
+
+
+@member_required
+@require_POST
+def delivery_resend_view(request: HttpRequest, invoice_pk: int, delivery_pk: int) -> HttpResponse:
+    invoice = get_invoice_for_member(request, invoice_pk)
+    delivery = get_delivery_for_member(request, invoice, delivery_pk)
+    try:
+        deliveries = delivery_resend(delivery=delivery)
+    except InvoiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        _report(request, deliveries)
+    return redirect(invoice)
+
+
+@roles_required(Role.OWNER, Role.ADMIN)
+@require_POST
+def payment_record_view(request: HttpRequest, invoice_pk: int) -> HttpResponse:
+    invoice = get_invoice_for_member(request, invoice_pk)
+    form = PaymentForm(request.POST)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
+        return redirect(invoice)
+    try:
+        payment_record(
+            invoice=invoice,
+            amount=form.cleaned_data["amount"],
+            reference=form.cleaned_data["reference"],
+            recorded_by=request.user,
+        )
+    except InvoiceError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, _("Payment recorded."))
+    return redirect(invoice)

@@ -1,0 +1,247 @@
+"""Turn a stored ESP webhook event into a delivery event.
+
+Webhooks are untrusted hints: the event only ever becomes a `DeliveryEvent` through
+`delivery_event_record`, which is idempotent by (source, event id) and never moves a delivery
+backwards. Hard versus soft is decided here from the server's reply, not from the ESP's label:
+ESPs disagree (Postmark calls a full mailbox a "SoftBounce", Brevo a "hard_bounce").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from invoicing.bounces.dsn import find_last_status, find_reply_code
+from invoicing.bounces.rules import classify_failure, is_hard, smtp_command
+from invoicing.events import (
+    POLICY_REASONS,
+    SPAM_REASONS,
+    Outcome,
+    classify_reply,
+    delivery_event_record,
+)
+from invoicing.models import Delivery, DeliveryEvent, WebhookEvent
+from portal.addresses import normalize_address
+
+logger = logging.getLogger(__name__)
+
+S = Delivery.Status
+
+# anymail's normalised event types that say something about delivery, and what they become
+# when no server reply has to be read. Failures are decided by `failure_outcome`.
+SIMPLE_KINDS = {
+    "queued": S.QUEUED,
+    "sent": S.SENT,
+    "delivered": S.DELIVERED,
+    "opened": S.OPENED,  # approximate: image proxies open mail nobody read
+    "clicked": S.CLICKED,
+    "complained": S.COMPLAINED,
+    "unsubscribed": "unsubscribed",  # kept on the timeline; not a delivery status
+}
+FAILURE_TYPES = {"bounced", "deferred", "rejected", "failed"}
+# "autoresponded", "subscribed", "unknown", "inbound*": nothing to record on a delivery.
+
+# Blocks by the recipient's filters; with a permanent code they are "rejected by policy".
+POLICY_DETAILS = POLICY_REASONS | SPAM_REASONS | {"badreputation", "requireptr", "authfailure"}
+
+
+@dataclass(frozen=True)
+class WebhookResult:
+    delivery_id: int | None
+    event: DeliveryEvent | None
+
+
+def failure_outcome(
+    reply_code: str | None,
+    status_code: str | None,
+    diagnostic: str | None,
+    *,
+    hard: bool | None = None,
+) -> Outcome:
+    """Our verdict on one failed delivery attempt.
+
+    `classify_reply` calls every permanent 5.1.x failure hard, but real servers put 5.1.x on
+    sender rejections and rate limits too. An address is only declared dead when the bounce
+    rules (checked on a real corpus) agree that the reply says so; ``hard`` lets a caller
+    that already ran them (the DSN reader) pass their verdict.
+    """
+    command = smtp_command(diagnostic) if diagnostic else None
+    outcome = classify_reply(reply_code, status_code, diagnostic, command=command)
+    if hard is None:
+        detail = classify_failure(status_code, reply_code, diagnostic, command)
+        hard = bool(status_code or reply_code) and is_hard(detail, status_code, reply_code)
+    if outcome.kind == S.BOUNCED and not hard:
+        if outcome.reason in POLICY_DETAILS:
+            return Outcome(S.REJECTED, outcome.reason, "delivery.rejected_policy")
+        return Outcome(S.SOFT_BOUNCED, outcome.reason, "delivery.soft_bounce")
+    if hard and outcome.kind != S.BOUNCED:
+        problem = (
+            "delivery.invalid_address"
+            if outcome.reason in ("hostunknown", "notaccept")
+            else "delivery.hard_bounce"
+        )
+        return Outcome(S.BOUNCED, outcome.reason, problem)
+    return outcome
+
+
+def webhook_event_process(*, webhook_event_id: int) -> WebhookResult | None:
+    """Process one stored webhook event; None when it was done already or is being done.
+
+    Safe to run twice and concurrently: the row is claimed under a lock that other workers
+    skip, and `processed_at` marks it done in the same transaction.
+    """
+    with transaction.atomic():
+        stored = (
+            WebhookEvent.objects.select_for_update(skip_locked=True)
+            .filter(pk=webhook_event_id, processed_at__isnull=True)
+            .first()
+        )
+        if stored is None:
+            return None
+        result = _apply(stored)
+        stored.processed_at = timezone.now()
+        stored.error = ""
+        stored.save(update_fields=["processed_at", "error"])
+    return result
+
+
+def webhook_events_pending(*, older_than_seconds: int = 60, limit: int = 500) -> list[int]:
+    """Events whose processing task never ran (a broker outage, a crashed worker)."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_seconds)
+    return list(
+        WebhookEvent.objects.filter(processed_at__isnull=True, received__lt=cutoff)
+        .order_by("received")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def webhook_event_fail(*, webhook_event_id: int, error: str) -> None:
+    """Note why an event could not be processed; it stays pending for the next sweep."""
+    WebhookEvent.objects.filter(pk=webhook_event_id, processed_at__isnull=True).update(
+        error=error[:2000]
+    )
+
+
+def _apply(stored: WebhookEvent) -> WebhookResult:
+    payload: Mapping[str, Any] = stored.payload or {}
+    event_type = payload.get("event_type") or "unknown"
+    if event_type not in SIMPLE_KINDS and event_type not in FAILURE_TYPES:
+        return WebhookResult(None, None)
+    delivery = _find_delivery(payload.get("message_id"), payload.get("recipient"))
+    if delivery is None:
+        # Not ours (another system sharing the ESP account) or long gone: nothing to do, and
+        # the ESP got its 200 already, so it stops retrying.
+        logger.info("webhook %s: no delivery for message %r", stored.pk, payload.get("message_id"))
+        return WebhookResult(None, None)
+
+    reply_code, status_code, diagnostic = _reply_facts(payload)
+    problem_code: str | None = None
+    reason = ""
+    if event_type in SIMPLE_KINDS:
+        kind = SIMPLE_KINDS[event_type]
+    elif event_type in ("rejected", "failed") and not (reply_code or status_code or diagnostic):
+        # The ESP refused to send (its own suppression list, a template error): no server
+        # ever saw the message, so this says nothing about the address itself.
+        kind = S.FAILED
+        reason = (payload.get("reject_reason") or "")[:40]
+        diagnostic = payload.get("description") or ""
+    else:
+        outcome = failure_outcome(reply_code, status_code, diagnostic)
+        kind, reason, problem_code = outcome.kind, outcome.reason, outcome.problem_code
+        if event_type == "deferred" and kind == S.SOFT_BOUNCED:
+            # Still being retried by the ESP: a delay, not a bounce (yet).
+            kind = S.DEFERRED
+
+    event = delivery_event_record(
+        delivery=delivery,
+        kind=kind,
+        source=DeliveryEvent.Source.WEBHOOK,
+        event_id=_delivery_event_id(stored, payload),
+        occurred_at=_timestamp(payload.get("timestamp")),
+        reply_code=reply_code or "",
+        status_code=status_code or "",
+        reason=reason,
+        diagnostic=diagnostic or "",
+        problem_code=problem_code,
+    )
+    return WebhookResult(delivery.pk, event)
+
+
+def _find_delivery(message_id: str | None, recipient: str | None) -> Delivery | None:
+    if not message_id:
+        return None
+    bare = message_id.strip().strip("<>")
+    # ESPs write the same id with and without angle brackets (Mailgun, Brevo).
+    candidates = list(
+        Delivery.objects.filter(esp_message_id__in={message_id, bare, f"<{bare}>"}).order_by("pk")
+    )
+    if not candidates:
+        return None
+    if recipient:
+        normalized = normalize_address(recipient)
+        for delivery in candidates:
+            if delivery.normalized == normalized:
+                return delivery
+    # One message to one recipient: the ESP may name the address differently (aliases).
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def _reply_facts(payload: Mapping[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """Reply code, enhanced status and the server's words, from anymail's fields first and
+    from the ESP's structured fields where anymail leaves them out."""
+    esp_event = payload.get("esp_event")
+    esp = esp_event if isinstance(esp_event, dict) else {}
+    texts = [payload.get("mta_response"), payload.get("description")]
+    code: str | None = None
+    status: str | None = None
+    delivery_status = (esp.get("event-data") or {}).get("delivery-status") or {}  # Mailgun
+    if isinstance(delivery_status, dict):
+        code = _str(delivery_status.get("code"))
+        status = _str(delivery_status.get("enhanced-code"))
+    status = status or _str(esp.get("status"))  # SendGrid
+    for recipient in (esp.get("bounce") or {}).get("bouncedRecipients") or []:  # Amazon SES
+        if recipient.get("emailAddress", "").lower() == (payload.get("recipient") or "").lower():
+            status = status or _str(recipient.get("status"))
+    if esp.get("error"):  # Mailjet names the cause only here
+        texts.append(" ".join(filter(None, [_str(esp.get("error")), _str(esp.get("comment"))])))
+    diagnostic = " | ".join(dict.fromkeys(t for t in texts if t)) or None
+    code = code if code and code[:1] in "45" and len(code) == 3 else None
+    code = code or find_reply_code(_head(diagnostic))
+    status = status if status and status[:1] in "245" else None
+    status = status or find_last_status(diagnostic)
+    return code, status, diagnostic
+
+
+def _head(text: str | None) -> str | None:
+    # A reply code is trusted near the start ("smtp; 550 ...", "550 5.1.1 ..."): three digits
+    # deeper in the text are as likely a port or a size.
+    return text[:40] if text else None
+
+
+def _str(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    return str(value).strip() or None
+
+
+def _timestamp(value: str | None) -> datetime:
+    parsed = parse_datetime(value) if value else None
+    return parsed or timezone.now()
+
+
+def _delivery_event_id(stored: WebhookEvent, payload: Mapping[str, Any]) -> str:
+    # One ESP event can name several recipients (Amazon SES sends one notification id for
+    # all of them), so the recipient is part of the key; the ESP's name keeps ids of
+    # different ESPs apart.
+    key = f"{stored.esp}:{stored.event_id}:{(payload.get('recipient') or '').lower()}"
+    if len(key) > 255:
+        key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    return key

@@ -1,0 +1,243 @@
+"""Problems on the client they touch and on the firm dashboard, with guides and actions."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from html import unescape
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from invoicing.events import classify_reply, delivery_event_record
+from invoicing.models import Delivery, Invoice
+from portal.celery import app as celery_app
+from portal.models import Heartbeat
+from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
+from troubleshooting.models import DomainCheckRun, Incident, ProblemNote
+
+
+def _delivery(client, address, **extra):
+    invoice = Invoice.objects.filter(client=client).first() or Invoice.objects.create(
+        firm=client.firm,
+        client=client,
+        number=Invoice.objects.count() + 1,
+        due_date=timezone.localdate() + timedelta(days=14),
+        status="sent",
+    )
+    return Delivery.objects.create(
+        firm=client.firm,
+        invoice=invoice,
+        client=client,
+        address=address,
+        normalized=address.lower(),
+        verp_token=secrets.token_hex(8),
+        **extra,
+    )
+
+
+def _bounce(
+    delivery,
+    reply="550",
+    status="5.1.1",
+    text="550 5.1.1 <x>: Recipient address rejected: User unknown",
+):
+    outcome = classify_reply(reply, status, text, command="RCPT")
+    delivery_event_record(
+        delivery=delivery,
+        kind=outcome.kind,
+        source="smtp",
+        reply_code=reply,
+        status_code=status,
+        reason=outcome.reason,
+        diagnostic=text,
+        problem_code=outcome.problem_code,
+    )
+
+
+@pytest.fixture
+def bounced_client(firm):
+    client = ClientFactory(firm=firm, display_name="Birch Dental")
+    ContactAddressFactory(contact=ContactFactory(client=client), address="anna@birch.test")
+    _bounce(_delivery(client, "anna@birch.test"))
+    return client
+
+
+def test_the_problems_tab_explains_a_hard_bounce_with_its_fix(owner_client, bounced_client):
+    body = unescape(
+        owner_client.get(
+            reverse("troubleshooting:client_problems", args=[bounced_client.pk])
+        ).content.decode()
+    )
+    assert "The email you sent did not reach the recipient" in body
+    assert "anna@birch.test" in body
+    assert "Edit address" in body
+    assert "Recipient address rejected: User unknown" in body  # behind the technical fold
+    assert "5.1.1" in body
+
+
+def test_a_later_successful_delivery_to_the_address_clears_the_problem(
+    owner_client, bounced_client
+):
+    later = _delivery(bounced_client, "anna@birch.test")
+    delivery_event_record(delivery=later, kind="delivered", source="webhook")
+    body = owner_client.get(
+        reverse("troubleshooting:client_problems", args=[bounced_client.pk])
+    ).content.decode()
+    assert "No open problems for this client" in body
+
+
+def test_the_client_list_shows_a_problem_badge(owner_client, bounced_client):
+    body = owner_client.get(reverse("portal:client_list")).content.decode()
+    assert "1 problem" in body
+
+
+def test_the_dashboard_groups_problems_by_code_with_affected_clients(
+    owner_client, firm, bounced_client
+):
+    other = ClientFactory(firm=firm, display_name="Alder Farm")
+    _bounce(_delivery(other, "ola@alder.test"), "452", "4.2.2", "452 4.2.2 Mailbox full")
+    _bounce(_delivery(other, "kari@alder.test"))
+    body = unescape(owner_client.get(reverse("troubleshooting:dashboard")).content.decode())
+    assert "The email you sent did not reach the recipient" in body
+    assert "Delivery is delayed for now" in body
+    assert body.index("Clients affected:") < body.index("Birch Dental")
+
+
+def test_the_dashboard_filters_by_kind(owner_client, firm, bounced_client):
+    body = owner_client.get(
+        reverse("troubleshooting:dashboard"), {"kind": "domain"}
+    ).content.decode()
+    assert "did not reach the recipient" not in body
+
+
+@pytest.mark.parametrize("count", [3, 30])
+def test_the_dashboard_runs_the_same_queries_however_many_problems(
+    owner_client, firm, count, django_assert_num_queries
+):
+    for n in range(count):
+        client = ClientFactory(firm=firm)
+        _bounce(_delivery(client, f"p{n}@gone.test"))
+    # session, user, membership+firm, deliveries, their events, addresses, domain run, notes
+    with django_assert_num_queries(8):
+        owner_client.get(reverse("troubleshooting:dashboard"))
+
+
+@pytest.mark.parametrize("count", [2, 20])
+def test_the_problems_tab_runs_the_same_queries_however_many_problems(
+    owner_client, firm, count, django_assert_num_queries
+):
+    client = ClientFactory(firm=firm)
+    for n in range(count):
+        _bounce(_delivery(client, f"p{n}@gone.test"))
+    # session, user, membership+firm, client, domain run, deliveries, events, addresses, notes
+    with django_assert_num_queries(9):
+        owner_client.get(reverse("troubleshooting:client_problems", args=[client.pk]))
+
+
+def test_a_problem_can_be_marked_as_handled_with_a_note(owner_client, bounced_client, owner):
+    delivery = Delivery.objects.get(client=bounced_client)
+    owner_client.post(
+        reverse("troubleshooting:mark_handled"),
+        {
+            "code": "delivery.hard_bounce",
+            "subject": f"delivery:{delivery.pk}",
+            "note": "Called Anna, new address coming",
+        },
+    )
+    note = ProblemNote.objects.get()
+    assert (note.author, note.note) == (owner.user, "Called Anna, new address coming")
+    body = owner_client.get(
+        reverse("troubleshooting:client_problems", args=[bounced_client.pk])
+    ).content.decode()
+    assert "Marked as handled by" in body
+
+
+def test_domain_problems_show_the_record_to_publish(owner_client, firm):
+    DomainCheckRun.objects.create(
+        firm=firm,
+        domain="alder.test",
+        results=[
+            {
+                "name": "spf",
+                "ok": False,
+                "problem_code": "domain.spf_missing",
+                "summary": "No SPF record.",
+                "answers": [["alder.test", "TXT", "(none)"]],
+                "publish": {
+                    "name": "alder.test",
+                    "type": "TXT",
+                    "value": "v=spf1 include:_spf.portal.test ~all",
+                },
+            }
+        ],
+    )
+    body = unescape(owner_client.get(reverse("troubleshooting:dashboard")).content.decode())
+    assert "Your domain has no SPF record" in body
+    assert 'alder.test TXT "v=spf1 include:_spf.portal.test ~all"' in body
+    assert "Copy record" in body
+
+
+def test_recheck_runs_the_domain_checks_in_a_worker(
+    owner_client, firm, settings, dns_server, dns_zone, django_capture_on_commit_callbacks
+):
+    firm.sending_domain = "alder.test"
+    firm.save()
+    settings.DNS_NAMESERVERS = [dns_server.host]
+    settings.DNS_PORT = dns_server.port
+    dns_zone({"alder.test": [{"TXT": "v=spf1 mx -all"}]})
+    celery_app.conf.task_always_eager = True
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = owner_client.post(reverse("troubleshooting:recheck_domain"))
+    finally:
+        celery_app.conf.task_always_eager = False
+    assert response.status_code == 302
+    run = DomainCheckRun.objects.get(firm=firm)
+    assert run.domain == "alder.test"
+    assert any(
+        r["name"] == "dmarc" and r["problem_code"] == "domain.dmarc_missing" for r in run.results
+    )
+
+
+def test_staff_cannot_trigger_a_domain_recheck(staff_client):
+    assert staff_client.post(reverse("troubleshooting:recheck_domain")).status_code == 403
+
+
+def test_the_allowlist_page_lists_hosts_and_ips_with_a_full_mask(owner_client, settings):
+    settings.PORTAL_SENDING_HOSTS = ["out1.portal.test"]
+    settings.PORTAL_SENDING_IPS = ["192.0.2.25"]
+    body = owner_client.get(reverse("troubleshooting:allowlist")).content.decode()
+    assert "out1.portal.test" in body
+    assert "192.0.2.25" in body
+    assert "255.255.255.255" in body
+
+
+def test_the_guides_page_lists_every_code(owner_client):
+    from troubleshooting.catalogue import GUIDES
+
+    body = owner_client.get(reverse("troubleshooting:guides")).content.decode()
+    for guide in GUIDES:
+        assert guide.code in body
+
+
+def test_the_status_page_is_public_and_reports_live_workers(client, db):
+    Heartbeat.objects.create(name="worker", last_seen=timezone.now())
+    response = client.get(reverse("troubleshooting:status"), {"format": "json"})
+    assert response.status_code == 200
+    assert response.json()["workers_alive"] is True
+
+
+def test_the_status_page_says_when_workers_stopped(client, db):
+    Heartbeat.objects.create(name="worker", last_seen=timezone.now() - timedelta(minutes=30))
+    response = client.get(reverse("troubleshooting:status"), {"format": "json"})
+    assert response.status_code == 503
+    assert response.json()["workers_alive"] is False
+
+
+def test_an_operator_incident_note_is_shown(client, db):
+    Heartbeat.objects.create(name="worker", last_seen=timezone.now())
+    Incident.objects.create(message="Outlook.com is delaying mail today")
+    response = client.get(reverse("troubleshooting:status"))
+    assert "Outlook.com is delaying mail today" in response.content.decode()

@@ -1,0 +1,206 @@
+"""Open problems, read from where each app records them.
+
+Delivery problems come from invoicing's `Delivery.problem_code` (the newest delivery of each
+client address speaks for that address, so a later successful send clears the problem);
+domain problems from the newest `DomainCheckRun`. Every function runs a fixed number of
+queries, however many clients, deliveries or events there are.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.urls import reverse
+
+from invoicing.models import Delivery, DeliveryEvent
+from portal.models import Client, ContactAddress, Firm
+from troubleshooting.catalogue import Guide, Kind, guide_for
+from troubleshooting.models import DomainCheckRun, ProblemNote
+
+FAILURE_KINDS = ("soft_bounced", "bounced", "rejected", "complained", "suppressed", "failed")
+
+
+@dataclass
+class Problem:
+    code: str
+    guide: Guide
+    subject: str  # stable key for notes: "delivery:<pk>", "domain:<check>"
+    first_seen: datetime
+    last_seen: datetime
+    occurrences: int = 1
+    client: Client | None = None
+    address: str = ""
+    delivery: Delivery | None = None
+    detail: dict = field(default_factory=dict)
+    note: ProblemNote | None = None
+    edit_address_url: str = ""
+
+    @property
+    def kind(self) -> str:
+        return self.guide.kind
+
+
+def _current_deliveries(qs: QuerySet[Delivery]) -> QuerySet[Delivery]:
+    """Deliveries with a problem that no later delivery to the same client address replaced."""
+    newer = Delivery.objects.filter(
+        client_id=OuterRef("client_id"),
+        normalized=OuterRef("normalized"),
+        is_test=False,
+        created__gt=OuterRef("created"),
+    )
+    return qs.filter(is_test=False).exclude(problem_code="").filter(~Exists(newer))
+
+
+def _delivery_problems(deliveries: QuerySet[Delivery], firm: Firm) -> list[Problem]:
+    deliveries = deliveries.select_related("invoice", "client").prefetch_related(
+        Prefetch(
+            "events",
+            queryset=DeliveryEvent.objects.filter(kind__in=FAILURE_KINDS).order_by("occurred_at"),
+            to_attr="failures",
+        )
+    )
+    deliveries = list(deliveries)
+    # Where each address lives now, for the "Edit address" action (one query for all).
+    address_urls = (
+        {
+            (a.contact.client_id, a.normalized): reverse(
+                "portal:address_edit", args=[a.contact.client_id, a.pk]
+            )
+            for a in ContactAddress.objects.filter(
+                firm=firm, normalized__in={d.normalized for d in deliveries}
+            ).select_related("contact")
+        }
+        if deliveries
+        else {}
+    )
+    problems = []
+    for delivery in deliveries:
+        guide = guide_for(delivery.problem_code)
+        if guide is None:
+            continue
+        failures = delivery.failures
+        last = failures[-1] if failures else None
+        problems.append(
+            Problem(
+                code=delivery.problem_code,
+                guide=guide,
+                subject=f"delivery:{delivery.pk}",
+                first_seen=failures[0].occurred_at if failures else delivery.created,
+                last_seen=last.occurred_at if last else delivery.updated,
+                occurrences=max(len(failures), 1),
+                client=delivery.client,
+                address=delivery.address,
+                delivery=delivery,
+                detail={
+                    "reply_code": last.reply_code if last else "",
+                    "status": last.status_code if last else "",
+                    "diagnostic": last.diagnostic if last else "",
+                    "source": last.get_source_display() if last else "",
+                },
+                edit_address_url=address_urls.get((delivery.client_id, delivery.normalized), ""),
+            )
+        )
+    return problems
+
+
+def latest_domain_run(firm: Firm) -> DomainCheckRun | None:
+    return DomainCheckRun.objects.filter(firm=firm).order_by("-created").first()
+
+
+def _domain_problems(run: DomainCheckRun | None) -> list[Problem]:
+    if run is None:
+        return []
+    problems = []
+    for result in run.failures:
+        guide = guide_for(result["problem_code"])
+        if guide is not None:
+            problems.append(
+                Problem(
+                    code=guide.code,
+                    guide=guide,
+                    subject=f"domain:{run.domain}:{result['name']}",
+                    first_seen=run.created,
+                    last_seen=run.created,
+                    detail={
+                        "summary": result["summary"],
+                        "answers": result["answers"],
+                        "publish": result["publish"],
+                        "domain": run.domain,
+                    },
+                )
+            )
+    return problems
+
+
+def _attach_notes(firm: Firm, problems: list[Problem]) -> list[Problem]:
+    subjects = {p.subject for p in problems}
+    notes = {}
+    for note in ProblemNote.objects.filter(firm=firm, subject__in=subjects).select_related(
+        "author"
+    ):
+        notes.setdefault(note.subject, note)  # newest first by Meta.ordering
+    for problem in problems:
+        problem.note = notes.get(problem.subject)
+    problems.sort(key=lambda p: (p.note is not None, -p.last_seen.timestamp()))
+    return problems
+
+
+def problems_for_client(client: Client) -> list[Problem]:
+    deliveries = _current_deliveries(Delivery.objects.filter(client=client))
+    return _attach_notes(client.firm, _delivery_problems(deliveries, client.firm))
+
+
+def problems_for_firm(
+    firm: Firm,
+    *,
+    kind: str | None = None,
+    client_id: int | None = None,
+    domain_run: DomainCheckRun | object | None = ...,
+) -> list[Problem]:
+    """`domain_run`: the firm's latest run when the caller has it already (None: no run)."""
+    problems: list[Problem] = []
+    if kind in (None, Kind.DELIVERY):
+        deliveries = _current_deliveries(Delivery.objects.filter(firm=firm))
+        if client_id:
+            deliveries = deliveries.filter(client_id=client_id)
+        problems += _delivery_problems(deliveries, firm)
+    if kind in (None, Kind.DOMAIN) and not client_id:
+        run = latest_domain_run(firm) if domain_run is ... else domain_run
+        problems += _domain_problems(run)
+    return _attach_notes(firm, problems)
+
+
+@dataclass
+class ProblemGroup:
+    guide: Guide
+    problems: list[Problem]
+
+    @property
+    def clients(self) -> list[Client]:
+        seen: dict[int, Client] = {}
+        for problem in self.problems:
+            if problem.client is not None:
+                seen.setdefault(problem.client.pk, problem.client)
+        return sorted(seen.values(), key=lambda c: c.display_name)
+
+
+def group_by_code(problems: list[Problem]) -> list[ProblemGroup]:
+    grouped: dict[str, list[Problem]] = defaultdict(list)
+    for problem in problems:
+        grouped[problem.code].append(problem)
+    groups = [ProblemGroup(guide_for(code), items) for code, items in grouped.items()]
+    groups.sort(key=lambda g: (-g.guide.severity, -len(g.problems)))
+    return groups
+
+
+def annotate_problem_count(clients: QuerySet[Client]) -> QuerySet[Client]:
+    """Add `problem_count` to a client queryset (one subquery, whatever the page size)."""
+    current = _current_deliveries(Delivery.objects.filter(client_id=OuterRef("pk")))
+    counted = current.order_by().values("client_id").annotate(n=Count("pk")).values("n")
+    return clients.annotate(
+        problem_count=Coalesce(Subquery(counted, output_field=IntegerField()), 0)
+    )

@@ -1,0 +1,15 @@
+from django.urls import path
+
+from troubleshooting import views
+
+app_name = "troubleshooting"
+
+urlpatterns = [
+    path("problems/", views.dashboard, name="dashboard"),
+    path("problems/guides/", views.guides, name="guides"),
+    path("problems/handled/", views.mark_handled, name="mark_handled"),
+    path("problems/domain/recheck/", views.recheck_domain, name="recheck_domain"),
+    path("problems/allowlist/", views.allowlist, name="allowlist"),
+    path("clients/<int:client_pk>/problems/", views.client_problems, name="client_problems"),
+    path("status/", views.status_page, name="status"),
+]

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from accounts.models import Role
+from portal.tenancy import get_client_for_member, member_required, roles_required
+from troubleshooting.catalogue import FIXER_LABELS, GUIDES, Kind, guide_for
+from troubleshooting.selectors import (
+    group_by_code,
+    latest_domain_run,
+    problems_for_client,
+    problems_for_firm,
+)
+from troubleshooting.services import problem_mark_handled
+from troubleshooting.status import platform_status
+from troubleshooting.tasks import check_firm_domain
+
+
+@member_required
+def client_problems(request: HttpRequest, client_pk: int) -> HttpResponse:
+    client = get_client_for_member(request, client_pk)
+    run = latest_domain_run(request.firm)
+    context = {
+        "client": client,
+        "tab": "problems",
+        "problems": problems_for_client(client),
+        "domain_failures": run.failures if run else [],
+        "fixer_labels": FIXER_LABELS,
+    }
+    return render(request, "troubleshooting/client_problems.html", context)
+
+
+@member_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    kind = request.GET.get("kind") or None
+    if kind not in (None, *Kind):
+        kind = None
+    run = latest_domain_run(request.firm)
+    problems = problems_for_firm(request.firm, kind=kind, domain_run=run)
+    context = {
+        "groups": group_by_code(problems),
+        "kind": kind,
+        "kinds": list(Kind),
+        "total": len(problems),
+        "run": run,
+        "fixer_labels": FIXER_LABELS,
+    }
+    return render(request, "troubleshooting/dashboard.html", context)
+
+
+@member_required
+def guides(request: HttpRequest) -> HttpResponse:
+    return render(
+        request, "troubleshooting/guides.html", {"guides": GUIDES, "fixer_labels": FIXER_LABELS}
+    )
+
+
+@member_required
+@require_POST
+def mark_handled(request: HttpRequest) -> HttpResponse:
+    code = request.POST.get("code", "")
+    subject = request.POST.get("subject", "")
+    if guide_for(code) is None or not subject:
+        return HttpResponse(status=400)
+    # The subject names an object of the firm: only ever stored against the member's firm.
+    problem_mark_handled(
+        firm=request.firm,
+        subject=subject,
+        code=code,
+        note=request.POST.get("note", "").strip()[:2000],
+        author=request.user,
+    )
+    messages.success(request, _("Marked as handled."))
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, {request.get_host()}):
+        target = "troubleshooting:dashboard"
+    return redirect(target)
+
+
+@roles_required(Role.OWNER, Role.ADMIN)
+@require_POST
+def recheck_domain(request: HttpRequest) -> HttpResponse:
+    if not request.firm.sending_domain:
+        messages.error(request, _("Set your firm's sending domain in Firm Settings first."))
+        return redirect("troubleshooting:dashboard")
+    firm_id = request.firm.pk
+    # DNS can be slow: the check runs in a worker and the page never waits for it.
+    transaction.on_commit(lambda: check_firm_domain.delay(firm_id))
+    messages.success(
+        request,
+        _("Checking %(domain)s now. Reload this page in a minute.")
+        % {"domain": request.firm.sending_domain},
+    )
+    return redirect("troubleshooting:dashboard")
+
+
+@member_required
+def allowlist(request: HttpRequest) -> HttpResponse:
+    context = {
+        "hosts": settings.PORTAL_SENDING_HOSTS,
+        "ips": settings.PORTAL_SENDING_IPS,
+        "sender": settings.DEFAULT_FROM_EMAIL,
+    }
+    return render(request, "troubleshooting/allowlist.html", context)
+
+
+def status_page(request: HttpRequest) -> HttpResponse:
+    status = platform_status()
+    if request.GET.get("format") == "json" or "application/json" in request.headers.get(
+        "Accept", ""
+    ):
+        return JsonResponse(status.as_dict(), status=200 if status.ok else 503)
+    return render(
+        request, "troubleshooting/status.html", {"status": status}, status=200 if status.ok else 503
+    )
