@@ -10,6 +10,11 @@ urlpatterns = [
     path("problems/handled/", views.mark_handled, name="mark_handled"),
     path("problems/domain/recheck/", views.recheck_domain, name="recheck_domain"),
     path("problems/allowlist/", views.allowlist, name="allowlist"),
+    path(
+        "problems/deliveries/<int:delivery_pk>/fix-address/",
+        views.fix_address_resend,
+        name="fix_address_resend",
+    ),
     path("clients/<int:client_pk>/problems/", views.client_problems, name="client_problems"),
     path("status/", views.status_page, name="status"),
 ]

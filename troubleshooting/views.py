@@ -4,12 +4,18 @@ from django.conf import settings
 from django.contrib import messages
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from accounts.models import Role
+from invoicing.models import Delivery
+from invoicing.services import InvoiceError, delivery_resend
+from portal.addresses import AddressError, validate_address
+from portal.models import ContactAddress
+from portal.services import contact_address_update
 from portal.tenancy import get_client_for_member, member_required, roles_required
 from troubleshooting.catalogue import FIXER_LABELS, GUIDES, Kind, guide_for
 from troubleshooting.selectors import (
@@ -120,3 +126,47 @@ def status_page(request: HttpRequest) -> HttpResponse:
     return render(
         request, "troubleshooting/status.html", {"status": status}, status=200 if status.ok else 503
     )
+
+
+@member_required
+@require_POST
+def fix_address_resend(request: HttpRequest, delivery_pk: int) -> HttpResponse:
+    """One form on the problem: correct the contact's address, then resend to it."""
+    delivery = get_object_or_404(
+        Delivery.objects.select_related("client", "invoice"), pk=delivery_pk, firm=request.firm
+    )
+    target = reverse("troubleshooting:client_problems", args=[delivery.client_id])
+    address = ContactAddress.objects.filter(
+        firm=request.firm, contact__client=delivery.client, normalized=delivery.normalized
+    ).first()
+    if address is None:
+        messages.error(
+            request,
+            _(
+                "This address is no longer on the client. Open the invoice "
+                "to send it to the client's current addresses."
+            ),
+        )
+        return redirect(target)
+    try:
+        valid = validate_address(request.POST.get("address", ""))
+    except AddressError as exc:
+        messages.error(request, exc.message)
+        return redirect(target)
+    contact_address_update(
+        address=address,
+        new=valid,
+        is_primary=address.is_primary,
+        receives_invoices=address.receives_invoices,
+    )
+    try:
+        sent = delivery_resend(delivery=delivery)
+    except InvoiceError as exc:
+        messages.error(request, str(exc))
+        return redirect(target)
+    messages.success(
+        request,
+        _("Address corrected to %(address)s; invoice #%(number)s is on its way again.")
+        % {"address": ", ".join(d.address for d in sent), "number": delivery.invoice.number},
+    )
+    return redirect(target)

@@ -241,3 +241,34 @@ def test_an_operator_incident_note_is_shown(client, db):
     Incident.objects.create(message="Outlook.com is delaying mail today")
     response = client.get(reverse("troubleshooting:status"))
     assert "Outlook.com is delaying mail today" in response.content.decode()
+
+
+def test_correcting_the_address_in_place_resends_to_it(
+    owner_client, bounced_client, django_capture_on_commit_callbacks
+):
+    delivery = Delivery.objects.get(client=bounced_client)
+    with django_capture_on_commit_callbacks(execute=False):
+        owner_client.post(
+            reverse("troubleshooting:fix_address_resend", args=[delivery.pk]),
+            {"address": "anna.b@birch.test"},
+        )
+    address = bounced_client.contacts.get().addresses.get()
+    assert address.address == "anna.b@birch.test"
+    resent = Delivery.objects.filter(client=bounced_client).order_by("-pk").first()
+    assert resent.address == "anna.b@birch.test"
+    body = owner_client.get(
+        reverse("troubleshooting:client_problems", args=[bounced_client.pk])
+    ).content.decode()
+    assert "did not reach the recipient" not in body
+
+
+def test_a_bad_correction_is_explained_and_changes_nothing(owner_client, bounced_client):
+    delivery = Delivery.objects.get(client=bounced_client)
+    response = owner_client.post(
+        reverse("troubleshooting:fix_address_resend", args=[delivery.pk]),
+        {"address": "anna b@birch.test"},
+        follow=True,
+    )
+    assert "contains a space at position 5" in response.content.decode()
+    assert bounced_client.contacts.get().addresses.get().address == "anna@birch.test"
+    assert Delivery.objects.filter(client=bounced_client).count() == 1
