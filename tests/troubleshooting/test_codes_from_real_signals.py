@@ -1,0 +1,282 @@
+"""Every problem code, produced from a real signal and shown on the right client with its guide.
+
+Signals: refusals from the SMTP server on loopback, ESP webhooks posted to anymail's real
+URLs, answers from the DNS server on loopback. Codes nothing can signal are guidance only
+(`Guide.detectable` False, listed in the README). Mailbox (sync.*) codes come from Dovecot in
+tests/mailsync and are pinned below as well.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from html import unescape
+
+import pytest
+from django.urls import reverse
+
+from invoicing.models import Delivery
+from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
+from tests.invoicing import factories
+from tests.invoicing.factories import invoice_with_lines
+from tests.servers import smtp as smtp_fixtures
+from tests.servers.smtp import FULL, POLICY, UNKNOWN
+from troubleshooting.catalogue import GUIDES, guide_for
+from troubleshooting.models import DomainCheckRun
+from troubleshooting.services import domain_checks_run
+
+smtp_server = smtp_fixtures.smtp_server
+smtp = smtp_fixtures.smtp
+tasks_run_inline = factories.tasks_run_inline
+
+SECRET = "user:pass"
+AUTH = "Basic " + base64.b64encode(SECRET.encode()).decode()
+
+
+@pytest.fixture(autouse=True)
+def _site(settings):
+    settings.SITE_URL = "http://testserver"
+    settings.ANYMAIL = {"WEBHOOK_SECRET": SECRET}
+
+
+def _client(firm, *addresses, name="Birch Dental"):
+    client = ClientFactory(firm=firm, display_name=name)
+    contact = ContactFactory(client=client)
+    for address in addresses:
+        ContactAddressFactory(contact=contact, address=address, is_primary=False)
+    return client
+
+
+def _send(http, invoice, capture):
+    with capture(execute=True):
+        http.post(reverse("invoicing:invoice_send", args=[invoice.pk]))
+
+
+def _problems_page(http, client) -> str:
+    url = reverse("troubleshooting:client_problems", args=[client.pk])
+    return unescape(http.get(url).content.decode())
+
+
+def _shows(page: str, code: str) -> bool:
+    return str(guide_for(code).title) in page and code in page
+
+
+@pytest.mark.usefixtures("tasks_run_inline")
+@pytest.mark.parametrize(
+    ("address", "code"),
+    [
+        (UNKNOWN, "delivery.hard_bounce"),
+        (FULL, "delivery.soft_bounce"),
+        (POLICY, "delivery.rejected_policy"),
+        ("anna smith@client.test", "send.invalid_recipient_chars"),
+        ("anna@client", "delivery.not_sent_rejected_document"),
+    ],
+)
+def test_a_refusal_at_send_time_shows_on_the_client(
+    staff_client, firm, smtp, django_capture_on_commit_callbacks, address, code
+):
+    client = _client(firm, address)
+    other = _client(firm, "someone@else.test", name="Unrelated Ltd")
+    _send(staff_client, invoice_with_lines(client=client), django_capture_on_commit_callbacks)
+    assert _shows(_problems_page(staff_client, client), code)
+    assert not _shows(_problems_page(staff_client, other), code)
+
+
+@pytest.mark.usefixtures("tasks_run_inline")
+def test_sending_again_to_a_hard_bounced_address_is_skipped_and_shown(
+    staff_client, firm, smtp, django_capture_on_commit_callbacks
+):
+    client = _client(firm, UNKNOWN)
+    _send(staff_client, invoice_with_lines(client=client), django_capture_on_commit_callbacks)
+    _send(staff_client, invoice_with_lines(client=client), django_capture_on_commit_callbacks)
+    assert _shows(_problems_page(staff_client, client), "delivery.suppressed")
+    assert len([r for r in smtp.received if UNKNOWN in r.rcpt_tos]) == 0
+
+
+@pytest.mark.usefixtures("tasks_run_inline")
+def test_repeated_soft_bounces_block_the_address(
+    staff_client, firm, smtp, settings, django_capture_on_commit_callbacks
+):
+    settings.SUPPRESS_AFTER_SOFT_BOUNCES = 3
+    client = _client(firm, FULL)
+    for _ in range(3):
+        invoice = invoice_with_lines(client=client)
+        _send(staff_client, invoice, django_capture_on_commit_callbacks)
+    assert _shows(_problems_page(staff_client, client), "delivery.blocked_repeated_failures")
+
+
+@pytest.fixture
+def webhook(client, django_capture_on_commit_callbacks):
+    from portal.celery import app as celery_app
+
+    def post(body: dict):
+        celery_app.conf.task_always_eager = True
+        try:
+            with django_capture_on_commit_callbacks(execute=True):
+                return client.post(
+                    "/webhooks/anymail/postmark/tracking/",
+                    data=json.dumps(body),
+                    content_type="application/json",
+                    headers={"Authorization": AUTH},
+                )
+        finally:
+            celery_app.conf.task_always_eager = False
+
+    return post
+
+
+def _sent_delivery(firm, address):
+    client = _client(firm, address)
+    invoice = invoice_with_lines(client=client, status="sent")
+    return Delivery.objects.create(
+        firm=firm,
+        invoice=invoice,
+        client=client,
+        address=address,
+        normalized=address,
+        status="sent",
+        esp_message_id=f"pm-{address}",
+        verp_token=address.split("@")[0],
+    )
+
+
+def test_an_esp_complaint_shows_on_the_client(owner_client, firm, webhook):
+    delivery = _sent_delivery(firm, "anna@birch.test")
+    webhook(
+        {
+            "RecordType": "SpamComplaint",
+            "ID": 42,
+            "Type": "SpamComplaint",
+            "MessageID": delivery.esp_message_id,
+            "Email": "anna@birch.test",
+            "BouncedAt": "2026-11-05T16:33:54Z",
+            "Details": "",
+            "Description": "",
+            "Subject": "Invoice",
+            "From": "x@portal.test",
+            "Tag": "",
+            "Name": "Spam complaint",
+            "TypeCode": 512,
+            "Inactive": True,
+            "CanActivate": False,
+        }
+    )
+    assert _shows(_problems_page(owner_client, delivery.client), "delivery.complaint")
+
+
+def test_an_esp_bounce_for_a_dead_domain_shows_an_invalid_address(owner_client, firm, webhook):
+    delivery = _sent_delivery(firm, "anna@birch-gone.test")
+    webhook(
+        {
+            "RecordType": "Bounce",
+            "ID": 43,
+            "Type": "HardBounce",
+            "TypeCode": 1,
+            "MessageID": delivery.esp_message_id,
+            "Email": "anna@birch-gone.test",
+            "BouncedAt": "2026-11-05T16:33:54Z",
+            "Name": "Hard bounce",
+            "Tag": "",
+            "Details": "smtp;550 5.1.2 Host or domain name not found. Name service error",
+            "Description": "",
+            "Subject": "Invoice",
+            "From": "x@portal.test",
+            "Inactive": True,
+            "CanActivate": True,
+        }
+    )
+    assert _shows(_problems_page(owner_client, delivery.client), "delivery.invalid_address")
+
+
+PORTAL = {"_spf.portal.test": [{"TXT": "v=spf1 ip4:192.0.2.0/24 -all"}]}
+
+
+@pytest.mark.parametrize(
+    ("zone", "code"),
+    [
+        ({"alder.test": [{"A": "192.0.2.1"}]}, "domain.spf_missing"),
+        ({"alder.test": [{"TXT": "v=spf1 mx -all"}, {"TXT": "v=spf1 -all"}]}, "domain.spf_invalid"),
+        (
+            {
+                "alder.test": [
+                    {
+                        "TXT": "v=spf1 "
+                        + " ".join(f"include:s{n}.alder.test" for n in range(11))
+                        + " include:_spf.portal.test -all"
+                    }
+                ],
+                **{f"s{n}.alder.test": [{"TXT": "v=spf1 -all"}] for n in range(11)},
+            },
+            "domain.spf_too_many_lookups",
+        ),
+        ({"alder.test": [{"A": "192.0.2.1"}]}, "domain.dkim_missing"),
+        ({"alder.test": [{"A": "192.0.2.1"}]}, "domain.dmarc_missing"),
+        ({"alder.test": [{"A": "192.0.2.1"}]}, "domain.via_shown"),
+        (
+            {
+                "alder.test": [{"TXT": "v=spf1 -all"}],
+                "_dmarc.alder.test": [{"TXT": "v=DMARC1; p=reject"}],
+            },
+            "domain.dmarc_misaligned",
+        ),
+    ],
+)
+def test_a_dns_answer_shows_the_domain_problem_on_the_dashboard(
+    owner_client, firm, settings, dns_server, dns_zone, zone, code
+):
+    settings.DNS_NAMESERVERS = [dns_server.host]
+    settings.DNS_PORT = dns_server.port
+    settings.PORTAL_SPF_INCLUDE = "_spf.portal.test"
+    settings.PORTAL_SENDING_IPS = ["192.0.2.25"]
+    settings.PORTAL_DKIM_SELECTORS = [("pp1", "pp1.dkim.portal.test")]
+    firm.sending_domain = "alder.test"
+    firm.save()
+    dns_zone({**PORTAL, **zone})
+    domain_checks_run(firm=firm)
+    assert DomainCheckRun.objects.filter(firm=firm).exists()
+    page = unescape(owner_client.get(reverse("troubleshooting:dashboard")).content.decode())
+    assert _shows(page, code)
+
+
+# Where each detectable code is produced from a real signal. A new code in the catalogue
+# fails this test until it has a producing test (or is marked guidance-only with a reason).
+PRODUCED_BY = {
+    "delivery.hard_bounce": "test_a_refusal_at_send_time_shows_on_the_client",
+    "delivery.soft_bounce": "test_a_refusal_at_send_time_shows_on_the_client",
+    "delivery.rejected_policy": "test_a_refusal_at_send_time_shows_on_the_client",
+    "send.invalid_recipient_chars": "test_a_refusal_at_send_time_shows_on_the_client",
+    "delivery.not_sent_rejected_document": "test_a_refusal_at_send_time_shows_on_the_client",
+    "delivery.suppressed": "test_sending_again_to_a_hard_bounced_address_is_skipped_and_shown",
+    "delivery.blocked_repeated_failures": "test_repeated_soft_bounces_block_the_address",
+    "delivery.complaint": "test_an_esp_complaint_shows_on_the_client",
+    "delivery.invalid_address": "test_an_esp_bounce_for_a_dead_domain_shows_an_invalid_address",
+    "domain.spf_missing": "test_a_dns_answer_shows_the_domain_problem_on_the_dashboard",
+    "domain.spf_invalid": "test_a_dns_answer_shows_the_domain_problem_on_the_dashboard",
+    "domain.spf_too_many_lookups": "test_a_dns_answer_shows_the_domain_problem_on_the_dashboard",
+    "domain.dkim_missing": "test_a_dns_answer_shows_the_domain_problem_on_the_dashboard",
+    "domain.dmarc_missing": "test_a_dns_answer_shows_the_domain_problem_on_the_dashboard",
+    "domain.dmarc_misaligned": "test_a_dns_answer_shows_the_domain_problem_on_the_dashboard",
+    "domain.via_shown": "test_a_dns_answer_shows_the_domain_problem_on_the_dashboard",
+}
+# Detectable in principle, not yet produced end to end; each names what is missing.
+NOT_YET = {
+    "sync.auth_failed": "mailbox problems are not yet shown on clients (mailsync integration)",
+    "sync.insufficient_scope": "Gmail/Microsoft OAuth connections are not built yet",
+    "sync.server_settings": "mailbox problems are not yet shown on clients (mailsync integration)",
+    "sync.protocol_unsupported": "mailbox problems are not yet shown on clients",
+    "sync.two_factor": "mailbox problems are not yet shown on clients",
+    "sync.connection": "mailbox problems are not yet shown on clients",
+    "sync.labels_excluded": "needs the folder list compared with the selection",
+    "sync.not_linked": "needs unlinked synced mail",
+    "send.smtp_auth_disabled": "sending through members' own mailboxes is not built yet",
+    "domain.imported_settings_stale": "data import is not built yet",
+}
+
+
+def test_every_detectable_code_is_produced_by_a_test_or_says_what_is_missing():
+    detectable = {g.code for g in GUIDES if g.detectable}
+    guidance_only = {g.code for g in GUIDES if not g.detectable}
+    assert detectable == set(PRODUCED_BY) | set(NOT_YET)
+    assert not (set(PRODUCED_BY) & set(NOT_YET))
+    assert guidance_only == {"delivery.spam_folder", "delivery.flagged_dangerous"}
+    assert all(g.not_detectable_because for g in GUIDES if not g.detectable)
