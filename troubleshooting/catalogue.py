@@ -22,6 +22,7 @@ class Kind(StrEnum):
 
 
 class Fixer(StrEnum):
+    MAILBOX_OWNER = "mailbox_owner"
     MEMBER = "member"
     OWNER = "owner"
     CLIENT = "client"
@@ -31,7 +32,8 @@ class Fixer(StrEnum):
 
 
 FIXER_LABELS = {
-    Fixer.MEMBER: _("The member whose mailbox it is"),
+    Fixer.MAILBOX_OWNER: _("The member whose mailbox it is"),
+    Fixer.MEMBER: _("You or another member of your firm"),
     Fixer.OWNER: _("A firm owner"),
     Fixer.CLIENT: _("The client"),
     Fixer.CLIENT_IT: _("The client's IT or email provider"),
@@ -85,7 +87,7 @@ GUIDES: tuple[Guide, ...] = (
             "The mailbox password was changed or has expired, or the email provider withdrew "
             "the portal's permission. Until someone signs in again, the portal stops trying."
         ),
-        (Fixer.MEMBER,),
+        (Fixer.MAILBOX_OWNER,),
         (
             _("Open My Account → Email Sync."),
             _("Click Re-authenticate and sign in with the mailbox's current password."),
@@ -103,7 +105,7 @@ GUIDES: tuple[Guide, ...] = (
         _("The mailbox is connected without every permission it needs"),
         _("The mailbox connected, but the portal was not allowed to read mail, so it cannot sync."),
         _("On the provider's consent screen some permissions were left unticked."),
-        (Fixer.MEMBER,),
+        (Fixer.MAILBOX_OWNER,),
         (
             _(
                 "In your Google or Microsoft account's security settings, remove the portal from "
@@ -123,7 +125,7 @@ GUIDES: tuple[Guide, ...] = (
             "The server name, port, security (SSL/TLS or STARTTLS) or the user name format is "
             "not what the mail server expects."
         ),
-        (Fixer.MEMBER, Fixer.FIRM_IT),
+        (Fixer.MAILBOX_OWNER, Fixer.FIRM_IT),
         (
             _("Check which step failed and the server's reply under technical details."),
             _(
@@ -161,7 +163,7 @@ GUIDES: tuple[Guide, ...] = (
             "With two-step verification on, many providers accept only an app password, or "
             "a sign-in through their own page, from mail programs."
         ),
-        (Fixer.MEMBER,),
+        (Fixer.MAILBOX_OWNER,),
         (
             _(
                 "Create an app password in your email account's security settings and use it "
@@ -202,7 +204,7 @@ GUIDES: tuple[Guide, ...] = (
             "Only the folders ticked in Email Sync are read; rules in the mailbox may move "
             "client mail elsewhere."
         ),
-        (Fixer.MEMBER,),
+        (Fixer.MAILBOX_OWNER,),
         (_("Open My Account → Email Sync and tick the folders that hold client mail."),),
         (Action.SYNC_SETTINGS,),
         severity=1,
@@ -213,7 +215,7 @@ GUIDES: tuple[Guide, ...] = (
         _("Emails were synced but not linked to a client"),
         _("These emails are in the portal but on no client's Email tab."),
         _("None of the addresses in From, To, Cc or Reply-To belongs to a client's contact."),
-        (Fixer.MEMBER,),
+        (Fixer.MAILBOX_OWNER,),
         (
             _(
                 "Add the sender's address to the right client's contact; the emails move onto "
