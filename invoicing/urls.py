@@ -1,6 +1,6 @@
 from django.urls import path
 
-from invoicing.views import firm, invoices, public, sending
+from invoicing.views import firm, invoices, public, sending, stripe
 
 app_name = "invoicing"
 
@@ -36,4 +36,6 @@ urlpatterns = [
         name="suppression_remove",
     ),
     path("pay/<str:token>/", public.pay, name="pay"),
+    path("pay/<str:token>/checkout/", stripe.checkout, name="stripe_checkout"),
+    path("webhooks/stripe/", stripe.webhook, name="stripe_webhook"),
 ]

@@ -28,6 +28,11 @@ SCHEDULES = [
     Schedule("process pending ESP webhook events", "invoicing.sweep_webhook_events", 300),
     # Does nothing until BOUNCE_MAILBOX_HOST is set.
     Schedule("read the bounce mailbox", "invoicing.poll_bounce_mailbox", 300),
+    # Mailbox sync: enqueue due mailboxes; free leases of killed workers; re-link mail
+    # after contacts' addresses changed (portal cannot call mailsync, so mailsync looks).
+    Schedule("sync due mailboxes", "mailsync.dispatch_due", 60),
+    Schedule("release stuck mailbox syncs", "mailsync.release_stuck_leases", 600),
+    Schedule("re-link mail to changed contact addresses", "mailsync.relink_changed_addresses", 300),
     Schedule("re-check firms' sending domains", "troubleshooting.check_all_domains", 86400),
 ]
 

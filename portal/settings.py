@@ -194,6 +194,12 @@ ANYMAIL = {
 PAY_LINK_DAYS = env_int("PAY_LINK_DAYS", 60)
 INVOICES_PER_PAGE = env_int("INVOICES_PER_PAGE", 50)
 
+# Card payments through Stripe Checkout, on while STRIPE_SECRET_KEY is set. The webhook
+# (/webhooks/stripe/) is refused until STRIPE_WEBHOOK_SECRET (its endpoint's whsec_...) is set.
+STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY")
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
+STRIPE_API_BASE = env_str("STRIPE_API_BASE", "https://api.stripe.com").rstrip("/")
+
 # Delivery: this many soft bounces of one address within this many days block it.
 SUPPRESS_AFTER_SOFT_BOUNCES = env_int("SUPPRESS_AFTER_SOFT_BOUNCES", 3)
 SUPPRESS_SOFT_BOUNCE_DAYS = env_int("SUPPRESS_SOFT_BOUNCE_DAYS", 7)
@@ -302,7 +308,9 @@ CONTENT_SECURITY_POLICY = {
         "font-src": [SELF],
         "connect-src": [SELF],
         "frame-ancestors": [NONE],
-        "form-action": [SELF],
+        # Browsers apply form-action to a form's redirects too: Pay by card answers with a
+        # redirect to Stripe Checkout.
+        "form-action": [SELF, *(["https://checkout.stripe.com"] if STRIPE_SECRET_KEY else [])],
         "base-uri": [SELF],
         "object-src": [NONE],
     }

@@ -9,7 +9,6 @@ portal_patterns = [
     path("clients/new/", clients.client_create_view, name="client_create"),
     path("clients/<int:client_pk>/", clients.client_detail, name="client_detail"),
     path("clients/<int:client_pk>/edit/", clients.client_edit, name="client_edit"),
-    path("clients/<int:client_pk>/email/", clients.client_email, name="client_email"),
     path("clients/<int:client_pk>/documents/", clients.client_documents, name="client_documents"),
     path(
         "clients/<int:client_pk>/contacts/new/",
@@ -58,6 +57,8 @@ portal_patterns = [
 urlpatterns = [
     path("", include((portal_patterns, "portal"))),
     path("", include("accounts.urls")),
+    # The client's Email tab (clients/<pk>/email/) and Email Sync settings live in mailsync.
+    path("", include("mailsync.urls")),
     path("", include("invoicing.urls")),
     path("", include("troubleshooting.urls")),
     path("accounts/", include("allauth.urls")),

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from accounts.models import Invitation, Membership, Role, SupportGrant, hash_token
 from invoicing.models import Delivery, Invoice, InvoiceLine, PayLink, Payment, Suppression
+from mailsync.models import MailboxConnection, Message, MessageClientLink
 from portal.models import Client, Contact, ContactAddress, Document, OutboxEmail
 from tests.factories import (
     ClientFactory,
@@ -37,11 +38,13 @@ from tests.factories import (
 # tests/invoicing/test_webhooks.py covers their authentication.
 EXEMPT_NAMESPACES = {"admin", "anymail"}
 EXEMPT_NAME_PREFIXES = ("account_", "mfa_", "socialaccount_", "set_language")
-EXEMPT_NAMES = {None}  # allauth's unnamed include roots and providers' callback patterns
+# Stripe's webhook likewise holds no firm's pages: it is authenticated by Stripe's signature
+# with STRIPE_WEBHOOK_SECRET, not by membership; tests/invoicing/test_stripe.py covers it.
+EXEMPT_NAMES = {None, "stripe_webhook"}  # and allauth's unnamed roots and callback patterns
 # Public pages about the platform as a whole, which hold no firm's data by construction.
 PLATFORM_PAGES = {"troubleshooting:status"}
 # Pages reached by a link's own token, without signing in; walked with a token nobody holds.
-PUBLIC_NAMES = {"accounts:invitation_accept", "invoicing:pay"}
+PUBLIC_NAMES = {"accounts:invitation_accept", "invoicing:pay", "invoicing:stripe_checkout"}
 
 SECRETS = [
     "Firm A Confidential",
@@ -54,6 +57,8 @@ SECRETS = [
     "SECRET-DOC-CONTENT-A",
     "SECRET-INVOICE-LINE-A",
     "secret.blocked@a-client.test",
+    "SECRET-SYNCED-SUBJECT-A",
+    "secret-mailbox-a@firm-a.test",
 ]
 
 
@@ -71,6 +76,7 @@ class FirmA:
     invoice: Invoice
     delivery: Delivery
     suppression: Suppression
+    connection: MailboxConnection | None = None
 
 
 @pytest.fixture
@@ -119,6 +125,22 @@ def firm_a(db) -> FirmA:
     suppression = Suppression.objects.create(
         firm=firm, normalized="secret.blocked@a-client.test", reason="hard_bounce"
     )
+    # A member's synced mailbox and a message on the client (no credentials: nothing
+    # connects to the server here).
+    connection = MailboxConnection.objects.create(
+        firm=firm,
+        owner=owner.user,
+        kind="imap",
+        email_address="secret-mailbox-a@firm-a.test",
+        host="127.0.0.1",
+        port=143,
+        security="none",
+        username="secret-mailbox-a@firm-a.test",
+    )
+    message = Message.objects.create(
+        firm=firm, key="a" * 64, subject="SECRET-SYNCED-SUBJECT-A", thread_key="a", raw=b""
+    )
+    MessageClientLink.objects.create(message=message, client=client)
     return FirmA(
         client,
         contact,
@@ -132,6 +154,7 @@ def firm_a(db) -> FirmA:
         invoice,
         delivery,
         suppression,
+        connection,
     )
 
 
@@ -144,12 +167,14 @@ PARAMETERS = {
     "invitation_pk": lambda a: a.invitation.pk,
     "email_pk": lambda a: a.outbox_email.pk,
     "grant_pk": lambda a: a.grant.pk,
+    "connection_pk": lambda a: a.connection.pk,
     "invoice_pk": lambda a: a.invoice.pk,
     "delivery_pk": lambda a: a.delivery.pk,
     "suppression_pk": lambda a: a.suppression.pk,
     # An invitation link's token is its own credential: whoever holds it may join. The walk
     # uses a token nobody was sent; tests/accounts/test_invitations.py covers the real one.
-    # The same holds for Pay Now links (tests/invoicing/test_pay_now.py).
+    # The same holds for Pay Now links and their card checkout (tests/invoicing/test_pay_now.py,
+    # tests/invoicing/test_stripe.py).
     "token": lambda a: secrets.token_urlsafe(32),
 }
 
@@ -218,6 +243,11 @@ def _snapshot(firm_a: FirmA) -> dict[str, list]:
         ),
         "grants": list(
             SupportGrant.objects.filter(firm=firm).values_list("pk", "expires_at", "revoked_at")
+        ),
+        "mailboxes": list(
+            MailboxConnection.objects.filter(firm=firm).values_list(
+                "pk", "intent", "health", "secret", "next_attempt_at"
+            )
         ),
         "invitations": list(
             Invitation.objects.filter(firm=firm).values_list(

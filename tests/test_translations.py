@@ -85,7 +85,7 @@ def test_the_catalogues_hold_every_string_in_the_code(tmp_path):
 PAGES = [
     ("portal:client_list", False),
     ("portal:client_detail", True),
-    ("portal:client_email", True),
+    ("mailsync:client_email", True),
     ("portal:client_documents", True),
     ("invoicing:client_invoices", True),
     ("troubleshooting:client_problems", True),

@@ -12,11 +12,22 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import (
+    Count,
+    Exists,
+    IntegerField,
+    Max,
+    Min,
+    OuterRef,
+    Prefetch,
+    QuerySet,
+    Subquery,
+)
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 
 from invoicing.models import Delivery, DeliveryEvent
+from mailsync.models import MailboxConnection, Message, MessageClientLink, MessageSource
 from portal.models import Client, ContactAddress, Firm
 from troubleshooting.catalogue import Guide, Kind, guide_for
 from troubleshooting.models import DomainCheckRun, ProblemNote
@@ -38,6 +49,7 @@ class Problem:
     detail: dict = field(default_factory=dict)
     note: ProblemNote | None = None
     edit_address_url: str = ""
+    connection: MailboxConnection | None = None
 
     @property
     def kind(self) -> str:
@@ -136,6 +148,63 @@ def _domain_problems(run: DomainCheckRun | None) -> list[Problem]:
     return problems
 
 
+def _failing_connections(firm: Firm) -> QuerySet[MailboxConnection]:
+    return (
+        MailboxConnection.objects.filter(firm=firm, intent=MailboxConnection.Intent.ACTIVE)
+        .exclude(problem_code="")
+        .select_related("owner")
+    )
+
+
+def _mailbox_problems(connections, client: Client | None = None) -> list[Problem]:
+    problems = []
+    for connection in connections:
+        guide = guide_for(connection.problem_code)
+        if guide is None:
+            continue
+        seen = connection.problem_last_seen or connection.last_attempt_at or connection.created
+        problems.append(
+            Problem(
+                code=connection.problem_code,
+                guide=guide,
+                subject=f"mailbox:{connection.pk}",
+                first_seen=connection.problem_first_seen or seen,
+                last_seen=seen,
+                occurrences=max(connection.consecutive_failures, 1),
+                client=client,
+                address=connection.email_address,
+                connection=connection,
+                detail={
+                    "diagnostic": connection.problem_detail,
+                    "step": connection.problem_step,
+                    "member": connection.owner,
+                    "next_attempt": connection.next_attempt_at,
+                },
+            )
+        )
+    return problems
+
+
+def _unlinked_mail_problem(firm: Firm) -> list[Problem]:
+    """Synced mail that reached no client: one informational problem with the count."""
+    unlinked = Message.objects.filter(firm=firm).filter(
+        ~Exists(MessageClientLink.objects.filter(message=OuterRef("pk")))
+    )
+    stats = unlinked.aggregate(n=Count("pk"), first=Min("created"), last=Max("created"))
+    if not stats["n"]:
+        return []
+    return [
+        Problem(
+            code="sync.not_linked",
+            guide=guide_for("sync.not_linked"),
+            subject="mailbox:unlinked",
+            first_seen=stats["first"],
+            last_seen=stats["last"],
+            occurrences=stats["n"],
+        )
+    ]
+
+
 def _attach_notes(firm: Firm, problems: list[Problem]) -> list[Problem]:
     subjects = {p.subject for p in problems}
     notes = {}
@@ -151,7 +220,17 @@ def _attach_notes(firm: Firm, problems: list[Problem]) -> list[Problem]:
 
 def problems_for_client(client: Client) -> list[Problem]:
     deliveries = _current_deliveries(Delivery.objects.filter(client=client))
-    return _attach_notes(client.firm, _delivery_problems(deliveries, client.firm))
+    problems = _delivery_problems(deliveries, client.firm)
+    # A failing mailbox touches every client whose mail came through it.
+    touching = _failing_connections(client.firm).filter(
+        Exists(
+            MessageSource.objects.filter(
+                connection=OuterRef("pk"), message__client_links__client=client
+            )
+        )
+    )
+    problems += _mailbox_problems(touching, client)
+    return _attach_notes(client.firm, problems)
 
 
 def problems_for_firm(
@@ -168,6 +247,9 @@ def problems_for_firm(
         if client_id:
             deliveries = deliveries.filter(client_id=client_id)
         problems += _delivery_problems(deliveries, firm)
+    if kind in (None, Kind.SYNC) and not client_id:
+        problems += _mailbox_problems(_failing_connections(firm))
+        problems += _unlinked_mail_problem(firm)
     if kind in (None, Kind.DOMAIN) and not client_id:
         run = latest_domain_run(firm) if domain_run is ... else domain_run
         problems += _domain_problems(run)

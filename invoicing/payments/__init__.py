@@ -12,12 +12,20 @@ from __future__ import annotations
 
 from invoicing.payments.base import PaymentOffer, PaymentProvider
 from invoicing.payments.offline import OfflineProvider
+from invoicing.payments.stripe import StripeProvider
+from invoicing.payments.stripe import is_enabled as stripe_is_enabled
 
-PROVIDERS: dict[str, type[PaymentProvider]] = {OfflineProvider.name: OfflineProvider}
+PROVIDERS: dict[str, type[PaymentProvider]] = {
+    OfflineProvider.name: OfflineProvider,
+    StripeProvider.name: StripeProvider,
+}
 
 
 def provider_for_firm(firm_id: int) -> PaymentProvider:
-    # One provider today; this is where a firm's choice of online provider will be read.
+    # Stripe for every firm once the platform has a key (it keeps the offline instructions
+    # beside the card button); this is where a firm's own choice will be read.
+    if stripe_is_enabled():
+        return StripeProvider()
     return OfflineProvider()
 
 

@@ -99,11 +99,6 @@ def client_detail(request: HttpRequest, client_pk: int) -> HttpResponse:
 
 
 @member_required
-def client_email(request: HttpRequest, client_pk: int) -> HttpResponse:
-    return _detail(request, client_pk, "email")
-
-
-@member_required
 def client_documents(request: HttpRequest, client_pk: int) -> HttpResponse:
     return _detail(request, client_pk, "documents")
 

@@ -105,6 +105,7 @@ def test_revoking_ends_a_session_in_progress(support, grant, owner):
         ("accounts:editor_access_revoke", []),
         ("accounts:membership_role", ["owner_membership"]),
         ("accounts:membership_remove", ["owner_membership"]),
+        ("mailsync:credentials", []),
     ],
 )
 def test_forbidden_actions_are_refused_and_audited(support, grant, owner, url_name, args):

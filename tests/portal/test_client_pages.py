@@ -110,12 +110,6 @@ def test_a_client_can_be_archived(owner_client, firm):
     assert client.status == Client.Status.ARCHIVED
 
 
-def test_the_email_tab_says_sync_is_not_built_yet(owner_client, firm):
-    client = ClientFactory(firm=firm)
-    response = owner_client.get(reverse("portal:client_email", args=[client.pk]))
-    assert "No email is shown here yet" in response.content.decode()
-
-
 def test_a_signed_in_user_without_a_firm_is_told_so(db, client, django_user_model):
     user = django_user_model.objects.create_user(email="lonely@nowhere.test", password="x")
     client.force_login(user)

@@ -16,9 +16,13 @@ import pytest
 from django.urls import reverse
 
 from invoicing.models import Delivery
-from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
+from mailsync import services as mailsync_services
+from mailsync.engine import mailbox_sync
+from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, UserFactory
 from tests.invoicing import factories
 from tests.invoicing.factories import invoice_with_lines
+from tests.mailsync.factories import fernet_key  # noqa: F401
+from tests.servers import dovecot_fixtures
 from tests.servers import smtp as smtp_fixtures
 from tests.servers.smtp import FULL, POLICY, UNKNOWN
 from troubleshooting.catalogue import GUIDES, guide_for
@@ -28,6 +32,8 @@ from troubleshooting.services import domain_checks_run
 smtp_server = smtp_fixtures.smtp_server
 smtp = smtp_fixtures.smtp
 tasks_run_inline = factories.tasks_run_inline
+dovecot = dovecot_fixtures.dovecot
+mailbox_user = dovecot_fixtures.mailbox_user
 
 SECRET = "user:pass"
 AUTH = "Basic " + base64.b64encode(SECRET.encode()).decode()
@@ -238,6 +244,85 @@ def test_a_dns_answer_shows_the_domain_problem_on_the_dashboard(
     assert _shows(page, code)
 
 
+def _mail(sender: str, subject: str) -> bytes:
+    return (
+        f"From: {sender}\r\nTo: me@firm.test\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{subject.replace(' ', '.')}@client.test>\r\n"
+        "Date: Mon, 03 Mar 2025 10:00:00 +0000\r\n\r\nHello.\r\n"
+    ).encode()
+
+
+def _mailbox(firm, user, *, owner, port=None):
+    server = user.server
+    return mailsync_services.connection_create(
+        firm=firm,
+        owner=owner,
+        kind="imap",
+        email_address=f"{user.name}@firm.test",
+        host=server.host,
+        port=port or server.imap_port,
+        security="none",
+        username=user.name,
+        password=user.password,
+    )
+
+
+def test_a_refused_mailbox_login_shows_on_its_clients_naming_the_member(
+    owner_client, firm, mailbox_user
+):
+    client = _client(firm, "anna@birch.test")
+    member = UserFactory(first_name="Mikko", last_name="Virtanen")
+    connection = _mailbox(firm, mailbox_user, owner=member)
+    mailbox_user.server.append(mailbox_user.name, _mail("anna@birch.test", "Receipts March"))
+    mailbox_sync(connection)
+    mailbox_user.server.set_password(mailbox_user.name, "changed-on-the-server")
+    mailbox_sync(connection)
+    page = _problems_page(owner_client, client)
+    assert _shows(page, "sync.auth_failed")
+    assert "Only Mikko Virtanen can fix this" in page
+    unrelated = _client(firm, "nobody@else.test", name="Unrelated Ltd")
+    assert not _shows(_problems_page(owner_client, unrelated), "sync.auth_failed")
+
+
+def test_a_member_sees_the_fix_for_their_own_mailbox(owner_client, owner, firm, mailbox_user):
+    connection = _mailbox(firm, mailbox_user, owner=owner.user)
+    mailbox_user.server.set_password(mailbox_user.name, "changed-on-the-server")
+    mailbox_sync(connection)
+    page = unescape(owner_client.get(reverse("troubleshooting:dashboard")).content.decode())
+    assert _shows(page, "sync.auth_failed")
+    assert f"?connection={connection.pk}" in page
+
+
+def test_wrong_server_settings_show_on_the_dashboard(owner_client, owner, firm, mailbox_user):
+    connection = _mailbox(firm, mailbox_user, owner=owner.user, port=mailbox_user.server.pop3_port)
+    mailbox_sync(connection)
+    page = unescape(owner_client.get(reverse("troubleshooting:dashboard")).content.decode())
+    assert _shows(page, "sync.server_settings")
+
+
+def test_a_mailbox_that_cannot_be_reached_shows_as_delayed(owner_client, owner, firm, mailbox_user):
+    import socket
+
+    with socket.socket() as probe:  # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    connection = _mailbox(firm, mailbox_user, owner=owner.user)
+    connection.port = closed
+    connection.save()
+    mailbox_sync(connection)
+    page = unescape(owner_client.get(reverse("troubleshooting:dashboard")).content.decode())
+    assert _shows(page, "sync.connection")
+
+
+def test_synced_mail_that_reaches_no_client_is_reported(owner_client, owner, firm, mailbox_user):
+    _client(firm, "anna@birch.test")
+    connection = _mailbox(firm, mailbox_user, owner=owner.user)
+    mailbox_user.server.append(mailbox_user.name, _mail("stranger@nowhere.test", "Hello there"))
+    mailbox_sync(connection)
+    page = unescape(owner_client.get(reverse("troubleshooting:dashboard")).content.decode())
+    assert _shows(page, "sync.not_linked")
+
+
 # Where each detectable code is produced from a real signal. A new code in the catalogue
 # fails this test until it has a producing test (or is marked guidance-only with a reason).
 PRODUCED_BY = {
@@ -257,17 +342,17 @@ PRODUCED_BY = {
     "domain.dmarc_missing": "test_a_dns_answer_shows_the_domain_problem_on_the_dashboard",
     "domain.dmarc_misaligned": "test_a_dns_answer_shows_the_domain_problem_on_the_dashboard",
     "domain.via_shown": "test_a_dns_answer_shows_the_domain_problem_on_the_dashboard",
+    "sync.auth_failed": "test_a_refused_mailbox_login_shows_on_its_clients_naming_the_member",
+    "sync.server_settings": "test_wrong_server_settings_show_on_the_dashboard",
+    "sync.connection": "test_a_mailbox_that_cannot_be_reached_shows_as_delayed",
+    "sync.not_linked": "test_synced_mail_that_reaches_no_client_is_reported",
 }
 # Detectable in principle, not yet produced end to end; each names what is missing.
 NOT_YET = {
-    "sync.auth_failed": "mailbox problems are not yet shown on clients (mailsync integration)",
     "sync.insufficient_scope": "Gmail/Microsoft OAuth connections are not built yet",
-    "sync.server_settings": "mailbox problems are not yet shown on clients (mailsync integration)",
-    "sync.protocol_unsupported": "mailbox problems are not yet shown on clients",
-    "sync.two_factor": "mailbox problems are not yet shown on clients",
-    "sync.connection": "mailbox problems are not yet shown on clients",
+    "sync.protocol_unsupported": "classified from capability replies in tests/mailsync only",
+    "sync.two_factor": "only Gmail/Microsoft replies signal it; classified in tests/mailsync",
     "sync.labels_excluded": "needs the folder list compared with the selection",
-    "sync.not_linked": "needs unlinked synced mail",
     "send.smtp_auth_disabled": "sending through members' own mailboxes is not built yet",
     "domain.imported_settings_stale": "data import is not built yet",
 }

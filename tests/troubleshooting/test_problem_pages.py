@@ -119,8 +119,9 @@ def test_the_dashboard_runs_the_same_queries_however_many_problems(
     for n in range(count):
         client = ClientFactory(firm=firm)
         _bounce(_delivery(client, f"p{n}@gone.test"))
-    # session, user, membership+firm, deliveries, their events, addresses, domain run, notes
-    with django_assert_num_queries(8):
+    # session, user, membership+firm, domain run, deliveries, their events, addresses,
+    # failing mailboxes, unlinked mail count, notes
+    with django_assert_num_queries(10):
         owner_client.get(reverse("troubleshooting:dashboard"))
 
 
@@ -131,8 +132,9 @@ def test_the_problems_tab_runs_the_same_queries_however_many_problems(
     client = ClientFactory(firm=firm)
     for n in range(count):
         _bounce(_delivery(client, f"p{n}@gone.test"))
-    # session, user, membership+firm, client, domain run, deliveries, events, addresses, notes
-    with django_assert_num_queries(9):
+    # session, user, membership+firm, client, domain run, deliveries, events, addresses,
+    # failing mailboxes that brought this client's mail, notes
+    with django_assert_num_queries(10):
         owner_client.get(reverse("troubleshooting:client_problems", args=[client.pk]))
 
 

@@ -1,0 +1,272 @@
+"""Mailbox connections, their sync state, and the messages synced from them.
+
+A connection keeps three states apart on purpose: what the member wants (`intent`), whether
+the server lets us in (`health`, with the problem code and the server's reply) and how far
+each folder got (`MailboxFolder.state` + cursor). Collapsing them would make "stopped by the
+member" and "refused by the server" look alike, and they need different people to act.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from portal.models import Client, Document, Firm
+
+
+class MailboxConnection(models.Model):
+    class Kind(models.TextChoices):
+        IMAP = "imap", _("IMAP server")
+        POP3 = "pop3", _("POP3 server")
+        GMAIL = "gmail", _("Gmail")
+        MICROSOFT = "microsoft", _("Microsoft 365 / Exchange")
+
+    class Security(models.TextChoices):
+        SSL = "ssl", _("SSL/TLS")
+        STARTTLS = "starttls", _("STARTTLS")
+        NONE = "none", _("None (unencrypted)")
+
+    class Intent(models.TextChoices):
+        ACTIVE = "active", _("Syncing")
+        STOPPED = "stopped", _("Stopped")
+        REMOVED = "removed", _("Removed")
+
+    class Health(models.TextChoices):
+        OK = "ok", _("Working")
+        DEGRADED = "degraded", _("Having trouble, retrying")
+        NEEDS_REAUTH = "needs_reauth", _("Needs re-authentication")
+        NEEDS_PERMISSIONS = "needs_permissions", _("Needs permissions")
+        NEEDS_SETTINGS = "needs_settings", _("Needs correct server settings")
+
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="+")
+    # NULL owner: the firm's shared mailbox (owners manage it).
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="mailbox_connections",
+    )
+    kind = models.CharField(_("provider"), max_length=20, choices=Kind.choices)
+    email_address = models.CharField(_("email address"), max_length=320)
+    host = models.CharField(_("server"), max_length=253)
+    port = models.PositiveIntegerField(_("port"))
+    security = models.CharField(_("security"), max_length=10, choices=Security.choices)
+    username = models.CharField(_("user name"), max_length=320)
+    # Fernet token of the password or OAuth token (see mailsync.crypto); empty once stopped.
+    secret = models.TextField(blank=True, editable=False)
+
+    intent = models.CharField(max_length=10, choices=Intent.choices, default=Intent.ACTIVE)
+
+    health = models.CharField(max_length=20, choices=Health.choices, default=Health.OK)
+    problem_code = models.CharField(max_length=50, blank=True)
+    problem_step = models.CharField(max_length=30, blank=True)
+    problem_detail = models.TextField(blank=True)  # the server's reply, cleaned of secrets
+    problem_first_seen = models.DateTimeField(null=True, blank=True)
+    problem_last_seen = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    # NULL while active means "due now"; auth problems clear it so nothing retries.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    messages_imported = models.PositiveIntegerField(default=0)
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+
+    # One sync per mailbox: a worker owns the run until lease_until (the watchdog frees it).
+    lease_token = models.CharField(max_length=32, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("mailbox connection")
+        verbose_name_plural = _("mailbox connections")
+        ordering = ["email_address", "pk"]
+        indexes = [
+            # Serves the dispatcher: active connections whose next attempt is due.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="mailbox_due_idx",
+                condition=Q(intent="active"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.email_address
+
+    @property
+    def is_shared(self) -> bool:
+        return self.owner_id is None
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.secret)
+
+    @property
+    def is_failing(self) -> bool:
+        return self.health != self.Health.OK
+
+
+class MailboxFolder(models.Model):
+    class State(models.TextChoices):
+        INITIAL = "initial", _("Waiting for the first sync")
+        BACKFILLING = "backfilling", _("Catching up")
+        IDLE = "idle", _("Up to date")
+        RESYNCING = "resyncing", _("Re-reading the folder")
+
+    connection = models.ForeignKey(
+        MailboxConnection, on_delete=models.CASCADE, related_name="folders"
+    )
+    name = models.CharField(max_length=500)
+    enabled = models.BooleanField(default=False)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.INITIAL)
+    uidvalidity = models.BigIntegerField(null=True, blank=True)
+    last_uid = models.BigIntegerField(default=0)
+    highestmodseq = models.BigIntegerField(null=True, blank=True)
+    reset_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "name"], name="mailboxfolder_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Message(models.Model):
+    """One email as the firm knows it, whichever mailboxes it came through."""
+
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="+")
+    # sha256 of the normalised Message-ID, or of the content when it has none.
+    key = models.CharField(max_length=64)
+    message_id = models.TextField(blank=True)
+    subject = models.TextField(blank=True)
+    from_name = models.CharField(max_length=200, blank=True)
+    from_address = models.CharField(max_length=320, blank=True)
+    to_addresses = models.JSONField(default=list)
+    cc_addresses = models.JSONField(default=list)
+    reply_to_addresses = models.JSONField(default=list)
+    # " a@x b@y " — every address above, normalised, space-delimited so a relink can find
+    # messages by address with a plain `contains` on any database.
+    participants = models.TextField(blank=True)
+    date = models.DateTimeField(null=True, blank=True)
+    in_reply_to = models.TextField(blank=True)
+    references = models.TextField(blank=True)
+    thread_key = models.CharField(max_length=64, db_index=True)
+    snippet = models.CharField(max_length=300, blank=True)
+    text_body = models.TextField(blank=True)
+    raw = models.BinaryField(editable=False)
+    size = models.PositiveBigIntegerField(default=0)
+    parse_error = models.BooleanField(default=False)
+    parse_error_detail = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-date", "-pk"]
+        constraints = [models.UniqueConstraint(fields=["firm", "key"], name="message_unique_key")]
+
+    def __str__(self) -> str:
+        return self.subject or self.key
+
+
+class MessageSource(models.Model):
+    """Where a message was seen: one row per mailbox folder and UID (IMAP) or UIDL (POP3).
+
+    Written in the same transaction as the folder cursor, so the pair is the sync's memory.
+    """
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="sources")
+    connection = models.ForeignKey(
+        MailboxConnection, on_delete=models.CASCADE, related_name="sources"
+    )
+    folder = models.ForeignKey(MailboxFolder, on_delete=models.CASCADE, related_name="sources")
+    uid = models.BigIntegerField(null=True, blank=True)
+    uidl = models.CharField(max_length=100, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "folder", "uid"],
+                condition=Q(uid__isnull=False),
+                name="messagesource_unique_uid",
+            ),
+            models.UniqueConstraint(
+                fields=["connection", "folder", "uidl"],
+                condition=~Q(uidl=""),
+                name="messagesource_unique_uidl",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.folder_id}:{self.uid or self.uidl}"
+
+
+class MessageClientLink(models.Model):
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="client_links")
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "client"], name="messageclientlink_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} → {self.client_id}"
+
+
+class MessageAttachment(models.Model):
+    """An attachment of a message as stored for one linked client (as that client's
+    `Document`, shared by every message that carried the same bytes)."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachments")
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    document = models.ForeignKey(
+        Document, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    filename = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=127, blank=True)
+    size = models.PositiveBigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64)
+    skipped_reason = models.CharField(max_length=30, blank=True)
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message", "client", "sha256", "filename"],
+                name="messageattachment_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.filename
+
+
+class LinkedAddress(models.Model):
+    """The contact addresses messages were last linked with, per firm.
+
+    The relink task compares this with portal's `ContactAddress` rows to find addresses that
+    were added, changed or removed since its last run (portal cannot tell mailsync itself).
+    """
+
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="+")
+    normalized = models.CharField(max_length=320)
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["firm", "normalized", "client"], name="linkedaddress_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.normalized

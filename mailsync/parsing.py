@@ -1,0 +1,273 @@
+"""Raw RFC 5322 bytes to the fields the portal keeps, never raising.
+
+Real mail is full of broken headers, charsets and MIME trees. Every extraction step here is
+guarded on its own, so a message that breaks one of them is still stored (raw) and flagged
+with what went wrong, and one bad message never stops a mailbox.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email
+import email.utils
+import hashlib
+import html
+import mimetypes
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+
+from portal.addresses import normalize_address
+
+__all__ = ["ParsedAttachment", "ParsedMessage", "message_parse", "safe_filename"]
+
+_MSGID = re.compile(r"<([^<>\s]+)>")
+_TAGS = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]+>", re.IGNORECASE | re.DOTALL)
+
+
+@dataclass
+class ParsedAttachment:
+    filename: str
+    content_type: str
+    content: bytes = field(repr=False)
+    inline_image: bool = False
+
+
+@dataclass
+class ParsedMessage:
+    key: str
+    message_id: str = ""
+    subject: str = ""
+    from_name: str = ""
+    from_address: str = ""
+    to: list[str] = field(default_factory=list)
+    cc: list[str] = field(default_factory=list)
+    reply_to: list[str] = field(default_factory=list)
+    date: datetime.datetime | None = None
+    in_reply_to: str = ""
+    references: list[str] = field(default_factory=list)
+    text: str = ""
+    attachments: list[ParsedAttachment] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def addresses(self) -> set[str]:
+        found = {self.from_address, *self.to, *self.cc, *self.reply_to}
+        found.discard("")
+        return found
+
+    @property
+    def thread_key(self) -> str:
+        # The thread's root: the first reference, else what it replies to, else itself.
+        root = (self.references[:1] or [self.in_reply_to])[0] or self.message_id
+        return hashlib.sha256(f"thread:{root or self.key}".encode()).hexdigest()
+
+
+def _clean(text: str) -> str:
+    """Text safe to store: undecodable bytes (kept by the email package as surrogates)
+    become U+FFFD, and NULs go (PostgreSQL text cannot hold them)."""
+    if not text.isascii():
+        try:
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:  # lone UTF-16 surrogates from a broken encoded-word
+            text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text.replace("\x00", "")
+
+
+def normalize_message_id(value: str) -> str:
+    match = _MSGID.search(value or "")
+    text = match.group(1) if match else (value or "").strip().strip("<>")
+    return "".join(text.split())
+
+
+def _ids(value: str) -> list[str]:
+    return [match for match in _MSGID.findall(value or "")] or (
+        [normalize_message_id(value)] if (value or "").strip() else []
+    )
+
+
+def _raw_header(msg: EmailMessage, name: str) -> list[str]:
+    # raw_items() gives header values as sent, without the policy's (fallible) parsing.
+    return [str(value) for key, value in msg.raw_items() if key.lower() == name.lower()]
+
+
+def _text_header(msg: EmailMessage, name: str, errors: list[str]) -> str:
+    try:
+        value = msg.get(name)
+        return "" if value is None else _clean(" ".join(str(value).split()))
+    except Exception as exc:
+        errors.append(f"{name}: {exc}")
+        raw = _raw_header(msg, name)
+        return _clean(" ".join(raw[0].split())) if raw else ""
+
+
+def _normalized(address: str) -> str:
+    address = address.strip()
+    if address.count("@") != 1 or any(char.isspace() for char in address):
+        return ""
+    try:
+        return normalize_address(address)[:320]
+    except Exception:
+        return ""
+
+
+def _addresses(msg: EmailMessage, name: str, errors: list[str]) -> list[tuple[str, str]]:
+    try:
+        header = msg.get(name)
+        if header is None:
+            return []
+        return [
+            (_clean(str(addr.display_name)), _clean(addr.addr_spec))
+            for addr in getattr(header, "addresses", ())
+        ]
+    except Exception as exc:
+        errors.append(f"{name}: {exc}")
+        return [
+            (_clean(display), _clean(addr))
+            for display, addr in email.utils.getaddresses(_raw_header(msg, name))
+        ]
+
+
+def _address_list(msg: EmailMessage, name: str, errors: list[str]) -> list[str]:
+    seen: list[str] = []
+    for _display, addr in _addresses(msg, name, errors):
+        normal = _normalized(addr)
+        if normal and normal not in seen:
+            seen.append(normal)
+    return seen
+
+
+def safe_filename(name: str | None, content_type: str) -> str:
+    """A file name that is safe to show and to offer for download: no directories,
+    control or invisible characters, bounded length, with an extension if we can guess one."""
+    name = unicodedata.normalize("NFC", _clean(name or ""))
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(
+        char
+        for char in name
+        if unicodedata.category(char)[0] not in ("C",) and char not in '<>:"|?*'
+    ).strip(" .")
+    if not name:
+        extension = mimetypes.guess_extension(content_type or "") or ".bin"
+        name = f"attachment{extension}"
+    if len(name) > 150:
+        stem, dot, extension = name.rpartition(".")
+        name = (stem[:140] + dot + extension[:9]) if dot and len(extension) <= 9 else name[:150]
+    return name
+
+
+def _html_to_text(value: str) -> str:
+    return html.unescape(_TAGS.sub(" ", value))
+
+
+def _body_and_attachments(msg: EmailMessage, parsed: ParsedMessage) -> None:
+    body_part = None
+    try:
+        body_part = msg.get_body(preferencelist=("plain", "html"))
+        if body_part is not None:
+            content = body_part.get_content()
+            if isinstance(content, bytes):
+                content = content.decode("utf-8", "replace")
+            if body_part.get_content_subtype() == "html":
+                content = _html_to_text(content)
+            parsed.text = _clean(content)
+    except Exception as exc:
+        parsed.errors.append(f"body: {exc}")
+    try:
+        parts = list(msg.walk())
+    except Exception as exc:
+        parsed.errors.append(f"structure: {exc}")
+        return
+    for part in parts:
+        if part is body_part or part.is_multipart():
+            continue
+        try:
+            disposition = part.get_content_disposition()
+            filename = part.get_filename()
+            content_type = part.get_content_type()
+            if disposition != "attachment" and not filename:
+                continue  # an alternative body or a text part, not a file
+            if content_type == "message/rfc822" or part.get_content_maintype() == "message":
+                payload = part.as_bytes()
+            else:
+                payload = part.get_payload(decode=True)
+            if payload is None:
+                continue
+            inline_image = (
+                part.get_content_maintype() == "image"
+                and disposition != "attachment"
+                and bool(part.get("Content-ID"))
+            )
+            parsed.attachments.append(
+                ParsedAttachment(
+                    filename=safe_filename(filename, content_type),
+                    content_type=content_type[:127],
+                    content=payload,
+                    inline_image=inline_image,
+                )
+            )
+        except Exception as exc:
+            parsed.errors.append(f"attachment: {exc}")
+
+
+def message_parse(raw: bytes, *, internaldate: datetime.datetime | None = None) -> ParsedMessage:
+    """Parse ``raw``; problems are collected in ``errors`` instead of raised."""
+    errors: list[str] = []
+    try:
+        msg = email.message_from_bytes(raw, policy=policy.default)
+    except Exception as exc:
+        return ParsedMessage(
+            key=hashlib.sha256(b"raw:" + raw).hexdigest(),
+            date=internaldate,
+            errors=[f"message: {exc}"],
+        )
+    assert isinstance(msg, EmailMessage)
+    message_id = normalize_message_id(_text_header(msg, "Message-ID", errors))[:900]
+    parsed = ParsedMessage(key="", message_id=message_id, errors=errors)
+    parsed.subject = _text_header(msg, "Subject", errors)[:2000]
+    senders = _addresses(msg, "From", errors)
+    if senders:
+        parsed.from_name = senders[0][0][:200]
+        parsed.from_address = _normalized(senders[0][1])
+    parsed.to = _address_list(msg, "To", errors)
+    parsed.cc = _address_list(msg, "Cc", errors)
+    parsed.reply_to = _address_list(msg, "Reply-To", errors)
+    parsed.in_reply_to = normalize_message_id(_text_header(msg, "In-Reply-To", errors))
+    parsed.references = _ids(_text_header(msg, "References", errors))[:50]
+    try:
+        header = msg.get("Date")
+        parsed.date = getattr(header, "datetime", None) if header is not None else None
+        if parsed.date is not None and parsed.date.tzinfo is None:
+            parsed.date = parsed.date.replace(tzinfo=datetime.UTC)
+    except Exception as exc:
+        errors.append(f"Date: {exc}")
+    parsed.date = parsed.date or internaldate
+    for defect in getattr(msg, "defects", [])[:5]:
+        errors.append(f"defect: {type(defect).__name__}")
+    _body_and_attachments(msg, parsed)
+    # Exception texts and header leftovers may still carry undecodable bytes.
+    parsed.errors = [_clean(error) for error in parsed.errors]
+    parsed.references = [_clean(ref) for ref in parsed.references]
+    parsed.in_reply_to = _clean(parsed.in_reply_to)
+    for attachment in parsed.attachments:
+        attachment.content_type = _clean(attachment.content_type)
+    if message_id:
+        parsed.key = hashlib.sha256(f"mid:{message_id}".encode()).hexdigest()
+    else:
+        # No Message-ID: the same message seen in two mailboxes differs in its trace
+        # headers, so hash what the sender wrote rather than the raw bytes.
+        basis = "\n".join(
+            [
+                parsed.date.isoformat() if parsed.date else "",
+                parsed.from_address,
+                ",".join(parsed.to),
+                parsed.subject,
+                parsed.text,
+            ]
+        )
+        if not parsed.text and not parsed.subject:
+            basis += hashlib.sha256(raw).hexdigest()
+        parsed.key = hashlib.sha256(f"content:{_clean(basis)}".encode()).hexdigest()
+    return parsed

@@ -1,0 +1,314 @@
+"""Changes to mailbox connections. Views, tasks and the sync_mailbox command share these."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import random
+import secrets
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import User
+from mailsync import crypto
+from mailsync.adapters import Credentials, ServerSettings
+from mailsync.errors import AUTH_FAILED, INSUFFICIENT_SCOPE, TWO_FACTOR, SyncError
+from mailsync.linking import clients_by_address, message_client_ids, message_link
+from mailsync.models import LinkedAddress, MailboxConnection, MailboxFolder, Message
+from mailsync.parsing import message_parse
+from portal.models import ContactAddress, Firm
+
+logger = logging.getLogger(__name__)
+
+Health = MailboxConnection.Health
+Intent = MailboxConnection.Intent
+
+# Transient failures: retry after 1, 2, 4 ... minutes, never waiting more than an hour, so a
+# mailbox whose server comes back is picked up again within the hour (the slow probe).
+BACKOFF_BASE = datetime.timedelta(minutes=1)
+BACKOFF_CAP = datetime.timedelta(hours=1)
+# Wrong host/port/security rarely fix themselves, but a mail admin may fix the server side.
+SETTINGS_PROBE = datetime.timedelta(hours=6)
+LEASE = datetime.timedelta(minutes=30)
+
+
+# --- connections -------------------------------------------------------------------------
+
+
+def connection_settings(connection: MailboxConnection) -> ServerSettings:
+    return ServerSettings(
+        connection.host,
+        connection.port,
+        connection.security,  # type: ignore[arg-type]
+        connection.username,
+        timeout=settings.MAILSYNC_TIMEOUT,
+    )
+
+
+def connection_credentials(connection: MailboxConnection) -> Credentials:
+    secret = crypto.decrypt(connection.secret)
+    if connection.kind in (MailboxConnection.Kind.GMAIL, MailboxConnection.Kind.MICROSOFT):
+        return Credentials(access_token=secret)
+    return Credentials(password=secret)
+
+
+@transaction.atomic
+def connection_create(
+    *,
+    firm: Firm,
+    owner: User | None,
+    kind: str,
+    email_address: str,
+    host: str,
+    port: int,
+    security: str,
+    username: str,
+    password: str,
+) -> MailboxConnection:
+    """Save a tested mailbox; INBOX is switched on and the first sync is due at once."""
+    connection = MailboxConnection.objects.create(
+        firm=firm,
+        owner=owner,
+        kind=kind,
+        email_address=email_address,
+        host=host,
+        port=port,
+        security=security,
+        username=username,
+        secret=crypto.encrypt(password),
+        next_attempt_at=timezone.now(),
+    )
+    MailboxFolder.objects.create(connection=connection, name="INBOX", enabled=True)
+    return connection
+
+
+@transaction.atomic
+def connection_reauthenticate(*, connection: MailboxConnection, password: str) -> None:
+    """New credentials on the same record: folders and cursors stay, so sync resumes
+    where it stopped and nothing is imported twice."""
+    MailboxConnection.objects.filter(pk=connection.pk).update(
+        secret=crypto.encrypt(password),
+        intent=Intent.ACTIVE,
+        health=Health.OK,
+        problem_code="",
+        problem_step="",
+        problem_detail="",
+        problem_first_seen=None,
+        problem_last_seen=None,
+        consecutive_failures=0,
+        next_attempt_at=timezone.now(),
+    )
+    connection.refresh_from_db()
+
+
+def connection_stop(*, connection: MailboxConnection) -> None:
+    """Stop Email Sync: keep every synced message, wipe the credentials."""
+    MailboxConnection.objects.filter(pk=connection.pk).update(
+        intent=Intent.STOPPED, secret="", next_attempt_at=None
+    )
+    connection.refresh_from_db()
+
+
+def connection_remove(*, connection: MailboxConnection) -> None:
+    """Remove the account from the settings; its synced mail stays on the clients."""
+    MailboxConnection.objects.filter(pk=connection.pk).update(
+        intent=Intent.REMOVED, secret="", next_attempt_at=None
+    )
+    connection.refresh_from_db()
+
+
+def connection_sync_soon(*, connection: MailboxConnection) -> None:
+    """Sync now: make the mailbox due (a backing-off mailbox is retried at once)."""
+    MailboxConnection.objects.filter(pk=connection.pk, intent=Intent.ACTIVE).exclude(
+        health__in=[Health.NEEDS_REAUTH, Health.NEEDS_PERMISSIONS]
+    ).update(next_attempt_at=timezone.now())
+
+
+@transaction.atomic
+def folders_select(*, connection: MailboxConnection, enabled_names: set[str]) -> None:
+    """Switch folders on or off; a folder switched on for the first time backfills."""
+    for folder in MailboxFolder.objects.select_for_update().filter(connection=connection):
+        enabled = folder.name in enabled_names
+        if enabled == folder.enabled:
+            continue
+        folder.enabled = enabled
+        if enabled and folder.state == MailboxFolder.State.INITIAL and folder.last_uid:
+            folder.state = MailboxFolder.State.BACKFILLING
+        folder.save(update_fields=["enabled", "state"])
+
+
+def credentials_rotate() -> int:
+    """Re-encrypt every stored secret with the newest key (run after adding a key)."""
+    count = 0
+    for pk, secret in MailboxConnection.objects.exclude(secret="").values_list("pk", "secret"):
+        MailboxConnection.objects.filter(pk=pk, secret=secret).update(secret=crypto.rotate(secret))
+        count += 1
+    return count
+
+
+# --- health ------------------------------------------------------------------------------
+
+
+def connection_record_success(*, connection: MailboxConnection, imported: int) -> None:
+    now = timezone.now()
+    MailboxConnection.objects.filter(pk=connection.pk).update(
+        health=Health.OK,
+        problem_code="",
+        problem_step="",
+        problem_detail="",
+        problem_first_seen=None,
+        problem_last_seen=None,
+        consecutive_failures=0,
+        last_success_at=now,
+        next_attempt_at=now + datetime.timedelta(seconds=settings.MAILSYNC_POLL_SECONDS),
+    )
+    connection.refresh_from_db()
+
+
+def _backoff(failures: int) -> datetime.timedelta:
+    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(failures - 1, 0))
+    # ±20% jitter so mailboxes on one server that failed together do not retry together.
+    return delay * random.uniform(0.8, 1.2)
+
+
+def connection_record_failure(*, connection: MailboxConnection, error: SyncError) -> None:
+    """Move the connection to the health the error calls for.
+
+    Authentication and permission problems stop retries until a person acts (retrying a
+    wrong password can lock the mailbox); transient ones back off.
+    """
+    now = timezone.now()
+    connection.refresh_from_db()
+    failures = connection.consecutive_failures + 1
+    if error.code in (AUTH_FAILED, TWO_FACTOR):
+        health, next_attempt = Health.NEEDS_REAUTH, None
+    elif error.code == INSUFFICIENT_SCOPE:
+        health, next_attempt = Health.NEEDS_PERMISSIONS, None
+    elif error.transient:
+        health, next_attempt = Health.DEGRADED, now + _backoff(failures)
+    else:
+        health, next_attempt = Health.NEEDS_SETTINGS, now + SETTINGS_PROBE
+    same_problem = connection.problem_code == error.code
+    MailboxConnection.objects.filter(pk=connection.pk).update(
+        health=health,
+        problem_code=error.code,
+        problem_step=error.step,
+        problem_detail=error.detail,
+        problem_first_seen=connection.problem_first_seen if same_problem else now,
+        problem_last_seen=now,
+        consecutive_failures=failures,
+        next_attempt_at=next_attempt,
+    )
+    logger.info(
+        "mailbox %s: %s at %s (failure %s)", connection.pk, error.code, error.step, failures
+    )
+    connection.refresh_from_db()
+
+
+# --- one sync at a time ------------------------------------------------------------------
+
+
+def _due() -> Q:
+    now = timezone.now()
+    return (
+        Q(intent=Intent.ACTIVE)
+        & ~Q(secret="")
+        & ~Q(health__in=[Health.NEEDS_REAUTH, Health.NEEDS_PERMISSIONS])
+        & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        & (Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+    )
+
+
+def connections_due(*, limit: int = 500) -> list[int]:
+    return list(
+        MailboxConnection.objects.filter(_due())
+        .order_by("next_attempt_at", "pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def connection_claim(*, pk: int, force: bool = False) -> MailboxConnection | None:
+    """Take the mailbox's lease, or None if another worker holds it (or it is not due).
+
+    skip_locked: two workers racing for one mailbox never wait for each other; the loser
+    just moves on, and an expired lease (a killed worker) counts as free.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        rows = MailboxConnection.objects.select_for_update(skip_locked=True).filter(pk=pk)
+        rows = rows.filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        if not force:
+            rows = rows.filter(_due())
+        connection = rows.first()
+        if connection is None:
+            return None
+        connection.lease_token = secrets.token_hex(16)
+        connection.lease_until = now + LEASE
+        connection.last_attempt_at = now
+        connection.save(update_fields=["lease_token", "lease_until", "last_attempt_at"])
+    return connection
+
+
+def connection_release(*, connection: MailboxConnection) -> None:
+    MailboxConnection.objects.filter(pk=connection.pk, lease_token=connection.lease_token).update(
+        lease_token="", lease_until=None
+    )
+
+
+def leases_release_expired() -> int:
+    """Watchdog: free leases whose worker died (the sync resumes from its cursor)."""
+    return MailboxConnection.objects.filter(lease_until__lt=timezone.now()).update(
+        lease_token="", lease_until=None
+    )
+
+
+# --- relinking ---------------------------------------------------------------------------
+
+
+def messages_relink(*, firm: Firm, normalized_addresses: set[str]) -> int:
+    """Re-link every message of ``firm`` that mentions one of these addresses; returns the
+    number of links added. Used when contacts' addresses were added, changed or removed."""
+    addresses = {address.lower() for address in normalized_addresses if address}
+    if not addresses:
+        return 0
+    query = Q()
+    for address in addresses:
+        query |= Q(participants__contains=f" {address} ")
+    messages = Message.objects.filter(firm=firm).filter(query).defer("text_body")
+    added = 0
+    for message in messages.iterator(chunk_size=200):
+        participants = message.participants.split()
+        index = clients_by_address(firm_id=firm.pk, addresses=participants)
+        client_ids = message_client_ids(participants=participants, index=index)
+        with transaction.atomic():
+            attachments = message_parse(bytes(message.raw)).attachments if client_ids else []
+            added += message_link(
+                message=message, client_ids=client_ids, attachments=attachments
+            ).links
+    return added
+
+
+def addresses_relink_changed() -> int:
+    """Find contact addresses added, changed or removed since the last run (by comparing
+    with `LinkedAddress`) and re-link the messages that mention them."""
+    current = set(ContactAddress.objects.values_list("firm_id", "normalized", "contact__client_id"))
+    known = set(LinkedAddress.objects.values_list("firm_id", "normalized", "client_id"))
+    changed: dict[int, set[str]] = {}
+    for firm_id, normalized, _client in current ^ known:
+        changed.setdefault(firm_id, set()).add(normalized)
+    added = 0
+    for firm in Firm.objects.filter(pk__in=changed):
+        added += messages_relink(firm=firm, normalized_addresses=changed[firm.pk])
+    with transaction.atomic():
+        for firm_id, normalized, client_id in known - current:
+            LinkedAddress.objects.filter(
+                firm_id=firm_id, normalized=normalized, client_id=client_id
+            ).delete()
+        LinkedAddress.objects.bulk_create(
+            [LinkedAddress(firm_id=f, normalized=n, client_id=c) for f, n, c in current - known],
+            ignore_conflicts=True,
+        )
+    return added

@@ -1,0 +1,47 @@
+"""Celery tasks: thin wrappers that take primary keys and call the services.
+
+Beat runs `dispatch_due` every minute. It only enqueues; each mailbox then syncs in its own
+task, so one slow or broken mailbox never delays the others. A lease on the connection row
+(claimed with SELECT ... FOR UPDATE SKIP LOCKED) keeps it to one sync per mailbox, across
+workers on any number of machines.
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from mailsync import services
+from mailsync.engine import mailbox_sync
+
+
+@shared_task(name="mailsync.sync_mailbox", ignore_result=True, acks_late=True)
+def sync_mailbox(connection_id: int, force: bool = False) -> None:
+    connection = services.connection_claim(pk=connection_id, force=force)
+    if connection is None:
+        return  # another worker has it, or it is no longer due
+    try:
+        mailbox_sync(connection)
+    finally:
+        services.connection_release(connection=connection)
+
+
+@shared_task(name="mailsync.dispatch_due", ignore_result=True)
+def dispatch_due() -> None:
+    """Every minute: enqueue each mailbox whose next attempt is due.
+
+    Safe to run twice: a duplicate task finds the lease taken and does nothing.
+    """
+    for pk in services.connections_due():
+        sync_mailbox.delay(pk)
+
+
+@shared_task(name="mailsync.release_stuck_leases", ignore_result=True)
+def release_stuck_leases() -> None:
+    """Watchdog: a worker killed mid-sync leaves its lease; free it once it has expired."""
+    services.leases_release_expired()
+
+
+@shared_task(name="mailsync.relink_changed_addresses", ignore_result=True)
+def relink_changed_addresses() -> None:
+    """Re-link messages whose contact addresses were added, changed or removed."""
+    services.addresses_relink_changed()

@@ -1,0 +1,204 @@
+"""Email Sync settings (a member's own mailboxes, the firm's shared one) and the client's
+Email tab. Every view reaches connections only through `_get_connection_for_member`."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods, require_POST
+
+from accounts.models import Role
+from mailsync import selectors, services, tasks
+from mailsync.account_check import AccountCheck, check_account
+from mailsync.adapters import Credentials, ServerSettings
+from mailsync.crypto import CredentialsUnavailable
+from mailsync.forms import ConnectionForm, FolderForm
+from mailsync.models import MailboxConnection
+from portal.tenancy import get_client_for_member, member_required
+
+# Steps of the account check, in words a member understands.
+STEP_LABELS = {
+    "connect": _("Connect to the server"),
+    "tls": _("Secure the connection (TLS)"),
+    "login": _("Log in"),
+    "list_folders": _("List folders"),
+    "stat": _("Read the mailbox"),
+}
+
+
+def _get_connection_for_member(request: HttpRequest, connection_pk: int) -> MailboxConnection:
+    """The member's own mailbox, or the firm's shared one for an owner; otherwise 404."""
+    connection = get_object_or_404(
+        MailboxConnection.objects.defer("secret").select_related("owner"),
+        pk=connection_pk,
+        firm=request.firm,
+        intent__in=[MailboxConnection.Intent.ACTIVE, MailboxConnection.Intent.STOPPED],
+    )
+    if connection.owner_id is None:
+        if request.member_role != Role.OWNER:
+            raise Http404
+    elif connection.owner_id != request.user.pk:
+        raise Http404
+    return connection
+
+
+def _back(connection_or_shared: MailboxConnection | bool) -> HttpResponse:
+    shared = (
+        connection_or_shared
+        if isinstance(connection_or_shared, bool)
+        else connection_or_shared.is_shared
+    )
+    return redirect("accounts:firm_profile" if shared else "accounts:my_account")
+
+
+def _check(data: dict) -> AccountCheck:
+    settings_ = ServerSettings(
+        data["host"], data["port"], data["security"], data["username"], timeout=20
+    )
+    return check_account(settings_, Credentials(password=data["password"]), protocol=data["kind"])
+
+
+@member_required
+@require_http_methods(["GET", "POST"])
+def credentials(request: HttpRequest) -> HttpResponse:
+    """Sync Your Email (new mailbox) and Re-authenticate (``?connection=<pk>``).
+
+    Saving always runs the account check first: a failed test cannot be saved.
+    """
+    connection = None
+    if request.GET.get("connection", "").isdigit():
+        connection = _get_connection_for_member(request, int(request.GET["connection"]))
+    shared = connection.is_shared if connection else request.GET.get("shared") == "1"
+    if shared and request.member_role != Role.OWNER:
+        return render(request, "portal/forbidden.html", status=403)
+    initial = {}
+    if connection is not None:
+        initial = {
+            "kind": connection.kind,
+            "email_address": connection.email_address,
+            "host": connection.host,
+            "port": connection.port,
+            "security": connection.security,
+            "username": connection.username,
+        }
+    form = ConnectionForm(request.POST or None, initial=initial, reauth=connection is not None)
+    result: AccountCheck | None = None
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        result = _check(data)
+        if result.ok and request.POST.get("action") == "save":
+            try:
+                if connection is not None:
+                    services.connection_reauthenticate(
+                        connection=connection, password=data["password"]
+                    )
+                    messages.success(request, _("Signed in again. Sync resumes where it stopped."))
+                else:
+                    connection = services.connection_create(
+                        firm=request.firm,
+                        owner=None if shared else request.user,
+                        kind=data["kind"],
+                        email_address=data["email_address"],
+                        host=data["host"],
+                        port=data["port"],
+                        security=data["security"],
+                        username=data["username"],
+                        password=data["password"],
+                    )
+                    messages.success(request, _("Mailbox connected. The first sync starts now."))
+            except CredentialsUnavailable as exc:
+                form.add_error(None, str(exc))
+            else:
+                pk = connection.pk
+                transaction.on_commit(lambda: tasks.sync_mailbox.delay(pk))
+                return _back(connection)
+    steps = [
+        {"label": STEP_LABELS.get(step.name, step.name), "ok": step.ok, "detail": step.detail}
+        for step in (result.steps if result else [])
+    ]
+    return render(
+        request,
+        "mailsync/credentials.html",
+        {
+            "form": form,
+            "connection": connection,
+            "shared": shared,
+            "result": result,
+            "steps": steps,
+            "failed_code": result.error.code if result and result.error else "",
+        },
+    )
+
+
+@member_required
+@require_http_methods(["GET", "POST"])
+def stop(request: HttpRequest, connection_pk: int) -> HttpResponse:
+    connection = _get_connection_for_member(request, connection_pk)
+    if request.method == "POST":
+        services.connection_stop(connection=connection)
+        messages.success(request, _("Email sync stopped. Mail already synced stays."))
+        return _back(connection)
+    return render(request, "mailsync/confirm_stop.html", {"connection": connection})
+
+
+@member_required
+@require_http_methods(["GET", "POST"])
+def remove(request: HttpRequest, connection_pk: int) -> HttpResponse:
+    connection = _get_connection_for_member(request, connection_pk)
+    if request.method == "POST":
+        services.connection_remove(connection=connection)
+        messages.success(request, _("Mailbox removed. Mail already synced stays."))
+        return _back(connection)
+    return render(request, "mailsync/confirm_remove.html", {"connection": connection})
+
+
+@member_required
+@require_POST
+def sync_now(request: HttpRequest, connection_pk: int) -> HttpResponse:
+    connection = _get_connection_for_member(request, connection_pk)
+    services.connection_sync_soon(connection=connection)
+    pk = connection.pk
+    transaction.on_commit(lambda: tasks.sync_mailbox.delay(pk))
+    messages.success(request, _("Sync requested."))
+    return _back(connection)
+
+
+@member_required
+@require_http_methods(["GET", "POST"])
+def folders(request: HttpRequest, connection_pk: int) -> HttpResponse:
+    connection = _get_connection_for_member(request, connection_pk)
+    rows = list(connection.folders.order_by("name"))
+    form = FolderForm(
+        request.POST or None,
+        names=[row.name for row in rows],
+        initial={"folders": [row.name for row in rows if row.enabled]},
+    )
+    if request.method == "POST" and form.is_valid():
+        services.folders_select(
+            connection=connection, enabled_names=set(form.cleaned_data["folders"])
+        )
+        messages.success(request, _("Folders saved."))
+        return _back(connection)
+    return render(request, "mailsync/folders.html", {"connection": connection, "form": form})
+
+
+@member_required
+def status(request: HttpRequest, connection_pk: int) -> HttpResponse:
+    """The connection's status block, polled by htmx while a sync is in progress."""
+    connection = _get_connection_for_member(request, connection_pk)
+    return render(request, "mailsync/_status.html", {"connection": connection})
+
+
+@member_required
+def client_email(request: HttpRequest, client_pk: int) -> HttpResponse:
+    client = get_client_for_member(request, client_pk)
+    context = {
+        "client": client,
+        "tab": "email",
+        "threads": selectors.client_threads(client=client),
+        "failing": selectors.connections_failing_for_client(client=client),
+    }
+    return render(request, "mailsync/client_email.html", context)

@@ -1,0 +1,63 @@
+"""Factories and fixtures for mailsync tests.
+
+Import the fixtures into a test module (``from tests.mailsync.factories import fernet_key``)
+so that credentials can be encrypted: the test settings run with DEBUG off and no key, as
+production would before an operator sets MAILSYNC_FERNET_KEYS.
+"""
+
+from __future__ import annotations
+
+import factory
+import pytest
+from cryptography.fernet import Fernet
+
+from mailsync import crypto
+from mailsync.models import MailboxConnection, MailboxFolder, Message
+from tests.factories import FirmFactory, UserFactory
+
+TEST_KEY = Fernet.generate_key().decode()
+
+
+@pytest.fixture(autouse=True)
+def fernet_key(settings) -> str:
+    settings.MAILSYNC_FERNET_KEYS = [TEST_KEY]
+    return TEST_KEY
+
+
+class MailboxConnectionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = MailboxConnection
+
+    firm = factory.SubFactory(FirmFactory)
+    owner = factory.SubFactory(UserFactory)
+    kind = MailboxConnection.Kind.IMAP
+    email_address = factory.Sequence(lambda n: f"member{n}@firm.test")
+    host = "127.0.0.1"
+    port = 143
+    security = "none"
+    username = factory.LazyAttribute(lambda o: o.email_address)
+    secret = factory.LazyFunction(lambda: crypto.encrypt("pw"))
+
+
+class MailboxFolderFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = MailboxFolder
+
+    connection = factory.SubFactory(MailboxConnectionFactory)
+    name = "INBOX"
+    enabled = True
+
+
+class MessageFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Message
+
+    firm = factory.SubFactory(FirmFactory)
+    key = factory.Sequence(lambda n: f"{n:064d}")
+    message_id = factory.Sequence(lambda n: f"{n}@mail.test")
+    subject = factory.Sequence(lambda n: f"Subject {n}")
+    from_address = "client@client.test"
+    thread_key = factory.LazyAttribute(lambda o: o.key)
+    snippet = "Hello"
+    text_body = "Hello"
+    raw = b"Subject: x\r\n\r\nHello\r\n"

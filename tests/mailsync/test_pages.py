@@ -1,0 +1,216 @@
+"""Email Sync settings and the client's Email tab, through the browser's eyes."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from mailsync.models import MailboxConnection, Message, MessageAttachment, MessageClientLink
+from tests.factories import ClientFactory, DocumentFactory
+from tests.mailsync.factories import (
+    MailboxConnectionFactory,
+    MailboxFolderFactory,
+    MessageFactory,
+    fernet_key,  # noqa: F401
+)
+
+CONNECT = reverse("mailsync:credentials")
+QUERIES = 7  # see test_the_email_tab_query_count_does_not_grow_with_messages
+
+
+def _form(mailbox_user, **extra) -> dict:
+    server = mailbox_user.server
+    data = {
+        "preset": "",
+        "kind": "imap",
+        "email_address": f"{mailbox_user.name}@firm.test",
+        "host": server.host,
+        "port": server.imap_port,
+        "security": "none",
+        "username": mailbox_user.name,
+        "password": mailbox_user.password,
+        "action": "save",
+    }
+    data.update(extra)
+    return data
+
+
+def test_my_account_invites_to_connect_a_mailbox(owner_client):
+    response = owner_client.get(reverse("accounts:my_account"))
+    page = response.content.decode()
+    assert "Email Sync" in page and "Sync Your Email" in page
+
+
+def test_a_failed_test_cannot_be_saved_and_shows_the_step_and_reply(owner_client, mailbox_user):
+    response = owner_client.post(CONNECT, _form(mailbox_user, password="wrong-password"))
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "The test failed, so the mailbox was not saved" in page
+    assert "✗ Log in" in page and "AUTHENTICATIONFAILED" in page
+    assert "sync.auth_failed" in page
+    assert "wrong-password" not in page  # never rendered back
+    assert not MailboxConnection.objects.exists()
+
+
+def test_a_tested_mailbox_is_saved_and_its_first_sync_queued(
+    owner_client, owner, mailbox_user, django_capture_on_commit_callbacks, monkeypatch
+):
+    queued = []
+    monkeypatch.setattr("mailsync.tasks.sync_mailbox.delay", queued.append)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = owner_client.post(CONNECT, _form(mailbox_user))
+
+    assert response.status_code == 302
+    connection = MailboxConnection.objects.get()
+    assert connection.owner == owner.user and connection.secret
+    assert mailbox_user.password not in connection.secret
+    assert queued == [connection.pk]
+    page = owner_client.get(reverse("accounts:my_account")).content.decode()
+    assert connection.email_address in page and "Stop Email Sync" in page
+    assert mailbox_user.password not in page
+
+
+def test_without_a_key_saving_fails_with_a_clear_message(owner_client, mailbox_user, settings):
+    settings.MAILSYNC_FERNET_KEYS = []
+    settings.DEBUG = False
+
+    response = owner_client.post(CONNECT, _form(mailbox_user))
+
+    assert "MAILSYNC_FERNET_KEYS" in response.content.decode()
+    assert not MailboxConnection.objects.exists()
+
+
+def test_reauthenticate_keeps_the_record_and_its_cursor(owner_client, owner, firm, mailbox_user):
+    connection = MailboxConnectionFactory(
+        firm=firm,
+        owner=owner.user,
+        host=mailbox_user.server.host,
+        port=mailbox_user.server.imap_port,
+        username=mailbox_user.name,
+        health="needs_reauth",
+        problem_code="sync.auth_failed",
+    )
+    MailboxFolderFactory(connection=connection, last_uid=7, uidvalidity=1, state="idle")
+
+    response = owner_client.post(
+        f"{CONNECT}?connection={connection.pk}",
+        {"password": mailbox_user.password, "action": "save"},
+    )
+
+    assert response.status_code == 302
+    connection.refresh_from_db()
+    assert (connection.health, connection.problem_code) == ("ok", "")
+    assert connection.folders.get().last_uid == 7
+    assert MailboxConnection.objects.count() == 1
+
+
+def test_stop_asks_yes_stop_then_keeps_mail_and_wipes_the_password(owner_client, owner, firm):
+    connection = MailboxConnectionFactory(firm=firm, owner=owner.user)
+    MessageFactory(firm=firm)
+    url = reverse("mailsync:stop", args=[connection.pk])
+
+    assert "Yes, Stop" in owner_client.get(url).content.decode()
+    owner_client.post(url)
+
+    connection.refresh_from_db()
+    assert (connection.intent, connection.secret) == ("stopped", "")
+    assert Message.objects.count() == 1
+
+
+def test_remove_names_the_account_and_keeps_mail(owner_client, owner, firm):
+    connection = MailboxConnectionFactory(firm=firm, owner=owner.user, email_address="me@x.test")
+    MessageFactory(firm=firm)
+    url = reverse("mailsync:remove", args=[connection.pk])
+
+    assert "Remove me@x.test" in owner_client.get(url).content.decode()
+    owner_client.post(url)
+
+    connection.refresh_from_db()
+    assert connection.intent == "removed" and Message.objects.count() == 1
+    assert "me@x.test" not in owner_client.get(reverse("accounts:my_account")).content.decode()
+
+
+def test_folder_selection_switches_folders(owner_client, owner, firm):
+    connection = MailboxConnectionFactory(firm=firm, owner=owner.user)
+    MailboxFolderFactory(connection=connection, name="INBOX")
+    MailboxFolderFactory(connection=connection, name="Clients", enabled=False)
+
+    owner_client.post(reverse("mailsync:folders", args=[connection.pk]), {"folders": ["Clients"]})
+
+    assert dict(connection.folders.values_list("name", "enabled")) == {
+        "INBOX": False,
+        "Clients": True,
+    }
+
+
+def test_the_shared_mailbox_is_managed_by_owners_only(owner_client, staff_client, firm):
+    shared = MailboxConnectionFactory(firm=firm, owner=None, email_address="office@firm.test")
+
+    assert "office@firm.test" in owner_client.get(reverse("accounts:firm_profile")).content.decode()
+    assert staff_client.post(reverse("mailsync:sync_now", args=[shared.pk])).status_code == 404
+    assert staff_client.get(f"{CONNECT}?shared=1").status_code == 403
+    owner_page = owner_client.get(reverse("accounts:firm_profile")).content.decode()
+    assert "Stop Email Sync" in owner_page
+
+
+def test_another_members_mailbox_is_not_found(staff_client, owner, firm):
+    connection = MailboxConnectionFactory(firm=firm, owner=owner.user)
+    for name in ("stop", "remove", "folders", "status"):
+        assert (
+            staff_client.get(reverse(f"mailsync:{name}", args=[connection.pk])).status_code == 404
+        )
+    assert staff_client.get(f"{CONNECT}?connection={connection.pk}").status_code == 404
+
+
+def _client_with_mail(firm, count: int):
+    client = ClientFactory(firm=firm)
+    document = DocumentFactory(client=client, original_name="statement.pdf")
+    for n in range(count):
+        message = MessageFactory(
+            firm=firm, subject=f"Question {n}", thread_key=f"t{n % 3}", key=f"{n:064d}"
+        )
+        MessageClientLink.objects.create(message=message, client=client)
+        MessageAttachment.objects.create(
+            message=message,
+            client=client,
+            document=document,
+            filename="statement.pdf",
+            sha256="0" * 64,
+        )
+    return client
+
+
+def test_the_email_tab_shows_threads_messages_and_attachments(owner_client, firm):
+    client = _client_with_mail(firm, 2)
+
+    page = owner_client.get(reverse("mailsync:client_email", args=[client.pk])).content.decode()
+
+    assert "Question 0" in page and "Question 1" in page
+    assert "statement.pdf" in page
+    assert reverse("portal:document_download", args=[client.pk, client.documents.get().pk]) in page
+
+
+@pytest.mark.parametrize("count", [3, 30])
+def test_the_email_tab_query_count_does_not_grow_with_messages(
+    owner_client, firm, count, django_assert_num_queries
+):
+    client = _client_with_mail(firm, count)
+    url = reverse("mailsync:client_email", args=[client.pk])
+    owner_client.get(url)  # warm the session
+
+    # session, user, membership (with firm), client, messages, their
+    # attachments (prefetch), failing mailboxes linked to the client: 3 or 30 messages alike.
+    with django_assert_num_queries(QUERIES):
+        assert owner_client.get(url).status_code == 200
+
+
+def test_a_failing_mailbox_linked_to_the_client_names_the_member(owner_client, firm, staff):
+    client = _client_with_mail(firm, 1)
+    connection = MailboxConnectionFactory(firm=firm, owner=staff.user, health="needs_reauth")
+    folder = MailboxFolderFactory(connection=connection)
+    connection.sources.create(message=Message.objects.get(), folder=folder, uid=1)
+
+    page = owner_client.get(reverse("mailsync:client_email", args=[client.pk])).content.decode()
+
+    assert str(staff.user) in page and "Re-authenticate" in page
