@@ -210,7 +210,12 @@ def _record_suppressed(delivery: Delivery, suppression: Suppression) -> None:
         source="portal",
         reason=suppression.reason,
         diagnostic=str(suppression.get_reason_display()),
-        problem_code="delivery.suppressed",
+        # The guide differs: a blocked-after-failures address may work again soon.
+        problem_code=(
+            "delivery.blocked_repeated_failures"
+            if suppression.reason == Suppression.Reason.REPEATED_SOFT
+            else "delivery.suppressed"
+        ),
     )
 
 
@@ -349,6 +354,46 @@ def _record_refusal(delivery: Delivery, code: int, text: bytes | str, command: s
         diagnostic=f"{code} {diagnostic}".strip(),
         problem_code=outcome.problem_code,
     )
+    if outcome.kind == S.SOFT_BOUNCED and not delivery.is_test:
+        _soft_retry_schedule(delivery)
+
+
+# A server that refuses for now (4.x.x) at send time gets the email again later, as an MTA
+# would retry its queue (settings.DELIVERY_SOFT_RETRY_MINUTES, by default after 15 minutes,
+# 1 hour and 4 hours), each attempt a new delivery on the timeline.
+def _soft_retry_schedule(delivery: Delivery) -> None:
+    from invoicing.tasks import delivery_soft_retry_task
+
+    attempts = Delivery.objects.filter(
+        invoice_id=delivery.invoice_id,
+        normalized=delivery.normalized,
+        is_test=False,
+        status=S.SOFT_BOUNCED,
+    ).count()
+    delays = settings.DELIVERY_SOFT_RETRY_MINUTES
+    if attempts > len(delays):
+        return  # given up: the problem stays shown, and repeated failures block the address
+    countdown = delays[attempts - 1] * 60
+    delivery_id = delivery.pk
+    transaction.on_commit(
+        lambda: delivery_soft_retry_task.apply_async(args=[delivery_id], countdown=countdown)
+    )
+
+
+def delivery_soft_retry(*, delivery_id: int) -> list[Delivery]:
+    """Send again after a temporary refusal, unless something newer already happened."""
+    delivery = Delivery.objects.select_related("invoice").filter(pk=delivery_id).first()
+    if delivery is None or delivery.status != S.SOFT_BOUNCED:
+        return []
+    newer = Delivery.objects.filter(
+        invoice_id=delivery.invoice_id, normalized=delivery.normalized, pk__gt=delivery.pk
+    )
+    if newer.exists() or delivery.invoice.status in (Invoice.Status.VOID, Invoice.Status.PAID):
+        return []
+    try:
+        return delivery_resend(delivery=delivery)
+    except InvoiceError:
+        return []  # the address left the client meanwhile: nothing to retry
 
 
 def _record_accepted(delivery: Delivery, esp_message_id: str = "") -> None:

@@ -5,7 +5,12 @@ from __future__ import annotations
 from celery import shared_task
 
 from invoicing.models import Invoice
-from invoicing.services import deliveries_fail, deliveries_send, invoice_paid_notify_owners
+from invoicing.services import (
+    deliveries_fail,
+    deliveries_send,
+    delivery_soft_retry,
+    invoice_paid_notify_owners,
+)
 
 SEND_RETRIES = 5
 
@@ -30,3 +35,8 @@ def invoice_paid_notify_task(invoice_id: int) -> None:
     invoice = Invoice.objects.select_related("firm", "client").filter(pk=invoice_id).first()
     if invoice is not None:
         invoice_paid_notify_owners(invoice=invoice)
+
+
+@shared_task(name="invoicing.delivery_soft_retry", ignore_result=True)
+def delivery_soft_retry_task(delivery_id: int) -> None:
+    delivery_soft_retry(delivery_id=delivery_id)

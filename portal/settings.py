@@ -203,6 +203,10 @@ STRIPE_API_BASE = env_str("STRIPE_API_BASE", "https://api.stripe.com").rstrip("/
 # Delivery: this many soft bounces of one address within this many days block it.
 SUPPRESS_AFTER_SOFT_BOUNCES = env_int("SUPPRESS_AFTER_SOFT_BOUNCES", 3)
 SUPPRESS_SOFT_BOUNCE_DAYS = env_int("SUPPRESS_SOFT_BOUNCE_DAYS", 7)
+# Minutes after which an email refused for now (4.x.x) at send time is tried again.
+DELIVERY_SOFT_RETRY_MINUTES = [
+    int(m) for m in env_list("DELIVERY_SOFT_RETRY_MINUTES", "15,60,240") if m.isdigit()
+]
 
 # Bounces for plain-SMTP setups: every delivery gets its own Return-Path under
 # BOUNCE_ADDRESS (VERP), and the mailbox behind it is polled read-only over IMAP. Both are

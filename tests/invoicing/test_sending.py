@@ -51,6 +51,7 @@ def _send(http, invoice, capture):
 
 @pytest.fixture(autouse=True)
 def _site(settings):
+    settings.DELIVERY_SOFT_RETRY_MINUTES = []  # retries have tests of their own below
     settings.SITE_URL = "http://testserver"
     settings.DEFAULT_FROM_EMAIL = "Practice Portal <no-reply@portal.test>"
     settings.BOUNCE_ADDRESS = "bounces@bounce.test"
@@ -333,3 +334,30 @@ def test_it_refuses_to_send_another_firms_invoice(outsider_client, billing_firm,
 
 
 assert smtplib  # the server fixture speaks real SMTP; smtplib is what Django uses to talk to it
+
+
+def test_a_temporary_refusal_is_retried_until_the_address_is_blocked(
+    staff_client, billing_firm, smtp, settings, django_capture_on_commit_callbacks
+):
+    # Tasks run inline here, so the retries (15 min, 1 h, 4 h later in real life) run at once.
+    settings.DELIVERY_SOFT_RETRY_MINUTES = [15, 60, 240]
+    invoice = invoice_with_lines(client=_client_with(billing_firm, FULL))
+    _send(staff_client, invoice, django_capture_on_commit_callbacks)
+    # Three soft bounces block the address (SUPPRESS_AFTER_SOFT_BOUNCES), so the last
+    # retry is not sent and says why.
+    attempts = list(Delivery.objects.filter(invoice=invoice).order_by("pk"))
+    assert [d.status for d in attempts] == ["soft_bounced"] * 3 + ["suppressed"]
+    assert attempts[-1].problem_code == "delivery.blocked_repeated_failures"
+
+
+def test_a_soft_retry_is_skipped_once_something_newer_happened(
+    staff_client, billing_firm, smtp, django_capture_on_commit_callbacks
+):
+    from invoicing.services import delivery_soft_retry
+
+    invoice = invoice_with_lines(client=_client_with(billing_firm, FULL))
+    _send(staff_client, invoice, django_capture_on_commit_callbacks)
+    first = Delivery.objects.filter(invoice=invoice).order_by("pk").first()
+    invoice.status = Invoice.Status.VOID
+    invoice.save()
+    assert delivery_soft_retry(delivery_id=first.pk) == []

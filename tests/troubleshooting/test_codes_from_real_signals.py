@@ -41,6 +41,7 @@ AUTH = "Basic " + base64.b64encode(SECRET.encode()).decode()
 
 @pytest.fixture(autouse=True)
 def _site(settings):
+    settings.DELIVERY_SOFT_RETRY_MINUTES = []  # one signal, one attempt: no automatic retry
     settings.SITE_URL = "http://testserver"
     settings.ANYMAIL = {"WEBHOOK_SECRET": SECRET}
 
