@@ -25,9 +25,11 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 from django.urls import reverse
+from django.utils import timezone
 
 from invoicing.models import Delivery, DeliveryEvent
 from mailsync.models import MailboxConnection, Message, MessageClientLink, MessageSource
+from portal.addresses import AddressError, check_characters, validate_address
 from portal.models import Client, ContactAddress, Firm
 from troubleshooting.catalogue import Guide, Kind, guide_for
 from troubleshooting.models import DomainCheckRun, ProblemNote
@@ -205,6 +207,30 @@ def _unlinked_mail_problem(firm: Firm) -> list[Problem]:
     ]
 
 
+def _firm_settings_problems(firm: Firm) -> list[Problem]:
+    """Sender details that no form would have accepted: they came in through an import."""
+    if not firm.reply_to_email:
+        return []
+    try:
+        # Unlike a form, nothing here trims: stray characters at the ends were saved as-is.
+        check_characters(firm.reply_to_email)
+        validate_address(firm.reply_to_email, check_deliverability=False)
+    except AddressError as exc:
+        now = timezone.now()
+        return [
+            Problem(
+                code="domain.imported_settings_stale",
+                guide=guide_for("domain.imported_settings_stale"),
+                subject="firm:reply_to_email",
+                first_seen=now,
+                last_seen=now,
+                address=firm.reply_to_email,
+                detail={"diagnostic": exc.message},
+            )
+        ]
+    return []
+
+
 def _attach_notes(firm: Firm, problems: list[Problem]) -> list[Problem]:
     subjects = {p.subject for p in problems}
     notes = {}
@@ -253,6 +279,7 @@ def problems_for_firm(
     if kind in (None, Kind.DOMAIN) and not client_id:
         run = latest_domain_run(firm) if domain_run is ... else domain_run
         problems += _domain_problems(run)
+        problems += _firm_settings_problems(firm)
     return _attach_notes(firm, problems)
 
 

@@ -324,6 +324,15 @@ def test_synced_mail_that_reaches_no_client_is_reported(owner_client, owner, fir
     assert _shows(page, "sync.not_linked")
 
 
+def test_sender_details_that_came_in_broken_are_reported(owner_client, firm):
+    # An import wrote the reply-to address with a zero-width space no form would accept.
+    firm.reply_to_email = "billing@alder.test\u200b"
+    firm.save()
+    page = unescape(owner_client.get(reverse("troubleshooting:dashboard")).content.decode())
+    assert _shows(page, "domain.imported_settings_stale")
+    assert "ZERO WIDTH SPACE" in page
+
+
 # Where each detectable code is produced from a real signal. A new code in the catalogue
 # fails this test until it has a producing test (or is marked guidance-only with a reason).
 PRODUCED_BY = {
@@ -347,6 +356,7 @@ PRODUCED_BY = {
     "sync.server_settings": "test_wrong_server_settings_show_on_the_dashboard",
     "sync.connection": "test_a_mailbox_that_cannot_be_reached_shows_as_delayed",
     "sync.not_linked": "test_synced_mail_that_reaches_no_client_is_reported",
+    "domain.imported_settings_stale": "test_sender_details_that_came_in_broken_are_reported",
 }
 # Detectable in principle, not yet produced end to end; each names what is missing.
 NOT_YET = {
@@ -355,7 +365,6 @@ NOT_YET = {
     "sync.two_factor": "only Gmail/Microsoft replies signal it; classified in tests/mailsync",
     "sync.labels_excluded": "needs the folder list compared with the selection",
     "send.smtp_auth_disabled": "sending through members' own mailboxes is not built yet",
-    "domain.imported_settings_stale": "data import is not built yet",
 }
 
 
