@@ -126,7 +126,17 @@ function setup(thread)
   counter = counter + 1
 end
 
+-- wrk's main thread sleeps for all of -d even after every thread stopped, so each thread
+-- reports its own start and end (wall clock, ns) on stderr and the bench ends wrk with SIGINT.
+local function now_ns()
+  local pipe = io.popen("date +%s%N")
+  local value = pipe:read("*l")
+  pipe:close()
+  return value
+end
+
 function init(args)
+  started = now_ns()
   nxt = tid
   quota = math.floor((total - tid + threads - 1) / threads)
   answered = 0
@@ -149,7 +159,9 @@ end
 -- A fixed number of requests: each thread stops itself once its share is answered.
 function response(status, headers, body)
   answered = answered + 1
-  if answered >= quota then
+  if answered == quota then
+    io.stderr:write("WRKTHREAD " .. started .. " " .. now_ns() .. "\\n")
+    io.stderr:flush()
     wrk.thread:stop()
   end
 end
@@ -198,13 +210,24 @@ def load_wrk(
         str(script),
         f"http://127.0.0.1:{port}{path.split('?')[0]}",
     ]
-    out = subprocess.run(
-        command, capture_output=True, text=True, timeout=args.max_seconds + 30, check=True
-    ).stdout
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    spans = []
+    for report in process.stderr:  # ends at -d at the latest: wrk exits then
+        if report.startswith("WRKTHREAD "):
+            spans.append([int(v) for v in report.split()[1:3]])
+            if len(spans) == threads:
+                process.send_signal(signal.SIGINT)  # every thread is done: print the summary
+        else:
+            print(f"wrk: {report}", end="", file=sys.stderr)  # a script error, say
+    out, _ = process.communicate(timeout=30)
     done = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)", out)
     if done is None:
         raise SystemExit(f"could not read wrk's output:\n{out}")
-    seconds = float(done.group(2)) * {"ms": 0.001, "s": 1, "m": 60}[done.group(3)]
+    if len(spans) == threads:
+        seconds = (max(end for _, end in spans) - min(start for start, _ in spans)) / 1e9
+    else:  # stopped by -d before the count was reached
+        seconds = float(done.group(2)) * {"ms": 0.001, "s": 1, "m": 60}[done.group(3)]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     failures = int(bad.group(1)) if bad else 0
