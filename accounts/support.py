@@ -42,6 +42,8 @@ FORBIDDEN_VIEWS = frozenset(
         "accounts:firm_delete",
         "accounts:firm_export",
         "mailsync:credentials",
+        "mailsync:oauth_start",
+        "mailsync:oauth_complete",
         "mailsync:stop",
         "mailsync:remove",
     }

@@ -1,19 +1,23 @@
 """Invoice notifications over SMTP: the portal's real sending path against raw smtplib.
 
-    .venv/bin/python bench/bench_invoice_send.py [--count 10000] [--profile] [--batched]
+    .venv/bin/python bench/bench_invoice_send.py [--count 10000] [--single-count 1000]
+        [--db postgres|sqlite] [--profile]
 
-Sets up a throwaway database (a PostgreSQL database beside $DATABASE_URL's, dropped at the
-end, or a temporary SQLite file), a firm with --count clients of one invoice address each
-and one draft invoice each, and an aiosmtpd server on a free loopback port (a child process
-that accepts everything). Then, in one run:
+Sets up a throwaway database (by default PostgreSQL, as in production: a database beside
+$DATABASE_URL's, or beside postgres://postgres@127.0.0.1:5432/portal, dropped at the end;
+--db sqlite for a temporary SQLite file), a firm with --count clients of one invoice address
+each and one draft invoice each, and an aiosmtpd server on a free loopback port (a child
+process that accepts everything). Then, in one run:
 
-1. portal: `invoice_send` for every invoice (the Delivery rows, as the Send button does) and
-   the Celery task `deliveries_send_task` for what each queued, called synchronously in this
-   process in place of a worker (no broker): rendering, Pay Now links, SMTP through Django's
-   SMTP backend and the delivery events.
-2. baseline: the same messages, built once beforehand with the portal's builder, sent with
-   raw smtplib over one connection; and over one connection per message, which is what
-   the portal does when every invoice is its own task.
+1. portal, bulk: `invoices_send_bulk` for all the invoices (the Delivery rows, as "Send all
+   selected" does) and the Celery task `deliveries_send_task` for each chunk it queued
+   (SEND_CHUNK deliveries, one SMTP connection each), called synchronously in this process
+   in place of a worker (no broker): rendering, Pay Now links, SMTP through Django's SMTP
+   backend and the delivery events.
+2. portal, one invoice at a time: `invoice_send` and its task for each of --single-count
+   more invoices (the Send button on one invoice: one task and one connection each).
+3. baseline: the bulk path's messages, built beforehand with the portal's builder, sent with
+   raw smtplib over one connection; and over one connection per message.
 
 Prints wall times, messages/s and the ratios. No assertions: figures only.
 """
@@ -24,6 +28,7 @@ import argparse
 import cProfile
 import datetime
 import io
+import os
 import pstats
 import smtplib
 import sys
@@ -74,13 +79,34 @@ def create_invoices(firm, clients):  # type: ignore[no-untyped-def]
     return list(Invoice.objects.select_related("firm", "client").filter(pk__in=pks).order_by("pk"))
 
 
-def portal_send(invoices, max_seconds: float):  # type: ignore[no-untyped-def]
-    """Create the deliveries, then run the send task for each batch they queued.
+def portal_send_bulk(invoices, max_seconds: float):  # type: ignore[no-untyped-def]
+    """`invoices_send_bulk`, then the send task for each chunk it queued.
 
     The task's `.delay` is replaced by a list: that list is the broker, and the loop below
-    is the worker, minus the broker's own cost. Both loops stop at `max_seconds` so a slow
+    is the worker, minus the broker's own cost. The loop stops at `max_seconds` so a slow
     database cannot keep the bench running; the caller reports what was done by then.
     """
+    from invoicing.services import invoices_send_bulk
+    from invoicing.tasks import deliveries_send_task
+
+    queued: list[list[int]] = []
+    start = time.perf_counter()
+    deadline = start + max_seconds
+    with mock.patch.object(deliveries_send_task, "delay", side_effect=queued.append):
+        invoices_send_bulk(invoices=invoices)
+    created = time.perf_counter()
+    done_batches = 0
+    for ids in queued:
+        if time.perf_counter() > deadline:
+            break
+        deliveries_send_task(ids)  # the task's body, synchronously
+        done_batches += 1
+    done = time.perf_counter()
+    return queued[:done_batches], created - start, done - created
+
+
+def portal_send_single(invoices, max_seconds: float):  # type: ignore[no-untyped-def]
+    """`invoice_send` and its task per invoice: the Send button, one invoice at a time."""
     from invoicing.services import invoice_send
     from invoicing.tasks import deliveries_send_task
 
@@ -93,18 +119,16 @@ def portal_send(invoices, max_seconds: float):  # type: ignore[no-untyped-def]
                 break
             invoice_send(invoice=invoice)
     created = time.perf_counter()
-    done_batches = 0
     for ids in queued:
         if time.perf_counter() > deadline:
             break
-        deliveries_send_task(ids)  # the task's body, synchronously
-        done_batches += 1
+        deliveries_send_task(ids)
     done = time.perf_counter()
-    return queued[:done_batches], created - start, done - created
+    return len(queued), created - start, done - created
 
 
-def prepared_messages():  # type: ignore[no-untyped-def]
-    """Every sent delivery's message as bytes, built with the portal's builder."""
+def prepared_messages(delivery_ids):  # type: ignore[no-untyped-def]
+    """These deliveries' messages as bytes, built with the portal's builder."""
     import secrets
 
     from django.core.mail.message import sanitize_address
@@ -112,7 +136,12 @@ def prepared_messages():  # type: ignore[no-untyped-def]
     from invoicing.emails import invoice_email_build
     from invoicing.models import Delivery
 
-    deliveries = Delivery.objects.select_related("invoice__firm", "invoice__client").order_by("pk")
+    deliveries = (
+        Delivery.objects.filter(pk__in=delivery_ids)
+        .select_related("invoice__firm", "invoice__client")
+        .prefetch_related("invoice__lines")
+        .order_by("pk")
+    )
     messages = []
     for delivery in deliveries:
         email = invoice_email_build(
@@ -141,26 +170,33 @@ def raw_connection_each(port: int, messages) -> float:  # type: ignore[no-untype
     return time.perf_counter() - start
 
 
-def queries_per_notification(firm) -> tuple[int, int]:  # type: ignore[no-untyped-def]
-    """SQL statements for one more invoice to one address: creating, then sending."""
+def queries_per_notification(firm, invoices: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """SQL statements per notification for `invoices` more invoices to one address each:
+    creating, then sending (bulk path when invoices > 1, else `invoice_send`)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from invoicing.services import invoice_send
+    from invoicing.services import invoice_send, invoices_send_bulk
     from invoicing.tasks import deliveries_send_task
 
-    _, clients = benchkit.create_firm_with_clients(1, prefix="probe", firm=firm)
-    [invoice] = create_invoices(firm, clients)
+    _, clients = benchkit.create_firm_with_clients(invoices, prefix="probe", firm=firm)
+    created = create_invoices(firm, clients)
     batches: list[list[int]] = []
     with (
         mock.patch.object(deliveries_send_task, "delay", side_effect=batches.append),
         CaptureQueriesContext(connection) as creating,
     ):
-        invoice_send(invoice=invoice)
+        if invoices == 1:
+            invoice_send(invoice=created[0])
+        else:
+            invoices_send_bulk(invoices=created)
     with CaptureQueriesContext(connection) as sending:
         for ids in batches:
             deliveries_send_task(ids)
-    return len(creating), len(sending)
+    return len(creating) / invoices, len(sending) / invoices
+
+
+PROFILE_TOP = int(os.environ.get("BENCH_PROFILE_TOP", "10"))
 
 
 def profiled(func, *args):  # type: ignore[no-untyped-def]
@@ -168,7 +204,7 @@ def profiled(func, *args):  # type: ignore[no-untyped-def]
     result = profile.runcall(func, *args)
     for key, title in (("tottime", "own time"), ("cumulative", "cumulative")):
         out = io.StringIO()
-        pstats.Stats(profile, stream=out).strip_dirs().sort_stats(key).print_stats(10)
+        pstats.Stats(profile, stream=out).strip_dirs().sort_stats(key).print_stats(PROFILE_TOP)
         body = out.getvalue()
         print(f"\n--- cProfile, top 10 by {title} ---")
         print(body[body.find("ncalls") :].rstrip())
@@ -190,9 +226,13 @@ def main() -> None:
         help="stop the portal's path after this long and report what it sent (default 600)",
     )
     parser.add_argument(
-        "--batched",
-        action="store_true",
-        help="also send every invoice again as ONE task (one connection) to show its cost",
+        "--single-count",
+        type=int,
+        default=1000,
+        help="invoices sent one at a time with invoice_send, for comparison (default 1000)",
+    )
+    parser.add_argument(
+        "--db", choices=["postgres", "sqlite"], default="postgres", help="default: postgres"
     )
     args = parser.parse_args()
     count = args.count
@@ -200,7 +240,7 @@ def main() -> None:
     with benchkit.temp_dir("bench-send-") as var_dir:
         sink = benchkit.SMTPSink()
         try:
-            with benchkit.throwaway_database(var_dir) as database_url:
+            with benchkit.throwaway_database(var_dir, args.db) as database_url:
                 env = benchkit.portal_env(
                     database_url=database_url,
                     var_dir=var_dir,
@@ -225,19 +265,28 @@ def run(args, count: int, sink: benchkit.SMTPSink) -> None:  # type: ignore[no-u
     from django.db import connection
 
     from invoicing.models import Delivery
+    from invoicing.services import SEND_CHUNK
 
     print(f"database: {connection.vendor}; SMTP sink: aiosmtpd on 127.0.0.1:{sink.port}")
     start = time.perf_counter()
     firm, clients = benchkit.create_firm_with_clients(count)
     invoices = create_invoices(firm, clients)
-    print(f"set-up: {count} clients and invoices in {time.perf_counter() - start:.1f} s\n")
+    _, single_clients = benchkit.create_firm_with_clients(
+        args.single_count, prefix="single", firm=firm
+    )
+    single_invoices = create_invoices(firm, single_clients)
+    print(
+        f"set-up: {count} + {args.single_count} clients and invoices in "
+        f"{time.perf_counter() - start:.1f} s\n"
+    )
 
     if args.profile:
-        queued, create_s, send_s = profiled(portal_send, invoices, args.max_seconds)
+        queued, create_s, send_s = profiled(portal_send_bulk, invoices, args.max_seconds)
     else:
-        queued, create_s, send_s = portal_send(invoices, args.max_seconds)
+        queued, create_s, send_s = portal_send_bulk(invoices, args.max_seconds)
     portal_s = create_s + send_s
-    sent = Delivery.objects.filter(status=Delivery.Status.SENT).count()
+    bulk_ids = [pk for chunk in queued for pk in chunk]
+    sent = Delivery.objects.filter(pk__in=bulk_ids, status=Delivery.Status.SENT).count()
     received = sink.received()
     if sent < count:
         print(f"WARNING: stopped at --max-seconds: {sent} of {count} sent; figures are for those")
@@ -245,52 +294,48 @@ def run(args, count: int, sink: benchkit.SMTPSink) -> None:  # type: ignore[no-u
     if received != sent:
         print(f"WARNING: {sent} deliveries recorded sent, {received} received by the server")
 
+    single_tasks, single_create_s, single_send_s = portal_send_single(
+        single_invoices, args.max_seconds
+    )
+    single_s = single_create_s + single_send_s
+
     start = time.perf_counter()
-    messages = prepared_messages()
+    messages = prepared_messages(bulk_ids)
     build_s = time.perf_counter() - start
     size = sum(len(m[2]) for m in messages) / len(messages)
     raw_s = raw_one_connection(sink.port, messages)
     raw_each_s = raw_connection_each(sink.port, messages)
 
     print(f"{count} invoice notifications, ~{size / 1024:.1f} KiB each")
-    if len(queued) == count:
-        print(
-            f"NOTE: invoice_send queues one task per invoice, and each task opens its own SMTP "
-            f"connection: {len(queued)} connections for {count} messages"
-        )
-    else:
-        print(f"tasks queued: {len(queued)} (one SMTP connection each)")
+    print(f"bulk: {len(queued)} tasks of up to {SEND_CHUNK} deliveries, one SMTP connection each")
     if args.profile:
-        print("(--profile: the portal's times below are inflated by cProfile)")
-    print(f"portal: invoice_send (deliveries)   {rate(count, create_s)}")
-    print(f"portal: deliveries_send_task        {rate(count, send_s)}")
-    print(f"portal: total                       {rate(count, portal_s)}")
-    print(f"builder alone (invoice_email_build) {rate(count, build_s)}  (not in the baseline)")
-    print(f"raw smtplib, one connection         {rate(count, raw_s)}")
-    print(f"raw smtplib, connection per message {rate(count, raw_each_s)}")
-    print(f"ratio portal total / raw one connection: {portal_s / raw_s:.2f}x  (aim <= 1.3x)")
-    print(f"ratio portal send task / raw one connection: {send_s / raw_s:.2f}x")
-    print(f"ratio portal send task / raw connection per message: {send_s / raw_each_s:.2f}x")
+        print("(--profile: the portal's bulk times below are inflated by cProfile)")
+    print(f"portal bulk: invoices_send_bulk         {rate(count, create_s)}")
+    print(f"portal bulk: deliveries_send_task       {rate(count, send_s)}")
+    print(f"portal bulk: total                      {rate(count, portal_s)}")
+    n = args.single_count
+    print(f"portal single ({n}, {single_tasks} tasks): invoice_send {rate(n, single_create_s)}")
+    print(f"portal single ({n}): deliveries_send_task  {rate(n, single_send_s)}")
+    print(f"portal single ({n}): total                 {rate(n, single_s)}")
+    print(f"builder alone (invoice_email_build)     {rate(count, build_s)}  (not in the baseline)")
+    print(f"raw smtplib, one connection             {rate(count, raw_s)}")
+    print(f"raw smtplib, connection per message     {rate(count, raw_each_s)}")
+    print(f"ratio portal bulk total / raw one connection: {portal_s / raw_s:.2f}x  (aim <= 1.3x)")
+    print(f"ratio portal bulk send task / raw one connection: {send_s / raw_s:.2f}x")
+    single_rate = n / single_s
+    print(
+        f"ratio portal single total / raw one connection: "
+        f"{(count / raw_s) / single_rate:.2f}x (per message)"
+    )
+    print(
+        f"ratio portal single send task / raw connection per message: "
+        f"{(count / raw_each_s) / (n / single_send_s):.2f}x (per message)"
+    )
 
-    if args.batched:
-        from invoicing.services import invoice_send
-        from invoicing.tasks import deliveries_send_task
-
-        # The same invoices again (a resend: new deliveries and links), all ids in ONE task,
-        # which is one SMTP connection: what a bulk send could do.
-        batches: list[list[int]] = []
-        with mock.patch.object(deliveries_send_task, "delay", side_effect=batches.append):
-            for invoice in invoices:
-                invoice_send(invoice=invoice)
-        ids = [pk for batch in batches for pk in batch]
-        start = time.perf_counter()
-        deliveries_send_task(ids)
-        batched_s = time.perf_counter() - start
-        print(f"portal: ONE task for all (resend)   {rate(len(ids), batched_s)}")
-        print(f"ratio one task / raw one connection: {batched_s / raw_s:.2f}x")
-
-    creating, sending = queries_per_notification(firm)
-    print(f"SQL statements for one notification: {creating} creating, {sending} sending")
+    creating, sending = queries_per_notification(firm, 100)
+    print(f"SQL per notification, bulk of 100: {creating:.1f} creating, {sending:.1f} sending")
+    creating, sending = queries_per_notification(firm, 1)
+    print(f"SQL per notification, one invoice: {creating:.0f} creating, {sending:.0f} sending")
 
 
 if __name__ == "__main__":

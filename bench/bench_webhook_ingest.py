@@ -1,22 +1,25 @@
 """ESP tracking webhook ingest under load, then processing of what was stored.
 
     .venv/bin/python bench/bench_webhook_ingest.py [--count 20000] [--concurrency 10]
-        [--client wrk|python] [--profile]
+        [--client wrk|python] [--db postgres|sqlite] [--broker redis|filesystem] [--profile]
 
 Starts the portal under gunicorn (2 sync workers, as in production but fewer) on a free
-loopback port, with ANYMAIL_WEBHOOK_SECRET set, a throwaway database (a PostgreSQL database
-beside $DATABASE_URL's, dropped afterwards, or a temporary SQLite file) and Celery's
-filesystem broker in a temporary folder. It pre-creates --count deliveries with ESP message
-ids, then, in one run:
+loopback port, with ANYMAIL_WEBHOOK_SECRET set, a throwaway database (by default PostgreSQL:
+a database beside $DATABASE_URL's or postgres://postgres@127.0.0.1:5432/portal, dropped
+afterwards; --db sqlite for a temporary SQLite file) and, by default, Celery on Redis
+(redis://127.0.0.1:6379/15, flushed before and after; --broker filesystem for folders in a
+temporary directory). It pre-creates --count deliveries with ESP message ids, then, in one
+run:
 
-1. baseline: the load generator against /status/?format=json on the same server (a small
-   Django view with a few COUNT queries): the server's floor for a Django request.
+1. floor: the load generator against a static file served by whitenoise on the same server
+   (gunicorn, WSGI and the middleware that comes before Django's views; no query), so the
+   figure does not depend on the data.
 2. ingest: --count Postmark-shaped tracking webhooks (4 in 5 "Delivery", 1 in 5 a hard
    "Bounce", built as tests/invoicing/test_webhooks.py builds them) POSTed with basic auth
    to /webhooks/anymail/postmark/tracking/: anymail's view, our receiver, a WebhookEvent row
    and a Celery message per event.
-3. processing: the stored events through `webhook_event_process`, in this process, one by
-   one as the task does.
+3. processing: the stored events through `webhook_events_process_batch` in this process, as
+   the worker's task runs it (batches of WEBHOOK_BATCH events).
 
 The load generator is wrk with a Lua script when installed (each thread stops itself after
 its share of requests, and -d bounds the time), else a Python thread pool with the same fixed
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import base64
 import concurrent.futures
+import contextlib
 import cProfile
 import http.client
 import io
@@ -48,7 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchkit  # found through the sys.path line above
 
 WEBHOOK_PATH = "/webhooks/anymail/postmark/tracking/"
-FLOOR_PATH = "/status/?format=json"
+# A file under static/, served by whitenoise (see server_settings): no view, no query.
+FLOOR_PATH = "/static/portal/portal.css"
 SECRET = "bench:" + uuid.uuid4().hex
 AUTH = "Basic " + base64.b64encode(SECRET.encode()).decode()
 BOUNCE_EVERY = 5  # one event in five is a hard bounce, the rest "Delivery"
@@ -276,6 +281,19 @@ def load_python(
     )
 
 
+def server_settings(work: Path) -> dict[str, str]:
+    """Environment for the server: portal.settings plus whitenoise serving from the finders.
+
+    collectstatic has not run (and must not write into the repository), so whitenoise is
+    told to serve static/ directly; nothing else differs from portal.settings.
+    """
+    (work / "bench_server_settings.py").write_text(
+        "from portal.settings import *  # noqa: F403\nWHITENOISE_USE_FINDERS = True\n"
+    )
+    path = os.pathsep.join(filter(None, [str(work), os.environ.get("PYTHONPATH", "")]))
+    return {"DJANGO_SETTINGS_MODULE": "bench_server_settings", "PYTHONPATH": path}
+
+
 def server_start(port: int, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     gunicorn = Path(benchkit.PYTHON).parent / "gunicorn"
     if gunicorn.exists():
@@ -328,10 +346,7 @@ def create_deliveries(count: int) -> None:
     """`count` sent deliveries, each with the ESP message id one webhook will name."""
     import datetime
 
-    from django.utils import timezone
-
     from invoicing.models import Delivery, Invoice
-    from portal.models import Heartbeat
 
     firm, [client] = benchkit.create_firm_with_clients(1)
     invoice = Invoice.objects.create(
@@ -352,29 +367,22 @@ def create_deliveries(count: int) -> None:
             )
             for n in range(first, min(first + batch, count))
         )
-    # The status page answers 503 while no worker has reported in; the floor should be a
-    # plain 200, so pretend one did (the bench finishes well within its 5-minute window).
-    Heartbeat.objects.update_or_create(name="worker", defaults={"last_seen": timezone.now()})
 
 
 def process_stored(max_seconds: float, profile: bool) -> tuple[int, float]:
-    from invoicing.models import WebhookEvent
-    from invoicing.webhook_processing import webhook_event_process
+    from invoicing.webhook_processing import webhook_events_process_batch
 
-    pending = list(
-        WebhookEvent.objects.filter(processed_at=None).order_by("pk").values_list("pk", flat=True)
-    )
     profiler = cProfile.Profile() if profile else None
     done = 0
     start = time.perf_counter()
     deadline = start + max_seconds
     if profiler:
         profiler.enable()
-    for pk in pending:
-        if time.perf_counter() > deadline:
+    while time.perf_counter() < deadline:
+        claimed = webhook_events_process_batch()
+        if not claimed:
             break
-        webhook_event_process(webhook_event_id=pk)
-        done += 1
+        done += claimed
     seconds = time.perf_counter() - start
     if profiler:
         profiler.disable()
@@ -388,6 +396,20 @@ def process_stored(max_seconds: float, profile: bool) -> tuple[int, float]:
     return done, seconds
 
 
+def queued_messages(broker_url: str, var_dir: Path) -> int:
+    """Messages waiting on the broker's default queue."""
+    if broker_url.startswith("redis"):
+        import redis
+
+        client = redis.Redis.from_url(broker_url)
+        try:
+            return int(client.llen("celery"))
+        finally:
+            client.close()
+    folder = var_dir / "celery-broker" / "in"
+    return sum(1 for _ in folder.iterdir()) if folder.is_dir() else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -399,16 +421,27 @@ def main() -> None:
         "--max-seconds", type=float, default=120, help="time bound of each phase (default 120)"
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the processing phase")
+    parser.add_argument(
+        "--db", choices=["postgres", "sqlite"], default="postgres", help="default: postgres"
+    )
+    parser.add_argument(
+        "--broker", choices=["redis", "filesystem"], default="redis", help="default: redis"
+    )
     args = parser.parse_args()
     client = args.client or ("wrk" if shutil.which("wrk") else "python")
     load = load_wrk if client == "wrk" else load_python
 
-    with (
-        benchkit.temp_dir("bench-webhooks-") as var_dir,
-        benchkit.throwaway_database(var_dir) as database_url,
-    ):
+    with contextlib.ExitStack() as stack:
+        var_dir = stack.enter_context(benchkit.temp_dir("bench-webhooks-"))
+        database_url = stack.enter_context(benchkit.throwaway_database(var_dir, args.db))
+        broker_url = "filesystem://"
+        if args.broker == "redis":
+            broker_url = stack.enter_context(benchkit.throwaway_redis())
         env = benchkit.portal_env(
-            database_url=database_url, var_dir=var_dir, ANYMAIL_WEBHOOK_SECRET=SECRET
+            database_url=database_url,
+            var_dir=var_dir,
+            broker_url=broker_url,
+            ANYMAIL_WEBHOOK_SECRET=SECRET,
         )
         benchkit.django_start(env)
         from django.db import connection
@@ -419,9 +452,12 @@ def main() -> None:
         create_deliveries(args.count)
         connection.close()  # the server's workers should not wait on this process's locks
         port = benchkit.free_port()
-        server, server_name = server_start(port, env)
+        server, server_name = server_start(port, {**env, **server_settings(var_dir)})
         try:
-            print(f"server: {server_name} on 127.0.0.1:{port}; database: {connection.vendor}")
+            print(
+                f"server: {server_name} on 127.0.0.1:{port}; database: {connection.vendor}; "
+                f"broker: {broker_url.split(':')[0]}"
+            )
             print(f"load generator: {client}, {args.concurrency} connections\n")
             floor = load(port, "GET", FLOOR_PATH, args.count, args, var_dir)
             ingest = load(port, "POST", WEBHOOK_PATH, args.count, args, var_dir)
@@ -429,8 +465,7 @@ def main() -> None:
             server_stop(server)
 
         stored = WebhookEvent.objects.count()
-        broker = var_dir / "celery-broker" / "in"
-        queued = sum(1 for _ in broker.iterdir()) if broker.is_dir() else 0
+        queued = queued_messages(broker_url, var_dir)
         processed, process_s = process_stored(args.max_seconds, args.profile)
 
         def line(name: str, result: LoadResult) -> None:
@@ -447,7 +482,7 @@ def main() -> None:
         )
         print(f"ingest / floor: {ingest.rate / floor.rate:.2f} of the server's floor rate")
         print(
-            f"processing (webhook_event_process): {processed} events in {process_s:.2f} s  "
+            f"processing (webhook_events_process_batch): {processed} events in {process_s:.2f} s  "
             f"{processed / process_s:.0f} events/s"
         )
         statuses = dict(Delivery.objects.values_list("status").annotate(n=Count("pk")))

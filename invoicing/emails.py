@@ -9,6 +9,8 @@ address under the firm's name, never a member's or a client's.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from email.utils import formataddr, make_msgid, parseaddr
 
 from django.conf import settings
@@ -17,7 +19,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import translation
 
-from invoicing.models import Delivery, Invoice
+from invoicing.models import Delivery, Invoice, InvoiceLine
 from invoicing.verp import verp_address
 from portal.emails import send_templated
 from portal.mail_outbox import FIRM_HEADER
@@ -38,18 +40,33 @@ def pay_url(token: str) -> str:
     return settings.SITE_URL + reverse("invoicing:pay", args=[token])
 
 
+def lines_total(lines: Iterable[InvoiceLine]) -> Decimal:
+    """What `Invoice.total` says, from lines already in hand (no query)."""
+    return sum((line.amount for line in lines), Decimal("0.00"))
+
+
 def invoice_email_build(
-    *, delivery: Delivery, invoice: Invoice, pay_token: str
+    *,
+    delivery: Delivery,
+    invoice: Invoice,
+    pay_token: str,
+    lines: Sequence[InvoiceLine] | None = None,
 ) -> EmailMultiAlternatives:
+    """The email for one delivery. ``lines``: the invoice's lines when the caller already
+    read them (the bulk sender reads a whole chunk's lines in one query)."""
     firm = invoice.firm
     display_name = one_line(firm.sender_name or firm.name)
     header_from = formataddr((display_name, platform_address()))
+    if lines is None:
+        lines = list(invoice.lines.all())
     context = {
         "invoice": invoice,
         "firm": firm,
         "firm_name": display_name,
         "client_name": invoice.client_name or invoice.client.display_name,
-        "lines": list(invoice.lines.all()),
+        "lines": lines,
+        # Summed once here: `invoice.total` in the templates read the lines again each time.
+        "total": lines_total(lines),
         "pay_url": pay_url(pay_token),
         "is_test": delivery.is_test,
     }

@@ -8,6 +8,7 @@ live here too, because they read the events.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -107,35 +108,54 @@ def delivery_event_record(
     reason: str = "",
     diagnostic: str = "",
     problem_code: str | None = None,
+    locked: bool = False,
+    refresh: bool = True,
+    unique_checked: bool = False,
 ) -> DeliveryEvent | None:
-    """Record one event; returns None when this exact event was recorded before."""
+    """Record one event; returns None when this exact event was recorded before.
+
+    ``locked=True`` says the caller read ``delivery`` with ``select_for_update`` in the
+    current transaction, so its status is current and the row is ours: the lock-and-re-read
+    is skipped and ``delivery`` itself is updated (the sender's hot path). ``refresh=False``
+    skips re-reading ``delivery`` afterwards, for callers that do not look at it again.
+    ``unique_checked=True`` says the caller found ``event_id`` unrecorded while holding the
+    delivery's lock, so the insert runs without a savepoint (a clash then aborts the
+    caller's transaction, which the webhook batch handles by going one by one).
+    """
     with transaction.atomic():
-        locked = Delivery.objects.select_for_update().get(pk=delivery.pk)
-        try:
-            with transaction.atomic():
-                event = DeliveryEvent.objects.create(
-                    delivery=locked,
-                    kind=kind,
-                    source=source,
-                    event_id=event_id[:255],
-                    occurred_at=occurred_at or timezone.now(),
-                    reply_code=(reply_code or "")[:3],
-                    status_code=(status_code or "")[:16],
-                    reason=(reason or "")[:40],
-                    diagnostic=diagnostic or "",
-                )
-        except IntegrityError:
-            return None  # the same webhook or bounce, delivered to us again
-        if RANK.get(kind, -1) > RANK.get(locked.status, -1):
-            locked.status = kind
+        current = delivery if locked else Delivery.objects.select_for_update().get(pk=delivery.pk)
+        fields = {
+            "delivery": current,
+            "kind": kind,
+            "source": source,
+            "event_id": event_id[:255],
+            "occurred_at": occurred_at or timezone.now(),
+            "reply_code": (reply_code or "")[:3],
+            "status_code": (status_code or "")[:16],
+            "reason": (reason or "")[:40],
+            "diagnostic": diagnostic or "",
+        }
+        if not fields["event_id"] or unique_checked:
+            # The unique constraint only covers non-empty ids, so this insert cannot clash
+            # (or the caller checked): no savepoint, two statements fewer.
+            event = DeliveryEvent.objects.create(**fields)
+        else:
+            try:
+                with transaction.atomic():
+                    event = DeliveryEvent.objects.create(**fields)
+            except IntegrityError:
+                return None  # the same webhook or bounce, delivered to us again
+        if RANK.get(kind, -1) > RANK.get(current.status, -1):
+            current.status = kind
             if problem_code is None:
                 problem_code = PROBLEM_FOR_KIND.get(kind, "")
             if kind in (S.DELIVERED, S.OPENED, S.CLICKED):
                 problem_code = ""
-            locked.problem_code = problem_code
-            locked.save(update_fields=["status", "problem_code", "updated"])
-        _apply_suppression_rules(locked, event)
-    delivery.refresh_from_db()
+            current.problem_code = problem_code
+            current.save(update_fields=["status", "problem_code", "updated"])
+        _apply_suppression_rules(current, event)
+    if refresh and not locked:
+        delivery.refresh_from_db()
     return event
 
 
@@ -163,6 +183,8 @@ def _apply_suppression_rules(delivery: Delivery, event: DeliveryEvent) -> None:
         Delivery.objects.filter(pk=delivery.pk).update(
             problem_code="delivery.blocked_repeated_failures"
         )
+        # Kept in step in memory too: a caller holding the lock may skip the re-read.
+        delivery.problem_code = "delivery.blocked_repeated_failures"
 
 
 def _soft_bounces_in_window(delivery: Delivery) -> int:
@@ -185,3 +207,16 @@ def active_suppression(*, firm_id: int, normalized: str) -> Suppression | None:
     return Suppression.objects.filter(
         firm_id=firm_id, normalized=normalized, removed_at=None
     ).first()
+
+
+def active_suppressions(*, pairs: Iterable[tuple[int, str]]) -> dict[tuple[int, str], Suppression]:
+    """The active suppression of each (firm id, normalized address): one query for a batch."""
+    wanted = set(pairs)
+    if not wanted:
+        return {}
+    found = Suppression.objects.filter(
+        firm_id__in={firm_id for firm_id, _ in wanted},
+        normalized__in={normalized for _, normalized in wanted},
+        removed_at=None,
+    )
+    return {(s.firm_id, s.normalized): s for s in found if (s.firm_id, s.normalized) in wanted}

@@ -22,13 +22,18 @@ from anymail.exceptions import AnymailError, AnymailRecipientsRefused
 from django.conf import settings
 from django.core.mail import get_connection
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Sum
+from django.db.models import F, Max, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import Membership, Role, User
 from invoicing.emails import invoice_email_build, invoice_paid_notify, platform_address
-from invoicing.events import active_suppression, classify_reply, delivery_event_record
+from invoicing.events import (
+    active_suppression,
+    active_suppressions,
+    classify_reply,
+    delivery_event_record,
+)
 from invoicing.models import (
     Delivery,
     FirmBillingSettings,
@@ -183,18 +188,7 @@ def _delivery_prepare(
     try:
         validate_address(address)
     except AddressError as exc:
-        delivery_event_record(
-            delivery=delivery,
-            kind=S.FAILED,
-            source="portal",
-            reason=exc.code,
-            diagnostic=exc.message,
-            problem_code=(
-                "send.invalid_recipient_chars"
-                if exc.code in CHARACTER_CODES
-                else "delivery.not_sent_rejected_document"
-            ),
-        )
+        _record_invalid(delivery, exc)
         return delivery
     if not is_test:
         suppression = active_suppression(firm_id=invoice.firm_id, normalized=normalized)
@@ -203,9 +197,27 @@ def _delivery_prepare(
     return delivery
 
 
-def _record_suppressed(delivery: Delivery, suppression: Suppression) -> None:
+def _record_invalid(delivery: Delivery, exc: AddressError) -> None:
     delivery_event_record(
         delivery=delivery,
+        kind=S.FAILED,
+        source="portal",
+        reason=exc.code,
+        diagnostic=exc.message,
+        problem_code=(
+            "send.invalid_recipient_chars"
+            if exc.code in CHARACTER_CODES
+            else "delivery.not_sent_rejected_document"
+        ),
+    )
+
+
+def _record_suppressed(
+    delivery: Delivery, suppression: Suppression, *, locked: bool = False
+) -> None:
+    delivery_event_record(
+        delivery=delivery,
+        locked=locked,
         kind=S.SUPPRESSED,
         source="portal",
         reason=suppression.reason,
@@ -280,6 +292,141 @@ def invoice_send_test(*, invoice: Invoice, user: User) -> Delivery:
     return delivery
 
 
+# Deliveries per send task in a bulk send: each task sends its share over one SMTP
+# connection, and a chunk this size keeps a task to well under a minute.
+SEND_CHUNK = 500
+
+
+@dataclass
+class BulkSendResult:
+    """What a bulk send did: the deliveries written, and the invoices it refused and why."""
+
+    deliveries: list[Delivery]
+    refused: dict[int, str]  # invoice id -> the message `invoice_send` would have raised
+
+
+def _enqueue_chunks(deliveries: Sequence[Delivery]) -> int:
+    """Queue the queued deliveries in tasks of SEND_CHUNK ids after commit; how many tasks."""
+    from invoicing.tasks import deliveries_send_task
+
+    ids = [d.pk for d in deliveries if d.status == S.QUEUED]
+    chunks = [ids[i : i + SEND_CHUNK] for i in range(0, len(ids), SEND_CHUNK)]
+    for chunk in chunks:
+        # Default-argument binding: each callback must keep its own chunk.
+        transaction.on_commit(lambda chunk=chunk: deliveries_send_task.delay(chunk))
+    return len(chunks)
+
+
+def _recipients_by_client(client_ids: set[int]) -> dict[int, list[ContactAddress]]:
+    """`invoice_recipients` for many clients in one query, in the same order and dedup."""
+    by_client: dict[int, list[ContactAddress]] = {}
+    seen: set[tuple[int, str]] = set()
+    addresses = (
+        ContactAddress.objects.filter(contact__client_id__in=client_ids, receives_invoices=True)
+        .annotate(client_pk=F("contact__client_id"))
+        .order_by("contact__client_id", "contact__name", "-is_primary", "pk")
+    )
+    for address in addresses:
+        key = (address.client_pk, address.normalized)
+        if key not in seen:
+            seen.add(key)
+            by_client.setdefault(address.client_pk, []).append(address)
+    return by_client
+
+
+@transaction.atomic
+def invoices_send_bulk(*, invoices: Sequence[Invoice]) -> BulkSendResult:
+    """Send many invoices at once ("Send all selected"): what `invoice_send` does for each,
+    with a fixed number of queries for the whole set, and the deliveries queued in tasks of
+    SEND_CHUNK so each task sends over one SMTP connection.
+
+    One email per recipient with its own Pay Now link, as for a single send. An invoice that
+    cannot be sent (void, paid, no lines, no address) is left out and reported in
+    ``refused``; the others go.
+    """
+    if not invoices:
+        return BulkSendResult([], {})
+    pks = [invoice.pk for invoice in invoices]
+    # Read again with client, firm and status as they are now; the caller's objects may be old.
+    current = {i.pk: i for i in Invoice.objects.select_related("client", "firm").filter(pk__in=pks)}
+    with_lines = set(
+        InvoiceLine.objects.filter(invoice_id__in=pks).values_list("invoice_id", flat=True)
+    )
+    recipients = _recipients_by_client({i.client_id for i in current.values()})
+    refused: dict[int, str] = {}
+    sendable: list[tuple[Invoice, list[ContactAddress]]] = []
+    for pk in dict.fromkeys(pks):
+        invoice = current.get(pk)
+        if invoice is None:
+            continue
+        if invoice.status in (Invoice.Status.VOID, Invoice.Status.PAID):
+            refused[pk] = _("A void or paid invoice cannot be sent.")
+        elif pk not in with_lines:
+            refused[pk] = _("Add at least one line before sending the invoice.")
+        elif not recipients.get(invoice.client_id):
+            refused[pk] = _(
+                "%(client)s has no email address that receives invoices. Add one on the "
+                "client's Contacts tab, then send again."
+            ) % {"client": invoice.client.display_name}
+        else:
+            sendable.append((invoice, recipients[invoice.client_id]))
+
+    renamed = [
+        i
+        for i, _r in sendable
+        if i.status == Invoice.Status.DRAFT and i.client_name != i.client.display_name
+    ]
+    for invoice in renamed:
+        invoice.client_name = invoice.client.display_name
+    if renamed:
+        Invoice.objects.bulk_update(renamed, ["client_name"], batch_size=500)
+
+    # A resend renews the links (as `_revoke_links`): read the candidates coarsely, keep the
+    # exact (invoice, address) pairs, revoke those in one UPDATE. Drafts have none.
+    wanted = {(i.pk, r.normalized) for i, rs in sendable for r in rs}
+    stale = [
+        link_pk
+        for link_pk, invoice_id, normalized in PayLink.objects.filter(
+            invoice_id__in=[i.pk for i, _r in sendable],
+            revoked_at=None,
+            delivery__is_test=False,
+        ).values_list("pk", "invoice_id", "delivery__normalized")
+        if (invoice_id, normalized) in wanted
+    ]
+    if stale:
+        PayLink.objects.filter(pk__in=stale).update(revoked_at=timezone.now())
+
+    deliveries = Delivery.objects.bulk_create(
+        [
+            Delivery(
+                firm_id=invoice.firm_id,
+                invoice=invoice,
+                client_id=invoice.client_id,
+                address=r.address,
+                normalized=r.normalized,
+                verp_token=new_verp_token(),
+                message_id=_message_id(),
+            )
+            for invoice, rs in sendable
+            for r in rs
+        ],
+        batch_size=1000,
+    )
+    # The same checks as `_delivery_prepare`, with the suppression list read once.
+    suppressions = active_suppressions(pairs=((d.firm_id, d.normalized) for d in deliveries))
+    for delivery in deliveries:
+        try:
+            validate_address(delivery.address)
+        except AddressError as exc:
+            _record_invalid(delivery, exc)
+            continue
+        suppression = suppressions.get((delivery.firm_id, delivery.normalized))
+        if suppression is not None:
+            _record_suppressed(delivery, suppression)
+    _enqueue_chunks(deliveries)
+    return BulkSendResult(deliveries, refused)
+
+
 def address_problems_lift(*, client: Client, normalized: str) -> int:
     """The old address was fixed: its deliveries to this client stop showing as problems."""
     return (
@@ -339,13 +486,16 @@ def _as_text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _record_refusal(delivery: Delivery, code: int, text: bytes | str, command: str) -> None:
+def _record_refusal(
+    delivery: Delivery, code: int, text: bytes | str, command: str, *, locked: bool = False
+) -> None:
     diagnostic = _as_text(text)
     found = _ENHANCED_STATUS.match(diagnostic)
     status = found.group(1) if found else ""
     outcome = classify_reply(str(code), status, diagnostic, command=command)
     delivery_event_record(
         delivery=delivery,
+        locked=locked,
         kind=outcome.kind,
         source="smtp",
         reply_code=str(code),
@@ -396,18 +546,27 @@ def delivery_soft_retry(*, delivery_id: int) -> list[Delivery]:
         return []  # the address left the client meanwhile: nothing to retry
 
 
-def _record_accepted(delivery: Delivery, esp_message_id: str = "") -> None:
+def _record_accepted(delivery: Delivery, esp_message_id: str = "", *, locked: bool = False) -> None:
     if esp_message_id:
         Delivery.objects.filter(pk=delivery.pk).update(esp_message_id=esp_message_id[:255])
-    delivery_event_record(delivery=delivery, kind=S.SENT, source="smtp")
-    if not delivery.is_test:
-        # Sent only once a server accepted it for at least one recipient.
+        delivery.esp_message_id = esp_message_id[:255]
+    delivery_event_record(delivery=delivery, kind=S.SENT, source="smtp", locked=locked)
+    if delivery.is_test:
+        return
+    invoice = delivery.invoice
+    # Sent only once a server accepted it for at least one recipient. An invoice never goes
+    # back to draft, so one already known to be past draft needs no UPDATE (the bulk sender
+    # shares one Invoice object between the batch's deliveries of the same invoice).
+    if invoice.status == Invoice.Status.DRAFT:
+        now = timezone.now()
         Invoice.objects.filter(pk=delivery.invoice_id, status=Invoice.Status.DRAFT).update(
-            status=Invoice.Status.SENT, sent_at=timezone.now()
+            status=Invoice.Status.SENT, sent_at=now
         )
+        if locked:
+            invoice.status, invoice.sent_at = Invoice.Status.SENT, now
 
 
-def _record_esp_status(delivery: Delivery, message: object) -> None:
+def _record_esp_status(delivery: Delivery, message: object, *, locked: bool = False) -> None:
     """Read anymail's per-recipient answer: rejected or invalid is an event, not a send."""
     status = getattr(message, "anymail_status", None)
     recipient = None
@@ -423,6 +582,7 @@ def _record_esp_status(delivery: Delivery, message: object) -> None:
         invalid = recipient.status == "invalid"
         delivery_event_record(
             delivery=delivery,
+            locked=locked,
             kind=S.BOUNCED if invalid else S.REJECTED,
             source="webhook",
             reason=recipient.status,
@@ -431,71 +591,135 @@ def _record_esp_status(delivery: Delivery, message: object) -> None:
             problem_code="delivery.invalid_address" if invalid else "delivery.rejected_policy",
         )
         return
-    _record_accepted(delivery, message_id)
+    _record_accepted(delivery, message_id, locked=locked)
+
+
+# Deliveries read together before sending: one query for them with invoice, firm and client,
+# one for the invoices' lines and one for the suppression list, instead of a few per email.
+SEND_PREFETCH = 100
+
+
+@dataclass
+class _SendBatch:
+    """What the sender needs about a run of deliveries, read in three queries."""
+
+    deliveries: dict[int, Delivery]
+    lines: dict[int, list[InvoiceLine]]
+    suppressions: dict[tuple[int, str], Suppression]
+    with_link: set[int]
+
+    @classmethod
+    def load(cls, delivery_ids: Sequence[int]) -> _SendBatch:
+        deliveries = {
+            d.pk: d
+            for d in Delivery.objects.filter(pk__in=list(delivery_ids), status=S.QUEUED)
+            .select_related("invoice__firm", "invoice__client")
+            .order_by()
+        }
+        lines: dict[int, list[InvoiceLine]] = {}
+        invoice_ids = {d.invoice_id for d in deliveries.values()}
+        for line in InvoiceLine.objects.filter(invoice_id__in=invoice_ids):
+            lines.setdefault(line.invoice_id, []).append(line)
+        # One Invoice object per invoice id, so marking one sent in memory is seen by all of
+        # its deliveries in the batch.
+        invoices: dict[int, Invoice] = {}
+        for delivery in deliveries.values():
+            delivery.invoice = invoices.setdefault(delivery.invoice_id, delivery.invoice)
+        suppressions = active_suppressions(
+            pairs=((d.firm_id, d.normalized) for d in deliveries.values() if not d.is_test)
+        )
+        # A queued delivery has no link unless something outside the sender made one; those
+        # few keep the update-or-create path, every other link is a plain insert.
+        with_link = set(
+            PayLink.objects.filter(delivery_id__in=list(deliveries)).values_list(
+                "delivery_id", flat=True
+            )
+        )
+        return cls(deliveries, lines, suppressions, with_link)
 
 
 def deliveries_send(*, delivery_ids: Sequence[int]) -> list[int]:
     """Send queued deliveries over one connection; return the ids to retry later.
 
     Each delivery is claimed under a row lock and only while still queued, so a retried or
-    duplicated task never sends twice what it has already recorded.
+    duplicated task never sends twice what it has already recorded. Each one commits on its
+    own, so a crash mid-batch re-sends at most the one email in flight.
     """
     retry: list[int] = []
+    ids = list(delivery_ids)
     connection = get_connection()
     try:
         connection.open()
     except (smtplib.SMTPException, OSError):
-        return list(delivery_ids)  # the server is unreachable: nothing was sent or recorded
+        return ids  # the server is unreachable: nothing was sent or recorded
     try:
-        for position, delivery_id in enumerate(delivery_ids):
-            try:
-                _delivery_send_one(delivery_id, connection)
-            except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError):
-                # The server went away: nothing was recorded for this one or the rest.
-                retry.extend(delivery_ids[position:])
-                break
-            except (smtplib.SMTPException, AnymailError):
-                retry.append(delivery_id)
+        for first in range(0, len(ids), SEND_PREFETCH):
+            chunk = ids[first : first + SEND_PREFETCH]
+            batch = _SendBatch.load(chunk)
+            for position, delivery_id in enumerate(chunk):
+                try:
+                    _delivery_send_one(delivery_id, connection, batch)
+                except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError):
+                    # The server went away: nothing was recorded for this one or the rest.
+                    retry.extend(ids[first + position :])
+                    return retry
+                except (smtplib.SMTPException, AnymailError):
+                    retry.append(delivery_id)
     finally:
         connection.close()
     return retry
 
 
-def _delivery_send_one(delivery_id: int, connection: object) -> None:
+def _delivery_send_one(delivery_id: int, connection: object, batch: _SendBatch) -> None:
+    delivery = batch.deliveries.get(delivery_id)
+    if delivery is None:
+        return  # no longer queued when the batch was read
     with transaction.atomic():
-        delivery = (
+        # The claim: still queued, and not held by another worker. Only the columns that
+        # change after creation are read again; the rest came with the batch.
+        claimed = (
             Delivery.objects.select_for_update(skip_locked=True)
-            .select_related("invoice__firm", "invoice__client")
             .filter(pk=delivery_id, status=S.QUEUED)
+            .values_list("problem_code", "esp_message_id")
             .first()
         )
-        if delivery is None:
+        if claimed is None:
             return  # already sent, or another worker holds it
+        delivery.status = S.QUEUED
+        delivery.problem_code, delivery.esp_message_id = claimed
         if not delivery.is_test:
-            # Checked again here: the address may have been blocked since it was queued.
-            suppression = active_suppression(
-                firm_id=delivery.firm_id, normalized=delivery.normalized
-            )
+            # Checked again at send time (read with the batch, moments ago): the address may
+            # have been blocked since it was queued.
+            suppression = batch.suppressions.get((delivery.firm_id, delivery.normalized))
             if suppression is not None:
-                _record_suppressed(delivery, suppression)
+                _record_suppressed(delivery, suppression, locked=True)
                 return
-        token = pay_link_create(delivery=delivery)
-        message = invoice_email_build(delivery=delivery, invoice=delivery.invoice, pay_token=token)
+        if delivery_id in batch.with_link:
+            token = pay_link_create(delivery=delivery)
+        else:
+            token = _pay_link_insert(delivery)
+        invoice = delivery.invoice
+        message = invoice_email_build(
+            delivery=delivery,
+            invoice=invoice,
+            pay_token=token,
+            lines=batch.lines.get(invoice.pk, []),
+        )
         try:
             connection.send_messages([message])  # type: ignore[attr-defined]
         except smtplib.SMTPRecipientsRefused as exc:
             for code, text in exc.recipients.values():
-                _record_refusal(delivery, code, text, "RCPT")
+                _record_refusal(delivery, code, text, "RCPT", locked=True)
             return
         except smtplib.SMTPSenderRefused as exc:
-            _record_refusal(delivery, exc.smtp_code, exc.smtp_error, "MAIL")
+            _record_refusal(delivery, exc.smtp_code, exc.smtp_error, "MAIL", locked=True)
             return
         except smtplib.SMTPDataError as exc:
-            _record_refusal(delivery, exc.smtp_code, exc.smtp_error, "DATA")
+            _record_refusal(delivery, exc.smtp_code, exc.smtp_error, "DATA", locked=True)
             return
         except AnymailRecipientsRefused:
             pass  # anymail_status on the message says which and why; read below
-        _record_esp_status(delivery, message)
+        _record_esp_status(delivery, message, locked=True)
 
 
 def deliveries_fail(*, delivery_ids: Sequence[int], diagnostic: str) -> None:
@@ -528,6 +752,18 @@ def pay_link_create(*, delivery: Delivery) -> str:
             "expires_at": timezone.now() + timedelta(days=settings.PAY_LINK_DAYS),
             "revoked_at": None,
         },
+    )
+    return token
+
+
+def _pay_link_insert(delivery: Delivery) -> str:
+    """`pay_link_create` for a delivery known to have no link yet: one INSERT, no look-up."""
+    token = secrets.token_urlsafe(32)  # 256 bits
+    PayLink.objects.create(
+        delivery=delivery,
+        invoice_id=delivery.invoice_id,
+        token_hash=pay_token_hash(token),
+        expires_at=timezone.now() + timedelta(days=settings.PAY_LINK_DAYS),
     )
     return token
 

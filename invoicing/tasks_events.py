@@ -12,43 +12,32 @@ import logging
 from celery import shared_task
 
 from invoicing.bounce_mailbox import BounceMailboxError, bounce_mailbox_poll, mailbox_from_settings
-from invoicing.webhook_processing import (
-    webhook_event_fail,
-    webhook_event_process,
-    webhook_events_pending,
-)
+from invoicing.webhook_processing import webhook_events_pending, webhook_events_process_batch
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(
-    name="invoicing.process_webhook_event",
-    ignore_result=True,
-    bind=True,
-    max_retries=5,
-    default_retry_delay=60,
-)
-def webhook_event_process_task(self, webhook_event_id: int) -> None:
-    try:
-        webhook_event_process(webhook_event_id=webhook_event_id)
-    except Exception as exc:
-        # The event stays stored and pending; the sweep below picks it up again even after
-        # the retries here run out, so a bug fixed later still processes it.
-        logger.exception("webhook event %s could not be processed", webhook_event_id)
-        webhook_event_fail(webhook_event_id=webhook_event_id, error=repr(exc))
-        raise self.retry(exc=exc) from exc
+@shared_task(name="invoicing.process_webhook_event", ignore_result=True)
+def webhook_event_process_task(webhook_event_id: int) -> None:
+    """Queued once per stored event; processes a whole batch of pending ones.
+
+    Under load, the first task claims up to WEBHOOK_BATCH pending events (its own among
+    them) and the tasks of events it already did find nothing left and end after one
+    query. A failure inside is written on the event (`webhook_event_fail`) and the event
+    stays pending, so the sweep below retries it, even after a fix is deployed.
+    """
+    claimed = webhook_events_process_batch()
+    if claimed == 0:
+        # Nothing pending was free: this event is done, or another worker holds it now.
+        logger.debug("webhook event %s: already processed", webhook_event_id)
 
 
 @shared_task(name="invoicing.sweep_webhook_events", ignore_result=True)
 def webhook_events_sweep_task() -> int:
     """Process events whose own task was lost; returns how many were tried."""
     pending = webhook_events_pending()
-    for pk in pending:
-        try:
-            webhook_event_process(webhook_event_id=pk)
-        except Exception as exc:
-            logger.exception("webhook event %s could not be processed", pk)
-            webhook_event_fail(webhook_event_id=pk, error=repr(exc))
+    if pending:
+        webhook_events_process_batch(webhook_event_ids=pending, limit=len(pending))
     return len(pending)
 
 

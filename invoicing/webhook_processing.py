@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -137,11 +137,21 @@ def _apply(stored: WebhookEvent) -> WebhookResult:
         return WebhookResult(None, None)
     delivery = _find_delivery(payload.get("message_id"), payload.get("recipient"))
     if delivery is None:
-        # Not ours (another system sharing the ESP account) or long gone: nothing to do, and
-        # the ESP got its 200 already, so it stops retrying.
-        logger.info("webhook %s: no delivery for message %r", stored.pk, payload.get("message_id"))
+        _log_unmatched(stored, payload)
         return WebhookResult(None, None)
+    event = delivery_event_record(delivery=delivery, **_event_fields(stored, payload))
+    return WebhookResult(delivery.pk, event)
 
+
+def _log_unmatched(stored: WebhookEvent, payload: Mapping[str, Any]) -> None:
+    # Not ours (another system sharing the ESP account) or long gone: nothing to do, and
+    # the ESP got its 200 already, so it stops retrying.
+    logger.info("webhook %s: no delivery for message %r", stored.pk, payload.get("message_id"))
+
+
+def _event_fields(stored: WebhookEvent, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The `delivery_event_record` arguments (bar the delivery) for one stored event."""
+    event_type = payload.get("event_type") or "unknown"
     reply_code, status_code, diagnostic = _reply_facts(payload)
     problem_code: str | None = None
     reason = ""
@@ -159,30 +169,26 @@ def _apply(stored: WebhookEvent) -> WebhookResult:
         if event_type == "deferred" and kind == S.SOFT_BOUNCED:
             # Still being retried by the ESP: a delay, not a bounce (yet).
             kind = S.DEFERRED
-
-    event = delivery_event_record(
-        delivery=delivery,
-        kind=kind,
-        source=DeliveryEvent.Source.WEBHOOK,
-        event_id=_delivery_event_id(stored, payload),
-        occurred_at=_timestamp(payload.get("timestamp")),
-        reply_code=reply_code or "",
-        status_code=status_code or "",
-        reason=reason,
-        diagnostic=diagnostic or "",
-        problem_code=problem_code,
-    )
-    return WebhookResult(delivery.pk, event)
+    return {
+        "kind": kind,
+        "source": DeliveryEvent.Source.WEBHOOK,
+        "event_id": _delivery_event_id(stored, payload),
+        "occurred_at": _timestamp(payload.get("timestamp")),
+        "reply_code": reply_code or "",
+        "status_code": status_code or "",
+        "reason": reason,
+        "diagnostic": diagnostic or "",
+        "problem_code": problem_code,
+    }
 
 
-def _find_delivery(message_id: str | None, recipient: str | None) -> Delivery | None:
-    if not message_id:
-        return None
-    bare = message_id.strip().strip("<>")
+def _message_id_forms(message_id: str) -> set[str]:
     # ESPs write the same id with and without angle brackets (Mailgun, Brevo).
-    candidates = list(
-        Delivery.objects.filter(esp_message_id__in={message_id, bare, f"<{bare}>"}).order_by("pk")
-    )
+    bare = message_id.strip().strip("<>")
+    return {message_id, bare, f"<{bare}>"}
+
+
+def _pick(candidates: list[Delivery], recipient: str | None) -> Delivery | None:
     if not candidates:
         return None
     if recipient:
@@ -192,6 +198,120 @@ def _find_delivery(message_id: str | None, recipient: str | None) -> Delivery | 
                 return delivery
     # One message to one recipient: the ESP may name the address differently (aliases).
     return candidates[0] if len(candidates) == 1 else None
+
+
+def _find_delivery(message_id: str | None, recipient: str | None) -> Delivery | None:
+    if not message_id:
+        return None
+    candidates = list(
+        Delivery.objects.filter(esp_message_id__in=_message_id_forms(message_id)).order_by("pk")
+    )
+    return _pick(candidates, recipient)
+
+
+# --- batches --------------------------------------------------------------------------
+
+# Events claimed and recorded per transaction by the batch processor.
+WEBHOOK_BATCH = 200
+
+
+def webhook_events_process_batch(
+    *, webhook_event_ids: Sequence[int] | None = None, limit: int = WEBHOOK_BATCH
+) -> int:
+    """Process up to ``limit`` pending events (these ids, or the oldest) in one transaction.
+
+    The same outcome as `webhook_event_process` for each, with a fixed number of queries
+    for the batch's look-ups: the events are claimed in one statement (rows other workers
+    hold are skipped), their deliveries found in one, locked in one (in id order, so two
+    batches cannot deadlock) and their already-recorded events read in one; each event is
+    then one insert and, when it moves the delivery on, one update. Returns how many events
+    were claimed. Should anything fail, the batch is rolled back and its events go through
+    `webhook_event_process` one by one, so one bad event cannot hold up the others.
+    """
+    try:
+        with transaction.atomic():
+            claimed = WebhookEvent.objects.select_for_update(skip_locked=True).filter(
+                processed_at__isnull=True
+            )
+            if webhook_event_ids is not None:
+                claimed = claimed.filter(pk__in=list(webhook_event_ids))
+            stored = list(claimed.order_by("pk")[:limit])
+            if stored:
+                _batch_apply(stored)
+                WebhookEvent.objects.filter(pk__in=[e.pk for e in stored]).update(
+                    processed_at=timezone.now(), error=""
+                )
+            return len(stored)
+    except Exception:
+        logger.exception("webhook batch failed; processing its events one by one")
+        ids = list(webhook_event_ids or [])
+        if not ids:
+            ids = list(
+                WebhookEvent.objects.filter(processed_at__isnull=True)
+                .order_by("pk")
+                .values_list("pk", flat=True)[:limit]
+            )
+        for pk in ids:
+            try:
+                webhook_event_process(webhook_event_id=pk)
+            except Exception as exc:
+                logger.exception("webhook event %s could not be processed", pk)
+                webhook_event_fail(webhook_event_id=pk, error=repr(exc))
+        return len(ids)
+
+
+def _batch_apply(stored: list[WebhookEvent]) -> None:
+    relevant = []
+    forms: set[str] = set()
+    for event in stored:
+        payload: Mapping[str, Any] = event.payload or {}
+        event_type = payload.get("event_type") or "unknown"
+        message_id = payload.get("message_id")
+        if event_type not in SIMPLE_KINDS and event_type not in FAILURE_TYPES:
+            continue
+        if not message_id:
+            _log_unmatched(event, payload)
+            continue
+        relevant.append((event, payload, _message_id_forms(message_id)))
+        forms |= relevant[-1][2]
+    if not relevant:
+        return
+    by_message_id: dict[str, list[Delivery]] = {}
+    for delivery in Delivery.objects.filter(esp_message_id__in=forms).order_by("pk"):
+        by_message_id.setdefault(delivery.esp_message_id, []).append(delivery)
+    plan: list[tuple[int, dict[str, Any]]] = []
+    for event, payload, ids in relevant:
+        found = {d.pk: d for form in ids for d in by_message_id.get(form, [])}
+        delivery = _pick([found[pk] for pk in sorted(found)], payload.get("recipient"))
+        if delivery is None:
+            _log_unmatched(event, payload)
+            continue
+        plan.append((delivery.pk, _event_fields(event, payload)))
+    if not plan:
+        return
+    # One lock statement for every delivery the batch touches, then the events recorded
+    # against the locked rows: `delivery_event_record` skips its own lock and re-read.
+    locked = {
+        d.pk: d
+        for d in Delivery.objects.select_for_update()
+        .filter(pk__in={pk for pk, _ in plan})
+        .order_by("pk")
+    }
+    # Idempotency by (source, event id), read once under those locks: anyone recording the
+    # same event locks the same delivery first, so nothing can slip in between.
+    keys = {fields["event_id"] for _, fields in plan}
+    seen = set(
+        DeliveryEvent.objects.filter(
+            source=DeliveryEvent.Source.WEBHOOK, event_id__in=keys
+        ).values_list("event_id", flat=True)
+    )
+    for delivery_pk, fields in plan:
+        if fields["event_id"] in seen:
+            continue  # the same webhook, delivered to us again
+        seen.add(fields["event_id"])
+        delivery_event_record(
+            delivery=locked[delivery_pk], locked=True, unique_checked=True, **fields
+        )
 
 
 def _reply_facts(payload: Mapping[str, Any]) -> tuple[str | None, str | None, str | None]:

@@ -49,10 +49,13 @@ def connection_settings(connection: MailboxConnection) -> ServerSettings:
 
 
 def connection_credentials(connection: MailboxConnection) -> Credentials:
-    secret = crypto.decrypt(connection.secret)
     if connection.kind in (MailboxConnection.Kind.GMAIL, MailboxConnection.Kind.MICROSOFT):
-        return Credentials(access_token=secret)
-    return Credentials(password=secret)
+        # Refreshes an expiring token (saving a rotated refresh token) and checks the granted
+        # scopes; raises SyncError (auth_failed / insufficient_scope) for the engine to record.
+        from mailsync.oauth import access_token_for  # oauth builds on this module
+
+        return Credentials(access_token=access_token_for(connection))
+    return Credentials(password=crypto.decrypt(connection.secret))
 
 
 @transaction.atomic

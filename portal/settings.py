@@ -48,6 +48,8 @@ INSTALLED_APPS = [
     "allauth.account",
     "allauth.mfa",
     "allauth.socialaccount",
+    "allauth.socialaccount.providers.google",
+    "allauth.socialaccount.providers.microsoft",
     "anymail",
     "csp",
     "django_celery_beat",
@@ -126,6 +128,62 @@ ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if SITE_URL.startswith("https") else "ht
 ACCOUNT_EMAIL_SUBJECT_PREFIX = ""
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = env_str("MFA_TOTP_ISSUER", "Practice Portal")
+
+# Social accounts exist only to connect Gmail / Microsoft 365 mailboxes (process=connect);
+# mailsync's adapter refuses them for signing in. Tokens are stored so the callback can copy
+# them into the mailbox's encrypted secret. A provider without credentials in the environment
+# has no app, and the Sync Your Email wizard does not offer it.
+SOCIALACCOUNT_ADAPTER = "mailsync.views_oauth.MailboxSocialAccountAdapter"
+SOCIALACCOUNT_STORE_TOKENS = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
+_GOOGLE_CLIENT_ID = env_str("GOOGLE_CLIENT_ID", "")
+_MICROSOFT_CLIENT_ID = env_str("MICROSOFT_CLIENT_ID", "")
+MICROSOFT_TENANT = env_str("MICROSOFT_TENANT", "common")
+SOCIALACCOUNT_PROVIDERS = {
+    "google": {
+        # https://mail.google.com/ is the only Google scope that allows IMAP.
+        "SCOPE": ["openid", "email", "profile", "https://mail.google.com/"],
+        # offline + consent: Google only returns a refresh token on a consent screen.
+        "AUTH_PARAMS": {"access_type": "offline", "prompt": "consent"},
+        "OAUTH_PKCE_ENABLED": True,
+        "APPS": (
+            [
+                {
+                    "client_id": _GOOGLE_CLIENT_ID,
+                    "secret": env_str("GOOGLE_CLIENT_SECRET", ""),
+                    "key": "",
+                }
+            ]
+            if _GOOGLE_CLIENT_ID
+            else []
+        ),
+    },
+    "microsoft": {
+        # User.Read first: allauth reads the profile from Graph with the token it receives,
+        # and Microsoft issues that token for the first scope's resource. The IMAP token is
+        # then obtained with the refresh token (mailsync.oauth asks for the IMAP scope).
+        "SCOPE": [
+            "User.Read",
+            "offline_access",
+            "https://outlook.office.com/IMAP.AccessAsUser.All",
+        ],
+        "AUTH_PARAMS": {"prompt": "consent"},
+        "OAUTH_PKCE_ENABLED": True,
+        "TENANT": MICROSOFT_TENANT,
+        "APPS": (
+            [
+                {
+                    "client_id": _MICROSOFT_CLIENT_ID,
+                    "secret": env_str("MICROSOFT_CLIENT_SECRET", ""),
+                    "key": "",
+                    "settings": {"tenant": MICROSOFT_TENANT},
+                }
+            ]
+            if _MICROSOFT_CLIENT_ID
+            else []
+        ),
+    },
+}
 
 # Languages: English plus five; the catalogues under locale/ are complete (a test checks).
 LANGUAGE_CODE = "en"
@@ -262,6 +320,13 @@ MAILSYNC_BATCH_SIZE = env_int("MAILSYNC_BATCH_SIZE", 50)
 MAILSYNC_MAX_ATTACHMENT_BYTES = env_int("MAILSYNC_MAX_ATTACHMENT_BYTES", 25 * 1024 * 1024)
 MAILSYNC_POLL_SECONDS = env_int("MAILSYNC_POLL_SECONDS", 300)
 MAILSYNC_TIMEOUT = env_float("MAILSYNC_TIMEOUT", 60.0)
+# Token endpoints the mailbox sync refreshes OAuth access tokens at (tests point them at a
+# loopback server).
+MAILSYNC_GOOGLE_TOKEN_URL = env_str("GOOGLE_TOKEN_URL", "https://oauth2.googleapis.com/token")
+MAILSYNC_MICROSOFT_TOKEN_URL = env_str(
+    "MICROSOFT_TOKEN_URL",
+    f"https://login.microsoftonline.com/{MICROSOFT_TENANT}/oauth2/v2.0/token",
+)
 if MAILSYNC_BATCH_SIZE < 1 or MAILSYNC_INITIAL_DAYS < 0:
     raise ImproperlyConfigured("MAILSYNC_BATCH_SIZE must be >= 1 and MAILSYNC_INITIAL_DAYS >= 0")
 

@@ -41,6 +41,14 @@ EXEMPT_NAME_PREFIXES = ("account_", "mfa_", "socialaccount_", "set_language")
 # Stripe's webhook likewise holds no firm's pages: it is authenticated by Stripe's signature
 # with STRIPE_WEBHOOK_SECRET, not by membership; tests/invoicing/test_stripe.py covers it.
 EXEMPT_NAMES = {None, "stripe_webhook"}  # and allauth's unnamed roots and callback patterns
+# allauth's per-provider pages ("google_login", "google_callback", ..., without the
+# socialaccount_ prefix) hold no firm's data either: they only run the consent that connects a
+# mailbox; tests/mailsync/test_oauth.py covers what happens after it.
+EXEMPT_NAMES |= {
+    f"{provider}_{page}"
+    for provider in ("google", "microsoft")
+    for page in ("login", "callback", "login_by_token")
+}
 # Public pages about the platform as a whole, which hold no firm's data by construction.
 PLATFORM_PAGES = {"troubleshooting:status"}
 # Pages reached by a link's own token, without signing in; walked with a token nobody holds.
