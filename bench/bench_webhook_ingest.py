@@ -427,6 +427,13 @@ def main() -> None:
     parser.add_argument(
         "--broker", choices=["redis", "filesystem"], default="redis", help="default: redis"
     )
+    parser.add_argument(
+        "--conn-max-age",
+        type=int,
+        default=60,
+        help="DATABASE_CONN_MAX_AGE for the server (default 60: persistent connections; "
+        "0 opens a PostgreSQL connection per request, the settings' default)",
+    )
     args = parser.parse_args()
     client = args.client or ("wrk" if shutil.which("wrk") else "python")
     load = load_wrk if client == "wrk" else load_python
@@ -442,6 +449,8 @@ def main() -> None:
             var_dir=var_dir,
             broker_url=broker_url,
             ANYMAIL_WEBHOOK_SECRET=SECRET,
+            # A PostgreSQL connection per request costs more than the whole webhook view.
+            DATABASE_CONN_MAX_AGE=str(args.conn_max_age),
         )
         benchkit.django_start(env)
         from django.db import connection
@@ -456,7 +465,7 @@ def main() -> None:
         try:
             print(
                 f"server: {server_name} on 127.0.0.1:{port}; database: {connection.vendor}; "
-                f"broker: {broker_url.split(':')[0]}"
+                f"broker: {broker_url.split(':')[0]}; CONN_MAX_AGE {args.conn_max_age}"
             )
             print(f"load generator: {client}, {args.concurrency} connections\n")
             floor = load(port, "GET", FLOOR_PATH, args.count, args, var_dir)

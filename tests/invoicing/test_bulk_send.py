@@ -109,9 +109,11 @@ def test_a_send_chunk_uses_one_connection(firm, smtp, django_capture_on_commit_c
         invoice_with_lines(client=_client(firm, f"d{n}@client.test", name=f"D{n}"))
         for n in range(3)
     ]
-    with mock.patch("invoicing.services.get_connection", wraps=services.get_connection) as opened:
-        with django_capture_on_commit_callbacks(execute=True):
-            invoices_send_bulk(invoices=invoices)
+    with (
+        mock.patch("invoicing.services.get_connection", wraps=services.get_connection) as opened,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        invoices_send_bulk(invoices=invoices)
     assert opened.call_count == 1
     assert len(smtp.received) == 3
 
@@ -167,9 +169,7 @@ def test_a_failing_webhook_batch_falls_back_to_one_by_one(firm):
     event = WebhookEvent.objects.create(
         esp="postmark", event_id="y", payload={"event_type": "delivered", "message_id": "m"}
     )
-    with mock.patch(
-        "invoicing.webhook_processing._batch_apply", side_effect=RuntimeError("boom")
-    ):
+    with mock.patch("invoicing.webhook_processing._batch_apply", side_effect=RuntimeError("boom")):
         assert webhook_events_process_batch() == 1
     event.refresh_from_db()
     assert event.processed_at is not None  # done by the one-by-one path
