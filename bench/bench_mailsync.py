@@ -33,6 +33,7 @@ import json
 import os
 import quopri
 import random
+import re
 import resource
 import shutil
 import subprocess
@@ -374,6 +375,9 @@ def schema_url(url: str, schema: str) -> str:
 # --- the child processes (Django lives only there) ---------------------------------------
 
 
+_SQL_TABLE = re.compile(r'(?:INSERT INTO|UPDATE|FROM) "(\w+)"')
+
+
 def _status_kb(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -432,15 +436,22 @@ def child_sync(args: argparse.Namespace) -> dict:
     db.ensure_connection()
     # Where the time goes, measured from outside the engine (nothing in it changes): SQL
     # through Django's execute wrapper, parsing through the engine's message_parse name.
-    spent = {"sql": 0.0, "statements": 0, "parse": 0.0}
+    spent = {"sql": 0.0, "statements": 0, "parse": 0.0, "imap": 0.0}
+    by_statement: dict[str, list[float]] = {}  # "INSERT mailsync_message" -> [count, seconds]
 
     def timed_sql(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
         start = time.perf_counter()
         try:
             return execute(sql, params, many, context)
         finally:
-            spent["sql"] += time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            spent["sql"] += elapsed
             spent["statements"] += 1
+            table = _SQL_TABLE.search(sql)
+            key = sql.split(None, 1)[0].upper() + (f" {table.group(1)}" if table else "")
+            entry = by_statement.setdefault(key, [0, 0.0])
+            entry[0] += 1
+            entry[1] += elapsed
 
     real_parse = engine.message_parse
 
@@ -452,6 +463,21 @@ def child_sync(args: argparse.Namespace) -> dict:
             spent["parse"] += time.perf_counter() - start
 
     engine.message_parse = timed_parse
+    real_fetch = engine.ImapMailbox.fetch
+
+    def timed_fetch(self, *a, **kw):  # type: ignore[no-untyped-def]
+        messages = real_fetch(self, *a, **kw)
+        while True:  # only the time inside the adapter's generator counts
+            start = time.perf_counter()
+            try:
+                message = next(messages)
+            except StopIteration:
+                return
+            finally:
+                spent["imap"] += time.perf_counter() - start
+            yield message
+
+    engine.ImapMailbox.fetch = timed_fetch
     gc.collect()
     rss_before = _status_kb("VmRSS")
     try:  # reset VmHWM, so the peak is the sync's, not Django's set-up
@@ -491,9 +517,9 @@ def child_sync(args: argparse.Namespace) -> dict:
         "rss_before_mb": rss_before / 1024,
         "peak_mb": peak_kb / 1024,
         "peak_is_sync_only": hwm_reset,
-        "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "cpu": cpu_seconds,
         "spent": initial_spent,
+        "by_statement": sorted(by_statement.items(), key=lambda item: -item[1][1]),
         "report": report.as_dict(),
         "problems": report.problems,
         "again": again.as_dict(),
@@ -682,11 +708,16 @@ def bench_size(
             f"N={n}: of the {synced['initial']:.1f}s, the sync process used "
             f"{synced['cpu']:.1f}s CPU; message_parse {spent['parse']:.1f}s, "
             f"SQL {spent['sql']:.1f}s in {spent['statements']} statements "
-            f"({spent['statements'] / n:.1f} per message); the rest (IMAP, ORM, linking, "
-            f"files) {synced['initial'] - spent['parse'] - spent['sql']:.1f}s. RSS: "
-            f"{synced['rss_before_mb']:.0f} MB before, peak {synced['peak_mb']:.0f} MB "
-            f"(ru_maxrss {synced['ru_maxrss_mb']:.0f} MB); "
+            f"({spent['statements'] / n:.1f} per message); IMAP FETCH {spent['imap']:.1f}s; "
+            f"the rest (ORM, linking, files) "
+            f"{synced['initial'] - spent['parse'] - spent['sql'] - spent['imap']:.1f}s. RSS: "
+            f"{synced['rss_before_mb']:.0f} MB before, peak {synced['peak_mb']:.0f} MB; "
             f"incremental {synced['incremental']:.2f}s",
+            flush=True,
+        )
+        print(
+            f"N={n}: SQL by statement (count, seconds): "
+            + "; ".join(f"{key} {c:.0f} {t:.1f}s" for key, (c, t) in synced["by_statement"][:8]),
             flush=True,
         )
         if report["new"] != n:

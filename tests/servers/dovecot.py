@@ -376,6 +376,20 @@ class DovecotServer:
         tmp.write_text(line)
         os.replace(tmp, path)
 
+    def refuse_logins(self, name: str, reason: str) -> None:
+        """Refuse this user's logins with `reason` as the server's reply, as providers do
+        when they want an app password or another sign-in step (Dovecot's nologin/reason
+        extra fields). The reason must be one word: passwd-file splits extra fields on spaces.
+        """
+        if any(char in reason for char in " :\n"):
+            raise ValueError("the reason must be a single word")
+        path = self.users_dir / name
+        line = path.read_text().rstrip("\n")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(f"{line}nologin=y reason={reason}\n")
+        time.sleep(1.1)  # Dovecot notices a changed passwd-file once a second, by mtime
+        os.replace(tmp, path)
+
     def add_user(self, name: str, password: str) -> None:
         if not name or any(char in name for char in ":/\n") or name.startswith("."):
             raise ValueError(f"unusable user name {name!r}")
