@@ -338,6 +338,42 @@ def test_a_login_refused_for_an_extra_sign_in_step_asks_for_an_app_password(
     assert "AADSTS50076" in page  # the server's own reply, behind the technical details
 
 
+@pytest.fixture
+def plain_dovecot(dovecot):
+    """A second Dovecot without TLS (the session's one offers STARTTLS)."""
+    import shutil
+    import tempfile
+
+    from tests.servers.dovecot import DovecotServer
+
+    run_dir = tempfile.mkdtemp(prefix="portal-dovecot-plain-")
+    server = DovecotServer(run_dir).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def test_a_server_without_starttls_is_a_missing_protocol(owner_client, owner, firm, plain_dovecot):
+    plain_dovecot.add_user("plainuser", "plain-secret")
+    connection = mailsync_services.connection_create(
+        firm=firm,
+        owner=owner.user,
+        kind="imap",
+        email_address="plainuser@firm.test",
+        host=plain_dovecot.host,
+        port=plain_dovecot.imap_port,
+        security="starttls",
+        username="plainuser",
+        password="plain-secret",
+    )
+    mailbox_sync(connection)
+    page = unescape(owner_client.get(reverse("troubleshooting:dashboard")).content.decode())
+    assert _shows(page, "sync.protocol_unsupported")
+    assert "STARTTLS" in page
+
+
 def test_a_grant_without_the_mail_permission_shows_how_to_grant_it(
     owner_client, owner, firm, mailbox_user, oauth_token_endpoint
 ):
@@ -398,12 +434,10 @@ PRODUCED_BY = {
     "domain.imported_settings_stale": "test_sender_details_that_came_in_broken_are_reported",
     "sync.two_factor": "test_a_login_refused_for_an_extra_sign_in_step_asks_for_an_app_password",
     "sync.insufficient_scope": "test_a_grant_without_the_mail_permission_shows_how_to_grant_it",
+    "sync.protocol_unsupported": "test_a_server_without_starttls_is_a_missing_protocol",
 }
 # Detectable in principle, not yet produced end to end; each names what is missing.
 NOT_YET = {
-    # The session's Dovecot offers every capability the adapters ask for; the mapping from
-    # a missing capability to this code is tested in tests/mailsync/test_error_classification.
-    "sync.protocol_unsupported": "needs a server without STARTTLS/UIDL/XOAUTH2 in the session",
     "sync.labels_excluded": "needs the folder list compared with the selection",
     "send.smtp_auth_disabled": "sending through members' own mailboxes is not built yet",
 }
