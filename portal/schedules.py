@@ -33,7 +33,8 @@ SCHEDULES = [
     Schedule("sync due mailboxes", "mailsync.dispatch_due", 60),
     Schedule("release stuck mailbox syncs", "mailsync.release_stuck_leases", 600),
     Schedule("re-link mail to changed contact addresses", "mailsync.relink_changed_addresses", 300),
-    Schedule("re-check firms' sending domains", "troubleshooting.check_all_domains", 86400),
+    # Hourly, but each firm only once its last answers' TTL has run out.
+    Schedule("re-check firms' sending domains", "troubleshooting.check_all_domains", 3600),
 ]
 
 

@@ -284,3 +284,30 @@ def check_sending_domain(domain: str, service: SendingService, resolver) -> list
             )
         )
     return results
+
+
+class _TtlRecorder:
+    """Wraps a resolver to remember the shortest TTL among the answers it returned."""
+
+    def __init__(self, resolver: dns.resolver.Resolver) -> None:
+        self._resolver = resolver
+        self.min_ttl: int | None = None
+
+    def resolve(self, *args: object, **kwargs: object) -> dns.resolver.Answer:
+        answer = self._resolver.resolve(*args, **kwargs)
+        ttl = answer.rrset.ttl if answer.rrset is not None else None
+        if ttl is not None and (self.min_ttl is None or ttl < self.min_ttl):
+            self.min_ttl = ttl
+        return answer
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._resolver, name)
+
+
+def check_sending_domain_with_ttl(
+    domain: str, service: SendingService, resolver: dns.resolver.Resolver
+) -> tuple[list[CheckResult], int | None]:
+    """The checks, and how long their answers may be trusted (the shortest TTL seen)."""
+    recorder = _TtlRecorder(resolver)
+    results = check_sending_domain(domain, service, recorder)
+    return results, recorder.min_ttl

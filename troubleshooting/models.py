@@ -20,6 +20,8 @@ class DomainCheckRun(models.Model):
     domain = models.CharField(max_length=253)
     results = models.JSONField(default=list)  # CheckResult.as_dict() per check
     created = models.DateTimeField(auto_now_add=True)
+    # Until when the DNS answers behind these results may be trusted (their shortest TTL).
+    expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created", "-pk"]

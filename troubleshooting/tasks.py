@@ -1,7 +1,7 @@
 from celery import shared_task
 
 from portal.models import Firm
-from troubleshooting.services import domain_checks_run
+from troubleshooting.services import domain_checks_run, firms_due_for_domain_check
 
 
 @shared_task(name="troubleshooting.check_domain", ignore_result=True)
@@ -13,6 +13,7 @@ def check_firm_domain(firm_id: int) -> None:
 
 @shared_task(name="troubleshooting.check_all_domains", ignore_result=True)
 def check_all_domains() -> None:
-    """Daily: re-check every firm's domain, each in its own task so one slow DNS is alone."""
-    for firm_id in Firm.objects.exclude(sending_domain="").values_list("pk", flat=True):
+    """Re-check domains whose answers' TTL ran out, each in its own task (a slow DNS server
+    holds up only its own firm)."""
+    for firm_id in firms_due_for_domain_check():
         check_firm_domain.delay(firm_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.core.management import call_command
 
@@ -150,3 +152,41 @@ def test_the_command_prints_checks_answers_and_records(dns_server, dns_zone, set
     assert "dns: firm.test TXT v=spf1 mx -all" in out
     assert "spf for 192.0.2.9: pass" in out
     assert "publish: pp1._domainkey.firm.test CNAME" in out
+
+
+@pytest.fixture
+def checked_firm(firm, dns_server, dns_zone, settings):
+    settings.DNS_NAMESERVERS = [dns_server.host]
+    settings.DNS_PORT = dns_server.port
+    firm.sending_domain = "firm.test"
+    firm.save()
+    dns_zone({"firm.test": [{"TXT": "v=spf1 mx -all"}, {"MX": [10, "mx.firm.test"]}]})
+    return firm
+
+
+def test_a_check_is_trusted_for_its_answers_ttl_but_at_least_five_minutes(checked_firm):
+    from troubleshooting.services import domain_checks_run
+
+    run = domain_checks_run(firm=checked_firm)
+    # The loopback server answers with a 60 s TTL: re-checking that often would be noise.
+    assert run.expires_at - run.created == pytest.approx(
+        timedelta(minutes=5), abs=timedelta(seconds=2)
+    )
+
+
+def test_only_firms_whose_check_expired_are_checked_again(checked_firm):
+    from troubleshooting.services import domain_checks_run, firms_due_for_domain_check
+
+    assert firms_due_for_domain_check() == [checked_firm.pk]
+    run = domain_checks_run(firm=checked_firm)
+    assert firms_due_for_domain_check() == []
+    assert firms_due_for_domain_check(now=run.expires_at) == [checked_firm.pk]
+
+
+def test_a_changed_sending_domain_is_checked_at_once(checked_firm):
+    from troubleshooting.services import domain_checks_run, firms_due_for_domain_check
+
+    domain_checks_run(firm=checked_firm)
+    checked_firm.sending_domain = "other.test"
+    checked_firm.save()
+    assert firms_due_for_domain_check() == [checked_firm.pk]
