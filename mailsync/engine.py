@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,6 +33,11 @@ logger = logging.getLogger(__name__)
 # a person should look (something on the server is rebuilding its index in a loop).
 MAX_RESETS = 5
 POP3_FOLDER = "INBOX"
+# Discovery asks at most this many switched-off folders for their message count per run
+# (one STATUS each), and gives up after this many STATUS failures that are not "no such
+# folder" (the session is probably broken).
+MAX_STATUS_PER_SYNC = 50
+MAX_STATUS_FAILURES = 3
 
 
 @dataclass
@@ -161,7 +167,12 @@ def _commit_batch(
 
 
 def _discover_folders(box: ImapMailbox, connection: MailboxConnection) -> None:
-    """New server folders appear switched off (the member picks them); INBOX is on."""
+    """New server folders appear switched off (the member picks them); INBOX is on.
+
+    Switched-off folders also get their message count (one STATUS each, at most
+    ``MAX_STATUS_PER_SYNC`` per run) so the portal can tell the member that mail sits in a
+    folder that is not synced. Enabled folders are not asked here: their own sync does.
+    """
     names = box.list_folders()
     known = set(connection.folders.values_list("name", flat=True))
     MailboxFolder.objects.bulk_create(
@@ -172,6 +183,38 @@ def _discover_folders(box: ImapMailbox, connection: MailboxConnection) -> None:
         ],
         ignore_conflicts=True,
     )
+    _count_disabled_folders(box, connection, listed=set(names))
+
+
+def _count_disabled_folders(
+    box: ImapMailbox, connection: MailboxConnection, *, listed: set[str]
+) -> None:
+    """Record STATUS MESSAGES for switched-off folders; never fails the sync."""
+    disabled = connection.folders.filter(enabled=False)
+    # Gone from the server (or \Noselect now, which LIST already leaves out): no count.
+    disabled.exclude(name__in=listed).exclude(messages=None).update(messages=None)
+    candidates = list(disabled.filter(name__in=listed).only("pk", "name", "messages"))
+    # Never-counted folders first; the rest in random order, so that a mailbox with more
+    # folders than the cap still gets every count refreshed over a few runs.
+    random.shuffle(candidates)
+    candidates.sort(key=lambda folder: folder.messages is not None)
+    counted: list[MailboxFolder] = []
+    failures = 0
+    for folder in candidates[:MAX_STATUS_PER_SYNC]:
+        counted.append(folder)
+        try:
+            folder.messages = box.status(folder.name).messages
+        except FolderNotFound:
+            folder.messages = None  # deleted between LIST and STATUS
+        except SyncError as exc:
+            folder.messages = None
+            failures += 1
+            logger.warning("mailbox %s: no STATUS for %r: %s", connection.pk, folder.name, exc)
+            if failures >= MAX_STATUS_FAILURES:
+                # The session may be broken: stop asking (the enabled folders' sync will
+                # report it if so) and keep the counts we have.
+                break
+    MailboxFolder.objects.bulk_update(counted, ["messages"])
 
 
 def _resync(folder: MailboxFolder, uidvalidity: int, report: SyncReport) -> bool:

@@ -26,10 +26,24 @@ SERVER_SETTINGS = "sync.server_settings"
 PROTOCOL_UNSUPPORTED = "sync.protocol_unsupported"
 CONNECTION = "sync.connection"
 INSUFFICIENT_SCOPE = "sync.insufficient_scope"
+# Sending (SMTP) through the member's own mailbox is refused by the provider's policy, not
+# by a wrong password: authenticated SMTP is switched off for the Microsoft 365 tenant or
+# mailbox, or the tenant quarantined the connection. Reading mail is not affected.
+SMTP_AUTH_DISABLED = "send.smtp_auth_disabled"
 
 CODES = frozenset(
-    {AUTH_FAILED, TWO_FACTOR, SERVER_SETTINGS, PROTOCOL_UNSUPPORTED, CONNECTION, INSUFFICIENT_SCOPE}
+    {
+        AUTH_FAILED,
+        TWO_FACTOR,
+        SERVER_SETTINGS,
+        PROTOCOL_UNSUPPORTED,
+        CONNECTION,
+        INSUFFICIENT_SCOPE,
+        SMTP_AUTH_DISABLED,
+    }
 )
+# Codes about sending only: a mailbox with one of these still syncs (its health stays ok).
+SEND_CODES = frozenset({SMTP_AUTH_DISABLED})
 
 # Steps that happen before the server has proven to speak the protocol we expect; a reply
 # we cannot understand there means "wrong host/port/security", not a flaky network.
@@ -184,6 +198,24 @@ REPLY_RULES: tuple[_Rule, ...] = (
     ),
 )
 
+# Replies to SMTP AUTH meaning "the provider switched authenticated SMTP off", checked before
+# REPLY_RULES at the smtp_login step only (the same words elsewhere keep their old meaning).
+# Microsoft 365 answers 535 5.7.139 for SMTP AUTH disabled for the tenant or the mailbox,
+# for security defaults / conditional access blocking basic authentication, and
+# 5.7.3 "Authentication unsuccessful" when SMTP AUTH is off for the mailbox. Note that 5.7.3
+# is also what older Exchange Online front ends say for a wrong password; in the account
+# check the same password has just opened the mailbox, so "switched off" is the likely cause.
+# A 5.7.139 that says the credentials were wrong stays a wrong password.
+SMTP_LOGIN_RULES: tuple[_Rule, ...] = (
+    _rule(r"5\.7\.139\b.*credentials (were |are )?(incorrect|invalid)", AUTH_FAILED),
+    _rule(r"SmtpClientAuthentication", SMTP_AUTH_DISABLED),
+    _rule(r"\b5\.7\.139\b", SMTP_AUTH_DISABLED),
+    _rule(r"\b5\.7\.3\b.*authentication unsuccessful", SMTP_AUTH_DISABLED),
+    _rule(r"\bSMTP ?(client )?auth(entication)?\b.*\bdisabled\b", SMTP_AUTH_DISABLED),
+    _rule(r"\bis disabled for the (tenant|mailbox|organi[sz]ation)\b", SMTP_AUTH_DISABLED),
+    _rule(r"\bquarantin(ed|e)\b", SMTP_AUTH_DISABLED),
+)
+
 # Local TLS failures that mean "this port does not speak TLS the way we were told"
 # (plain server on a TLS port, TLS server on a plain port, name/certificate mismatch).
 _TLS_SETTINGS_REASONS = re.compile(
@@ -255,6 +287,10 @@ def _smtp(exc: smtplib.SMTPException, step: str, detail: str) -> tuple[str, bool
         return PROTOCOL_UNSUPPORTED, False
     if isinstance(exc, smtplib.SMTPResponseException):
         code = exc.smtp_code
+        if step == "smtp_login" and code >= 500:
+            for rule in SMTP_LOGIN_RULES:
+                if rule.pattern.search(detail):
+                    return rule.code, rule.transient
         matched = _from_reply(detail, step)
         if isinstance(exc, smtplib.SMTPConnectError) and (code < 200 or code >= 600):
             return SERVER_SETTINGS, False  # not an SMTP greeting at all

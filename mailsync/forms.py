@@ -6,6 +6,13 @@ from django.utils.translation import gettext_lazy as _
 from mailsync.models import MailboxConnection
 from mailsync.presets import PRESETS, preset_choices
 
+# Default SMTP port for each security setting (submission over TLS, submission, relay).
+SMTP_PORTS = {"ssl": 465, "starttls": 587, "none": 25}
+
+
+def _bad_host(host: str) -> bool:
+    return any(char.isspace() or char in "/:@" for char in host)
+
 
 class ConnectionForm(forms.Form):
     """A mailbox's server and login. The password is never rendered back."""
@@ -36,6 +43,33 @@ class ConnectionForm(forms.Form):
     password = forms.CharField(
         label=_("Password"), strip=False, widget=forms.PasswordInput(render_value=False)
     )
+    # Sending (SMTP). Only tested, never stored: the portal does not send through members'
+    # mailboxes yet, so the settings are used for "Test account" and then dropped.
+    smtp_host = forms.CharField(
+        label=_("Sending server (SMTP)"),
+        max_length=253,
+        required=False,
+        help_text=_(
+            "Tested with the same user name and password. Filled in for you when you choose a "
+            "provider. Leave empty if you do not send from this mailbox."
+        ),
+    )
+    smtp_port = forms.IntegerField(
+        label=_("SMTP port"), min_value=1, max_value=65535, required=False
+    )
+    smtp_security = forms.ChoiceField(
+        label=_("SMTP security"),
+        choices=[("", _("Automatic (from the port)")), *MailboxConnection.Security.choices],
+        required=False,
+    )
+    skip_smtp = forms.BooleanField(
+        label=_("Save without sending"),
+        required=False,
+        help_text=_(
+            "Skip the sending (SMTP) check. Mail is still synced; only sending from the portal "
+            "through this mailbox is not checked."
+        ),
+    )
 
     def __init__(self, *args: object, reauth: bool = False, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
@@ -51,10 +85,14 @@ class ConnectionForm(forms.Form):
         if preset is not None:
             data["kind"], data["host"] = preset.kind, preset.host
             data["port"], data["security"] = preset.port, preset.security
+        if preset is not None and preset.smtp_host:
+            data["smtp_host"], data["smtp_port"] = preset.smtp_host, preset.smtp_port
+            data["smtp_security"] = preset.smtp_security
         if not data.get("host"):
             self.add_error("host", _("Enter the server's name, or choose a provider."))
-        elif any(char.isspace() or char in "/:@" for char in data["host"]):
+        elif _bad_host(data["host"]):
             self.add_error("host", _("A server name has no spaces, slashes, colons or @."))
+        self._clean_smtp(data)
         if not data.get("port"):
             secure = data.get("security") == "ssl"
             data["port"] = (
@@ -63,6 +101,23 @@ class ConnectionForm(forms.Form):
         if not data.get("username"):
             data["username"] = data.get("email_address", "")
         return data
+
+    def _clean_smtp(self, data: dict) -> None:
+        data["smtp_host"] = (data.get("smtp_host") or "").strip()
+        if not data["smtp_host"]:
+            data["smtp_port"], data["smtp_security"] = None, ""
+            return
+        if _bad_host(data["smtp_host"]):
+            self.add_error("smtp_host", _("A server name has no spaces, slashes, colons or @."))
+        if not data.get("smtp_security"):
+            data["smtp_security"] = "ssl" if data.get("smtp_port") == 465 else "starttls"
+        if not data.get("smtp_port"):
+            data["smtp_port"] = SMTP_PORTS[data["smtp_security"]]
+
+    @property
+    def checks_smtp(self) -> bool:
+        """Whether Test account logs in to the SMTP server too (after a valid form)."""
+        return bool(self.cleaned_data.get("smtp_host")) and not self.cleaned_data.get("skip_smtp")
 
 
 class FolderForm(forms.Form):

@@ -128,6 +128,10 @@ class MailboxFolder(models.Model):
     last_uid = models.BigIntegerField(default=0)
     highestmodseq = models.BigIntegerField(null=True, blank=True)
     reset_count = models.PositiveIntegerField(default=0)
+    # What the server's STATUS reported at the last discovery (switched-off folders only;
+    # NULL: never asked, the STATUS failed, or the folder is gone from the server). Lets
+    # the portal say "mail sits in a folder that is not synced" (sync.labels_excluded).
+    messages = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]

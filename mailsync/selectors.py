@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from django.db.models import Prefetch, QuerySet
+from django.db.models.functions import Lower
 
 from accounts.models import User
 from mailsync.models import MailboxConnection, MailboxFolder, Message, MessageAttachment
@@ -42,6 +43,45 @@ def connections_failing_for_client(*, client: Client) -> list[MailboxConnection]
         .select_related("owner")
         .defer("secret")
         .distinct()
+    )
+
+
+# Folders that never hold client mail the member would want synced (deleted, spam, drafts,
+# the member's own sent mail), by their usual names in English: a switched-off one full of
+# mail is normal, not a sign that mail is missing. Compared case-insensitively, alone or
+# under the prefixes servers put them under (Courier-style "INBOX.", Gmail's "[Gmail]/" and
+# "[Google Mail]/" in the UK and Germany). The adapter's folder list carries no special-use
+# flags (RFC 6154), so names are all we can go by.
+NON_CLIENT_FOLDER_NAMES = frozenset(
+    {
+        "trash", "deleted items", "deleted messages", "bin",
+        "junk", "junk e-mail", "junk email", "spam",
+        "drafts",
+        "sent", "sent items", "sent mail", "sent messages",
+    }
+)  # fmt: skip
+_NON_CLIENT_FOLDER_PREFIXES = ("", "inbox.", "inbox/", "[gmail]/", "[google mail]/")
+_NON_CLIENT_FOLDERS_LOWER = sorted(
+    prefix + name for prefix in _NON_CLIENT_FOLDER_PREFIXES for name in NON_CLIENT_FOLDER_NAMES
+)
+
+
+def folders_excluded_with_mail(*, firm: Firm) -> list[MailboxFolder]:
+    """Switched-off folders of the firm's active mailboxes that held mail at the last sync
+    (sync.labels_excluded), leaving out trash, spam, drafts and sent folders. One query;
+    each folder comes with ``connection`` and its ``owner``."""
+    return list(
+        MailboxFolder.objects.filter(
+            connection__firm=firm,
+            connection__intent=Intent.ACTIVE,
+            enabled=False,
+            messages__gt=0,
+        )
+        .alias(lower_name=Lower("name"))
+        .exclude(lower_name__in=_NON_CLIENT_FOLDERS_LOWER)
+        .select_related("connection__owner")
+        .defer("connection__secret")
+        .order_by("connection__email_address", "connection_id", "name")
     )
 
 

@@ -9,13 +9,13 @@ import secrets
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from accounts.models import User
 from mailsync import crypto
 from mailsync.adapters import Credentials, ServerSettings
-from mailsync.errors import AUTH_FAILED, INSUFFICIENT_SCOPE, TWO_FACTOR, SyncError
+from mailsync.errors import AUTH_FAILED, INSUFFICIENT_SCOPE, SEND_CODES, TWO_FACTOR, SyncError
 from mailsync.linking import clients_by_address, message_client_ids, message_link
 from mailsync.models import LinkedAddress, MailboxConnection, MailboxFolder, Message
 from mailsync.parsing import message_parse
@@ -58,6 +58,34 @@ def connection_credentials(connection: MailboxConnection) -> Credentials:
     return Credentials(password=crypto.decrypt(connection.secret))
 
 
+_NO_PROBLEM = {
+    "problem_code": "",
+    "problem_step": "",
+    "problem_detail": "",
+    "problem_first_seen": None,
+    "problem_last_seen": None,
+}
+
+
+def _send_problem(error: SyncError, *, since: datetime.datetime | None = None) -> dict:
+    """Problem fields for a sending-only problem (e.g. send.smtp_auth_disabled).
+
+    The SMTP settings themselves are not stored: MailboxConnection has no fields for them
+    and the portal does not send through members' mailboxes yet. Only the problem is kept,
+    so the member and the troubleshooting dashboard know what to ask the mail admin.
+    """
+    if error.code not in SEND_CODES:
+        raise ValueError(f"{error.code} is not a sending problem")
+    now = timezone.now()
+    return {
+        "problem_code": error.code,
+        "problem_step": error.step,
+        "problem_detail": error.detail,
+        "problem_first_seen": since or now,
+        "problem_last_seen": now,
+    }
+
+
 @transaction.atomic
 def connection_create(
     *,
@@ -70,9 +98,16 @@ def connection_create(
     security: str,
     username: str,
     password: str,
+    send_problem: SyncError | None = None,
 ) -> MailboxConnection:
-    """Save a tested mailbox; INBOX is switched on and the first sync is due at once."""
+    """Save a tested mailbox; INBOX is switched on and the first sync is due at once.
+
+    ``send_problem``: the account check read the mailbox fine but SMTP refused sending
+    (send.smtp_auth_disabled). The mailbox still syncs, so health stays ok; the problem is
+    recorded for the member and the troubleshooting dashboard.
+    """
     connection = MailboxConnection.objects.create(
+        **(_send_problem(send_problem) if send_problem is not None else {}),
         firm=firm,
         owner=owner,
         kind=kind,
@@ -89,22 +124,50 @@ def connection_create(
 
 
 @transaction.atomic
-def connection_reauthenticate(*, connection: MailboxConnection, password: str) -> None:
+def connection_reauthenticate(
+    *,
+    connection: MailboxConnection,
+    password: str,
+    smtp_checked: bool = False,
+    send_problem: SyncError | None = None,
+) -> None:
     """New credentials on the same record: folders and cursors stay, so sync resumes
-    where it stopped and nothing is imported twice."""
+    where it stopped and nothing is imported twice.
+
+    The tested login clears sync problems. A sending problem is replaced by
+    ``send_problem``, cleared when SMTP was checked and passed (``smtp_checked``), and
+    otherwise kept: an untested SMTP server has not shown that sending works again.
+    """
+    current = MailboxConnection.objects.select_for_update().get(pk=connection.pk)
+    if send_problem is not None:
+        same = current.problem_code == send_problem.code
+        problem = _send_problem(send_problem, since=current.problem_first_seen if same else None)
+    elif current.problem_code in SEND_CODES and not smtp_checked:
+        problem = {}  # keep it
+    else:
+        problem = _NO_PROBLEM
     MailboxConnection.objects.filter(pk=connection.pk).update(
         secret=crypto.encrypt(password),
         intent=Intent.ACTIVE,
         health=Health.OK,
-        problem_code="",
-        problem_step="",
-        problem_detail="",
-        problem_first_seen=None,
-        problem_last_seen=None,
+        **problem,
         consecutive_failures=0,
         next_attempt_at=timezone.now(),
     )
     connection.refresh_from_db()
+
+
+def connection_send_problem_clear(*, connection: MailboxConnection) -> bool:
+    """A successful SMTP login proves sending is allowed again: drop a recorded sending
+    problem (sync problems stay). Returns whether one was cleared."""
+    cleared = (
+        MailboxConnection.objects.filter(pk=connection.pk, problem_code__in=SEND_CODES).update(
+            **_NO_PROBLEM
+        )
+        > 0
+    )
+    connection.refresh_from_db()
+    return cleared
 
 
 def connection_stop(*, connection: MailboxConnection) -> None:
@@ -157,13 +220,19 @@ def credentials_rotate() -> int:
 
 def connection_record_success(*, connection: MailboxConnection, imported: int) -> None:
     now = timezone.now()
+    # A sync that worked says nothing about sending: a sending problem stays until a
+    # successful SMTP check clears it; any other problem is over.
+    sending = Q(problem_code__in=SEND_CODES)
     MailboxConnection.objects.filter(pk=connection.pk).update(
         health=Health.OK,
-        problem_code="",
-        problem_step="",
-        problem_detail="",
-        problem_first_seen=None,
-        problem_last_seen=None,
+        **{
+            name: Case(
+                When(sending, then=F(name)),
+                default=Value(empty),
+                output_field=MailboxConnection._meta.get_field(name),
+            )
+            for name, empty in _NO_PROBLEM.items()
+        },
         consecutive_failures=0,
         last_success_at=now,
         next_attempt_at=now + datetime.timedelta(seconds=settings.MAILSYNC_POLL_SECONDS),

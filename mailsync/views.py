@@ -8,6 +8,7 @@ from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import Role
@@ -15,18 +16,24 @@ from mailsync import selectors, services, tasks
 from mailsync.account_check import AccountCheck, check_account
 from mailsync.adapters import Credentials, ServerSettings
 from mailsync.crypto import CredentialsUnavailable
+from mailsync.errors import SMTP_AUTH_DISABLED, SyncError
 from mailsync.forms import ConnectionForm, FolderForm
 from mailsync.models import MailboxConnection
+from mailsync.presets import preset_for_host
 from portal.tenancy import get_client_for_member, member_required
 
-# Steps of the account check, in words a member understands.
+# Steps of the account check, in words a member understands (lazy: the member's language).
 STEP_LABELS = {
-    "connect": _("Connect to the server"),
-    "tls": _("Secure the connection (TLS)"),
-    "login": _("Log in"),
-    "list_folders": _("List folders"),
-    "stat": _("Read the mailbox"),
+    "connect": gettext_lazy("Connect to the server"),
+    "tls": gettext_lazy("Secure the connection (TLS)"),
+    "login": gettext_lazy("Log in"),
+    "list_folders": gettext_lazy("List folders"),
+    "stat": gettext_lazy("Read the mailbox"),
+    "smtp_connect": gettext_lazy("Connect to the sending server (SMTP)"),
+    "smtp_tls": gettext_lazy("Secure the sending connection (TLS)"),
+    "smtp_login": gettext_lazy("Log in to send (SMTP)"),
 }
+SMTP_STEPS = frozenset({"smtp_connect", "smtp_tls", "smtp_login"})
 
 
 def _get_connection_for_member(request: HttpRequest, connection_pk: int) -> MailboxConnection:
@@ -54,11 +61,31 @@ def _back(connection_or_shared: MailboxConnection | bool) -> HttpResponse:
     return redirect("accounts:firm_profile" if shared else "accounts:my_account")
 
 
-def _check(data: dict) -> AccountCheck:
+def _check(data: dict, *, smtp: bool) -> AccountCheck:
     settings_ = ServerSettings(
         data["host"], data["port"], data["security"], data["username"], timeout=20
     )
-    return check_account(settings_, Credentials(password=data["password"]), protocol=data["kind"])
+    smtp_settings = None
+    if smtp:
+        smtp_settings = ServerSettings(
+            data["smtp_host"],
+            data["smtp_port"],
+            data["smtp_security"],
+            data["username"],
+            timeout=20,
+        )
+    return check_account(
+        settings_, Credentials(password=data["password"]), smtp_settings, protocol=data["kind"]
+    )
+
+
+def _send_problem(result: AccountCheck) -> SyncError | None:
+    """The SMTP failure that may be saved with the mailbox: reading works, and only the
+    provider's policy refuses sending (send.smtp_auth_disabled)."""
+    error = result.error
+    if error is not None and error.step in SMTP_STEPS and error.code == SMTP_AUTH_DISABLED:
+        return error
+    return None
 
 
 @member_required
@@ -84,16 +111,34 @@ def credentials(request: HttpRequest) -> HttpResponse:
             "security": connection.security,
             "username": connection.username,
         }
+        # SMTP settings are not stored (see ConnectionForm): offer the provider's, if known.
+        preset = preset_for_host(connection.host)
+        if preset is not None and preset.smtp_host:
+            initial.update(
+                smtp_host=preset.smtp_host,
+                smtp_port=preset.smtp_port,
+                smtp_security=preset.smtp_security,
+            )
     form = ConnectionForm(request.POST or None, initial=initial, reauth=connection is not None)
     result: AccountCheck | None = None
+    send_problem: SyncError | None = None
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        result = _check(data)
-        if result.ok and request.POST.get("action") == "save":
+        smtp_checked = form.checks_smtp
+        result = _check(data, smtp=smtp_checked)
+        send_problem = _send_problem(result)
+        if connection is not None and result.ok and smtp_checked:
+            # SMTP login worked for this mailbox: sending is allowed again, whether or not
+            # the member saves the new password.
+            services.connection_send_problem_clear(connection=connection)
+        if (result.ok or send_problem is not None) and request.POST.get("action") == "save":
             try:
                 if connection is not None:
                     services.connection_reauthenticate(
-                        connection=connection, password=data["password"]
+                        connection=connection,
+                        password=data["password"],
+                        smtp_checked=smtp_checked,
+                        send_problem=send_problem,
                     )
                     messages.success(request, _("Signed in again. Sync resumes where it stopped."))
                 else:
@@ -107,8 +152,18 @@ def credentials(request: HttpRequest) -> HttpResponse:
                         security=data["security"],
                         username=data["username"],
                         password=data["password"],
+                        send_problem=send_problem,
                     )
                     messages.success(request, _("Mailbox connected. The first sync starts now."))
+                if send_problem is not None:
+                    messages.warning(
+                        request,
+                        _(
+                            "Mail will be synced, but the provider refuses sending from this "
+                            "mailbox (authenticated SMTP is switched off). Ask your IT "
+                            "administrator to enable it, then Re-authenticate."
+                        ),
+                    )
             except CredentialsUnavailable as exc:
                 form.add_error(None, str(exc))
             else:
@@ -116,7 +171,12 @@ def credentials(request: HttpRequest) -> HttpResponse:
                 transaction.on_commit(lambda: tasks.sync_mailbox.delay(pk))
                 return _back(connection)
     steps = [
-        {"label": STEP_LABELS.get(step.name, step.name), "ok": step.ok, "detail": step.detail}
+        {
+            "name": step.name,
+            "label": STEP_LABELS.get(step.name, step.name),
+            "ok": step.ok,
+            "detail": step.detail,
+        }
         for step in (result.steps if result else [])
     ]
     return render(
@@ -129,6 +189,12 @@ def credentials(request: HttpRequest) -> HttpResponse:
             "result": result,
             "steps": steps,
             "failed_code": result.error.code if result and result.error else "",
+            "failed_step": result.failed_step if result else None,
+            # Reading works; only sending failed. Saving is allowed for send_problem, and
+            # for any other SMTP failure once the member ticks "Save without sending".
+            "smtp_failed": bool(result and result.failed_step in SMTP_STEPS),
+            "send_problem": send_problem,
+            "smtp_fields": ("smtp_host", "smtp_port", "smtp_security", "skip_smtp"),
         },
     )
 

@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from invoicing.models import Delivery, DeliveryEvent
 from mailsync.models import MailboxConnection, Message, MessageClientLink, MessageSource
+from mailsync.selectors import folders_excluded_with_mail
 from portal.addresses import AddressError, check_characters, validate_address
 from portal.models import Client, ContactAddress, Firm
 from troubleshooting.catalogue import Guide, Kind, guide_for
@@ -187,6 +188,34 @@ def _mailbox_problems(connections, client: Client | None = None) -> list[Problem
     return problems
 
 
+def _excluded_folder_problems(firm: Firm) -> list[Problem]:
+    """Folders with mail that are not synced, one problem per mailbox, naming the folders."""
+    by_connection: dict[int, list] = defaultdict(list)
+    for folder in folders_excluded_with_mail(firm=firm):
+        by_connection[folder.connection_id].append(folder)
+    problems = []
+    for folders in by_connection.values():
+        connection = folders[0].connection
+        seen = connection.last_success_at or connection.created
+        problems.append(
+            Problem(
+                code="sync.labels_excluded",
+                guide=guide_for("sync.labels_excluded"),
+                subject=f"folders:{connection.pk}",
+                first_seen=seen,
+                last_seen=seen,
+                occurrences=sum(f.messages or 0 for f in folders),
+                address=connection.email_address,
+                connection=connection,
+                detail={
+                    "summary": ", ".join(f"{f.name} ({f.messages})" for f in folders),
+                    "member": connection.owner,
+                },
+            )
+        )
+    return problems
+
+
 def _unlinked_mail_problem(firm: Firm) -> list[Problem]:
     """Synced mail that reached no client: one informational problem with the count."""
     unlinked = Message.objects.filter(firm=firm).filter(
@@ -275,6 +304,7 @@ def problems_for_firm(
         problems += _delivery_problems(deliveries, firm)
     if kind in (None, Kind.SYNC) and not client_id:
         problems += _mailbox_problems(_failing_connections(firm))
+        problems += _excluded_folder_problems(firm)
         problems += _unlinked_mail_problem(firm)
     if kind in (None, Kind.DOMAIN) and not client_id:
         run = latest_domain_run(firm) if domain_run is ... else domain_run

@@ -178,7 +178,7 @@ CASES = [
             b"SmtpClientAuthentication is disabled for the Tenant.",
         ),
         "smtp_login",
-        SETTINGS,
+        ("send.smtp_auth_disabled", False),
     ),
     # --- missing capabilities ---
     ("no-xoauth2", MissingCapability("AUTH=XOAUTH2"), "login", UNSUPPORTED),
