@@ -11,6 +11,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from accounts.models import Role
+from accounts.selectors import members_of
 from invoicing.models import Delivery
 from invoicing.services import InvoiceError, delivery_resend
 from portal.addresses import AddressError, validate_address
@@ -50,7 +51,14 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         kind = None
     run = latest_domain_run(request.firm)
     problems = problems_for_firm(request.firm, kind=kind, domain_run=run)
+    members = members_of(request.firm)
+    member = request.GET.get("member", "")
+    if member.isdigit():
+        # A member's problems: those of the mailboxes they own.
+        problems = [p for p in problems if p.connection and p.connection.owner_id == int(member)]
     context = {
+        "members": members,
+        "member": int(member) if member.isdigit() else None,
         "groups": group_by_code(problems),
         "kind": kind,
         "kinds": list(Kind),

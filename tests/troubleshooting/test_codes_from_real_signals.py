@@ -465,3 +465,20 @@ def test_every_detectable_code_is_produced_by_a_test_or_says_what_is_missing():
     assert not (set(PRODUCED_BY) & set(NOT_YET))
     assert guidance_only == {"delivery.spam_folder", "delivery.flagged_dangerous"}
     assert all(g.not_detectable_because for g in GUIDES if not g.detectable)
+
+
+def test_the_dashboard_filters_mailbox_problems_by_member(
+    owner_client, owner, staff, firm, mailbox_user
+):
+    mine = _mailbox(firm, mailbox_user, owner=owner.user)
+    mailbox_user.server.set_password(mailbox_user.name, "changed-on-the-server")
+    mailbox_sync(mine)
+    url = reverse("troubleshooting:dashboard")
+    assert _shows(
+        unescape(owner_client.get(url, {"member": owner.user.pk}).content.decode()),
+        "sync.auth_failed",
+    )
+    assert not _shows(
+        unescape(owner_client.get(url, {"member": staff.user.pk}).content.decode()),
+        "sync.auth_failed",
+    )

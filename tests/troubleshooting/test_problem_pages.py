@@ -120,8 +120,8 @@ def test_the_dashboard_runs_the_same_queries_however_many_problems(
         client = ClientFactory(firm=firm)
         _bounce(_delivery(client, f"p{n}@gone.test"))
     # session, user, membership+firm, domain run, deliveries, their events, addresses,
-    # failing mailboxes, folders with mail left out, unlinked mail count, notes
-    with django_assert_num_queries(11):
+    # failing mailboxes, folders with mail left out, unlinked mail count, notes, members
+    with django_assert_num_queries(12):
         owner_client.get(reverse("troubleshooting:dashboard"))
 
 
@@ -274,3 +274,21 @@ def test_a_bad_correction_is_explained_and_changes_nothing(owner_client, bounced
     assert "contains a space at position 5" in response.content.decode()
     assert bounced_client.contacts.get().addresses.get().address == "anna@birch.test"
     assert Delivery.objects.filter(client=bounced_client).count() == 1
+
+
+@pytest.mark.parametrize("clients", [10, 10_000])
+def test_the_dashboard_and_client_list_queries_do_not_grow_with_clients(
+    owner_client, firm, clients, django_assert_num_queries
+):
+    from portal.models import Client
+
+    Client.objects.bulk_create(
+        Client(firm=firm, display_name=f"Client {n:05d}") for n in range(clients)
+    )
+    for client in Client.objects.filter(firm=firm)[:3]:
+        _bounce(_delivery(client, f"gone{client.pk}@gone.test"))
+    with django_assert_num_queries(12):  # as listed in the test above
+        owner_client.get(reverse("troubleshooting:dashboard"))
+    # session, user, membership+firm, count for the pager, the page of clients
+    with django_assert_num_queries(5):
+        owner_client.get(reverse("portal:client_list"))
