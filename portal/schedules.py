@@ -35,6 +35,9 @@ SCHEDULES = [
     Schedule("re-link mail to changed contact addresses", "mailsync.relink_changed_addresses", 300),
     # Hourly, but each firm only once its last answers' TTL has run out.
     Schedule("re-check firms' sending domains", "troubleshooting.check_all_domains", 3600),
+    Schedule(
+        "check client address domains take mail", "troubleshooting.check_address_domains", 86400
+    ),
 ]
 
 

@@ -67,3 +67,28 @@ class Incident(models.Model):
 
     def __str__(self) -> str:
         return self.message[:60]
+
+
+class AddressDomainCheck(models.Model):
+    """Whether a domain used in the firm's contact addresses can receive mail (MX)."""
+
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="+")
+    domain = models.CharField(max_length=253)
+    ok = models.BooleanField()
+    summary = models.CharField(max_length=300, blank=True)
+    answers = models.JSONField(default=list)
+    checked = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["firm", "domain"], name="addressdomain_unique")
+        ]
+        indexes = [
+            # Serves the Problems views: the firm's domains that take no mail.
+            models.Index(
+                fields=["firm"], condition=models.Q(ok=False), name="addressdomain_bad_idx"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.domain

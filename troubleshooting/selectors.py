@@ -20,6 +20,7 @@ from django.db.models import (
     Min,
     OuterRef,
     Prefetch,
+    Q,
     QuerySet,
     Subquery,
 )
@@ -33,7 +34,7 @@ from mailsync.selectors import folders_excluded_with_mail
 from portal.addresses import AddressError, check_characters, validate_address
 from portal.models import Client, ContactAddress, Firm
 from troubleshooting.catalogue import Guide, Kind, guide_for
-from troubleshooting.models import DomainCheckRun, ProblemNote
+from troubleshooting.models import AddressDomainCheck, DomainCheckRun, ProblemNote
 
 FAILURE_KINDS = ("soft_bounced", "bounced", "rejected", "complained", "suppressed", "failed")
 
@@ -236,6 +237,46 @@ def _unlinked_mail_problem(firm: Firm) -> list[Problem]:
     ]
 
 
+def _dead_domain_problems(
+    firm: Firm, client: Client | None = None, *, known: list[Problem] = ()
+) -> list[Problem]:
+    """Contact addresses on domains that take no mail, found before anything bounced
+    (addresses whose delivery already reported a problem are left to that problem)."""
+    reported = {(p.client.pk, p.delivery.normalized) for p in known if p.delivery and p.client}
+    checks = {c.domain: c for c in AddressDomainCheck.objects.filter(firm=firm, ok=False)}
+    if not checks:
+        return []
+    on_bad_domain = Q()
+    for domain in checks:
+        on_bad_domain |= Q(normalized__endswith=f"@{domain}")
+    addresses = ContactAddress.objects.filter(on_bad_domain, firm=firm).select_related(
+        "contact__client"
+    )
+    if client is not None:
+        addresses = addresses.filter(contact__client=client)
+    problems = []
+    for address in addresses:
+        if (address.contact.client_id, address.normalized) in reported:
+            continue
+        check = checks[address.normalized.rsplit("@", 1)[-1]]
+        problems.append(
+            Problem(
+                code="delivery.invalid_address",
+                guide=guide_for("delivery.invalid_address"),
+                subject=f"address:{address.pk}",
+                first_seen=check.checked,
+                last_seen=check.checked,
+                client=address.contact.client,
+                address=address.address,
+                detail={"summary": check.summary, "answers": check.answers},
+                edit_address_url=reverse(
+                    "portal:address_edit", args=[address.contact.client_id, address.pk]
+                ),
+            )
+        )
+    return problems
+
+
 def _firm_settings_problems(firm: Firm) -> list[Problem]:
     """Sender details that no form would have accepted: they came in through an import."""
     if not firm.reply_to_email:
@@ -285,6 +326,7 @@ def problems_for_client(client: Client) -> list[Problem]:
         )
     )
     problems += _mailbox_problems(touching, client)
+    problems += _dead_domain_problems(client.firm, client, known=problems)
     return _attach_notes(client.firm, problems)
 
 
@@ -302,6 +344,7 @@ def problems_for_firm(
         if client_id:
             deliveries = deliveries.filter(client_id=client_id)
         problems += _delivery_problems(deliveries, firm)
+        problems += _dead_domain_problems(firm, known=problems)
     if kind in (None, Kind.SYNC) and not client_id:
         problems += _mailbox_problems(_failing_connections(firm))
         problems += _excluded_folder_problems(firm)

@@ -7,9 +7,13 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from portal.dns import make_resolver
-from portal.models import Firm
-from troubleshooting.domain_checks import SendingService, check_sending_domain_with_ttl
-from troubleshooting.models import DomainCheckRun, ProblemNote
+from portal.models import ContactAddress, Firm
+from troubleshooting.domain_checks import (
+    SendingService,
+    check_mx,
+    check_sending_domain_with_ttl,
+)
+from troubleshooting.models import AddressDomainCheck, DomainCheckRun, ProblemNote
 
 
 def sending_service() -> SendingService:
@@ -65,3 +69,41 @@ def problem_mark_handled(*, firm: Firm, subject: str, code: str, note: str, auth
     return ProblemNote.objects.create(
         firm=firm, subject=subject[:200], code=code, note=note, author=author
     )
+
+
+# Client domains change rarely; a week between MX checks of the same domain is plenty, and
+# a new domain is checked on the next run.
+ADDRESS_DOMAIN_RECHECK = timedelta(days=7)
+
+
+def address_domains_check(*, firm: Firm, limit: int = 200) -> int:
+    """Check the mail servers of the domains in the firm's contact addresses (MX, then A),
+    oldest first; returns how many were checked. Temporary DNS failures are not recorded."""
+    now = timezone.now()
+    domains = {
+        address.rsplit("@", 1)[-1]
+        for address in ContactAddress.objects.filter(firm=firm).values_list("normalized", flat=True)
+    }
+    fresh = set(
+        AddressDomainCheck.objects.filter(
+            firm=firm, checked__gt=now - ADDRESS_DOMAIN_RECHECK
+        ).values_list("domain", flat=True)
+    )
+    resolver = make_resolver()
+    checked = 0
+    for domain in sorted(domains - fresh)[:limit]:
+        result = check_mx(domain, resolver)
+        if not result.ok and not result.problem_code:
+            continue  # DNS did not answer: try again next run rather than report a guess
+        AddressDomainCheck.objects.update_or_create(
+            firm=firm,
+            domain=domain,
+            defaults={
+                "ok": result.ok,
+                "summary": result.summary[:300],
+                "answers": result.answers,
+                "checked": now,
+            },
+        )
+        checked += 1
+    return checked

@@ -190,3 +190,46 @@ def test_a_changed_sending_domain_is_checked_at_once(checked_firm):
     checked_firm.sending_domain = "other.test"
     checked_firm.save()
     assert firms_due_for_domain_check() == [checked_firm.pk]
+
+
+def test_contact_addresses_on_a_dead_domain_show_before_anything_bounces(
+    owner_client, firm, dns_server, dns_zone, settings
+):
+    from html import unescape
+
+    from django.urls import reverse
+
+    from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
+    from troubleshooting.services import address_domains_check
+
+    settings.DNS_NAMESERVERS = [dns_server.host]
+    settings.DNS_PORT = dns_server.port
+    client = ClientFactory(firm=firm, display_name="Birch Dental")
+    contact = ContactFactory(client=client)
+    ContactAddressFactory(contact=contact, address="anna@birch-typo.test")
+    ContactAddressFactory(contact=contact, address="ola@birch.test", is_primary=False)
+    dns_zone({"birch.test": [{"MX": [10, "mx.birch.test"]}], "mx.birch.test": [{"A": "192.0.2.7"}]})
+    assert address_domains_check(firm=firm) == 2
+    page = unescape(
+        owner_client.get(
+            reverse("troubleshooting:client_problems", args=[client.pk])
+        ).content.decode()
+    )
+    assert "The address cannot receive email" in page
+    assert "anna@birch-typo.test" in page
+    assert "ola@birch.test" not in page.split("The address cannot receive email", 1)[1]
+
+
+def test_a_dns_timeout_does_not_mark_a_domain_dead(firm, dns_server, dns_zone, settings):
+    from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
+    from troubleshooting.models import AddressDomainCheck
+    from troubleshooting.services import address_domains_check
+
+    settings.DNS_NAMESERVERS = [dns_server.host]
+    settings.DNS_PORT = dns_server.port
+    settings.DNS_TIMEOUT = 0.5
+    contact = ContactFactory(client=ClientFactory(firm=firm))
+    ContactAddressFactory(contact=contact, address="anna@slow.test")
+    dns_zone({"slow.test": ["TIMEOUT"]})
+    assert address_domains_check(firm=firm) == 0
+    assert not AddressDomainCheck.objects.exists()
