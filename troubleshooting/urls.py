@@ -10,6 +10,7 @@ urlpatterns = [
     path("problems/handled/", views.mark_handled, name="mark_handled"),
     path("problems/domain/recheck/", views.recheck_domain, name="recheck_domain"),
     path("problems/allowlist/", views.allowlist, name="allowlist"),
+    path("problems/send-test/", views.send_test, name="send_test"),
     path(
         "problems/deliveries/<int:delivery_pk>/fix-address/",
         views.fix_address_resend,

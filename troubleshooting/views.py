@@ -15,6 +15,7 @@ from accounts.selectors import members_of
 from invoicing.models import Delivery
 from invoicing.services import InvoiceError, delivery_resend
 from portal.addresses import AddressError, validate_address
+from portal.emails import send_templated
 from portal.models import ContactAddress
 from portal.services import contact_address_update
 from portal.tenancy import get_client_for_member, member_required, roles_required
@@ -177,4 +178,25 @@ def fix_address_resend(request: HttpRequest, delivery_pk: int) -> HttpResponse:
         _("Address corrected to %(address)s; invoice #%(number)s is on its way again.")
         % {"address": ", ".join(d.address for d in sent), "number": delivery.invoice.number},
     )
+    return redirect(target)
+
+
+@member_required
+@require_POST
+def send_test(request: HttpRequest) -> HttpResponse:
+    """Send the member an email the way the portal sends for the firm, to see how it lands."""
+    send_templated(
+        "test-message",
+        to=[request.user.email],
+        firm=request.firm,
+        context={"firm": request.firm, "user": request.user},
+    )
+    messages.success(
+        request,
+        _("A test email is on its way to %(address)s. Check the inbox and the spam folder.")
+        % {"address": request.user.email},
+    )
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, {request.get_host()}):
+        target = "troubleshooting:dashboard"
     return redirect(target)

@@ -293,3 +293,12 @@ def test_the_dashboard_and_client_list_queries_do_not_grow_with_clients(
     # session, user, membership+firm, count for the pager, the page of clients
     with django_assert_num_queries(5):
         owner_client.get(reverse("portal:client_list"))
+
+
+def test_a_member_can_send_themself_a_test_email(owner_client, owner, firm):
+    from django.core import mail
+
+    response = owner_client.post(reverse("troubleshooting:send_test"), follow=True)
+    assert mail.outbox[-1].to == [owner.user.email]
+    assert firm.name in mail.outbox[-1].subject
+    assert "A test email is on its way" in unescape(response.content.decode())
