@@ -11,7 +11,7 @@ source scripts/setup_venv.sh
 setup_venv requirements-dev.txt
 
 missing=()
-DEBIAN_PACKAGES=(dovecot-imapd dovecot-pop3d isync chromium knot gettext)
+DEBIAN_PACKAGES=(dovecot-imapd dovecot-pop3d isync chromium gettext)
 need_debian=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_debian+=("$pkg")
