@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -23,7 +23,12 @@ from mailsync import services
 from mailsync.adapters import FetchedMessage, ImapMailbox, Pop3Mailbox
 from mailsync.crypto import CredentialsUnavailable
 from mailsync.errors import FolderNotFound, SyncError, UidValidityChanged
-from mailsync.linking import clients_by_address, message_client_ids, message_link
+from mailsync.linking import (
+    clients_by_address,
+    message_client_ids,
+    message_link,
+    messages_link_new,
+)
 from mailsync.models import MailboxConnection, MailboxFolder, Message, MessageSource
 from mailsync.parsing import ParsedMessage, message_parse
 
@@ -76,6 +81,62 @@ def _max_message_bytes() -> int:
     return 2 * settings.MAILSYNC_MAX_ATTACHMENT_BYTES + 1024 * 1024
 
 
+def _message_fields(parsed: ParsedMessage, raw: bytes) -> dict:
+    participants = sorted(parsed.addresses)
+    return {
+        "message_id": parsed.message_id,
+        "subject": parsed.subject,
+        "from_name": parsed.from_name,
+        "from_address": parsed.from_address,
+        "to_addresses": parsed.to,
+        "cc_addresses": parsed.cc,
+        "reply_to_addresses": parsed.reply_to,
+        "participants": f" {' '.join(participants)} " if participants else "",
+        "date": parsed.date,
+        "in_reply_to": parsed.in_reply_to,
+        "references": " ".join(parsed.references),
+        "thread_key": parsed.thread_key,
+        "snippet": " ".join(parsed.text.split())[:300],
+        "text_body": parsed.text[:200_000],
+        "raw": raw,
+        "size": len(raw),
+        "parse_error": bool(parsed.errors),
+        "parse_error_detail": "\n".join(parsed.errors)[:5000],
+    }
+
+
+ParsedItem = tuple[ParsedMessage, bytes, int | None, str, bool]
+
+
+def _parse_batch(
+    fetched: list[tuple[FetchedMessage | None, str, bytes, datetime.datetime | None, bool]],
+) -> list[ParsedItem]:
+    parsed_items: list[ParsedItem] = []
+    for item, uidl, raw, internaldate, truncated in fetched:
+        parsed = message_parse(raw, internaldate=internaldate)
+        if truncated:
+            parsed.errors.append("message larger than the size limit: header kept only")
+        parsed_items.append((parsed, raw, item.uid if item else None, uidl, truncated))
+    return parsed_items
+
+
+# One multi-row INSERT holds every raw message of its rows in memory (twice over, escaped),
+# so a batch is inserted in statements of about this many bytes: peak RSS stays as it was.
+MAX_INSERT_BYTES = 1024 * 1024
+
+
+def _chunks_by_size(messages: list[Message]) -> list[list[Message]]:
+    chunks: list[list[Message]] = [[]]
+    size = 0
+    for message in messages:
+        if chunks[-1] and size + message.size > MAX_INSERT_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(message)
+        size += message.size
+    return chunks
+
+
 def _store_batch(
     *,
     connection: MailboxConnection,
@@ -87,13 +148,94 @@ def _store_batch(
 
     Items are (fetched or None, uidl, raw, internaldate, truncated); returns how many
     messages were new to the firm.
+
+    A handful of queries per batch: the batch's keys already known to the firm (one
+    SELECT), the new messages (one INSERT returning their ids), the sources (one INSERT,
+    conflicts ignored: the unique constraints guard them), the client index (one SELECT),
+    the links and attachments of the new messages (see ``messages_link_new``). If another
+    worker inserts one of the same messages meanwhile, the batch falls back to storing its
+    messages one by one, which handles that race.
     """
-    parsed_items: list[tuple[ParsedMessage, bytes, int | None, str, bool]] = []
-    for item, uidl, raw, internaldate, truncated in fetched:
-        parsed = message_parse(raw, internaldate=internaldate)
-        if truncated:
-            parsed.errors.append("message larger than the size limit: header kept only")
-        parsed_items.append((parsed, raw, item.uid if item else None, uidl, truncated))
+    parsed_items = _parse_batch(fetched)
+    firm_id = connection.firm_id
+    keys = {parsed.key for parsed, *_ in parsed_items}
+    known: dict[str, Message] = {
+        message.key: message
+        for message in Message.objects.filter(firm_id=firm_id, key__in=keys).only("pk", "key")
+    }
+    to_create: dict[str, Message] = {}
+    for parsed, raw, _uid, _uidl, _truncated in parsed_items:
+        if parsed.key not in known and parsed.key not in to_create:
+            to_create[parsed.key] = Message(
+                firm_id=firm_id, key=parsed.key, **_message_fields(parsed, raw)
+            )
+    if to_create:
+        try:
+            with transaction.atomic():
+                created_messages = []
+                for chunk in _chunks_by_size(list(to_create.values())):
+                    created_messages += Message.objects.bulk_create(chunk)
+        except IntegrityError:
+            # A concurrent sync of another mailbox of the firm stored one of them first.
+            return _store_batch_one_by_one(
+                connection=connection, folder=folder, parsed_items=parsed_items, report=report
+            )
+        if any(message.pk is None for message in created_messages):
+            # A database that cannot return ids from a bulk insert: read them back.
+            ids = dict(
+                Message.objects.filter(firm_id=firm_id, key__in=to_create).values_list("key", "pk")
+            )
+            for message in created_messages:
+                message.pk = ids[message.key]
+    MessageSource.objects.bulk_create(
+        [
+            MessageSource(
+                connection=connection,
+                folder=folder,
+                message=known.get(parsed.key) or to_create[parsed.key],
+                **({"uid": uid} if uid is not None else {"uidl": uidl}),
+            )
+            for parsed, _raw, uid, uidl, _truncated in parsed_items
+        ],
+        ignore_conflicts=True,
+    )
+    new = 0
+    to_link: list[tuple[Message, set[int], list]] = []
+    first_seen: set[str] = set()
+    addresses = {
+        address
+        for parsed, *_ in parsed_items
+        if parsed.key in to_create
+        for address in parsed.addresses
+    }
+    index = clients_by_address(firm_id=firm_id, addresses=addresses) if addresses else {}
+    for parsed, _raw, _uid, _uidl, _truncated in parsed_items:
+        if parsed.key not in to_create or parsed.key in first_seen:
+            report.duplicates += 1
+            continue
+        first_seen.add(parsed.key)
+        new += 1
+        report.new += 1
+        if parsed.errors:
+            report.kept_raw += 1
+        client_ids = message_client_ids(participants=sorted(parsed.addresses), index=index)
+        if client_ids:
+            to_link.append((to_create[parsed.key], client_ids, parsed.attachments))
+    if to_link:
+        result = messages_link_new(firm_id=firm_id, items=to_link)
+        report.linked += result.links
+        report.documents += result.documents
+    return new
+
+
+def _store_batch_one_by_one(
+    *,
+    connection: MailboxConnection,
+    folder: MailboxFolder,
+    parsed_items: list[ParsedItem],
+    report: SyncReport,
+) -> int:
+    """The per-message path (get_or_create each): safe against concurrent inserts."""
     addresses = {address for parsed, *_ in parsed_items for address in parsed.addresses}
     index = clients_by_address(firm_id=connection.firm_id, addresses=addresses)
     new = 0
@@ -102,26 +244,7 @@ def _store_batch(
         message, created = Message.objects.get_or_create(
             firm_id=connection.firm_id,
             key=parsed.key,
-            defaults={
-                "message_id": parsed.message_id,
-                "subject": parsed.subject,
-                "from_name": parsed.from_name,
-                "from_address": parsed.from_address,
-                "to_addresses": parsed.to,
-                "cc_addresses": parsed.cc,
-                "reply_to_addresses": parsed.reply_to,
-                "participants": f" {' '.join(participants)} " if participants else "",
-                "date": parsed.date,
-                "in_reply_to": parsed.in_reply_to,
-                "references": " ".join(parsed.references),
-                "thread_key": parsed.thread_key,
-                "snippet": " ".join(parsed.text.split())[:300],
-                "text_body": parsed.text[:200_000],
-                "raw": raw,
-                "size": len(raw),
-                "parse_error": bool(parsed.errors),
-                "parse_error_detail": "\n".join(parsed.errors)[:5000],
-            },
+            defaults=_message_fields(parsed, raw),
         )
         source_filter = {"uid": uid} if uid is not None else {"uidl": uidl}
         MessageSource.objects.get_or_create(

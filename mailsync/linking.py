@@ -111,3 +111,114 @@ def message_link(
             if _store_attachment(message=message, client_id=client_id, attachment=attachment):
                 result.documents += 1
     return result
+
+
+@dataclass
+class _PendingAttachment:
+    message: Message
+    client_id: int
+    attachment: ParsedAttachment
+    digest: str
+    size: int
+
+
+def messages_link_new(
+    *,
+    firm_id: int,
+    items: list[tuple[Message, set[int], list[ParsedAttachment]]],
+) -> LinkResult:
+    """Link just-created messages to their clients and store their attachments, for a whole
+    batch at once (inside the caller's transaction).
+
+    Same outcome as ``message_link`` for each message in turn: a new message has no links
+    yet, so there is nothing to look up or drop. Each attachment is hashed once; existing
+    documents for the batch's (client, sha256) pairs are read in one query, and a document
+    written for one message of the batch is reused by the later ones.
+    """
+    result = LinkResult()
+    links: list[MessageClientLink] = []
+    pending: list[_PendingAttachment] = []
+    for message, client_ids, attachments in items:
+        if not client_ids:
+            continue
+        files = [
+            (attachment, hashlib.sha256(attachment.content).hexdigest())
+            for attachment in attachments
+            if not attachment.inline_image  # signatures and logos are not client documents
+        ]
+        for client_id in sorted(client_ids):
+            links.append(MessageClientLink(message=message, client_id=client_id))
+            for attachment, digest in files:
+                pending.append(
+                    _PendingAttachment(
+                        message, client_id, attachment, digest, len(attachment.content)
+                    )
+                )
+    if links:
+        MessageClientLink.objects.bulk_create(links, ignore_conflicts=True)
+        result.links += len(links)
+    if not pending:
+        return result
+    limit = settings.MAILSYNC_MAX_ATTACHMENT_BYTES
+    storable = [item for item in pending if item.size <= limit]
+    documents: dict[tuple[int, str], int] = {}
+    if storable:
+        rows = (
+            Document.objects.filter(
+                client_id__in={item.client_id for item in storable},
+                sha256__in={item.digest for item in storable},
+            )
+            .order_by("pk")
+            .values_list("client_id", "sha256", "pk")
+        )
+        for client_id, digest, pk in rows:
+            # Stored once per client by content: the oldest document wins, as before.
+            documents.setdefault((client_id, digest), pk)
+    clients: dict[int, Client] = {}
+    rows_to_add: dict[tuple[int, int, str, str], MessageAttachment] = {}
+    for item in pending:
+        unique = (item.message.pk, item.client_id, item.digest, item.attachment.filename)
+        if unique in rows_to_add:
+            continue  # the same file twice in one message: the first one stands
+        if item.size > limit:
+            rows_to_add[unique] = MessageAttachment(
+                message=item.message,
+                client_id=item.client_id,
+                sha256=item.digest,
+                filename=item.attachment.filename,
+                content_type=item.attachment.content_type,
+                size=item.size,
+                skipped_reason="too_large",
+            )
+            continue
+        document_id = documents.get((item.client_id, item.digest))
+        if document_id is None:
+            if not clients:
+                clients = {
+                    client.pk: client
+                    for client in Client.objects.only("pk", "firm_id").filter(
+                        pk__in={entry.client_id for entry in storable}
+                    )
+                }
+            client = clients.get(item.client_id)
+            if client is None:  # deleted meanwhile: fail as the per-message path did
+                client = Client.objects.only("pk", "firm_id").get(pk=item.client_id)
+            upload = SimpleUploadedFile(
+                item.attachment.filename, item.attachment.content, item.attachment.content_type
+            )
+            document = document_store(client=client, upload=upload, source=Document.Source.EMAIL)
+            document_id = document.pk
+            documents[(item.client_id, item.digest)] = document_id
+            result.documents += 1
+        rows_to_add[unique] = MessageAttachment(
+            message=item.message,
+            client_id=item.client_id,
+            sha256=item.digest,
+            filename=item.attachment.filename,
+            content_type=item.attachment.content_type,
+            size=item.size,
+            document_id=document_id,
+        )
+    if rows_to_add:
+        MessageAttachment.objects.bulk_create(list(rows_to_add.values()), ignore_conflicts=True)
+    return result
