@@ -7,6 +7,7 @@ app_name = "invoicing"
 urlpatterns = [
     path("invoices/", invoices.invoice_list_view, name="invoice_list"),
     path("invoices/new/", invoices.invoice_create_view, name="invoice_create"),
+    path("invoices/send-drafts/", sending.invoices_send_drafts_view, name="invoices_send_drafts"),
     path("invoices/<int:invoice_pk>/", invoices.invoice_detail, name="invoice_detail"),
     path("invoices/<int:invoice_pk>/edit/", invoices.invoice_edit, name="invoice_edit"),
     path("invoices/<int:invoice_pk>/print/", invoices.invoice_print, name="invoice_print"),

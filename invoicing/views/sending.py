@@ -11,12 +11,13 @@ from django.views.decorators.http import require_POST
 
 from accounts.models import Role
 from invoicing.forms import PaymentForm
-from invoicing.models import Delivery
+from invoicing.models import Delivery, Invoice
 from invoicing.services import (
     InvoiceError,
     delivery_resend,
     invoice_send,
     invoice_send_test,
+    invoices_send_bulk,
     payment_record,
 )
 from invoicing.views.access import get_delivery_for_member, get_invoice_for_member
@@ -112,3 +113,32 @@ def payment_record_view(request: HttpRequest, invoice_pk: int) -> HttpResponse:
     else:
         messages.success(request, _("Payment recorded."))
     return redirect(invoice)
+
+
+@member_required
+@require_POST
+def invoices_send_drafts_view(request: HttpRequest) -> HttpResponse:
+    """Send every draft of the firm at once (the month's invoices), over shared connections."""
+    drafts = list(Invoice.objects.filter(firm=request.firm, status=Invoice.Status.DRAFT))
+    result = invoices_send_bulk(invoices=drafts)
+    sent = len(drafts) - len(result.refused)
+    if sent:
+        messages.success(
+            request,
+            ngettext(
+                "%(count)d invoice is being sent.",
+                "%(count)d invoices are being sent.",
+                sent,
+            )
+            % {"count": sent},
+        )
+    numbers = {invoice.pk: invoice.number for invoice in drafts}
+    for pk, reason in result.refused.items():
+        messages.error(
+            request,
+            _("Invoice #%(number)s was not sent: %(reason)s")
+            % {"number": numbers[pk], "reason": reason},
+        )
+    if not drafts:
+        messages.info(request, _("There are no draft invoices to send."))
+    return redirect("invoicing:invoice_list")

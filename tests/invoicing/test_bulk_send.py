@@ -174,3 +174,25 @@ def test_a_failing_webhook_batch_falls_back_to_one_by_one(firm):
     event.refresh_from_db()
     assert event.processed_at is not None  # done by the one-by-one path
     assert json.dumps(event.payload)
+
+
+def test_send_all_drafts_sends_the_firms_drafts_and_explains_the_rest(
+    staff_client, firm, django_capture_on_commit_callbacks
+):
+    from django.urls import reverse
+
+    from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
+    from tests.invoicing.factories import InvoiceFactory, invoice_with_lines
+
+    client = ClientFactory(firm=firm)
+    ContactAddressFactory(contact=ContactFactory(client=client), address="anna@client.test")
+    ready = invoice_with_lines(client=client)
+    empty = InvoiceFactory(client=client)  # no lines: refused with the reason
+    other_firm = invoice_with_lines(client=ClientFactory())
+    with django_capture_on_commit_callbacks(execute=False):
+        response = staff_client.post(reverse("invoicing:invoices_send_drafts"), follow=True)
+    body = response.content.decode()
+    assert "1 invoice is being sent." in body
+    assert f"Invoice #{empty.number} was not sent" in body
+    assert ready.deliveries.count() == 1
+    assert not other_firm.deliveries.exists()
