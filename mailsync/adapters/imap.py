@@ -17,17 +17,16 @@ import imaplib
 import re
 import ssl
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 
 from mailsync.adapters.base import Credentials, FetchedMessage, FolderStatus, ServerSettings
+from mailsync.adapters.steps import StepTracking
 from mailsync.errors import (
     MissingCapability,
     ProtocolError,
-    SyncError,
     UidValidityChanged,
     UnexpectedGreeting,
-    classify,
     folder_not_found,
 )
 
@@ -336,7 +335,7 @@ class _Client(imaplib.IMAP4):
             raise
 
 
-class ImapMailbox:
+class ImapMailbox(StepTracking):
     """A read-only IMAP session. Use as a context manager::
 
         with ImapMailbox(settings, credentials) as box:
@@ -345,6 +344,8 @@ class ImapMailbox:
     ``fetch`` sends messages in batches of at most ``batch_bytes`` (a larger message comes
     alone) and ``batch_count`` messages, so memory stays bounded by the largest message.
     """
+
+    step_errors = _STEP_ERRORS
 
     def __init__(
         self,
@@ -365,20 +366,6 @@ class ImapMailbox:
         self._uidvalidity: int | None = None
 
     # --- errors --------------------------------------------------------------------------
-
-    def _progress(self, step: str) -> None:
-        self.step = step
-
-    @contextmanager
-    def _step(self, name: str) -> Iterator[None]:
-        self.step = name
-        try:
-            yield
-        except SyncError:
-            raise
-        except _STEP_ERRORS as exc:
-            # Classify by the step we really reached (the connect step moves on to "tls").
-            raise classify(exc, step=self.step, secrets=self._credentials.secrets) from exc
 
     @staticmethod
     def _ok(typ: str, data: list) -> list:

@@ -12,16 +12,15 @@ from __future__ import annotations
 import poplib
 import re
 import ssl
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 
 from mailsync.adapters.base import Credentials, ServerSettings
+from mailsync.adapters.steps import StepTracking
 from mailsync.errors import (
     MissingCapability,
     ProtocolError,
-    SyncError,
     UnexpectedGreeting,
-    classify,
 )
 
 __all__ = ["Pop3Mailbox"]
@@ -102,9 +101,11 @@ class _Client(poplib.POP3):
             raise
 
 
-class Pop3Mailbox:
+class Pop3Mailbox(StepTracking):
     """A POP3 session; use as a context manager. Message numbers are only valid within one
     session: keep UIDL values (``uidl()``'s keys) as the durable identity."""
+
+    step_errors = _STEP_ERRORS
 
     def __init__(self, settings: ServerSettings, credentials: Credentials) -> None:
         if credentials.password is None:
@@ -114,19 +115,6 @@ class Pop3Mailbox:
         self.step = "connect"
         self.capabilities: dict[str, list[str]] = {}
         self._client: _Client | None = None
-
-    def _progress(self, step: str) -> None:
-        self.step = step
-
-    @contextmanager
-    def _step(self, name: str) -> Iterator[None]:
-        self.step = name
-        try:
-            yield
-        except SyncError:
-            raise
-        except _STEP_ERRORS as exc:
-            raise classify(exc, step=self.step, secrets=self._credentials.secrets) from exc
 
     @property
     def client(self) -> _Client:

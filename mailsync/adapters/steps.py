@@ -1,0 +1,33 @@
+"""What the IMAP and POP3 sessions share: knowing which step they are at, and turning any
+error raised during a step into a classified SyncError."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from mailsync.adapters.base import Credentials
+from mailsync.errors import SyncError, classify
+
+
+class StepTracking:
+    """Mixin: `self.step` names where the session is, for error messages and problems."""
+
+    step: str
+    _credentials: Credentials
+    # Exceptions a step may raise that classify() knows how to read (protocol-specific).
+    step_errors: tuple[type[BaseException], ...] = ()
+
+    def _progress(self, step: str) -> None:
+        self.step = step
+
+    @contextmanager
+    def _step(self, name: str) -> Iterator[None]:
+        self.step = name
+        try:
+            yield
+        except SyncError:
+            raise
+        except self.step_errors as exc:
+            # Classify by the step really reached (the connect step moves on to "tls").
+            raise classify(exc, step=self.step, secrets=self._credentials.secrets) from exc
