@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
 
-from portal.addresses import ValidAddress, normalize_address
+from portal.addresses import ValidAddress
 from portal.models import Client, Contact, ContactAddress, Document, Firm, Heartbeat
 
 
@@ -71,10 +71,6 @@ def contact_address_remove(*, address: ContactAddress) -> None:
         if successor:
             successor.is_primary = True
             successor.save(update_fields=["is_primary"])
-
-
-def address_matches(address: str) -> str:
-    return normalize_address(address)
 
 
 def document_store(

@@ -17,7 +17,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
-from portal.models import Client, Contact, ContactAddress, Document, Firm
+from portal.models import Client, Contact, ContactAddress, Document
 
 ViewFunc = Callable[..., HttpResponse]
 
@@ -50,10 +50,6 @@ def roles_required(*roles: str) -> Callable[[ViewFunc], ViewFunc]:
         return wrapper
 
     return decorator
-
-
-def current_firm(request: HttpRequest) -> Firm:
-    return request.firm
 
 
 def clients_for(request: HttpRequest) -> QuerySet[Client]:

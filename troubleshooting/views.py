@@ -31,6 +31,14 @@ from troubleshooting.status import platform_status
 from troubleshooting.tasks import check_firm_domain
 
 
+def _back(request: HttpRequest) -> HttpResponse:
+    """Return to the page the form was on, if it is ours; else to the dashboard."""
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, {request.get_host()}):
+        target = "troubleshooting:dashboard"
+    return redirect(target)
+
+
 @member_required
 def client_problems(request: HttpRequest, client_pk: int) -> HttpResponse:
     client = get_client_for_member(request, client_pk)
@@ -93,10 +101,7 @@ def mark_handled(request: HttpRequest) -> HttpResponse:
         author=request.user,
     )
     messages.success(request, _("Marked as handled."))
-    target = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(target, {request.get_host()}):
-        target = "troubleshooting:dashboard"
-    return redirect(target)
+    return _back(request)
 
 
 @roles_required(Role.OWNER, Role.ADMIN)
@@ -196,7 +201,4 @@ def send_test(request: HttpRequest) -> HttpResponse:
         _("A test email is on its way to %(address)s. Check the inbox and the spam folder.")
         % {"address": request.user.email},
     )
-    target = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(target, {request.get_host()}):
-        target = "troubleshooting:dashboard"
-    return redirect(target)
+    return _back(request)

@@ -449,18 +449,6 @@ class ImapMailbox(StepTracking):
     def _read_capabilities(self, capabilities: Iterable[str]) -> None:
         self.capabilities = frozenset(cap.upper() for cap in capabilities)
 
-    def __enter__(self) -> ImapMailbox:
-        try:
-            self.open()
-            self.login()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def close(self) -> None:
         """LOGOUT (never CLOSE, which would expunge in a read-write session)."""
         client, self._client = self._client, None

@@ -161,18 +161,6 @@ class Pop3Mailbox(StepTracking):
                 # Without UIDL there is no stable identity: every run would re-import all.
                 raise MissingCapability("UIDL", "the server does not offer UIDL")
 
-    def __enter__(self) -> Pop3Mailbox:
-        try:
-            self.open()
-            self.login()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def close(self) -> None:
         """QUIT: ends the session cleanly. No DELE was ever sent, so nothing is deleted."""
         client, self._client = self._client, None

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Self
 
 from mailsync.adapters.base import Credentials
 from mailsync.errors import SyncError, classify
 
 
 class StepTracking:
-    """Mixin: `self.step` names where the session is, for error messages and problems."""
+    """Mixin: `self.step` names where the session is, for error messages and problems; as a
+    context manager the session opens and logs in, and always closes (even half-opened)."""
 
     step: str
     _credentials: Credentials
@@ -31,3 +33,24 @@ class StepTracking:
         except self.step_errors as exc:
             # Classify by the step really reached (the connect step moves on to "tls").
             raise classify(exc, step=self.step, secrets=self._credentials.secrets) from exc
+
+    def open(self) -> None:
+        raise NotImplementedError
+
+    def login(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.open()
+            self.login()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
