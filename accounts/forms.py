@@ -61,7 +61,7 @@ class ProfileForm(forms.ModelForm):
 class FirmProfileForm(forms.ModelForm):
     class Meta:
         model = Firm
-        fields = ["name", "sender_name", "reply_to_email", "sending_domain"]
+        fields = ["name", "sender_name", "reply_to_email", "sending_domain", "language"]
         help_texts = {
             "sender_name": _("The name clients see on emails the portal sends for your firm."),
             "reply_to_email": _("Where clients' replies to those emails go."),

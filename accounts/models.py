@@ -171,6 +171,7 @@ class AuditEntry(models.Model):
         EXITED = "exited", _("Support left the firm")
         REQUEST = "request", _("Change made by support")
         REFUSED = "refused", _("Action refused to support")
+        SUPPRESSION_REMOVED = "suppression_removed", _("Blocked address unblocked")
 
     firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="audit_entries")
     grant = models.ForeignKey(SupportGrant, null=True, on_delete=models.SET_NULL, related_name="+")

@@ -12,14 +12,16 @@ process that accepts everything). Then, in one run:
 1. portal, bulk: `invoices_send_bulk` for all the invoices (the Delivery rows, as "Send all
    selected" does) and the Celery task `deliveries_send_task` for each chunk it queued
    (SEND_CHUNK deliveries, one SMTP connection each), called synchronously in this process
-   in place of a worker (no broker): rendering, Pay Now links, SMTP through Django's SMTP
-   backend and the delivery events.
+   in place of a worker (no broker). The task claims SEND_GROUP deliveries at a time in one
+   transaction (with their Pay Now links), sends them through Django's SMTP backend while a
+   thread builds the next emails, and records the group's outcomes in one transaction.
 2. portal, one invoice at a time: `invoice_send` and its task for each of --single-count
    more invoices (the Send button on one invoice: one task and one connection each).
 3. baseline: the bulk path's messages, built beforehand with the portal's builder, sent with
    raw smtplib over one connection; and over one connection per message.
 
-Prints wall times, messages/s and the ratios. No assertions: figures only.
+Prints wall times, messages/s, the ratios and the load average before and after (the
+machine may be shared: compare runs only with their load). No assertions: figures only.
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ def prepared_messages(delivery_ids):  # type: ignore[no-untyped-def]
 
     from django.core.mail.message import sanitize_address
 
-    from invoicing.emails import invoice_email_build
+    from invoicing.emails import InvoiceEmailBuilder
     from invoicing.models import Delivery
 
     deliveries = (
@@ -143,10 +145,14 @@ def prepared_messages(delivery_ids):  # type: ignore[no-untyped-def]
         .order_by("pk")
     )
     messages = []
+    builder = InvoiceEmailBuilder()  # as the sender uses it: one per task
     for delivery in deliveries:
-        email = invoice_email_build(
-            delivery=delivery, invoice=delivery.invoice, pay_token=secrets.token_urlsafe(32)
-        )
+        email = builder.build(
+            delivery=delivery,
+            invoice=delivery.invoice,
+            pay_token=secrets.token_urlsafe(32),
+            lines=list(delivery.invoice.lines.all()),
+        ).prepare()
         # What Django's SMTP backend hands to smtplib for this message.
         sender = sanitize_address(email.from_email, email.encoding or "utf-8")
         recipients = [sanitize_address(a, email.encoding or "utf-8") for a in email.recipients()]
@@ -265,8 +271,9 @@ def run(args, count: int, sink: benchkit.SMTPSink) -> None:  # type: ignore[no-u
     from django.db import connection
 
     from invoicing.models import Delivery
-    from invoicing.services import SEND_CHUNK
+    from invoicing.services import SEND_CHUNK, SEND_GROUP
 
+    print(f"load average before: {load_average()}")
     print(f"database: {connection.vendor}; SMTP sink: aiosmtpd on 127.0.0.1:{sink.port}")
     start = time.perf_counter()
     firm, clients = benchkit.create_firm_with_clients(count)
@@ -307,7 +314,10 @@ def run(args, count: int, sink: benchkit.SMTPSink) -> None:  # type: ignore[no-u
     raw_each_s = raw_connection_each(sink.port, messages)
 
     print(f"{count} invoice notifications, ~{size / 1024:.1f} KiB each")
-    print(f"bulk: {len(queued)} tasks of up to {SEND_CHUNK} deliveries, one SMTP connection each")
+    print(
+        f"bulk: {len(queued)} tasks of up to {SEND_CHUNK} deliveries, one SMTP connection each, "
+        f"claimed and recorded in groups of {SEND_GROUP}"
+    )
     if args.profile:
         print("(--profile: the portal's bulk times below are inflated by cProfile)")
     print(f"portal bulk: invoices_send_bulk         {rate(count, create_s)}")
@@ -317,7 +327,7 @@ def run(args, count: int, sink: benchkit.SMTPSink) -> None:  # type: ignore[no-u
     print(f"portal single ({n}, {single_tasks} tasks): invoice_send {rate(n, single_create_s)}")
     print(f"portal single ({n}): deliveries_send_task  {rate(n, single_send_s)}")
     print(f"portal single ({n}): total                 {rate(n, single_s)}")
-    print(f"builder alone (invoice_email_build)     {rate(count, build_s)}  (not in the baseline)")
+    print(f"builder alone (InvoiceEmailBuilder)     {rate(count, build_s)}  (not in the baseline)")
     print(f"raw smtplib, one connection             {rate(count, raw_s)}")
     print(f"raw smtplib, connection per message     {rate(count, raw_each_s)}")
     print(f"ratio portal bulk total / raw one connection: {portal_s / raw_s:.2f}x  (aim <= 1.3x)")
@@ -336,6 +346,14 @@ def run(args, count: int, sink: benchkit.SMTPSink) -> None:  # type: ignore[no-u
     print(f"SQL per notification, bulk of 100: {creating:.1f} creating, {sending:.1f} sending")
     creating, sending = queries_per_notification(firm, 1)
     print(f"SQL per notification, one invoice: {creating:.0f} creating, {sending:.0f} sending")
+    print(f"load average after: {load_average()}")
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 if __name__ == "__main__":

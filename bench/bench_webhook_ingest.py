@@ -1,25 +1,34 @@
 """ESP tracking webhook ingest under load, then processing of what was stored.
 
-    .venv/bin/python bench/bench_webhook_ingest.py [--count 20000] [--concurrency 10]
-        [--client wrk|python] [--db postgres|sqlite] [--broker redis|filesystem] [--profile]
+    .venv/bin/python bench/bench_webhook_ingest.py [--count 20000] [--esps postmark,sendgrid]
+        [--batch 100] [--concurrency 10] [--client wrk|python] [--gunicorn-args "..."]
+        [--db postgres|sqlite] [--broker redis|filesystem] [--conn-max-age N] [--profile]
 
-Starts the portal under gunicorn (2 sync workers, as in production but fewer) on a free
-loopback port, with ANYMAIL_WEBHOOK_SECRET set, a throwaway database (by default PostgreSQL:
-a database beside $DATABASE_URL's or postgres://postgres@127.0.0.1:5432/portal, dropped
-afterwards; --db sqlite for a temporary SQLite file) and, by default, Celery on Redis
-(redis://127.0.0.1:6379/15, flushed before and after; --broker filesystem for folders in a
-temporary directory). It pre-creates --count deliveries with ESP message ids, then, in one
-run:
+Starts the portal under gunicorn with the production settings in gunicorn.conf.py (plus
+--gunicorn-args, which come after them, to compare others) on a free loopback port, with
+ANYMAIL_WEBHOOK_SECRET set, a throwaway database (by default PostgreSQL: a database beside
+$DATABASE_URL's or postgres://postgres@127.0.0.1:5432/portal, dropped afterwards; --db sqlite
+for a temporary SQLite file) and, by default, Celery on Redis (redis://127.0.0.1:6379/15,
+flushed before and after; --broker filesystem for folders in a temporary directory). It
+pre-creates --count deliveries with ESP message ids per ESP, then, in one run:
 
 1. floor: the load generator against a static file served by whitenoise on the same server
    (gunicorn, WSGI and the middleware that comes before Django's views; no query), so the
    figure does not depend on the data.
-2. ingest: --count Postmark-shaped tracking webhooks (4 in 5 "Delivery", 1 in 5 a hard
-   "Bounce", built as tests/invoicing/test_webhooks.py builds them) POSTed with basic auth
-   to /webhooks/anymail/postmark/tracking/: anymail's view, our receiver, a WebhookEvent row
-   and a Celery message per event.
-3. processing: the stored events through `webhook_events_process_batch` in this process, as
+2. ingest, Postmark (one event per post): --count tracking webhooks (4 in 5 "Delivery", 1 in
+   5 a hard "Bounce", built as tests/invoicing/test_webhooks.py builds them) POSTed with
+   basic auth to /webhooks/anymail/postmark/tracking/.
+3. ingest, SendGrid (events in batches, as SendGrid posts them): --count events in posts of
+   --batch events each to /webhooks/anymail/sendgrid/tracking/ (basic auth; no signature
+   key is set, so anymail checks none).
+   Each post is anymail's view, our receiver collecting the events, one WebhookEvent INSERT
+   for the post and at most one Celery "kick" per second per web worker.
+4. processing: the stored events through `webhook_events_process_batch` in this process, as
    the worker's task runs it (batches of WEBHOOK_BATCH events).
+
+Each phase also reports the CPU that the server's processes, PostgreSQL (all of its
+processes: the machine may be shared) and the load generator used, and the machine's busy
+share, because the load generator shares the two cores with the server.
 
 The load generator is wrk with a Lua script when installed (each thread stops itself after
 its share of requests, and -d bounds the time), else a Python thread pool with the same fixed
@@ -39,6 +48,8 @@ import json
 import os
 import pstats
 import re
+import runpy
+import shlex
 import shutil
 import signal
 import subprocess
@@ -52,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchkit  # found through the sys.path line above
 
 WEBHOOK_PATH = "/webhooks/anymail/postmark/tracking/"
+SENDGRID_PATH = "/webhooks/anymail/sendgrid/tracking/"
 # A file under static/, served by whitenoise (see server_settings): no view, no query.
 FLOOR_PATH = "/static/portal/portal.css"
 SECRET = "bench:" + uuid.uuid4().hex
@@ -59,12 +71,13 @@ AUTH = "Basic " + base64.b64encode(SECRET.encode()).decode()
 BOUNCE_EVERY = 5  # one event in five is a hard bounce, the rest "Delivery"
 
 
-def message_id(n: int) -> str:
-    return f"bench-{n:08d}"
+def message_id(n: int, esp: str = "postmark") -> str:
+    return f"bench-{n:08d}" if esp == "postmark" else f"bench-sg-{n:08d}"
 
 
-def recipient(n: int) -> str:
-    return f"rcpt{n:08d}@{benchkit.CLIENT_DOMAIN}"
+def recipient(n: int, esp: str = "postmark") -> str:
+    prefix = "rcpt" if esp == "postmark" else "sg"
+    return f"{prefix}{n:08d}@{benchkit.CLIENT_DOMAIN}"
 
 
 # Postmark's payloads as tests/invoicing/test_webhooks.py builds them, with placeholders the
@@ -110,20 +123,66 @@ BOUNCE = json.dumps(
 ).replace('"__ID__"', "__ID__")
 
 
+# SendGrid's events as tests/invoicing/test_webhooks.py builds them; __EID__ is unique per
+# event (the ESP's sg_event_id), __MID__ the message id Anymail sent (anymail_id).
+SG_DELIVERED = json.dumps(
+    {
+        "email": "__EMAIL__",
+        "timestamp": 1700000000,
+        "smtp-id": "<__MID__@portal.test>",
+        "event": "delivered",
+        "category": ["invoice"],
+        "sg_event_id": "__EID__",
+        "sg_message_id": "__MID__.filter0001",
+        "anymail_id": "__MID__",
+        "response": "250 2.0.0 OK 1700000000 x13si1234567qkj.123 - gsmtp",
+    }
+)
+SG_BOUNCE = json.dumps(
+    {
+        "email": "__EMAIL__",
+        "timestamp": 1700000000,
+        "smtp-id": "<__MID__@portal.test>",
+        "event": "bounce",
+        "category": ["invoice"],
+        "sg_event_id": "__EID__",
+        "sg_message_id": "__MID__.filter0001",
+        "anymail_id": "__MID__",
+        "reason": "550 5.1.1 The email account that you tried to reach does not exist.",
+        "status": "5.1.1",
+        "type": "bounce",
+    }
+)
+
+
 def body(i: int, total: int) -> bytes:
-    """Event i. Requests past `total` (wrk's last in-flight ones) wrap onto real deliveries."""
+    """Postmark post i. Requests past `total` (wrk's last in-flight ones) wrap onto real
+    deliveries."""
     n = i % total
     template = BOUNCE if n % BOUNCE_EVERY == 0 else DELIVERED
     text = template.replace("__ID__", str(i + 1)).replace("__MID__", message_id(n))
     return text.replace("__EMAIL__", recipient(n)).encode()
 
 
+def sendgrid_body(i: int, total: int, batch: int) -> bytes:
+    """SendGrid post i: events i*batch .. i*batch+batch-1, wrapping onto real deliveries."""
+    events = []
+    for e in range(i * batch, (i + 1) * batch):
+        n = e % total
+        template = SG_BOUNCE if n % BOUNCE_EVERY == 0 else SG_DELIVERED
+        text = template.replace("__EID__", f"sg-{e}").replace("__MID__", message_id(n, "sg"))
+        events.append(text.replace("__EMAIL__", recipient(n, "sg")))
+    return ("[" + ",".join(events) + "]").encode()
+
+
 LUA = """
-local total, threads = {total}, {threads}
-local method, path = "{method}", "{path}"
+local total, threads, batch, deliveries = {total}, {threads}, {batch}, {deliveries}
+local kind, path = "{kind}", "{path}"
 local headers = {{ ["Authorization"] = "{auth}", ["Content-Type"] = "application/json" }}
 local delivered = [==[{delivered}]==]
 local bounce = [==[{bounce}]==]
+local sg_delivered = [==[{sg_delivered}]==]
+local sg_bounce = [==[{sg_bounce}]==]
 local counter = 0
 
 function setup(thread)
@@ -132,16 +191,9 @@ function setup(thread)
 end
 
 -- wrk's main thread sleeps for all of -d even after every thread stopped, so each thread
--- reports its own start and end (wall clock, ns) on stderr and the bench ends wrk with SIGINT.
-local function now_ns()
-  local pipe = io.popen("date +%s%N")
-  local value = pipe:read("*l")
-  pipe:close()
-  return value
-end
-
+-- says on stderr when its share is answered; the bench takes the time as the lines arrive
+-- and ends wrk with SIGINT.
 function init(args)
-  started = now_ns()
   nxt = tid
   quota = math.floor((total - tid + threads - 1) / threads)
   answered = 0
@@ -150,22 +202,34 @@ end
 function request()
   local i = nxt
   nxt = nxt + threads
-  if method == "GET" then
+  if kind == "get" then
     return wrk.format("GET", path)
   end
-  local n = i % total
-  local tpl = (n % {every} == 0) and bounce or delivered
-  local body = tpl:gsub("__ID__", tostring(i + 1))
-  body = body:gsub("__MID__", string.format("bench-%08d", n))
-  body = body:gsub("__EMAIL__", string.format("rcpt%08d@{domain}", n))
-  return wrk.format(method, path, headers, body)
+  if kind == "postmark" then
+    local n = i % deliveries
+    local tpl = (n % {every} == 0) and bounce or delivered
+    local body = tpl:gsub("__ID__", tostring(i + 1))
+    body = body:gsub("__MID__", string.format("bench-%08d", n))
+    body = body:gsub("__EMAIL__", string.format("rcpt%08d@{domain}", n))
+    return wrk.format("POST", path, headers, body)
+  end
+  local events = {{}}
+  for e = i * batch, (i + 1) * batch - 1 do
+    local n = e % deliveries
+    local tpl = (n % {every} == 0) and sg_bounce or sg_delivered
+    local event = tpl:gsub("__EID__", "sg-" .. tostring(e))
+    event = event:gsub("__MID__", string.format("bench-sg-%08d", n))
+    event = event:gsub("__EMAIL__", string.format("sg%08d@{domain}", n))
+    events[#events + 1] = event
+  end
+  return wrk.format("POST", path, headers, "[" .. table.concat(events, ",") .. "]")
 end
 
 -- A fixed number of requests: each thread stops itself once its share is answered.
 function response(status, headers, body)
   answered = answered + 1
   if answered == quota then
-    io.stderr:write("WRKTHREAD " .. started .. " " .. now_ns() .. "\\n")
+    io.stderr:write("WRKTHREAD done\\n")
     io.stderr:flush()
     wrk.thread:stop()
   end
@@ -186,19 +250,24 @@ class LoadResult:
 
 
 def load_wrk(
-    port: int, method: str, path: str, total: int, args: argparse.Namespace, work: Path
+    port: int, kind: str, path: str, total: int, args: argparse.Namespace, work: Path
 ) -> LoadResult:
+    """`total` requests of `kind` ("get", "postmark" or "sendgrid") to `path`."""
     threads = min(2, args.concurrency)
-    script = work / f"load-{method.lower()}.lua"
+    script = work / f"load-{kind}.lua"
     script.write_text(
         LUA.format(
             total=total,
             threads=threads,
-            method=method,
+            batch=args.batch,
+            deliveries=args.count,
+            kind=kind,
             path=path,
             auth=AUTH,
             delivered=DELIVERED,
             bounce=BOUNCE,
+            sg_delivered=SG_DELIVERED,
+            sg_bounce=SG_BOUNCE,
             every=BOUNCE_EVERY,
             domain=benchkit.CLIENT_DOMAIN,
         )
@@ -215,24 +284,32 @@ def load_wrk(
         str(script),
         f"http://127.0.0.1:{port}{path.split('?')[0]}",
     ]
+    cpu_before = os.times()
+    start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
-    spans = []
+    finished = 0
+    end = None
     for report in process.stderr:  # ends at -d at the latest: wrk exits then
         if report.startswith("WRKTHREAD "):
-            spans.append([int(v) for v in report.split()[1:3]])
-            if len(spans) == threads:
+            finished += 1
+            if finished == threads:
+                end = time.perf_counter()
                 process.send_signal(signal.SIGINT)  # every thread is done: print the summary
         else:
             print(f"wrk: {report}", end="", file=sys.stderr)  # a script error, say
     out, _ = process.communicate(timeout=30)
+    cpu_after = os.times()
     done = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)", out)
     if done is None:
         raise SystemExit(f"could not read wrk's output:\n{out}")
-    if len(spans) == threads:
-        seconds = (max(end for _, end in spans) - min(start for start, _ in spans)) / 1e9
+    if end is not None:
+        seconds = end - start
     else:  # stopped by -d before the count was reached
         seconds = float(done.group(2)) * {"ms": 0.001, "s": 1, "m": 60}[done.group(3)]
+    wrk_cpu = (cpu_after.children_user - cpu_before.children_user) + (
+        cpu_after.children_system - cpu_before.children_system
+    )
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     failures = int(bad.group(1)) if bad else 0
@@ -242,15 +319,24 @@ def load_wrk(
     detail = f"latency avg {latency.group(1)}, max {latency.group(3)}" if latency else ""
     if p99:
         detail += f", p99 {p99.group(1)}"
+    detail += f"; wrk used {wrk_cpu / seconds:.2f} of 2 cores"
     return LoadResult(int(done.group(1)), seconds, failures, detail)
 
 
 def load_python(
-    port: int, method: str, path: str, total: int, args: argparse.Namespace, work: Path
+    port: int, kind: str, path: str, total: int, args: argparse.Namespace, work: Path
 ) -> LoadResult:
     """Fixed `total` requests from `concurrency` threads, each with its own connection."""
     concurrency = args.concurrency
     deadline = time.monotonic() + args.max_seconds
+    method = "GET" if kind == "get" else "POST"
+
+    def data(i: int) -> bytes | None:
+        if kind == "postmark":
+            return body(i, args.count)
+        if kind == "sendgrid":
+            return sendgrid_body(i, args.count, args.batch)
+        return None
 
     def worker(k: int) -> tuple[int, int]:
         done = failed = 0
@@ -260,8 +346,7 @@ def load_python(
             if time.monotonic() > deadline:
                 break
             try:
-                data = body(i, total) if method == "POST" else None
-                conn.request(method, path, body=data, headers=headers)
+                conn.request(method, path, body=data(i), headers=headers)
                 response = conn.getresponse()
                 response.read()
                 failed += not 200 <= response.status < 400
@@ -272,12 +357,18 @@ def load_python(
         conn.close()
         return done, failed
 
+    cpu_before = os.times()
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(worker, range(concurrency)))
     seconds = time.perf_counter() - start
+    cpu_after = os.times()
+    own_cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
     return LoadResult(
-        sum(r[0] for r in results), seconds, sum(r[1] for r in results), "python client"
+        sum(r[0] for r in results),
+        seconds,
+        sum(r[1] for r in results),
+        f"python client, used {own_cpu / seconds:.2f} of 2 cores",
     )
 
 
@@ -294,20 +385,27 @@ def server_settings(work: Path) -> dict[str, str]:
     return {"DJANGO_SETTINGS_MODULE": "bench_server_settings", "PYTHONPATH": path}
 
 
-def server_start(port: int, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+def server_start(
+    port: int, env: dict[str, str], extra_args: list[str]
+) -> tuple[subprocess.Popen, str]:
+    """gunicorn with the production settings (gunicorn.conf.py), then `extra_args`."""
     gunicorn = Path(benchkit.PYTHON).parent / "gunicorn"
     if gunicorn.exists():
-        command = [
-            str(gunicorn),
-            "portal.wsgi:application",
-            "--workers",
-            "2",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ]
-        name = "gunicorn, 2 sync workers"
+        config = benchkit.REPO_ROOT / "gunicorn.conf.py"
+        command = [str(gunicorn), "-c", str(config), "--bind", f"127.0.0.1:{port}"]
+        command += ["--log-level", "warning", *extra_args]
+        # What the configuration file sets (with the environment it reads), for the report.
+        saved = dict(os.environ)
+        os.environ.update(env)
+        try:
+            conf = runpy.run_path(str(config))
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        name = (
+            f"gunicorn -c gunicorn.conf.py ({conf['workers']} {conf['worker_class']} workers x "
+            f"{conf.get('threads', 1)} threads) {' '.join(extra_args)}"
+        ).rstrip()
     else:
         command = [benchkit.PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
         name = "manage.py runserver (gunicorn not installed)"
@@ -342,7 +440,44 @@ def server_stop(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def create_deliveries(count: int) -> None:
+class CPU:
+    """CPU seconds used so far by the server's process group, by PostgreSQL's processes,
+    and by the whole machine (busy and total, from /proc/stat). Linux only."""
+
+    def __init__(self, server_pgid: int) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        self.server = self.postgres = 0.0
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue  # ended meanwhile
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2 :].split()
+            seconds = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+            if int(fields[2]) == server_pgid:
+                self.server += seconds
+            elif name.startswith("postgres"):
+                self.postgres += seconds
+        with open("/proc/stat") as fh:
+            times = [int(v) for v in fh.readline().split()[1:]]
+        self.machine_total = sum(times) / tick
+        self.machine_busy = (sum(times) - times[3] - times[4]) / tick  # less idle and iowait
+
+    @staticmethod
+    def report(before: CPU, after: CPU, seconds: float) -> str:
+        cores = os.cpu_count() or 1
+        busy = (after.machine_busy - before.machine_busy) / (
+            after.machine_total - before.machine_total
+        )
+        return (
+            f"cores used: server {(after.server - before.server) / seconds:.2f}, "
+            f"PostgreSQL {(after.postgres - before.postgres) / seconds:.2f}, "
+            f"machine {busy * cores:.2f} of {cores}"
+        )
+
+
+def create_deliveries(count: int, esp: str = "postmark") -> None:
     """`count` sent deliveries, each with the ESP message id one webhook will name."""
     import datetime
 
@@ -359,10 +494,10 @@ def create_deliveries(count: int) -> None:
                 firm=firm,
                 invoice=invoice,
                 client=client,
-                address=recipient(n),
-                normalized=recipient(n),
+                address=recipient(n, esp),
+                normalized=recipient(n, esp),
                 status=Delivery.Status.SENT,
-                esp_message_id=message_id(n),
+                esp_message_id=message_id(n, esp),
                 verp_token=uuid.uuid4().hex,
             )
             for n in range(first, min(first + batch, count))
@@ -414,9 +549,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--count", type=int, default=20_000, help="webhook events to post")
+    parser.add_argument("--count", type=int, default=20_000, help="webhook events per ESP")
+    parser.add_argument(
+        "--esps", default="postmark,sendgrid", help="ESPs to post as (default postmark,sendgrid)"
+    )
+    parser.add_argument("--batch", type=int, default=100, help="events per SendGrid post")
     parser.add_argument("--concurrency", type=int, default=10, help="connections at once")
     parser.add_argument("--client", choices=["wrk", "python"], help="default: wrk if installed")
+    parser.add_argument(
+        "--gunicorn-args",
+        default="",
+        help="extra gunicorn arguments after gunicorn.conf.py's, e.g. \"--worker-class sync "
+        '--workers 2" (the figures before gunicorn.conf.py existed)',
+    )
     parser.add_argument(
         "--max-seconds", type=float, default=120, help="time bound of each phase (default 120)"
     )
@@ -430,11 +575,13 @@ def main() -> None:
     parser.add_argument(
         "--conn-max-age",
         type=int,
-        default=60,
-        help="DATABASE_CONN_MAX_AGE for the server (default 60: persistent connections; "
-        "0 opens a PostgreSQL connection per request, the settings' default)",
+        help="DATABASE_CONN_MAX_AGE for the server (default: gunicorn.conf.py's, 60 s; "
+        "0 opens a PostgreSQL connection per request)",
     )
     args = parser.parse_args()
+    esps = [esp.strip() for esp in args.esps.split(",") if esp.strip()]
+    if not set(esps) <= {"postmark", "sendgrid"}:
+        raise SystemExit("--esps takes postmark and/or sendgrid")
     client = args.client or ("wrk" if shutil.which("wrk") else "python")
     load = load_wrk if client == "wrk" else load_python
 
@@ -444,13 +591,11 @@ def main() -> None:
         broker_url = "filesystem://"
         if args.broker == "redis":
             broker_url = stack.enter_context(benchkit.throwaway_redis())
+        extra_env = {"ANYMAIL_WEBHOOK_SECRET": SECRET}
+        if args.conn_max_age is not None:
+            extra_env["DATABASE_CONN_MAX_AGE"] = str(args.conn_max_age)
         env = benchkit.portal_env(
-            database_url=database_url,
-            var_dir=var_dir,
-            broker_url=broker_url,
-            ANYMAIL_WEBHOOK_SECRET=SECRET,
-            # A PostgreSQL connection per request costs more than the whole webhook view.
-            DATABASE_CONN_MAX_AGE=str(args.conn_max_age),
+            database_url=database_url, var_dir=var_dir, broker_url=broker_url, **extra_env
         )
         benchkit.django_start(env)
         from django.db import connection
@@ -458,38 +603,60 @@ def main() -> None:
 
         from invoicing.models import Delivery, DeliveryEvent, Suppression, WebhookEvent
 
-        create_deliveries(args.count)
+        for esp in esps:
+            create_deliveries(args.count, esp)
         connection.close()  # the server's workers should not wait on this process's locks
         port = benchkit.free_port()
-        server, server_name = server_start(port, {**env, **server_settings(var_dir)})
+        server_env = {**env, **server_settings(var_dir)}
+        server, server_name = server_start(port, server_env, shlex.split(args.gunicorn_args))
+        results: list[tuple[str, LoadResult, str, int]] = []
+        print(f"load average before: {Path('/proc/loadavg').read_text().strip()}")
         try:
             print(
                 f"server: {server_name} on 127.0.0.1:{port}; database: {connection.vendor}; "
-                f"broker: {broker_url.split(':')[0]}; CONN_MAX_AGE {args.conn_max_age}"
+                f"broker: {broker_url.split(':')[0]}; CONN_MAX_AGE "
+                f"{env.get('DATABASE_CONN_MAX_AGE', 'from gunicorn.conf.py')}"
             )
             print(f"load generator: {client}, {args.concurrency} connections\n")
-            floor = load(port, "GET", FLOOR_PATH, args.count, args, var_dir)
-            ingest = load(port, "POST", WEBHOOK_PATH, args.count, args, var_dir)
+            phases = [("floor: GET static file", "get", FLOOR_PATH, args.count)]
+            if "postmark" in esps:
+                phases.append(("ingest: Postmark, 1/post", "postmark", WEBHOOK_PATH, args.count))
+            if "sendgrid" in esps:
+                posts = -(-args.count // args.batch)
+                name = f"ingest: SendGrid, {args.batch}/post"
+                phases.append((name, "sendgrid", SENDGRID_PATH, posts))
+            for name, kind, path, requests in phases:
+                stored_before = WebhookEvent.objects.count()
+                connection.close()
+                before = CPU(server.pid)
+                result = load(port, kind, path, requests, args, var_dir)
+                cpu = CPU.report(before, CPU(server.pid), result.seconds)
+                results.append((name, result, cpu, WebhookEvent.objects.count() - stored_before))
+                connection.close()
         finally:
             server_stop(server)
+        print(f"load average after: {Path('/proc/loadavg').read_text().strip()}\n")
 
         stored = WebhookEvent.objects.count()
         queued = queued_messages(broker_url, var_dir)
         processed, process_s = process_stored(args.max_seconds, args.profile)
 
-        def line(name: str, result: LoadResult) -> None:
+        floor = results[0][1]
+        for name, result, cpu, events in results:
             print(
-                f"{name:<34} {result.requests:6d} requests in {result.seconds:6.2f} s  "
-                f"{result.rate:7.0f}/s  failed {result.failures}  ({result.detail})"
+                f"{name:<26} {result.requests:6d} requests in {result.seconds:6.2f} s "
+                f"{result.rate:6.0f} requests/s  failed {result.failures}"
             )
-
-        line(f"floor: GET {FLOOR_PATH}", floor)
-        line("ingest: POST postmark tracking", ingest)
-        print(
-            f"stored WebhookEvent rows: {stored}; Celery messages queued: {queued}  "
-            f"-> ingest {stored / ingest.seconds:.0f} events/s (aim >= 1000/s)"
-        )
-        print(f"ingest / floor: {ingest.rate / floor.rate:.2f} of the server's floor rate")
+            if events:
+                # Events in the counted requests; wrk's last in-flight posts add a few more.
+                planned = result.requests * (args.batch if "SendGrid" in name else 1)
+                print(
+                    f"{'':<26} {events} events stored: {planned / result.seconds:.0f} events/s "
+                    f"(aim >= 1000/s); requests/s / floor {result.rate / floor.rate:.2f}"
+                )
+            print(f"{'':<26} {result.detail}")
+            print(f"{'':<26} {cpu}")
+        print(f"stored WebhookEvent rows: {stored}; Celery messages queued (kicks): {queued}")
         print(
             f"processing (webhook_events_process_batch): {processed} events in {process_s:.2f} s  "
             f"{processed / process_s:.0f} events/s"

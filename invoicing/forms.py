@@ -8,6 +8,7 @@ from django.utils.translation import gettext_lazy as _
 
 from invoicing.models import FirmBillingSettings, Invoice
 from invoicing.services import LineData
+from portal.addresses import normalize_address
 from portal.models import Client
 
 
@@ -92,10 +93,24 @@ class InvoiceFilterForm(forms.Form):
         queryset=Client.objects.none(),
         empty_label=_("All clients"),
     )
+    issued_from = forms.DateField(
+        label=_("Issued from"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    issued_to = forms.DateField(
+        label=_("Issued until"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    overdue = forms.BooleanField(label=_("Overdue only"), required=False)
 
     def __init__(self, *args: object, clients: QuerySet[Client], **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.fields["client"].queryset = clients  # type: ignore[attr-defined]
+
+    def clean(self) -> dict[str, object]:
+        data = super().clean() or {}
+        start, end = data.get("issued_from"), data.get("issued_to")
+        if start and end and end < start:
+            self.add_error("issued_to", _("The end date cannot be before the start date."))
+        return data
 
 
 class PaymentForm(forms.Form):
@@ -111,14 +126,33 @@ class PaymentForm(forms.Form):
 
 
 class SuppressionRemovalForm(forms.Form):
-    confirmed = forms.BooleanField(
-        label=_("I confirmed with the client that this address works"), required=True
+    """Typing the blocked address again is the confirmation: a click alone is too easy."""
+
+    address = forms.CharField(
+        label=_("Type the blocked address again"),
+        max_length=320,
+        help_text=_("Only after the client confirmed that this address works."),
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
     )
     note = forms.CharField(
         label=_("How did you confirm it?"),
         max_length=1000,
         widget=forms.Textarea(attrs={"rows": 2}),
     )
+
+    def __init__(self, *args: object, blocked: str, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.blocked = blocked
+
+    def clean_address(self) -> str:
+        typed = self.cleaned_data["address"]
+        # Compared as addresses are matched everywhere else: case-insensitive, IDNA domain.
+        if normalize_address(typed) != self.blocked:
+            raise forms.ValidationError(
+                _("This is not the blocked address. Type %(address)s exactly as shown above."),
+                params={"address": self.blocked},
+            )
+        return typed
 
 
 class BillingSettingsForm(forms.ModelForm):

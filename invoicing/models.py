@@ -89,6 +89,12 @@ class Delivery(models.Model):
 
     class Status(models.TextChoices):
         QUEUED = "queued", _("Queued")
+        # Claimed by a sender: its Pay Now link is stored and the email is about to go, or
+        # went, over SMTP; the outcome is recorded moments later.
+        SENDING = "sending", _("Sending")
+        # The sender stopped (a crash) between claiming and recording: the email went out at
+        # most once, and nobody knows whether it did. Shown as a problem; Resend is the fix.
+        UNKNOWN = "unknown", _("Outcome unknown")
         SENT = "sent", _("Sent")
         DEFERRED = "deferred", _("Delayed")
         DELIVERED = "delivered", _("Delivered")
@@ -113,6 +119,9 @@ class Delivery(models.Model):
     message_id = models.CharField(max_length=255, blank=True, db_index=True)
     esp_message_id = models.CharField(max_length=255, blank=True, db_index=True)
     verp_token = models.CharField(max_length=40, unique=True)
+    # When a sender claimed it (status "sending"): a claim older than the lease is a sender
+    # that died, see `invoicing.services.deliveries_sending_expire`.
+    claimed_at = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -127,6 +136,12 @@ class Delivery(models.Model):
                 fields=["firm", "problem_code"],
                 condition=~Q(problem_code=""),
                 name="delivery_problem_idx",
+            ),
+            # Serves the watchdog: claims in flight, oldest first (normally none or a few).
+            models.Index(
+                fields=["claimed_at"],
+                condition=Q(status="sending"),
+                name="delivery_sending_idx",
             ),
         ]
 

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date, datetime
 
 from django.db.models import Prefetch, QuerySet
 
 from invoicing.models import Delivery, DeliveryEvent, FirmBillingSettings, Invoice, Suppression
 from portal.models import ContactAddress, Firm
 
+# An invoice the client still owes: sent or opened, not paid, not void.
+OPEN_STATUSES = (Invoice.Status.SENT, Invoice.Status.VIEWED)
+
 
 def invoice_list(
-    *, firm: Firm, status: str | None = None, client_id: int | None = None
+    *,
+    firm: Firm,
+    status: str | None = None,
+    client_id: int | None = None,
+    issued_from: date | None = None,
+    issued_to: date | None = None,
+    overdue_on: date | None = None,
 ) -> QuerySet[Invoice]:
     """The firm's invoices with their clients and lines (one query for all the lines).
 
+    ``overdue_on``: only invoices still open whose due date is before that day.
     Totals are summed in Python from the prefetched lines rather than in SQL, so the list
     rounds every line exactly as `InvoiceLine.amount` does on every database backend.
     """
@@ -23,6 +34,12 @@ def invoice_list(
         invoices = invoices.filter(status=status)
     if client_id:
         invoices = invoices.filter(client_id=client_id)
+    if issued_from:
+        invoices = invoices.filter(issue_date__gte=issued_from)
+    if issued_to:
+        invoices = invoices.filter(issue_date__lte=issued_to)
+    if overdue_on:
+        invoices = invoices.filter(status__in=OPEN_STATUSES, due_date__lt=overdue_on)
     return invoices.order_by("-number")
 
 
@@ -102,3 +119,12 @@ def suppression_list(*, firm: Firm, include_removed: bool = False) -> QuerySet[S
     if not include_removed:
         suppressions = suppressions.filter(removed_at__isnull=True)
     return suppressions.order_by("-created", "-pk")
+
+
+def suppression_removal_times(*, firm: Firm, since: datetime) -> list[datetime]:
+    """When the firm's blocks lifted since then were lifted, oldest first (the daily limit)."""
+    return list(
+        Suppression.objects.filter(firm=firm, removed_at__gte=since)
+        .order_by("removed_at")
+        .values_list("removed_at", flat=True)
+    )

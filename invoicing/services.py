@@ -1,22 +1,29 @@
 """Changes to invoices, their deliveries, Pay Now links, payments and the suppression list.
 
 Sending is an outbox: `invoice_send` writes one queued `Delivery` per recipient and enqueues
-their ids once the transaction commits; `deliveries_send` (run by the task) sends each and
-records what the server said through `delivery_event_record`, so the delivery record never
-claims more than happened.
+their ids once the transaction commits; `deliveries_send` (run by the task) claims them in
+groups, sends each group over one connection and records what the server said, so the
+delivery record never claims more than happened (see "the sender" below for what a crash
+between sending and recording leaves).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 import smtplib
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from email.utils import make_msgid
+from enum import Enum
+from itertools import islice
+from typing import Any
 
 from anymail.exceptions import AnymailError, AnymailRecipientsRefused
 from django.conf import settings
@@ -24,10 +31,17 @@ from django.core.mail import get_connection
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Sum
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop, ngettext
 
-from accounts.models import Membership, Role, User
-from invoicing.emails import invoice_email_build, invoice_paid_notify, platform_address
+from accounts.models import AuditEntry, Membership, Role, SupportGrant, User
+from invoicing.emails import (
+    InvoiceEmailBuilder,
+    PreparedEmail,
+    invoice_paid_notify,
+    platform_address,
+)
 from invoicing.events import (
     active_suppression,
     active_suppressions,
@@ -36,6 +50,7 @@ from invoicing.events import (
 )
 from invoicing.models import (
     Delivery,
+    DeliveryEvent,
     FirmBillingSettings,
     Invoice,
     InvoiceLine,
@@ -43,10 +58,12 @@ from invoicing.models import (
     Payment,
     Suppression,
 )
-from invoicing.selectors import invoice_recipients
+from invoicing.selectors import invoice_recipients, suppression_removal_times
 from invoicing.verp import new_verp_token
 from portal.addresses import AddressError, normalize_address, validate_address
 from portal.models import Client, ContactAddress, Firm
+
+logger = logging.getLogger(__name__)
 
 S = Delivery.Status
 NUMBER_ATTEMPTS = 5
@@ -167,8 +184,12 @@ def invoice_void(*, invoice: Invoice) -> Invoice:
 # --- sending ----------------------------------------------------------------------------
 
 
-def _message_id() -> str:
-    return make_msgid(domain=platform_address().rpartition("@")[2] or "portal.localhost")
+def _message_id(domain: str | None = None) -> str:
+    return make_msgid(domain=domain or _message_id_domain())
+
+
+def _message_id_domain() -> str:
+    return platform_address().rpartition("@")[2] or "portal.localhost"
 
 
 def _delivery_prepare(
@@ -396,6 +417,7 @@ def invoices_send_bulk(*, invoices: Sequence[Invoice]) -> BulkSendResult:
     if stale:
         PayLink.objects.filter(pk__in=stale).update(revoked_at=timezone.now())
 
+    domain = _message_id_domain()
     deliveries = Delivery.objects.bulk_create(
         [
             Delivery(
@@ -405,7 +427,7 @@ def invoices_send_bulk(*, invoices: Sequence[Invoice]) -> BulkSendResult:
                 address=r.address,
                 normalized=r.normalized,
                 verp_token=new_verp_token(),
-                message_id=_message_id(),
+                message_id=_message_id(domain),
             )
             for invoice, rs in sendable
             for r in rs
@@ -546,28 +568,265 @@ def delivery_soft_retry(*, delivery_id: int) -> list[Delivery]:
         return []  # the address left the client meanwhile: nothing to retry
 
 
-def _record_accepted(delivery: Delivery, esp_message_id: str = "", *, locked: bool = False) -> None:
-    if esp_message_id:
-        Delivery.objects.filter(pk=delivery.pk).update(esp_message_id=esp_message_id[:255])
-        delivery.esp_message_id = esp_message_id[:255]
-    delivery_event_record(delivery=delivery, kind=S.SENT, source="smtp", locked=locked)
-    if delivery.is_test:
-        return
-    invoice = delivery.invoice
-    # Sent only once a server accepted it for at least one recipient. An invoice never goes
-    # back to draft, so one already known to be past draft needs no UPDATE (the bulk sender
-    # shares one Invoice object between the batch's deliveries of the same invoice).
-    if invoice.status == Invoice.Status.DRAFT:
-        now = timezone.now()
-        Invoice.objects.filter(pk=delivery.invoice_id, status=Invoice.Status.DRAFT).update(
-            status=Invoice.Status.SENT, sent_at=now
+# --- the sender: claim a group, send it, record it --------------------------------------
+#
+# Each group of a send task goes through three steps (a transactional outbox):
+#
+# 1. Claim, in one transaction: lock the group's queued deliveries (`SKIP LOCKED`, so two
+#    workers never take the same one), store every Pay Now link (its hash exists before
+#    the email leaves, so a link in a client's inbox always works), and move them to
+#    "sending" with the claim's time. Commit.
+# 2. Send over the task's one SMTP connection, outside any transaction, keeping each
+#    recipient's outcome in memory. A thread builds the next emails while the connection
+#    waits on the server's reply.
+# 3. Record, in one transaction: the events in one INSERT, the accepted deliveries in one
+#    UPDATE, the invoices they made "sent" in another; refusals (few) one by one, because
+#    the suppression rules and retries read each of them.
+#
+# The trade-off: a worker that dies between 1 and 3 leaves its group in "sending", and
+# nobody knows which of those emails left. Sending them again could give a client the same
+# invoice twice; forgetting them could mean it never arrived. Neither is done on a guess:
+# once a claim is older than SENDING_LEASE, `deliveries_sending_expire` (a periodic task)
+# marks those deliveries "outcome unknown", an event and a problem on the timeline that
+# says the email went at most once and offers Resend. A crash used to cost at most the one
+# email in flight; now it can cost a group (SEND_GROUP emails) of "please check", in
+# exchange for a handful of statements per group instead of about seven per email.
+# Failures the sender sees itself (a refusal, a lost connection, a bug raising in the
+# middle) are recorded exactly, never as unknown, except the one email in flight when an
+# unexpected error hit.
+
+# Big enough that the two transactions cost little per email (0.1 statements each), small
+# enough that a crash leaves few emails to check.
+SEND_GROUP = 200
+# Far longer than a group can take (SEND_GROUP emails, each bounded by EMAIL_TIMEOUT), so a
+# live sender is never declared dead; a late record still wins over "unknown".
+SENDING_LEASE = timedelta(minutes=30)
+# Emails built ahead of the one being sent.
+BUILD_AHEAD = 2
+OUTCOME_UNKNOWN = "delivery.outcome_unknown"
+_UNKNOWN_DIAGNOSTIC = gettext_noop(
+    "Sending was interrupted before the server's answer was recorded. The email was sent at "
+    "most once: check with the client whether it arrived, or resend it."
+)
+
+
+class _Result(Enum):
+    ACCEPTED = "accepted"  # a server took it for this recipient
+    REFUSED = "refused"  # an SMTP refusal: code, text and the command refused
+    ESP_REFUSED = "esp_refused"  # anymail's per-recipient status said rejected or invalid
+    BUILD_FAILED = "build_failed"  # the email could not be built: nothing left
+    IN_FLIGHT = "in_flight"  # handed to the connection, no answer yet
+    NOT_SENT = "not_sent"  # not taken by the server, for a reason worth a later retry
+    CONNECTION_LOST = "connection_lost"  # as NOT_SENT, and the rest of the task waits too
+
+
+@dataclass
+class _Outcome:
+    result: _Result
+    at: datetime
+    esp_message_id: str = ""
+    code: int = 0
+    text: str = ""
+    command: str = ""
+
+
+@dataclass
+class _Group:
+    """Deliveries claimed together, with what building their emails needs."""
+
+    deliveries: list[Delivery]  # claimed: now "sending", in the task's order
+    tokens: dict[int, str]  # delivery id -> Pay Now token (stored only hashed)
+    lines: dict[int, list[InvoiceLine]]  # invoice id -> its lines
+
+
+def deliveries_send(*, delivery_ids: Sequence[int]) -> list[int]:
+    """Send queued deliveries over one connection; return the ids to retry later.
+
+    Only deliveries still queued are claimed, so a retried or duplicated task never sends
+    again what was claimed before. Deliveries not sent (the server unreachable, the
+    connection lost) are queued again and returned.
+    """
+    ids = list(dict.fromkeys(delivery_ids))
+    connection = get_connection()
+    try:
+        connection.open()
+    except (smtplib.SMTPException, OSError):
+        return ids  # the server is unreachable: nothing was claimed, sent or recorded
+    builder = InvoiceEmailBuilder()
+    # One email (the Send button on a one-address client) has nothing to overlap with: a
+    # thread would only add two hand-overs.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invoice-email")
+    submit = pool.submit if len(ids) > 1 else _run_now
+    retry: list[int] = []
+    try:
+        for first in range(0, len(ids), SEND_GROUP):
+            group = _group_claim(ids[first : first + SEND_GROUP])
+            outcomes: dict[int, _Outcome] = {}
+            try:
+                broken = _group_send(group, connection, builder, submit, outcomes)
+            except BaseException:
+                # Something unexpected: record what is known before giving up.
+                _group_record(group, outcomes, interrupted=True)
+                raise
+            retry.extend(_group_record(group, outcomes))
+            if broken:
+                retry.extend(ids[first + SEND_GROUP :])  # still queued, never claimed
+                break
+    finally:
+        pool.shutdown(cancel_futures=True)
+        connection.close()
+    return retry
+
+
+def _run_now(fn: Callable[..., Any], *args: Any) -> Future[Any]:
+    """`Executor.submit` without a thread: the work is done when this returns."""
+    future: Future[Any] = Future()
+    try:
+        future.set_result(fn(*args))
+    except Exception as exc:
+        future.set_exception(exc)
+    return future
+
+
+def _group_claim(ids: Sequence[int]) -> _Group:
+    """Step 1: claim the queued ones among ``ids``, store their links, mark them sending."""
+    order = {pk: position for position, pk in enumerate(ids)}
+    with transaction.atomic():
+        claimed = sorted(
+            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(pk__in=list(ids), status=S.QUEUED)
+            .select_related("invoice__firm", "invoice__client"),
+            key=lambda d: order[d.pk],
         )
-        if locked:
-            invoice.status, invoice.sent_at = Invoice.Status.SENT, now
+        # Checked again at send time: the address may have been blocked since it was queued.
+        suppressions = active_suppressions(
+            pairs=((d.firm_id, d.normalized) for d in claimed if not d.is_test)
+        )
+        deliveries = []
+        for delivery in claimed:
+            suppression = None
+            if not delivery.is_test:
+                suppression = suppressions.get((delivery.firm_id, delivery.normalized))
+            if suppression is not None:
+                _record_suppressed(delivery, suppression, locked=True)
+            else:
+                deliveries.append(delivery)
+        if not deliveries:
+            return _Group([], {}, {})
+        lines: dict[int, list[InvoiceLine]] = {}
+        for line in InvoiceLine.objects.filter(invoice_id__in={d.invoice_id for d in deliveries}):
+            lines.setdefault(line.invoice_id, []).append(line)
+        now = timezone.now()
+        tokens = {d.pk: secrets.token_urlsafe(32) for d in deliveries}  # 256 bits each
+        expires = now + timedelta(days=settings.PAY_LINK_DAYS)
+        # A queued delivery normally has no link; one left by an attempt that never sent
+        # (connection lost) is replaced in the same statement.
+        PayLink.objects.bulk_create(
+            [
+                PayLink(
+                    delivery=d,
+                    invoice_id=d.invoice_id,
+                    token_hash=pay_token_hash(tokens[d.pk]),
+                    expires_at=expires,
+                )
+                for d in deliveries
+            ],
+            update_conflicts=True,
+            unique_fields=["delivery"],
+            update_fields=["invoice", "token_hash", "expires_at", "revoked_at"],
+        )
+        Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(
+            status=S.SENDING, claimed_at=now, updated=now
+        )
+        for delivery in deliveries:
+            delivery.status, delivery.claimed_at = S.SENDING, now
+    return _Group(deliveries, tokens, lines)
 
 
-def _record_esp_status(delivery: Delivery, message: object, *, locked: bool = False) -> None:
-    """Read anymail's per-recipient answer: rejected or invalid is an event, not a send."""
+def _group_send(
+    group: _Group,
+    connection: Any,
+    builder: InvoiceEmailBuilder,
+    submit: Callable[..., Future[Any]],
+    outcomes: dict[int, _Outcome],
+) -> bool:
+    """Step 2: send each claimed delivery's email; True when the connection was lost.
+
+    ``outcomes`` is filled as it goes, so a caller that catches an exception still knows
+    what happened to each delivery so far. No database access here, in either thread.
+    """
+
+    def build(delivery: Delivery) -> PreparedEmail:
+        invoice = delivery.invoice
+        message = builder.build(
+            delivery=delivery,
+            invoice=invoice,
+            pay_token=group.tokens[delivery.pk],
+            lines=group.lines.get(invoice.pk, []),
+        )
+        return message.prepare()  # MIME and its bytes, off the sending thread
+
+    waiting = iter(group.deliveries)
+    building: deque[tuple[Delivery, Future[PreparedEmail]]] = deque(
+        (d, submit(build, d)) for d in islice(waiting, BUILD_AHEAD + 1)
+    )
+    while building:
+        delivery, built = building.popleft()
+        following = next(waiting, None)
+        if following is not None:
+            building.append((following, submit(build, following)))
+        try:
+            message = built.result()
+        except Exception as exc:  # a bug or bad data in one invoice: that email only
+            logger.exception("invoice email for delivery %s could not be built", delivery.pk)
+            outcomes[delivery.pk] = _Outcome(_Result.BUILD_FAILED, timezone.now(), text=str(exc))
+            continue
+        outcomes[delivery.pk] = _Outcome(_Result.IN_FLIGHT, timezone.now())
+        outcomes[delivery.pk] = outcome = _send_one(connection, delivery, message)
+        if outcome.result == _Result.CONNECTION_LOST:
+            return True  # this one and the rest are queued again for a retry
+    return False
+
+
+def _send_one(connection: Any, delivery: Delivery, message: PreparedEmail) -> _Outcome:
+    """Hand one email to the connection and say what became of it."""
+    try:
+        connection.send_messages([message])
+    except smtplib.SMTPRecipientsRefused as exc:
+        code, text = next(iter(exc.recipients.values()))
+        return _Outcome(
+            _Result.REFUSED, timezone.now(), code=code, text=_as_text(text), command="RCPT"
+        )
+    except smtplib.SMTPSenderRefused as exc:
+        return _Outcome(
+            _Result.REFUSED,
+            timezone.now(),
+            code=exc.smtp_code,
+            text=_as_text(exc.smtp_error),
+            command="MAIL",
+        )
+    except smtplib.SMTPDataError as exc:
+        return _Outcome(
+            _Result.REFUSED,
+            timezone.now(),
+            code=exc.smtp_code,
+            text=_as_text(exc.smtp_error),
+            command="DATA",
+        )
+    except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError) as exc:
+        # No reply to our message, so the server took no responsibility for it (RFC 5321
+        # 6.1): an MTA sends again in this case, and so do we.
+        return _Outcome(_Result.CONNECTION_LOST, timezone.now(), text=str(exc))
+    except AnymailRecipientsRefused:
+        pass  # anymail_status on the message says which and why; read below
+    except (smtplib.SMTPException, AnymailError):
+        return _Outcome(_Result.NOT_SENT, timezone.now())  # this one is retried later
+    return _esp_outcome(delivery, message)
+
+
+def _esp_outcome(delivery: Delivery, message: object) -> _Outcome:
+    """Read anymail's per-recipient answer (none with plain SMTP: accepted)."""
+    now = timezone.now()
     status = getattr(message, "anymail_status", None)
     recipient = None
     if status is not None and status.recipients:
@@ -575,151 +834,162 @@ def _record_esp_status(delivery: Delivery, message: object, *, locked: bool = Fa
             iter(status.recipients.values())
         )
     raw_id = recipient.message_id if recipient is not None else None
-    message_id = "" if raw_id is None else str(raw_id)
+    message_id = "" if raw_id is None else str(raw_id)[:255]
     if recipient is not None and recipient.status in ("rejected", "invalid"):
-        if message_id:
-            Delivery.objects.filter(pk=delivery.pk).update(esp_message_id=message_id[:255])
-        invalid = recipient.status == "invalid"
+        return _Outcome(_Result.ESP_REFUSED, now, esp_message_id=message_id, text=recipient.status)
+    return _Outcome(_Result.ACCEPTED, now, esp_message_id=message_id)
+
+
+def _group_record(
+    group: _Group, outcomes: dict[int, _Outcome], *, interrupted: bool = False
+) -> list[int]:
+    """Step 3: record every claimed delivery's outcome in one transaction; the ids to retry.
+
+    A delivery with no outcome was never handed to the connection: queued again. One in
+    flight when an unexpected error hit (``interrupted``) may or may not have left: unknown.
+    Statuses move only from "sending" (or "unknown", when a slow sender records after the
+    watchdog gave up on it): a webhook that already said "delivered" is not undone.
+    """
+    by_result: dict[_Result, list[tuple[Delivery, _Outcome]]] = {}
+    for delivery in group.deliveries:
+        outcome = outcomes.get(delivery.pk)
+        if (
+            outcome is None
+            or outcome.result == _Result.CONNECTION_LOST
+            or (outcome.result == _Result.IN_FLIGHT and not interrupted)
+        ):
+            outcome = _Outcome(_Result.NOT_SENT, timezone.now())
+        by_result.setdefault(outcome.result, []).append((delivery, outcome))
+    if not by_result:
+        return []
+    pending = (S.SENDING, S.UNKNOWN)
+    now = timezone.now()
+    with transaction.atomic():
+        accepted = by_result.get(_Result.ACCEPTED, [])
+        if accepted:
+            DeliveryEvent.objects.bulk_create(
+                DeliveryEvent(delivery=d, kind=S.SENT, source="smtp", occurred_at=o.at)
+                for d, o in accepted
+            )
+            Delivery.objects.filter(pk__in=[d.pk for d, _o in accepted], status__in=pending).update(
+                status=S.SENT, problem_code="", updated=now
+            )
+            with_ids = [d for d, o in accepted if o.esp_message_id]
+            for delivery, outcome in accepted:
+                delivery.esp_message_id = outcome.esp_message_id or delivery.esp_message_id
+            if with_ids:
+                Delivery.objects.bulk_update(with_ids, ["esp_message_id"], batch_size=500)
+            # Sent only once a server accepted it for at least one recipient.
+            sent_invoices = {d.invoice_id for d, _o in accepted if not d.is_test}
+            if sent_invoices:
+                Invoice.objects.filter(pk__in=sent_invoices, status=Invoice.Status.DRAFT).update(
+                    status=Invoice.Status.SENT, sent_at=now
+                )
+        # Refusals are few, and each one feeds the suppression rules and the soft retries:
+        # recorded one by one, against the rows locked here.
+        one_by_one = [
+            pair
+            for result in (_Result.REFUSED, _Result.ESP_REFUSED, _Result.BUILD_FAILED)
+            for pair in by_result.get(result, [])
+        ]
+        if one_by_one:
+            current = dict(
+                Delivery.objects.select_for_update()
+                .filter(pk__in=[d.pk for d, _o in one_by_one])
+                .values_list("pk", "status")
+            )
+            for delivery, outcome in one_by_one:
+                delivery.status = current.get(delivery.pk, delivery.status)
+                _record_refused(delivery, outcome)
+        unknown = [d for d, _o in by_result.get(_Result.IN_FLIGHT, [])]
+        if unknown:
+            _record_unknown(unknown, now=now)
+        not_sent = [d.pk for d, _o in by_result.get(_Result.NOT_SENT, [])]
+        if not_sent:
+            # Their links never left: drop them; the next claim stores new ones.
+            PayLink.objects.filter(delivery_id__in=not_sent).delete()
+            Delivery.objects.filter(pk__in=not_sent, status__in=pending).update(
+                status=S.QUEUED, problem_code="", updated=now
+            )
+    esp_results = by_result.get(_Result.ACCEPTED, []) + by_result.get(_Result.ESP_REFUSED, [])
+    if any(o.esp_message_id for _d, o in esp_results):
+        _waiting_webhook_events_match()
+    return not_sent
+
+
+def _waiting_webhook_events_match() -> None:
+    """An ESP can report "delivered" within a second, before this group was recorded: such
+    events wait for their delivery (`invoicing.webhook_processing`). Now that the message ids
+    are stored, match them at once instead of at the next sweep."""
+    from invoicing.tasks_events import webhook_events_waiting_kick
+    from invoicing.webhook_processing import webhook_events_waiting_exist
+
+    if webhook_events_waiting_exist():
+        transaction.on_commit(webhook_events_waiting_kick)
+
+
+def _record_refused(delivery: Delivery, outcome: _Outcome) -> None:
+    if outcome.result == _Result.REFUSED:
+        _record_refusal(delivery, outcome.code, outcome.text, outcome.command, locked=True)
+    elif outcome.result == _Result.ESP_REFUSED:
+        if outcome.esp_message_id:
+            Delivery.objects.filter(pk=delivery.pk).update(esp_message_id=outcome.esp_message_id)
+        invalid = outcome.text == "invalid"
         delivery_event_record(
             delivery=delivery,
-            locked=locked,
+            locked=True,
             kind=S.BOUNCED if invalid else S.REJECTED,
             source="webhook",
-            reason=recipient.status,
+            occurred_at=outcome.at,
+            reason=outcome.text,
             diagnostic=_("The email service refused this recipient (%(status)s).")
-            % {"status": recipient.status},
+            % {"status": outcome.text},
             problem_code="delivery.invalid_address" if invalid else "delivery.rejected_policy",
         )
-        return
-    _record_accepted(delivery, message_id, locked=locked)
-
-
-# Deliveries read together before sending: one query for them with invoice, firm and client,
-# one for the invoices' lines and one for the suppression list, instead of a few per email.
-SEND_PREFETCH = 100
-
-
-@dataclass
-class _SendBatch:
-    """What the sender needs about a run of deliveries, read in three queries."""
-
-    deliveries: dict[int, Delivery]
-    lines: dict[int, list[InvoiceLine]]
-    suppressions: dict[tuple[int, str], Suppression]
-    with_link: set[int]
-
-    @classmethod
-    def load(cls, delivery_ids: Sequence[int]) -> _SendBatch:
-        deliveries = {
-            d.pk: d
-            for d in Delivery.objects.filter(pk__in=list(delivery_ids), status=S.QUEUED)
-            .select_related("invoice__firm", "invoice__client")
-            .order_by()
-        }
-        lines: dict[int, list[InvoiceLine]] = {}
-        invoice_ids = {d.invoice_id for d in deliveries.values()}
-        for line in InvoiceLine.objects.filter(invoice_id__in=invoice_ids):
-            lines.setdefault(line.invoice_id, []).append(line)
-        # One Invoice object per invoice id, so marking one sent in memory is seen by all of
-        # its deliveries in the batch.
-        invoices: dict[int, Invoice] = {}
-        for delivery in deliveries.values():
-            delivery.invoice = invoices.setdefault(delivery.invoice_id, delivery.invoice)
-        suppressions = active_suppressions(
-            pairs=((d.firm_id, d.normalized) for d in deliveries.values() if not d.is_test)
-        )
-        # A queued delivery has no link unless something outside the sender made one; those
-        # few keep the update-or-create path, every other link is a plain insert.
-        with_link = set(
-            PayLink.objects.filter(delivery_id__in=list(deliveries)).values_list(
-                "delivery_id", flat=True
-            )
-        )
-        return cls(deliveries, lines, suppressions, with_link)
-
-
-def deliveries_send(*, delivery_ids: Sequence[int]) -> list[int]:
-    """Send queued deliveries over one connection; return the ids to retry later.
-
-    Each delivery is claimed under a row lock and only while still queued, so a retried or
-    duplicated task never sends twice what it has already recorded. Each one commits on its
-    own, so a crash mid-batch re-sends at most the one email in flight.
-    """
-    retry: list[int] = []
-    ids = list(delivery_ids)
-    connection = get_connection()
-    try:
-        connection.open()
-    except (smtplib.SMTPException, OSError):
-        return ids  # the server is unreachable: nothing was sent or recorded
-    try:
-        for first in range(0, len(ids), SEND_PREFETCH):
-            chunk = ids[first : first + SEND_PREFETCH]
-            batch = _SendBatch.load(chunk)
-            for position, delivery_id in enumerate(chunk):
-                try:
-                    _delivery_send_one(delivery_id, connection, batch)
-                except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError):
-                    # The server went away: nothing was recorded for this one or the rest.
-                    retry.extend(ids[first + position :])
-                    return retry
-                except (smtplib.SMTPException, AnymailError):
-                    retry.append(delivery_id)
-    finally:
-        connection.close()
-    return retry
-
-
-def _delivery_send_one(delivery_id: int, connection: object, batch: _SendBatch) -> None:
-    delivery = batch.deliveries.get(delivery_id)
-    if delivery is None:
-        return  # no longer queued when the batch was read
-    with transaction.atomic():
-        # The claim: still queued, and not held by another worker. Only the columns that
-        # change after creation are read again; the rest came with the batch.
-        claimed = (
-            Delivery.objects.select_for_update(skip_locked=True)
-            .filter(pk=delivery_id, status=S.QUEUED)
-            .values_list("problem_code", "esp_message_id")
-            .first()
-        )
-        if claimed is None:
-            return  # already sent, or another worker holds it
-        delivery.status = S.QUEUED
-        delivery.problem_code, delivery.esp_message_id = claimed
-        if not delivery.is_test:
-            # Checked again at send time (read with the batch, moments ago): the address may
-            # have been blocked since it was queued.
-            suppression = batch.suppressions.get((delivery.firm_id, delivery.normalized))
-            if suppression is not None:
-                _record_suppressed(delivery, suppression, locked=True)
-                return
-        if delivery_id in batch.with_link:
-            token = pay_link_create(delivery=delivery)
-        else:
-            token = _pay_link_insert(delivery)
-        invoice = delivery.invoice
-        message = invoice_email_build(
+    else:  # BUILD_FAILED: nothing left; say so, as for an address refused before sending
+        delivery_event_record(
             delivery=delivery,
-            invoice=invoice,
-            pay_token=token,
-            lines=batch.lines.get(invoice.pk, []),
+            locked=True,
+            kind=S.FAILED,
+            source="portal",
+            occurred_at=outcome.at,
+            reason="build_failed",
+            diagnostic=outcome.text,
+            problem_code="delivery.not_sent_rejected_document",
         )
-        try:
-            connection.send_messages([message])  # type: ignore[attr-defined]
-        except smtplib.SMTPRecipientsRefused as exc:
-            for code, text in exc.recipients.values():
-                _record_refusal(delivery, code, text, "RCPT", locked=True)
-            return
-        except smtplib.SMTPSenderRefused as exc:
-            _record_refusal(delivery, exc.smtp_code, exc.smtp_error, "MAIL", locked=True)
-            return
-        except smtplib.SMTPDataError as exc:
-            _record_refusal(delivery, exc.smtp_code, exc.smtp_error, "DATA", locked=True)
-            return
-        except AnymailRecipientsRefused:
-            pass  # anymail_status on the message says which and why; read below
-        _record_esp_status(delivery, message, locked=True)
+
+
+def _record_unknown(deliveries: Sequence[Delivery], *, now: datetime) -> None:
+    """The sender lost track of these after claiming them: say so, never guess."""
+    DeliveryEvent.objects.bulk_create(
+        DeliveryEvent(
+            delivery=d,
+            kind=S.UNKNOWN,
+            source="portal",
+            occurred_at=now,
+            reason="sender_interrupted",
+            diagnostic=_(_UNKNOWN_DIAGNOSTIC),
+        )
+        for d in deliveries
+    )
+    Delivery.objects.filter(pk__in=[d.pk for d in deliveries], status=S.SENDING).update(
+        status=S.UNKNOWN, problem_code=OUTCOME_UNKNOWN, updated=now
+    )
+
+
+def deliveries_sending_expire(*, now: datetime | None = None) -> int:
+    """Deliveries whose sender died between claim and record: outcome unknown, shown as a
+    problem to act on, neither sent again nor left "sending" forever. Returns how many."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        stuck = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(status=S.SENDING, claimed_at__lt=now - SENDING_LEASE)
+            .order_by("claimed_at")[:1000]
+        )
+        if stuck:
+            _record_unknown(stuck, now=now)
+    return len(stuck)
 
 
 def deliveries_fail(*, delivery_ids: Sequence[int], diagnostic: str) -> None:
@@ -752,18 +1022,6 @@ def pay_link_create(*, delivery: Delivery) -> str:
             "expires_at": timezone.now() + timedelta(days=settings.PAY_LINK_DAYS),
             "revoked_at": None,
         },
-    )
-    return token
-
-
-def _pay_link_insert(delivery: Delivery) -> str:
-    """`pay_link_create` for a delivery known to have no link yet: one INSERT, no look-up."""
-    token = secrets.token_urlsafe(32)  # 256 bits
-    PayLink.objects.create(
-        delivery=delivery,
-        invoice_id=delivery.invoice_id,
-        token_hash=pay_token_hash(token),
-        expires_at=timezone.now() + timedelta(days=settings.PAY_LINK_DAYS),
     )
     return token
 
@@ -869,3 +1127,72 @@ def suppression_remove(*, suppression: Suppression, removed_by: User, note: str)
             removed_at=timezone.now(), removed_by=removed_by, removal_note=note
         )
     )
+
+
+class SuppressionRemovalLimitReached(InvoiceError):
+    """The firm unblocked as many addresses as it may in 24 hours; ``retry_at`` says when
+    the next removal is allowed."""
+
+    def __init__(self, message: str, retry_at: datetime) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
+
+
+def suppression_remove_audited(
+    *,
+    suppression: Suppression,
+    removed_by: User,
+    note: str,
+    grant: SupportGrant | None = None,
+    method: str = "POST",
+    path: str = "",
+) -> bool:
+    """Lift a block within the firm's daily limit and audit it, all in one transaction.
+
+    settings.SUPPRESSION_REMOVALS_PER_DAY per firm in any 24 hours: mail to dead addresses
+    hurts the firm's sending reputation, so a hurried or hijacked session cannot empty the
+    list. The firm's row is locked first, so two owners unblocking at the same moment are
+    counted one after the other and cannot both slip under the limit. ``grant`` is the support
+    access the owner acts under, if any; ``method`` and ``path`` the request, for the audit
+    log. Returns False when the block was lifted already; raises
+    `SuppressionRemovalLimitReached` (nothing changed) when the limit is reached.
+    """
+    limit = settings.SUPPRESSION_REMOVALS_PER_DAY
+    with transaction.atomic():
+        firm = Firm.objects.select_for_update().get(pk=suppression.firm_id)
+        now = timezone.now()
+        times = suppression_removal_times(firm=firm, since=now - timedelta(days=1))
+        if len(times) >= limit:
+            # The next removal is allowed once the oldest counted one is a day old.
+            oldest = times[len(times) - limit] if limit > 0 else now
+            retry_at = oldest + timedelta(days=1)
+            raise SuppressionRemovalLimitReached(
+                ngettext(
+                    "Your firm can unblock only %(count)d address in 24 hours. Try again after "
+                    "%(time)s: what you typed is kept below.",
+                    "Your firm can unblock only %(count)d addresses in 24 hours. Try again after "
+                    "%(time)s: what you typed is kept below.",
+                    limit,
+                )
+                % {
+                    "count": limit,
+                    "time": date_format(timezone.localtime(retry_at), "SHORT_DATETIME_FORMAT"),
+                },
+                retry_at,
+            )
+        if not suppression_remove(suppression=suppression, removed_by=removed_by, note=note):
+            return False
+        AuditEntry.objects.create(
+            firm=firm,
+            grant=grant,
+            actor=removed_by,
+            kind=AuditEntry.Kind.SUPPRESSION_REMOVED,
+            method=method,
+            path=path[:500],
+            # Named here, not read from the request's resolver_match: after re-authentication
+            # allauth replays the request from its sign-in view.
+            view_name="invoicing:suppression_remove",
+            object_ref=suppression.normalized[:200],
+            status_code=302,
+        )
+    return True

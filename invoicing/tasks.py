@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import smtplib
+
 from celery import shared_task
 
 from invoicing.models import Invoice
+from invoicing.payments.link_requests import pay_link_request_notify
 from invoicing.services import (
     deliveries_fail,
     deliveries_send,
+    deliveries_sending_expire,
     delivery_soft_retry,
     invoice_paid_notify_owners,
 )
@@ -40,3 +44,22 @@ def invoice_paid_notify_task(invoice_id: int) -> None:
 @shared_task(name="invoicing.delivery_soft_retry", ignore_result=True)
 def delivery_soft_retry_task(delivery_id: int) -> None:
     delivery_soft_retry(delivery_id=delivery_id)
+
+
+@shared_task(name="invoicing.expire_stuck_sending", ignore_result=True)
+def deliveries_sending_expire_task() -> None:
+    """Deliveries a dead sender left "sending" become "outcome unknown" (see the service)."""
+    deliveries_sending_expire()
+
+
+@shared_task(
+    name="invoicing.pay_link_request_notify",
+    ignore_result=True,
+    autoretry_for=(smtplib.SMTPException, OSError),
+    retry_backoff=60,
+    max_retries=5,
+)
+def pay_link_request_notify_task(delivery_id: int) -> None:
+    """Tell the firm a client asked for a new Pay Now link; retried while the mail server is
+    unreachable (the request itself is on the invoice's timeline already)."""
+    pay_link_request_notify(delivery_id=delivery_id)

@@ -9,36 +9,95 @@ from __future__ import annotations
 
 import logging
 
-from celery import shared_task
+from celery import Task, shared_task
+from django.core.cache import cache
 
 from invoicing.bounce_mailbox import BounceMailboxError, bounce_mailbox_poll, mailbox_from_settings
-from invoicing.webhook_processing import webhook_events_pending, webhook_events_process_batch
+from invoicing.webhook_processing import webhook_events_drain, webhook_events_retry
 
 logger = logging.getLogger(__name__)
 
+# Events stored within this many seconds of a kick share its task instead of queueing their
+# own: at 1,000 events/s a publish per event cost as much as storing the event.
+KICK_WINDOW_SECONDS = 1
+# The kicked task waits this long, longer than the window, so that it runs after the last
+# event the window let through even when the web host's clock (which sets the task's ETA) is a
+# little behind the worker's.
+KICK_DELAY_SECONDS = 2
+KICK_CACHE_KEY = "invoicing:webhook-events-kick"
+WAITING_KICK_CACHE_KEY = "invoicing:webhook-events-waiting-kick"
+# A task drains for at most this long, then hands what is left to a fresh task.
+DRAIN_SECONDS = 50.0
+SWEEP_SECONDS = 50.0
+
+
+def webhook_events_kick() -> None:
+    """Make sure processing runs after the events just committed, with one task per window.
+
+    The first kick of a window adds a cache key that lives for the window and queues one task
+    for after it; later kicks in the window find the key and queue nothing, because that task
+    runs after their events and drains everything pending. The default cache is per process,
+    so that is one task per window per web worker; a shared cache makes it one in all. If the
+    broker is down the events stay stored and the sweep processes them.
+    """
+    _kick(webhook_event_process_task, KICK_CACHE_KEY)
+
+
+def webhook_events_waiting_kick() -> None:
+    """Match the events that wait for their delivery, now that a sender recorded some.
+
+    Called by the sender after a record step that stored ESP message ids while events were
+    waiting; one task per window as for `webhook_events_kick`. Should this kick be lost, the
+    sweep matches them within a minute or so.
+    """
+    _kick(webhook_events_match_waiting_task, WAITING_KICK_CACHE_KEY)
+
+
+def _kick(task: Task, cache_key: str) -> None:
+    if task.app.conf.task_always_eager:
+        # The task runs right here, so no kick is ever pending to share.
+        task.delay()
+        return
+    if not cache.add(cache_key, 1, timeout=KICK_WINDOW_SECONDS):
+        return
+    try:
+        task.apply_async(countdown=KICK_DELAY_SECONDS)
+    except Exception:
+        cache.delete(cache_key)  # the next kick tries again
+        logger.exception("could not queue webhook processing; the sweep will process the events")
+
 
 @shared_task(name="invoicing.process_webhook_event", ignore_result=True)
-def webhook_event_process_task(webhook_event_id: int) -> None:
-    """Queued once per stored event; processes a whole batch of pending ones.
+def webhook_event_process_task(webhook_event_id: int | None = None) -> int:
+    """Process every pending webhook event; queued by `webhook_events_kick`.
 
-    Under load, the first task claims up to WEBHOOK_BATCH pending events (its own among
-    them) and the tasks of events it already did find nothing left and end after one
-    query. A failure inside is written on the event (`webhook_event_fail`) and the event
-    stays pending, so the sweep below retries it, even after a fix is deployed.
+    ``webhook_event_id`` is what tasks queued before kicks existed carry; it is not needed.
+    A failure inside is written on the event (`webhook_event_fail`) and the event stays
+    pending for the sweep, which retries it even after a fix is deployed. Returns how many
+    events were claimed.
     """
-    claimed = webhook_events_process_batch()
-    if claimed == 0:
-        # Nothing pending was free: this event is done, or another worker holds it now.
-        logger.debug("webhook event %s: already processed", webhook_event_id)
+    claimed, time_ran_out = webhook_events_drain(max_seconds=DRAIN_SECONDS)
+    if time_ran_out:
+        webhook_event_process_task.delay()  # a fresh task for the rest, not one endless task
+    return claimed
 
 
 @shared_task(name="invoicing.sweep_webhook_events", ignore_result=True)
 def webhook_events_sweep_task() -> int:
-    """Process events whose own task was lost; returns how many were tried."""
-    pending = webhook_events_pending()
-    if pending:
-        webhook_events_process_batch(webhook_event_ids=pending, limit=len(pending))
-    return len(pending)
+    """Process events whose kick was lost, retry failed ones and try again those waiting for
+    their delivery; returns how many were tried.
+
+    Each pending event is tried once per sweep (ids only go up), so a bad one cannot keep the
+    sweep busy; what is left when time runs out waits for the next sweep.
+    """
+    return webhook_events_retry(max_seconds=SWEEP_SECONDS)
+
+
+@shared_task(name="invoicing.match_waiting_webhook_events", ignore_result=True)
+def webhook_events_match_waiting_task() -> int:
+    """Try again, once each, the events waiting for their delivery, whatever their age;
+    queued by `webhook_events_waiting_kick`. Returns how many were tried."""
+    return webhook_events_retry(max_seconds=SWEEP_SECONDS, older_than_seconds=0, waiting_only=True)
 
 
 @shared_task(

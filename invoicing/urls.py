@@ -38,5 +38,6 @@ urlpatterns = [
     ),
     path("pay/<str:token>/", public.pay, name="pay"),
     path("pay/<str:token>/checkout/", stripe.checkout, name="stripe_checkout"),
+    path("pay/<str:token>/new-link/", public.pay_link_request, name="pay_link_request"),
     path("webhooks/stripe/", stripe.webhook, name="stripe_webhook"),
 ]

@@ -4,17 +4,29 @@ Webhooks are untrusted hints: the event only ever becomes a `DeliveryEvent` thro
 `delivery_event_record`, which is idempotent by (source, event id) and never moves a delivery
 backwards. Hard versus soft is decided here from the server's reply, not from the ESP's label:
 ESPs disagree (Postmark calls a full mailbox a "SoftBounce", Brevo a "hard_bounce").
+
+An event can arrive before its delivery knows the ESP's message id: the sender stores that id
+when it records its group, after the email left (see "the sender" in `invoicing.services`).
+Such an event is not dropped: it stays pending, marked as waiting (`WAITING_FOR_DELIVERY`),
+for settings.WEBHOOK_UNMATCHED_GRACE_MINUTES after it arrived. The sender starts a pass over
+waiting events after each record step and the sweep tries them every minute; each pass goes
+by increasing id and tries each event once, and the drain behind a kick skips them, so no
+task spins on an event that cannot be matched yet. Past the grace, an event that still
+matches nothing is closed as unmatched: not ours (another system sharing the ESP account) or
+long gone.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -53,10 +65,16 @@ FAILURE_TYPES = {"bounced", "deferred", "rejected", "failed"}
 POLICY_DETAILS = POLICY_REASONS | SPAM_REASONS | {"badreputation", "requireptr", "authfailure"}
 
 
+# The start of `WebhookEvent.error` of an event kept pending because no delivery has its
+# message id yet. Not a failure: the drain leaves such events to the passes that go by id.
+WAITING_FOR_DELIVERY = "waiting for its delivery"
+
+
 @dataclass(frozen=True)
 class WebhookResult:
     delivery_id: int | None
     event: DeliveryEvent | None
+    waiting: bool = False  # no delivery matched yet: the event stays pending
 
 
 def failure_outcome(
@@ -107,20 +125,66 @@ def webhook_event_process(*, webhook_event_id: int) -> WebhookResult | None:
         if stored is None:
             return None
         result = _apply(stored)
-        stored.processed_at = timezone.now()
-        stored.error = ""
-        stored.save(update_fields=["processed_at", "error"])
+        if result.waiting:
+            stored.error = _waiting_error()
+            stored.save(update_fields=["error"])
+        else:
+            stored.processed_at = timezone.now()
+            stored.error = ""
+            stored.save(update_fields=["processed_at", "error"])
     return result
 
 
-def webhook_events_pending(*, older_than_seconds: int = 60, limit: int = 500) -> list[int]:
-    """Events whose processing task never ran (a broker outage, a crashed worker)."""
-    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_seconds)
-    return list(
-        WebhookEvent.objects.filter(processed_at__isnull=True, received__lt=cutoff)
-        .order_by("received")
-        .values_list("pk", flat=True)[:limit]
-    )
+def webhook_events_pending(
+    *,
+    older_than_seconds: int = 30,
+    limit: int = 500,
+    after_id: int = 0,
+    waiting_only: bool = False,
+) -> list[int]:
+    """Events not processed after ``older_than_seconds``, oldest first, ids above ``after_id``:
+    their kick was lost (a broker outage, a crashed worker), their processing failed, or they
+    wait for their delivery (only those with ``waiting_only``)."""
+    pending = WebhookEvent.objects.filter(processed_at__isnull=True, pk__gt=after_id)
+    if older_than_seconds:
+        cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+        pending = pending.filter(received__lt=cutoff)
+    if waiting_only:
+        pending = pending.filter(error__startswith=WAITING_FOR_DELIVERY)
+    return list(pending.order_by("pk").values_list("pk", flat=True)[:limit])
+
+
+def webhook_events_waiting_exist() -> bool:
+    """Whether any event waits for its delivery to be recorded."""
+    return WebhookEvent.objects.filter(
+        processed_at__isnull=True, error__startswith=WAITING_FOR_DELIVERY
+    ).exists()
+
+
+def webhook_events_retry(
+    *, max_seconds: float, older_than_seconds: int = 30, waiting_only: bool = False
+) -> int:
+    """Try pending events again by increasing id, each once, until none is left or
+    ``max_seconds`` passed; returns how many were tried.
+
+    Ids only go up, so an event that still fails or still waits cannot keep the pass busy;
+    what is left when time runs out waits for the next pass.
+    """
+    deadline = time.monotonic() + max_seconds
+    tried = last_id = 0
+    while time.monotonic() < deadline:
+        pending = webhook_events_pending(
+            older_than_seconds=older_than_seconds,
+            limit=WEBHOOK_BATCH,
+            after_id=last_id,
+            waiting_only=waiting_only,
+        )
+        if not pending:
+            break
+        webhook_events_process_batch(webhook_event_ids=pending, limit=len(pending))
+        tried += len(pending)
+        last_id = pending[-1]
+    return tried
 
 
 def webhook_event_fail(*, webhook_event_id: int, error: str) -> None:
@@ -135,12 +199,41 @@ def _apply(stored: WebhookEvent) -> WebhookResult:
     event_type = payload.get("event_type") or "unknown"
     if event_type not in SIMPLE_KINDS and event_type not in FAILURE_TYPES:
         return WebhookResult(None, None)
-    delivery = _find_delivery(payload.get("message_id"), payload.get("recipient"))
+    if not payload.get("message_id"):
+        _log_unmatched(stored, payload)  # nothing to match it by, now or later
+        return WebhookResult(None, None)
+    candidates = list(
+        Delivery.objects.filter(
+            esp_message_id__in=_message_id_forms(payload["message_id"])
+        ).order_by("pk")
+    )
+    if not candidates:
+        return WebhookResult(None, None, waiting=_waits_for_delivery(stored, payload))
+    delivery = _pick(candidates, payload.get("recipient"))
     if delivery is None:
-        _log_unmatched(stored, payload)
+        _log_unmatched(stored, payload)  # the message is ours, this recipient is not
         return WebhookResult(None, None)
     event = delivery_event_record(delivery=delivery, **_event_fields(stored, payload))
     return WebhookResult(delivery.pk, event)
+
+
+def _waits_for_delivery(
+    stored: WebhookEvent, payload: Mapping[str, Any], *, now: datetime | None = None
+) -> bool:
+    """No delivery has this event's message id. True: young enough that the sender may still
+    record it, so keep the event pending. False: closed as unmatched."""
+    grace = timedelta(minutes=settings.WEBHOOK_UNMATCHED_GRACE_MINUTES)
+    if stored.received is not None and stored.received > (now or timezone.now()) - grace:
+        return True
+    _log_unmatched(stored, payload)
+    return False
+
+
+def _waiting_error() -> str:
+    return (
+        f"{WAITING_FOR_DELIVERY}: no delivery has this message id yet; closed as unmatched "
+        f"{settings.WEBHOOK_UNMATCHED_GRACE_MINUTES} minutes after it arrived"
+    )
 
 
 def _log_unmatched(stored: WebhookEvent, payload: Mapping[str, Any]) -> None:
@@ -200,23 +293,36 @@ def _pick(candidates: list[Delivery], recipient: str | None) -> Delivery | None:
     return candidates[0] if len(candidates) == 1 else None
 
 
-def _find_delivery(message_id: str | None, recipient: str | None) -> Delivery | None:
-    if not message_id:
-        return None
-    candidates = list(
-        Delivery.objects.filter(esp_message_id__in=_message_id_forms(message_id)).order_by("pk")
-    )
-    return _pick(candidates, recipient)
-
-
 # --- batches --------------------------------------------------------------------------
 
 # Events claimed and recorded per transaction by the batch processor.
 WEBHOOK_BATCH = 200
 
 
+def webhook_events_drain(*, max_seconds: float) -> tuple[int, bool]:
+    """Process pending events batch after batch until none is left or ``max_seconds`` passed.
+
+    Returns how many events were claimed and whether time ran out first (events may be left).
+    Events whose processing failed before, or that wait for their delivery, are left to the
+    passes by id (`webhook_events_retry`): retrying them here would spin on them for the
+    whole time.
+    """
+    deadline = time.monotonic() + max_seconds
+    total = 0
+    while True:
+        claimed = webhook_events_process_batch(include_failed=False)
+        total += claimed
+        if claimed == 0:
+            return total, False
+        if time.monotonic() >= deadline:
+            return total, True
+
+
 def webhook_events_process_batch(
-    *, webhook_event_ids: Sequence[int] | None = None, limit: int = WEBHOOK_BATCH
+    *,
+    webhook_event_ids: Sequence[int] | None = None,
+    limit: int = WEBHOOK_BATCH,
+    include_failed: bool = True,
 ) -> int:
     """Process up to ``limit`` pending events (these ids, or the oldest) in one transaction.
 
@@ -226,31 +332,36 @@ def webhook_events_process_batch(
     batches cannot deadlock) and their already-recorded events read in one; each event is
     then one insert and, when it moves the delivery on, one update. Returns how many events
     were claimed. Should anything fail, the batch is rolled back and its events go through
-    `webhook_event_process` one by one, so one bad event cannot hold up the others.
+    `webhook_event_process` one by one, so one bad event cannot hold up the others; the bad
+    one keeps its error, and ``include_failed=False`` leaves such events out. An event no
+    delivery matches yet stays pending, marked as waiting; without ids, waiting events are
+    not claimed (only the passes by id try them again), so calling this in a loop ends.
     """
+    pending = WebhookEvent.objects.filter(processed_at__isnull=True)
+    if not include_failed:
+        pending = pending.filter(error="")
+    if webhook_event_ids is not None:
+        pending = pending.filter(pk__in=list(webhook_event_ids))
+    else:
+        pending = pending.exclude(error__startswith=WAITING_FOR_DELIVERY)
     try:
         with transaction.atomic():
-            claimed = WebhookEvent.objects.select_for_update(skip_locked=True).filter(
-                processed_at__isnull=True
-            )
-            if webhook_event_ids is not None:
-                claimed = claimed.filter(pk__in=list(webhook_event_ids))
-            stored = list(claimed.order_by("pk")[:limit])
+            stored = list(pending.select_for_update(skip_locked=True).order_by("pk")[:limit])
             if stored:
-                _batch_apply(stored)
-                WebhookEvent.objects.filter(pk__in=[e.pk for e in stored]).update(
-                    processed_at=timezone.now(), error=""
-                )
+                waiting = _batch_apply(stored)
+                done = [e.pk for e in stored if e.pk not in waiting]
+                if done:
+                    WebhookEvent.objects.filter(pk__in=done).update(
+                        processed_at=timezone.now(), error=""
+                    )
+                if waiting:
+                    WebhookEvent.objects.filter(pk__in=waiting).update(error=_waiting_error())
             return len(stored)
     except Exception:
         logger.exception("webhook batch failed; processing its events one by one")
         ids = list(webhook_event_ids or [])
         if not ids:
-            ids = list(
-                WebhookEvent.objects.filter(processed_at__isnull=True)
-                .order_by("pk")
-                .values_list("pk", flat=True)[:limit]
-            )
+            ids = list(pending.order_by("pk").values_list("pk", flat=True)[:limit])
         for pk in ids:
             try:
                 webhook_event_process(webhook_event_id=pk)
@@ -260,7 +371,8 @@ def webhook_events_process_batch(
         return len(ids)
 
 
-def _batch_apply(stored: list[WebhookEvent]) -> None:
+def _batch_apply(stored: list[WebhookEvent]) -> set[int]:
+    """Record the batch's events; returns the ids of those that wait for their delivery."""
     relevant = []
     forms: set[str] = set()
     for event in stored:
@@ -275,20 +387,26 @@ def _batch_apply(stored: list[WebhookEvent]) -> None:
         relevant.append((event, payload, _message_id_forms(message_id)))
         forms |= relevant[-1][2]
     if not relevant:
-        return
+        return set()
     by_message_id: dict[str, list[Delivery]] = {}
     for delivery in Delivery.objects.filter(esp_message_id__in=forms).order_by("pk"):
         by_message_id.setdefault(delivery.esp_message_id, []).append(delivery)
     plan: list[tuple[int, dict[str, Any]]] = []
+    waiting: set[int] = set()
+    now = timezone.now()
     for event, payload, ids in relevant:
         found = {d.pk: d for form in ids for d in by_message_id.get(form, [])}
+        if not found:
+            if _waits_for_delivery(event, payload, now=now):
+                waiting.add(event.pk)
+            continue
         delivery = _pick([found[pk] for pk in sorted(found)], payload.get("recipient"))
         if delivery is None:
-            _log_unmatched(event, payload)
+            _log_unmatched(event, payload)  # the message is ours, this recipient is not
             continue
         plan.append((delivery.pk, _event_fields(event, payload)))
     if not plan:
-        return
+        return waiting
     # One lock statement for every delivery the batch touches, then the events recorded
     # against the locked rows: `delivery_event_record` skips its own lock and re-read.
     locked = {
@@ -312,6 +430,7 @@ def _batch_apply(stored: list[WebhookEvent]) -> None:
         delivery_event_record(
             delivery=locked[delivery_pk], locked=True, unique_checked=True, **fields
         )
+    return waiting
 
 
 def _reply_facts(payload: Mapping[str, Any]) -> tuple[str | None, str | None, str | None]:

@@ -2,17 +2,26 @@
 
 anymail's views (``/webhooks/anymail/<esp>/tracking/``) check the basic-auth secret and, where
 the ESP signs its posts, the signature, then send the ``tracking`` signal once per event. The
-receiver here only writes the event down as a `WebhookEvent` and queues its processing after
-commit: the ESP gets its 200 quickly, and an event is never lost to a failure further on
-(`invoicing.webhook_processing` turns it into a delivery event, idempotently).
+receiver here only writes the event down as a `WebhookEvent`; processing happens later in a
+task (`invoicing.webhook_processing` turns it into a delivery event, idempotently), so the ESP
+gets its 200 quickly and an event is never lost to a failure further on.
+
+A post's events are stored with one INSERT: `portal.middleware_webhooks` runs anymail's view
+inside `tracking_events_collected`, the receiver only collects, and the rows are written when
+the view has returned, before the response leaves. If that INSERT fails the ESP gets a 500 and
+retries: a post answered 200 is in the database. Processing is not queued per event but
+"kicked" (`webhook_events_kick`): at most one task per short window, which drains everything
+pending; the periodic sweep catches any event whose kick was lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from anymail.exceptions import AnymailWebhookValidationFailure
@@ -21,7 +30,7 @@ from anymail.utils import get_anymail_setting
 from django.db import transaction
 
 from invoicing.models import WebhookEvent
-from invoicing.tasks_events import webhook_event_process_task
+from invoicing.tasks_events import webhook_events_kick
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +77,47 @@ def tracking_received(
         )
         raise AnymailWebhookValidationFailure("WEBHOOK_SECRET is not configured")
     payload = tracking_event_payload(event)
-    stored = WebhookEvent.objects.create(
+    stored = WebhookEvent(
         esp=esp_name[:30], event_id=stable_event_id(esp_name, payload), payload=payload
     )
-    transaction.on_commit(lambda: webhook_event_process_task.delay(stored.pk))
+    collected = _collected.get()
+    if collected is not None:
+        collected.append(stored)  # written by `tracking_events_collected` as the view returns
+        return
+    webhook_events_store([stored])
+
+
+# The events of the post being handled, while `tracking_events_collected` is open.
+_collected: ContextVar[list[WebhookEvent] | None] = ContextVar("webhook_events", default=None)
+
+
+@contextlib.contextmanager
+def tracking_events_collected() -> Iterator[None]:
+    """Collect the events anymail's view sends, and store them together once it returned.
+
+    Named in ``settings.WEBHOOK_PATHS``: the webhook middleware runs the view inside it. When
+    the view raises (a bad signature, say), nothing is stored and the ESP's retry brings the
+    events again.
+    """
+    collected: list[WebhookEvent] = []
+    token = _collected.set(collected)
+    try:
+        yield
+    finally:
+        _collected.reset(token)
+    webhook_events_store(collected)
+
+
+def webhook_events_store(events: list[WebhookEvent]) -> None:
+    """Write the events (one INSERT), then kick their processing once committed."""
+    if not events:
+        return
+    if len(events) == 1:
+        # One row needs no transaction around it (bulk_create opens one: two round trips).
+        events[0].save(force_insert=True)
+    else:
+        WebhookEvent.objects.bulk_create(events)
+    transaction.on_commit(webhook_events_kick)
 
 
 def _text(value: object) -> str | None:

@@ -30,6 +30,10 @@ INSUFFICIENT_SCOPE = "sync.insufficient_scope"
 # by a wrong password: authenticated SMTP is switched off for the Microsoft 365 tenant or
 # mailbox, or the tenant quarantined the connection. Reading mail is not affected.
 SMTP_AUTH_DISABLED = "send.smtp_auth_disabled"
+# The mail server will not let this login send as the address given in MAIL FROM / From
+# (an alias the mailbox does not own). Shown where the address is added or used; it is
+# about one address, not the mailbox, so it is never stored on the connection.
+SENDER_REFUSED = "send.sender_refused"
 
 CODES = frozenset(
     {
@@ -40,6 +44,7 @@ CODES = frozenset(
         CONNECTION,
         INSUFFICIENT_SCOPE,
         SMTP_AUTH_DISABLED,
+        SENDER_REFUSED,
     }
 )
 # Codes about sending only: a mailbox with one of these still syncs (its health stays ok).
@@ -216,6 +221,18 @@ SMTP_LOGIN_RULES: tuple[_Rule, ...] = (
     _rule(r"\bquarantin(ed|e)\b", SMTP_AUTH_DISABLED),
 )
 
+# Replies refusing the sender address (checked at the smtp_mail_from and smtp_data steps of
+# sending). Postfix with reject_sender_login_mismatch answers at MAIL FROM ("553 5.7.1 ...
+# Sender address rejected: not owned by user ..."); Microsoft 365 accepts MAIL FROM and
+# refuses after DATA ("554 5.2.252 SendAsDenied; ... not allowed to send as ...", or 5.7.60).
+SENDER_RULES: tuple[_Rule, ...] = (
+    _rule(r"SendAsDenied|\b5\.2\.252\b|\b5\.7\.60\b", SENDER_REFUSED),
+    _rule(r"not owned by user|sender address rejected", SENDER_REFUSED),
+    _rule(r"not (allowed|permitted|authori[sz]ed) to send as", SENDER_REFUSED),
+    _rule(r"sender (address )?(is )?not (allowed|permitted|authori[sz]ed)", SENDER_REFUSED),
+)
+SENDER_STEPS = frozenset({"smtp_mail_from", "smtp_data"})
+
 # Local TLS failures that mean "this port does not speak TLS the way we were told"
 # (plain server on a TLS port, TLS server on a plain port, name/certificate mismatch).
 _TLS_SETTINGS_REASONS = re.compile(
@@ -291,6 +308,14 @@ def _smtp(exc: smtplib.SMTPException, step: str, detail: str) -> tuple[str, bool
             for rule in SMTP_LOGIN_RULES:
                 if rule.pattern.search(detail):
                     return rule.code, rule.transient
+        if step in SENDER_STEPS and code >= 500:
+            for rule in SENDER_RULES:
+                if rule.pattern.search(detail):
+                    return rule.code, rule.transient
+            if isinstance(exc, smtplib.SMTPSenderRefused) and 550 <= code <= 553:
+                # A permanent refusal of the MAIL FROM address itself (RFC 5321: 550
+                # mailbox unavailable, 553 mailbox name not allowed).
+                return SENDER_REFUSED, False
         matched = _from_reply(detail, step)
         if isinstance(exc, smtplib.SMTPConnectError) and (code < 200 or code >= 600):
             return SERVER_SETTINGS, False  # not an SMTP greeting at all

@@ -5,6 +5,8 @@ from django.utils.translation import gettext_lazy as _
 
 from mailsync.models import MailboxConnection
 from mailsync.presets import PRESETS, preset_choices
+from portal.addresses import AddressError, ValidAddress, normalize_address, validate_address
+from portal.models import Client
 
 # Default SMTP port for each security setting (submission over TLS, submission, relay).
 SMTP_PORTS = {"ssl": 465, "starttls": 587, "none": 25}
@@ -128,3 +130,65 @@ class FolderForm(forms.Form):
     def __init__(self, *args: object, names: list[str], **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.fields["folders"].choices = [(name, name) for name in names]
+
+
+class LinkAddressForm(forms.Form):
+    """Link an address of unlinked mail to a contact of one client, or to a new contact."""
+
+    NEW_CONTACT = ""
+
+    address = forms.CharField(max_length=320, widget=forms.HiddenInput)
+    contact = forms.ChoiceField(label=_("Contact"), required=False)
+    new_contact_name = forms.CharField(
+        label=_("Name of the new contact"), max_length=200, required=False
+    )
+
+    def __init__(self, *args: object, client: Client, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.client = client
+        self.contacts = {str(contact.pk): contact for contact in client.contacts.all()}
+        self.fields["contact"].choices = [
+            (self.NEW_CONTACT, _("New contact")),
+            *((pk, contact.name) for pk, contact in self.contacts.items()),
+        ]
+
+    @staticmethod
+    def address_problem(address: str) -> str:
+        """Why a contact cannot hold ``address`` ("" if it can): mail servers pass
+        addresses that the portal refuses to send to."""
+        try:
+            validate_address(address)
+        except AddressError as exc:
+            return _("This address cannot be added to a contact: %(reason)s") % {
+                "reason": exc.message
+            }
+        return ""
+
+    def clean_address(self) -> ValidAddress:
+        address = self.cleaned_data["address"]
+        problem = self.address_problem(address)
+        if problem:
+            raise forms.ValidationError(problem)
+        return validate_address(address)
+
+    def clean(self) -> dict:
+        data = super().clean()
+        data["contact"] = self.contacts.get(data.get("contact") or "")
+        data["new_contact_name"] = (data.get("new_contact_name") or "").strip()
+        if data["contact"] is None and not data["new_contact_name"]:
+            self.add_error(
+                "new_contact_name", _("Enter the new contact's name, or choose a contact.")
+            )
+        return data
+
+
+class IgnoreAddressForm(forms.Form):
+    """The address of unlinked mail to ignore, as listed (already normalised)."""
+
+    address = forms.CharField(max_length=320)
+
+    def clean_address(self) -> str:
+        address = self.cleaned_data["address"].strip()
+        if "@" not in address or any(char.isspace() for char in address):
+            raise forms.ValidationError(_("That is not an email address."))
+        return normalize_address(address)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ def message_client_ids(*, participants: Iterable[str], index: dict[str, set[int]
 def _store_attachment(*, message: Message, client_id: int, attachment: ParsedAttachment) -> bool:
     """Store one attachment for one client; True if a new Document was written."""
     content = attachment.content
-    digest = hashlib.sha256(content).hexdigest()
+    digest = attachment.sha256
     size = len(content)
     if size > settings.MAILSYNC_MAX_ATTACHMENT_BYTES:
         MessageAttachment.objects.get_or_create(
@@ -142,7 +141,7 @@ def messages_link_new(
         if not client_ids:
             continue
         files = [
-            (attachment, hashlib.sha256(attachment.content).hexdigest())
+            (attachment, attachment.sha256)
             for attachment in attachments
             if not attachment.inline_image  # signatures and logos are not client documents
         ]

@@ -274,3 +274,119 @@ class LinkedAddress(models.Model):
 
     def __str__(self) -> str:
         return self.normalized
+
+
+# --- sending from a member's own mailbox (see mailsync.outgoing and mailsync.sending) ------
+
+
+class OutgoingServer(models.Model):
+    """The SMTP server a mailbox sends through, with the mailbox's own login.
+
+    `MailboxConnection` keeps no SMTP settings (the account check only tests them). A row is
+    saved here once a member tested sending; without one, the provider's known server is
+    used (presets, Gmail, Microsoft): see `mailsync.sending.smtp_settings_for`.
+    """
+
+    connection = models.OneToOneField(
+        MailboxConnection, on_delete=models.CASCADE, related_name="outgoing_server"
+    )
+    host = models.CharField(_("sending server (SMTP)"), max_length=253)
+    port = models.PositiveIntegerField(_("SMTP port"))
+    security = models.CharField(
+        _("SMTP security"), max_length=10, choices=MailboxConnection.Security.choices
+    )
+    checked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class OutgoingAddress(models.Model):
+    """An address a mailbox may send as: its own login address, or an alias the server
+    accepted in a MAIL FROM test.
+
+    `firm` and `owner` repeat the connection's so that "one default per member" (and one
+    for the firm's shared mailbox) is a database constraint, and scoping is one filter.
+    """
+
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="+")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    connection = models.ForeignKey(
+        MailboxConnection, on_delete=models.CASCADE, related_name="outgoing_addresses"
+    )
+    address = models.CharField(_("email address"), max_length=320)
+    normalized = models.CharField(max_length=320, editable=False)
+    display_name = models.CharField(_("name shown to recipients"), max_length=200, blank=True)
+    # The connection's own login address: always there, cannot be removed.
+    is_own = models.BooleanField(default=False)
+    is_default = models.BooleanField(default=False)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("sending address")
+        verbose_name_plural = _("sending addresses")
+        ordering = ["connection_id", "-is_own", "address", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "normalized"], name="outgoingaddress_unique"
+            ),
+            models.UniqueConstraint(
+                fields=["firm", "owner"],
+                condition=Q(is_default=True, owner__isnull=False),
+                name="outgoingaddress_one_default_per_member",
+            ),
+            models.UniqueConstraint(
+                fields=["firm"],
+                condition=Q(is_default=True, owner__isnull=True),
+                name="outgoingaddress_one_shared_default",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.address
+
+
+class ClientSender(models.Model):
+    """The address one member sends to one client from (a project or brand of theirs)."""
+
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="+")
+    member = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    address = models.ForeignKey(OutgoingAddress, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["member", "client"], name="clientsender_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.member_id} → {self.client_id}: {self.address_id}"
+
+
+class IgnoredAddress(models.Model):
+    """An address a member chose to leave unlinked (a newsletter, a supplier, a colleague).
+
+    It is left off the unlinked-mail list and out of the `sync.not_linked` count; a message
+    still counts while it names another address nobody has decided about.
+    """
+
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="+")
+    normalized = models.CharField(_("email address"), max_length=320)
+    ignored_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("ignored address")
+        verbose_name_plural = _("ignored addresses")
+        ordering = ["normalized"]
+        constraints = [
+            models.UniqueConstraint(fields=["firm", "normalized"], name="ignoredaddress_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.normalized

@@ -13,15 +13,26 @@ import email.utils
 import hashlib
 import html
 import mimetypes
+import os
 import re
+import threading
+import time
 import unicodedata
 from dataclasses import dataclass, field
 from email import policy
+from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
+from typing import ClassVar
 
 from portal.addresses import normalize_address
 
-__all__ = ["ParsedAttachment", "ParsedMessage", "message_parse", "safe_filename"]
+__all__ = [
+    "ParsedAttachment",
+    "ParsedMessage",
+    "message_parse",
+    "messages_parse",
+    "safe_filename",
+]
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
 _TAGS = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]+>", re.IGNORECASE | re.DOTALL)
@@ -33,6 +44,12 @@ class ParsedAttachment:
     content_type: str
     content: bytes = field(repr=False)
     inline_image: bool = False
+    # sha256 of ``content``, hex (computed once here, where the content is decoded).
+    sha256: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.sha256:
+            self.sha256 = hashlib.sha256(self.content).hexdigest()
 
 
 @dataclass
@@ -63,6 +80,45 @@ class ParsedMessage:
         # The thread's root: the first reference, else what it replies to, else itself.
         root = (self.references[:1] or [self.in_reply_to])[0] or self.message_id
         return hashlib.sha256(f"thread:{root or self.key}".encode()).hexdigest()
+
+
+class _RememberingHeaders(HeaderRegistry):
+    """policy.default's header registry, parsing each header value of one message once.
+
+    With policy.default every ``msg.get(name)`` parses the header again, and so does each
+    ``get_content_type()``, ``get_param()``, ``get_filename()`` or ``is_attachment()`` (the
+    feed parser itself asks each part's Content-Type three times). Header objects are
+    immutable, so handing out the one already parsed for the same (name, value) gives the
+    same result at about half the parse time. One instance per message: the memory goes
+    with the message.
+    """
+
+    # HeaderRegistry builds a new class on every lookup; the class only depends on the
+    # registered class, so build each once per process.
+    _classes: ClassVar[dict[type, type]] = {}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parsed: dict[tuple[str, str], object] = {}
+
+    def __getitem__(self, name: str) -> type:
+        registered = self.registry.get(name.lower(), self.default_class)
+        made = self._classes.get(registered)
+        if made is None:
+            made = type("_" + registered.__name__, (registered, self.base_class), {})
+            self._classes[registered] = made
+        return made
+
+    def __call__(self, name: str, value: str) -> object:
+        key = (name, value)
+        header = self._parsed.get(key)
+        if header is None:
+            header = self._parsed[key] = self[name](name, value)
+        return header
+
+
+def _policy() -> policy.EmailPolicy:
+    return policy.default.clone(header_factory=_RememberingHeaders())
 
 
 def _clean(text: str) -> str:
@@ -216,7 +272,7 @@ def message_parse(raw: bytes, *, internaldate: datetime.datetime | None = None) 
     """Parse ``raw``; problems are collected in ``errors`` instead of raised."""
     errors: list[str] = []
     try:
-        msg = email.message_from_bytes(raw, policy=policy.default)
+        msg = email.message_from_bytes(raw, policy=_policy())
     except Exception as exc:
         return ParsedMessage(
             key=hashlib.sha256(b"raw:" + raw).hexdigest(),
@@ -271,3 +327,31 @@ def message_parse(raw: bytes, *, internaldate: datetime.datetime | None = None) 
             basis += hashlib.sha256(raw).hexdigest()
         parsed.key = hashlib.sha256(f"content:{_clean(basis)}".encode()).hexdigest()
     return parsed
+
+
+# --- the sync engine's parse process (see mailsync.engine.BatchParser) ----------------------
+# It imports this module only (no Django set-up), so everything it runs lives here.
+
+
+def parse_process_init(parent_pid: int) -> None:
+    """Start-up of a parse process: exit as soon as the sync process that started it is gone.
+
+    A sync worker can be killed outright (OOM killer, SIGKILL on deploy); its parse process
+    would otherwise wait for work forever.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def messages_parse(
+    items: list[tuple[bytes, datetime.datetime | None]],
+) -> tuple[list[ParsedMessage], float]:
+    """``message_parse`` for each (raw, internaldate), and the CPU seconds it took."""
+    start = time.process_time()
+    parsed = [message_parse(raw, internaldate=internaldate) for raw, internaldate in items]
+    return parsed, time.process_time() - start

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 
-from django.db.models import Prefetch, QuerySet
+from django.db import connection as db_connection
+from django.db.models import Count, Exists, Max, Min, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.functions import Lower
 
 from accounts.models import User
-from mailsync.models import MailboxConnection, MailboxFolder, Message, MessageAttachment
-from portal.models import Client, Firm
+from mailsync.models import (
+    IgnoredAddress,
+    MailboxConnection,
+    MailboxFolder,
+    Message,
+    MessageAttachment,
+    MessageClientLink,
+)
+from portal.addresses import COMMON_DOMAINS, normalize_address
+from portal.models import Client, Contact, ContactAddress, Firm
 
 Intent = MailboxConnection.Intent
 
@@ -119,3 +129,184 @@ def client_threads(*, client: Client, limit: int = 200) -> list[Thread]:
     for thread in threads.values():
         thread.messages.reverse()  # oldest first inside a thread
     return list(threads.values())
+
+
+# --- unlinked mail: "link this address to a client" ---------------------------------------
+
+
+@dataclass
+class UnlinkedAddress:
+    """An address in the firm's unlinked mail, with what that mail says about it."""
+
+    address: str  # normalised, as in Message.participants
+    messages: int  # unlinked messages that name it
+    latest: datetime.datetime | None  # the newest of them (None: none had a date)
+    sample_pk: int  # its most recently synced message, for the sample subject
+    first_synced: datetime.datetime
+    last_synced: datetime.datetime
+    subject: str = ""  # filled for one page by `unlinked_addresses_describe`
+    name: str = ""  # the display name it sent mail with, if it did
+
+
+@dataclass
+class UnlinkedSummary:
+    addresses: int
+    first_seen: datetime.datetime
+    last_seen: datetime.datetime
+
+
+def _address_rows_postgresql(firm: Firm) -> list[UnlinkedAddress]:
+    """One row per address of the firm's unlinked mail, counted by PostgreSQL itself: it
+    splits `participants` into addresses, so what comes back grows with the number of
+    correspondents, not of messages (one query)."""
+    message, link = Message._meta.db_table, MessageClientLink._meta.db_table
+    sql = f"""
+        SELECT a.address, COUNT(*), MAX(m.date), MAX(m.id), MIN(m.created), MAX(m.created)
+        FROM {message} m
+        CROSS JOIN LATERAL unnest(string_to_array(btrim(m.participants), ' ')) AS a(address)
+        WHERE m.firm_id = %s AND m.participants <> ''
+          AND NOT EXISTS (SELECT 1 FROM {link} l WHERE l.message_id = m.id)
+        GROUP BY a.address
+    """  # noqa: S608 (table names from the models; the only value is a parameter)
+    with db_connection.cursor() as cursor:
+        cursor.execute(sql, [firm.pk])
+        return [UnlinkedAddress(*row) for row in cursor.fetchall()]
+
+
+def _later(a: datetime.datetime | None, b: datetime.datetime | None) -> datetime.datetime | None:
+    return b if a is None or (b is not None and b > a) else a
+
+
+def _address_rows_portable(firm: Firm) -> list[UnlinkedAddress]:
+    """The same rows on any database (SQLite has no way to split a string in a query): the
+    database groups unlinked messages by their participants (messages between the same
+    people share a row), and the addresses are counted here (one query)."""
+    linked = MessageClientLink.objects.filter(message=OuterRef("pk"))
+    groups = (
+        Message.objects.filter(firm=firm)
+        .filter(~Exists(linked))
+        .exclude(participants="")
+        .order_by()
+        .values_list("participants")
+        .annotate(Count("pk"), Max("date"), Max("pk"), Min("created"), Max("created"))
+    )
+    found: dict[str, UnlinkedAddress] = {}
+    for participants, count, latest, sample, first, last in groups:
+        for address in participants.split():
+            row = found.get(address)
+            if row is None:
+                found[address] = UnlinkedAddress(address, count, latest, sample, first, last)
+                continue
+            row.messages += count
+            row.latest = _later(row.latest, latest)
+            row.sample_pk = max(row.sample_pk, sample)
+            row.first_synced = min(row.first_synced, first)
+            row.last_synced = max(row.last_synced, last)
+    return list(found.values())
+
+
+def _settled_addresses(firm: Firm) -> set[str]:
+    """Addresses in unlinked mail that need no decision: the firm's own mailboxes and
+    members, and the addresses a member chose to ignore (one query)."""
+    mailboxes = MailboxConnection.objects.filter(firm=firm).order_by().values_list("email_address")
+    members = User.objects.filter(memberships__firm=firm).order_by().values_list("email")
+    ignored = IgnoredAddress.objects.filter(firm=firm).order_by().values_list("normalized")
+    rows = mailboxes.union(members, ignored)
+    settled = {normalize_address(address) for (address,) in rows if address}
+    if firm.reply_to_email:
+        settled.add(normalize_address(firm.reply_to_email))
+    return settled
+
+
+_OLDEST = datetime.datetime.min.replace(tzinfo=datetime.UTC)
+
+
+def unlinked_addresses(*, firm: Firm) -> list[UnlinkedAddress]:
+    """Every address of the firm's unlinked mail that is not the firm's own and not
+    ignored, with how many unlinked messages name it, newest first. Two queries, whatever
+    the volume (one when there is no unlinked mail)."""
+    if db_connection.vendor == "postgresql":
+        rows = _address_rows_postgresql(firm)
+    else:
+        rows = _address_rows_portable(firm)
+    if not rows:
+        return []
+    settled = _settled_addresses(firm)
+    rows = sorted((row for row in rows if row.address not in settled), key=lambda r: r.address)
+    rows.sort(key=lambda row: row.latest or _OLDEST, reverse=True)  # stable: ties by address
+    return rows
+
+
+def unlinked_addresses_describe(rows: list[UnlinkedAddress]) -> None:
+    """Fill in the sample subject and display name of one page of rows (one query)."""
+    if not rows:
+        return
+    samples = {
+        pk: (subject, from_address, from_name)
+        for pk, subject, from_address, from_name in Message.objects.filter(
+            pk__in={row.sample_pk for row in rows}
+        ).values_list("pk", "subject", "from_address", "from_name")
+    }
+    for row in rows:
+        subject, from_address, from_name = samples.get(row.sample_pk, ("", "", ""))
+        row.subject = subject
+        row.name = from_name if from_address == row.address else ""
+
+
+def unlinked_summary(*, firm: Firm) -> UnlinkedSummary | None:
+    """What the `sync.not_linked` problem reports: the addresses of unlinked mail that
+    nobody has decided about (the firm's own and ignored ones do not count), and when their
+    mail was synced. Two queries, whatever the volume (one when there is no unlinked mail).
+    """
+    rows = unlinked_addresses(firm=firm)
+    if not rows:
+        return None
+    return UnlinkedSummary(
+        addresses=len(rows),
+        first_seen=min(row.first_synced for row in rows),
+        last_seen=max(row.last_synced for row in rows),
+    )
+
+
+def unlinked_address_name(*, firm: Firm, address: str) -> str:
+    """The display name ``address`` last sent mail with ("" if none): the natural name for
+    a new contact (one query)."""
+    return (
+        Message.objects.filter(firm=firm, from_address=address)
+        .exclude(from_name="")
+        .order_by("-date", "-pk")
+        .values_list("from_name", flat=True)
+        .first()
+        or ""
+    )
+
+
+def clients_for_linking(
+    *, firm: Firm, query: str = "", address: str = "", limit: int = 20
+) -> list[Client]:
+    """Clients to link ``address`` to: those matching ``query`` (name, contact name or
+    address, like the client list's search), or without a query those whose contacts use
+    the address's domain (not for public mail services such as gmail.com). One query."""
+    clients = Client.objects.filter(firm=firm)
+    query = query.strip()
+    domain = address.rpartition("@")[2]
+    if query:
+        matching_address = ContactAddress.objects.filter(
+            contact__client=OuterRef("pk"), normalized__icontains=query.lower()
+        )
+        clients = clients.filter(
+            Q(display_name__icontains=query)
+            | Exists(Contact.objects.filter(client=OuterRef("pk"), name__icontains=query))
+            | Exists(matching_address)
+        )
+    elif domain and domain not in COMMON_DOMAINS:
+        clients = clients.filter(
+            Exists(
+                ContactAddress.objects.filter(
+                    contact__client=OuterRef("pk"), normalized__endswith=f"@{domain}"
+                )
+            )
+        )
+    else:
+        return []
+    return list(clients.order_by("status", Lower("display_name"), "pk")[:limit])

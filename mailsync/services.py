@@ -8,8 +8,9 @@ import random
 import secrets
 
 from django.conf import settings
+from django.db import connection as db_connection
 from django.db import transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, F, Func, Q, Subquery, Value, When
 from django.utils import timezone
 
 from accounts.models import User
@@ -17,9 +18,18 @@ from mailsync import crypto
 from mailsync.adapters import Credentials, ServerSettings
 from mailsync.errors import AUTH_FAILED, INSUFFICIENT_SCOPE, SEND_CODES, TWO_FACTOR, SyncError
 from mailsync.linking import clients_by_address, message_client_ids, message_link
-from mailsync.models import LinkedAddress, MailboxConnection, MailboxFolder, Message
+from mailsync.models import (
+    IgnoredAddress,
+    LinkedAddress,
+    MailboxConnection,
+    MailboxFolder,
+    Message,
+)
 from mailsync.parsing import message_parse
-from portal.models import ContactAddress, Firm
+from mailsync.presets import preset_for_host
+from portal.addresses import ValidAddress
+from portal.models import Client, Contact, ContactAddress, Firm
+from portal.services import contact_addresses_add, contact_create
 
 logger = logging.getLogger(__name__)
 
@@ -290,7 +300,7 @@ def _due() -> Q:
         & ~Q(secret="")
         & ~Q(health__in=[Health.NEEDS_REAUTH, Health.NEEDS_PERMISSIONS])
         & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        & (Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        & _lease_free(now)
     )
 
 
@@ -302,26 +312,72 @@ def connections_due(*, limit: int = 500) -> list[int]:
     )
 
 
-def connection_claim(*, pk: int, force: bool = False) -> MailboxConnection | None:
-    """Take the mailbox's lease, or None if another worker holds it (or it is not due).
+def host_connection_cap(host: str) -> int:
+    """How many mailboxes on ``host`` may sync at once across all workers (0: no limit).
 
-    skip_locked: two workers racing for one mailbox never wait for each other; the loser
-    just moves on, and an expired lease (a killed worker) counts as free.
+    The providers in mailsync.presets limit connections per account, not per server (Gmail
+    about 15 per account): one sync per mailbox already keeps each account to a single
+    connection, and a cap on their shared host names would make every firm's Gmail or
+    Microsoft 365 mailboxes wait for each other.
     """
-    now = timezone.now()
+    if preset_for_host(host) is not None:
+        return 0
+    return max(settings.MAILSYNC_MAX_CONNECTIONS_PER_HOST, 0)
+
+
+def _lease_free(now: datetime.datetime) -> Q:
+    return Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+
+
+def _leases_on(host: str, now: datetime.datetime) -> Subquery:
+    """How many unexpired leases ``host`` has: a lease whose worker died stops holding a
+    slot the moment it expires, before the watchdog clears it."""
+    return Subquery(
+        MailboxConnection.objects.filter(host__iexact=host, lease_until__gte=now)
+        .order_by()
+        .annotate(n=Func("pk", function="COUNT"))
+        .values("n")
+    )
+
+
+def connection_claim(*, pk: int, force: bool = False) -> MailboxConnection | None:
+    """Take the mailbox's lease, or None if another worker holds it, it is not due, or its
+    server already has its limit of syncs running (see `host_connection_cap`).
+
+    A mailbox turned away for a slot keeps its next attempt and failure count: it stays due
+    and the next dispatch offers it again. The lease is written by one conditional UPDATE
+    that also counts the server's leases, so on SQLite (no row locks, one writer at a time)
+    the count and the claim are one step. On PostgreSQL every claim for the same server first
+    locks that server's rows, in primary-key order (so two claims cannot deadlock); claims
+    for one server then run one after another and the count never misses a lease committed
+    by another worker, on this machine or another. Different servers never wait for each
+    other.
+    """
+    # Read before the transaction: on SQLite the UPDATE below must be the transaction's
+    # first statement, so that it takes the write lock before reading anything.
+    host = MailboxConnection.objects.filter(pk=pk).values_list("host", flat=True).first()
+    if host is None:
+        return None
+    cap = host_connection_cap(host)
+    token = secrets.token_hex(16)
     with transaction.atomic():
-        rows = MailboxConnection.objects.select_for_update(skip_locked=True).filter(pk=pk)
-        rows = rows.filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        if cap and db_connection.features.has_select_for_update:
+            list(
+                MailboxConnection.objects.select_for_update()
+                .filter(host__iexact=host)
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
+        now = timezone.now()
+        rows = MailboxConnection.objects.filter(pk=pk).filter(_lease_free(now))
         if not force:
             rows = rows.filter(_due())
-        connection = rows.first()
-        if connection is None:
+        if cap:
+            rows = rows.alias(leases_on_host=_leases_on(host, now)).filter(leases_on_host__lt=cap)
+        claimed = rows.update(lease_token=token, lease_until=now + LEASE, last_attempt_at=now)
+        if not claimed:
             return None
-        connection.lease_token = secrets.token_hex(16)
-        connection.lease_until = now + LEASE
-        connection.last_attempt_at = now
-        connection.save(update_fields=["lease_token", "lease_until", "last_attempt_at"])
-    return connection
+        return MailboxConnection.objects.get(pk=pk)
 
 
 def connection_release(*, connection: MailboxConnection) -> None:
@@ -384,3 +440,48 @@ def addresses_relink_changed() -> int:
             ignore_conflicts=True,
         )
     return added
+
+
+# --- unlinked mail: "link this address to a client" --------------------------------------
+
+
+@transaction.atomic
+def unlinked_address_link(
+    *,
+    firm: Firm,
+    address: ValidAddress,
+    client: Client,
+    contact: Contact | None,
+    new_contact_name: str = "",
+) -> int:
+    """Add ``address`` to ``contact`` of ``client`` (or to a new contact named
+    ``new_contact_name``) and link the firm's messages that name it at once, attachments
+    included. Returns the number of message links added.
+
+    Linking undoes an earlier "ignore", and records the address as linked so that the
+    periodic relink (`addresses_relink_changed`) does not do the same work again.
+    """
+    if client.firm_id != firm.pk or (contact is not None and contact.client_id != client.pk):
+        raise ValueError("the client and contact must belong to the firm")
+    if contact is None:
+        contact_create(client=client, name=new_contact_name, addresses=[address])
+    else:
+        contact_addresses_add(contact=contact, addresses=[address])
+    links = messages_relink(firm=firm, normalized_addresses={address.normalized})
+    LinkedAddress.objects.get_or_create(firm=firm, normalized=address.normalized, client=client)
+    IgnoredAddress.objects.filter(firm=firm, normalized=address.normalized).delete()
+    return links
+
+
+def address_ignore(*, firm: Firm, normalized: str, user: User | None) -> IgnoredAddress:
+    """Leave ``normalized`` unlinked on purpose (a newsletter, a supplier, a colleague): it
+    leaves the unlinked-mail list and the `sync.not_linked` count. Its mail stays."""
+    ignored, _created = IgnoredAddress.objects.get_or_create(
+        firm=firm, normalized=normalized, defaults={"ignored_by": user}
+    )
+    return ignored
+
+
+def address_unignore(*, ignored: IgnoredAddress) -> None:
+    """Stop ignoring: the address's unlinked mail is listed and counted again."""
+    ignored.delete()

@@ -2,8 +2,9 @@
 
 Beat runs `dispatch_due` every minute. It only enqueues; each mailbox then syncs in its own
 task, so one slow or broken mailbox never delays the others. A lease on the connection row
-(claimed with SELECT ... FOR UPDATE SKIP LOCKED) keeps it to one sync per mailbox, across
-workers on any number of machines.
+keeps it to one sync per mailbox, across workers on any number of machines, and the claim
+counts the leases on the mailbox's server so that no more than its limit of mailboxes there
+sync at once (MAILSYNC_MAX_CONNECTIONS_PER_HOST; see services.connection_claim).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from mailsync.engine import mailbox_sync
 def sync_mailbox(connection_id: int, force: bool = False) -> None:
     connection = services.connection_claim(pk=connection_id, force=force)
     if connection is None:
-        return  # another worker has it, or it is no longer due
+        # Another worker has it, it is no longer due, or its server has no free slot: it
+        # stays due, and the next dispatch offers it again.
+        return
     try:
         mailbox_sync(connection)
     finally:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from mailsync import views, views_oauth
+from mailsync import views, views_oauth, views_outgoing
 
 app_name = "mailsync"
 
@@ -18,4 +18,37 @@ urlpatterns = [
     path("settings/email-sync/<int:connection_pk>/folders/", views.folders, name="folders"),
     path("settings/email-sync/<int:connection_pk>/status/", views.status, name="status"),
     path("clients/<int:client_pk>/email/", views.client_email, name="client_email"),
+    # Unlinked mail: link its addresses to clients, or ignore them.
+    path("mail/unlinked/", views.unlinked, name="unlinked"),
+    path("mail/unlinked/link/", views.unlinked_choose_client, name="unlinked_choose_client"),
+    path("mail/unlinked/link/<int:client_pk>/", views.unlinked_link, name="unlinked_link"),
+    path("mail/unlinked/ignore/", views.unlinked_ignore, name="unlinked_ignore"),
+    path("mail/unlinked/ignored/", views.unlinked_ignored, name="unlinked_ignored"),
+    path(
+        "mail/unlinked/ignored/<int:ignored_pk>/restore/",
+        views.unlinked_unignore,
+        name="unlinked_unignore",
+    ),
+    # Sending from a member's own mailbox (mailsync.views_outgoing).
+    path(
+        "settings/email-sync/sending/",
+        views_outgoing.sending_addresses,
+        name="sending_addresses",
+    ),
+    path(
+        "settings/email-sync/shared/sending/",
+        views_outgoing.shared_sending_addresses,
+        name="shared_sending_addresses",
+    ),
+    path("clients/<int:client_pk>/email/write/", views_outgoing.compose, name="compose"),
+    path(
+        "clients/<int:client_pk>/email/<int:message_pk>/reply/",
+        views_outgoing.reply,
+        name="reply",
+    ),
+    path(
+        "clients/<int:client_pk>/email/sender/",
+        views_outgoing.client_sender,
+        name="client_sender",
+    ),
 ]

@@ -4,11 +4,13 @@ Email tab. Every view reaches connections only through `_get_connection_for_memb
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import Role
@@ -17,9 +19,10 @@ from mailsync.account_check import AccountCheck, check_account
 from mailsync.adapters import Credentials, ServerSettings
 from mailsync.crypto import CredentialsUnavailable
 from mailsync.errors import SMTP_AUTH_DISABLED, SyncError
-from mailsync.forms import ConnectionForm, FolderForm
-from mailsync.models import MailboxConnection
+from mailsync.forms import ConnectionForm, FolderForm, IgnoreAddressForm, LinkAddressForm
+from mailsync.models import IgnoredAddress, MailboxConnection
 from mailsync.presets import preset_for_host
+from portal.addresses import normalize_address
 from portal.tenancy import get_client_for_member, member_required
 
 # Steps of the account check, in words a member understands (lazy: the member's language).
@@ -268,3 +271,130 @@ def client_email(request: HttpRequest, client_pk: int) -> HttpResponse:
         "failing": selectors.connections_failing_for_client(client=client),
     }
     return render(request, "mailsync/client_email.html", context)
+
+
+# --- unlinked mail -----------------------------------------------------------------------
+
+UNLINKED_PER_PAGE = 25
+
+
+def _address_param(request: HttpRequest) -> str:
+    """The address the link pages are about (``?address=``), as listed: normalised."""
+    address = request.GET.get("address", "").strip()[:320]
+    return normalize_address(address) if "@" in address else ""
+
+
+def _back_to_unlinked(request: HttpRequest) -> HttpResponse:
+    """Back to the page of the list the member came from (a local URL only)."""
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        return redirect(target)
+    return redirect("mailsync:unlinked")
+
+
+@member_required
+def unlinked(request: HttpRequest) -> HttpResponse:
+    """Addresses in synced mail that reached no client, newest first, to link or ignore."""
+    rows = selectors.unlinked_addresses(firm=request.firm)
+    page = Paginator(rows, UNLINKED_PER_PAGE).get_page(request.GET.get("page"))
+    selectors.unlinked_addresses_describe(page.object_list)
+    return render(request, "mailsync/unlinked.html", {"page": page})
+
+
+@member_required
+def unlinked_choose_client(request: HttpRequest) -> HttpResponse:
+    """Link to a client, step 1: find the client (htmx swaps in the results as you type)."""
+    address = _address_param(request)
+    if not address:
+        return redirect("mailsync:unlinked")
+    query = request.GET.get("q", "").strip()
+    context = {
+        "address": address,
+        "query": query,
+        "clients": selectors.clients_for_linking(firm=request.firm, query=query, address=address),
+    }
+    if request.headers.get("HX-Request"):
+        return render(request, "mailsync/_unlinked_clients.html", context)
+    return render(request, "mailsync/unlinked_choose_client.html", context)
+
+
+@member_required
+@require_http_methods(["GET", "POST"])
+def unlinked_link(request: HttpRequest, client_pk: int) -> HttpResponse:
+    """Link to a client, step 2: pick the contact (or a new one) and link the mail."""
+    client = get_client_for_member(request, client_pk)
+    address = _address_param(request)
+    initial = {"address": address}
+    if request.method == "GET":
+        if not address:
+            return redirect("mailsync:unlinked")
+        initial["new_contact_name"] = selectors.unlinked_address_name(
+            firm=request.firm, address=address
+        )
+    form = LinkAddressForm(request.POST or None, client=client, initial=initial)
+    address_problem = "" if form.is_bound else LinkAddressForm.address_problem(address)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        links = services.unlinked_address_link(
+            firm=request.firm,
+            address=data["address"],
+            client=client,
+            contact=data["contact"],
+            new_contact_name=data["new_contact_name"],
+        )
+        messages.success(
+            request,
+            ngettext(
+                "%(address)s now belongs to %(client)s: %(count)d email is on its Email tab.",
+                "%(address)s now belongs to %(client)s: %(count)d emails are on its Email tab.",
+                links,
+            )
+            % {"address": data["address"].address, "client": client.display_name, "count": links},
+        )
+        return redirect("mailsync:unlinked")
+    return render(
+        request,
+        "mailsync/unlinked_link.html",
+        {
+            "client": client,
+            "form": form,
+            "address": form["address"].value(),
+            "address_problem": address_problem,
+        },
+    )
+
+
+@member_required
+@require_POST
+def unlinked_ignore(request: HttpRequest) -> HttpResponse:
+    form = IgnoreAddressForm(request.POST)
+    if form.is_valid():
+        address = form.cleaned_data["address"]
+        services.address_ignore(firm=request.firm, normalized=address, user=request.user)
+        messages.success(
+            request,
+            _("%(address)s is ignored: its mail stays unlinked and is no longer reported.")
+            % {"address": address},
+        )
+    else:
+        messages.error(request, _("That address could not be ignored."))
+    return _back_to_unlinked(request)
+
+
+@member_required
+def unlinked_ignored(request: HttpRequest) -> HttpResponse:
+    ignored = IgnoredAddress.objects.filter(firm=request.firm).select_related("ignored_by")
+    page = Paginator(ignored, UNLINKED_PER_PAGE).get_page(request.GET.get("page"))
+    return render(request, "mailsync/unlinked_ignored.html", {"page": page})
+
+
+@member_required
+@require_POST
+def unlinked_unignore(request: HttpRequest, ignored_pk: int) -> HttpResponse:
+    ignored = get_object_or_404(IgnoredAddress, pk=ignored_pk, firm=request.firm)
+    services.address_unignore(ignored=ignored)
+    messages.success(
+        request,
+        _("%(address)s is listed with the unlinked mail again.") % {"address": ignored.normalized},
+    )
+    return redirect("mailsync:unlinked_ignored")

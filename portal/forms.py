@@ -14,7 +14,12 @@ from portal.models import Client, ContactAddress
 class ClientForm(forms.ModelForm):
     class Meta:
         model = Client
-        fields = ["display_name", "kind", "status"]
+        fields = ["display_name", "kind", "status", "language"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Empty means "whatever the firm uses", which a row of dashes does not say.
+        self.fields["language"].choices = [("", _("The firm's language")), *settings.LANGUAGES]
 
 
 class AddressListField(forms.CharField):

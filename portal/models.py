@@ -18,6 +18,15 @@ class Firm(models.Model):
     sending_domain = models.CharField(_("sending domain"), max_length=253, blank=True)
     sender_name = models.CharField(_("sender name"), max_length=200, blank=True)
     reply_to_email = models.EmailField(_("reply-to address"), blank=True)
+    # What the firm's clients read (invoice emails) unless a client has a language of its own;
+    # blank means the portal's LANGUAGE_CODE.
+    language = models.CharField(
+        _("language for clients"),
+        max_length=10,
+        blank=True,
+        choices=settings.LANGUAGES,
+        help_text=_("The language of emails to clients who have no language of their own."),
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -42,6 +51,14 @@ class Client(models.Model):
     kind = models.CharField(_("type"), max_length=20, choices=Kind.choices, default=Kind.COMPANY)
     status = models.CharField(
         _("status"), max_length=20, choices=Status.choices, default=Status.ACTIVE
+    )
+    # The language the firm writes to this client in (invoice emails); blank: the firm's.
+    language = models.CharField(
+        _("language"),
+        max_length=10,
+        blank=True,
+        choices=settings.LANGUAGES,
+        help_text=_("The language of invoice emails to this client. Empty: the firm's language."),
     )
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)

@@ -24,10 +24,13 @@ class Schedule:
 SCHEDULES = [
     Schedule("worker heartbeat", "portal.heartbeat", 60),
     Schedule("tell owners when editor access ends", "accounts.notify_expired_support_grants", 300),
-    # Webhook events whose own task was lost (broker outage); normally there are none.
-    Schedule("process pending ESP webhook events", "invoicing.sweep_webhook_events", 300),
+    # Webhook events whose kick was lost (broker outage) or whose processing failed:
+    # normally none. Every minute, because it is the only way such events get processed.
+    Schedule("process pending ESP webhook events", "invoicing.sweep_webhook_events", 60),
     # Does nothing until BOUNCE_MAILBOX_HOST is set.
     Schedule("read the bounce mailbox", "invoicing.poll_bounce_mailbox", 300),
+    # Invoice emails whose sender died between claiming and recording: "outcome unknown".
+    Schedule("expire stuck invoice sends", "invoicing.expire_stuck_sending", 300),
     # Mailbox sync: enqueue due mailboxes; free leases of killed workers; re-link mail
     # after contacts' addresses changed (portal cannot call mailsync, so mailsync looks).
     Schedule("sync due mailboxes", "mailsync.dispatch_due", 60),

@@ -14,8 +14,12 @@ from portal.addresses import ValidAddress
 from portal.models import Client, Contact, ContactAddress, Document, Firm, Heartbeat
 
 
-def client_create(*, firm: Firm, display_name: str, kind: str, status: str = "active") -> Client:
-    return Client.objects.create(firm=firm, display_name=display_name, kind=kind, status=status)
+def client_create(
+    *, firm: Firm, display_name: str, kind: str, status: str = "active", language: str = ""
+) -> Client:
+    return Client.objects.create(
+        firm=firm, display_name=display_name, kind=kind, status=status, language=language
+    )
 
 
 @transaction.atomic

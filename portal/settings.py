@@ -57,6 +57,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # ESP webhooks (WEBHOOK_PATHS below) answer here, without the browser middleware after it.
+    "portal.middleware_webhooks.WebhookShortcutMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -69,6 +71,10 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
 ]
+
+# Machine-to-machine webhook paths that skip the browser middleware: prefix -> the context
+# manager (dotted path) each request's view runs in, or "" for none. Only csrf_exempt views.
+WEBHOOK_PATHS = {"/webhooks/anymail/": "invoicing.webhooks.tracking_events_collected"}
 
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
@@ -166,6 +172,11 @@ SOCIALACCOUNT_PROVIDERS = {
             "User.Read",
             "offline_access",
             "https://outlook.office.com/IMAP.AccessAsUser.All",
+            # Writing to clients from the portal goes out over the member's own SMTP. Same
+            # resource as IMAP, so Microsoft puts it in the IMAP token when granted; it is not
+            # required (a tenant may forbid SMTP sending and must still sync) and not named in
+            # refreshes (naming an unconsented scope would fail the refresh).
+            "https://outlook.office.com/SMTP.Send",
         ],
         "AUTH_PARAMS": {"prompt": "consent"},
         "OAUTH_PKCE_ENABLED": True,
@@ -261,10 +272,19 @@ STRIPE_API_BASE = env_str("STRIPE_API_BASE", "https://api.stripe.com").rstrip("/
 # Delivery: this many soft bounces of one address within this many days block it.
 SUPPRESS_AFTER_SOFT_BOUNCES = env_int("SUPPRESS_AFTER_SOFT_BOUNCES", 3)
 SUPPRESS_SOFT_BOUNCE_DAYS = env_int("SUPPRESS_SOFT_BOUNCE_DAYS", 7)
+# Blocked addresses owners may unblock per firm in any 24 hours: mail to dead addresses hurts
+# the firm's sending reputation, so a hurried or hijacked session cannot empty the list.
+SUPPRESSION_REMOVALS_PER_DAY = env_int("SUPPRESSION_REMOVALS_PER_DAY", 5)
 # Minutes after which an email refused for now (4.x.x) at send time is tried again.
 DELIVERY_SOFT_RETRY_MINUTES = [
     int(m) for m in env_list("DELIVERY_SOFT_RETRY_MINUTES", "15,60,240") if m.isdigit()
 ]
+# Minutes an ESP webhook event for a message no delivery knows yet is kept pending. Through an
+# ESP a delivery learns its message id only when the sender records its group, after the email
+# left, and a sender may take up to invoicing.services.SENDING_LEASE (30 minutes) before the
+# watchdog gives up on it: keep the default above that lease (lease + 10). Older events that
+# still match nothing are not ours (another system on the same ESP account) and are closed.
+WEBHOOK_UNMATCHED_GRACE_MINUTES = env_int("WEBHOOK_UNMATCHED_GRACE_MINUTES", 40)
 
 # Bounces for plain-SMTP setups: every delivery gets its own Return-Path under
 # BOUNCE_ADDRESS (VERP), and the mailbox behind it is polled read-only over IMAP. Both are
@@ -320,6 +340,9 @@ MAILSYNC_BATCH_SIZE = env_int("MAILSYNC_BATCH_SIZE", 50)
 MAILSYNC_MAX_ATTACHMENT_BYTES = env_int("MAILSYNC_MAX_ATTACHMENT_BYTES", 25 * 1024 * 1024)
 MAILSYNC_POLL_SECONDS = env_int("MAILSYNC_POLL_SECONDS", 300)
 MAILSYNC_TIMEOUT = env_float("MAILSYNC_TIMEOUT", 60.0)
+# Mailboxes on one server that sync at the same time, across all workers (hosted servers
+# often allow only 4-10 connections per IP); 0: no limit. Presets may set their own.
+MAILSYNC_MAX_CONNECTIONS_PER_HOST = env_int("MAILSYNC_MAX_CONNECTIONS_PER_HOST", 4)
 # Token endpoints the mailbox sync refreshes OAuth access tokens at (tests point them at a
 # loopback server).
 MAILSYNC_GOOGLE_TOKEN_URL = env_str("GOOGLE_TOKEN_URL", "https://oauth2.googleapis.com/token")

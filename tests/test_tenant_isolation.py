@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from accounts.models import Invitation, Membership, Role, SupportGrant, hash_token
 from invoicing.models import Delivery, Invoice, InvoiceLine, PayLink, Payment, Suppression
-from mailsync.models import MailboxConnection, Message, MessageClientLink
+from mailsync.models import IgnoredAddress, MailboxConnection, Message, MessageClientLink
 from portal.models import Client, Contact, ContactAddress, Document, OutboxEmail
 from tests.factories import (
     ClientFactory,
@@ -52,7 +52,12 @@ EXEMPT_NAMES |= {
 # Public pages about the platform as a whole, which hold no firm's data by construction.
 PLATFORM_PAGES = {"troubleshooting:status"}
 # Pages reached by a link's own token, without signing in; walked with a token nobody holds.
-PUBLIC_NAMES = {"accounts:invitation_accept", "invoicing:pay", "invoicing:stripe_checkout"}
+PUBLIC_NAMES = {
+    "accounts:invitation_accept",
+    "invoicing:pay",
+    "invoicing:stripe_checkout",
+    "invoicing:pay_link_request",
+}
 
 SECRETS = [
     "Firm A Confidential",
@@ -179,6 +184,14 @@ PARAMETERS = {
     "invoice_pk": lambda a: a.invoice.pk,
     "delivery_pk": lambda a: a.delivery.pk,
     "suppression_pk": lambda a: a.suppression.pk,
+    # An address firm A chose to ignore on its unlinked-mail page.
+    "ignored_pk": lambda a: (
+        IgnoredAddress.objects.get_or_create(
+            firm=a.client.firm, normalized="secret.newsletter@a-client.test"
+        )[0].pk
+    ),
+    # Firm A's synced message on its client (Reply on the client's Email tab).
+    "message_pk": lambda a: Message.objects.get(firm=a.client.firm).pk,
     # An invitation link's token is its own credential: whoever holds it may join. The walk
     # uses a token nobody was sent; tests/accounts/test_invitations.py covers the real one.
     # The same holds for Pay Now links and their card checkout (tests/invoicing/test_pay_now.py,

@@ -441,6 +441,31 @@ GUIDES: tuple[Guide, ...] = (
         (Action.EDIT_ADDRESS_RESEND,),
         severity=3,
     ),
+    Guide(
+        "delivery.outcome_unknown",
+        Kind.DELIVERY,
+        _("It is not known whether the email went out"),
+        _(
+            "Sending was interrupted after the email may already have left, so the portal "
+            "cannot tell whether the mail server took it. It was sent at most once: the client "
+            "received it once or not at all."
+        ),
+        _(
+            "The sending process stopped (a restart or a crash) before it could write down the "
+            "mail server's answer. The portal does not send again on a guess, so that the "
+            "client is never sent the same invoice twice."
+        ),
+        (Fixer.MEMBER,),
+        (
+            _("Check with the client whether the invoice email arrived."),
+            _(
+                "If it did not, or you cannot tell, click Resend: the client gets a new email "
+                "and the Pay Now link in any earlier one stops working."
+            ),
+        ),
+        (Action.RESEND,),
+        severity=2,
+    ),
     # The firm's sending domain
     Guide(
         "domain.via_shown",

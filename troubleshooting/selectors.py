@@ -16,8 +16,6 @@ from django.db.models import (
     Count,
     Exists,
     IntegerField,
-    Max,
-    Min,
     OuterRef,
     Prefetch,
     Q,
@@ -29,14 +27,24 @@ from django.urls import reverse
 from django.utils import timezone
 
 from invoicing.models import Delivery, DeliveryEvent
-from mailsync.models import MailboxConnection, Message, MessageClientLink, MessageSource
-from mailsync.selectors import folders_excluded_with_mail
+from mailsync.models import MailboxConnection, MessageSource
+from mailsync.selectors import folders_excluded_with_mail, unlinked_summary
 from portal.addresses import AddressError, check_characters, validate_address
 from portal.models import Client, ContactAddress, Firm
 from troubleshooting.catalogue import Guide, Kind, guide_for
 from troubleshooting.models import AddressDomainCheck, DomainCheckRun, ProblemNote
 
-FAILURE_KINDS = ("soft_bounced", "bounced", "rejected", "complained", "suppressed", "failed")
+# Events that explain a delivery problem; the newest gives its technical details. "unknown"
+# is the sender's note that it lost track of an email (delivery.outcome_unknown).
+FAILURE_KINDS = (
+    "soft_bounced",
+    "bounced",
+    "rejected",
+    "complained",
+    "suppressed",
+    "failed",
+    "unknown",
+)
 
 
 @dataclass
@@ -68,7 +76,16 @@ def _current_deliveries(qs: QuerySet[Delivery]) -> QuerySet[Delivery]:
         is_test=False,
         created__gt=OuterRef("created"),
     )
-    return qs.filter(is_test=False).exclude(problem_code="").filter(~Exists(newer))
+    # Fixing a contact's address lifts the old address's problem for that client: only
+    # addresses the client still has can speak for it.
+    still_on_client = ContactAddress.objects.filter(
+        contact__client_id=OuterRef("client_id"), normalized=OuterRef("normalized")
+    )
+    return (
+        qs.filter(is_test=False)
+        .exclude(problem_code="")
+        .filter(~Exists(newer), Exists(still_on_client))
+    )
 
 
 def _delivery_problems(deliveries: QuerySet[Delivery], firm: Firm) -> list[Problem]:
@@ -218,21 +235,20 @@ def _excluded_folder_problems(firm: Firm) -> list[Problem]:
 
 
 def _unlinked_mail_problem(firm: Firm) -> list[Problem]:
-    """Synced mail that reached no client: one informational problem with the count."""
-    unlinked = Message.objects.filter(firm=firm).filter(
-        ~Exists(MessageClientLink.objects.filter(message=OuterRef("pk")))
-    )
-    stats = unlinked.aggregate(n=Count("pk"), first=Min("created"), last=Max("created"))
-    if not stats["n"]:
+    """Synced mail that reached no client: one informational problem counting the
+    addresses in it that nobody has decided about (linked to a client or ignored); the
+    firm's own addresses do not count."""
+    summary = unlinked_summary(firm=firm)
+    if summary is None:
         return []
     return [
         Problem(
             code="sync.not_linked",
             guide=guide_for("sync.not_linked"),
             subject="mailbox:unlinked",
-            first_seen=stats["first"],
-            last_seen=stats["last"],
-            occurrences=stats["n"],
+            first_seen=summary.first_seen,
+            last_seen=summary.last_seen,
+            occurrences=summary.addresses,
         )
     ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
+from django.db.models import prefetch_related_objects
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -14,8 +15,11 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import Role
 from invoicing.forms import InvoiceFilterForm, InvoiceForm, LineFormSet, PaymentForm, line_initial
-from invoicing.models import Invoice
+from invoicing.models import Delivery, Invoice
+from invoicing.payments.link_requests import LINK_REQUESTED
 from invoicing.selectors import (
+    OPEN_STATUSES,
+    RecipientTimeline,
     billing_settings_get,
     invoice_all_refused,
     invoice_list,
@@ -62,6 +66,10 @@ PROBLEM_TEXT = {
     "delivery.not_sent_rejected_document": gettext_lazy(
         "Not sent: the email was refused before sending. Fix the address, then resend."
     ),
+    "delivery.outcome_unknown": gettext_lazy(
+        "Sending was interrupted after the email may have left: it went out at most once. Check "
+        "with the client whether it arrived, or resend it."
+    ),
     "send.invalid_recipient_chars": gettext_lazy(
         "Not sent: the address contains a character email addresses cannot hold. Edit the "
         "address, then resend."
@@ -69,19 +77,37 @@ PROBLEM_TEXT = {
 }
 
 
+# What each delivery state and event is called on the timeline. "Opened" comes from a
+# tracking image: mail apps that block images never report it, and scanners that fetch them
+# report opens nobody made, so it is labelled approximate.
+KIND_LABELS = {
+    **dict(Delivery.Status.choices),
+    Delivery.Status.OPENED: gettext_lazy("Opened (approximate)"),
+    LINK_REQUESTED: gettext_lazy("The client asked for a new link"),
+}
+
+
 @member_required
 def invoice_list_view(request: HttpRequest) -> HttpResponse:
     clients = clients_for(request).order_by("display_name", "pk")
     filters = InvoiceFilterForm(request.GET or None, clients=clients)
-    status = client = None
-    if filters.is_valid():
-        status = filters.cleaned_data["status"] or None
-        client = filters.cleaned_data["client"]
+    today = timezone.localdate()
+    data = filters.cleaned_data if filters.is_valid() else {}
+    client = data.get("client")
     invoices = invoice_list(
-        firm=request.firm, status=status, client_id=client.pk if client else None
+        firm=request.firm,
+        status=data.get("status") or None,
+        client_id=client.pk if client else None,
+        issued_from=data.get("issued_from"),
+        issued_to=data.get("issued_to"),
+        overdue_on=today if data.get("overdue") else None,
     )
     page = Paginator(invoices, settings.INVOICES_PER_PAGE).get_page(request.GET.get("page"))
-    return render(request, "invoicing/list.html", {"page": page, "filters": filters})
+    # The pager's links keep every filter; only the page number changes.
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {"page": page, "filters": filters, "filter_query": query.urlencode(), "today": today}
+    return render(request, "invoicing/list.html", context)
 
 
 @member_required
@@ -91,7 +117,12 @@ def client_invoices(request: HttpRequest, client_pk: int) -> HttpResponse:
     return render(
         request,
         "invoicing/client_tab.html",
-        {"client": client, "tab": "invoices", "invoices": invoices},
+        {
+            "client": client,
+            "tab": "invoices",
+            "invoices": invoices,
+            "today": timezone.localdate(),
+        },
     )
 
 
@@ -172,12 +203,34 @@ def invoice_edit(request: HttpRequest, invoice_pk: int) -> HttpResponse:
     return _form_page(request, form, lines, invoice)
 
 
+def _label_timelines(timelines: list[RecipientTimeline]) -> None:
+    """Put the member-facing words on each delivery and event (all already in memory)."""
+    for timeline in timelines:
+        latest = timeline.latest
+        latest.problem_text = PROBLEM_TEXT.get(latest.problem_code, "")
+        # The client's latest request for a new link (made from any earlier email's link),
+        # while no email sent after it answered it.
+        requests = [
+            e.occurred_at
+            for d in timeline.deliveries
+            for e in d.events.all()
+            if e.kind == LINK_REQUESTED and e.occurred_at > latest.created
+        ]
+        timeline.link_requested_at = max(requests, default=None)
+        for delivery in timeline.deliveries:
+            delivery.status_label = KIND_LABELS.get(delivery.status, delivery.status)
+            for event in delivery.events.all():
+                event.label = KIND_LABELS.get(event.kind, event.kind)
+                event.approximate = event.kind == Delivery.Status.OPENED
+
+
 @member_required
 def invoice_detail(request: HttpRequest, invoice_pk: int) -> HttpResponse:
     invoice = get_invoice_for_member(request, invoice_pk)
+    # Read once: the lines table and `invoice.total` both use them.
+    prefetch_related_objects([invoice], "lines")
     timelines = invoice_timelines(invoice=invoice)
-    for timeline in timelines:
-        timeline.latest.problem_text = PROBLEM_TEXT.get(timeline.latest.problem_code, "")
+    _label_timelines(timelines)
     can_record_payment = request.member_role in PAYMENT_ROLES and invoice.status in (
         Invoice.Status.SENT,
         Invoice.Status.VIEWED,
@@ -188,6 +241,7 @@ def invoice_detail(request: HttpRequest, invoice_pk: int) -> HttpResponse:
         "timelines": timelines,
         "all_refused": invoice.status == Invoice.Status.DRAFT
         and invoice_all_refused(timelines=timelines),
+        "overdue": invoice.status in OPEN_STATUSES and invoice.due_date < timezone.localdate(),
         "payments": list(invoice.payments.select_related("recorded_by")),
         "paid_amount": invoice_paid_amount(invoice=invoice),
         "payment_form": PaymentForm() if can_record_payment else None,
@@ -198,6 +252,7 @@ def invoice_detail(request: HttpRequest, invoice_pk: int) -> HttpResponse:
 @member_required
 def invoice_print(request: HttpRequest, invoice_pk: int) -> HttpResponse:
     invoice = get_invoice_for_member(request, invoice_pk)
+    prefetch_related_objects([invoice], "lines")
     context = {
         "invoice": invoice,
         "firm": invoice.firm,

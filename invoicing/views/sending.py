@@ -132,6 +132,21 @@ def invoices_send_drafts_view(request: HttpRequest) -> HttpResponse:
             )
             % {"count": sent},
         )
+    # Blocked or malformed addresses were recorded, not sent: say so now, not only on each
+    # invoice's page.
+    held = sum(1 for d in result.deliveries if d.status != Delivery.Status.QUEUED)
+    if held:
+        messages.error(
+            request,
+            ngettext(
+                "%(count)d recipient was not sent to (a blocked or invalid address). Each "
+                "invoice shows which one and what to do.",
+                "%(count)d recipients were not sent to (blocked or invalid addresses). Each "
+                "invoice shows which ones and what to do.",
+                held,
+            )
+            % {"count": held},
+        )
     numbers = {invoice.pk: invoice.number for invoice in drafts}
     for pk, reason in result.refused.items():
         messages.error(

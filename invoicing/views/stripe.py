@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import stripe
 from django.conf import settings
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
@@ -29,13 +29,9 @@ from invoicing.payments.stripe import (
     event_verify,
 )
 from invoicing.services import invoice_paid_amount, pay_link_find
+from invoicing.views.public import HttpResponseSeeOther, expired_page, not_found_page
 
 logger = logging.getLogger(__name__)
-
-
-class HttpResponseSeeOther(HttpResponseRedirect):
-    # 303: the browser follows with a GET, whatever the method of the form that led here.
-    status_code = 303
 
 
 @never_cache
@@ -43,10 +39,10 @@ class HttpResponseSeeOther(HttpResponseRedirect):
 def checkout(request: HttpRequest, token: str) -> HttpResponse:
     link = pay_link_find(token=token)
     if link is None:
-        return render(request, "invoicing/public/not_found.html", status=404)
+        return not_found_page(request)
     invoice = link.invoice
     if not link.is_usable() or invoice.status == Invoice.Status.VOID:
-        return render(request, "invoicing/public/expired.html", {"firm": invoice.firm}, status=410)
+        return expired_page(request, link, token)
     provider = provider_for_firm(invoice.firm_id)
     if not isinstance(provider, StripeProvider):
         raise Http404("Card payment is not offered for this invoice.")

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from unittest import mock
 
 import pytest
+from django.utils import timezone
 
 from invoicing import services
 from invoicing.models import Delivery, DeliveryEvent, Invoice, PayLink, Suppression, WebhookEvent
 from invoicing.services import invoices_send_bulk, pay_token_hash
 from invoicing.tasks import deliveries_send_task
-from invoicing.webhook_processing import webhook_events_process_batch
+from invoicing.webhook_processing import WAITING_FOR_DELIVERY, webhook_events_process_batch
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing import factories
 from tests.invoicing.factories import invoice_with_lines
@@ -160,14 +162,19 @@ def test_webhook_batch_records_each_event_once_and_never_backwards(firm):
     assert delivery.status == Delivery.Status.BOUNCED
     assert DeliveryEvent.objects.filter(delivery=delivery).count() == 2
     assert Suppression.objects.filter(normalized="w@client.test").exists()
-    assert not WebhookEvent.objects.filter(processed_at=None).exists()
+    assert list(WebhookEvent.objects.filter(processed_at=None)) == [other]
+    # No delivery has its message id (yet): it waits, and is not claimed again in a loop.
     other.refresh_from_db()
-    assert other.processed_at is not None
+    assert other.error.startswith(WAITING_FOR_DELIVERY)
 
 
-def test_a_failing_webhook_batch_falls_back_to_one_by_one(firm):
+def test_a_failing_webhook_batch_falls_back_to_one_by_one(firm, settings):
+    # Older than the grace for unmatched events: closed as unmatched.
     event = WebhookEvent.objects.create(
         esp="postmark", event_id="y", payload={"event_type": "delivered", "message_id": "m"}
+    )
+    WebhookEvent.objects.filter(pk=event.pk).update(
+        received=timezone.now() - timedelta(minutes=settings.WEBHOOK_UNMATCHED_GRACE_MINUTES + 1)
     )
     with mock.patch("invoicing.webhook_processing._batch_apply", side_effect=RuntimeError("boom")):
         assert webhook_events_process_batch() == 1

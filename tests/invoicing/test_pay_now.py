@@ -10,15 +10,19 @@ from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 from freezegun import freeze_time
+from kombu.exceptions import OperationalError
 
 from accounts.models import Role
 from invoicing.models import Delivery, DeliveryEvent, FirmBillingSettings, Invoice, Payment
 from invoicing.services import pay_link_create
+from invoicing.tasks import pay_link_request_notify_task
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, MembershipFactory
-from tests.invoicing import factories
+from tests.invoicing import factories, test_webhook_ingest
 from tests.invoicing.factories import InvoiceLineFactory, invoice_with_lines
+from tests.invoicing.test_webhook_ingest import queued_tasks, run_like_a_worker
 
 tasks_run_inline = factories.tasks_run_inline
+queue = test_webhook_ingest.queue  # the Celery queue on the in-memory broker
 
 
 def _sent_invoice(firm, *, description="Annual accounts SECRET-LINE", **kwargs):
@@ -169,3 +173,190 @@ def test_owners_edit_the_payment_instructions(owner_client, firm):
 @pytest.mark.parametrize("name", ["billing_settings"])
 def test_staff_cannot_edit_billing_settings(staff_client, name):
     assert staff_client.get(reverse(f"invoicing:{name}")).status_code == 403
+
+
+# --- an expired or replaced link: asking the firm for a new one ------------------------
+
+
+def _ask_for_new_link(http, token, capture):
+    with capture(execute=True):
+        return http.post(reverse("invoicing:pay_link_request", args=[token]))
+
+
+def test_the_page_answers_without_waiting_for_the_email(
+    client, owner, firm, django_capture_on_commit_callbacks, queue
+):
+    # Celery is not eager here: the email waits on the broker for a worker.
+    invoice, token = _sent_invoice(firm)
+    invoice.pay_links.update(revoked_at=timezone.now())
+    mail.outbox.clear()
+
+    response = _ask_for_new_link(client, token, django_capture_on_commit_callbacks)
+
+    assert response.status_code == 200
+    assert mail.outbox == []
+    [task] = queued_tasks(queue)
+    assert task.headers["task"] == "invoicing.pay_link_request_notify"
+    run_like_a_worker(task)
+    (notice,) = mail.outbox
+    assert notice.to == ["owner@alder.test"]
+
+
+def test_the_page_answers_while_the_broker_is_down(
+    client, owner, firm, django_capture_on_commit_callbacks, monkeypatch
+):
+    def broker_down(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(pay_link_request_notify_task, "delay", broker_down)
+    invoice, token = _sent_invoice(firm)
+    invoice.pay_links.update(revoked_at=timezone.now())
+
+    response = _ask_for_new_link(client, token, django_capture_on_commit_callbacks)
+
+    assert response.status_code == 200
+    assert "has been told" in response.content.decode()
+    assert DeliveryEvent.objects.filter(kind="link_requested").count() == 1  # on the timeline
+
+
+def test_an_expired_link_offers_to_ask_the_firm_for_a_new_one(client, firm):
+    invoice, token = _sent_invoice(firm)
+    invoice.pay_links.update(revoked_at=timezone.now())
+    body = _pay(client, token).content.decode()
+    assert reverse("invoicing:pay_link_request", args=[token]) in body
+    assert "Ask Alder &amp; Birch Accounting for a new link" in body
+
+
+@pytest.mark.usefixtures("tasks_run_inline")  # the email is sent by a task
+def test_asking_for_a_new_link_tells_the_firm_by_email_and_on_the_invoice(
+    client, owner, owner_client, firm, settings, django_capture_on_commit_callbacks
+):
+    settings.SITE_URL = "https://portal.test"
+    author = MembershipFactory(firm=firm, role=Role.STAFF, user__email="author@alder.test")
+    invoice, token = _sent_invoice(firm, created_by=author.user)
+    invoice.pay_links.update(revoked_at=timezone.now())
+    mail.outbox.clear()
+
+    response = _ask_for_new_link(client, token, django_capture_on_commit_callbacks)
+
+    assert response.status_code == 200
+    assert "Alder &amp; Birch Accounting has been told" in response.content.decode()
+    (notice,) = mail.outbox
+    assert sorted(notice.to) == ["author@alder.test", "owner@alder.test"]
+    assert notice.subject == (
+        f"Birch Dental asks for a new payment link for invoice #{invoice.number}"
+    )
+    delivery = invoice.deliveries.get()
+    assert delivery.address in notice.body
+    assert f"https://portal.test{invoice.get_absolute_url()}" in notice.body
+    page = owner_client.get(invoice.get_absolute_url()).content.decode()
+    assert "asked for a new one" in page
+    assert "The client asked for a new link" in page
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.SENT  # the request changes no delivery state
+
+
+@pytest.mark.usefixtures("tasks_run_inline")  # the email is sent by a task
+def test_asking_again_the_same_day_tells_the_firm_once(
+    client, owner, firm, django_capture_on_commit_callbacks
+):
+    invoice, token = _sent_invoice(firm)
+    invoice.pay_links.update(revoked_at=timezone.now())
+    mail.outbox.clear()
+    for _ in range(3):
+        response = _ask_for_new_link(client, token, django_capture_on_commit_callbacks)
+        assert response.status_code == 200
+    assert len(mail.outbox) == 1
+    assert DeliveryEvent.objects.filter(kind="link_requested").count() == 1
+
+
+@pytest.mark.usefixtures("tasks_run_inline")  # the email is sent by a task
+def test_a_void_invoices_link_offers_no_new_link(
+    client, owner, firm, django_capture_on_commit_callbacks
+):
+    invoice, token = _sent_invoice(firm)
+    invoice.status = Invoice.Status.VOID
+    invoice.save()
+    mail.outbox.clear()
+    assert "for a new link" not in _pay(client, token).content.decode()
+    response = _ask_for_new_link(client, token, django_capture_on_commit_callbacks)
+    assert response.status_code == 410
+    assert mail.outbox == []
+
+
+@pytest.mark.usefixtures("tasks_run_inline")  # the email is sent by a task
+def test_a_working_link_asks_nothing_and_shows_the_invoice(
+    client, owner, firm, django_capture_on_commit_callbacks
+):
+    _invoice, token = _sent_invoice(firm)
+    mail.outbox.clear()
+    response = _ask_for_new_link(client, token, django_capture_on_commit_callbacks)
+    assert response.status_code == 303
+    assert response["Location"] == reverse("invoicing:pay", args=[token])
+    assert mail.outbox == []
+
+
+@pytest.mark.usefixtures("tasks_run_inline")  # the email is sent by a task
+def test_a_wrong_token_cannot_ask_for_a_link(
+    client, owner, firm, django_capture_on_commit_callbacks
+):
+    _sent_invoice(firm)
+    mail.outbox.clear()
+    response = _ask_for_new_link(client, "x" * 43, django_capture_on_commit_callbacks)
+    assert response.status_code == 404
+    assert "Alder" not in response.content.decode()
+    assert mail.outbox == []
+
+
+def test_asking_for_a_link_needs_the_pages_form_not_a_link(client, firm):
+    invoice, token = _sent_invoice(firm)
+    invoice.pay_links.update(revoked_at=timezone.now())
+    strict = client.__class__(enforce_csrf_checks=True)
+    response = strict.post(reverse("invoicing:pay_link_request", args=[token]))
+    assert response.status_code == 403
+    assert client.get(reverse("invoicing:pay_link_request", args=[token])).status_code == 405
+    assert not DeliveryEvent.objects.filter(kind="link_requested").exists()
+
+
+def test_another_invoices_token_shows_only_that_invoice(client, firm):
+    _mine, _token = _sent_invoice(firm, description="Mine SECRET-A")
+    _theirs, their_token = _sent_invoice(firm, description="Theirs LINE-B")
+    body = _pay(client, their_token).content.decode()
+    assert "Theirs LINE-B" in body
+    assert "SECRET-A" not in body
+
+
+@pytest.mark.usefixtures("tasks_run_inline")  # the email is sent by a task
+def test_a_members_test_copy_offers_no_new_link(
+    client, owner, firm, django_capture_on_commit_callbacks
+):
+    invoice, token = _sent_invoice(firm)
+    invoice.deliveries.update(is_test=True)
+    invoice.pay_links.update(revoked_at=timezone.now())
+    mail.outbox.clear()
+    assert "for a new link" not in _pay(client, token).content.decode()
+    assert _ask_for_new_link(client, token, django_capture_on_commit_callbacks).status_code == 410
+    assert mail.outbox == []
+
+
+def test_the_request_stands_out_until_a_newer_email_answers_it(
+    client, owner_client, firm, django_capture_on_commit_callbacks
+):
+    invoice, token = _sent_invoice(firm)
+    invoice.pay_links.update(revoked_at=timezone.now())
+    _ask_for_new_link(client, token, django_capture_on_commit_callbacks)
+    assert "asked for a new one" in owner_client.get(invoice.get_absolute_url()).content.decode()
+
+    first = invoice.deliveries.get()
+    Delivery.objects.create(  # the firm clicked Resend
+        firm=firm,
+        invoice=invoice,
+        client=first.client,
+        address=first.address,
+        normalized=first.normalized,
+        status=Delivery.Status.SENT,
+        verp_token="resent-after-request",
+    )
+    page = owner_client.get(invoice.get_absolute_url()).content.decode()
+    assert "asked for a new one" not in page
+    assert "The client asked for a new link" in page  # still on the timeline

@@ -72,7 +72,7 @@ def test_a_held_lease_keeps_a_second_sync_out(connection):
     assert held is not None
 
     assert services.connection_claim(pk=connection.pk, force=True) is None
-    assert "busy" in _run(str(connection.pk))
+    assert "another sync holds it" in _run(str(connection.pk))
 
     services.connection_release(connection=held)
     assert services.connection_claim(pk=connection.pk, force=True) is not None

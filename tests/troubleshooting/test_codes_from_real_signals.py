@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import timedelta
 from html import unescape
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
+from invoicing import services
 from invoicing.models import Delivery
+from invoicing.tasks import deliveries_sending_expire_task
 from mailsync import services as mailsync_services
 from mailsync.engine import mailbox_sync
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, UserFactory
@@ -196,6 +200,35 @@ def test_an_esp_bounce_for_a_dead_domain_shows_an_invalid_address(owner_client, 
         }
     )
     assert _shows(_problems_page(owner_client, delivery.client), "delivery.invalid_address")
+
+
+def test_a_send_cut_short_by_a_dead_worker_shows_outcome_unknown_on_client_and_dashboard(
+    owner_client, firm, smtp, django_capture_on_commit_callbacks
+):
+    client = _client(firm, "anna@birch.test")
+    other = _client(firm, "someone@else.test", name="Unrelated Ltd")
+    invoice = invoice_with_lines(client=client)
+    # The send is queued (the task stays on the broker), then a worker claims the group and
+    # dies before any SMTP: the delivery is left "sending" with its claim's time.
+    with django_capture_on_commit_callbacks(execute=False):
+        owner_client.post(reverse("invoicing:invoice_send", args=[invoice.pk]))
+    delivery = Delivery.objects.get()
+    services._group_claim([delivery.pk])
+    Delivery.objects.filter(pk=delivery.pk).update(
+        claimed_at=timezone.now() - services.SENDING_LEASE - timedelta(minutes=1)
+    )
+
+    deliveries_sending_expire_task()  # the watchdog, as beat runs it
+
+    assert smtp.received == []
+    page = _problems_page(owner_client, client)
+    assert _shows(page, "delivery.outcome_unknown")
+    assert "sent at most once" in page  # the event's own words, under the details
+    assert "Open the invoice to resend" in page
+    assert not _shows(_problems_page(owner_client, other), "delivery.outcome_unknown")
+    dashboard = unescape(owner_client.get(reverse("troubleshooting:dashboard")).content.decode())
+    assert _shows(dashboard, "delivery.outcome_unknown")
+    assert "Birch Dental" in dashboard
 
 
 PORTAL = {"_spf.portal.test": [{"TXT": "v=spf1 ip4:192.0.2.0/24 -all"}]}
@@ -432,6 +465,9 @@ PRODUCED_BY = {
     "delivery.blocked_repeated_failures": "test_repeated_soft_bounces_block_the_address",
     "delivery.complaint": "test_an_esp_complaint_shows_on_the_client",
     "delivery.invalid_address": "test_an_esp_bounce_for_a_dead_domain_shows_an_invalid_address",
+    "delivery.outcome_unknown": (
+        "test_a_send_cut_short_by_a_dead_worker_shows_outcome_unknown_on_client_and_dashboard"
+    ),
     "domain.spf_missing": "test_a_dns_answer_shows_the_domain_problem_on_the_dashboard",
     "domain.spf_invalid": "test_a_dns_answer_shows_the_domain_problem_on_the_dashboard",
     "domain.spf_too_many_lookups": "test_a_dns_answer_shows_the_domain_problem_on_the_dashboard",

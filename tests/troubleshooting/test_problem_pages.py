@@ -13,12 +13,15 @@ from django.utils import timezone
 from invoicing.events import classify_reply, delivery_event_record
 from invoicing.models import Delivery, Invoice
 from portal.celery import app as celery_app
-from portal.models import Heartbeat
+from portal.models import ContactAddress, Heartbeat
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from troubleshooting.models import DomainCheckRun, Incident, ProblemNote
 
 
 def _delivery(client, address, **extra):
+    """A delivery to `address`, which is (still) one of the client's contact addresses."""
+    if not ContactAddress.objects.filter(contact__client=client, normalized=address.lower()):
+        ContactAddressFactory(contact=ContactFactory(client=client), address=address)
     invoice = Invoice.objects.filter(client=client).first() or Invoice.objects.create(
         firm=client.firm,
         client=client,
@@ -82,6 +85,19 @@ def test_a_later_successful_delivery_to_the_address_clears_the_problem(
 ):
     later = _delivery(bounced_client, "anna@birch.test")
     delivery_event_record(delivery=later, kind="delivered", source="webhook")
+    body = owner_client.get(
+        reverse("troubleshooting:client_problems", args=[bounced_client.pk])
+    ).content.decode()
+    assert "No open problems for this client" in body
+
+
+def test_fixing_the_contact_address_lifts_the_old_address_problem(owner_client, bounced_client):
+    address = ContactAddress.objects.get(contact__client=bounced_client)
+    response = owner_client.post(
+        reverse("portal:address_edit", args=[bounced_client.pk, address.pk]),
+        {"address": "anna@birch-dental.test", "is_primary": "on", "receives_invoices": "on"},
+    )
+    assert response.status_code == 302
     body = owner_client.get(
         reverse("troubleshooting:client_problems", args=[bounced_client.pk])
     ).content.decode()

@@ -10,6 +10,7 @@ operator can see why a mailbox misbehaves.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
 
@@ -52,7 +53,11 @@ class Command(BaseCommand):
     def _sync(self, pk: int, *, folder: str | None, force: bool) -> None:
         connection = services.connection_claim(pk=pk, force=force)
         if connection is None:
-            self.stdout.write(f"mailbox {pk}: busy (another sync holds it) or not due; skipped")
+            self.stdout.write(
+                f"mailbox {pk}: skipped: another sync holds it, it is not due, or its server "
+                f"already has MAILSYNC_MAX_CONNECTIONS_PER_HOST="
+                f"{settings.MAILSYNC_MAX_CONNECTIONS_PER_HOST} syncs running"
+            )
             return
         self.stdout.write(f"mailbox {pk} ({connection.email_address}): syncing")
 

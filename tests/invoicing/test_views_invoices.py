@@ -1,0 +1,221 @@
+"""What an accountant reads on the invoice pages: list filters, the delivery timeline, print."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from invoicing.models import Delivery, DeliveryEvent, Invoice, Suppression
+from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
+from tests.invoicing.factories import InvoiceFactory, invoice_with_lines
+
+DAY = datetime.timedelta(days=1)
+
+
+def _numbers(response) -> list[int]:
+    return [invoice.number for invoice in response.context["page"].object_list]
+
+
+# --- the list's filters -----------------------------------------------------------------
+
+
+@pytest.fixture
+def dated_invoices(firm):
+    today = timezone.localdate()
+    client = ClientFactory(firm=firm)
+    make = InvoiceFactory
+    return {
+        "old_overdue": make(
+            client=client,
+            number=1,
+            status=Invoice.Status.SENT,
+            issue_date=today - 60 * DAY,
+            due_date=today - 30 * DAY,
+        ),
+        "viewed_overdue": make(
+            client=client,
+            number=2,
+            status=Invoice.Status.VIEWED,
+            issue_date=today - 20 * DAY,
+            due_date=today - DAY,
+        ),
+        "due_today": make(
+            client=client,
+            number=3,
+            status=Invoice.Status.SENT,
+            issue_date=today - 14 * DAY,
+            due_date=today,
+        ),
+        "paid_late": make(
+            client=client,
+            number=4,
+            status=Invoice.Status.PAID,
+            issue_date=today - 40 * DAY,
+            due_date=today - 10 * DAY,
+        ),
+        "void_late": make(
+            client=client,
+            number=5,
+            status=Invoice.Status.VOID,
+            issue_date=today - 40 * DAY,
+            due_date=today - 10 * DAY,
+        ),
+        "draft": make(client=client, number=6, issue_date=today, due_date=today - DAY),
+    }
+
+
+def test_overdue_lists_only_sent_or_viewed_invoices_past_their_due_date(
+    owner_client, dated_invoices
+):
+    response = owner_client.get(reverse("invoicing:invoice_list"), {"overdue": "on"})
+    assert _numbers(response) == [2, 1]
+    assert response.content.decode().count('class="badge overdue"') == 2
+
+
+def test_the_list_filters_by_issue_date_range(owner_client, dated_invoices):
+    today = timezone.localdate()
+    response = owner_client.get(
+        reverse("invoicing:invoice_list"),
+        {
+            "issued_from": (today - 45 * DAY).isoformat(),
+            "issued_to": (today - 14 * DAY).isoformat(),
+        },
+    )
+    assert _numbers(response) == [5, 4, 3, 2]
+
+
+def test_filters_combine(owner_client, dated_invoices):
+    today = timezone.localdate()
+    response = owner_client.get(
+        reverse("invoicing:invoice_list"),
+        {"status": "sent", "overdue": "on", "issued_from": (today - 90 * DAY).isoformat()},
+    )
+    assert _numbers(response) == [1]
+
+
+def test_a_date_range_ending_before_it_starts_is_explained(owner_client, dated_invoices):
+    response = owner_client.get(
+        reverse("invoicing:invoice_list"),
+        {"issued_from": "2026-03-10", "issued_to": "2026-03-01"},
+    )
+    assert "The end date cannot be before the start date." in response.content.decode()
+
+
+def test_the_pager_keeps_every_filter(owner_client, firm, settings):
+    settings.INVOICES_PER_PAGE = 2
+    client = ClientFactory(firm=firm)
+    for number in range(1, 6):
+        InvoiceFactory(client=client, number=number, status=Invoice.Status.SENT)
+    response = owner_client.get(
+        reverse("invoicing:invoice_list"),
+        {"status": "sent", "client": client.pk, "issued_from": "2000-01-01", "page": 2},
+    )
+    body = response.content.decode()
+    assert f"?status=sent&amp;client={client.pk}&amp;issued_from=2000-01-01&amp;page=3" in body
+    assert _numbers(response) == [3, 2]
+
+
+# --- the invoice page and its delivery timeline -----------------------------------------
+
+
+def _delivered(invoice, address, **fields):
+    return Delivery.objects.create(
+        firm=invoice.firm,
+        invoice=invoice,
+        client=invoice.client,
+        address=address,
+        normalized=address.lower(),
+        verp_token=f"v-{invoice.pk}-{address}",
+        **fields,
+    )
+
+
+def test_an_overdue_invoice_says_so(owner_client, firm):
+    invoice = invoice_with_lines(
+        client=ClientFactory(firm=firm),
+        status=Invoice.Status.SENT,
+        due_date=timezone.localdate() - DAY,
+    )
+    body = owner_client.get(invoice.get_absolute_url()).content.decode()
+    assert 'class="badge overdue"' in body
+
+
+def test_opened_is_labelled_approximate_on_the_timeline(owner_client, firm):
+    client = ClientFactory(firm=firm)
+    invoice = invoice_with_lines(client=client, status=Invoice.Status.SENT)
+    delivery = _delivered(invoice, "anna@client.test", status=Delivery.Status.OPENED)
+    DeliveryEvent.objects.create(delivery=delivery, kind="delivered", source="webhook")
+    DeliveryEvent.objects.create(delivery=delivery, kind="opened", source="webhook")
+    body = owner_client.get(invoice.get_absolute_url()).content.decode()
+    assert body.count("Opened (approximate)") == 2  # the status badge and the event
+    assert "<strong>Delivered</strong>" in body
+    assert "<strong>opened</strong>" not in body
+
+
+def test_a_suppressed_send_is_shown_with_the_way_out(owner_client, firm):
+    client = ClientFactory(firm=firm)
+    invoice = invoice_with_lines(client=client, status=Invoice.Status.SENT)
+    ContactAddressFactory(contact=ContactFactory(client=client), address="gone@client.test")
+    Suppression.objects.create(
+        firm=firm, normalized="gone@client.test", reason=Suppression.Reason.HARD_BOUNCE
+    )
+    _delivered(
+        invoice,
+        "gone@client.test",
+        status=Delivery.Status.SUPPRESSED,
+        problem_code="delivery.suppressed",
+    )
+    body = owner_client.get(invoice.get_absolute_url()).content.decode()
+    assert "Not sent: address blocked" in body
+    assert "this address is blocked" in body
+    assert reverse("invoicing:suppressions") in body
+    assert "Resend" in body
+
+
+def test_an_address_no_longer_on_the_client_points_to_the_corrected_one(owner_client, firm):
+    client = ClientFactory(firm=firm)
+    ContactAddressFactory(contact=ContactFactory(client=client), address="fixed@client.test")
+    invoice = invoice_with_lines(client=client, status=Invoice.Status.SENT)
+    old = _delivered(
+        invoice,
+        "typo@client.test",
+        status=Delivery.Status.BOUNCED,
+        problem_code="delivery.hard_bounce",
+    )
+    body = owner_client.get(invoice.get_absolute_url()).content.decode()
+    assert "This address is no longer on the client." in body
+    assert reverse("invoicing:delivery_resend", args=[invoice.pk, old.pk]) in body
+
+
+# --- send all drafts ----------------------------------------------------------------------
+
+
+def test_send_all_drafts_says_which_recipients_were_held_back(
+    owner_client, firm, django_capture_on_commit_callbacks
+):
+    client = ClientFactory(firm=firm)
+    contact = ContactFactory(client=client)
+    ContactAddressFactory(contact=contact, address="gone@client.test")
+    ContactAddressFactory(contact=contact, address="ok@client.test", is_primary=False)
+    Suppression.objects.create(
+        firm=firm, normalized="gone@client.test", reason=Suppression.Reason.HARD_BOUNCE
+    )
+    invoice_with_lines(client=client)
+    with django_capture_on_commit_callbacks(execute=False):
+        response = owner_client.post(reverse("invoicing:invoices_send_drafts"), follow=True)
+    body = response.content.decode()
+    assert "1 invoice is being sent." in body
+    assert "1 recipient was not sent to" in body
+
+
+# --- the printable invoice ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "mark"), [("draft", "Draft"), ("paid", "Paid")])
+def test_the_printable_invoice_marks_drafts_and_paid_ones(owner_client, firm, status, mark):
+    invoice = invoice_with_lines(client=ClientFactory(firm=firm), status=status)
+    body = owner_client.get(reverse("invoicing:invoice_print", args=[invoice.pk])).content
+    assert f">{mark}</p>" in body.decode()
