@@ -28,6 +28,7 @@ from typing import Any
 from anymail.exceptions import AnymailError, AnymailRecipientsRefused
 from django.conf import settings
 from django.core.mail import get_connection
+from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Sum
 from django.utils import timezone
@@ -37,6 +38,7 @@ from django.utils.translation import gettext_noop, ngettext
 
 from accounts.models import AuditEntry, Membership, Role, SupportGrant, User
 from invoicing.emails import (
+    Envelope,
     InvoiceEmailBuilder,
     PreparedEmail,
     invoice_paid_notify,
@@ -594,6 +596,9 @@ def delivery_soft_retry(*, delivery_id: int) -> list[Delivery]:
 # Failures the sender sees itself (a refusal, a lost connection, a bug raising in the
 # middle) are recorded exactly, never as unknown, except the one email in flight when an
 # unexpected error hit.
+# Through an ESP, a delivery learns the ESP's message id only at step 3, so the ESP's
+# webhooks about a group's emails can come before it: they wait for their delivery (see
+# `invoicing.webhook_processing`), and step 3 has them matched once it stored the ids.
 
 # Big enough that the two transactions cost little per email (0.1 statements each), small
 # enough that a crash leaves few emails to check.
@@ -653,6 +658,11 @@ def deliveries_send(*, delivery_ids: Sequence[int]) -> list[int]:
     except (smtplib.SMTPException, OSError):
         return ids  # the server is unreachable: nothing was claimed, sent or recorded
     builder = InvoiceEmailBuilder()
+    # Django's own SMTP backend only re-parses the addresses and re-serialises the email
+    # before calling smtplib: the builder writes the same envelope and bytes itself, and
+    # they go straight to the connection the backend opened. Any other backend (an ESP's
+    # through anymail, a subclass) gets the EmailMessage through `send_messages`.
+    direct = type(connection) is SMTPBackend
     # One email (the Send button on a one-address client) has nothing to overlap with: a
     # thread would only add two hand-overs.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invoice-email")
@@ -663,7 +673,7 @@ def deliveries_send(*, delivery_ids: Sequence[int]) -> list[int]:
             group = _group_claim(ids[first : first + SEND_GROUP])
             outcomes: dict[int, _Outcome] = {}
             try:
-                broken = _group_send(group, connection, builder, submit, outcomes)
+                broken = _group_send(group, connection, builder, submit, outcomes, direct)
             except BaseException:
                 # Something unexpected: record what is known before giving up.
                 _group_record(group, outcomes, interrupted=True)
@@ -749,6 +759,7 @@ def _group_send(
     builder: InvoiceEmailBuilder,
     submit: Callable[..., Future[Any]],
     outcomes: dict[int, _Outcome],
+    direct: bool = False,
 ) -> bool:
     """Step 2: send each claimed delivery's email; True when the connection was lost.
 
@@ -756,7 +767,7 @@ def _group_send(
     what happened to each delivery so far. No database access here, in either thread.
     """
 
-    def build(delivery: Delivery) -> PreparedEmail:
+    def build(delivery: Delivery) -> PreparedEmail | Envelope:
         invoice = delivery.invoice
         message = builder.build(
             delivery=delivery,
@@ -764,10 +775,11 @@ def _group_send(
             pay_token=group.tokens[delivery.pk],
             lines=group.lines.get(invoice.pk, []),
         )
-        return message.prepare()  # MIME and its bytes, off the sending thread
+        # MIME and its bytes, off the sending thread.
+        return builder.envelope(message) if direct else message.prepare()
 
     waiting = iter(group.deliveries)
-    building: deque[tuple[Delivery, Future[PreparedEmail]]] = deque(
+    building: deque[tuple[Delivery, Future[PreparedEmail | Envelope]]] = deque(
         (d, submit(build, d)) for d in islice(waiting, BUILD_AHEAD + 1)
     )
     while building:
@@ -788,10 +800,14 @@ def _group_send(
     return False
 
 
-def _send_one(connection: Any, delivery: Delivery, message: PreparedEmail) -> _Outcome:
-    """Hand one email to the connection and say what became of it."""
+def _send_one(connection: Any, delivery: Delivery, message: PreparedEmail | Envelope) -> _Outcome:
+    """Hand one email to the connection and say what became of it. An `Envelope` goes to
+    the smtplib connection of Django's SMTP backend as the backend would send it."""
     try:
-        connection.send_messages([message])
+        if isinstance(message, Envelope):
+            connection.connection.sendmail(message.sender, message.recipients, message.data)
+        else:
+            connection.send_messages([message])
     except smtplib.SMTPRecipientsRefused as exc:
         code, text = next(iter(exc.recipients.values()))
         return _Outcome(
