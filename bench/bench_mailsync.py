@@ -830,7 +830,7 @@ def main() -> None:
     print(
         f"database {urlsplit(database_url).path.lstrip('/')} on "
         f"{urlsplit(database_url).hostname}; sizes {sizes}; "
-        f"MAILSYNC_BATCH_SIZE={os.environ.get('MAILSYNC_BATCH_SIZE', '50 (default)')}"
+        f"MAILSYNC_BATCH_SIZE={os.environ.get('MAILSYNC_BATCH_SIZE', '150 (default)')}"
     )
     # Dovecot's mail processes run as another user: they must be able to enter the folder.
     run = Path(tempfile.mkdtemp(prefix="portal-bench-mailsync-"))

@@ -99,7 +99,9 @@ def _sender(firm: Firm) -> _Sender:
         reply_to = ""
     return _Sender(
         name=name,
-        header_from=formataddr((name, platform_address())),
+        # The firm's own address once its domain authenticates the portal's mail (DKIM and
+        # SPF checked by troubleshooting); the platform's otherwise, never the member's.
+        header_from=formataddr((name, firm.own_sender_address() or platform_address())),
         reply_to=[reply_to] if reply_to else None,
         firm_id=str(firm.pk),
     )
@@ -148,6 +150,8 @@ class _PlainLineCompat32(Compat32):
 
 
 _PLAIN_LINE_POLICY = _PlainLineCompat32()
+# The same, as the generator clones it to flatten with CRLF.
+_WIRE_POLICY = _PLAIN_LINE_POLICY.clone(linesep="\r\n")
 
 
 def _new_boundary(parts: Sequence[str]) -> str:
@@ -374,7 +378,7 @@ class InvoiceEmailBuilder:
             stored = value  # what forbid_multi_line_headers would make of it
         else:
             name, stored = forbid_multi_line_headers(name, value, "utf-8")
-        line = _PLAIN_LINE_POLICY.fold_binary(name, stored)
+        line = _WIRE_POLICY.fold_binary(name, stored)
         if cache:
             self._header_lines[(name, value)] = line
         return line

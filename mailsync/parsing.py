@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import email
+import email.message
 import email.utils
 import hashlib
 import html
@@ -91,7 +92,15 @@ class _RememberingHeaders(HeaderRegistry):
     immutable, so handing out the one already parsed for the same (name, value) gives the
     same result at about half the parse time. One instance per message: the memory goes
     with the message.
+
+    Address headers are also remembered across messages (at most _SHARED_LIMIT of them per
+    process): a mailbox's From, To and Cc values repeat (the member's own address, each
+    client's), and the address parser is the most expensive header parser.
     """
+
+    _SHARED = frozenset({"from", "to", "cc", "reply-to", "sender"})
+    _SHARED_LIMIT = 2000
+    _shared: ClassVar[dict[tuple[str, str], object]] = {}
 
     # HeaderRegistry builds a new class on every lookup; the class only depends on the
     # registered class, so build each once per process.
@@ -113,12 +122,127 @@ class _RememberingHeaders(HeaderRegistry):
         key = (name, value)
         header = self._parsed.get(key)
         if header is None:
-            header = self._parsed[key] = self[name](name, value)
+            shared = name.lower() in self._SHARED
+            header = self._shared.get(key) if shared else None
+            if header is None:
+                header = self[name](name, value)
+                if shared:
+                    if len(self._shared) >= self._SHARED_LIMIT:
+                        self._shared.clear()  # simpler than LRU; refills in a few messages
+                    self._shared[key] = header
+            self._parsed[key] = header
         return header
 
 
+# A MIME-structural header value whose answers policy.default gives exactly as the compat32
+# helpers give them on the raw value: printable ASCII (no undecodable bytes to sanitize), no
+# encoded word (decoded by policy.default even inside quotes), and the plain grammar
+#   token "/" token *(";" attribute "=" (value-token / quoted-string)) [";"]   (Content-Type)
+#   token *(";" attribute "=" (value-token / quoted-string)) [";"]   (Content-Disposition)
+# with spaces or tabs around the separators; no comments, no quoted pairs, no RFC 2231 "*"
+# parameters, and inside quotes neither ";" nor leading, trailing or repeated spaces (which
+# policy.default's parameter values would fold). policy.default turns such a value into
+#   <the raw text before the first ";"> [";" *(" " attribute '="' value '"' ";")]
+# (each parameter name only once, first wins, quotes always) and the ``Message`` methods then
+# apply the compat32 helpers (_splitparam, _parseparam, decode_params, unquote) to that
+# string. On the raw value those helpers give the same type, the same disposition and, for
+# every name, the same first parameter value. tests/mailsync/test_parsing_same_result.py
+# checks this on every such value of the conformance corpus and of the benchmark's mail.
+_WS = r"[ \t]*"
+_TYPE_WORD = r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+"  # RFC 2045 token: ttext
+_ATTRIBUTE = r"[!#$&+\-.0-9A-Z^_`a-z{|}~]+"  # ttext without * ' %
+_VALUE_WORD = r"[!#$%&+\-.0-9A-Z^_`a-z{|}~]+"  # ttext without * '
+_QTEXT = r"[!#-:<-\[\]-~]+"  # printable ASCII without space " ; \
+_QUOTED = rf'"{_QTEXT}(?: {_QTEXT})*"'
+_PARAMETERS = rf"(?:{_WS};{_WS}{_ATTRIBUTE}={_WS}(?:{_VALUE_WORD}|{_QUOTED}))*{_WS};?{_WS}"
+_PLAIN_STRUCTURAL = {
+    "content-type": re.compile(rf"{_WS}{_TYPE_WORD}/{_TYPE_WORD}{_PARAMETERS}"),
+    "content-disposition": re.compile(rf"{_WS}{_TYPE_WORD}{_PARAMETERS}"),
+}
+_NEEDS_PARSER = object()  # marker: only policy.default's header object gives the right answer
+_LINESEP = re.compile(r"\n|\r")  # what policy.default's header_fetch_parse removes
+
+
+class _StructuralMessage(EmailMessage):
+    """``EmailMessage`` that answers the Content-Type and Content-Disposition questions the
+    feed parser and ``message_parse`` ask (type, disposition, boundary, file name, charset)
+    from the raw header value, where that provably gives policy.default's answer.
+
+    policy.default parses these headers into header objects on every access, and the
+    ``Message`` methods then use only ``str()`` of that object with the compat32 helpers. For
+    a ``_PLAIN_STRUCTURAL`` value the helpers give the same answers on the raw value without
+    building the object. Any other value (encoded words, RFC 2231, comments, 8-bit bytes,
+    odd syntax) and every other question go through policy.default unchanged.
+    """
+
+    def _plain_structural(self, name: str) -> object:
+        """The first ``name`` header's unfolded raw value, None if absent, or _NEEDS_PARSER."""
+        for key, value in self._headers:
+            if key.lower() == name:
+                if type(value) is not str:  # a header object set through the API
+                    return _NEEDS_PARSER
+                plain = _plain_structural_value(name, "".join(_LINESEP.split(value)))
+                return _NEEDS_PARSER if plain is None else plain
+        return None
+
+    def get_content_type(self) -> str:
+        value = self._plain_structural("content-type")
+        if value is _NEEDS_PARSER:
+            return super().get_content_type()
+        if value is None:
+            return self.get_default_type()
+        ctype = email.message._splitparam(value)[0].lower()
+        return ctype if ctype.count("/") == 1 else "text/plain"
+
+    def get_content_disposition(self) -> str | None:
+        value = self._plain_structural("content-disposition")
+        if value is _NEEDS_PARSER:
+            return super().get_content_disposition()
+        return None if value is None else email.message._splitparam(value)[0].lower()
+
+    def is_attachment(self) -> bool:
+        value = self._plain_structural("content-disposition")
+        if value is _NEEDS_PARSER:
+            return super().is_attachment()
+        # ContentDispositionHeader.content_disposition: the first token, stripped, lowered.
+        return value is not None and email.message._splitparam(value)[0].lower() == "attachment"
+
+    def get_param(
+        self,
+        param: str,
+        failobj: object = None,
+        header: str = "content-type",
+        unquote: bool = True,
+    ) -> object:
+        # Message.get_param, with Message._get_params_preserve on the raw value.
+        name = header.lower()
+        value = self._plain_structural(name) if name in _PLAIN_STRUCTURAL else _NEEDS_PARSER
+        if value is _NEEDS_PARSER:
+            return super().get_param(param, failobj, header, unquote)
+        if value is None:
+            return failobj
+        params = []
+        for item in email.message._parseparam(value):
+            key, equals, val = item.partition("=")
+            params.append((key.strip(), val.strip()) if equals else (item.strip(), ""))
+        param = param.lower()
+        for key, val in email.utils.decode_params(params):
+            if key.lower() == param:
+                return email.message._unquotevalue(val) if unquote else val
+        return failobj
+
+
+def _plain_structural_value(name: str, value: str) -> str | None:
+    """``value`` (unfolded) if policy.default's parser would give it back unchanged."""
+    if "=?" not in value and _PLAIN_STRUCTURAL[name].fullmatch(value):
+        return value
+    return None
+
+
 def _policy() -> policy.EmailPolicy:
-    return policy.default.clone(header_factory=_RememberingHeaders())
+    return policy.default.clone(
+        header_factory=_RememberingHeaders(), message_factory=_StructuralMessage
+    )
 
 
 def _clean(text: str) -> str:

@@ -18,6 +18,10 @@ class Firm(models.Model):
     sending_domain = models.CharField(_("sending domain"), max_length=253, blank=True)
     sender_name = models.CharField(_("sender name"), max_length=200, blank=True)
     reply_to_email = models.EmailField(_("reply-to address"), blank=True)
+    # The sending domain as of its newest domain check that passed SPF, DKIM and alignment
+    # (troubleshooting writes it). Invoices leave from the firm's domain only while this
+    # equals `sending_domain`, so changing the domain falls back to the platform's sender.
+    sending_domain_verified = models.CharField(max_length=253, blank=True, editable=False)
     # What the firm's clients read (invoice emails) unless a client has a language of its own;
     # blank means the portal's LANGUAGE_CODE.
     language = models.CharField(
@@ -35,6 +39,17 @@ class Firm(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def own_sender_address(self) -> str | None:
+        """The address on the firm's own verified domain invoices leave from, or None (then
+        the platform's sender is used): the reply-to address when it is on that domain, else
+        FIRM_SENDER_LOCAL_PART@domain."""
+        domain = self.sending_domain
+        if not domain or self.sending_domain_verified != domain:
+            return None
+        if self.reply_to_email.lower().endswith("@" + domain):
+            return self.reply_to_email
+        return f"{settings.FIRM_SENDER_LOCAL_PART}@{domain}"
 
 
 class Client(models.Model):

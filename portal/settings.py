@@ -272,6 +272,9 @@ STRIPE_API_BASE = env_str("STRIPE_API_BASE", "https://api.stripe.com").rstrip("/
 # Delivery: this many soft bounces of one address within this many days block it.
 SUPPRESS_AFTER_SOFT_BOUNCES = env_int("SUPPRESS_AFTER_SOFT_BOUNCES", 3)
 SUPPRESS_SOFT_BOUNCE_DAYS = env_int("SUPPRESS_SOFT_BOUNCE_DAYS", 7)
+# Invoices leave from <this>@<firm's sending domain> once the domain checks pass for it
+# (unless the firm's reply-to address is on that domain: then from that address).
+FIRM_SENDER_LOCAL_PART = env_str("FIRM_SENDER_LOCAL_PART", "invoices")
 # Blocked addresses owners may unblock per firm in any 24 hours: mail to dead addresses hurts
 # the firm's sending reputation, so a hurried or hijacked session cannot empty the list.
 SUPPRESSION_REMOVALS_PER_DAY = env_int("SUPPRESSION_REMOVALS_PER_DAY", 5)

@@ -34,6 +34,24 @@ class DomainCheckRun(models.Model):
     def failures(self) -> list[dict]:
         return [r for r in self.results if not r["ok"] and r["problem_code"]]
 
+    @property
+    def authenticates_sender(self) -> bool:
+        """Whether mail From this domain sent by the portal passes DKIM (aligned: the
+        selectors sign for the domain itself) and SPF, so invoices may leave from the firm's
+        own domain. SPF alone is not enough: the envelope sender is the platform's bounce
+        address, so only DKIM aligns with From. A DNS check that did not answer is not a
+        pass. A missing DMARC record alone does not stop it (nothing is enforced then)."""
+        by_name = {r["name"]: r for r in self.results}
+        dkim = [r for name, r in by_name.items() if name.startswith("dkim:")]
+        dmarc = by_name.get("dmarc")
+        return (
+            bool(dkim)
+            and all(r["ok"] for r in dkim)
+            and by_name.get("spf", {}).get("ok") is True
+            and "alignment" not in by_name
+            and (dmarc is None or dmarc["ok"] or dmarc["problem_code"] == "domain.dmarc_missing")
+        )
+
 
 class ProblemNote(models.Model):
     """A member marked a problem as handled, with a note. Shown until the problem clears."""

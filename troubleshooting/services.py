@@ -39,12 +39,17 @@ def domain_checks_run(*, firm: Firm) -> DomainCheckRun | None:
     )
     trust = MAX_TRUST if ttl is None else timedelta(seconds=ttl)
     trust = min(max(trust, MIN_RECHECK), MAX_TRUST)
-    return DomainCheckRun.objects.create(
+    run = DomainCheckRun.objects.create(
         firm=firm,
         domain=firm.sending_domain,
         results=[r.as_dict() for r in results],
         expires_at=timezone.now() + trust,
     )
+    verified = run.domain if run.authenticates_sender else ""
+    if firm.sending_domain_verified != verified:
+        firm.sending_domain_verified = verified
+        Firm.objects.filter(pk=firm.pk).update(sending_domain_verified=verified)
+    return run
 
 
 def firms_due_for_domain_check(*, now: datetime | None = None) -> list[int]:

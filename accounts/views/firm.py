@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from email.utils import parseaddr
+
 from allauth.account.decorators import reauthentication_required
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
@@ -31,7 +34,13 @@ def firm_profile(request: HttpRequest) -> HttpResponse:
     if not can_edit:
         for field in form.fields.values():
             field.disabled = True
-    return render(request, "accounts/firm_profile.html", {"form": form, "can_edit": can_edit})
+    context = {
+        "form": form,
+        "can_edit": can_edit,
+        "own_sender": request.firm.own_sender_address(),
+        "platform_sender": parseaddr(settings.DEFAULT_FROM_EMAIL)[1],
+    }
+    return render(request, "accounts/firm_profile.html", context)
 
 
 def _editor_access_page(request: HttpRequest, form: EditorAccessForm, status: int = 200):

@@ -1,14 +1,229 @@
-"""The parser remembers each parsed header within a message; it must give exactly what
-policy.default parsing every header afresh gives."""
+"""The parser's shortcuts (remembered header objects, MIME-structural headers answered from
+their raw value, one walk over the parts) must give exactly what plain policy.default parsing
+gives: the reference below is ``message_parse`` as it was before those shortcuts, kept here
+unchanged (it reuses only the pure string helpers of ``mailsync.parsing``)."""
 
 from __future__ import annotations
 
+import datetime
+import email
+import hashlib
+import os
+import sys
 from email import policy
+from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
 from mailsync import parsing
-from mailsync.parsing import message_parse
+from mailsync.parsing import (
+    ParsedAttachment,
+    ParsedMessage,
+    _clean,
+    _html_to_text,
+    _ids,
+    _normalized,
+    _raw_header,
+    message_parse,
+    normalize_message_id,
+    safe_filename,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("PORTAL_SHARED_DIR", REPO.parent / "shared"))
+CORPUS = SHARED / "conformance" / "mime"
+BENCH_MESSAGES = 300
+
+
+# --- the reference: message_parse before the shortcuts, on policy.default -----------------
+
+
+def _reference_text_header(msg: EmailMessage, name: str, errors: list[str]) -> str:
+    try:
+        value = msg.get(name)
+        return "" if value is None else _clean(" ".join(str(value).split()))
+    except Exception as exc:
+        errors.append(f"{name}: {exc}")
+        raw = _raw_header(msg, name)
+        return _clean(" ".join(raw[0].split())) if raw else ""
+
+
+def _reference_addresses(msg: EmailMessage, name: str, errors: list[str]) -> list:
+    try:
+        header = msg.get(name)
+        if header is None:
+            return []
+        return [
+            (_clean(str(addr.display_name)), _clean(addr.addr_spec))
+            for addr in getattr(header, "addresses", ())
+        ]
+    except Exception as exc:
+        errors.append(f"{name}: {exc}")
+        return [
+            (_clean(display), _clean(addr))
+            for display, addr in email.utils.getaddresses(_raw_header(msg, name))
+        ]
+
+
+def _reference_address_list(msg: EmailMessage, name: str, errors: list[str]) -> list[str]:
+    seen: list[str] = []
+    for _display, addr in _reference_addresses(msg, name, errors):
+        normal = _normalized(addr)
+        if normal and normal not in seen:
+            seen.append(normal)
+    return seen
+
+
+def _reference_body_and_attachments(msg: EmailMessage, parsed: ParsedMessage) -> None:
+    body_part = None
+    try:
+        body_part = msg.get_body(preferencelist=("plain", "html"))
+        if body_part is not None:
+            content = body_part.get_content()
+            if isinstance(content, bytes):
+                content = content.decode("utf-8", "replace")
+            if body_part.get_content_subtype() == "html":
+                content = _html_to_text(content)
+            parsed.text = _clean(content)
+    except Exception as exc:
+        parsed.errors.append(f"body: {exc}")
+    try:
+        parts = list(msg.walk())
+    except Exception as exc:
+        parsed.errors.append(f"structure: {exc}")
+        return
+    for part in parts:
+        if part is body_part or part.is_multipart():
+            continue
+        try:
+            disposition = part.get_content_disposition()
+            filename = part.get_filename()
+            content_type = part.get_content_type()
+            if disposition != "attachment" and not filename:
+                continue
+            if content_type == "message/rfc822" or part.get_content_maintype() == "message":
+                payload = part.as_bytes()
+            else:
+                payload = part.get_payload(decode=True)
+            if payload is None:
+                continue
+            inline_image = (
+                part.get_content_maintype() == "image"
+                and disposition != "attachment"
+                and bool(part.get("Content-ID"))
+            )
+            parsed.attachments.append(
+                ParsedAttachment(
+                    filename=safe_filename(filename, content_type),
+                    content_type=content_type[:127],
+                    content=payload,
+                    inline_image=inline_image,
+                )
+            )
+        except Exception as exc:
+            parsed.errors.append(f"attachment: {exc}")
+
+
+def reference_parse(raw: bytes) -> ParsedMessage:
+    errors: list[str] = []
+    try:
+        msg = email.message_from_bytes(raw, policy=policy.default)
+    except Exception as exc:
+        return ParsedMessage(
+            key=hashlib.sha256(b"raw:" + raw).hexdigest(), errors=[f"message: {exc}"]
+        )
+    message_id = normalize_message_id(_reference_text_header(msg, "Message-ID", errors))[:900]
+    parsed = ParsedMessage(key="", message_id=message_id, errors=errors)
+    parsed.subject = _reference_text_header(msg, "Subject", errors)[:2000]
+    senders = _reference_addresses(msg, "From", errors)
+    if senders:
+        parsed.from_name = senders[0][0][:200]
+        parsed.from_address = _normalized(senders[0][1])
+    parsed.to = _reference_address_list(msg, "To", errors)
+    parsed.cc = _reference_address_list(msg, "Cc", errors)
+    parsed.reply_to = _reference_address_list(msg, "Reply-To", errors)
+    parsed.in_reply_to = normalize_message_id(_reference_text_header(msg, "In-Reply-To", errors))
+    parsed.references = _ids(_reference_text_header(msg, "References", errors))[:50]
+    try:
+        header = msg.get("Date")
+        parsed.date = getattr(header, "datetime", None) if header is not None else None
+        if parsed.date is not None and parsed.date.tzinfo is None:
+            parsed.date = parsed.date.replace(tzinfo=datetime.UTC)
+    except Exception as exc:
+        errors.append(f"Date: {exc}")
+    for defect in getattr(msg, "defects", [])[:5]:
+        errors.append(f"defect: {type(defect).__name__}")
+    _reference_body_and_attachments(msg, parsed)
+    parsed.errors = [_clean(error) for error in parsed.errors]
+    parsed.references = [_clean(ref) for ref in parsed.references]
+    parsed.in_reply_to = _clean(parsed.in_reply_to)
+    for attachment in parsed.attachments:
+        attachment.content_type = _clean(attachment.content_type)
+    if message_id:
+        parsed.key = hashlib.sha256(f"mid:{message_id}".encode()).hexdigest()
+    else:
+        basis = "\n".join(
+            [
+                parsed.date.isoformat() if parsed.date else "",
+                parsed.from_address,
+                ",".join(parsed.to),
+                parsed.subject,
+                parsed.text,
+            ]
+        )
+        if not parsed.text and not parsed.subject:
+            basis += hashlib.sha256(raw).hexdigest()
+        parsed.key = hashlib.sha256(f"content:{_clean(basis)}".encode()).hexdigest()
+    return parsed
+
+
+# --- the messages compared ----------------------------------------------------------------
+
+
+def _part(content_type: str, disposition: str | None = None, body: str = "eA==") -> str:
+    head = f"Content-Type: {content_type}\r\n"
+    if disposition is not None:
+        head += f"Content-Disposition: {disposition}\r\n"
+    return f"--b\r\n{head}Content-Transfer-Encoding: base64\r\n\r\n{body}\r\n"
+
+
+# Structural headers on both sides of the shortcut's line: RFC 2231 and encoded-word file
+# names, comments, quoted pairs, tabs and folds, a trailing ";", empty and odd values, bytes.
+ODD_PARTS = [
+    _part('application/pdf; name="a.pdf"', 'attachment; filename="b.pdf"'),
+    _part("application/pdf; name=a.pdf;", "attachment;\tfilename=b.pdf ;"),
+    _part('application/pdf; name="=?utf-8?q?R=C3=A9sum=C3=A9.pdf?="', "attachment"),
+    _part("application/pdf", "attachment; filename*=utf-8''R%C3%A9sum%C3%A9.pdf"),
+    _part("application/pdf", "attachment; filename*0*=utf-8''a%C3%A9; filename*1=b.pdf"),
+    _part("application/pdf", "attachment; filename*=\"utf-8''quoted%20ext.pdf\""),
+    _part("application/pdf", 'attachment; filename="with \\"quote\\".pdf"'),
+    _part("application/pdf", 'attachment (a comment); filename="c.pdf"'),
+    _part("application/pdf", 'attachment; filename="=?iso-8859-1?Q?Gr=FC=DFe.pdf?="'),
+    _part("application/pdf", "attachment; filename==?utf-8?b?w6TDtsO8LnBkZg==?="),
+    _part("application/pdf", 'attachment; filename=""'),
+    _part("application/pdf", "attachment; filename"),
+    _part("application/pdf", ""),
+    _part("application/pdf", "inline/odd; filename=d.pdf"),
+    _part("application/pdf", "ATTACHMENT; FILENAME=E.PDF"),
+    _part("application/pdf", 'attachment;\r\n\tfilename="folded.pdf"'),
+    _part('text/plain; charset="utf-8" (comment)'),
+    _part("text/plain; charset=us-ascii; format=flowed; delsp=yes"),
+    _part("text/plain; charset='quoted'"),
+    _part("text"),
+    _part("text/plain/extra; name=x.txt", "attachment"),
+    _part('text/plain; name="spaced name.txt"; charset=utf-8', "attachment"),
+    _part(" application/octet-stream ;name=f.bin", " attachment ; filename = g.bin "),
+    _part("image/png", "inline"),
+    _part('application/x-\u00e9t\u00e9; name="\u00e9t\u00e9.bin"', "attachment"),
+    _part("message/rfc822", "attachment", body="RnJvbTogYUB4LnRlc3QNCg0KaGk="),
+]
+ODD = (
+    "From: a@x.test\r\nTo: b@y.test\r\nSubject: odd parts\r\nMessage-ID: <odd@x.test>\r\n"
+    'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    + "".join(ODD_PARTS)
+    + "--b--\r\n"
+)
 
 MESSAGES = [
     # Addresses with encoded display names, a Cc list, a reply.
@@ -41,12 +256,132 @@ MESSAGES = [
     # No Message-ID, the same header twice, HTML only.
     b"From: a@x.test\r\nTo: b@y.test\r\nTo: c@z.test\r\nSubject: Hi\r\n"
     b"Content-Type: text/html\r\n\r\n<html><style>p{}</style><p>Hello &amp; bye</p></html>\r\n",
+    # A multipart/related with a start parameter, the body not first.
+    b"From: a@x.test\r\nSubject: related\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/related; boundary="r"; start="<second@x>"\r\n\r\n'
+    b"--r\r\nContent-Type: text/plain\r\nContent-ID: <first@x>\r\n\r\nnot the body\r\n"
+    b"--r\r\nContent-Type: text/html\r\nContent-ID: <second@x>\r\n\r\n<p>the body</p>\r\n"
+    b"--r--\r\n",
+    # Every part of it an edge of the structural-header shortcut; 8-bit bytes in one.
+    ODD.encode("utf-8"),
 ]
 
 
-@pytest.mark.parametrize("raw", MESSAGES)
-def test_remembered_headers_parse_like_policy_default(raw, monkeypatch):
-    remembered = message_parse(raw)
-    monkeypatch.setattr(parsing, "_policy", lambda: policy.default)
+def _corpus() -> list[Path]:
+    files = sorted(CORPUS.glob("*.eml")) if CORPUS.is_dir() else []
+    if not files:
+        message = f"no conformance messages in {CORPUS} (set PORTAL_SHARED_DIR)"
+        if os.environ.get("PORTAL_TEST_STRICT") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return files
 
-    assert remembered == message_parse(raw)
+
+@pytest.fixture(scope="module")
+def bench_messages(tmp_path_factory) -> list[bytes]:
+    """Messages as the sync benchmark generates them (text, HTML, inline logos, files)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import bench_mailsync
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    maildir = tmp_path_factory.mktemp("bench-maildir")
+    bench_mailsync.mailbox_fill(maildir, BENCH_MESSAGES, seed=3, uid=os.getuid(), gid=os.getgid())
+    return [path.read_bytes() for path in sorted((maildir / "cur").iterdir())]
+
+
+PARAMETER_NAMES = ("charset", "boundary", "name", "filename", "format", "start", "type", "x")
+
+
+def _structural_answers(part: EmailMessage) -> tuple:
+    """Everything the parser and the engine ask a part about its MIME-structural headers."""
+    asks = [
+        part.get_content_type,
+        part.get_content_disposition,
+        part.is_attachment,
+        part.get_filename,
+        part.get_boundary,
+        part.get_content_charset,
+    ]
+    for name in PARAMETER_NAMES:
+        for header in ("content-type", "Content-Disposition"):
+            asks.append(lambda name=name, header=header: part.get_param(name, header=header))
+            asks.append(
+                lambda name=name, header=header: part.get_param(
+                    name.upper(), "missing", header, unquote=False
+                )
+            )
+    answers = []
+    for ask in asks:
+        try:
+            answers.append(ask())
+        except Exception as exc:
+            answers.append(repr(exc))
+    return tuple(answers)
+
+
+def _all_structural_answers(raw: bytes, parse_policy: policy.EmailPolicy) -> list[tuple]:
+    msg = email.message_from_bytes(raw, policy=parse_policy)
+    return [(part.get_content_type(), _structural_answers(part)) for part in msg.walk()]
+
+
+# --- the specification --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", MESSAGES)
+def test_edge_messages_parse_like_policy_default(raw):
+    assert message_parse(raw) == reference_parse(raw)
+
+
+@pytest.mark.parametrize("path", _corpus(), ids=lambda path: path.name)
+def test_conformance_messages_parse_like_policy_default(path):
+    raw = path.read_bytes()
+
+    assert message_parse(raw) == reference_parse(raw)
+
+
+def test_benchmark_messages_parse_like_policy_default(bench_messages):
+    assert len(bench_messages) == BENCH_MESSAGES
+    for raw in bench_messages:
+        assert message_parse(raw) == reference_parse(raw)
+
+
+@pytest.mark.parametrize("raw", MESSAGES)
+def test_parts_answer_structural_questions_like_policy_default(raw):
+    assert _all_structural_answers(raw, parsing._policy()) == _all_structural_answers(
+        raw, policy.default
+    )
+
+
+@pytest.mark.parametrize("path", _corpus(), ids=lambda path: path.name)
+def test_conformance_parts_answer_structural_questions_like_policy_default(path):
+    raw = path.read_bytes()
+
+    assert _all_structural_answers(raw, parsing._policy()) == _all_structural_answers(
+        raw, policy.default
+    )
+
+
+def _structural_values(raws: list[bytes]) -> list[tuple[str, str]]:
+    values = set()
+    for raw in raws:
+        for part in email.message_from_bytes(raw, policy=policy.compat32).walk():
+            for name, value in part.raw_items():
+                if name.lower() in ("content-type", "content-disposition"):
+                    values.add((name.lower(), "".join(str(value).splitlines())))
+    return sorted(values)
+
+
+def test_raw_values_the_shortcut_takes_get_policy_defaults_answers(bench_messages):
+    raws = MESSAGES + [path.read_bytes() for path in _corpus()] + bench_messages
+    taken = 0
+    for name, value in _structural_values(raws):
+        if parsing._plain_structural_value(name, value) is None:
+            continue
+        taken += 1
+        source = f"{name}: {value}\r\n\r\n".encode()
+        shortcut = email.message_from_bytes(source, policy=parsing._policy())
+        reference = email.message_from_bytes(source, policy=policy.default)
+
+        assert _structural_answers(shortcut) == _structural_answers(reference), value
+    assert taken > 100  # the shortcut is the common case, not a corner

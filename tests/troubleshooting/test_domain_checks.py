@@ -233,3 +233,73 @@ def test_a_dns_timeout_does_not_mark_a_domain_dead(firm, dns_server, dns_zone, s
     dns_zone({"slow.test": ["TIMEOUT"]})
     assert address_domains_check(firm=firm) == 0
     assert not AddressDomainCheck.objects.exists()
+
+
+AUTHENTICATED_ZONE = {
+    "firm.test": [{"TXT": "v=spf1 include:_spf.portal.test -all"}, {"MX": [10, "mx.firm.test"]}],
+    "pp1._domainkey.firm.test": [{"CNAME": "pp1.dkim.portal.test"}],
+    "pp1.dkim.portal.test": [{"TXT": "v=DKIM1; k=rsa; p=MIIBIjAN"}],
+    "_dmarc.firm.test": [{"TXT": "v=DMARC1; p=quarantine"}],
+}
+
+
+@pytest.fixture
+def portal_service(settings, dns_server):
+    settings.DNS_NAMESERVERS = [dns_server.host]
+    settings.DNS_PORT = dns_server.port
+    settings.PORTAL_SPF_INCLUDE = "_spf.portal.test"
+    settings.PORTAL_DKIM_SELECTORS = [("pp1", "pp1.dkim.portal.test")]
+
+
+def test_a_domain_passing_spf_and_dkim_becomes_the_firms_verified_sender(
+    firm, portal_service, dns_zone
+):
+    from troubleshooting.services import domain_checks_run
+
+    firm.sending_domain, firm.reply_to_email = "firm.test", "office@firm.test"
+    firm.save()
+    _zone(dns_zone, AUTHENTICATED_ZONE)
+    domain_checks_run(firm=firm)
+    firm.refresh_from_db()
+    assert firm.own_sender_address() == "office@firm.test"
+
+
+def test_a_domain_without_dkim_keeps_the_platform_sender(firm, portal_service, dns_zone):
+    from troubleshooting.services import domain_checks_run
+
+    firm.sending_domain = "firm.test"
+    firm.save()
+    zone = {k: v for k, v in AUTHENTICATED_ZONE.items() if "_domainkey" not in k}
+    _zone(dns_zone, zone)
+    domain_checks_run(firm=firm)
+    firm.refresh_from_db()
+    assert firm.own_sender_address() is None
+
+
+def test_a_later_failing_check_withdraws_the_firms_sender(firm, portal_service, dns_zone):
+    from troubleshooting.services import domain_checks_run
+
+    firm.sending_domain = "firm.test"
+    firm.save()
+    _zone(dns_zone, AUTHENTICATED_ZONE)
+    domain_checks_run(firm=firm)
+    _zone(dns_zone, {**AUTHENTICATED_ZONE, "firm.test": [{"TXT": "v=spf1 mx -all"}]})
+    domain_checks_run(firm=firm)
+    firm.refresh_from_db()
+    assert firm.own_sender_address() is None
+
+
+def test_changing_the_sending_domain_falls_back_to_the_platform_sender(
+    firm, portal_service, dns_zone
+):
+    from troubleshooting.services import domain_checks_run
+
+    firm.sending_domain = "firm.test"
+    firm.save()
+    _zone(dns_zone, AUTHENTICATED_ZONE)
+    domain_checks_run(firm=firm)
+    firm.refresh_from_db()
+    assert firm.own_sender_address() == "invoices@firm.test"
+    firm.sending_domain = "other.test"
+    firm.save()
+    assert firm.own_sender_address() is None
