@@ -1,13 +1,14 @@
 """Invoice notifications over SMTP: the portal's real sending path against raw smtplib.
 
     .venv/bin/python bench/bench_invoice_send.py [--count 10000] [--single-count 1000]
-        [--db postgres|sqlite] [--profile]
+        [--db postgres|sqlite] [--profile] [--no-pipelining]
 
 Sets up a throwaway database (by default PostgreSQL, as in production: a database beside
 $DATABASE_URL's, or beside postgres://postgres@127.0.0.1:5432/portal, dropped at the end;
 --db sqlite for a temporary SQLite file), a firm with --count clients of one invoice address
 each and one draft invoice each, and an aiosmtpd server on a free loopback port (a child
-process that accepts everything). Then, in one run:
+process that accepts everything and, as Postfix and Exim do, advertises PIPELINING; aiosmtpd
+itself does not, and `--no-pipelining` leaves it out). Then, in one run:
 
 1. portal, bulk: `invoices_send_bulk` for all the invoices (the Delivery rows, as "Send all
    selected" does) and the Celery task `deliveries_send_task` for each chunk it queued
@@ -19,7 +20,9 @@ process that accepts everything). Then, in one run:
    more invoices (the Send button on one invoice: one task and one connection each).
 3. baseline: the bulk path's messages, built beforehand with the portal's builder (the
    envelope and bytes the send task hands to smtplib), sent with raw smtplib over one
-   connection; and over one connection per message.
+   connection; and over one connection per message. smtplib never pipelines: the baseline
+   waits for each reply (four round trips per email), the portal pipelines when the server
+   offers it (two).
 
 Django's URL resolver is set up before the clock starts (a worker pays that once, at its
 first task, 0.3-0.6 s here): the figures are per email.
@@ -37,6 +40,7 @@ import io
 import os
 import pstats
 import smtplib
+import subprocess
 import sys
 import time
 from decimal import Decimal
@@ -50,6 +54,52 @@ import benchkit  # found through the sys.path line above
 
 def rate(count: int, seconds: float) -> str:
     return f"{seconds:8.2f} s  {count / seconds:8.0f} messages/s"
+
+
+class PipeliningSink(benchkit.SMTPSink):
+    """benchkit's SMTP sink, advertising PIPELINING in its EHLO reply (or not)."""
+
+    def __init__(self, pipelining: bool) -> None:
+        self.port = benchkit.free_port()
+        self.process = subprocess.Popen(
+            [benchkit.PYTHON, __file__, "smtp-sink", str(self.port), str(int(pipelining))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()
+        if line != "ready":
+            self.process.kill()
+            raise SystemExit(f"SMTP sink did not start: {line!r}")
+
+
+def serve_smtp(port: int, pipelining: bool) -> None:
+    """The sink's child process: count accepted messages, answer "count" on stdin."""
+    from aiosmtpd.controller import Controller
+
+    class Counter:
+        count = 0
+
+        async def handle_EHLO(self, server, session, envelope, hostname, responses):  # type: ignore[no-untyped-def]
+            session.host_name = hostname
+            if pipelining:
+                return [*responses[:-1], "250-PIPELINING", responses[-1]]
+            return responses
+
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            Counter.count += 1
+            return "250 2.0.0 Message accepted for delivery"
+
+    controller = Controller(Counter(), hostname="127.0.0.1", port=port)
+    controller.start()
+    print("ready", flush=True)
+    try:
+        for line in sys.stdin:
+            if line.strip() == "count":
+                print(Counter.count, flush=True)
+    finally:
+        controller.stop()
 
 
 def create_invoices(firm, clients):  # type: ignore[no-untyped-def]
@@ -240,13 +290,18 @@ def main() -> None:
         help="invoices sent one at a time with invoice_send, for comparison (default 1000)",
     )
     parser.add_argument(
+        "--no-pipelining",
+        action="store_true",
+        help="the SMTP sink does not advertise PIPELINING (the portal then waits per command)",
+    )
+    parser.add_argument(
         "--db", choices=["postgres", "sqlite"], default="postgres", help="default: postgres"
     )
     args = parser.parse_args()
     count = args.count
 
     with benchkit.temp_dir("bench-send-") as var_dir:
-        sink = benchkit.SMTPSink()
+        sink = PipeliningSink(pipelining=not args.no_pipelining)
         try:
             with benchkit.throwaway_database(var_dir, args.db) as database_url:
                 env = benchkit.portal_env(
@@ -278,6 +333,8 @@ def run(args, count: int, sink: benchkit.SMTPSink) -> None:  # type: ignore[no-u
 
     print(f"load average before: {load_average()}")
     print(f"database: {connection.vendor}; SMTP sink: aiosmtpd on 127.0.0.1:{sink.port}")
+    offered = "advertises" if not args.no_pipelining else "does not advertise"
+    print(f"the sink {offered} PIPELINING; the raw smtplib baseline never pipelines")
     start = time.perf_counter()
     firm, clients = benchkit.create_firm_with_clients(count)
     invoices = create_invoices(firm, clients)
@@ -361,4 +418,7 @@ def load_average() -> str:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["smtp-sink"]:
+        serve_smtp(int(sys.argv[2]), sys.argv[3] == "1")
+    else:
+        main()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
@@ -16,8 +18,12 @@ INVALID_RECIPIENT_CHARS = "send.invalid_recipient_chars"
 
 
 def _one_line(value: str) -> str:
-    # Header values: a line break would start a new header (header injection).
-    if any(char in value for char in "\r\n\x00"):
+    # Header values: a line break would start a new header (header injection). Not only CR
+    # and LF: policy.default also breaks lines at VT, FF, NEL, U+2028/2029 and refuses them,
+    # and control characters have no business in a name or subject either.
+    if len(value.splitlines()) > 1 or any(
+        unicodedata.category(char) in ("Cc", "Zl", "Zp") and char != "\t" for char in value
+    ):
         raise ValidationError(_("This must be a single line."), code="line_break")
     return value.strip()
 
@@ -60,6 +66,13 @@ class SendingServerForm(forms.Form):
     port = forms.IntegerField(label=_("SMTP port"), min_value=1, max_value=65535)
     security = forms.ChoiceField(
         label=_("SMTP security"), choices=MailboxConnection.Security.choices
+    )
+    # The stored login is only ever sent to a server its owner confirmed by typing it.
+    password = forms.CharField(
+        label=_("The mailbox's password"),
+        widget=forms.PasswordInput,
+        required=False,
+        strip=False,
     )
 
     def clean_host(self) -> str:

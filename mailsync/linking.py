@@ -12,7 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from mailsync.models import Message, MessageAttachment, MessageClientLink
 from mailsync.parsing import ParsedAttachment
 from portal.models import Client, ContactAddress, Document
-from portal.services import document_store
+from portal.services import DocumentFile, document_store, documents_store_bulk
 
 
 @dataclass
@@ -159,56 +159,28 @@ def messages_link_new(
     if not pending:
         return result
     limit = settings.MAILSYNC_MAX_ATTACHMENT_BYTES
-    storable = [item for item in pending if item.size <= limit]
-    documents: dict[tuple[int, str], int] = {}
-    if storable:
-        rows = (
-            Document.objects.filter(
-                client_id__in={item.client_id for item in storable},
-                sha256__in={item.digest for item in storable},
+    # The batch's documents in one go: existing ones found in one query, new ones written
+    # and inserted together (stored once per client by content, the oldest one wins).
+    documents, result.documents = documents_store_bulk(
+        files=[
+            DocumentFile(
+                client_id=item.client_id,
+                name=item.attachment.filename,
+                content=item.attachment.content,
+                content_type=item.attachment.content_type,
+                sha256=item.digest,
             )
-            .order_by("pk")
-            .values_list("client_id", "sha256", "pk")
-        )
-        for client_id, digest, pk in rows:
-            # Stored once per client by content: the oldest document wins, as before.
-            documents.setdefault((client_id, digest), pk)
-    clients: dict[int, Client] = {}
+            for item in pending
+            if item.size <= limit
+        ],
+        source=Document.Source.EMAIL,
+    )
     rows_to_add: dict[tuple[int, int, str, str], MessageAttachment] = {}
     for item in pending:
         unique = (item.message.pk, item.client_id, item.digest, item.attachment.filename)
         if unique in rows_to_add:
             continue  # the same file twice in one message: the first one stands
-        if item.size > limit:
-            rows_to_add[unique] = MessageAttachment(
-                message=item.message,
-                client_id=item.client_id,
-                sha256=item.digest,
-                filename=item.attachment.filename,
-                content_type=item.attachment.content_type,
-                size=item.size,
-                skipped_reason="too_large",
-            )
-            continue
-        document_id = documents.get((item.client_id, item.digest))
-        if document_id is None:
-            if not clients:
-                clients = {
-                    client.pk: client
-                    for client in Client.objects.only("pk", "firm_id").filter(
-                        pk__in={entry.client_id for entry in storable}
-                    )
-                }
-            client = clients.get(item.client_id)
-            if client is None:  # deleted meanwhile: fail as the per-message path did
-                client = Client.objects.only("pk", "firm_id").get(pk=item.client_id)
-            upload = SimpleUploadedFile(
-                item.attachment.filename, item.attachment.content, item.attachment.content_type
-            )
-            document = document_store(client=client, upload=upload, source=Document.Source.EMAIL)
-            document_id = document.pk
-            documents[(item.client_id, item.digest)] = document_id
-            result.documents += 1
+        too_large = item.size > limit
         rows_to_add[unique] = MessageAttachment(
             message=item.message,
             client_id=item.client_id,
@@ -216,7 +188,8 @@ def messages_link_new(
             filename=item.attachment.filename,
             content_type=item.attachment.content_type,
             size=item.size,
-            document_id=document_id,
+            skipped_reason="too_large" if too_large else "",
+            document_id=None if too_large else documents[(item.client_id, item.digest)],
         )
     if rows_to_add:
         MessageAttachment.objects.bulk_create(list(rows_to_add.values()), ignore_conflicts=True)

@@ -17,6 +17,7 @@ from mailsync.models import (
     Message,
     MessageAttachment,
     MessageClientLink,
+    MessageSource,
 )
 from portal.addresses import COMMON_DOMAINS, normalize_address
 from portal.models import Client, Contact, ContactAddress, Firm
@@ -155,21 +156,31 @@ class UnlinkedSummary:
     last_seen: datetime.datetime
 
 
-def _address_rows_postgresql(firm: Firm) -> list[UnlinkedAddress]:
+def _address_rows_postgresql(firm: Firm, viewer: User | None) -> list[UnlinkedAddress]:
     """One row per address of the firm's unlinked mail, counted by PostgreSQL itself: it
     splits `participants` into addresses, so what comes back grows with the number of
     correspondents, not of messages (one query)."""
     message, link = Message._meta.db_table, MessageClientLink._meta.db_table
+    source, mailbox = MessageSource._meta.db_table, MailboxConnection._meta.db_table
+    params: list[object] = [firm.pk]
+    seen_by = ""
+    if viewer is not None:
+        seen_by = f"""
+          AND EXISTS (
+            SELECT 1 FROM {source} s JOIN {mailbox} c ON c.id = s.connection_id
+            WHERE s.message_id = m.id AND (c.owner_id = %s OR c.owner_id IS NULL)
+          )"""  # noqa: S608 (table names from the models; the value is a parameter)
+        params.append(viewer.pk)
     sql = f"""
         SELECT a.address, COUNT(*), MAX(m.date), MAX(m.id), MIN(m.created), MAX(m.created)
         FROM {message} m
         CROSS JOIN LATERAL unnest(string_to_array(btrim(m.participants), ' ')) AS a(address)
         WHERE m.firm_id = %s AND m.participants <> ''
-          AND NOT EXISTS (SELECT 1 FROM {link} l WHERE l.message_id = m.id)
+          AND NOT EXISTS (SELECT 1 FROM {link} l WHERE l.message_id = m.id){seen_by}
         GROUP BY a.address
-    """  # noqa: S608 (table names from the models; the only value is a parameter)
+    """  # noqa: S608 (table names from the models; the values are parameters)
     with db_connection.cursor() as cursor:
-        cursor.execute(sql, [firm.pk])
+        cursor.execute(sql, params)
         return [UnlinkedAddress(*row) for row in cursor.fetchall()]
 
 
@@ -177,14 +188,22 @@ def _later(a: datetime.datetime | None, b: datetime.datetime | None) -> datetime
     return b if a is None or (b is not None and b > a) else a
 
 
-def _address_rows_portable(firm: Firm) -> list[UnlinkedAddress]:
+def _address_rows_portable(firm: Firm, viewer: User | None) -> list[UnlinkedAddress]:
     """The same rows on any database (SQLite has no way to split a string in a query): the
     database groups unlinked messages by their participants (messages between the same
     people share a row), and the addresses are counted here (one query)."""
     linked = MessageClientLink.objects.filter(message=OuterRef("pk"))
+    messages = Message.objects.filter(firm=firm)
+    if viewer is not None:
+        messages = messages.filter(
+            Exists(
+                MessageSource.objects.filter(message=OuterRef("pk")).filter(
+                    Q(connection__owner=viewer) | Q(connection__owner__isnull=True)
+                )
+            )
+        )
     groups = (
-        Message.objects.filter(firm=firm)
-        .filter(~Exists(linked))
+        messages.filter(~Exists(linked))
         .exclude(participants="")
         .order_by()
         .values_list("participants")
@@ -221,14 +240,18 @@ def _settled_addresses(firm: Firm) -> set[str]:
 _OLDEST = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
 
-def unlinked_addresses(*, firm: Firm) -> list[UnlinkedAddress]:
+def unlinked_addresses(*, firm: Firm, viewer: User | None = None) -> list[UnlinkedAddress]:
     """Every address of the firm's unlinked mail that is not the firm's own and not
     ignored, with how many unlinked messages name it, newest first. Two queries, whatever
-    the volume (one when there is no unlinked mail)."""
+    the volume (one when there is no unlinked mail).
+
+    With ``viewer``, only mail that came through the viewer's own mailboxes or the firm's
+    shared one: unlinked mail is by definition not client mail, so it is mostly a member's
+    own correspondence, which colleagues should not browse."""
     if db_connection.vendor == "postgresql":
-        rows = _address_rows_postgresql(firm)
+        rows = _address_rows_postgresql(firm, viewer)
     else:
-        rows = _address_rows_portable(firm)
+        rows = _address_rows_portable(firm, viewer)
     if not rows:
         return []
     settled = _settled_addresses(firm)

@@ -14,6 +14,7 @@ send problem that leaves syncing alone, a refused login as "needs re-authenticat
 
 from __future__ import annotations
 
+import hmac
 import logging
 import smtplib
 import socket
@@ -28,6 +29,7 @@ from email.utils import format_datetime, make_msgid
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.models import User
 from mailsync import services
@@ -259,12 +261,43 @@ def _with_secret(connection: MailboxConnection) -> MailboxConnection:
 # --- checks run from the settings page ----------------------------------------------------
 
 
-def server_check(*, connection: MailboxConnection, host: str, port: int, security: str) -> None:
+class ServerNotAllowed(Exception):
+    """The sending server cannot be set this way; ``message`` says why, for the member."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def server_check(
+    *, connection: MailboxConnection, host: str, port: int, security: str, password: str = ""
+) -> None:
     """Log in to this SMTP server with the mailbox's login and save it as the mailbox's
-    sending server. Raises `SyncError` (nothing saved) if the login does not succeed."""
+    sending server. Raises `SyncError` (nothing saved) if the login does not succeed, and
+    `ServerNotAllowed` before anything is sent anywhere when the stored login may not go there.
+
+    The stored login must never be handed to a host nobody vouched for: anyone who can open
+    this page (a hijacked session, another owner of the shared mailbox) could otherwise point
+    it at their own server and collect the password or an OAuth access token. OAuth mailboxes
+    send only through their provider's server; password mailboxes need the password typed.
+    """
+    if connection.kind in OAUTH_SMTP:
+        raise ServerNotAllowed(
+            _("This mailbox sends through its provider's own server, which cannot be changed.")
+        )
     connection = _with_secret(connection)
+    credentials = _credentials(connection)
+    if credentials.password is None or not hmac.compare_digest(
+        password.encode(), credentials.password.encode()
+    ):
+        raise ServerNotAllowed(
+            _(
+                "Type the mailbox's password to confirm this server: the portal sends the "
+                "mailbox's login only to a server its owner confirmed."
+            )
+        )
     server = _server_settings(host, port, security, connection.username)
-    with SmtpSession(server, _credentials(connection)):
+    with SmtpSession(server, credentials):
         pass
     OutgoingServer.objects.update_or_create(
         connection=connection,

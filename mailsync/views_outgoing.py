@@ -143,6 +143,9 @@ def _address_action(request: HttpRequest, connection: MailboxConnection) -> dict
             return {"action": action, "form": form}
         try:
             sending.server_check(connection=connection, **form.cleaned_data)
+        except sending.ServerNotAllowed as refused:
+            form.add_error(None, refused.message)
+            return {"action": action, "form": form}
         except SyncError as error:
             return {"action": action, "form": form, **_failure(error)}
         messages.success(request, _("Logged in to the sending server. Saved."))

@@ -52,6 +52,9 @@ class WebhookShortcutMiddleware:
             return self.get_response(request)
         if not getattr(match.func, "csrf_exempt", False):
             return self.get_response(request)
+        # CommonMiddleware, skipped here, is what checks ALLOWED_HOSTS for other requests:
+        # a Host the site does not serve is refused (DisallowedHost, answered 400) here too.
+        request.get_host()
         request.resolver_match = match
         with scope() if scope else contextlib.nullcontext():
             return match.func(request, *match.args, **match.kwargs)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 from collections.abc import Iterable
+from dataclasses import dataclass
 
+from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
@@ -102,6 +104,87 @@ def document_store(
     document.file.save(name, upload, save=False)
     document.save()
     return document
+
+
+@dataclass(frozen=True)
+class DocumentFile:
+    """One file for ``documents_store_bulk``: its content and the sha256 already computed
+    by the caller (the mail parser hashes every attachment)."""
+
+    client_id: int
+    name: str
+    content: bytes
+    content_type: str
+    sha256: str
+
+
+def documents_store_bulk(
+    *, files: Iterable[DocumentFile], source: str = Document.Source.EMAIL
+) -> tuple[dict[tuple[int, str], int], int]:
+    """Store each client's files once by content, for many files at once.
+
+    Returns ({(client_id, sha256): document id}, how many documents were created). A file
+    whose (client, sha256) already has a document reuses the oldest one, as does a repeat
+    within ``files`` (the first one's name is kept). Same rows and file naming as
+    ``document_store``, with one SELECT for the existing documents, one for the clients and
+    one INSERT for all new rows; the files are written first (inside the caller's
+    transaction, as ``document_store`` does, a rolled-back batch leaves unreferenced files,
+    never rows without files). The caller vouches for ``sha256``.
+    """
+    files = list(files)
+    if not files:
+        return {}, 0
+    documents: dict[tuple[int, str], int] = {}
+    rows = (
+        Document.objects.filter(
+            client_id__in={file.client_id for file in files},
+            sha256__in={file.sha256 for file in files},
+        )
+        .order_by("pk")
+        .values_list("client_id", "sha256", "pk")
+    )
+    for client_id, digest, pk in rows:
+        documents.setdefault((client_id, digest), pk)  # the oldest document wins
+    to_write: dict[tuple[int, str], DocumentFile] = {}
+    for file in files:
+        key = (file.client_id, file.sha256)
+        if key not in documents and key not in to_write:
+            to_write[key] = file
+    if not to_write:
+        return documents, 0
+    clients = Client.objects.only("pk", "firm_id").in_bulk({key[0] for key in to_write})
+    missing = {key[0] for key in to_write} - clients.keys()
+    if missing:  # deleted meanwhile: fail before writing any file
+        raise Client.DoesNotExist(f"clients {sorted(missing)} do not exist")
+    new: list[Document] = []
+    for (client_id, digest), file in to_write.items():
+        client = clients[client_id]
+        name = file.name or "document"
+        content_type = file.content_type or mimetypes.guess_type(name)[0] or ""
+        document = Document(
+            client=client,
+            original_name=name[:255],
+            content_type=content_type[:127],
+            size=len(file.content),
+            sha256=digest,
+            source=source,
+        )
+        # The model's upload_to names the file (a random name under the firm's folder).
+        document.file.save(name, ContentFile(file.content), save=False)
+        new.append(document)
+    created = Document.objects.bulk_create(new)
+    if any(document.pk is None for document in created):
+        # A database that cannot return ids from a bulk insert: read them back by file.
+        ids = dict(
+            Document.objects.filter(file__in=[d.file.name for d in created]).values_list(
+                "file", "pk"
+            )
+        )
+        for document in created:
+            document.pk = ids[document.file.name]
+    for key, document in zip(to_write, created, strict=True):
+        documents[key] = document.pk
+    return documents, len(created)
 
 
 def heartbeat_record(*, name: str) -> None:

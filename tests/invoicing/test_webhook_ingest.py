@@ -230,6 +230,18 @@ def test_webhook_answers_skip_the_browser_middleware(post, deliveries, client):
     assert "Content-Security-Policy" in missing.headers
 
 
+def test_a_webhook_post_for_a_host_the_site_does_not_serve_is_refused(client, deliveries):
+    [delivery] = deliveries(1)
+    response = client.post(
+        POSTMARK,
+        data=json.dumps(postmark_delivery(delivery.esp_message_id)),
+        content_type="application/json",
+        headers={"Authorization": AUTH, "Host": "attacker.example"},
+    )
+    assert response.status_code == 400
+    assert not WebhookEvent.objects.exists()
+
+
 def test_only_csrf_exempt_views_take_the_short_path(settings, db):
     settings.WEBHOOK_PATHS = {"/clients/": ""}
     response = HttpClient().get("/clients/")  # a page: signed-in members only

@@ -324,6 +324,19 @@ def test_a_subject_with_a_line_break_cannot_add_headers(
     assert submission.received == []
 
 
+@pytest.mark.parametrize("separator", ["\x0b", "\x0c", "\x85", "\u2028", "\u2029", "\x1c"])
+def test_a_subject_with_any_other_line_separator_is_refused_not_a_server_error(
+    owner_client, owner, firm, client_, submission, separator
+):
+    _mailbox(submission, firm=firm, owner=owner.user, address="ann@alder.test")
+    sender = outgoing_for(owner.user, client_)
+
+    response = _write(owner_client, client_, sender, subject=f"Hi{separator}Bcc: spy@evil.test")
+
+    assert "This must be a single line." in _page(response)
+    assert submission.received == []
+
+
 def test_a_recipient_refused_by_the_server_is_reported_and_nothing_is_stored(
     owner_client, owner, firm, client_, submission
 ):

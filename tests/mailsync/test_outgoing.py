@@ -189,6 +189,7 @@ def test_a_sending_server_is_saved_only_after_logging_in_to_it(
         "host": submission.host,
         "port": submission.port,
         "security": "none",
+        "password": "pw-ann",
     }
     submission.add_user("ann", "another-password", sends_as=("ann@alder.test",))
 
@@ -204,6 +205,45 @@ def test_a_sending_server_is_saved_only_after_logging_in_to_it(
         submission.port,
         True,
     )
+
+
+def test_the_stored_login_goes_to_a_new_server_only_with_the_password_typed(
+    owner_client, owner, firm, submission
+):
+    connection = _mailbox(submission, firm=firm, owner=owner.user, address="ann@alder.test")
+    OutgoingServer.objects.all().delete()
+    form = {
+        "connection": connection.pk,
+        "action": "server",
+        "host": submission.host,
+        "port": submission.port,
+        "security": "none",
+    }
+    for typed in ("", "not-the-password"):
+        page = _page(owner_client.post(MINE, {**form, "password": typed}))
+        assert "Type the mailbox&#x27;s password to confirm this server" in page
+    assert submission.state.logins_tried == []  # the login never left the portal
+    assert not OutgoingServer.objects.exists()
+
+
+def test_an_oauth_mailbox_sending_server_cannot_be_pointed_elsewhere(
+    owner_client, owner, firm, submission
+):
+    connection = _mailbox(
+        submission, firm=firm, owner=owner.user, address="ann@alder.test", kind="gmail"
+    )
+    assert 'name="host"' not in _page(owner_client.get(MINE))  # no form offered
+    owner_client.post(  # and a hand-made post changes nothing
+        MINE,
+        {
+            "connection": connection.pk,
+            "action": "server",
+            "host": "collector.example.test",
+            "port": 25,
+            "security": "none",
+        },
+    )
+    assert OutgoingServer.objects.get().host == submission.host
 
 
 # --- which address sends ------------------------------------------------------------------

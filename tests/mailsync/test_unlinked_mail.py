@@ -13,7 +13,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from mailsync import services, tasks
-from mailsync.models import IgnoredAddress, MessageClientLink
+from mailsync.models import (
+    IgnoredAddress,
+    MailboxConnection,
+    MailboxFolder,
+    MessageClientLink,
+    MessageSource,
+)
 from mailsync.selectors import _address_rows_portable, _address_rows_postgresql
 from portal.models import ContactAddress, Document
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
@@ -34,11 +40,12 @@ def mailbox(firm, owner):
     return MailboxConnectionFactory(firm=firm, owner=owner.user, email_address=OWN)
 
 
-def _mail(firm, *addresses: str, subject: str = "Hello", days_ago: int = 0, **fields):
-    """An unlinked message between the member's mailbox and ``addresses``."""
+def _mail(firm, *addresses: str, subject: str = "Hello", days_ago: int = 0, through=None, **fields):
+    """An unlinked message between the member's mailbox and ``addresses``, synced through
+    ``through`` (the firm's first mailbox unless given)."""
     participants = sorted({OWN, *addresses})
     fields.setdefault("date", NOW - datetime.timedelta(days=days_ago))
-    return MessageFactory(
+    message = MessageFactory(
         firm=firm,
         subject=subject,
         from_address=addresses[0] if addresses else OWN,
@@ -46,6 +53,13 @@ def _mail(firm, *addresses: str, subject: str = "Hello", days_ago: int = 0, **fi
         participants=f" {' '.join(participants)} ",
         **fields,
     )
+    connection = through or MailboxConnection.objects.filter(firm=firm).order_by("pk").first()
+    if connection is not None:
+        folder, _ = MailboxFolder.objects.get_or_create(connection=connection, name="INBOX")
+        MessageSource.objects.create(
+            message=message, connection=connection, folder=folder, uid=message.pk
+        )
+    return message
 
 
 def _page(http, url=UNLINKED, **params) -> str:
@@ -145,6 +159,7 @@ def test_the_sync_not_linked_problem_opens_this_page(owner_client, firm, mailbox
 
 @pytest.mark.skipif(db_connection.vendor != "postgresql", reason="compares PostgreSQL's own count")
 def test_postgresql_counts_addresses_as_the_portable_path_does(firm, mailbox):
+    both = (_address_rows_postgresql, _address_rows_portable)
     _mail(firm, "anna@birch.test", days_ago=3)
     _mail(firm, "anna@birch.test", "bob@cedar.test", days_ago=1)
     _mail(firm, "bob@cedar.test", "carl@dune.test", "anna@birch.test", days_ago=7)
@@ -154,10 +169,30 @@ def test_postgresql_counts_addresses_as_the_portable_path_does(firm, mailbox):
     )
 
     def rows(producer):
-        return sorted(dataclasses.astuple(row) for row in producer(firm))
+        return sorted(dataclasses.astuple(row) for row in producer(firm, None))
 
     assert rows(_address_rows_postgresql) == rows(_address_rows_portable)
+    seen = [sorted(map(dataclasses.astuple, f(firm, mailbox.owner))) for f in both]
+    assert seen[0] == seen[1] == rows(_address_rows_portable)
     assert len(rows(_address_rows_portable)) == 5  # four outside addresses and our own
+
+
+def test_a_member_sees_only_unlinked_mail_of_their_own_and_the_shared_mailbox(
+    staff_client, staff, owner_client, firm, mailbox
+):
+    colleague = MailboxConnectionFactory(
+        firm=firm, owner=staff.user, email_address="sam@alder.test"
+    )
+    shared = MailboxConnectionFactory(firm=firm, owner=None, email_address="office@alder.test")
+    _mail(firm, "private@friend.test", subject="Dinner on Friday")  # the owner's mailbox
+    _mail(firm, "colleague@friend.test", through=colleague)
+    _mail(firm, "prospect@elm.test", through=shared)
+
+    staffs = _page(staff_client)
+    assert "colleague@friend.test" in staffs and "prospect@elm.test" in staffs
+    assert "private@friend.test" not in staffs and "Dinner on Friday" not in staffs
+    owners = _page(owner_client)
+    assert "private@friend.test" in owners and "colleague@friend.test" not in owners
 
 
 # --- linking -----------------------------------------------------------------------------

@@ -69,6 +69,8 @@ class _State:
     received: list[Submission] = field(default_factory=list)
     # Every MAIL FROM tried: (login, address, accepted).
     mail_from_tried: list[tuple[str, str, bool]] = field(default_factory=list)
+    # Every password login tried (login names), right or wrong.
+    logins_tried: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -158,6 +160,7 @@ class SubmissionServer:
                 return AuthResult(success=False, handled=False)
             login = auth_data.login.decode()
             with state.lock:
+                state.logins_tried.append(login)
                 right = state.passwords.get(login) == auth_data.password.decode()
                 disabled = login in state.smtp_auth_disabled
             if not right:
@@ -214,6 +217,7 @@ class SubmissionServer:
             self.state.smtp_auth_disabled.clear()
             self.state.received.clear()
             self.state.mail_from_tried.clear()
+            self.state.logins_tried.clear()
 
     def start(self) -> None:
         self.controller.start()
