@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
 from django.urls import reverse
+from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext_lazy as _
 
 
@@ -39,6 +40,16 @@ class Firm(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def domain_ownership_token(self) -> str:
+        """What the firm publishes in a TXT record to prove the sending domain is its own.
+        Derived (not stored) from the firm, the domain and SECRET_KEY: another firm cannot
+        guess it, and a new domain gets a new one. Rotating SECRET_KEY changes it (the
+        firm then falls back to the platform's sender until it publishes the new one)."""
+        digest = salted_hmac(
+            "portal.Firm.domain_ownership_token", f"{self.pk}:{self.sending_domain.lower()}"
+        )
+        return digest.hexdigest()[:32]
 
     def own_sender_address(self) -> str | None:
         """The address on the firm's own verified domain invoices leave from, or None (then

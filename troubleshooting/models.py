@@ -36,7 +36,8 @@ class DomainCheckRun(models.Model):
 
     @property
     def authenticates_sender(self) -> bool:
-        """Whether mail From this domain sent by the portal passes DKIM (aligned: the
+        """Whether the domain is proven to be this firm's (its verification TXT record) and
+        mail From it sent by the portal passes DKIM (aligned: the
         selectors sign for the domain itself) and SPF, so invoices may leave from the firm's
         own domain. SPF alone is not enough: the envelope sender is the platform's bounce
         address, so only DKIM aligns with From. A DNS check that did not answer is not a
@@ -45,7 +46,8 @@ class DomainCheckRun(models.Model):
         dkim = [r for name, r in by_name.items() if name.startswith("dkim:")]
         dmarc = by_name.get("dmarc")
         return (
-            bool(dkim)
+            by_name.get("ownership", {}).get("ok") is True
+            and bool(dkim)
             and all(r["ok"] for r in dkim)
             and by_name.get("spf", {}).get("ok") is True
             and "alignment" not in by_name

@@ -35,7 +35,10 @@ def domain_checks_run(*, firm: Firm) -> DomainCheckRun | None:
     if not firm.sending_domain:
         return None
     results, ttl = check_sending_domain_with_ttl(
-        firm.sending_domain, sending_service(), make_resolver()
+        firm.sending_domain,
+        sending_service(),
+        make_resolver(),
+        ownership_token=firm.domain_ownership_token(),
     )
     trust = MAX_TRUST if ttl is None else timedelta(seconds=ttl)
     trust = min(max(trust, MIN_RECHECK), MAX_TRUST)

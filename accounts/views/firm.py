@@ -39,6 +39,11 @@ def firm_profile(request: HttpRequest) -> HttpResponse:
         "can_edit": can_edit,
         "own_sender": request.firm.own_sender_address(),
         "platform_sender": parseaddr(settings.DEFAULT_FROM_EMAIL)[1],
+        "ownership_record": (
+            f"practice-portal-verification={request.firm.domain_ownership_token()}"
+            if request.firm.sending_domain
+            else ""
+        ),
     }
     return render(request, "accounts/firm_profile.html", context)
 

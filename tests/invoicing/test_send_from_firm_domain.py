@@ -9,7 +9,7 @@ from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing import factories
 from tests.invoicing.factories import invoice_with_lines
 from tests.servers import smtp as smtp_fixtures
-from tests.troubleshooting.test_domain_checks import AUTHENTICATED_ZONE, PORTAL_ZONE
+from tests.troubleshooting.test_domain_checks import PORTAL_ZONE, authenticated_zone
 from troubleshooting.services import domain_checks_run
 
 smtp_server = smtp_fixtures.smtp_server
@@ -50,7 +50,7 @@ def _send_invoice(http, firm, capture):
 def test_a_firm_whose_domain_passes_the_checks_sends_from_its_own_address(
     staff_client, firm_with_domain, dns_zone, smtp, django_capture_on_commit_callbacks
 ):
-    dns_zone({**PORTAL_ZONE, **AUTHENTICATED_ZONE})
+    dns_zone(authenticated_zone(firm_with_domain))
     domain_checks_run(firm=firm_with_domain)
 
     _send_invoice(staff_client, firm_with_domain, django_capture_on_commit_callbacks)
@@ -78,7 +78,8 @@ def test_firm_settings_say_which_address_invoices_leave_from(
 ):
     body = owner_client.get(reverse("accounts:firm_profile")).content.decode()
     assert "no-reply@portal.test" in body
-    dns_zone({**PORTAL_ZONE, **AUTHENTICATED_ZONE})
+    assert f"practice-portal-verification={firm_with_domain.domain_ownership_token()}" in body
+    dns_zone(authenticated_zone(firm_with_domain))
     domain_checks_run(firm=firm_with_domain)
     body = owner_client.get(reverse("accounts:firm_profile")).content.decode()
     assert "Invoice emails leave from office@firm.test" in body

@@ -286,11 +286,11 @@ def test_an_error_mid_group_records_what_is_known_and_calls_the_one_in_flight_un
     real_send = services._send_one
     calls = []
 
-    def send_then_fail(connection, delivery, message):
+    def send_then_fail(connection, delivery, message, *rest):
         calls.append(delivery.pk)
         if len(calls) == 2:
             raise MemoryError  # anything unexpected, after the email may have left
-        return real_send(connection, delivery, message)
+        return real_send(connection, delivery, message, *rest)
 
     with (
         mock.patch.object(services, "_send_one", side_effect=send_then_fail),

@@ -127,7 +127,9 @@ def _send_both(
                 learned[pipelining] = (type(exc).__name__, exc.args)
             # The connection is still usable (or closed, as smtplib leaves it after a 421).
             if connection.sock is not None:
-                connection.sendmail(sender, ["after@client.test"], b"Subject: next\r\n\r\nok\r\n")
+                connection.sendmail(
+                    "a@portal.test", ["after@client.test"], b"Subject: next\r\n\r\nok\r\n"
+                )
     return learned
 
 
@@ -145,6 +147,7 @@ def test_a_server_offering_pipelining_gets_an_emails_commands_in_one_write(serve
     global _writes
     for pipelining, expected_writes in ((True, 2), (False, 4)):
         server = servers[pipelining]
+        server.received.clear()
         with smtplib.SMTP(server.host, server.port, timeout=10) as connection:
             connection.ehlo()
             _writes = []

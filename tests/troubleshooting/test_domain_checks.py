@@ -9,6 +9,7 @@ from django.core.management import call_command
 
 from tests.servers.dns_fixtures import make_resolver
 from troubleshooting.domain_checks import (
+    OWNERSHIP_PREFIX,
     SendingService,
     check_dkim,
     check_dmarc,
@@ -235,12 +236,19 @@ def test_a_dns_timeout_does_not_mark_a_domain_dead(firm, dns_server, dns_zone, s
     assert not AddressDomainCheck.objects.exists()
 
 
-AUTHENTICATED_ZONE = {
-    "firm.test": [{"TXT": "v=spf1 include:_spf.portal.test -all"}, {"MX": [10, "mx.firm.test"]}],
-    "pp1._domainkey.firm.test": [{"CNAME": "pp1.dkim.portal.test"}],
-    "pp1.dkim.portal.test": [{"TXT": "v=DKIM1; k=rsa; p=MIIBIjAN"}],
-    "_dmarc.firm.test": [{"TXT": "v=DMARC1; p=quarantine"}],
-}
+def authenticated_zone(firm, *, ownership: bool = True) -> dict:
+    """firm.test authorising the portal (SPF include, DKIM CNAME, DMARC) and, unless told
+    otherwise, publishing ``firm``'s ownership record."""
+    apex = [{"TXT": "v=spf1 include:_spf.portal.test -all"}, {"MX": [10, "mx.firm.test"]}]
+    if ownership:
+        apex.append({"TXT": OWNERSHIP_PREFIX + firm.domain_ownership_token()})
+    return {
+        **PORTAL_ZONE,
+        "firm.test": apex,
+        "pp1._domainkey.firm.test": [{"CNAME": "pp1.dkim.portal.test"}],
+        "pp1.dkim.portal.test": [{"TXT": "v=DKIM1; k=rsa; p=MIIBIjAN"}],
+        "_dmarc.firm.test": [{"TXT": "v=DMARC1; p=quarantine"}],
+    }
 
 
 @pytest.fixture
@@ -258,7 +266,7 @@ def test_a_domain_passing_spf_and_dkim_becomes_the_firms_verified_sender(
 
     firm.sending_domain, firm.reply_to_email = "firm.test", "office@firm.test"
     firm.save()
-    _zone(dns_zone, AUTHENTICATED_ZONE)
+    dns_zone(authenticated_zone(firm))
     domain_checks_run(firm=firm)
     firm.refresh_from_db()
     assert firm.own_sender_address() == "office@firm.test"
@@ -269,8 +277,8 @@ def test_a_domain_without_dkim_keeps_the_platform_sender(firm, portal_service, d
 
     firm.sending_domain = "firm.test"
     firm.save()
-    zone = {k: v for k, v in AUTHENTICATED_ZONE.items() if "_domainkey" not in k}
-    _zone(dns_zone, zone)
+    zone = {k: v for k, v in authenticated_zone(firm).items() if "_domainkey" not in k}
+    dns_zone(zone)
     domain_checks_run(firm=firm)
     firm.refresh_from_db()
     assert firm.own_sender_address() is None
@@ -281,9 +289,9 @@ def test_a_later_failing_check_withdraws_the_firms_sender(firm, portal_service, 
 
     firm.sending_domain = "firm.test"
     firm.save()
-    _zone(dns_zone, AUTHENTICATED_ZONE)
+    dns_zone(authenticated_zone(firm))
     domain_checks_run(firm=firm)
-    _zone(dns_zone, {**AUTHENTICATED_ZONE, "firm.test": [{"TXT": "v=spf1 mx -all"}]})
+    dns_zone({**authenticated_zone(firm), "firm.test": [{"TXT": "v=spf1 mx -all"}]})
     domain_checks_run(firm=firm)
     firm.refresh_from_db()
     assert firm.own_sender_address() is None
@@ -296,10 +304,45 @@ def test_changing_the_sending_domain_falls_back_to_the_platform_sender(
 
     firm.sending_domain = "firm.test"
     firm.save()
-    _zone(dns_zone, AUTHENTICATED_ZONE)
+    dns_zone(authenticated_zone(firm))
     domain_checks_run(firm=firm)
     firm.refresh_from_db()
     assert firm.own_sender_address() == "invoices@firm.test"
     firm.sending_domain = "other.test"
     firm.save()
     assert firm.own_sender_address() is None
+
+
+def test_another_firm_cannot_send_from_a_domain_it_has_not_proven_its_own(
+    firm, portal_service, dns_zone
+):
+    from tests.factories import FirmFactory
+    from troubleshooting.services import domain_checks_run
+
+    firm.sending_domain = "firm.test"
+    firm.save()
+    dns_zone(authenticated_zone(firm))  # the real owner's records, SPF and DKIM included
+    domain_checks_run(firm=firm)
+    intruder = FirmFactory(sending_domain="firm.test", reply_to_email="ceo@firm.test")
+    domain_checks_run(firm=intruder)
+    intruder.refresh_from_db()
+    firm.refresh_from_db()
+    assert intruder.own_sender_address() is None
+    assert firm.own_sender_address() == "invoices@firm.test"
+
+
+def test_a_domain_without_the_firms_ownership_record_keeps_the_platform_sender(
+    firm, portal_service, dns_zone
+):
+    from troubleshooting.services import domain_checks_run
+
+    firm.sending_domain = "firm.test"
+    firm.save()
+    dns_zone(authenticated_zone(firm, ownership=False))
+    run = domain_checks_run(firm=firm)
+    firm.refresh_from_db()
+    assert firm.own_sender_address() is None
+    (ownership,) = [r for r in run.results if r["name"] == "ownership"]
+    assert ownership["publish"]["value"] == (
+        "practice-portal-verification=" + firm.domain_ownership_token()
+    )
