@@ -26,17 +26,21 @@ S = Delivery.Status
 # give the same result as in order.
 RANK = {
     S.QUEUED: 0,
-    S.SENT: 1,
-    S.DEFERRED: 2,
-    S.SOFT_BOUNCED: 3,
-    S.DELIVERED: 4,
-    S.OPENED: 5,
-    S.CLICKED: 6,
-    S.FAILED: 7,
-    S.SUPPRESSED: 7,
-    S.REJECTED: 8,
-    S.BOUNCED: 9,
-    S.COMPLAINED: 10,
+    # Above queued, so no event (an ESP's "queued") can put a claimed delivery back in the
+    # queue to be claimed and sent a second time; every real outcome outranks both.
+    S.SENDING: 1,
+    S.UNKNOWN: 1,
+    S.SENT: 2,
+    S.DEFERRED: 3,
+    S.SOFT_BOUNCED: 4,
+    S.DELIVERED: 5,
+    S.OPENED: 6,
+    S.CLICKED: 7,
+    S.FAILED: 8,
+    S.SUPPRESSED: 8,
+    S.REJECTED: 9,
+    S.BOUNCED: 10,
+    S.COMPLAINED: 11,
 }
 
 # Fine-grained causes (from the bounce rules) that mean the address or domain is wrong.

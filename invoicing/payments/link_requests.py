@@ -13,6 +13,7 @@ import logging
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone, translation
 
 from accounts.models import Membership, Role
@@ -61,31 +62,25 @@ def pay_link_request_notify(*, delivery_id: int) -> None:
     if delivery is None:
         return  # gone since (the invoice was deleted): nobody to tell about it
     invoice, address = delivery.invoice, delivery.address
-    recipients = list(
-        Membership.objects.filter(firm_id=invoice.firm_id, role=Role.OWNER)
-        .values_list("user__email", flat=True)
+    # The owners and the invoice's author, each in the language they chose for the portal.
+    people = (
+        Membership.objects.filter(firm_id=invoice.firm_id)
+        .filter(Q(role=Role.OWNER) | Q(user_id=invoice.created_by_id))
+        .values_list("user__email", "user__language")
         .order_by("user__email")
     )
-    author = (
-        Membership.objects.filter(firm_id=invoice.firm_id, user_id=invoice.created_by_id)
-        .values_list("user__email", flat=True)
-        .first()
-    )
-    if author and author not in recipients:
-        recipients.append(author)
-    if not recipients:
+    by_language: dict[str, list[str]] = {}
+    for email, language in people:
+        by_language.setdefault(language or settings.LANGUAGE_CODE, []).append(email)
+    if not by_language:
         logger.warning("No one to tell about a link request for invoice %s", invoice.pk)
         return
-    # The firm's own email: in the portal's language, not in the client's browser's.
-    with translation.override(settings.LANGUAGE_CODE):
-        send_templated(
-            "pay-link-request",
-            to=recipients,
-            context={
-                "invoice": invoice,
-                "client_name": invoice.client_name or invoice.client.display_name,
-                "address": address,
-                "link": settings.SITE_URL + invoice.get_absolute_url(),
-            },
-            firm=invoice.firm,
-        )
+    context = {
+        "invoice": invoice,
+        "client_name": invoice.client_name or invoice.client.display_name,
+        "address": address,
+        "link": settings.SITE_URL + invoice.get_absolute_url(),
+    }
+    for language, recipients in sorted(by_language.items()):
+        with translation.override(language):
+            send_templated("pay-link-request", to=recipients, context=context, firm=invoice.firm)

@@ -257,6 +257,27 @@ def test_asking_for_a_new_link_tells_the_firm_by_email_and_on_the_invoice(
 
 
 @pytest.mark.usefixtures("tasks_run_inline")  # the email is sent by a task
+def test_each_member_is_told_in_the_language_they_chose(
+    client, owner, firm, django_capture_on_commit_callbacks
+):
+    author = MembershipFactory(firm=firm, role=Role.STAFF, user__email="author@alder.test")
+    author.user.language = "fi"
+    author.user.save()
+    invoice, token = _sent_invoice(firm, created_by=author.user)
+    invoice.pay_links.update(revoked_at=timezone.now())
+    mail.outbox.clear()
+
+    _ask_for_new_link(client, token, django_capture_on_commit_callbacks)
+
+    by_recipient = {tuple(m.to): m for m in mail.outbox}
+    assert set(by_recipient) == {("author@alder.test",), ("owner@alder.test",)}
+    assert by_recipient[("owner@alder.test",)].subject.startswith("Birch Dental asks for")
+    finnish = by_recipient[("author@alder.test",)]
+    assert "Birch Dental asks for" not in finnish.subject
+    assert str(invoice.number) in finnish.subject
+
+
+@pytest.mark.usefixtures("tasks_run_inline")  # the email is sent by a task
 def test_asking_again_the_same_day_tells_the_firm_once(
     client, owner, firm, django_capture_on_commit_callbacks
 ):
