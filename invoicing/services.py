@@ -580,8 +580,9 @@ def delivery_soft_retry(*, delivery_id: int) -> list[Delivery]:
 #    the email leaves, so a link in a client's inbox always works), and move them to
 #    "sending" with the claim's time. Commit.
 # 2. Send over the task's one SMTP connection, outside any transaction, keeping each
-#    recipient's outcome in memory. A thread builds the next emails while the connection
-#    waits on the server's reply.
+#    recipient's outcome in memory. The next email is built while the server handles the
+#    current one: in this thread between writing a pipelined message and reading its reply
+#    (`invoicing.smtp_pipelining`), or else in a thread while this one waits on replies.
 # 3. Record, in one transaction: the events in one INSERT, the accepted deliveries in one
 #    UPDATE, the invoices they made "sent" in another; refusals (few) one by one, because
 #    the suppression rules and retries read each of them.
@@ -654,25 +655,27 @@ def deliveries_send(*, delivery_ids: Sequence[int]) -> list[int]:
     """
     ids = list(dict.fromkeys(delivery_ids))
     connection = get_connection()
-    try:
-        connection.open()
-    except (smtplib.SMTPException, OSError):
-        return ids  # the server is unreachable: nothing was claimed, sent or recorded
-    builder = InvoiceEmailBuilder()
     # Django's own SMTP backend only re-parses the addresses and re-serialises the email
     # before calling smtplib: the builder writes the same envelope and bytes itself, and
     # they go straight to the connection the backend opened. Any other backend (an ESP's
     # through anymail, a subclass) gets the EmailMessage through `send_messages`.
     direct = type(connection) is SMTPBackend
-    # Through Django's SMTP backend each email is built in this thread: the next one while
-    # the server reads the current one's content (pipelined sends call `_Later.run` between
-    # writing the message and reading its reply), so the build overlaps the server's work
-    # with no second thread to hand the GIL to and from. An ESP's send (an HTTP request)
-    # waits far longer: a thread builds ahead meanwhile. One email (the Send button on a
-    # one-address client) has nothing to overlap with.
+    try:
+        connection.open()
+        pipelined = direct and smtp_pipelining.offered(connection.connection)
+    except (smtplib.SMTPException, OSError):
+        connection.close()
+        return ids  # the server is unreachable: nothing was claimed, sent or recorded
+    builder = InvoiceEmailBuilder()
+    # To a server that pipelines, each email is built in this thread while the server
+    # reads the previous one (`smtp_pipelining.sendmail` calls `_Later.run` between writing
+    # a message and reading its reply): the build overlaps the server's work with no
+    # second thread to hand the GIL to and from. Otherwise a thread builds ahead while this
+    # one waits on each reply (four per email without pipelining; an ESP's HTTP request).
+    # One email (the Send button on a one-address client) has nothing to overlap with.
     pool: ThreadPoolExecutor | None = None
     submit: Callable[..., Any] = _Later
-    if not direct and len(ids) > 1:
+    if not pipelined and len(ids) > 1:
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invoice-email")
         submit = pool.submit
     retry: list[int] = []

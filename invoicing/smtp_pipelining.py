@@ -22,10 +22,16 @@ import re
 import smtplib
 from collections.abc import Callable, Sequence
 
-__all__ = ["sendmail"]
+__all__ = ["offered", "sendmail"]
 
 _CRLF = b"\r\n"
 _LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def offered(smtp: smtplib.SMTP) -> bool:
+    """Whether the server advertises PIPELINING (greets it with EHLO first if needed)."""
+    smtp.ehlo_or_helo_if_needed()
+    return bool(smtp.does_esmtp and smtp.has_extn("pipelining"))
 
 
 def sendmail(
@@ -42,8 +48,7 @@ def sendmail(
     before its reply is read: work done there overlaps the server's handling of the message
     instead of following it. It must not raise or touch this connection.
     """
-    smtp.ehlo_or_helo_if_needed()
-    if not (smtp.does_esmtp and smtp.has_extn("pipelining")):
+    if not offered(smtp):
         return smtp.sendmail(from_addr, to_addrs, msg)
     recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
     # The same commands smtplib's `mail`, `rcpt` and `data` write, in one buffer.
