@@ -248,7 +248,11 @@ class InvoiceEmailBuilder:
     run in a thread of its own.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, verp: bool = True) -> None:
+        # VERP needs a backend that lets us set the envelope sender (SMTP). ESPs set their
+        # own Return-Path and report bounces by webhook; anymail refuses `envelope_sender`
+        # for most of them, so asking for it would fail every send.
+        self._verp = verp
         self._frame_templates = (
             get_template("emails/invoice-subject.txt"),
             get_template("emails/invoice-body-text.txt"),
@@ -294,20 +298,26 @@ class InvoiceEmailBuilder:
         language = email_language(client=invoice.client, firm=firm)
         subject, text, html = self._rendered(invoice, lines, delivery.is_test, language, sender)
         url = pay_token.join(self._pay_url)
+        headers = {
+            "From": sender.header_from,
+            "Message-ID": delivery.message_id or make_msgid(domain=self._domain),
+            FIRM_HEADER: sender.firm_id,
+            DELIVERY_HEADER: delivery.verp_token,
+        }
+        envelope_from = self._verp and verp_address(delivery)
+        if not self._verp:
+            # An ESP (anymail) reads a From header beside from_email as a request for an
+            # envelope sender, which most refuse: from_email alone says who it is from.
+            del headers["From"]
         message = PreparedEmail(
             subject=subject,
             body=text.replace(self._placeholder, url),
             # Django uses from_email as the SMTP envelope sender (Return-Path); the header
-            # From below wins for what the recipient sees.
-            from_email=verp_address(delivery) or sender.header_from,
+            # From wins for what the recipient sees.
+            from_email=envelope_from or sender.header_from,
             to=[delivery.address],
             reply_to=sender.reply_to,
-            headers={
-                "From": sender.header_from,
-                "Message-ID": delivery.message_id or make_msgid(domain=self._domain),
-                FIRM_HEADER: sender.firm_id,
-                DELIVERY_HEADER: delivery.verp_token,
-            },
+            headers=headers,
         )
         message.attach_alternative(
             html.replace(self._placeholder, str(conditional_escape(url))), "text/html"

@@ -25,6 +25,7 @@ from enum import Enum
 from itertools import islice
 from typing import Any
 
+import requests
 from anymail.exceptions import AnymailError, AnymailRecipientsRefused
 from django.conf import settings
 from django.core.mail import get_connection
@@ -625,6 +626,9 @@ class _Result(Enum):
     IN_FLIGHT = "in_flight"  # handed to the connection, no answer yet
     NOT_SENT = "not_sent"  # not taken by the server, for a reason worth a later retry
     CONNECTION_LOST = "connection_lost"  # as NOT_SENT, and the rest of the task waits too
+    # The ESP's API gave no clear answer (a read timeout, a gateway timeout): it may have
+    # taken the email. Recorded as "outcome unknown", never retried on a guess.
+    AMBIGUOUS = "ambiguous"
 
 
 @dataclass
@@ -666,7 +670,7 @@ def deliveries_send(*, delivery_ids: Sequence[int]) -> list[int]:
     except (smtplib.SMTPException, OSError):
         connection.close()
         return ids  # the server is unreachable: nothing was claimed, sent or recorded
-    builder = InvoiceEmailBuilder()
+    builder = InvoiceEmailBuilder(verp=isinstance(connection, SMTPBackend))
     # To a server that pipelines, each email is built in this thread while the server
     # reads the previous one (`smtp_pipelining.sendmail` calls `_Later.run` between writing
     # a message and reading its reply): the build overlaps the server's work with no
@@ -685,8 +689,17 @@ def deliveries_send(*, delivery_ids: Sequence[int]) -> list[int]:
             outcomes: dict[int, _Outcome] = {}
             try:
                 broken = _group_send(group, connection, builder, submit, outcomes, direct)
+            except Exception:
+                # A bug or an unforeseen failure: record what is known (the email in flight
+                # becomes "outcome unknown"), and hand back the rest, never claimed or
+                # queued again, so that the task's retries send them or finally fail them:
+                # nothing is left "queued" with no task to send it.
+                logger.exception("Sending stopped on an unexpected error")
+                retry.extend(_group_record(group, outcomes, interrupted=True))
+                retry.extend(ids[first + SEND_GROUP :])
+                break
             except BaseException:
-                # Something unexpected: record what is known before giving up.
+                # The worker is being stopped: record what is known, the rest stays queued.
                 _group_record(group, outcomes, interrupted=True)
                 raise
             retry.extend(_group_record(group, outcomes))
@@ -871,15 +884,31 @@ def _send_one(
             text=_as_text(exc.smtp_error),
             command="DATA",
         )
+    except AnymailRecipientsRefused:
+        pass  # anymail_status on the message says which and why; read below
+    except AnymailError as exc:
+        # Before OSError: anymail's errors from `requests` are OSErrors too.
+        if _esp_may_have_accepted(exc):
+            return _Outcome(_Result.AMBIGUOUS, timezone.now(), text=str(exc)[:500])
+        return _Outcome(_Result.NOT_SENT, timezone.now())  # this one is retried later
     except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError) as exc:
         # No reply to our message, so the server took no responsibility for it (RFC 5321
         # 6.1): an MTA sends again in this case, and so do we.
         return _Outcome(_Result.CONNECTION_LOST, timezone.now(), text=str(exc))
-    except AnymailRecipientsRefused:
-        pass  # anymail_status on the message says which and why; read below
-    except (smtplib.SMTPException, AnymailError):
+    except smtplib.SMTPException:
         return _Outcome(_Result.NOT_SENT, timezone.now())  # this one is retried later
     return _esp_outcome(delivery, message)
+
+
+def _esp_may_have_accepted(exc: AnymailError) -> bool:
+    """Whether the ESP may have taken the email although the call failed: the request went
+    out and no verdict came back (the read timed out, a gateway timed out, or a success
+    status came with a body we could not read). A refused connection or a 4xx/5xx verdict
+    means it was not taken."""
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return True
+    status = getattr(exc, "status_code", None)
+    return status == 504 or (status is not None and 200 <= status < 300)
 
 
 def _esp_outcome(delivery: Delivery, message: object) -> _Outcome:
@@ -959,7 +988,11 @@ def _group_record(
             for delivery, outcome in one_by_one:
                 delivery.status = current.get(delivery.pk, delivery.status)
                 _record_refused(delivery, outcome)
-        unknown = [d for d, _o in by_result.get(_Result.IN_FLIGHT, [])]
+        unknown = [
+            d
+            for result in (_Result.IN_FLIGHT, _Result.AMBIGUOUS)
+            for d, _o in by_result.get(result, [])
+        ]
         if unknown:
             _record_unknown(unknown, now=now)
         not_sent = [d.pk for d, _o in by_result.get(_Result.NOT_SENT, [])]

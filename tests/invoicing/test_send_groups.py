@@ -289,18 +289,34 @@ def test_an_error_mid_group_records_what_is_known_and_calls_the_one_in_flight_un
     def send_then_fail(connection, delivery, message, *rest):
         calls.append(delivery.pk)
         if len(calls) == 2:
-            raise MemoryError  # anything unexpected, after the email may have left
+            raise RuntimeError("a bug")  # anything unexpected, after the email may have left
         return real_send(connection, delivery, message, *rest)
 
-    with (
-        mock.patch.object(services, "_send_one", side_effect=send_then_fail),
-        pytest.raises(MemoryError),
-    ):
-        deliveries_send(delivery_ids=ids)
+    with mock.patch.object(services, "_send_one", side_effect=send_then_fail):
+        retry = deliveries_send(delivery_ids=ids)
 
     assert _statuses(ids) == [S.SENT, S.UNKNOWN, S.QUEUED]
     assert Delivery.objects.get(pk=ids[1]).problem_code == OUTCOME_UNKNOWN
     assert not PayLink.objects.filter(delivery_id=ids[2]).exists()
+    assert retry == [ids[2]]  # handed back to the task's retries, not left queued for ever
+
+
+def test_after_an_unexpected_error_the_task_retries_the_rest_and_sends_them(firm, smtp, settings):
+    ids = _queued(firm, 3)
+    real_send = services._send_one
+    failed_once = []
+
+    def fail_once(connection, delivery, message, *rest):
+        if delivery.pk == ids[1] and not failed_once:
+            failed_once.append(True)
+            raise RuntimeError("a bug that went away")
+        return real_send(connection, delivery, message, *rest)
+
+    with mock.patch.object(services, "_send_one", side_effect=fail_once):
+        retry = deliveries_send(delivery_ids=ids)
+        assert deliveries_send(delivery_ids=retry) == []
+
+    assert _statuses(ids) == [S.SENT, S.UNKNOWN, S.SENT]
 
 
 def test_an_email_that_cannot_be_built_is_recorded_as_not_sent_and_the_rest_go(firm, smtp):
