@@ -25,7 +25,7 @@ S = Delivery.Status
 class _PostmarkStandIn(BaseHTTPRequestHandler):
     mode = "ok"  # ok | slow | error
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
         body = json.loads(self.rfile.read(length) or b"{}")
         if self.mode == "slow":
