@@ -1068,6 +1068,27 @@ def _record_unknown(deliveries: Sequence[Delivery], *, now: datetime) -> None:
     )
 
 
+# Longer than a send task's own retries (1 + 2 + 4 + 8 + 16 minutes of backoff).
+QUEUED_STALE = timedelta(hours=1)
+
+
+def deliveries_queued_stale(*, now: datetime | None = None, limit: int = 5000) -> list[int]:
+    """Queued deliveries that no send task has touched for an hour: their task was lost (a
+    broker that forgot its messages, a worker lost with the task). Returns their ids, marked
+    as picked up now so that the next sweep leaves them to the task it is about to queue.
+    Sending them twice cannot happen: a task only claims deliveries still queued."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        ids = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(status=S.QUEUED, updated__lt=now - QUEUED_STALE)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:limit]
+        )
+        Delivery.objects.filter(pk__in=ids).update(updated=now)
+    return ids
+
+
 def deliveries_sending_expire(*, now: datetime | None = None) -> int:
     """Deliveries whose sender died between claim and record: outcome unknown, shown as a
     problem to act on, neither sent again nor left "sending" forever. Returns how many."""

@@ -9,7 +9,9 @@ from celery import shared_task
 from invoicing.models import Invoice
 from invoicing.payments.link_requests import pay_link_request_notify
 from invoicing.services import (
+    SEND_CHUNK,
     deliveries_fail,
+    deliveries_queued_stale,
     deliveries_send,
     deliveries_sending_expire,
     delivery_soft_retry,
@@ -44,6 +46,14 @@ def invoice_paid_notify_task(invoice_id: int) -> None:
 @shared_task(name="invoicing.delivery_soft_retry", ignore_result=True)
 def delivery_soft_retry_task(delivery_id: int) -> None:
     delivery_soft_retry(delivery_id=delivery_id)
+
+
+@shared_task(name="invoicing.requeue_stale_deliveries", ignore_result=True)
+def deliveries_requeue_stale_task() -> None:
+    """Queued deliveries whose send task was lost get a new one (see the service)."""
+    ids = deliveries_queued_stale()
+    for first in range(0, len(ids), SEND_CHUNK):
+        deliveries_send_task.delay(ids[first : first + SEND_CHUNK])
 
 
 @shared_task(name="invoicing.expire_stuck_sending", ignore_result=True)

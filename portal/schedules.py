@@ -31,6 +31,8 @@ SCHEDULES = [
     Schedule("read the bounce mailbox", "invoicing.poll_bounce_mailbox", 300),
     # Invoice emails whose sender died between claiming and recording: "outcome unknown".
     Schedule("expire stuck invoice sends", "invoicing.expire_stuck_sending", 300),
+    # Queued invoice emails whose send task was lost (normally none): a new task.
+    Schedule("requeue stale invoice sends", "invoicing.requeue_stale_deliveries", 600),
     # Mailbox sync: enqueue due mailboxes; free leases of killed workers; re-link mail
     # after contacts' addresses changed (portal cannot call mailsync, so mailsync looks).
     Schedule("sync due mailboxes", "mailsync.dispatch_due", 60),

@@ -346,3 +346,20 @@ def test_the_watchdog_is_a_scheduled_task(firm):
     Delivery.objects.filter(pk=ids[0]).update(claimed_at=timezone.now() - SENDING_LEASE * 2)
     deliveries_sending_expire_task()
     assert _statuses(ids) == [S.UNKNOWN]
+
+
+@pytest.mark.usefixtures("tasks_run_inline")
+def test_queued_emails_whose_task_was_lost_are_sent_by_the_sweep(firm, smtp):
+    from invoicing.tasks import deliveries_requeue_stale_task
+    from portal.schedules import SCHEDULES
+
+    assert "invoicing.requeue_stale_deliveries" in {s.task for s in SCHEDULES}
+    lost = _queued(firm, 2)  # their task never ran (_queued swallows it)
+    fresh = _queued(firm, 1, prefix="f")
+    Delivery.objects.filter(pk__in=lost).update(updated=timezone.now() - timedelta(hours=2))
+
+    deliveries_requeue_stale_task()
+
+    assert _statuses(lost) == [S.SENT, S.SENT]
+    assert _statuses(fresh) == [S.QUEUED]  # its own task may still be on its way
+    assert sorted(m.rcpt_tos[0] for m in smtp.received) == ["c0@client.test", "c1@client.test"]
