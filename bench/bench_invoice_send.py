@@ -40,7 +40,6 @@ import io
 import os
 import pstats
 import smtplib
-import subprocess
 import sys
 import time
 from decimal import Decimal
@@ -54,52 +53,6 @@ import benchkit  # found through the sys.path line above
 
 def rate(count: int, seconds: float) -> str:
     return f"{seconds:8.2f} s  {count / seconds:8.0f} messages/s"
-
-
-class PipeliningSink(benchkit.SMTPSink):
-    """benchkit's SMTP sink, advertising PIPELINING in its EHLO reply (or not)."""
-
-    def __init__(self, pipelining: bool) -> None:
-        self.port = benchkit.free_port()
-        self.process = subprocess.Popen(
-            [benchkit.PYTHON, __file__, "smtp-sink", str(self.port), str(int(pipelining))],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline().strip()
-        if line != "ready":
-            self.process.kill()
-            raise SystemExit(f"SMTP sink did not start: {line!r}")
-
-
-def serve_smtp(port: int, pipelining: bool) -> None:
-    """The sink's child process: count accepted messages, answer "count" on stdin."""
-    from aiosmtpd.controller import Controller
-
-    class Counter:
-        count = 0
-
-        async def handle_EHLO(self, server, session, envelope, hostname, responses):  # type: ignore[no-untyped-def]
-            session.host_name = hostname
-            if pipelining:
-                return [*responses[:-1], "250-PIPELINING", responses[-1]]
-            return responses
-
-        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
-            Counter.count += 1
-            return "250 2.0.0 Message accepted for delivery"
-
-    controller = Controller(Counter(), hostname="127.0.0.1", port=port)
-    controller.start()
-    print("ready", flush=True)
-    try:
-        for line in sys.stdin:
-            if line.strip() == "count":
-                print(Counter.count, flush=True)
-    finally:
-        controller.stop()
 
 
 def create_invoices(firm, clients):  # type: ignore[no-untyped-def]
@@ -301,7 +254,7 @@ def main() -> None:
     count = args.count
 
     with benchkit.temp_dir("bench-send-") as var_dir:
-        sink = PipeliningSink(pipelining=not args.no_pipelining)
+        sink = benchkit.SMTPSink(pipelining=not args.no_pipelining)
         try:
             with benchkit.throwaway_database(var_dir, args.db) as database_url:
                 env = benchkit.portal_env(
@@ -418,7 +371,4 @@ def load_average() -> str:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["smtp-sink"]:
-        serve_smtp(int(sys.argv[2]), sys.argv[3] == "1")
-    else:
-        main()
+    main()

@@ -182,10 +182,17 @@ class SMTPSink:
     timed, and a real MTA is another process anyway.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, pipelining: bool = False) -> None:
+        # pipelining: advertise PIPELINING in the EHLO reply, as Postfix and Exim do.
         self.port = free_port()
         self.process = subprocess.Popen(
-            [PYTHON, str(BENCH_DIR / "benchkit.py"), "smtp-sink", str(self.port)],
+            [
+                PYTHON,
+                str(BENCH_DIR / "benchkit.py"),
+                "smtp-sink",
+                str(self.port),
+                str(int(pipelining)),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -212,11 +219,18 @@ class SMTPSink:
             self.process.kill()
 
 
-def _serve_smtp(port: int) -> None:
+def _serve_smtp(port: int, pipelining: bool) -> None:
+    """The sink's child process: count accepted messages, answer "count" on stdin."""
     from aiosmtpd.controller import Controller
 
     class Counter:
         count = 0
+
+        async def handle_EHLO(self, server, session, envelope, hostname, responses):  # type: ignore[no-untyped-def]
+            session.host_name = hostname
+            if pipelining:
+                return [*responses[:-1], "250-PIPELINING", responses[-1]]
+            return responses
 
         async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
             Counter.count += 1
@@ -243,4 +257,4 @@ def wait_until(check, *, seconds: float, what: str) -> None:  # type: ignore[no-
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["smtp-sink"]:
-    _serve_smtp(int(sys.argv[2]))
+    _serve_smtp(int(sys.argv[2]), sys.argv[3:4] == ["1"])
