@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from email.generator import BytesGenerator
 from email.policy import Compat32
-from email.utils import formataddr, formatdate, make_msgid, parseaddr
+from email.utils import formataddr, formatdate, make_msgid
 from io import BytesIO
 from typing import Any
 
@@ -49,7 +49,7 @@ from django.utils.safestring import mark_safe
 
 from invoicing.models import Delivery, Invoice, InvoiceLine
 from invoicing.verp import verp_address
-from portal.emails import send_templated
+from portal.emails import platform_address, platform_domain, send_templated
 from portal.mail_outbox import FIRM_HEADER
 from portal.models import Client, Firm
 
@@ -59,10 +59,6 @@ DELIVERY_HEADER = "X-Portal-Delivery"
 def one_line(value: str) -> str:
     """Collapse every kind of line break and run of spaces into single spaces."""
     return " ".join(str(value).split())
-
-
-def platform_address() -> str:
-    return parseaddr(settings.DEFAULT_FROM_EMAIL)[1]
 
 
 def pay_url(token: str) -> str:
@@ -262,7 +258,7 @@ class InvoiceEmailBuilder:
             get_template("emails/invoice-details-text.txt"),
             get_template("emails/invoice-details-html.html"),
         )
-        self._domain = platform_address().rpartition("@")[2] or "portal.localhost"
+        self._domain = platform_domain()
         # `pay_url` without a URL resolver call per email (tokens need no quoting).
         marker = secrets.token_hex(8)
         self._pay_url = pay_url(marker).partition(marker)[::2]

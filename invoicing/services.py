@@ -44,7 +44,6 @@ from invoicing.emails import (
     InvoiceEmailBuilder,
     PreparedEmail,
     invoice_paid_notify,
-    platform_address,
 )
 from invoicing.events import (
     active_suppression,
@@ -65,6 +64,7 @@ from invoicing.models import (
 from invoicing.selectors import invoice_recipients, suppression_removal_times
 from invoicing.verp import new_verp_token
 from portal.addresses import AddressError, normalize_address, validate_address
+from portal.emails import platform_domain
 from portal.models import Client, ContactAddress, Firm
 
 logger = logging.getLogger(__name__)
@@ -189,11 +189,7 @@ def invoice_void(*, invoice: Invoice) -> Invoice:
 
 
 def _message_id(domain: str | None = None) -> str:
-    return make_msgid(domain=domain or _message_id_domain())
-
-
-def _message_id_domain() -> str:
-    return platform_address().rpartition("@")[2] or "portal.localhost"
+    return make_msgid(domain=domain or platform_domain())
 
 
 def _delivery_prepare(
@@ -421,7 +417,7 @@ def invoices_send_bulk(*, invoices: Sequence[Invoice]) -> BulkSendResult:
     if stale:
         PayLink.objects.filter(pk__in=stale).update(revoked_at=timezone.now())
 
-    domain = _message_id_domain()
+    domain = platform_domain()
     deliveries = Delivery.objects.bulk_create(
         [
             Delivery(

@@ -7,12 +7,24 @@ header.
 
 from __future__ import annotations
 
+from email.utils import parseaddr
+
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 
 from portal.mail_outbox import FIRM_HEADER
 from portal.models import Firm
+
+
+def platform_address() -> str:
+    """The platform's own sender address (DEFAULT_FROM_EMAIL without its name)."""
+    return parseaddr(settings.DEFAULT_FROM_EMAIL)[1]
+
+
+def platform_domain() -> str:
+    """The platform's mail domain, for the Message-IDs it makes."""
+    return platform_address().rpartition("@")[2] or "portal.localhost"
 
 
 def send_templated(

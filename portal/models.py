@@ -51,6 +51,10 @@ class Firm(models.Model):
         )
         return digest.hexdigest()[:32]
 
+    def domain_ownership_record(self) -> str:
+        """The TXT record value proving the sending domain is this firm's."""
+        return f"practice-portal-verification={self.domain_ownership_token()}"
+
     def own_sender_address(self) -> str | None:
         """The address on the firm's own verified domain invoices leave from, or None (then
         the platform's sender is used): the reply-to address when it is on that domain, else

@@ -304,20 +304,16 @@ class _TtlRecorder:
         return getattr(self._resolver, name)
 
 
-OWNERSHIP_PREFIX = "practice-portal-verification="
-
-
-def check_ownership(domain: str, token: str, resolver) -> CheckResult:
+def check_ownership(domain: str, record: str, resolver) -> CheckResult:
     """Whether the domain publishes this firm's verification TXT record. SPF and DKIM only
     show that the domain lets the portal send; this shows which firm the domain belongs to,
     so no other firm can send invoices From it."""
     answers: list = []
     texts = _txt(resolver, domain, answers)
-    expected = OWNERSHIP_PREFIX + token
-    publish = Record(domain, "TXT", expected)
+    publish = Record(domain, "TXT", record)
     if texts is None:
         return CheckResult("ownership", False, "", "DNS did not answer.", answers, publish)
-    if expected in (text.strip() for text in texts):
+    if record in (text.strip() for text in texts):
         return CheckResult("ownership", True, "", "The firm's verification record is there.")
     return CheckResult(
         "ownership",
@@ -334,11 +330,11 @@ def check_sending_domain_with_ttl(
     service: SendingService,
     resolver: dns.resolver.Resolver,
     *,
-    ownership_token: str | None = None,
+    ownership_record: str | None = None,
 ) -> tuple[list[CheckResult], int | None]:
     """The checks, and how long their answers may be trusted (the shortest TTL seen)."""
     recorder = _TtlRecorder(resolver)
     results = check_sending_domain(domain, service, recorder)
-    if ownership_token:
-        results.append(check_ownership(domain, ownership_token, recorder))
+    if ownership_record:
+        results.append(check_ownership(domain, ownership_record, recorder))
     return results, recorder.min_ttl

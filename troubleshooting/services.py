@@ -38,7 +38,7 @@ def domain_checks_run(*, firm: Firm) -> DomainCheckRun | None:
         firm.sending_domain,
         sending_service(),
         make_resolver(),
-        ownership_token=firm.domain_ownership_token(),
+        ownership_record=firm.domain_ownership_record(),
     )
     trust = MAX_TRUST if ttl is None else timedelta(seconds=ttl)
     trust = min(max(trust, MIN_RECHECK), MAX_TRUST)

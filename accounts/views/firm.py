@@ -1,9 +1,6 @@
 from __future__ import annotations
 
-from email.utils import parseaddr
-
 from allauth.account.decorators import reauthentication_required
-from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
@@ -14,6 +11,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.forms import EditorAccessForm, FirmProfileForm
 from accounts.models import AuditEntry, Role
 from accounts.support import SupportAccessError, active_grant, grant_create, grant_revoke
+from portal.emails import platform_address
 from portal.tenancy import roles_required
 
 OWNERS_AND_ADMINS = (Role.OWNER, Role.ADMIN)
@@ -38,11 +36,9 @@ def firm_profile(request: HttpRequest) -> HttpResponse:
         "form": form,
         "can_edit": can_edit,
         "own_sender": request.firm.own_sender_address(),
-        "platform_sender": parseaddr(settings.DEFAULT_FROM_EMAIL)[1],
+        "platform_sender": platform_address(),
         "ownership_record": (
-            f"practice-portal-verification={request.firm.domain_ownership_token()}"
-            if request.firm.sending_domain
-            else ""
+            request.firm.domain_ownership_record() if request.firm.sending_domain else ""
         ),
     }
     return render(request, "accounts/firm_profile.html", context)

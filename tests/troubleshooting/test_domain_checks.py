@@ -9,7 +9,6 @@ from django.core.management import call_command
 
 from tests.servers.dns_fixtures import make_resolver
 from troubleshooting.domain_checks import (
-    OWNERSHIP_PREFIX,
     SendingService,
     check_dkim,
     check_dmarc,
@@ -241,7 +240,7 @@ def authenticated_zone(firm, *, ownership: bool = True) -> dict:
     otherwise, publishing ``firm``'s ownership record."""
     apex = [{"TXT": "v=spf1 include:_spf.portal.test -all"}, {"MX": [10, "mx.firm.test"]}]
     if ownership:
-        apex.append({"TXT": OWNERSHIP_PREFIX + firm.domain_ownership_token()})
+        apex.append({"TXT": firm.domain_ownership_record()})
     return {
         **PORTAL_ZONE,
         "firm.test": apex,
