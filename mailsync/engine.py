@@ -120,7 +120,8 @@ class Fetched:
 BATCH_BYTES = 8 * 1024 * 1024
 
 
-def _message_fields(parsed: ParsedMessage, raw: bytes) -> dict:
+def message_fields(parsed: ParsedMessage, raw: bytes) -> dict:
+    """The stored `Message` columns of a parsed message (synced, or sent from the portal)."""
     participants = sorted(parsed.addresses)
     return {
         "message_id": parsed.message_id,
@@ -427,7 +428,7 @@ def _store_batch(
     for parsed, item in parsed_items:
         if parsed.key not in known and parsed.key not in to_create:
             to_create[parsed.key] = Message(
-                firm_id=firm_id, key=parsed.key, **_message_fields(parsed, item.raw)
+                firm_id=firm_id, key=parsed.key, **message_fields(parsed, item.raw)
             )
     if to_create:
         try:
@@ -505,7 +506,7 @@ def _store_batch_one_by_one(
         message, created = Message.objects.get_or_create(
             firm_id=connection.firm_id,
             key=parsed.key,
-            defaults=_message_fields(parsed, item.raw),
+            defaults=message_fields(parsed, item.raw),
         )
         source_filter = {"uid": item.uid} if item.uid is not None else {"uidl": item.uidl}
         MessageSource.objects.get_or_create(

@@ -35,7 +35,7 @@ from accounts.models import User
 from mailsync import services
 from mailsync.adapters import Credentials, ServerSettings
 from mailsync.crypto import CredentialsUnavailable
-from mailsync.engine import _message_fields
+from mailsync.engine import message_fields
 from mailsync.errors import (
     AUTH_FAILED,
     INSUFFICIENT_SCOPE,
@@ -412,7 +412,7 @@ def _store_sent(*, firm_id: int, raw: bytes) -> Message:
         try:
             with transaction.atomic():
                 message, created = Message.objects.get_or_create(
-                    firm_id=firm_id, key=parsed.key, defaults=_message_fields(parsed, raw)
+                    firm_id=firm_id, key=parsed.key, defaults=message_fields(parsed, raw)
                 )
         except IntegrityError:  # a sync stored the same Message-ID a moment earlier
             message, created = Message.objects.get(firm_id=firm_id, key=parsed.key), False

@@ -90,20 +90,42 @@ def document_store(
     for chunk in upload.chunks():
         digest.update(chunk)
     upload.seek(0)
-    name = upload.name or "document"
-    content_type = upload.content_type or mimetypes.guess_type(name)[0] or ""
-    document = Document(
+    document = _document_new(
         client=client,
-        original_name=name[:255],
-        content_type=content_type[:127],
+        name=upload.name,
+        content_type=upload.content_type,
         size=upload.size or 0,
         sha256=digest.hexdigest(),
         source=source,
         uploaded_by=uploaded_by,
     )
-    document.file.save(name, upload, save=False)
+    document.file.save(upload.name or "document", upload, save=False)
     document.save()
     return document
+
+
+def _document_new(
+    *,
+    client: Client,
+    name: str | None,
+    content_type: str | None,
+    size: int,
+    sha256: str,
+    source: str,
+    uploaded_by: object | None = None,
+) -> Document:
+    """An unsaved Document, its name and content type defaulted and cut to their fields."""
+    name = name or "document"
+    content_type = content_type or mimetypes.guess_type(name)[0] or ""
+    return Document(
+        client=client,
+        original_name=name[:255],
+        content_type=content_type[:127],
+        size=size,
+        sha256=sha256,
+        source=source,
+        uploaded_by=uploaded_by,
+    )
 
 
 @dataclass(frozen=True)
@@ -158,19 +180,16 @@ def documents_store_bulk(
         raise Client.DoesNotExist(f"clients {sorted(missing)} do not exist")
     new: list[Document] = []
     for (client_id, digest), file in to_write.items():
-        client = clients[client_id]
-        name = file.name or "document"
-        content_type = file.content_type or mimetypes.guess_type(name)[0] or ""
-        document = Document(
-            client=client,
-            original_name=name[:255],
-            content_type=content_type[:127],
+        document = _document_new(
+            client=clients[client_id],
+            name=file.name,
+            content_type=file.content_type,
             size=len(file.content),
             sha256=digest,
             source=source,
         )
         # The model's upload_to names the file (a random name under the firm's folder).
-        document.file.save(name, ContentFile(file.content), save=False)
+        document.file.save(file.name or "document", ContentFile(file.content), save=False)
         new.append(document)
     created = Document.objects.bulk_create(new)
     if any(document.pk is None for document in created):

@@ -23,7 +23,7 @@ RAW = (
 
 def _new_message(firm, raw: bytes = RAW) -> Message:
     parsed = message_parse(raw)
-    return Message(firm_id=firm.pk, key=parsed.key, **engine._message_fields(parsed, raw))
+    return Message(firm_id=firm.pk, key=parsed.key, **engine.message_fields(parsed, raw))
 
 
 def _stored(pk: int) -> dict:
