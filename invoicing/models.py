@@ -199,7 +199,13 @@ class PayLink(models.Model):
         return f"link for {self.invoice}"
 
     def is_usable(self) -> bool:
-        return self.revoked_at is None and self.expires_at > timezone.now()
+        """Whether the link still opens its invoice: not revoked, not expired, and the
+        invoice not void (reads ``invoice``)."""
+        return (
+            self.revoked_at is None
+            and self.expires_at > timezone.now()
+            and self.invoice.status != Invoice.Status.VOID
+        )
 
 
 class Payment(models.Model):

@@ -59,17 +59,13 @@ def _can_request(link: PayLink) -> bool:
     )
 
 
-def _usable(link: PayLink) -> bool:
-    return link.is_usable() and link.invoice.status != Invoice.Status.VOID
-
-
 @never_cache
 @require_GET
 def pay(request: HttpRequest, token: str) -> HttpResponse:
     link = pay_link_find(token=token)
     if link is None:
         return not_found_page(request)
-    if not _usable(link):
+    if not link.is_usable():
         return expired_page(request, link, token)
     invoice = link.invoice
     pay_link_viewed(link=link)
@@ -95,7 +91,7 @@ def pay_link_request(request: HttpRequest, token: str) -> HttpResponse:
     link = pay_link_find(token=token)
     if link is None:
         return not_found_page(request)
-    if _usable(link):
+    if link.is_usable():
         # The link works after all: nothing to ask for, show the invoice.
         return HttpResponseSeeOther(reverse("invoicing:pay", args=[token]))
     if not _can_request(link):

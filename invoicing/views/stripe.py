@@ -41,7 +41,7 @@ def checkout(request: HttpRequest, token: str) -> HttpResponse:
     if link is None:
         return not_found_page(request)
     invoice = link.invoice
-    if not link.is_usable() or invoice.status == Invoice.Status.VOID:
+    if not link.is_usable():
         return expired_page(request, link, token)
     provider = provider_for_firm(invoice.firm_id)
     if not isinstance(provider, StripeProvider):
