@@ -926,10 +926,10 @@ def _record_cancelled(delivery: Delivery, invoice_status: str) -> None:
         kind=S.CANCELLED,
         source="portal",
         reason="invoice_void" if void else "invoice_paid",
-        diagnostic=_(
-            "Not sent: the invoice was voided after this email was queued."
+        diagnostic=(
+            _("Not sent: the invoice was voided after this email was queued.")
             if void
-            else "Not sent: the invoice was paid after this email was queued."
+            else _("Not sent: the invoice was paid after this email was queued.")
         ),
         problem_code="",
     )
