@@ -5,12 +5,14 @@ the loopback SMTP server; crashes are a sender stopped between its steps."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -18,11 +20,21 @@ from aiosmtpd.controller import Controller
 from django.core import mail
 from django.db import connection as db_connection
 from django.db import transaction
+from django.test import Client as HttpClient
 from django.urls import reverse
 from django.utils import timezone
 
 from invoicing import services
-from invoicing.models import Delivery, DeliveryEvent, Invoice, PayLink, Payment
+from invoicing.emails import DELIVERY_METADATA_KEY
+from invoicing.models import (
+    Delivery,
+    DeliveryEvent,
+    Invoice,
+    PayLink,
+    Payment,
+    Suppression,
+    WebhookEvent,
+)
 from invoicing.services import (
     InvoiceError,
     deliveries_fail,
@@ -37,6 +49,7 @@ from invoicing.services import (
     sending_lease,
 )
 from invoicing.tasks import deliveries_send_task, invoice_paid_notify_task
+from invoicing.tasks_events import webhook_events_sweep_task
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing import factories
 from tests.invoicing.factories import invoice_with_lines
@@ -526,3 +539,93 @@ def test_a_member_still_cannot_record_a_payment_on_a_draft_nobody_received(firm)
     invoice = invoice_with_lines(client=_client_with(firm, "anna@client.test"))
     with pytest.raises(InvoiceError):
         payment_record(invoice=invoice, amount=Decimal("10.00"))
+
+
+# --- ESP events of a delivery that never learnt its ESP message id -----------------------
+
+
+POSTMARK = "/webhooks/anymail/postmark/tracking/"
+
+
+@pytest.fixture
+def postmark(settings) -> Callable[[dict], None]:
+    from tests.invoicing.test_webhooks import AUTH, SECRET
+
+    settings.ANYMAIL = {"WEBHOOK_SECRET": SECRET}
+
+    def post(body: dict) -> None:
+        response = HttpClient().post(
+            POSTMARK,
+            data=json.dumps(body),
+            content_type="application/json",
+            headers={"Authorization": AUTH},
+        )
+        assert response.status_code == 200
+
+    return post
+
+
+def _aged_past_the_grace(settings) -> None:
+    WebhookEvent.objects.update(
+        received=timezone.now() - timedelta(minutes=settings.WEBHOOK_UNMATCHED_GRACE_MINUTES + 1)
+    )
+
+
+def test_an_esp_email_carries_its_deliverys_token_for_the_webhooks(
+    firm, settings, queued_tasks, django_capture_on_commit_callbacks
+):
+    settings.EMAIL_BACKEND = "anymail.backends.test.EmailBackend"
+    settings.BOUNCE_ADDRESS = ""
+    invoice = invoice_with_lines(client=_client_with(firm, "anna@client.test"))
+    with django_capture_on_commit_callbacks(execute=True):
+        (delivery,) = invoice_send(invoice=invoice)
+    deliveries_send(delivery_ids=queued_tasks[0])
+
+    (sent,) = mail.outbox
+    assert sent.metadata == {DELIVERY_METADATA_KEY: delivery.verp_token}
+
+
+def test_a_hard_bounce_of_an_email_whose_outcome_is_unknown_reaches_the_suppression_list(
+    firm, settings, postmark
+):
+    from tests.invoicing.test_webhooks import postmark_bounce
+
+    # The ESP's API timed out: the email may have left, and no ESP message id was stored.
+    delivery = _soft_bounced(firm)
+    Delivery.objects.filter(pk=delivery.pk).update(status=S.UNKNOWN, esp_message_id="")
+    postmark(
+        postmark_bounce(
+            "pm-never-stored",
+            email=delivery.address,
+            Metadata={DELIVERY_METADATA_KEY: delivery.verp_token},
+        )
+    )
+    _aged_past_the_grace(settings)  # long after the 40 minutes an unmatched event waits
+
+    webhook_events_sweep_task()
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.esp_message_id) == (S.BOUNCED, "pm-never-stored")
+    assert Suppression.objects.filter(normalized=delivery.normalized).exists()
+
+
+def test_an_event_for_a_group_sending_longer_than_the_grace_waits_for_it(firm, settings, postmark):
+    from tests.invoicing.test_webhooks import postmark_delivery
+
+    delivery = _soft_bounced(firm)
+    # Claimed an hour ago by a sender that keeps renewing its lease: a big, slow group.
+    Delivery.objects.filter(pk=delivery.pk).update(
+        status=S.SENDING, claimed_at=timezone.now() - timedelta(hours=1), esp_message_id=""
+    )
+    postmark(postmark_delivery("pm-slow", email=delivery.address))
+    _aged_past_the_grace(settings)
+    WebhookEvent.objects.update(received=timezone.now() - timedelta(minutes=50))
+
+    webhook_events_sweep_task()
+    assert WebhookEvent.objects.get().processed_at is None  # still waiting
+
+    # The sender records its group at last; the next sweep matches the event.
+    Delivery.objects.filter(pk=delivery.pk).update(status=S.SENT, esp_message_id="pm-slow")
+    webhook_events_sweep_task()
+    delivery.refresh_from_db()
+    assert delivery.status == S.DELIVERED
