@@ -946,7 +946,8 @@ def _group_send(
     """Step 2: send each claimed delivery's email; True when the connection was lost.
 
     ``outcomes`` is filled as it goes, so a caller that catches an exception still knows
-    what happened to each delivery so far. No database access here, in either thread.
+    what happened to each delivery so far. The only database access here is the lease
+    renewal, in this thread, between emails; none in the building thread.
     """
 
     def build(delivery: Delivery) -> PreparedEmail | Envelope:
