@@ -395,7 +395,7 @@ class _SlowHandler:
 
 @pytest.fixture
 def slow_smtp(settings) -> Iterator[_SlowHandler]:
-    handler = _SlowHandler(0.4)
+    handler = _SlowHandler(0.5)
     controller = Controller(handler, hostname="127.0.0.1", port=smtp_fixtures._free_port())
     controller.start()
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
@@ -414,8 +414,8 @@ def slow_smtp(settings) -> Iterator[_SlowHandler]:
 def test_a_sender_slower_than_its_lease_keeps_it_by_renewing_and_sends_each_email_once(
     firm, slow_smtp, queued_tasks, settings
 ):
-    # Six emails at 0.4 s each outlast a 1-second lease three times over.
-    settings.DELIVERY_SENDING_LEASE_SECONDS = 1
+    # Six emails at 0.5 s each outlast a 2-second lease.
+    settings.DELIVERY_SENDING_LEASE_SECONDS = 2
     settings.DELIVERY_SENDING_LEASE_RENEW_SECONDS = 0.2
     invoice = invoice_with_lines(
         client=_client_with(firm, *(f"r{n}@client.test" for n in range(6)))
