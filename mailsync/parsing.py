@@ -381,7 +381,9 @@ def charset_codec(label: str | None) -> str | None:
         info = codecs.lookup(label.strip().strip("\"'"))  # type: ignore[union-attr]
     except (LookupError, ValueError, TypeError):
         return None
-    return info.name if getattr(info, "_is_text_encoding", True) else None
+    if not getattr(info, "_is_text_encoding", True):
+        return None
+    return info.name.replace("-", "_")
 
 
 def bytes_decode(data: bytes, label: str | None) -> tuple[str, str]:
