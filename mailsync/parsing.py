@@ -548,6 +548,19 @@ def _addresses(msg: EmailMessage, name: str, errors: list[str]) -> list[tuple[st
         ]
 
 
+def _sender_name(msg: EmailMessage, display_name: str) -> str:
+    """The From display name; where it holds encoded words, decoded with the client charset
+    table (policy.default uses Python's codec for the label: gb2312 for GBK text, latin-1
+    for windows-1252)."""
+    raw = _raw_header(msg, "From")
+    if raw and "=?" in raw[0]:
+        name = email.utils.parseaddr(raw[0][:HEADER_MAX_CHARS])[0]
+        decoded = _clean(" ".join(header_decode(name).split()))
+        if decoded:
+            return decoded
+    return display_name
+
+
 def _address_list(msg: EmailMessage, name: str, errors: list[str]) -> list[str]:
     seen: list[str] = []
     for _display, addr in _addresses(msg, name, errors):
@@ -578,6 +591,9 @@ def safe_filename(name: str | None, content_type: str) -> str:
 
 def _html_to_text(value: str) -> str:
     return html.unescape(_TAGS.sub(" ", value))
+
+
+_META_CHARSET = re.compile(rb"<meta[^>]*charset\s*=\s*[\"']?([A-Za-z0-9_.:-]+)", re.IGNORECASE)
 
 
 def _file_name(part: EmailMessage) -> str | None:
@@ -623,7 +639,12 @@ def _body_and_attachments(msg: EmailMessage, parsed: ParsedMessage) -> None:
             data = body_part.get_payload(decode=True)
             if not isinstance(data, bytes):
                 data = b""
-            content, problem = bytes_decode(data, body_part.get_content_charset())
+            charset = body_part.get_content_charset()
+            if charset is None and body_part.get_content_subtype() == "html":
+                # No MIME charset: clients then honour the page's own <meta> declaration.
+                meta = _META_CHARSET.search(data[:2048])
+                charset = meta.group(1).decode("ascii") if meta else None
+            content, problem = bytes_decode(data, charset)
             if problem:
                 parsed.errors.append(f"body: {problem}")
             if body_part.get_content_subtype() == "html":
@@ -767,7 +788,7 @@ def message_parse(raw: bytes, *, internaldate: datetime.datetime | None = None) 
         parsed.subject = _clean(" ".join(text.split()))[:2000]
     senders = _addresses(msg, "From", errors)
     if senders:
-        parsed.from_name = senders[0][0][:200]
+        parsed.from_name = _sender_name(msg, senders[0][0])[:200]
         parsed.from_address = _normalized(senders[0][1])
     parsed.to = _address_list(msg, "To", errors)
     parsed.cc = _address_list(msg, "Cc", errors)

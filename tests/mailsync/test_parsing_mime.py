@@ -101,6 +101,23 @@ def test_raw_8bit_headers_are_utf8_when_valid_else_windows_1252():
     assert (utf8.from_name, utf8.subject) == (latin.from_name, latin.subject) == ("Zoë", "Grüße")
 
 
+def test_a_sender_name_in_a_client_charset_is_read_as_clients_read_it():
+    # "镕" is GBK, not GB 2312: Python's gb2312 codec cannot read it, clients can.
+    import base64
+
+    word = base64.b64encode("朱镕基".encode("gbk")).decode()
+    parsed = message_parse(f"From: =?gb2312?b?{word}?= <zhu@x.test>\r\n\r\nx\r\n".encode())
+
+    assert parsed.from_name == "朱镕基"
+
+
+def test_an_html_part_without_mime_charset_uses_its_meta_charset():
+    html = '<html><head><meta charset="windows-1251"></head><p>Счёт</p></html>'
+    parsed = message_parse(_text_message(html.encode("cp1251"), "text/html"))
+
+    assert parsed.text.strip() == "Счёт"
+
+
 def test_encoded_words_use_client_charsets_and_join_a_character_split_between_words():
     # "中文报表" in GBK labelled gb2312, its bytes split in the middle of a character.
     data = "中文报表".encode("gbk")

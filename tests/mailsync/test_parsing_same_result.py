@@ -27,6 +27,7 @@ from mailsync.parsing import (
     _normalized,
     _raw_header,
     _received_date,
+    _sender_name,
     bytes_decode,
     header_decode,
     message_key,
@@ -86,7 +87,11 @@ def _reference_body_and_attachments(msg: EmailMessage, parsed: ParsedMessage) ->
         body_part = msg.get_body(preferencelist=("plain", "html"))
         if body_part is not None:
             data = body_part.get_payload(decode=True)
-            content, problem = bytes_decode(data, body_part.get_content_charset())
+            charset = body_part.get_content_charset()
+            if charset is None and body_part.get_content_subtype() == "html":
+                meta = parsing._META_CHARSET.search(data[:2048])
+                charset = meta.group(1).decode("ascii") if meta else None
+            content, problem = bytes_decode(data, charset)
             if problem:
                 parsed.errors.append(f"body: {problem}")
             if body_part.get_content_subtype() == "html":
@@ -147,7 +152,7 @@ def reference_parse(raw: bytes) -> ParsedMessage:
         parsed.subject = _clean(" ".join(text.split()))[:2000]
     senders = _reference_addresses(msg, "From", errors)
     if senders:
-        parsed.from_name = senders[0][0][:200]
+        parsed.from_name = _sender_name(msg, senders[0][0])[:200]
         parsed.from_address = _normalized(senders[0][1])
     parsed.to = _reference_address_list(msg, "To", errors)
     parsed.cc = _reference_address_list(msg, "Cc", errors)
