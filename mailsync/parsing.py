@@ -38,6 +38,7 @@ __all__ = [
     "bytes_decode",
     "charset_codec",
     "header_decode",
+    "message_key",
     "message_parse",
     "messages_parse",
     "safe_filename",

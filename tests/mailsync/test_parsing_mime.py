@@ -330,3 +330,21 @@ def test_thousands_of_parts_are_read_up_to_a_bound_and_flagged():
     assert len(parsed.attachments) == 1000
     assert any("more than 1000 files" in error for error in parsed.errors)
     assert peak < 100
+
+
+def test_the_migration_rekeys_stored_mail_as_the_parser_keys_it():
+    import hashlib
+    import importlib
+
+    migration = importlib.import_module(
+        "mailsync.migrations.0005_message_fingerprint_occurrence_date_source"
+    )
+    parsed = message_parse(
+        "From: Zoë <Zoe@Bluedoor.test>\r\nSubject: Café  receipts\r\n"
+        "Date: Tue, 4 Mar 2025 09:15:00 +0100\r\nMessage-ID: <r@x>\r\n\r\nhi\r\n".encode()
+    )
+    # What the migration reads: the stored columns.
+    fingerprint = migration._fingerprint(parsed.date, parsed.from_address, parsed.subject)
+
+    assert fingerprint == parsed.fingerprint
+    assert hashlib.sha256(f"mid:r@x\n{fingerprint}".encode()).hexdigest() == parsed.key
