@@ -14,6 +14,7 @@ process nor a killed worker can lose one.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime
 import logging
 import multiprocessing
@@ -110,6 +111,9 @@ class SyncInterrupted(Exception):
 
 
 FOLDER_CHANGED = "folder_changed"
+# (connection id, lease token) of the run in progress, for writes made away from its _Run
+# (a folder re-read). Set by mailbox_sync for the length of the run.
+_run_lease: contextvars.ContextVar[tuple[int, str]] = contextvars.ContextVar("mailsync_run_lease")
 
 
 def _lease_check(connection_id: int, lease_token: str) -> None:
@@ -771,16 +775,15 @@ def _count_disabled_folders(
     MailboxFolder.objects.bulk_update(counted, ["messages"])
 
 
-def _resync(run: _Run, folder: MailboxFolder, uidvalidity: int) -> bool:
+def _resync(folder: MailboxFolder, uidvalidity: int, report: SyncReport) -> bool:
     """The server renumbered the folder: forget its UIDs and read it again (messages stay,
     and Message-ID dedupe keeps the re-read from duplicating them)."""
-    report = run.report
     if folder.reset_count >= MAX_RESETS:
         report.errors += 1
         report.problems.append(f"{folder.name}: UIDVALIDITY changed too often; not re-read")
         return False
     with transaction.atomic():
-        _lease_check(run.connection.pk, run.lease_token)
+        _lease_check(*_run_lease.get())
         MessageSource.objects.filter(folder=folder).delete()
         folder.uidvalidity = uidvalidity
         folder.last_uid = 0
@@ -821,12 +824,14 @@ def _imap_batches(box: ImapMailbox, folder: MailboxFolder, uids: list[int]) -> I
 
 
 def _sync_imap_folder(box: ImapMailbox, run: _Run, folder: MailboxFolder) -> None:
-    connection = run.connection
+    report, connection = run.report, run.connection
     status = box.status(folder.name)
     if folder.uidvalidity is None:
         folder.uidvalidity = status.uidvalidity
         folder.save(update_fields=["uidvalidity"])
-    elif folder.uidvalidity != status.uidvalidity and not _resync(run, folder, status.uidvalidity):
+    elif folder.uidvalidity != status.uidvalidity and not _resync(
+        folder, status.uidvalidity, report
+    ):
         return
     if status.uidnext <= folder.last_uid + 1 and folder.state == MailboxFolder.State.IDLE:
         return  # nothing arrived: no SEARCH needed (keeps unchanged syncs fast)
@@ -840,7 +845,7 @@ def _sync_imap_folder(box: ImapMailbox, run: _Run, folder: MailboxFolder) -> Non
     except UidValidityChanged as exc:
         # Changed between STATUS and EXAMINE: the next run re-reads the folder.
         if exc.actual is not None:
-            _resync(run, folder, exc.actual)
+            _resync(folder, exc.actual, report)
         return
     MailboxConnection.objects.filter(pk=connection.pk).update(
         progress_total=F("progress_total") + len(uids)
@@ -941,6 +946,7 @@ def mailbox_sync(
         copy=_copy_available(),
         lease_token=lease_token,
     )
+    lease = _run_lease.set((connection.pk, lease_token))
     try:
         if connection.kind == MailboxConnection.Kind.POP3:
             _sync_pop3(run)
@@ -963,6 +969,7 @@ def mailbox_sync(
         services.connection_record_success(connection=connection, imported=report.new)
     finally:
         run.parser.close()
+        _run_lease.reset(lease)
     connection.refresh_from_db()
     report.state = connection.health
     return report
