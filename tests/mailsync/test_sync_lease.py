@@ -17,7 +17,7 @@ import pytest
 from django.db import connection as db_connection
 from django.utils import timezone
 
-from mailsync import services
+from mailsync import engine, services
 from mailsync.engine import SyncReport, mailbox_sync
 from mailsync.models import MailboxConnection, MailboxFolder, Message, MessageSource
 from tests.factories import UserFactory
@@ -74,13 +74,12 @@ class PausedSync:
         self.connection = connection
         self.token = connection.lease_token
         self.report: SyncReport | None = None
-        self.cursors: list[int] = []
+        self.error: BaseException | None = None
         self._paused = threading.Event()
         self._resume = threading.Event()
         self._thread = threading.Thread(target=self._run)
 
     def _on_batch(self, folder: str, done: int, total: int) -> None:
-        self.cursors.append(MailboxFolder.objects.get(connection=self.connection).last_uid)
         if done == BATCH:
             self._paused.set()
             self._resume.wait(timeout=60)
@@ -88,6 +87,8 @@ class PausedSync:
     def _run(self) -> None:
         try:
             self.report = mailbox_sync(self.connection, on_batch=self._on_batch)
+        except BaseException as exc:  # raised again in the test's thread by resume()
+            self.error = exc
         finally:
             self._paused.set()
             db_connection.close()  # this thread's own connection
@@ -99,6 +100,8 @@ class PausedSync:
     def resume(self) -> SyncReport:
         self._resume.set()
         self._thread.join(timeout=60)
+        if self.error is not None:
+            raise self.error
         assert self.report is not None
         return self.report
 
@@ -238,3 +241,55 @@ def test_a_run_without_a_lease_never_moves_a_cursor_back_or_across_uidvalidity(f
     assert (folder.uidvalidity, folder.last_uid) == (4343, MESSAGES)
     assert Message.objects.count() == MESSAGES
     assert set(MessageSource.objects.values_list("uid", flat=True)) == set(range(1, MESSAGES + 1))
+
+
+def test_a_stale_worker_does_not_reset_a_renumbered_folder_the_new_owner_read(
+    firm, mailbox_user, monkeypatch
+):
+    server = mailbox_user.server
+    server.create_folder(mailbox_user.name, "Zebra")  # synced after INBOX (by name)
+    for n in (101, 102):
+        server.append(mailbox_user.name, _mail(n), "Zebra")
+    connection = _mailbox(firm, mailbox_user, count=0)
+    mailbox_sync(connection)  # discovers Zebra, switched off
+    services.folders_select(connection=connection, enabled_names={"INBOX", "Zebra"})
+    mailbox_sync(connection)
+    # The first worker stalls between INBOX and Zebra (its folder list, read before, still
+    # has Zebra's old UIDVALIDITY).
+    stalled, resume = threading.Event(), threading.Event()
+    sync_folder = engine._sync_imap_folder
+
+    def stall_before_zebra(box, run, folder):
+        if folder.name == "Zebra" and threading.current_thread() is first:
+            stalled.set()
+            resume.wait(timeout=60)
+        return sync_folder(box, run, folder)
+
+    monkeypatch.setattr(engine, "_sync_imap_folder", stall_before_zebra)
+    reports: list[SyncReport] = []
+    claimed = services.connection_claim(pk=connection.pk, force=True)
+
+    def run_first() -> None:
+        try:
+            reports.append(mailbox_sync(claimed))
+        finally:
+            stalled.set()
+            db_connection.close()
+
+    first = threading.Thread(target=run_first)
+    first.start()
+    assert stalled.wait(timeout=60)
+    # The server renumbers Zebra; the second worker (the first one's lease ran out) re-reads
+    # it and moves its cursor in the new numbering.
+    server.set_uidvalidity(mailbox_user.name, "Zebra", 5151)
+    _expire_lease(connection)
+    mailbox_sync(services.connection_claim(pk=connection.pk, force=True))
+
+    resume.set()
+    first.join(timeout=60)
+
+    assert [report.state for report in reports] == [services.LEASE_LOST]
+    zebra = MailboxFolder.objects.get(connection=connection, name="Zebra")
+    # Re-read once (by the second worker), not reset again behind its back.
+    assert (zebra.uidvalidity, zebra.last_uid, zebra.reset_count) == (5151, 2, 1)
+    assert MessageSource.objects.filter(folder=zebra).count() == 2
