@@ -58,7 +58,10 @@ ENVELOPE_HEADERS = (
     "Return-Path",
 )
 MESSAGE_ID_RE = re.compile(r"^message-id:[ \t]*(<[^<>\s]{1,250}>)", re.IGNORECASE | re.MULTILINE)
-FETCH_UID_RE = re.compile(rb"UID (\d+)")
+# The UID item of one message's FETCH response, before or after its body literal.
+FETCH_UID_RE = re.compile(rb"[( ]UID (\d+)", re.IGNORECASE)
+# The start of a FETCH response ("12 (FLAGS ...)"), as opposed to the rest of one after a literal.
+FETCH_START_RE = re.compile(rb"^\d+ \(")
 
 
 class BounceMailboxError(Exception):
@@ -388,11 +391,37 @@ def _fetch(client: imaplib.IMAP4, uids: list[int]) -> list[tuple[int, bytes]]:
     )
     if typ != "OK":
         raise imaplib.IMAP4.error(f"FETCH failed: {data!r}")
-    messages = []
+    return fetch_response_messages(data)
+
+
+def fetch_response_messages(data: list) -> list[tuple[int, bytes]]:
+    """(UID, message) for every message in a UID FETCH response as imaplib returns it.
+
+    imaplib splits one message's response at its body literal: a tuple (the text up to the
+    literal, the literal), then the text after it as a separate item. Servers put the UID
+    where they like: Dovecot before the body (``1 (UID 7 BODY[]<0> {n}`` ... ``)``), others
+    after it (``1 (BODY[]<0> {n}`` ... `` UID 7)``), so both places are read. A message whose
+    UID is in neither is an error, not skipped: the cursor would move past it and the
+    report in it would never be recorded.
+    """
+    messages: list[tuple[int, bytes]] = []
+    waiting: bytes | None = None  # a body whose UID was not in the text before it
     for item in data:
-        if not isinstance(item, tuple):
-            continue
-        match = FETCH_UID_RE.search(item[0])
-        if match:
-            messages.append((int(match.group(1)), item[1]))
+        if isinstance(item, tuple):
+            if waiting is not None:
+                break
+            head, body = item
+            match = FETCH_UID_RE.search(head)
+            if match:
+                messages.append((int(match.group(1)), body))
+            else:
+                waiting = body
+        elif waiting is not None and isinstance(item, bytes) and not FETCH_START_RE.match(item):
+            match = FETCH_UID_RE.search(item)
+            if match is None:
+                break
+            messages.append((int(match.group(1)), waiting))
+            waiting = None
+    if waiting is not None:
+        raise imaplib.IMAP4.error("FETCH response without the message's UID")
     return sorted(messages)

@@ -14,6 +14,7 @@ process nor a killed worker can lose one.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime
 import logging
 import multiprocessing
@@ -31,6 +32,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db import connection as db
 from django.db.models import F
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from mailsync import services
@@ -95,6 +97,32 @@ class SyncReport:
 # Called after each committed batch with (folder name, messages done, messages total). The
 # command prints progress with it; tests raise from it to play a worker killed mid-run.
 BatchHook = Callable[[str, int, int], None]
+
+
+class SyncInterrupted(Exception):
+    """The run must stop before its next write: its lease was lost (``services.LEASE_LOST``),
+    the member stopped or removed the mailbox (``services.STOPPED``), or the folder was
+    renumbered under it (``FOLDER_CHANGED``). What it committed stays; the rest is fetched
+    again by the run that owns the mailbox next."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+FOLDER_CHANGED = "folder_changed"
+# (connection id, lease token) of the run in progress, for writes made away from its _Run
+# (a folder re-read). Set by mailbox_sync for the length of the run.
+_run_lease: contextvars.ContextVar[tuple[int, str]] = contextvars.ContextVar("mailsync_run_lease")
+
+
+def _lease_check(connection_id: int, lease_token: str) -> None:
+    """First statement of every transaction that moves a cursor: the run still owns the
+    mailbox and was not told to stop (the lease is renewed; see
+    ``services.connection_lease_renew``), or SyncInterrupted rolls the transaction back."""
+    reason = services.connection_lease_renew(pk=connection_id, token=lease_token)
+    if reason:
+        raise SyncInterrupted(reason)
 
 
 def _max_message_bytes() -> int:
@@ -591,8 +619,10 @@ def _commit_batch(
     last_uid: int | None,
     lz4: bool,
     copy: bool = False,
+    lease_token: str = "",
 ) -> None:
     with transaction.atomic():
+        _lease_check(connection.pk, lease_token)
         new = _store_batch(
             connection=connection,
             folder=folder,
@@ -602,8 +632,14 @@ def _commit_batch(
             copy=copy,
         )
         if last_uid is not None:
-            MailboxFolder.objects.filter(pk=folder.pk).update(last_uid=last_uid)
-            folder.last_uid = last_uid
+            # Only forward, and only in the numbering the batch was fetched in: a batch of
+            # an older UIDVALIDITY must not leave its UIDs on a re-read folder.
+            moved = MailboxFolder.objects.filter(
+                pk=folder.pk, uidvalidity=folder.uidvalidity
+            ).update(last_uid=Greatest(F("last_uid"), last_uid))
+            if not moved:
+                raise SyncInterrupted(FOLDER_CHANGED)
+            folder.last_uid = max(folder.last_uid, last_uid)
         MailboxConnection.objects.filter(pk=connection.pk).update(
             messages_imported=F("messages_imported") + new,
             progress_done=F("progress_done") + len(items),
@@ -620,6 +656,7 @@ class _Run:
     on_batch: BatchHook | None
     lz4: bool
     copy: bool = False  # message rows by COPY (see _copy_messages)
+    lease_token: str = ""  # the claim this run holds ("" for a run without one)
 
 
 # A batch as fetched: its messages and the folder cursor once it is committed (IMAP).
@@ -710,6 +747,7 @@ def _commit_batches(run: _Run, folder: MailboxFolder, batches: Iterator[Batch], 
             last_uid=last_uid,
             lz4=run.lz4,
             copy=run.copy,
+            lease_token=run.lease_token,
         )
         report.add_time("store", time.perf_counter() - start)
         done += len(items)
@@ -794,6 +832,7 @@ def _resync(folder: MailboxFolder, uidvalidity: int, report: SyncReport) -> bool
         report.problems.append(f"{folder.name}: UIDVALIDITY changed too often; not re-read")
         return False
     with transaction.atomic():
+        _lease_check(*_run_lease.get())
         MessageSource.objects.filter(folder=folder).delete()
         folder.uidvalidity = uidvalidity
         folder.last_uid = 0
@@ -864,7 +903,9 @@ def _sync_imap_folder(box: ImapMailbox, run: _Run, folder: MailboxFolder) -> Non
     _sync_batches(run, folder, _imap_batches(box, folder, uids), len(uids))
     folder.state = MailboxFolder.State.IDLE
     folder.highestmodseq = status.highestmodseq
-    folder.save(update_fields=["state", "highestmodseq"])
+    with transaction.atomic():
+        _lease_check(connection.pk, run.lease_token)
+        folder.save(update_fields=["state", "highestmodseq"])
 
 
 def _sync_imap(run: _Run, folder_name: str | None) -> None:
@@ -918,7 +959,9 @@ def _sync_pop3(run: _Run) -> None:
         )
         run.parser.expect(len(todo))
         _sync_batches(run, folder, _pop3_batches(box, todo), len(todo))
-    MailboxFolder.objects.filter(pk=folder.pk).update(state=MailboxFolder.State.IDLE)
+    with transaction.atomic():
+        _lease_check(connection.pk, run.lease_token)
+        MailboxFolder.objects.filter(pk=folder.pk).update(state=MailboxFolder.State.IDLE)
 
 
 def mailbox_sync(
@@ -930,9 +973,14 @@ def mailbox_sync(
     """Sync one mailbox (every enabled folder, or just ``folder``) and record its health.
 
     Never raises for mailbox problems: they end up on the connection (health, problem code,
-    next attempt) and in the report. The caller holds the connection's lease.
+    next attempt) and in the report. The caller holds the connection's lease (the
+    ``connection`` that ``services.connection_claim`` returned): every batch renews it, and
+    the run stops before writing anything more once it is lost, or once the member stopped
+    or removed the mailbox (checked between batches). A stopped run records no health: the
+    run that owns the mailbox now, or the member, decides it.
     """
     report = SyncReport()
+    lease_token = connection.lease_token  # before the refresh: ours, not whoever holds it now
     connection.refresh_from_db()
     if connection.intent != MailboxConnection.Intent.ACTIVE or not connection.secret:
         report.state = connection.get_intent_display()
@@ -945,7 +993,9 @@ def mailbox_sync(
         on_batch=on_batch,
         lz4=_lz4_available(),
         copy=_copy_available(),
+        lease_token=lease_token,
     )
+    lease = _run_lease.set((connection.pk, lease_token))
     try:
         if connection.kind == MailboxConnection.Kind.POP3:
             _sync_pop3(run)
@@ -959,10 +1009,16 @@ def mailbox_sync(
         report.errors += 1
         report.problems.append(str(exc))
         logger.error("mailbox %s: %s", connection.pk, exc)
+    except SyncInterrupted as stop:
+        logger.info("mailbox %s: sync stopped (%s)", connection.pk, stop.reason)
+        connection.refresh_from_db()
+        report.state = stop.reason
+        return report
     else:
         services.connection_record_success(connection=connection, imported=report.new)
     finally:
         run.parser.close()
+        _run_lease.reset(lease)
     connection.refresh_from_db()
     report.state = connection.health
     return report

@@ -12,7 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from mailsync.models import Message, MessageAttachment, MessageClientLink
 from mailsync.parsing import ParsedAttachment
 from portal.models import Client, ContactAddress, Document
-from portal.services import DocumentFile, document_store, documents_store_bulk
+from portal.services import DocumentFile, document_get_or_store, documents_store_bulk
 
 
 @dataclass
@@ -60,17 +60,17 @@ def _store_attachment(*, message: Message, client_id: int, attachment: ParsedAtt
             },
         )
         return False
-    # Stored once per client by content, however often it was mailed.
-    document = Document.objects.filter(client_id=client_id, sha256=digest).order_by("pk").first()
+    # Stored once per client by content, however often (and from however many mailboxes at
+    # once) it was mailed.
+    document = Document.objects.filter(client_id=client_id, sha256=digest).first()
     created_document = False
     if document is None:
         upload = SimpleUploadedFile(attachment.filename, content, attachment.content_type)
-        document = document_store(
+        document, created_document = document_get_or_store(
             client=Client.objects.only("pk", "firm_id").get(pk=client_id),
             upload=upload,
             source=Document.Source.EMAIL,
         )
-        created_document = True
     MessageAttachment.objects.get_or_create(
         message=message,
         client_id=client_id,

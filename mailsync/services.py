@@ -42,7 +42,11 @@ BACKOFF_BASE = datetime.timedelta(minutes=1)
 BACKOFF_CAP = datetime.timedelta(hours=1)
 # Wrong host/port/security rarely fix themselves, but a mail admin may fix the server side.
 SETTINGS_PROBE = datetime.timedelta(hours=6)
-LEASE = datetime.timedelta(minutes=30)
+
+
+def lease_duration() -> datetime.timedelta:
+    """How long a claim or a renewal holds the mailbox (MAILSYNC_LEASE_SECONDS)."""
+    return datetime.timedelta(seconds=settings.MAILSYNC_LEASE_SECONDS)
 
 
 # --- connections -------------------------------------------------------------------------
@@ -374,14 +378,63 @@ def connection_claim(*, pk: int, force: bool = False) -> MailboxConnection | Non
             rows = rows.filter(_due())
         if cap:
             rows = rows.alias(leases_on_host=_leases_on(host, now)).filter(leases_on_host__lt=cap)
-        claimed = rows.update(lease_token=token, lease_until=now + LEASE, last_attempt_at=now)
+        claimed = rows.update(
+            lease_token=token, lease_until=now + lease_duration(), last_attempt_at=now
+        )
         if not claimed:
             return None
         return MailboxConnection.objects.get(pk=pk)
 
 
-def connection_release(*, connection: MailboxConnection) -> None:
-    MailboxConnection.objects.filter(pk=connection.pk, lease_token=connection.lease_token).update(
+# Why a sync run must stop (see connection_lease_renew).
+LEASE_LOST = "lease_lost"
+STOPPED = "stopped"
+
+
+def connection_lease_renew(*, pk: int, token: str) -> str:
+    """Inside the caller's transaction: lock the connection's row, check that the run holding
+    ``token`` may still write, and renew its lease. Returns "" if it may, else why not:
+    ``LEASE_LOST`` (another worker claimed the mailbox, the watchdog freed it, or the lease
+    ran out) or ``STOPPED`` (the member stopped or removed it, or it is gone).
+
+    The row lock is held until the caller commits, so a claim by another worker (an UPDATE
+    of the same row) waits for the commit and then finds the renewed lease: a batch commits
+    only while its run owns the mailbox, and the check and the write are one step.
+
+    An empty ``token`` is a run without a lease (tests, a shell): it may write as long as no
+    worker has claimed the mailbox meanwhile.
+    """
+    row = (
+        MailboxConnection.objects.select_for_update()
+        .filter(pk=pk)
+        .values_list("lease_token", "lease_until", "intent")
+        .first()
+    )
+    if row is None:
+        return STOPPED
+    lease_token, lease_until, intent = row
+    now = timezone.now()
+    # An expired lease is lost even if nobody took it yet: its server slot may already count
+    # for another mailbox (see _leases_on), so this run must not go on.
+    if lease_token != token or (token and (lease_until is None or lease_until < now)):
+        return LEASE_LOST
+    if intent != Intent.ACTIVE:
+        return STOPPED
+    if token:
+        MailboxConnection.objects.filter(pk=pk).update(lease_until=now + lease_duration())
+    return ""
+
+
+def connection_release(*, connection: MailboxConnection, token: str | None = None) -> None:
+    """Give the lease back, if it is still ``token`` (default: the connection's, as claimed).
+
+    Pass the token taken at the claim when ``connection`` was refreshed since (as
+    ``mailbox_sync`` does): after losing the lease it would hold the new owner's token.
+    """
+    token = connection.lease_token if token is None else token
+    if not token:
+        return
+    MailboxConnection.objects.filter(pk=connection.pk, lease_token=token).update(
         lease_token="", lease_until=None
     )
 

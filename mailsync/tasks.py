@@ -22,10 +22,11 @@ def sync_mailbox(connection_id: int, force: bool = False) -> None:
         # Another worker has it, it is no longer due, or its server has no free slot: it
         # stays due, and the next dispatch offers it again.
         return
+    token = connection.lease_token  # the sync refreshes `connection`; release only ours
     try:
         mailbox_sync(connection)
     finally:
-        services.connection_release(connection=connection)
+        services.connection_release(connection=connection, token=token)
 
 
 @shared_task(name="mailsync.dispatch_due", ignore_result=True)

@@ -180,6 +180,11 @@ class Document(models.Model):
         verbose_name = _("document")
         verbose_name_plural = _("documents")
         ordering = ["-created", "-pk"]
+        constraints = [
+            # A client has each file once, however many messages (from however many of the
+            # firm's mailboxes, synced at the same time) or uploads brought it.
+            models.UniqueConstraint(fields=["client", "sha256"], name="document_unique_content")
+        ]
 
     def __str__(self) -> str:
         return self.original_name

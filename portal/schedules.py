@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.db import connection as db
 from django.db import transaction
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
@@ -46,17 +47,46 @@ SCHEDULES = [
 ]
 
 
+# Key of the PostgreSQL advisory lock that makes concurrent runs of setup_schedules (two
+# deploys at once) take turns. Any fixed number, unique among the portal's advisory locks.
+SCHEDULES_LOCK = 0x5C4ED01E
+
+
+def _interval(every_seconds: int) -> IntervalSchedule:
+    """The interval of ``every_seconds`` seconds: the oldest if several identical ones exist
+    (django-celery-beat does not make them unique, and the admin may have added one)."""
+    rows = IntervalSchedule.objects.filter(every=every_seconds, period=IntervalSchedule.SECONDS)
+    interval = rows.order_by("pk").first()
+    if interval is None:
+        interval = IntervalSchedule.objects.create(
+            every=every_seconds, period=IntervalSchedule.SECONDS
+        )
+    return interval
+
+
 @transaction.atomic
 def schedules_apply(schedules: list[Schedule] = SCHEDULES) -> list[str]:
+    """Write ``schedules`` into django-celery-beat's tables; idempotent, and safe to run
+    twice at once: on PostgreSQL runs take turns on an advisory lock (held until this
+    transaction ends), so the second one finds the first one's rows and changes nothing.
+    """
+    if db.vendor == "postgresql":
+        with db.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SCHEDULES_LOCK])
     names = []
     for schedule in schedules:
-        interval, _ = IntervalSchedule.objects.get_or_create(
-            every=schedule.every_seconds, period=IntervalSchedule.SECONDS
-        )
         name = PREFIX + schedule.name
         PeriodicTask.objects.update_or_create(
             name=name,
-            defaults={"task": schedule.task, "interval": interval, "enabled": True},
+            defaults={
+                "task": schedule.task,
+                "interval": _interval(schedule.every_seconds),
+                # Exactly one kind of schedule per task: one set by hand in the admin goes.
+                "crontab": None,
+                "solar": None,
+                "clocked": None,
+                "enabled": True,
+            },
         )
         names.append(name)
     PeriodicTask.objects.filter(name__startswith=PREFIX).exclude(name__in=names).update(

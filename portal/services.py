@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db import connection as db
 from django.utils import timezone
 
 from portal.addresses import ValidAddress
@@ -86,22 +87,54 @@ def document_store(
     source: str = Document.Source.UPLOAD,
     uploaded_by: object | None = None,
 ) -> Document:
+    """The client's document with this content: the one it already has, or a new one."""
+    document, _created = document_get_or_store(
+        client=client, upload=upload, source=source, uploaded_by=uploaded_by
+    )
+    return document
+
+
+def document_get_or_store(
+    *,
+    client: Client,
+    upload: UploadedFile,
+    source: str = Document.Source.UPLOAD,
+    uploaded_by: object | None = None,
+) -> tuple[Document, bool]:
+    """The client's document with ``upload``'s content, and whether it was stored now.
+
+    A client has each content once (a unique constraint). Two requests or syncs storing the
+    same file at once both find none; the second INSERT waits for the first to commit, fails,
+    and returns the first one's document (its own file is deleted again).
+    """
     digest = hashlib.sha256()
     for chunk in upload.chunks():
         digest.update(chunk)
     upload.seek(0)
+    sha256 = digest.hexdigest()
+    existing = Document.objects.filter(client=client, sha256=sha256).first()
+    if existing is not None:
+        return existing, False
     document = _document_new(
         client=client,
         name=upload.name,
         content_type=upload.content_type,
         size=upload.size or 0,
-        sha256=digest.hexdigest(),
+        sha256=sha256,
         source=source,
         uploaded_by=uploaded_by,
     )
     document.file.save(upload.name or "document", upload, save=False)
-    document.save()
-    return document
+    try:
+        with transaction.atomic():
+            document.save()
+    except IntegrityError:
+        document.file.delete(save=False)
+        existing = Document.objects.filter(client=client, sha256=sha256).first()
+        if existing is None:
+            raise  # not the content race (the client is gone, say)
+        return existing, False
+    return document, True
 
 
 def _document_new(
@@ -146,12 +179,18 @@ def documents_store_bulk(
     """Store each client's files once by content, for many files at once.
 
     Returns ({(client_id, sha256): document id}, how many documents were created). A file
-    whose (client, sha256) already has a document reuses the oldest one, as does a repeat
-    within ``files`` (the first one's name is kept). Same rows and file naming as
+    whose (client, sha256) already has a document reuses it, as does a repeat within
+    ``files`` (the first one's name is kept). Same rows and file naming as
     ``document_store``, with one SELECT for the existing documents, one for the clients and
     one INSERT for all new rows; the files are written first (inside the caller's
     transaction, as ``document_store`` does, a rolled-back batch leaves unreferenced files,
     never rows without files). The caller vouches for ``sha256``.
+
+    Insert-or-get: the INSERT skips rows whose (client, sha256) another transaction stored
+    meanwhile (ON CONFLICT DO NOTHING: it waits for that transaction, then skips), and their
+    documents are read back (one more SELECT, only then). Rows go in in (client, sha256)
+    order, so two batches storing the same files wait for each other in one order and
+    cannot deadlock.
     """
     files = list(files)
     if not files:
@@ -174,6 +213,7 @@ def documents_store_bulk(
             to_write[key] = file
     if not to_write:
         return documents, 0
+    to_write = dict(sorted(to_write.items()))
     clients = Client.objects.only("pk", "firm_id").in_bulk({key[0] for key in to_write})
     missing = {key[0] for key in to_write} - clients.keys()
     if missing:  # deleted meanwhile: fail before writing any file
@@ -191,19 +231,41 @@ def documents_store_bulk(
         # The model's upload_to names the file (a random name under the firm's folder).
         document.file.save(file.name or "document", ContentFile(file.content), save=False)
         new.append(document)
-    created = Document.objects.bulk_create(new)
-    if any(document.pk is None for document in created):
-        # A database that cannot return ids from a bulk insert: read them back by file.
-        ids = dict(
-            Document.objects.filter(file__in=[d.file.name for d in created]).values_list(
-                "file", "pk"
-            )
-        )
-        for document in created:
-            document.pk = ids[document.file.name]
-    for key, document in zip(to_write, created, strict=True):
-        documents[key] = document.pk
-    return documents, len(created)
+    inserted = _documents_insert_new(new)
+    documents.update(inserted)
+    lost = [document for key, document in zip(to_write, new, strict=True) if key not in inserted]
+    if lost:
+        # Stored by a concurrent transaction first: use its documents, drop our files.
+        for document in lost:
+            document.file.delete(save=False)
+        rows = Document.objects.filter(
+            client_id__in={d.client_id for d in lost}, sha256__in={d.sha256 for d in lost}
+        ).values_list("client_id", "sha256", "pk")
+        for client_id, digest, pk in rows:
+            documents.setdefault((client_id, digest), pk)
+    return documents, len(inserted)
+
+
+def _documents_insert_new(new: list[Document]) -> dict[tuple[int, str], int]:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING: {(client_id, sha256): id} of the rows
+    that went in. (Django's bulk_create(ignore_conflicts=True) returns no ids.)"""
+    fields = [field for field in Document._meta.concrete_fields if not field.primary_key]
+    columns = ", ".join(db.ops.quote_name(field.column) for field in fields)
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    params = [
+        field.get_db_prep_save(field.pre_save(document, add=True), connection=db)
+        for document in new
+        for field in fields
+    ]
+    # Only identifiers from the model's meta in the text; every value is a parameter.
+    sql = (
+        f"INSERT INTO {db.ops.quote_name(Document._meta.db_table)} ({columns}) "  # noqa: S608
+        f"VALUES {', '.join([row] * len(new))} ON CONFLICT DO NOTHING "
+        "RETURNING id, client_id, sha256"
+    )
+    with db.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {(client_id, digest): pk for pk, client_id, digest in cursor.fetchall()}
 
 
 def heartbeat_record(*, name: str) -> None:

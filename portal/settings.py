@@ -357,6 +357,10 @@ MAILSYNC_TIMEOUT = env_float("MAILSYNC_TIMEOUT", 60.0)
 # Mailboxes on one server that sync at the same time, across all workers (hosted servers
 # often allow only 4-10 connections per IP); 0: no limit. Presets may set their own.
 MAILSYNC_MAX_CONNECTIONS_PER_HOST = env_int("MAILSYNC_MAX_CONNECTIONS_PER_HOST", 4)
+# A sync owns its mailbox for this long and renews it with every batch it commits; a batch
+# that commits after its lease ran out (or was taken over) is refused and the run stops.
+# Must be longer than one batch takes (fetch, parse and store MAILSYNC_BATCH_SIZE messages).
+MAILSYNC_LEASE_SECONDS = env_int("MAILSYNC_LEASE_SECONDS", 30 * 60)
 # Token endpoints the mailbox sync refreshes OAuth access tokens at (tests point them at a
 # loopback server).
 MAILSYNC_GOOGLE_TOKEN_URL = env_str("GOOGLE_TOKEN_URL", "https://oauth2.googleapis.com/token")
@@ -366,6 +370,8 @@ MAILSYNC_MICROSOFT_TOKEN_URL = env_str(
 )
 if MAILSYNC_BATCH_SIZE < 1 or MAILSYNC_INITIAL_DAYS < 0:
     raise ImproperlyConfigured("MAILSYNC_BATCH_SIZE must be >= 1 and MAILSYNC_INITIAL_DAYS >= 0")
+if MAILSYNC_LEASE_SECONDS < 60:
+    raise ImproperlyConfigured("MAILSYNC_LEASE_SECONDS must be at least 60")
 
 # Celery: a broker on the file system needs no server; production sets CELERY_BROKER_URL
 # to Redis (or RabbitMQ). Beat uses django-celery-beat's database scheduler.

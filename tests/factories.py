@@ -82,4 +82,4 @@ class DocumentFactory(factory.django.DjangoModelFactory):
     file = factory.LazyAttribute(lambda o: ContentFile(b"%PDF-1.4 demo", name=o.original_name))
     content_type = "application/pdf"
     size = 13
-    sha256 = "0" * 64
+    sha256 = factory.Sequence(lambda n: f"{n:064x}")  # one client has each content once

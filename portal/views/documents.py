@@ -8,7 +8,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from portal.forms import DocumentUploadForm
-from portal.services import document_store
+from portal.services import document_get_or_store
 from portal.tenancy import get_client_for_member, get_document_for_member, member_required
 from portal.views.clients import _detail
 
@@ -22,10 +22,17 @@ def document_upload(request: HttpRequest, client_pk: int) -> HttpResponse:
         response = _detail(request, client.pk, "documents", upload_form=form)
         response.status_code = 400
         return response
-    document = document_store(
+    document, created = document_get_or_store(
         client=client, upload=form.cleaned_data["file"], uploaded_by=request.user
     )
-    messages.success(request, _("“%(name)s” uploaded.") % {"name": document.original_name})
+    if created:
+        messages.success(request, _("“%(name)s” uploaded.") % {"name": document.original_name})
+    else:
+        messages.info(
+            request,
+            _("This client already has this file, as “%(name)s”.")
+            % {"name": document.original_name},
+        )
     return redirect(reverse("portal:client_documents", args=[client.pk]))
 
 

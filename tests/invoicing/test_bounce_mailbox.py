@@ -9,7 +9,10 @@ original message's Message-ID quoted inside the report.
 from __future__ import annotations
 
 import datetime
+import imaplib
 import os
+import socket
+import threading
 import uuid
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from invoicing.bounce_mailbox import (
     BounceMailboxError,
     MailboxSettings,
     bounce_mailbox_poll,
+    fetch_response_messages,
 )
 from invoicing.models import BounceMailboxCursor, Delivery, DeliveryEvent, Invoice
 from invoicing.verp import new_verp_token, verp_address
@@ -273,3 +277,100 @@ def test_a_server_that_is_not_there_is_a_temporary_error(db):
     with pytest.raises(BounceMailboxError) as error:
         bounce_mailbox_poll(mailbox=nowhere)
     assert error.value.temporary is True
+
+
+# --- where the UID is in a FETCH response ---------------------------------------------------
+
+# Recorded from Dovecot 2.3 (UID FETCH 1:2 (UID BODY.PEEK[]<0.1000>)), as imaplib returns it.
+# Dovecot always answers with the UID first, whatever order the items were asked in.
+DOVECOT_UID_FIRST = [
+    (b"1 (UID 1 BODY[]<0> {32}", b"From: a@b\r\nSubject: x\r\n\r\nhello\r\n"),
+    b")",
+    (b"2 (UID 2 FLAGS (\\Recent) BODY[]<0> {33}", b"From: a@b\r\nSubject: y\r\n\r\nhello2\r\n"),
+    b")",
+]
+# The same two messages from a server that sends the UID after the body, with an unsolicited
+# FLAGS update between them (imaplib keeps the text after a literal as its own item).
+UID_AFTER_BODY = [
+    (b"1 (BODY[]<0> {32}", b"From: a@b\r\nSubject: x\r\n\r\nhello\r\n"),
+    b" UID 1)",
+    b"5 (FLAGS (\\Seen))",
+    (b"2 (FLAGS (\\Recent) BODY[]<0> {33}", b"From: a@b\r\nSubject: y\r\n\r\nhello2\r\n"),
+    b" FLAGS (\\Recent) UID 2)",
+]
+
+
+@pytest.mark.parametrize("data", [DOVECOT_UID_FIRST, UID_AFTER_BODY], ids=["before", "after"])
+def test_the_uid_is_found_before_or_after_the_body(data):
+    messages = fetch_response_messages(data)
+
+    assert [uid for uid, _raw in messages] == [1, 2]
+    assert messages[1][1].endswith(b"hello2\r\n")
+
+
+def test_a_message_without_a_uid_stops_the_poll_instead_of_being_skipped():
+    data = [(b"1 (BODY[]<0> {5}", b"hello"), b")"]
+
+    with pytest.raises(imaplib.IMAP4.error):
+        fetch_response_messages(data)
+
+
+class UidAfterBodyServer:
+    """A loopback IMAP server that answers UID FETCH with the UID after the body literal, as
+    some servers do (Dovecot never does), for the real imaplib client to read."""
+
+    def __init__(self, raw: bytes, uid: int = 7) -> None:
+        self.raw, self.uid = raw, uid
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"* OK IMAP4rev1 ready\r\n")
+            for line in lines:
+                tag, command = line.rstrip(b"\r\n").split(b" ", 1)
+                verb = command.split(b" ", 2)[:2]
+                if verb[0].upper() == b"CAPABILITY":
+                    reply = b"* CAPABILITY IMAP4rev1\r\n"
+                elif verb[0].upper() == b"EXAMINE":
+                    reply = b"* 1 EXISTS\r\n* OK [UIDVALIDITY 77] UIDs valid\r\n"
+                elif verb == [b"UID", b"SEARCH"]:
+                    reply = b"* SEARCH %d\r\n" % self.uid
+                elif verb == [b"UID", b"FETCH"]:
+                    reply = b"* 1 FETCH (BODY[]<0> {%d}\r\n%s UID %d)\r\n" % (
+                        len(self.raw),
+                        self.raw,
+                        self.uid,
+                    )
+                elif verb[0].upper() == b"LOGOUT":
+                    conn.sendall(b"* BYE\r\n" + tag + b" OK bye\r\n")
+                    return
+                else:
+                    reply = b""
+                conn.sendall(reply + tag + b" OK done\r\n")
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(timeout=10)
+
+
+def test_a_bounce_from_a_server_that_sends_the_uid_after_the_body_is_recorded(make_delivery):
+    delivery = make_delivery("kijitora@example.org")
+    raw = f"Delivered-To: {verp_address(delivery)}\r\n".encode() + corpus("0018.eml")
+    server = UidAfterBodyServer(raw)
+    try:
+        result = bounce_mailbox_poll(
+            mailbox=MailboxSettings(
+                host="127.0.0.1", port=server.port, user="u", password="p", security="none"
+            )
+        )
+    finally:
+        server.close()
+
+    assert (result.seen, result.recorded) == (1, 1)
+    delivery.refresh_from_db()
+    assert delivery.status == S.BOUNCED
+    assert BounceMailboxCursor.objects.get().last_uid == 7

@@ -360,12 +360,14 @@ def test_credentials_rotate_to_the_newest_key(firm, settings, fernet_key):  # no
     assert crypto.decrypt(connection.secret) == "s3cret"
 
 
-# Connection and folder bookkeeping (12 statements) and one batch (11): the batch's keys
-# already known, the messages, their sources, the client index, the links, the cursor, the
-# progress, and the savepoints around the batch and its INSERT. PostgreSQL adds a check for
-# lz4 once per run and a SET LOCAL per batch (see engine._insert_messages), and stores the
-# messages as a SELECT of their ids from the sequence and a COPY (see engine._copy_messages).
-QUERIES_FOR_ONE_BATCH = {"sqlite": 23, "postgresql": 26}
+# Connection and folder bookkeeping (15 statements, the folder's final state written with a
+# lease check in a savepoint) and one batch (12): the lease check (a locked read of the
+# connection; a run holding a lease also renews it), the batch's keys already known, the
+# messages, their sources, the client index, the links, the cursor, the progress, and the
+# savepoints around the batch and its INSERT. PostgreSQL adds a check for lz4 once per run and
+# a SET LOCAL per batch (see engine._insert_messages), and stores the messages as a SELECT of
+# their ids from the sequence and a COPY (see engine._copy_messages).
+QUERIES_FOR_ONE_BATCH = {"sqlite": 27, "postgresql": 30}
 
 
 @pytest.mark.parametrize("count", [2, 12])

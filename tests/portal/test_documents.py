@@ -21,6 +21,19 @@ def test_an_uploaded_document_is_stored_with_its_name_and_hash(staff_client, sta
     assert "tax return 2025.pdf" not in document.file.name
 
 
+def test_uploading_a_file_the_client_already_has_keeps_one_document(staff_client, firm):
+    client = ClientFactory(firm=firm)
+    url = reverse("portal:document_upload", args=[client.pk])
+    staff_client.post(url, {"file": SimpleUploadedFile("return.pdf", b"%PDF-1.7 same")})
+
+    response = staff_client.post(
+        url, {"file": SimpleUploadedFile("return (1).pdf", b"%PDF-1.7 same")}, follow=True
+    )
+
+    assert Document.objects.filter(client=client).count() == 1
+    assert "This client already has this file, as “return.pdf”." in response.content.decode()
+
+
 def test_a_document_downloads_with_its_original_name(staff_client, firm):
     client = ClientFactory(firm=firm)
     upload = SimpleUploadedFile("ledger.csv", b"a,b\n1,2\n", "text/csv")

@@ -80,17 +80,18 @@ def test_the_same_content_twice_in_one_call_is_stored_once_per_client(firm):
     assert len(set(ids.values())) == 2
 
 
-def test_content_the_client_already_has_reuses_the_oldest_document(firm):
+def test_content_the_client_already_has_reuses_its_document(firm):
     client = ClientFactory(firm=firm)
     pdf = b"%PDF-1.4 known"
-    oldest = document_store(client=client, upload=SimpleUploadedFile("old.pdf", pdf))
-    document_store(client=client, upload=SimpleUploadedFile("newer.pdf", pdf))
+    uploaded = document_store(client=client, upload=SimpleUploadedFile("old.pdf", pdf))
+    # Uploading the same content again gives the document the client already has.
+    assert document_store(client=client, upload=SimpleUploadedFile("newer.pdf", pdf)) == uploaded
 
     ids, created = documents_store_bulk(files=[_file(client, pdf, name="new.pdf")])
 
     assert created == 0
-    assert ids == {(client.pk, oldest.sha256): oldest.pk}
-    assert Document.objects.filter(client=client).count() == 2
+    assert ids == {(client.pk, uploaded.sha256): uploaded.pk}
+    assert Document.objects.filter(client=client).count() == 1
 
 
 def test_a_batch_of_new_documents_takes_a_fixed_number_of_queries(firm, django_assert_num_queries):

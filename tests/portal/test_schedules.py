@@ -1,11 +1,23 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
 from django.core.management import call_command
-from django_celery_beat.models import PeriodicTask
+from django.db import connection as db_connection
+from django.db import transaction
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from portal.models import Heartbeat
 from portal.schedules import PREFIX, SCHEDULES, Schedule, schedules_apply
 from portal.tasks import heartbeat
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_setup_schedules_declares_the_heartbeat(db):
@@ -29,3 +41,133 @@ def test_a_schedule_no_longer_declared_is_disabled(db):
 def test_the_heartbeat_task_records_that_a_worker_ran(db):
     heartbeat.apply()
     assert Heartbeat.objects.get(name="worker").last_seen is not None
+
+
+def test_identical_intervals_already_there_are_reused(db):
+    # django-celery-beat does not make intervals unique: an admin, or an older deploy, may
+    # have left two identical ones.
+    existing = [IntervalSchedule.objects.create(every=60, period="seconds") for _ in range(2)]
+
+    schedules_apply()
+
+    task = PeriodicTask.objects.get(name=PREFIX + "worker heartbeat")
+    assert task.interval == existing[0]
+    assert IntervalSchedule.objects.filter(every=60, period="seconds").count() == 2
+
+
+def test_a_task_rescheduled_by_hand_gets_its_declared_interval_back(db):
+    schedules_apply()
+    crontab = CrontabSchedule.objects.create(minute="5")
+    PeriodicTask.objects.filter(name=PREFIX + "worker heartbeat").update(
+        interval=None, crontab=crontab
+    )
+
+    schedules_apply()
+
+    task = PeriodicTask.objects.get(name=PREFIX + "worker heartbeat")
+    assert (task.crontab, task.interval.every) == (None, 60)
+
+
+# --- two deploys at once: real concurrent transactions on PostgreSQL -----------------------
+
+postgresql_only = pytest.mark.skipif(
+    db_connection.vendor != "postgresql", reason="concurrent writers and advisory locks"
+)
+
+
+def _one_of_each() -> None:
+    assert PeriodicTask.objects.filter(name__startswith=PREFIX).count() == len(SCHEDULES)
+    periods = {schedule.every_seconds for schedule in SCHEDULES}
+    for every in periods:
+        assert IntervalSchedule.objects.filter(every=every, period="seconds").count() == 1
+
+
+def _someone_waits_for_a_lock() -> bool:
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_second_run_during_the_first_waits_and_changes_nothing():
+    errors: list[BaseException] = []
+    first_applied = threading.Event()
+    second_waiting = threading.Event()
+
+    def first() -> None:
+        try:
+            with transaction.atomic():
+                schedules_apply()
+                first_applied.set()
+                assert second_waiting.wait(timeout=30)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            first_applied.set()
+            db_connection.close()
+
+    def second() -> None:
+        try:
+            assert first_applied.wait(timeout=30)
+            schedules_apply()  # finds no interval committed yet: only a lock keeps it right
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            db_connection.close()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while not _someone_waits_for_a_lock() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    second_waiting.set()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    _one_of_each()
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_two_deploys_running_setup_schedules_at_once_both_succeed(tmp_path):
+    # Two processes, as two deploys run it: each waits for the other to be up, then both
+    # run the command at the same moment.
+    database = db_connection.settings_dict
+    url = (
+        f"postgres://{database['USER']}:{database['PASSWORD'] or ''}@{database['HOST']}:"
+        f"{database['PORT'] or 5432}/{database['NAME']}"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "DATABASE_URL": url}
+    script = (
+        "import django, pathlib, sys, time\n"
+        "django.setup()\n"
+        "from django.core.management import call_command\n"
+        "here = pathlib.Path(sys.argv[1])\n"
+        "(here / sys.argv[2]).touch()\n"
+        "while len(list(here.iterdir())) < 2:\n"
+        "    time.sleep(0.01)\n"
+        "call_command('setup_schedules')\n"
+    )
+    deploys = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path), name],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("deploy-a", "deploy-b")
+    ]
+    results = [(deploy.wait(timeout=120), deploy.stderr.read()) for deploy in deploys]
+    for deploy in deploys:
+        deploy.stderr.close()
+
+    assert results == [(0, ""), (0, "")]
+    _one_of_each()

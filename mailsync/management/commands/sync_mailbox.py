@@ -64,10 +64,11 @@ class Command(BaseCommand):
         def progress(folder_name: str, done: int, total: int) -> None:
             self.stdout.write(f"  {folder_name}: {done}/{total}")
 
+        token = connection.lease_token  # the sync refreshes `connection`; release only ours
         try:
             report = mailbox_sync(connection, folder=folder, on_batch=progress)
         finally:
-            services.connection_release(connection=connection)
+            services.connection_release(connection=connection, token=token)
         counts = " ".join(f"{key}={value}" for key, value in report.as_dict().items())
         self.stdout.write(counts)
         for problem in report.problems:
