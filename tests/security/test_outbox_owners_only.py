@@ -63,9 +63,12 @@ def test_members_who_are_not_owners_cannot_open_the_outbox(invitation_mail, firm
 
 
 def test_the_outbox_link_is_shown_to_owners_only(outbox_backend, owner_client, staff_client):
-    assert reverse("portal:outbox") in owner_client.get(reverse("portal:client_list")).content.decode()
     assert (
-        reverse("portal:outbox") not in staff_client.get(reverse("portal:client_list")).content.decode()
+        reverse("portal:outbox") in owner_client.get(reverse("portal:client_list")).content.decode()
+    )
+    assert (
+        reverse("portal:outbox")
+        not in staff_client.get(reverse("portal:client_list")).content.decode()
     )
 
 
@@ -90,7 +93,9 @@ def test_an_owner_sees_that_an_invitation_link_was_sent_but_not_the_link(
     assert Invitation.objects.get().is_usable
 
 
-def test_an_owner_sees_that_a_pay_now_link_was_sent_but_not_the_link(outbox_backend, owner_client, firm):
+def test_an_owner_sees_that_a_pay_now_link_was_sent_but_not_the_link(
+    outbox_backend, owner_client, firm
+):
     email, token = _pay_mail(firm)
     body = owner_client.get(reverse("portal:outbox_detail", args=[email.pk])).content.decode()
     assert body.count("[Pay Now link hidden]") == 3  # two in the text, one in a header

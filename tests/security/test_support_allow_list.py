@@ -148,9 +148,7 @@ def _url(full_name: str | None, route: str, converters: dict, firm) -> str:
 
 
 def _refused(response) -> bool:
-    return response.status_code == 403 and REFUSAL_TEMPLATE in [
-        t.name for t in response.templates
-    ]
+    return response.status_code == 403 and REFUSAL_TEMPLATE in [t.name for t in response.templates]
 
 
 def test_the_code_allow_list_is_the_specified_one():
