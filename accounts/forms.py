@@ -131,7 +131,11 @@ class EditorAccessForm(forms.Form):
                 self.add_error("until", _("Choose the date when access ends."))
             elif until < timezone.localdate():
                 self.add_error("until", _("Choose a date that has not passed."))
-        if cleaned.get("enabled") and not self.errors and self.expires_at() > support_access_limit():
+        if (
+            cleaned.get("enabled")
+            and not self.errors
+            and self.expires_at() > support_access_limit()
+        ):
             days = settings.SUPPORT_ACCESS_MAX_DAYS
             field = "until" if cleaned.get("period") == "date" else "period"
             self.add_error(

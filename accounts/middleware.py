@@ -3,7 +3,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from allauth.mfa.utils import is_mfa_enabled
-
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render

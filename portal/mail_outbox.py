@@ -66,9 +66,7 @@ def _token_link_patterns() -> tuple[tuple[re.Pattern[str], str], ...]:
         # whatever follows it (/checkout/, /new-link/), up to whitespace, a quote or a bracket.
         patterns.append(
             (
-                re.compile(
-                    r"(?:https?://[^\s\"'<>/]+)?" + re.escape(prefix) + r"[^\s\"'<>]+"
-                ),
+                re.compile(r"(?:https?://[^\s\"'<>/]+)?" + re.escape(prefix) + r"[^\s\"'<>]+"),
                 kind,
             )
         )

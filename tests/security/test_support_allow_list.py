@@ -28,34 +28,73 @@ REFUSAL_TEMPLATE = "accounts/support_forbidden.html"
 EXPECTED_REACHABLE = {
     *(
         f"portal:{n}"
-        for n in (
-            "home client_list client_create client_detail client_edit client_documents "
-            "contact_create contact_edit contact_delete contact_addresses_add address_edit "
-            "address_delete document_upload document_download"
-        ).split()
+        for n in [
+            "home",
+            "client_list",
+            "client_create",
+            "client_detail",
+            "client_edit",
+            "client_documents",
+            "contact_create",
+            "contact_edit",
+            "contact_delete",
+            "contact_addresses_add",
+            "address_edit",
+            "address_delete",
+            "document_upload",
+            "document_download",
+        ]
     ),
     *(
         f"invoicing:{n}"
-        for n in (
-            "invoice_list invoice_create invoices_send_drafts invoice_detail invoice_edit "
-            "invoice_print invoice_void invoice_send invoice_send_test payment_record "
-            "delivery_resend client_invoices suppressions suppression_remove"
-        ).split()
+        for n in [
+            "invoice_list",
+            "invoice_create",
+            "invoices_send_drafts",
+            "invoice_detail",
+            "invoice_edit",
+            "invoice_print",
+            "invoice_void",
+            "invoice_send",
+            "invoice_send_test",
+            "payment_record",
+            "delivery_resend",
+            "client_invoices",
+            "suppressions",
+            "suppression_remove",
+        ]
     ),
     *(
         f"mailsync:{n}"
-        for n in (
-            "client_email compose reply client_sender unlinked unlinked_choose_client "
-            "unlinked_link unlinked_ignore unlinked_ignored unlinked_unignore sync_now folders "
-            "status"
-        ).split()
+        for n in [
+            "client_email",
+            "compose",
+            "reply",
+            "client_sender",
+            "unlinked",
+            "unlinked_choose_client",
+            "unlinked_link",
+            "unlinked_ignore",
+            "unlinked_ignored",
+            "unlinked_unignore",
+            "sync_now",
+            "folders",
+            "status",
+        ]
     ),
     *(
         f"troubleshooting:{n}"
-        for n in (
-            "dashboard guides mark_handled recheck_domain allowlist send_test "
-            "fix_address_resend client_problems status"
-        ).split()
+        for n in [
+            "dashboard",
+            "guides",
+            "mark_handled",
+            "recheck_domain",
+            "allowlist",
+            "send_test",
+            "fix_address_resend",
+            "client_problems",
+            "status",
+        ]
     ),
     "accounts:support",
     "accounts:support_enter",
@@ -126,6 +165,11 @@ def _value(param: str, converter, firm) -> str:
     return CONVERTER_DEFAULTS.get(kind, "x")
 
 
+def _fill_groups(route: str, values: tuple[str, ...]) -> str:
+    it = iter(values)
+    return re.sub(r"\(\?P<\w+>(?:[^()]|\([^()]*\))*\)", lambda _m: next(it), route)
+
+
 def _url(full_name: str | None, route: str, converters: dict, firm) -> str:
     if "(?P<" not in route and "^" not in route:
         return "/" + re.sub(
@@ -135,8 +179,7 @@ def _url(full_name: str | None, route: str, converters: dict, firm) -> str:
     # the path resolves back to this route.
     names = re.findall(r"\(\?P<(\w+)>", route)
     for values in itertools.product(REGEX_CANDIDATES, repeat=len(names)):
-        it = iter(values)
-        path = "/" + re.sub(r"\(\?P<\w+>(?:[^()]|\([^()]*\))*\)", lambda _m: next(it), route)
+        path = "/" + _fill_groups(route, values)
         path = path.replace("^", "").replace("$", "").replace("(_mime)?", "")
         try:
             match = resolve(path)
@@ -158,8 +201,8 @@ def test_the_code_allow_list_is_the_specified_one():
 
 def test_the_walk_covers_every_kind_of_page():
     names = {full for full, _route, _conv in PATTERNS}
-    assert EXPECTED_REACHABLE <= names
-    assert MUST_BE_REFUSED <= names
+    assert names >= EXPECTED_REACHABLE
+    assert names >= MUST_BE_REFUSED
     assert len(PATTERNS) >= 250
 
 
@@ -197,7 +240,7 @@ def test_a_support_session_reaches_exactly_the_allow_list(firm_a, support_user):
         f"reachable but not allowed: {sorted(reachable - EXPECTED_REACHABLE)}; "
         f"allowed but refused: {sorted(EXPECTED_REACHABLE - reachable)}"
     )
-    assert MUST_BE_REFUSED <= refused
+    assert refused >= MUST_BE_REFUSED
     assert not (reachable & refused), sorted(reachable & refused)
     # Nothing that decides who may act in the firm changed, and each refusal is on record.
     after = {
