@@ -3,14 +3,17 @@ from __future__ import annotations
 from datetime import datetime, time
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from accounts.models import Role, User
 from accounts.services import firm_create_with_owner
-from accounts.support import PRESETS
+from accounts.support import PRESETS, support_access_limit
 from portal.models import Firm
 
 
@@ -59,9 +62,24 @@ class ProfileForm(forms.ModelForm):
 
 
 class FirmProfileForm(forms.ModelForm):
+    owners_must_use_mfa = forms.BooleanField(
+        label=_("Owners must sign in with two-factor authentication"),
+        required=False,
+        help_text=_(
+            "Owners without an authenticator app are asked to set one up before anything else."
+        ),
+    )
+
     class Meta:
         model = Firm
-        fields = ["name", "sender_name", "reply_to_email", "sending_domain", "language"]
+        fields = [
+            "name",
+            "sender_name",
+            "reply_to_email",
+            "sending_domain",
+            "language",
+            "owners_must_use_mfa",
+        ]
         help_texts = {
             "sender_name": _("The name clients see on emails the portal sends for your firm."),
             "reply_to_email": _("Where clients' replies to those emails go."),
@@ -70,6 +88,11 @@ class FirmProfileForm(forms.ModelForm):
                 "from the portal's domain."
             ),
         }
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        # An unset choice follows the platform's default: show what applies now.
+        self.initial["owners_must_use_mfa"] = self.instance.owners_need_mfa()
 
     def clean_sending_domain(self) -> str:
         domain = self.cleaned_data["sending_domain"].strip().lower().rstrip(".")
@@ -108,6 +131,24 @@ class EditorAccessForm(forms.Form):
                 self.add_error("until", _("Choose the date when access ends."))
             elif until < timezone.localdate():
                 self.add_error("until", _("Choose a date that has not passed."))
+        if (
+            cleaned.get("enabled")
+            and not self.errors
+            and self.expires_at() > support_access_limit()
+        ):
+            days = settings.SUPPORT_ACCESS_MAX_DAYS
+            field = "until" if cleaned.get("period") == "date" else "period"
+            self.add_error(
+                field,
+                ngettext(
+                    "Editor access can last %(days)d day at most: choose an end on or before "
+                    "%(date)s.",
+                    "Editor access can last %(days)d days at most: choose an end on or before "
+                    "%(date)s.",
+                    days,
+                )
+                % {"days": days, "date": date_format(support_access_limit().date())},
+            )
         return cleaned
 
     def expires_at(self) -> datetime:

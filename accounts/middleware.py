@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from allauth.mfa.utils import is_mfa_enabled
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -12,14 +13,13 @@ from django.utils.translation import gettext as _
 from accounts.models import AuditEntry, Role
 from accounts.selectors import membership_for_request
 from accounts.support import (
-    FORBIDDEN_VIEWS,
     SESSION_GRANT_KEY,
     audit,
+    audit_support_request,
     support_exit,
     support_grant_for_session,
+    support_may_use,
 )
-
-SAFE_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE")
 
 
 class CurrentFirmMiddleware:
@@ -28,8 +28,10 @@ class CurrentFirmMiddleware:
 
     A member acts for their firm (the session may pick one of several). A support user
     with a session in a firm acts for that firm as an owner, but only while the firm's grant
-    is valid: the grant is re-read on every request, so the first request after expiry or
-    revocation is refused.
+    is valid (the grant is re-read on every request, so the first request after expiry or
+    revocation is refused), only on the views `accounts.support.SUPPORT_ALLOWED_VIEWS` lists,
+    and every request of theirs is audited. An owner of a firm that requires MFA and who has
+    none is sent to set it up before anything else.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -37,6 +39,7 @@ class CurrentFirmMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request.support_grant = None
+        request.owner_needs_mfa = False
         _apply_user_language(request)
         if SESSION_GRANT_KEY in request.session:
             grant = support_grant_for_session(request)
@@ -59,39 +62,66 @@ class CurrentFirmMiddleware:
             request.membership = membership
             request.firm = membership.firm if membership else None
             request.member_role = membership.role if membership else None
+            request.owner_needs_mfa = bool(
+                membership
+                and membership.role == Role.OWNER
+                and membership.firm.owners_need_mfa()
+                and not is_mfa_enabled(request.user)
+            )
 
+        # Signing out replaces request.user with an anonymous one: keep who acted.
+        actor = request.user
+        grant = request.support_grant
         response = self.get_response(request)
 
-        grant = request.support_grant
-        if grant is not None and request.method not in SAFE_METHODS:
-            refused = getattr(request, "support_refused", False)
-            audit(
-                firm=grant.firm,
-                kind=AuditEntry.Kind.REFUSED if refused else AuditEntry.Kind.REQUEST,
-                actor=request.user,
-                grant=grant,
-                request=request,
-                status_code=response.status_code,
-                object_ref=_object_ref(request),
-            )
+        if grant is not None:
+            signed_out = not request.user.is_authenticated
+            if signed_out:
+                audit(
+                    firm=grant.firm,
+                    kind=AuditEntry.Kind.SIGNED_OUT,
+                    actor=actor,
+                    grant=grant,
+                    request=request,
+                    status_code=response.status_code,
+                )
+            elif SESSION_GRANT_KEY in request.session:
+                audit_support_request(
+                    request=request,
+                    grant=grant,
+                    actor=actor,
+                    status_code=response.status_code,
+                    refused=getattr(request, "support_refused", False),
+                    object_ref=_object_ref(request),
+                )
+            # Otherwise support left the firm: support_exit recorded it.
         return response
 
     def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs):
-        if request.support_grant is None:
-            return None
-        if request.resolver_match and request.resolver_match.view_name in FORBIDDEN_VIEWS:
+        match = request.resolver_match
+        view_name = match.view_name if match else None
+        if request.support_grant is not None:
+            if support_may_use(view_name):
+                return None
             request.support_refused = True
-            if request.method in SAFE_METHODS:
-                audit(
-                    firm=request.firm,
-                    kind=AuditEntry.Kind.REFUSED,
-                    actor=request.user,
-                    grant=request.support_grant,
-                    request=request,
-                    status_code=403,
-                )
             return render(request, "accounts/support_forbidden.html", status=403)
+        if request.owner_needs_mfa and not _mfa_setup_may_use(view_name):
+            messages.warning(
+                request,
+                _(
+                    "Your firm requires two-factor authentication for owners. Set up an "
+                    "authenticator app to continue."
+                ),
+            )
+            return redirect("mfa_activate_totp")
         return None
+
+
+def _mfa_setup_may_use(view_name: str | None) -> bool:
+    """What an owner who must set up MFA can still open: MFA and own-account pages, sign out."""
+    return bool(view_name) and (
+        view_name.startswith(("mfa_", "account_")) or view_name == "set_language"
+    )
 
 
 def _object_ref(request: HttpRequest) -> str:

@@ -170,6 +170,8 @@ class AuditEntry(models.Model):
         ENTERED = "entered", _("Support entered the firm")
         EXITED = "exited", _("Support left the firm")
         REQUEST = "request", _("Change made by support")
+        VIEWED = "viewed", _("Page viewed by support")
+        SIGNED_OUT = "signed_out", _("Support signed out")
         REFUSED = "refused", _("Action refused to support")
         SUPPRESSION_REMOVED = "suppression_removed", _("Blocked address unblocked")
 

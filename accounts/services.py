@@ -72,13 +72,27 @@ def invitation_revoke(*, invitation: Invitation) -> None:
     invitation.save(update_fields=["revoked_at"])
 
 
+def invitation_address_state(*, invitation: Invitation, user: User) -> str:
+    """How `user` stands to the invited address: "verified" (they proved they own it),
+    "unverified" (their account has it, not confirmed yet) or "other" (not theirs)."""
+    addresses = EmailAddress.objects.filter(user=user, email__iexact=invitation.email)
+    if addresses.filter(verified=True).exists():
+        return "verified"
+    if addresses.exists() or user.email.lower() == invitation.email.lower():
+        return "unverified"
+    return "other"
+
+
 @transaction.atomic
 def invitation_accept(*, invitation: Invitation, user: User) -> Membership:
+    """Join the firm. Holding the link is not enough: the link may have been seen by others
+    (a shared mailbox, a local outbox), so the user must have confirmed the invited address."""
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
     if not invitation.is_usable:
         raise InvitationError("not_usable")
-    if user.email.lower() != invitation.email.lower():
-        raise InvitationError("wrong_user")
+    state = invitation_address_state(invitation=invitation, user=user)
+    if state != "verified":
+        raise InvitationError("wrong_user" if state == "other" else "unverified")
     membership, _created = Membership.objects.get_or_create(
         user=user, firm=invitation.firm, defaults={"role": invitation.role}
     )
@@ -91,12 +105,13 @@ def invitation_accept(*, invitation: Invitation, user: User) -> Membership:
 def user_create_from_invitation(
     *, invitation: Invitation, password: str, first_name: str, last_name: str
 ) -> User:
-    """Create the invited person's account; the link proved they own the address."""
+    """Create the invited person's account with the address still unconfirmed: they join
+    once they confirm it (the confirmation link goes to that address) and open the
+    invitation signed in. Nobody joins by merely signing up under an invited address."""
     user = User.objects.create_user(
         email=invitation.email, password=password, first_name=first_name, last_name=last_name
     )
-    EmailAddress.objects.create(user=user, email=user.email, primary=True, verified=True)
-    invitation_accept(invitation=invitation, user=user)
+    EmailAddress.objects.create(user=user, email=user.email, primary=True, verified=False)
     return user
 
 

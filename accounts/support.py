@@ -1,13 +1,13 @@
 """Editor access: firm owners let the support team in, with owner permissions, for a while.
 
 The grant is checked on every request a support user makes (`support_grant_for_session`),
-every change they make is audited by the middleware, and a short list of actions stays out
-of their reach whatever the grant says.
+every request they make (reads included) is audited by the middleware, and only the views in
+`SUPPORT_ALLOWED_VIEWS` are open to them: everything else is refused whatever the grant says.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -23,6 +23,9 @@ from accounts.models import AuditEntry, SupportGrant, User
 from portal.models import Firm
 
 SESSION_GRANT_KEY = "support_grant_id"
+# Reads under a support session are audited once per page and minute: a page polled by htmx or
+# reloaded leaves one row, a different page (or the same one later) another.
+READ_AUDIT_WINDOW = timedelta(minutes=1)
 DEFAULT_VALIDITY = timedelta(days=30)
 PRESETS = {
     "1d": timedelta(days=1),
@@ -31,23 +34,81 @@ PRESETS = {
     "3m": timedelta(days=91),
 }
 
-# Views support may never use inside a firm: Editor access itself, mailbox credentials,
-# members' accounts, removing the firm, bulk export. Names are URL names (namespace:name).
-FORBIDDEN_VIEWS = frozenset(
+# What a support session may do inside a firm, by URL name (namespace:name). Everything else
+# is refused (403, audited): an allow-list, so a page added later stays out of support's reach
+# until someone decides it belongs here. Support works on clients, contacts, documents,
+# invoices and mail troubleshooting; it never reaches members, invitations, roles, anyone's
+# credentials or MFA, Editor access itself, firm or billing settings, or the outbox (which
+# holds invitation and Pay Now mail).
+SUPPORT_ALLOWED_VIEWS = frozenset(
     {
-        "accounts:editor_access_save",
-        "accounts:editor_access_revoke",
-        "accounts:membership_role",
-        "accounts:membership_remove",
-        "accounts:firm_delete",
-        "accounts:firm_export",
-        "mailsync:credentials",
-        "mailsync:oauth_start",
-        "mailsync:oauth_complete",
-        "mailsync:stop",
-        "mailsync:remove",
+        # Clients, contacts, addresses, documents.
+        "portal:home",
+        "portal:client_list",
+        "portal:client_create",
+        "portal:client_detail",
+        "portal:client_edit",
+        "portal:client_documents",
+        "portal:contact_create",
+        "portal:contact_edit",
+        "portal:contact_delete",
+        "portal:contact_addresses_add",
+        "portal:address_edit",
+        "portal:address_delete",
+        "portal:document_upload",
+        "portal:document_download",
+        # Invoices and their delivery.
+        "invoicing:invoice_list",
+        "invoicing:invoice_create",
+        "invoicing:invoices_send_drafts",
+        "invoicing:invoice_detail",
+        "invoicing:invoice_edit",
+        "invoicing:invoice_print",
+        "invoicing:invoice_void",
+        "invoicing:invoice_send",
+        "invoicing:invoice_send_test",
+        "invoicing:payment_record",
+        "invoicing:delivery_resend",
+        "invoicing:client_invoices",
+        "invoicing:suppressions",
+        "invoicing:suppression_remove",
+        # Mail on clients, and mailbox troubleshooting (never the credentials).
+        "mailsync:client_email",
+        "mailsync:compose",
+        "mailsync:reply",
+        "mailsync:client_sender",
+        "mailsync:unlinked",
+        "mailsync:unlinked_choose_client",
+        "mailsync:unlinked_link",
+        "mailsync:unlinked_ignore",
+        "mailsync:unlinked_ignored",
+        "mailsync:unlinked_unignore",
+        "mailsync:sync_now",
+        "mailsync:folders",
+        "mailsync:status",
+        # Problems pages and guides.
+        "troubleshooting:dashboard",
+        "troubleshooting:guides",
+        "troubleshooting:mark_handled",
+        "troubleshooting:recheck_domain",
+        "troubleshooting:allowlist",
+        "troubleshooting:send_test",
+        "troubleshooting:fix_address_resend",
+        "troubleshooting:client_problems",
+        "troubleshooting:status",
+        # Leaving: the support pages, signing out, the language switch.
+        "accounts:support",
+        "accounts:support_enter",
+        "accounts:support_exit",
+        "account_logout",
+        "set_language",
     }
 )
+
+
+def support_may_use(view_name: str | None) -> bool:
+    """Whether a support session may open the view with this URL name (default: no)."""
+    return view_name in SUPPORT_ALLOWED_VIEWS
 
 
 class SupportAccessError(PermissionError):
@@ -106,11 +167,58 @@ def audit(
     )
 
 
+def audit_support_request(
+    *,
+    request: HttpRequest,
+    grant: SupportGrant,
+    actor: User,
+    status_code: int,
+    refused: bool,
+    object_ref: str = "",
+) -> AuditEntry | None:
+    """Record one request of a support session: refused, a change, or a read (deduplicated)."""
+    if refused:
+        kind = AuditEntry.Kind.REFUSED
+    elif request.method in ("GET", "HEAD", "OPTIONS"):
+        kind = AuditEntry.Kind.VIEWED
+        recent = AuditEntry.objects.filter(
+            firm=grant.firm,
+            grant=grant,
+            actor=actor,
+            kind=kind,
+            path=request.get_full_path()[:500],
+            created__gte=timezone.now() - READ_AUDIT_WINDOW,
+        )
+        if recent.exists():
+            return None
+    else:
+        kind = AuditEntry.Kind.REQUEST
+    return audit(
+        firm=grant.firm,
+        kind=kind,
+        actor=actor,
+        grant=grant,
+        request=request,
+        status_code=status_code,
+        object_ref=object_ref,
+    )
+
+
+def support_access_limit(*, now: datetime | None = None) -> datetime:
+    """The latest end a grant made now may have: the end of the day SUPPORT_ACCESS_MAX_DAYS
+    from today (so "until a date" can pick that whole day)."""
+    now = now or timezone.now()
+    last_day = timezone.localdate(now) + timedelta(days=settings.SUPPORT_ACCESS_MAX_DAYS)
+    return timezone.make_aware(datetime.combine(last_day, time.max))
+
+
 @transaction.atomic
 def grant_create(*, firm: Firm, granted_by: User, expires_at: datetime) -> SupportGrant:
     """Replace any current grant of the firm with one ending at `expires_at`."""
     if expires_at <= timezone.now():
         raise SupportAccessError("ends_in_past")
+    if expires_at > support_access_limit():
+        raise SupportAccessError("too_long")
     now = timezone.now()
     SupportGrant.objects.select_for_update().filter(
         firm=firm, revoked_at=None, expires_at__gt=now

@@ -32,6 +32,11 @@ class Firm(models.Model):
         choices=settings.LANGUAGES,
         help_text=_("The language of emails to clients who have no language of their own."),
     )
+    # Whether owners must sign in with a second factor; empty follows the platform's default
+    # (MFA_REQUIRED_FOR_OWNERS: on in production), until an owner chooses in Firm Settings.
+    owners_must_use_mfa = models.BooleanField(
+        _("owners must use two-factor authentication"), null=True, blank=True
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -40,6 +45,11 @@ class Firm(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def owners_need_mfa(self) -> bool:
+        if self.owners_must_use_mfa is None:
+            return settings.MFA_REQUIRED_FOR_OWNERS
+        return self.owners_must_use_mfa
 
     def domain_ownership_token(self) -> str:
         """What the firm publishes in a TXT record to prove the sending domain is its own.

@@ -132,8 +132,14 @@ ACCOUNT_SIGNUP_FORM_CLASS = "accounts.forms.FirmSignupForm"
 ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if SITE_URL.startswith("https") else "http"
 ACCOUNT_EMAIL_SUBJECT_PREFIX = ""
+# Failed sign-ins are limited per client address, and per account *from that address*
+# (accounts.adapter keys them by both): someone who knows an owner's email cannot lock the
+# owner out, who can still sign in from another network.
+ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key"}
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = env_str("MFA_TOTP_ISSUER", "Practice Portal")
+# Firms' owners must set up MFA unless their firm switches it off in Firm Settings.
+MFA_REQUIRED_FOR_OWNERS = env_bool("MFA_REQUIRED_FOR_OWNERS", not DEBUG)
 
 # Social accounts exist only to connect Gmail / Microsoft 365 mailboxes (process=connect);
 # mailsync's adapter refuses them for signing in. Tokens are stored so the callback can copy
@@ -459,3 +465,5 @@ CLIENT_LIST_ANNOTATIONS = ["troubleshooting.selectors.annotate_problem_count"]
 
 # Staff users in this group are the support team that firms can let in (Editor access).
 SUPPORT_GROUP_NAME = env_str("SUPPORT_GROUP_NAME", "Support")
+# The longest an owner can let support in for at once (Editor access), in days.
+SUPPORT_ACCESS_MAX_DAYS = env_int("SUPPORT_ACCESS_MAX_DAYS", 365)

@@ -6,6 +6,9 @@ import tempfile
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 os.environ.setdefault("ADDRESS_ALLOWED_SPECIAL_DOMAINS", "test")
+# Owners' MFA is on by default with DEBUG=0; tests that need it switch it on per firm
+# (tests/security/test_mfa_owners.py).
+os.environ.setdefault("MFA_REQUIRED_FOR_OWNERS", "0")
 os.environ.setdefault("PORTAL_VAR_DIR", os.path.join(tempfile.gettempdir(), "portal-tests-var"))
 
 from portal.settings import *  # noqa: F403

@@ -80,8 +80,11 @@ def editor_access_save(request: HttpRequest) -> HttpResponse:
         grant = grant_create(
             firm=request.firm, granted_by=request.user, expires_at=form.expires_at()
         )
-    except SupportAccessError:
-        form.add_error(None, _("Choose an end date in the future."))
+    except SupportAccessError as exc:
+        if str(exc) == "too_long":
+            form.add_error(None, _("Choose an earlier end date."))
+        else:
+            form.add_error(None, _("Choose an end date in the future."))
         return _editor_access_page(request, form, status=400)
     messages.success(
         request,

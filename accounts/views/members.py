@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from allauth.account.models import EmailAddress
 from django.contrib import messages
-from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -19,6 +19,7 @@ from accounts.selectors import (
 from accounts.services import (
     InvitationError,
     invitation_accept,
+    invitation_address_state,
     invitation_create,
     invitation_for_token,
     invitation_revoke,
@@ -130,27 +131,50 @@ def switch_firm(request: HttpRequest, membership_pk: int) -> HttpResponse:
     return redirect("portal:client_list")
 
 
+def _send_confirmation(request: HttpRequest, invitation: Invitation, user) -> None:
+    address = EmailAddress.objects.filter(user=user, email__iexact=invitation.email).first()
+    if address is None:
+        address = EmailAddress.objects.create(user=user, email=invitation.email, verified=False)
+    address.send_confirmation(request, signup=False)
+
+
 @require_http_methods(["GET", "POST"])
 def invitation_accept_view(request: HttpRequest, token: str) -> HttpResponse:
     invitation = invitation_for_token(token)
     if invitation is None or not invitation.is_usable:
         return render(request, "accounts/invitation_invalid.html", status=410)
-    existing = user_by_email(invitation.email)
     if request.user.is_authenticated:
-        if request.user.email.lower() != invitation.email.lower():
+        state = invitation_address_state(invitation=invitation, user=request.user)
+        if state == "other":
             return render(
                 request,
                 "accounts/invitation_wrong_user.html",
                 {"invitation": invitation},
                 status=403,
             )
+        if state == "unverified":
+            # Signed in, but the invited address is not confirmed yet: confirming it is what
+            # proves the invitation reached them.
+            sent = False
+            if request.method == "POST":
+                _send_confirmation(request, invitation, request.user)
+                sent = True
+            return render(
+                request,
+                "accounts/invitation_confirm_email.html",
+                {"invitation": invitation, "sent": sent, "signed_in": True},
+                status=403,
+            )
         if request.method == "POST":
-            membership = invitation_accept(invitation=invitation, user=request.user)
+            try:
+                membership = invitation_accept(invitation=invitation, user=request.user)
+            except InvitationError:
+                return render(request, "accounts/invitation_invalid.html", status=410)
             request.session[SESSION_FIRM_KEY] = membership.firm_id
             messages.success(request, _("You joined %(firm)s.") % {"firm": invitation.firm})
             return redirect("portal:client_list")
         return render(request, "accounts/invitation_accept.html", {"invitation": invitation})
-    if existing is not None:
+    if user_by_email(invitation.email) is not None:
         # They have an account: sign in first, then come back to this page to accept.
         return render(
             request,
@@ -160,9 +184,12 @@ def invitation_accept_view(request: HttpRequest, token: str) -> HttpResponse:
     form = AcceptInvitationForm(request.POST or None, email=invitation.email)
     if request.method == "POST" and form.is_valid():
         user = user_create_from_invitation(invitation=invitation, **form.cleaned_data)
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        messages.success(request, _("Welcome to %(firm)s.") % {"firm": invitation.firm})
-        return redirect("portal:client_list")
+        _send_confirmation(request, invitation, user)
+        return render(
+            request,
+            "accounts/invitation_confirm_email.html",
+            {"invitation": invitation, "sent": True, "signed_in": False},
+        )
     return render(
         request,
         "accounts/invitation_signup.html",

@@ -3,22 +3,25 @@ from __future__ import annotations
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
-from django.contrib.auth.decorators import login_required
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
+from portal.mail_outbox import mask_links
 from portal.models import OutboxEmail
+from portal.tenancy import roles_required
 
 
 def _visible_outbox(request: HttpRequest) -> QuerySet[OutboxEmail]:
-    visible = Q(recipient_user=request.user)
-    if getattr(request, "firm", None) is not None:
-        visible |= Q(firm=request.firm)
-    return OutboxEmail.objects.filter(visible)
+    return OutboxEmail.objects.filter(Q(recipient_user=request.user) | Q(firm=request.firm))
 
 
-@login_required
+# Owners only ("owner" is accounts.models.Role.OWNER; portal does not import accounts): the
+# outbox holds every invitation and invoice email of the firm.
+OWNER = "owner"
+
+
+@roles_required(OWNER)
 def outbox_list(request: HttpRequest) -> HttpResponse:
     emails = _visible_outbox(request).defer("raw")[:200]
     return render(request, "portal/outbox/list.html", {"emails": emails})
@@ -29,12 +32,13 @@ def _text_body(parsed: EmailMessage) -> str:
     return part.get_content() if part is not None else ""
 
 
-@login_required
+@roles_required(OWNER)
 def outbox_detail(request: HttpRequest, email_pk: int) -> HttpResponse:
     email = get_object_or_404(_visible_outbox(request), pk=email_pk)
     parsed = message_from_bytes(bytes(email.raw), policy=policy.default)
+    headers = [(name, mask_links(str(value))) for name, value in parsed.items()]
     return render(
         request,
         "portal/outbox/detail.html",
-        {"email": email, "headers": list(parsed.items()), "body": _text_body(parsed)},
+        {"email": email, "headers": headers, "body": mask_links(_text_body(parsed))},
     )

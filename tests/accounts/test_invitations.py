@@ -56,7 +56,7 @@ def test_an_admin_cannot_invite_an_owner(admin_member, django_capture_on_commit_
     assert not Invitation.objects.exists()
 
 
-def test_an_invited_person_creates_an_account_and_joins(
+def test_an_invited_person_creates_an_account_confirms_the_address_and_joins(
     owner_client, client, firm, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
@@ -65,7 +65,17 @@ def test_an_invited_person_creates_an_account_and_joins(
     response = client.post(
         link, {"first_name": "Ola", "last_name": "Nordmann", "password": "a sturdy passphrase 42"}
     )
-    assert response.status_code == 302
+    assert response.status_code == 200
+    assert "We sent a confirmation link to new.member@alder.test" in response.content.decode()
+    assert not Membership.objects.filter(user__email="new.member@alder.test").exists()
+    confirm = re.search(r"http://\S+(/accounts/confirm-email/\S+/)", mail.outbox[-1].body)[1]
+    assert mail.outbox[-1].to == ["new.member@alder.test"]
+    client.post(confirm)
+    client.post(
+        reverse("account_login"),
+        {"login": "new.member@alder.test", "password": "a sturdy passphrase 42"},
+    )
+    assert client.post(link).status_code == 302
     membership = Membership.objects.get(user__email="new.member@alder.test")
     assert (membership.firm, membership.role) == (firm, Role.ADMIN)
     assert client.get(reverse("portal:client_list")).status_code == 200
