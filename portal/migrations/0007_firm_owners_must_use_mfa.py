@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('portal', '0004_firm_sending_domain_verified'),
+        ('portal', '0006_document_unique_content'),
     ]
 
     operations = [
