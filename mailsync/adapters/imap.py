@@ -541,6 +541,11 @@ class ImapMailbox(StepTracking):
             raise folder_not_found(folder, reply, step=self.step)
         raise imaplib.IMAP4.error(reply)
 
+    @property
+    def examined_uidvalidity(self) -> int | None:
+        """UIDVALIDITY of the folder this session has open (None: none open)."""
+        return self._uidvalidity if self._examined is not None else None
+
     def _examine(self, folder: str, uidvalidity: int | None) -> None:
         """Open ``folder`` read-only; refuse if its UIDVALIDITY is not the expected one."""
         if self._examined != folder:

@@ -168,7 +168,7 @@ def test_mail_delivered_straight_into_the_maildir_keeps_syncing_while_uidvalidit
 
     assert MessageClientLink.objects.filter(client=client_contact).count() == delivered
     folder = connection.folders.get(name="INBOX")
-    assert folder.uidvalidity_unstable
+    assert folder.uidvalidity_unstable_since is not None
     connection.refresh_from_db()
     assert connection.health == MailboxConnection.Health.OK
 
