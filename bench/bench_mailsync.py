@@ -183,11 +183,49 @@ class Mailbox:
     bytes: int
     with_attachment: int
     with_client: int
+    odd: int = 0
 
 
-def mailbox_fill(maildir: Path, count: int, *, seed: int, uid: int, gid: int) -> Mailbox:
+# One message in ODD_EVERY is built to be expensive to parse (with --odd, the default): the
+# kinds below in turn. Each is what made parsing grow by hundreds of MB before the parser's
+# bounds, or close to it.
+ODD_EVERY = 250
+ODD_KINDS = ("huge-header", "deep-nesting", "many-parts", "too-many-parts")
+
+
+def odd_message(kind: str, n: int, *, sender: str, to: str, date: str) -> str:
+    """One expensive message (LF line ends, like the rest of the mix)."""
+    head = f"From: {sender}\nTo: {to}\nDate: {date}\nMessage-ID: <odd.{kind}.{n}@bench.test>\n"
+    if kind == "huge-header":
+        # 130,000+ characters of encoded words in the Subject and 4,500 addresses in Cc.
+        words = " ".join("=?utf-8?q?caf=C3=A9?=" for _ in range(6500))
+        cc = ", ".join(f"Person {k} <person{k}@list.test>" for k in range(4500))
+        return f"{head}Subject: {words}\nCc: {cc}\nMIME-Version: 1.0\n\nHuge header.\n"
+    if kind == "deep-nesting":
+        body = "Content-Type: text/plain\n\ninnermost\n"
+        for level in range(1500):
+            body = (
+                f'Content-Type: multipart/mixed; boundary="n{level}"\n\n'
+                f"--n{level}\n{body}\n--n{level}--\n"
+            )
+        return f"{head}Subject: Deeply nested\nMIME-Version: 1.0\n{body}"
+    parts = 3000 if kind == "many-parts" else 30000
+    part = (
+        "--p\nContent-Type: application/octet-stream\n"
+        'Content-Disposition: attachment; filename="part.bin"\n\nx\n'
+    )
+    return (
+        f"{head}Subject: {parts} parts\nMIME-Version: 1.0\n"
+        f'Content-Type: multipart/mixed; boundary="p"\n\n{part * parts}--p--\n'
+    )
+
+
+def mailbox_fill(
+    maildir: Path, count: int, *, seed: int, uid: int, gid: int, odd: bool = False
+) -> Mailbox:
     """Write ``count`` messages into ``maildir`` (cur/, flags in the names, mtime = the
-    delivery time, which Dovecot reports as INTERNALDATE) and hand them to the mail user."""
+    delivery time, which Dovecot reports as INTERNALDATE) and hand them to the mail user;
+    with ``odd``, one in ODD_EVERY is an expensive message (see odd_message)."""
     rng = random.Random(seed)
     pool = _sentences(rng, 3000)
     for sub in ("", "cur", "new", "tmp"):
@@ -198,7 +236,7 @@ def mailbox_fill(maildir: Path, count: int, *, seed: int, uid: int, gid: int) ->
     client_weights = [1 / (rank + 1) for rank in range(len(CLIENTS))]  # a few busy clients
     attachments: list[tuple[str, str, bytes]] = []  # earlier files, sometimes mailed again
     message_ids: list[str] = []
-    total = with_attachment = with_client = 0
+    total = with_attachment = with_client = odd_count = 0
     pid = os.getpid()
     for n, when in enumerate(times):
         roll = rng.random()
@@ -323,6 +361,10 @@ def mailbox_fill(maildir: Path, count: int, *, seed: int, uid: int, gid: int) ->
             rng.choice(["X-Mailer: Microsoft Outlook 16.0", "User-Agent: Thunderbird/115.8"]),
         ]
         data = ("\n".join(headers) + "\n" + body).encode()
+        if odd and n % ODD_EVERY == ODD_EVERY // 2:
+            kind = ODD_KINDS[odd_count % len(ODD_KINDS)]
+            data = odd_message(kind, n, sender=sender, to=to, date=date).encode()
+            odd_count += 1
         total += len(data)
         seen = "S" if rng.random() < 0.7 else ""
         lines = data.count(b"\n")
@@ -335,7 +377,7 @@ def mailbox_fill(maildir: Path, count: int, *, seed: int, uid: int, gid: int) ->
         os.chown(path, uid, gid)
     for sub in ("", "cur", "new", "tmp"):
         os.chown(maildir / sub, uid, gid)
-    return Mailbox(count, total, with_attachment, with_client)
+    return Mailbox(count, total, with_attachment, with_client, odd_count)
 
 
 # --- the database ------------------------------------------------------------------------
@@ -678,11 +720,14 @@ def bench_size(
     server.add_user(user, password)
     maildir = server.mail_root / user / "Maildir"
     start = time.perf_counter()
-    box = mailbox_fill(maildir, n, seed=args.seed, uid=server.mail_uid, gid=server.mail_gid)
+    box = mailbox_fill(
+        maildir, n, seed=args.seed, uid=server.mail_uid, gid=server.mail_gid, odd=args.odd
+    )
     print(
         f"N={n}: wrote {box.count} messages, {box.bytes / 2**20:.0f} MiB "
         f"(avg {box.bytes / box.count / 1024:.1f} KiB; {box.with_attachment} with an attachment, "
-        f"{box.with_client} with a client) in {time.perf_counter() - start:.1f}s",
+        f"{box.with_client} with a client, {box.odd} expensive: {', '.join(ODD_KINDS)}) "
+        f"in {time.perf_counter() - start:.1f}s",
         flush=True,
     )
     # Let Dovecot index the folder and cache the metadata before anything is timed, so
@@ -825,6 +870,12 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the schemas and media")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--odd",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"one message in {ODD_EVERY} built to be expensive to parse (default: on)",
+    )
     parser.add_argument(
         "--mbsync-runs",
         type=int,

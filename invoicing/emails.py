@@ -54,6 +54,10 @@ from portal.mail_outbox import FIRM_HEADER
 from portal.models import Client, Firm
 
 DELIVERY_HEADER = "X-Portal-Delivery"
+# The delivery's token in an ESP message's metadata, which the ESP echoes in every webhook:
+# events match their delivery even when the ESP's message id never reached it (an ESP call
+# that timed out, a sender that died before recording).
+DELIVERY_METADATA_KEY = "portal_delivery"
 
 
 def one_line(value: str) -> str:
@@ -322,6 +326,8 @@ class InvoiceEmailBuilder:
         # should see our domain, and mail filters flag links whose domain differs from the
         # sender's.
         message.track_clicks = False
+        if not self._verp:
+            message.metadata = {DELIVERY_METADATA_KEY: delivery.verp_token}
         return message
 
     def envelope(self, message: PreparedEmail) -> Envelope:

@@ -38,6 +38,7 @@ RANK = {
     S.CLICKED: 7,
     S.FAILED: 8,
     S.SUPPRESSED: 8,
+    S.CANCELLED: 8,
     S.REJECTED: 9,
     S.BOUNCED: 10,
     S.COMPLAINED: 11,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import secrets
 from decimal import Decimal
 
 from django import forms
@@ -122,6 +123,14 @@ class PaymentForm(forms.Form):
         required=False,
         max_length=255,
         help_text=_("Bank transaction or receipt number, if any."),
+    )
+    # One per form shown: the same form submitted twice (a double click, a reload that
+    # posts again) records one payment.
+    submission = forms.CharField(
+        required=False,
+        max_length=64,
+        widget=forms.HiddenInput,
+        initial=lambda: secrets.token_urlsafe(24),
     )
 
 

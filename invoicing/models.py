@@ -45,6 +45,9 @@ class Invoice(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     paid_at = models.DateTimeField(null=True, blank=True)
+    # Set by whoever sends the "invoice paid" notice, before it goes: a redelivered task
+    # finds it set and sends nothing (the notice goes at most once).
+    paid_notified_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = _("invoice")
@@ -106,6 +109,8 @@ class Delivery(models.Model):
         COMPLAINED = "complained", _("Marked as spam")
         SUPPRESSED = "suppressed", _("Not sent: address blocked")
         FAILED = "failed", _("Not sent")
+        # The invoice was voided or paid after this email was queued: not sent, on purpose.
+        CANCELLED = "cancelled", _("Not sent: cancelled")
 
     firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="+")
     invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="deliveries")
@@ -122,6 +127,9 @@ class Delivery(models.Model):
     # When a sender claimed it (status "sending"): a claim older than the lease is a sender
     # that died, see `invoicing.services.deliveries_sending_expire`.
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # The claim's own token while "sending": the sender renews and records only rows that
+    # still carry it, so a sender whose lease ran out records nothing over what replaced it.
+    lease_token = models.CharField(max_length=32, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -209,11 +217,27 @@ class PayLink(models.Model):
 
 
 class Payment(models.Model):
+    """Money received. Always kept, even when it cannot count toward its invoice (see
+    ``problem_code``): a client who paid is never made to look as if they had not."""
+
+    class Problem(models.TextChoices):
+        NONE = "", ""
+        # The invoice was voided before the money arrived: refund it or re-issue.
+        VOID_INVOICE = "payment.void_invoice", _("Paid on a void invoice")
+        # Paid in another currency than the invoice's: not counted toward it.
+        CURRENCY_MISMATCH = "payment.currency_mismatch", _("Paid in another currency")
+        # More than was still owed (a second checkout, a transfer on top of a card payment).
+        OVERPAID = "payment.overpaid", _("More than the invoice's total was paid")
+
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="payments")
     provider = models.CharField(max_length=30)
     amount = models.DecimalField(max_digits=12, decimal_places=2)
     currency = models.CharField(max_length=3)
     reference = models.CharField(max_length=255, blank=True)
+    # Why this payment needs a person (refund, re-issue); "" when it simply counts.
+    problem_code = models.CharField(max_length=40, blank=True, choices=Problem.choices)
+    # The form submission that recorded it by hand: a double submit records one payment.
+    submission_key = models.CharField(max_length=64, blank=True)
     recorded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -229,6 +253,11 @@ class Payment(models.Model):
                 fields=["provider", "reference"],
                 condition=~Q(reference=""),
                 name="payment_unique_provider_reference",
+            ),
+            models.UniqueConstraint(
+                fields=["invoice", "submission_key"],
+                condition=~Q(submission_key=""),
+                name="payment_unique_submission",
             ),
         ]
 

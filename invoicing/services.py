@@ -14,10 +14,11 @@ import logging
 import re
 import secrets
 import smtplib
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from email.utils import make_msgid
@@ -176,7 +177,10 @@ def invoice_update(
 
 @transaction.atomic
 def invoice_void(*, invoice: Invoice) -> Invoice:
-    if invoice.status == Invoice.Status.PAID:
+    # Locked: a sender claiming this invoice's deliveries holds the row (see `_group_claim`),
+    # so either it sees the void and cancels them, or the void waits for its claim.
+    current = Invoice.objects.select_for_update().get(pk=invoice.pk)
+    if current.status == Invoice.Status.PAID:
         raise InvoiceError(_("A paid invoice cannot be voided."))
     invoice.status = Invoice.Status.VOID
     invoice.save(update_fields=["status"])
@@ -270,9 +274,36 @@ def _revoke_links(*, invoice: Invoice, normalized: Sequence[str]) -> None:
     ).update(revoked_at=timezone.now())
 
 
+# A delivery in these states has no outcome yet: sending the invoice again to its address
+# would email the client twice (a double click, a reload, a colleague pressing Send too).
+IN_FLIGHT = (S.QUEUED, S.SENDING)
+
+
+def _in_flight(invoice_ids: Sequence[int]) -> set[tuple[int, str]]:
+    """(invoice id, address) pairs with a send that has no outcome yet. Read under the
+    invoices' row locks, so a concurrent send of the same invoice has committed or waits."""
+    return set(
+        Delivery.objects.filter(
+            invoice_id__in=list(invoice_ids), is_test=False, status__in=IN_FLIGHT
+        ).values_list("invoice_id", "normalized")
+    )
+
+
+def _already_sending() -> str:
+    return _(
+        "This invoice is already being sent to every recipient. Each one's progress is shown below."
+    )
+
+
 @transaction.atomic
 def invoice_send(*, invoice: Invoice) -> list[Delivery]:
-    """Queue one email per address of the client that receives invoices."""
+    """Queue one email per address of the client that receives invoices, except addresses
+    a previous send of this invoice is still queued or sending to: sending is idempotent per
+    invoice and recipient until the previous send has an outcome."""
+    # Two sends of one invoice queue one after the other: the second sees the first's
+    # deliveries below.
+    current = Invoice.objects.select_for_update().get(pk=invoice.pk)
+    invoice.status = current.status
     if invoice.status in (Invoice.Status.VOID, Invoice.Status.PAID):
         raise InvoiceError(_("A void or paid invoice cannot be sent."))
     if not invoice.lines.exists():
@@ -286,6 +317,10 @@ def invoice_send(*, invoice: Invoice) -> list[Delivery]:
             )
             % {"client": invoice.client.display_name}
         )
+    busy = _in_flight([invoice.pk])
+    recipients = [r for r in recipients if (invoice.pk, r.normalized) not in busy]
+    if not recipients:
+        raise InvoiceError(_already_sending())
     if invoice.status == Invoice.Status.DRAFT:
         invoice.client_name = invoice.client.display_name
         invoice.save(update_fields=["client_name"])
@@ -369,7 +404,16 @@ def invoices_send_bulk(*, invoices: Sequence[Invoice]) -> BulkSendResult:
         return BulkSendResult([], {})
     pks = [invoice.pk for invoice in invoices]
     # Read again with client, firm and status as they are now; the caller's objects may be old.
-    current = {i.pk: i for i in Invoice.objects.select_related("client", "firm").filter(pk__in=pks)}
+    # Locked, in one order for every sender: a second "Send all drafts" (a double click, a
+    # colleague) waits here for the first, then finds its deliveries in flight below.
+    current = {
+        i.pk: i
+        for i in Invoice.objects.select_for_update(of=("self",))
+        .select_related("client", "firm")
+        .filter(pk__in=pks)
+        .order_by("pk")
+    }
+    busy = _in_flight(list(current))
     with_lines = set(
         InvoiceLine.objects.filter(invoice_id__in=pks).values_list("invoice_id", flat=True)
     )
@@ -390,7 +434,11 @@ def invoices_send_bulk(*, invoices: Sequence[Invoice]) -> BulkSendResult:
                 "client's Contacts tab, then send again."
             ) % {"client": invoice.client.display_name}
         else:
-            sendable.append((invoice, recipients[invoice.client_id]))
+            to = [r for r in recipients[invoice.client_id] if (pk, r.normalized) not in busy]
+            if to:
+                sendable.append((invoice, to))
+            else:
+                refused[pk] = _already_sending()
 
     renamed = [
         i
@@ -467,6 +515,11 @@ def delivery_resend(*, delivery: Delivery) -> list[Delivery]:
     yet, and the old address's problems are lifted.
     """
     invoice = delivery.invoice
+    # Locked as `invoice_send` locks it: a resend and a send (or a soft retry) of the same
+    # invoice queue one after the other, and the second sees the first's deliveries.
+    invoice.status = (
+        Invoice.objects.select_for_update().values_list("status", flat=True).get(pk=invoice.pk)
+    )
     if invoice.status in (Invoice.Status.VOID, Invoice.Status.PAID):
         raise InvoiceError(_("A void or paid invoice cannot be sent."))
     if delivery.is_test:
@@ -494,6 +547,12 @@ def delivery_resend(*, delivery: Delivery) -> list[Delivery]:
             contact__client_id=invoice.client_id, normalized=delivery.normalized
         ).exists():
             address_problems_lift(client=invoice.client, normalized=delivery.normalized)
+    busy = _in_flight([invoice.pk])
+    targets = [t for t in targets if (invoice.pk, t.normalized) not in busy]
+    if not targets:
+        raise InvoiceError(
+            _("This invoice is already on its way to this address. Its progress is shown below.")
+        )
     PayLink.objects.filter(delivery=delivery, revoked_at=None).update(revoked_at=timezone.now())
     _revoke_links(invoice=invoice, normalized=[t.normalized for t in targets])
     deliveries = [
@@ -552,9 +611,20 @@ def _soft_retry_schedule(delivery: Delivery) -> None:
     )
 
 
+@transaction.atomic
 def delivery_soft_retry(*, delivery_id: int) -> list[Delivery]:
-    """Send again after a temporary refusal, unless something newer already happened."""
-    delivery = Delivery.objects.select_related("invoice").filter(pk=delivery_id).first()
+    """Send again after a temporary refusal, unless something newer already happened.
+
+    The broker may hand the same retry to two workers (a countdown longer than its
+    visibility timeout, a redelivery): the delivery's row lock orders them, and the second
+    finds the delivery the first queued and does nothing.
+    """
+    delivery = (
+        Delivery.objects.select_for_update(of=("self",))
+        .select_related("invoice")
+        .filter(pk=delivery_id)
+        .first()
+    )
     if delivery is None or delivery.status != S.SOFT_BOUNCED:
         return []
     newer = Delivery.objects.filter(
@@ -563,9 +633,10 @@ def delivery_soft_retry(*, delivery_id: int) -> list[Delivery]:
     if newer.exists() or delivery.invoice.status in (Invoice.Status.VOID, Invoice.Status.PAID):
         return []
     try:
-        return delivery_resend(delivery=delivery)
+        with transaction.atomic():
+            return delivery_resend(delivery=delivery)
     except InvoiceError:
-        return []  # the address left the client meanwhile: nothing to retry
+        return []  # the address left the client meanwhile, or a send is in flight
 
 
 # --- the sender: claim a group, send it, record it --------------------------------------
@@ -602,9 +673,18 @@ def delivery_soft_retry(*, delivery_id: int) -> list[Delivery]:
 # Big enough that the two transactions cost little per email (0.1 statements each), small
 # enough that a crash leaves few emails to check.
 SEND_GROUP = 200
-# Far longer than a group can take (SEND_GROUP emails, each bounded by EMAIL_TIMEOUT), so a
-# live sender is never declared dead; a late record still wins over "unknown".
+# The default of settings.DELIVERY_SENDING_LEASE_SECONDS, read through `sending_lease()`.
 SENDING_LEASE = timedelta(minutes=30)
+
+
+def sending_lease() -> timedelta:
+    """How long a claim lives without renewal (settings.DELIVERY_SENDING_LEASE_SECONDS, 30
+    minutes by default). The sender renews it every DELIVERY_SENDING_LEASE_RENEW_SECONDS
+    while it works, so only a sender that stopped (or hangs longer than the lease on one
+    email) is declared dead; it then records nothing over what replaced its claim."""
+    return timedelta(seconds=settings.DELIVERY_SENDING_LEASE_SECONDS)
+
+
 # Emails built ahead of the one being sent.
 BUILD_AHEAD = 2
 OUTCOME_UNKNOWN = "delivery.outcome_unknown"
@@ -644,6 +724,34 @@ class _Group:
     deliveries: list[Delivery]  # claimed: now "sending", in the task's order
     tokens: dict[int, str]  # delivery id -> Pay Now token (stored only hashed)
     lines: dict[int, list[InvoiceLine]]  # invoice id -> its lines
+    lease: str = ""  # the claim's token, on every claimed row while the claim is held
+    renewed: float = 0.0  # time.monotonic() of the last renewal
+    lost: set[int] = field(default_factory=set)  # deliveries whose lease ran out meanwhile
+
+    def renew(self, *, force: bool = False) -> None:
+        """Extend the claim of the deliveries not sent yet, at most every
+        DELIVERY_SENDING_LEASE_RENEW_SECONDS; those the watchdog took meanwhile are lost:
+        not sent, and not recorded over what replaced them."""
+        if not self.deliveries or not self.lease:
+            return
+        now = time.monotonic()
+        if not force and now - self.renewed < settings.DELIVERY_SENDING_LEASE_RENEW_SECONDS:
+            return
+        self.renewed = now
+        ids = [d.pk for d in self.deliveries if d.pk not in self.lost]
+        # Autocommit, one statement: visible to the watchdog at once.
+        held = set(
+            Delivery.objects.filter(pk__in=ids, status=S.SENDING, lease_token=self.lease)
+            .order_by()
+            .values_list("pk", flat=True)
+        )
+        Delivery.objects.filter(pk__in=held, lease_token=self.lease).update(
+            claimed_at=timezone.now()
+        )
+        gone = set(ids) - held
+        if gone:
+            logger.warning("Sending lease lost for deliveries %s: not sent by this worker", gone)
+            self.lost |= gone
 
 
 def deliveries_send(*, delivery_ids: Sequence[int]) -> list[int]:
@@ -744,6 +852,25 @@ def _group_claim(ids: Sequence[int]) -> _Group:
             .select_related("invoice__firm", "invoice__client"),
             key=lambda d: order[d.pk],
         )
+        # The invoices as they are now, locked against a void or a payment until this claim
+        # commits: an email queued before the invoice was voided or paid is not sent.
+        statuses = dict(
+            Invoice.objects.select_for_update(no_key=True)
+            .filter(pk__in={d.invoice_id for d in claimed})
+            .order_by("pk")
+            .values_list("pk", "status")
+        )
+        kept = []
+        for delivery in claimed:
+            status = statuses.get(delivery.invoice_id, delivery.invoice.status)
+            delivery.invoice.status = status
+            if status == Invoice.Status.VOID or (
+                status == Invoice.Status.PAID and not delivery.is_test
+            ):
+                _record_cancelled(delivery, status)
+            else:
+                kept.append(delivery)
+        claimed = kept
         # Checked again at send time: the address may have been blocked since it was queued.
         suppressions = active_suppressions(
             pairs=((d.firm_id, d.normalized) for d in claimed if not d.is_test)
@@ -781,12 +908,31 @@ def _group_claim(ids: Sequence[int]) -> _Group:
             unique_fields=["delivery"],
             update_fields=["invoice", "token_hash", "expires_at", "revoked_at"],
         )
+        lease = secrets.token_hex(16)
         Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(
-            status=S.SENDING, claimed_at=now, updated=now
+            status=S.SENDING, claimed_at=now, updated=now, lease_token=lease
         )
         for delivery in deliveries:
-            delivery.status, delivery.claimed_at = S.SENDING, now
-    return _Group(deliveries, tokens, lines)
+            delivery.status, delivery.claimed_at, delivery.lease_token = S.SENDING, now, lease
+    return _Group(deliveries, tokens, lines, lease=lease, renewed=time.monotonic())
+
+
+def _record_cancelled(delivery: Delivery, invoice_status: str) -> None:
+    """A queued email of an invoice voided or paid since: not sent, and said so."""
+    void = invoice_status == Invoice.Status.VOID
+    delivery_event_record(
+        delivery=delivery,
+        locked=True,
+        kind=S.CANCELLED,
+        source="portal",
+        reason="invoice_void" if void else "invoice_paid",
+        diagnostic=(
+            _("Not sent: the invoice was voided after this email was queued.")
+            if void
+            else _("Not sent: the invoice was paid after this email was queued.")
+        ),
+        problem_code="",
+    )
 
 
 def _group_send(
@@ -800,7 +946,8 @@ def _group_send(
     """Step 2: send each claimed delivery's email; True when the connection was lost.
 
     ``outcomes`` is filled as it goes, so a caller that catches an exception still knows
-    what happened to each delivery so far. No database access here, in either thread.
+    what happened to each delivery so far. The only database access here is the lease
+    renewal, in this thread, between emails; none in the building thread.
     """
 
     def build(delivery: Delivery) -> PreparedEmail | Envelope:
@@ -822,7 +969,15 @@ def _group_send(
         (d, submit(build, d)) for d in islice(waiting, BUILD_AHEAD + 1)
     )
     while building:
+        group.renew()  # every few seconds at most: one UPDATE for the whole group
         delivery, built = building.popleft()
+        if delivery.pk in group.lost:
+            # The watchdog gave up on this claim (and the owner may have resent): not ours
+            # to send any more. Its prebuilt email is dropped.
+            following = next(waiting, None)
+            if following is not None:
+                building.append((following, submit(build, following)))
+            continue
         following = next(waiting, None)
         if following is not None:
             building.append((following, submit(build, following)))
@@ -931,7 +1086,10 @@ def _group_record(
     A delivery with no outcome was never handed to the connection: queued again. One in
     flight when an unexpected error hit (``interrupted``) may or may not have left: unknown.
     Statuses move only from "sending" (or "unknown", when a slow sender records after the
-    watchdog gave up on it): a webhook that already said "delivered" is not undone.
+    watchdog gave up on it): a webhook that already said "delivered" is not undone. A
+    delivery whose lease this sender lost is never queued again nor marked unknown again:
+    only what a server answered about it (accepted, refused) is recorded, as the facts they
+    are.
     """
     by_result: dict[_Result, list[tuple[Delivery, _Outcome]]] = {}
     for delivery in group.deliveries:
@@ -955,7 +1113,7 @@ def _group_record(
                 for d, o in accepted
             )
             Delivery.objects.filter(pk__in=[d.pk for d, _o in accepted], status__in=pending).update(
-                status=S.SENT, problem_code="", updated=now
+                status=S.SENT, problem_code="", updated=now, lease_token=""
             )
             with_ids = [d for d, o in accepted if o.esp_message_id]
             for delivery, outcome in accepted:
@@ -990,13 +1148,22 @@ def _group_record(
             for d, _o in by_result.get(result, [])
         ]
         if unknown:
-            _record_unknown(unknown, now=now)
+            _record_unknown(unknown, now=now, lease=group.lease)
         not_sent = [d.pk for d, _o in by_result.get(_Result.NOT_SENT, [])]
+        if not_sent:
+            # Only rows this claim still holds: one the watchdog marked "outcome unknown"
+            # (and the owner maybe resent) must never go back to the queue.
+            not_sent = list(
+                Delivery.objects.select_for_update()
+                .filter(pk__in=not_sent, status=S.SENDING, lease_token=group.lease)
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
         if not_sent:
             # Their links never left: drop them; the next claim stores new ones.
             PayLink.objects.filter(delivery_id__in=not_sent).delete()
-            Delivery.objects.filter(pk__in=not_sent, status__in=pending).update(
-                status=S.QUEUED, problem_code="", updated=now
+            Delivery.objects.filter(pk__in=not_sent).update(
+                status=S.QUEUED, problem_code="", updated=now, lease_token=""
             )
     esp_results = by_result.get(_Result.ACCEPTED, []) + by_result.get(_Result.ESP_REFUSED, [])
     if any(o.esp_message_id for _d, o in esp_results):
@@ -1046,8 +1213,18 @@ def _record_refused(delivery: Delivery, outcome: _Outcome) -> None:
         )
 
 
-def _record_unknown(deliveries: Sequence[Delivery], *, now: datetime) -> None:
-    """The sender lost track of these after claiming them: say so, never guess."""
+def _record_unknown(
+    deliveries: Sequence[Delivery], *, now: datetime, lease: str | None = None
+) -> None:
+    """The sender lost track of these after claiming them: say so, never guess. With
+    ``lease``, only those that claim still holds (the watchdog may have said so already)."""
+    held = Delivery.objects.filter(pk__in=[d.pk for d in deliveries], status=S.SENDING)
+    if lease is not None:
+        held = held.filter(lease_token=lease)
+    ids = set(held.order_by().values_list("pk", flat=True))
+    deliveries = [d for d in deliveries if d.pk in ids]
+    if not deliveries:
+        return
     DeliveryEvent.objects.bulk_create(
         DeliveryEvent(
             delivery=d,
@@ -1060,7 +1237,7 @@ def _record_unknown(deliveries: Sequence[Delivery], *, now: datetime) -> None:
         for d in deliveries
     )
     Delivery.objects.filter(pk__in=[d.pk for d in deliveries], status=S.SENDING).update(
-        status=S.UNKNOWN, problem_code=OUTCOME_UNKNOWN, updated=now
+        status=S.UNKNOWN, problem_code=OUTCOME_UNKNOWN, updated=now, lease_token=""
     )
 
 
@@ -1092,7 +1269,7 @@ def deliveries_sending_expire(*, now: datetime | None = None) -> int:
     with transaction.atomic():
         stuck = list(
             Delivery.objects.select_for_update(skip_locked=True)
-            .filter(status=S.SENDING, claimed_at__lt=now - SENDING_LEASE)
+            .filter(status=S.SENDING, claimed_at__lt=now - sending_lease())
             .order_by("claimed_at")[:1000]
         )
         if stuck:
@@ -1101,15 +1278,30 @@ def deliveries_sending_expire(*, now: datetime | None = None) -> int:
 
 
 def deliveries_fail(*, delivery_ids: Sequence[int], diagnostic: str) -> None:
-    """Give up on deliveries the server never took, after the task's retries."""
-    for delivery in Delivery.objects.filter(pk__in=list(delivery_ids), status=S.QUEUED):
-        delivery_event_record(
-            delivery=delivery,
-            kind=S.FAILED,
-            source="portal",
-            diagnostic=diagnostic,
-            problem_code="delivery.not_sent_rejected_document",
+    """Give up on deliveries the server never took, after the task's retries.
+
+    Only those still queued, read under their row locks: one a stale-queue sweep's task
+    claimed (and maybe sent) meanwhile is not marked failed over its real outcome.
+    """
+    with transaction.atomic():
+        queued = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=list(delivery_ids), status=S.QUEUED)
+            .order_by("pk")
         )
+        for delivery in queued:
+            _fail_queued(delivery, diagnostic)
+
+
+def _fail_queued(delivery: Delivery, diagnostic: str) -> None:
+    delivery_event_record(
+        delivery=delivery,
+        locked=True,
+        kind=S.FAILED,
+        source="portal",
+        diagnostic=diagnostic,
+        problem_code="delivery.not_sent_rejected_document",
+    )
 
 
 # --- Pay Now links ----------------------------------------------------------------------
@@ -1164,8 +1356,25 @@ def pay_link_viewed(*, link: PayLink) -> None:
 # --- payments ---------------------------------------------------------------------------
 
 
+# Payments kept but not counted toward their invoice: the money must go back or elsewhere.
+NOT_COUNTED = (Payment.Problem.VOID_INVOICE, Payment.Problem.CURRENCY_MISMATCH)
+
+
 def invoice_paid_amount(*, invoice: Invoice) -> Decimal:
-    return invoice.payments.aggregate(total=Sum("amount"))["total"] or Decimal("0.00")
+    """What the client paid toward this invoice, in its currency."""
+    return invoice.payments.exclude(problem_code__in=NOT_COUNTED).aggregate(total=Sum("amount"))[
+        "total"
+    ] or Decimal("0.00")
+
+
+def invoice_may_have_reached_client(invoice: Invoice) -> bool:
+    """Whether an email of this invoice may have left (so the client may have paid it):
+    a delivery that got past "queued" other than by being refused before sending."""
+    return (
+        Delivery.objects.filter(invoice=invoice, is_test=False)
+        .exclude(status__in=(S.QUEUED, S.FAILED, S.SUPPRESSED, S.CANCELLED))
+        .exists()
+    )
 
 
 def payment_record(
@@ -1175,35 +1384,108 @@ def payment_record(
     provider: str = "offline",
     reference: str = "",
     recorded_by: User | None = None,
+    currency: str | None = None,
+    submission_key: str = "",
 ) -> Payment:
-    """Record money received; the invoice is paid once payments cover its total."""
+    """Record money received; the invoice is paid once payments cover its total.
+
+    A provider's payment (the client paid by card) is always recorded, whatever the
+    invoice's state: one still "draft" because its send has no outcome yet becomes sent (or
+    paid); one that cannot take it (void, another ``currency``, more than was owed) keeps it
+    with a ``problem_code`` the owner sees on the invoice. A payment a member types in is
+    refused on a draft nobody may have received, and on a void invoice: that is a mistake
+    to correct, not money to keep. ``submission_key`` (one per form shown) makes a double
+    submit record one payment.
+    """
+    online = provider != "offline"
     with transaction.atomic():
         locked = Invoice.objects.select_for_update().get(pk=invoice.pk)
-        if locked.status in (Invoice.Status.VOID, Invoice.Status.DRAFT):
-            raise InvoiceError(_("Payments can only be recorded on a sent invoice."))
         if amount <= 0:
             raise InvoiceError(_("The amount must be more than zero."))
+        if submission_key:
+            earlier = Payment.objects.filter(invoice=locked, submission_key=submission_key).first()
+            if earlier is not None:
+                return earlier  # the same form submitted again (a double click, a reload)
+        if not online and (
+            locked.status == Invoice.Status.VOID
+            or (
+                locked.status == Invoice.Status.DRAFT
+                and not invoice_may_have_reached_client(locked)
+            )
+        ):
+            raise InvoiceError(_("Payments can only be recorded on a sent invoice."))
+        currency = (currency or locked.currency).upper()
+        counted = invoice_paid_amount(invoice=locked)
+        problem = Payment.Problem.NONE
+        if locked.status == Invoice.Status.VOID:
+            problem = Payment.Problem.VOID_INVOICE
+        elif currency != locked.currency:
+            problem = Payment.Problem.CURRENCY_MISMATCH
+        elif counted + amount > locked.total:
+            problem = Payment.Problem.OVERPAID
         payment = Payment.objects.create(
             invoice=locked,
             provider=provider,
             amount=amount,
-            currency=locked.currency,
+            currency=currency,
             reference=reference,
             recorded_by=recorded_by,
+            problem_code=problem,
+            submission_key=submission_key,
         )
+        if problem:
+            logger.error(
+                "Payment %s of %s %s on invoice %s needs a person: %s",
+                payment.pk,
+                amount,
+                currency,
+                locked.pk,
+                problem,
+            )
+        update: list[str] = []
+        if locked.status == Invoice.Status.DRAFT:
+            # Money for it arrived, so the client has it: it was sent, whatever the sender
+            # managed to record.
+            locked.status = Invoice.Status.SENT
+            locked.sent_at = locked.sent_at or timezone.now()
+            update += ["status", "sent_at"]
         became_paid = (
-            locked.status != Invoice.Status.PAID
+            locked.status in (Invoice.Status.SENT, Invoice.Status.VIEWED)
             and invoice_paid_amount(invoice=locked) >= locked.total
         )
         if became_paid:
             locked.status = Invoice.Status.PAID
             locked.paid_at = timezone.now()
-            locked.save(update_fields=["status", "paid_at"])
+            update += ["status", "paid_at"]
+        if update:
+            locked.save(update_fields=list(dict.fromkeys(update)))
+        if became_paid:
             from invoicing.tasks import invoice_paid_notify_task
 
             transaction.on_commit(lambda: invoice_paid_notify_task.delay(locked.pk))
     invoice.refresh_from_db()
     return payment
+
+
+def invoice_paid_notify_once(*, invoice_id: int) -> bool:
+    """Tell the owners the invoice was paid, once however often the task runs: the row lock
+    orders redelivered runs, and the first marks it told. False when it was told already.
+
+    The mark commits after the email left: a worker killed in between leaves it untold, and
+    the task's redelivery tells them (twice only if the kill fell between the server's
+    acceptance and the commit)."""
+    with transaction.atomic():
+        invoice = (
+            Invoice.objects.select_for_update(of=("self",))
+            .select_related("firm", "client")
+            .filter(pk=invoice_id, paid_notified_at=None, status=Invoice.Status.PAID)
+            .first()
+        )
+        if invoice is None:
+            return False
+        invoice_paid_notify_owners(invoice=invoice)
+        Invoice.objects.filter(pk=invoice.pk).update(paid_notified_at=timezone.now())
+    return True
 
 
 def invoice_paid_notify_owners(*, invoice: Invoice) -> None:

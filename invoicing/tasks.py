@@ -6,7 +6,6 @@ import smtplib
 
 from celery import shared_task
 
-from invoicing.models import Invoice
 from invoicing.payments.link_requests import pay_link_request_notify
 from invoicing.services import (
     SEND_CHUNK,
@@ -15,7 +14,7 @@ from invoicing.services import (
     deliveries_send,
     deliveries_sending_expire,
     delivery_soft_retry,
-    invoice_paid_notify_owners,
+    invoice_paid_notify_once,
 )
 
 SEND_RETRIES = 5
@@ -38,9 +37,7 @@ def deliveries_send_task(self, delivery_ids: list[int]) -> None:  # type: ignore
 
 @shared_task(name="invoicing.invoice_paid_notify", ignore_result=True)
 def invoice_paid_notify_task(invoice_id: int) -> None:
-    invoice = Invoice.objects.select_related("firm", "client").filter(pk=invoice_id).first()
-    if invoice is not None:
-        invoice_paid_notify_owners(invoice=invoice)
+    invoice_paid_notify_once(invoice_id=invoice_id)
 
 
 @shared_task(name="invoicing.delivery_soft_retry", ignore_result=True)

@@ -33,6 +33,7 @@ from django.utils.dateparse import parse_datetime
 
 from invoicing.bounces.dsn import find_last_status, find_reply_code
 from invoicing.bounces.rules import classify_failure, is_hard, smtp_command
+from invoicing.emails import DELIVERY_METADATA_KEY
 from invoicing.events import (
     POLICY_REASONS,
     SPAM_REASONS,
@@ -208,6 +209,9 @@ def _apply(stored: WebhookEvent) -> WebhookResult:
         ).order_by("pk")
     )
     if not candidates:
+        token = _delivery_token(payload)
+        candidates = _by_metadata({token: payload["message_id"]}).get(token, [])
+    if not candidates:
         return WebhookResult(None, None, waiting=_waits_for_delivery(stored, payload))
     delivery = _pick(candidates, payload.get("recipient"))
     if delivery is None:
@@ -224,6 +228,12 @@ def _waits_for_delivery(
     record it, so keep the event pending. False: closed as unmatched."""
     grace = timedelta(minutes=settings.WEBHOOK_UNMATCHED_GRACE_MINUTES)
     if stored.received is not None and stored.received > (now or timezone.now()) - grace:
+        return True
+    # A sender still working (its lease renewed) on a claim made before the event arrived:
+    # the event may be about its group, however long the group takes.
+    if stored.received is not None and (
+        Delivery.objects.filter(status=S.SENDING, claimed_at__lte=stored.received).exists()
+    ):
         return True
     _log_unmatched(stored, payload)
     return False
@@ -273,6 +283,32 @@ def _event_fields(stored: WebhookEvent, payload: Mapping[str, Any]) -> dict[str,
         "diagnostic": diagnostic or "",
         "problem_code": problem_code,
     }
+
+
+def _delivery_token(payload: Mapping[str, Any]) -> str:
+    metadata = payload.get("metadata")
+    if not isinstance(metadata, Mapping):
+        return ""
+    return str(metadata.get(DELIVERY_METADATA_KEY) or "")[:40]
+
+
+def _by_metadata(message_ids: Mapping[str, str]) -> dict[str, list[Delivery]]:
+    """Deliveries by the token the ESP echoed in the event's metadata (token -> the event's
+    message id), for events whose message id no delivery stored. A delivery that never
+    learnt its ESP id (an ESP call that timed out: "outcome unknown") learns it here, so
+    later events match it directly."""
+    tokens = {token for token in message_ids if token}
+    if not tokens:
+        return {}
+    found = {d.verp_token: [d] for d in Delivery.objects.filter(verp_token__in=tokens)}
+    for token, (delivery,) in found.items():
+        message_id = str(message_ids[token] or "").strip()[:255]
+        if message_id and not delivery.esp_message_id:
+            delivery.esp_message_id = message_id
+            Delivery.objects.filter(pk=delivery.pk, esp_message_id="").update(
+                esp_message_id=message_id
+            )
+    return found
 
 
 def _message_id_forms(message_id: str) -> set[str]:
@@ -394,8 +430,17 @@ def _batch_apply(stored: list[WebhookEvent]) -> set[int]:
     plan: list[tuple[int, dict[str, Any]]] = []
     waiting: set[int] = set()
     now = timezone.now()
+    by_token = _by_metadata(
+        {
+            _delivery_token(payload): payload["message_id"]
+            for _event, payload, ids in relevant
+            if not any(form in by_message_id for form in ids)
+        }
+    )
     for event, payload, ids in relevant:
         found = {d.pk: d for form in ids for d in by_message_id.get(form, [])}
+        if not found:
+            found = {d.pk: d for d in by_token.get(_delivery_token(payload), [])}
         if not found:
             if _waits_for_delivery(event, payload, now=now):
                 waiting.add(event.pk)

@@ -51,6 +51,8 @@ def tracking_event_payload(event: AnymailTrackingEvent) -> dict[str, Any]:
     payload: dict[str, Any] = {name: _text(getattr(event, name, None)) for name in FIELDS}
     payload["timestamp"] = event.timestamp.isoformat() if event.timestamp else None
     payload["esp_event"] = _jsonable(event.esp_event)
+    # Our delivery's token comes back here (`emails.DELIVERY_METADATA_KEY`).
+    payload["metadata"] = _jsonable(getattr(event, "metadata", None) or {})
     return payload
 
 

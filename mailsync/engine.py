@@ -139,6 +139,8 @@ def message_fields(parsed: ParsedMessage, raw: bytes) -> dict:
         "reply_to_addresses": parsed.reply_to,
         "participants": f" {' '.join(participants)} " if participants else "",
         "date": parsed.date,
+        "date_source": parsed.date_source,
+        "fingerprint": parsed.fingerprint,
         "in_reply_to": parsed.in_reply_to,
         "references": " ".join(parsed.references),
         "thread_key": parsed.thread_key,
@@ -336,6 +338,7 @@ _COPY_TYPES = {
     "DateTimeField": "timestamptz",
     "BinaryField": "bytea",
     "PositiveBigIntegerField": "int8",
+    "PositiveIntegerField": "int4",
     "BooleanField": "bool",
 }
 
@@ -404,6 +407,41 @@ def _insert_messages(messages: list[Message], *, lz4: bool, copy: bool = False) 
 
 
 ParsedItem = tuple[ParsedMessage, Fetched]
+# A stored message's identity within the firm: (key, occurrence); see Message.occurrence.
+Identity = tuple[str, int]
+
+
+def _message_identities(*, folder: MailboxFolder, parsed_items: list[ParsedItem]) -> list[Identity]:
+    """The identity each fetched message is stored under.
+
+    With a Message-ID, the key alone (Message-ID and sender's fingerprint): the same message
+    seen twice, in any mailbox or folder, is stored once. Without one, equal content is no
+    proof of one message: a server holds two messages under two UIDs (UIDLs) of one folder
+    however alike they are (nine wrappers with neither Message-ID nor Date and equal text).
+    So the n-th message of this folder with an equal key is occurrence n: each UID of the
+    folder keeps its own message, while the same message in another member's mailbox, or
+    the folder read again after a UIDVALIDITY change, still finds the stored one.
+    """
+    without_id = {parsed.key for parsed, _item in parsed_items if not parsed.message_id}
+    taken: dict[str, set[int]] = {}
+    if without_id:
+        # Sources already in this folder are other UIDs: only new UIDs are ever fetched.
+        for key, occurrence in Message.objects.filter(
+            key__in=without_id, sources__folder=folder
+        ).values_list("key", "occurrence"):
+            taken.setdefault(key, set()).add(occurrence)
+    idents: list[Identity] = []
+    for parsed, _item in parsed_items:
+        if parsed.message_id:
+            idents.append((parsed.key, 1))
+            continue
+        used = taken.setdefault(parsed.key, set())
+        occurrence = 1
+        while occurrence in used:
+            occurrence += 1
+        used.add(occurrence)
+        idents.append((parsed.key, occurrence))
+    return idents
 
 
 def _store_batch(
@@ -426,15 +464,21 @@ def _store_batch(
     storing its messages one by one, which handles that race.
     """
     firm_id = connection.firm_id
-    keys = {parsed.key for parsed, _item in parsed_items}
-    known: dict[str, int] = dict(
-        Message.objects.filter(firm_id=firm_id, key__in=keys).values_list("key", "pk")
-    )
-    to_create: dict[str, Message] = {}
-    for parsed, item in parsed_items:
-        if parsed.key not in known and parsed.key not in to_create:
-            to_create[parsed.key] = Message(
-                firm_id=firm_id, key=parsed.key, **message_fields(parsed, item.raw)
+    idents = _message_identities(folder=folder, parsed_items=parsed_items)
+    known: dict[Identity, int] = {
+        (key, occurrence): pk
+        for key, occurrence, pk in Message.objects.filter(
+            firm_id=firm_id, key__in={key for key, _occurrence in idents}
+        ).values_list("key", "occurrence", "pk")
+    }
+    to_create: dict[Identity, Message] = {}
+    for ident, (parsed, item) in zip(idents, parsed_items, strict=True):
+        if ident not in known and ident not in to_create:
+            to_create[ident] = Message(
+                firm_id=firm_id,
+                key=ident[0],
+                occurrence=ident[1],
+                **message_fields(parsed, item.raw),
             )
     if to_create:
         try:
@@ -447,11 +491,14 @@ def _store_batch(
             )
         if any(message.pk is None for message in created_messages):
             # A database that cannot return ids from a bulk insert: read them back.
-            ids = dict(
-                Message.objects.filter(firm_id=firm_id, key__in=to_create).values_list("key", "pk")
-            )
+            ids = {
+                (key, occurrence): pk
+                for key, occurrence, pk in Message.objects.filter(
+                    firm_id=firm_id, key__in={key for key, _occurrence in to_create}
+                ).values_list("key", "occurrence", "pk")
+            }
             for message in created_messages:
-                message.pk = ids[message.key]
+                message.pk = ids[(message.key, message.occurrence)]
         # The raw bytes are in the database now; the batch's items still hold them.
         for message in created_messages:
             message.raw = b""
@@ -460,35 +507,35 @@ def _store_batch(
             MessageSource(
                 connection=connection,
                 folder=folder,
-                message_id=known[parsed.key] if parsed.key in known else to_create[parsed.key].pk,
+                message_id=known[ident] if ident in known else to_create[ident].pk,
                 **({"uid": item.uid} if item.uid is not None else {"uidl": item.uidl}),
             )
-            for parsed, item in parsed_items
+            for ident, (_parsed, item) in zip(idents, parsed_items, strict=True)
         ],
         ignore_conflicts=True,
     )
     new = 0
     to_link: list[tuple[Message, set[int], list]] = []
-    first_seen: set[str] = set()
+    first_seen: set[Identity] = set()
     addresses = {
         address
-        for parsed, _item in parsed_items
-        if parsed.key in to_create
+        for ident, (parsed, _item) in zip(idents, parsed_items, strict=True)
+        if ident in to_create
         for address in parsed.addresses
     }
     index = clients_by_address(firm_id=firm_id, addresses=addresses) if addresses else {}
-    for parsed, _item in parsed_items:
-        if parsed.key not in to_create or parsed.key in first_seen:
+    for ident, (parsed, _item) in zip(idents, parsed_items, strict=True):
+        if ident not in to_create or ident in first_seen:
             report.duplicates += 1
             continue
-        first_seen.add(parsed.key)
+        first_seen.add(ident)
         new += 1
         report.new += 1
         if parsed.errors:
             report.kept_raw += 1
         client_ids = message_client_ids(participants=sorted(parsed.addresses), index=index)
         if client_ids:
-            to_link.append((to_create[parsed.key], client_ids, parsed.attachments))
+            to_link.append((to_create[ident], client_ids, parsed.attachments))
     if to_link:
         result = messages_link_new(firm_id=firm_id, items=to_link)
         report.linked += result.links
@@ -507,11 +554,13 @@ def _store_batch_one_by_one(
     addresses = {address for parsed, _item in parsed_items for address in parsed.addresses}
     index = clients_by_address(firm_id=connection.firm_id, addresses=addresses)
     new = 0
-    for parsed, item in parsed_items:
+    idents = _message_identities(folder=folder, parsed_items=parsed_items)
+    for (key, occurrence), (parsed, item) in zip(idents, parsed_items, strict=True):
         participants = sorted(parsed.addresses)
         message, created = Message.objects.get_or_create(
             firm_id=connection.firm_id,
-            key=parsed.key,
+            key=key,
+            occurrence=occurrence,
             defaults=message_fields(parsed, item.raw),
         )
         source_filter = {"uid": item.uid} if item.uid is not None else {"uidl": item.uidl}

@@ -156,9 +156,21 @@ class MailboxFolder(models.Model):
 class Message(models.Model):
     """One email as the firm knows it, whichever mailboxes it came through."""
 
+    class DateSource(models.TextChoices):
+        HEADER = "", _("the message's Date")
+        SERVER = "server", _("the server's arrival time")
+        RECEIVED = "received", _("the newest Received header")
+        NONE = "none", _("no date")
+
     firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="+")
-    # sha256 of the normalised Message-ID, or of the content when it has none.
+    # sha256 of the normalised Message-ID with the sender's fingerprint, or of what the
+    # sender wrote when it has none (see mailsync.parsing.message_key).
     key = models.CharField(max_length=64)
+    # Messages without a Message-ID whose content is equal are one message per mail server
+    # copy: the n-th such message of one folder (a UID or UIDL of its own) is occurrence n.
+    occurrence = models.PositiveIntegerField(default=1)
+    # sha256 of the normalised Date, From and Subject (mailsync.parsing.sender_fingerprint).
+    fingerprint = models.CharField(max_length=64, blank=True)
     message_id = models.TextField(blank=True)
     subject = models.TextField(blank=True)
     from_name = models.CharField(max_length=200, blank=True)
@@ -170,6 +182,8 @@ class Message(models.Model):
     # messages by address with a plain `contains` on any database.
     participants = models.TextField(blank=True)
     date = models.DateTimeField(null=True, blank=True)
+    # Where ``date`` came from when the message had no readable Date (shown with it).
+    date_source = models.CharField(max_length=10, choices=DateSource.choices, blank=True)
     in_reply_to = models.TextField(blank=True)
     references = models.TextField(blank=True)
     thread_key = models.CharField(max_length=64, db_index=True)
@@ -183,7 +197,11 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["-date", "-pk"]
-        constraints = [models.UniqueConstraint(fields=["firm", "key"], name="message_unique_key")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["firm", "key", "occurrence"], name="message_unique_key_occurrence"
+            )
+        ]
 
     def __str__(self) -> str:
         return self.subject or self.key

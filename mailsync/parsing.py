@@ -7,10 +7,15 @@ with what went wrong, and one bad message never stops a mailbox.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import codecs
 import datetime
 import email
 import email.message
+import email.parser
 import email.utils
+import functools
 import hashlib
 import html
 import mimetypes
@@ -30,10 +35,25 @@ from portal.addresses import normalize_address
 __all__ = [
     "ParsedAttachment",
     "ParsedMessage",
+    "bytes_decode",
+    "charset_codec",
+    "header_decode",
+    "message_key",
     "message_parse",
     "messages_parse",
     "safe_filename",
+    "sender_fingerprint",
 ]
+
+# Bounds on what one message may cost to parse (the raw bytes are always kept whole).
+# policy.default's header parser needs memory growing with the square of a value's length
+# (a 70,000-character Subject of encoded words: 110 MB; 140,000: 450 MB), so each header
+# value is read up to HEADER_MAX_CHARS (16,384 characters: about 400 addresses, 7 MB).
+HEADER_MAX_CHARS = 16 * 1024
+# The MIME parser holds about 1.5 KB per part: past this many boundary lines the message's
+# body is not parsed (its header still is), and past MAX_ATTACHMENTS files none is taken.
+MAX_BOUNDARY_LINES = 20_000
+MAX_ATTACHMENTS = 1_000
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
 _TAGS = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]+>", re.IGNORECASE | re.DOTALL)
@@ -69,6 +89,11 @@ class ParsedMessage:
     text: str = ""
     attachments: list[ParsedAttachment] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # Where ``date`` came from when the message has no (readable) Date: "server" (IMAP
+    # INTERNALDATE), "received" (the newest Received header, POP3), "none"; "" = Date.
+    date_source: str = ""
+    # sha256 of what the sender wrote (Date, From, Subject; see sender_fingerprint).
+    fingerprint: str = ""
 
     @property
     def addresses(self) -> set[str]:
@@ -109,6 +134,8 @@ class _RememberingHeaders(HeaderRegistry):
     def __init__(self) -> None:
         super().__init__()
         self._parsed: dict[tuple[str, str], object] = {}
+        # "name: length" of each header value cut to HEADER_MAX_CHARS before parsing.
+        self.cut: list[str] = []
 
     def __getitem__(self, name: str) -> type:
         registered = self.registry.get(name.lower(), self.default_class)
@@ -119,6 +146,9 @@ class _RememberingHeaders(HeaderRegistry):
         return made
 
     def __call__(self, name: str, value: str) -> object:
+        if len(value) > HEADER_MAX_CHARS:
+            self.cut.append(f"{name}: {len(value)}")
+            value = _header_cut(value)
         key = (name, value)
         header = self._parsed.get(key)
         if header is None:
@@ -239,18 +269,227 @@ def _plain_structural_value(name: str, value: str) -> str | None:
     return None
 
 
-def _policy() -> policy.EmailPolicy:
+def _header_cut(value: str) -> str:
+    """``value`` cut to HEADER_MAX_CHARS, at its last comma (address and ID lists) or white
+    space there, so that what is read is whole items."""
+    head = value[:HEADER_MAX_CHARS]
+    for separator in (",", " "):
+        end = head.rfind(separator)
+        if end > HEADER_MAX_CHARS // 2:
+            return head[:end]
+    return head
+
+
+def _policy(headers: _RememberingHeaders | None = None) -> policy.EmailPolicy:
     return policy.default.clone(
-        header_factory=_RememberingHeaders(), message_factory=_StructuralMessage
+        header_factory=headers or _RememberingHeaders(), message_factory=_StructuralMessage
     )
 
 
-def _clean(text: str) -> str:
-    """Text safe to store: undecodable bytes (kept by the email package as surrogates)
-    become U+FFFD, and NULs go (PostgreSQL text cannot hold them)."""
-    if not text.isascii():
+# --- charsets as mail clients read them -------------------------------------------------------
+# Labels map to decoders as the WHATWG Encoding Standard's label table does (what browsers and
+# Thunderbird use), keyed here by the label with everything but letters and digits removed, so
+# that "ISO_8859-1", "iso8859-1" and "iso-8859-1" are one label. Labels the table does not
+# know fall back to Python's codec of that name (mail clients also read UTF-7 or ISO-2022-KR,
+# which the web standard left out), then to "unknown".
+_LABEL_GROUPS: dict[str, str] = {
+    "utf_8": "unicode-1-1-utf-8 unicode11utf8 unicode20utf8 utf-8 utf8 x-unicode20utf8",
+    "cp1252": (
+        "ansi_x3.4-1968 ascii cp1252 cp819 csisolatin1 ibm819 iso-8859-1 iso-ir-100 iso8859-1"
+        " iso88591 iso_8859-1 iso_8859-1:1987 l1 latin1 us-ascii windows-1252 x-cp1252"
+        " ansix341968 iso646us us"
+    ),
+    "gb18030": (
+        "chinese csgb2312 csiso58gb231280 gb2312 gb_2312 gb_2312-80 gbk iso-ir-58 x-gbk gb18030"
+        " euc-cn euccn cp936 windows-936 ms936"
+    ),
+    "big5hkscs": "big5 big5-hkscs cn-big5 csbig5 x-x-big5 cp950 windows-950",
+    "cp949": (
+        "cseuckr csksc56011987 euc-kr iso-ir-149 korean ks_c_5601-1987 ks_c_5601-1989 ksc5601"
+        " ksc_5601 windows-949 cp949 uhc"
+    ),
+    "cp932": "csshiftjis ms932 ms_kanji shift-jis shift_jis sjis windows-31j x-sjis cp932",
+    "euc_jp": "cseucpkdfmtjapanese euc-jp x-euc-jp",
+    "iso2022_jp_ext": "csiso2022jp iso-2022-jp",
+    "cp866": "866 cp866 csibm866 ibm866",
+    "iso8859_2": "csisolatin2 iso-8859-2 iso-ir-101 iso8859-2 iso88592 iso_8859-2 l2 latin2",
+    "iso8859_3": "csisolatin3 iso-8859-3 iso-ir-109 iso8859-3 iso88593 iso_8859-3 l3 latin3",
+    "iso8859_4": "csisolatin4 iso-8859-4 iso-ir-110 iso8859-4 iso88594 iso_8859-4 l4 latin4",
+    "iso8859_5": "csisolatincyrillic cyrillic iso-8859-5 iso-ir-144 iso8859-5 iso_8859-5",
+    "iso8859_6": (
+        "arabic asmo-708 csiso88596e csiso88596i csisolatinarabic ecma-114 iso-8859-6"
+        " iso-8859-6-e iso-8859-6-i iso-ir-127 iso8859-6 iso_8859-6"
+    ),
+    "iso8859_7": (
+        "csisolatingreek ecma-118 elot_928 greek greek8 iso-8859-7 iso-ir-126 iso8859-7"
+        " iso_8859-7 sun_eu_greek"
+    ),
+    "iso8859_8": (
+        "csiso88598e csisolatinhebrew hebrew iso-8859-8 iso-8859-8-e iso-ir-138 iso8859-8"
+        " iso_8859-8 visual csiso88598i iso-8859-8-i logical"
+    ),
+    "iso8859_10": "csisolatin6 iso-8859-10 iso-ir-157 iso8859-10 iso885910 l6 latin6",
+    "iso8859_13": "iso-8859-13 iso8859-13 iso885913",
+    "iso8859_14": "iso-8859-14 iso8859-14 iso885914",
+    "iso8859_15": "csisolatin9 iso-8859-15 iso8859-15 iso885915 iso_8859-15 l9 latin9 latin-9",
+    "iso8859_16": "iso-8859-16",
+    "koi8_r": "cskoi8r koi koi8 koi8-r koi8_r",
+    "koi8_u": "koi8-ru koi8-u",
+    "mac_roman": "csmacintosh mac macintosh x-mac-roman",
+    "mac_cyrillic": "x-mac-cyrillic x-mac-ukrainian",
+    "cp874": "dos-874 iso-8859-11 iso8859-11 iso885911 tis-620 windows-874",
+    "cp1250": "cp1250 windows-1250 x-cp1250",
+    "cp1251": "cp1251 windows-1251 x-cp1251",
+    "cp1253": "cp1253 windows-1253 x-cp1253",
+    "cp1254": (
+        "cp1254 csisolatin5 iso-8859-9 iso-ir-148 iso8859-9 iso88599 iso_8859-9 l5 latin5"
+        " windows-1254 x-cp1254"
+    ),
+    "cp1255": "cp1255 windows-1255 x-cp1255",
+    "cp1256": "cp1256 windows-1256 x-cp1256",
+    "cp1257": "cp1257 windows-1257 x-cp1257",
+    "cp1258": "cp1258 windows-1258 x-cp1258",
+    "utf_16_le": "csunicode iso-10646-ucs-2 ucs-2 unicode unicodefeff utf-16 utf-16le",
+    "utf_16_be": "unicodefffe utf-16be",
+}
+_NOT_LABEL = re.compile(r"[^0-9a-z]")
+_CODECS: dict[str, str] = {
+    _NOT_LABEL.sub("", label): codec
+    for codec, labels in _LABEL_GROUPS.items()
+    for label in labels.split()
+}
+# Codecs whose text can be all ASCII bytes and still not be ASCII text.
+_ASCII_UNSAFE = ("utf_16", "utf_7", "iso2022", "hz")
+
+
+def _c1_as_latin1(error: UnicodeDecodeError) -> tuple[str, int]:
+    # WHATWG windows-1252 maps the five bytes Python's cp1252 leaves undefined to U+0081...
+    return error.object[error.start : error.end].decode("latin-1"), error.end
+
+
+codecs.register_error("mailsync-c1", _c1_as_latin1)
+
+
+@functools.lru_cache(maxsize=512)
+def charset_codec(label: str | None) -> str | None:
+    """The Python codec a mail client would decode ``label`` with, or None if unknown."""
+    squashed = _NOT_LABEL.sub("", (label or "").strip().strip("\"'").lower())
+    if not squashed:
+        return None
+    if squashed in _CODECS:
+        return _CODECS[squashed]
+    try:
+        info = codecs.lookup(label.strip().strip("\"'"))  # type: ignore[union-attr]
+    except (LookupError, ValueError, TypeError):
+        return None
+    if not getattr(info, "_is_text_encoding", True):
+        return None
+    return info.name.replace("-", "_")
+
+
+def bytes_decode(data: bytes, label: str | None) -> tuple[str, str]:
+    """``data`` as text the way a mail client shows it, and "" or what went wrong.
+
+    The declared charset (through the WHATWG labels) first; where it fails, UTF-8 if the
+    bytes are valid UTF-8 (a mislabelled part), else the declared charset with U+FFFD for
+    what it cannot read (reported). No or an unknown label: UTF-8, else windows-1252.
+    """
+    codec = charset_codec(label)
+    if data.isascii() and not (codec and codec.startswith(_ASCII_UNSAFE)):
+        return data.decode("ascii"), ""
+    if codec and codec != "ascii":
         try:
-            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            return data.decode(codec), ""
+        except (UnicodeDecodeError, LookupError):
+            pass
+    try:
+        return data.decode("utf-8"), ""
+    except UnicodeDecodeError:
+        pass
+    if codec is None or codec in ("cp1252", "ascii"):
+        problem = "" if codec else f"unknown charset {label!r}: read as windows-1252"
+        return data.decode("cp1252", "mailsync-c1"), problem if label else ""
+    text = data.decode(codec, "replace")
+    return text, f"charset {label}: {text.count(chr(0xFFFD))} characters could not be read"
+
+
+_SURROGATES = re.compile(r"[\udc80-\udcff]+")
+
+
+def _raw_bytes_text(match: re.Match[str]) -> str:
+    # 8-bit bytes the email package kept as surrogates: UTF-8 when valid, else windows-1252.
+    data = match.group().encode("utf-8", "surrogateescape")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", "mailsync-c1")
+
+
+# Spaces inside the encoded text are not allowed, but mailers write them and clients read them.
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
+_BETWEEN_WORDS = re.compile(r"[ \t]*")
+_Q_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
+
+
+def _encoded_word_bytes(encoding: str, text: str) -> bytes | None:
+    try:
+        if encoding in "bB":
+            data = text.encode("ascii")
+            return base64.b64decode(data + b"=" * (-len(data) % 4))
+        data = text.replace("_", " ").encode("ascii")
+        return _Q_ESCAPE.sub(lambda match: bytes([int(match.group(1), 16)]), data)
+    except (ValueError, binascii.Error, UnicodeEncodeError):
+        return None
+
+
+def header_decode(value: str) -> str:
+    """A raw header value (as ``raw_items`` gives it) as text: unfolded, RFC 2047 encoded
+    words decoded with the client charset table (adjacent words of one charset joined
+    before decoding, so a character split between two words survives), 8-bit bytes read
+    as UTF-8 when valid, else windows-1252."""
+    value = "".join(_LINESEP.split(value))
+    if "=?" not in value:
+        return _SURROGATES.sub(_raw_bytes_text, value) if not value.isascii() else value
+    out: list[str] = []
+    pending: tuple[str, bytearray] | None = None  # charset, bytes of adjacent words
+    position = 0
+
+    def flush() -> None:
+        nonlocal pending
+        if pending is not None:
+            out.append(bytes_decode(bytes(pending[1]), pending[0])[0])
+            pending = None
+
+    for match in _ENCODED_WORD.finditer(value):
+        between = value[position : match.start()]
+        data = _encoded_word_bytes(match.group(2), match.group(3))
+        if data is None:
+            continue  # left as written (part of the next ``between``)
+        charset = match.group(1).partition("*")[0]
+        if pending is not None and _BETWEEN_WORDS.fullmatch(between):
+            if pending[0].lower() == charset.lower():
+                pending[1].extend(data)
+            else:
+                flush()
+                pending = (charset, bytearray(data))
+        else:
+            flush()
+            out.append(_SURROGATES.sub(_raw_bytes_text, between))
+            pending = (charset, bytearray(data))
+        position = match.end()
+    flush()
+    out.append(_SURROGATES.sub(_raw_bytes_text, value[position:]))
+    return "".join(out)
+
+
+def _clean(text: str) -> str:
+    """Text safe to store: raw 8-bit bytes (kept by the email package as surrogates) read
+    as UTF-8 when valid, else windows-1252 (as mail clients show them), and NULs go
+    (PostgreSQL text cannot hold them)."""
+    if not text.isascii():
+        text = _SURROGATES.sub(_raw_bytes_text, text)
+        try:
+            text.encode("utf-8")
         except UnicodeEncodeError:  # lone UTF-16 surrogates from a broken encoded-word
             text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     return text.replace("\x00", "")
@@ -310,6 +549,19 @@ def _addresses(msg: EmailMessage, name: str, errors: list[str]) -> list[tuple[st
         ]
 
 
+def _sender_name(msg: EmailMessage, display_name: str) -> str:
+    """The From display name; where it holds encoded words, decoded with the client charset
+    table (policy.default uses Python's codec for the label: gb2312 for GBK text, latin-1
+    for windows-1252)."""
+    raw = _raw_header(msg, "From")
+    if raw and "=?" in raw[0]:
+        name = email.utils.parseaddr(raw[0][:HEADER_MAX_CHARS])[0]
+        decoded = _clean(" ".join(header_decode(name).split()))
+        if decoded:
+            return decoded
+    return display_name
+
+
 def _address_list(msg: EmailMessage, name: str, errors: list[str]) -> list[str]:
     seen: list[str] = []
     for _display, addr in _addresses(msg, name, errors):
@@ -342,14 +594,60 @@ def _html_to_text(value: str) -> str:
     return html.unescape(_TAGS.sub(" ", value))
 
 
+_META_CHARSET = re.compile(rb"<meta[^>]*charset\s*=\s*[\"']?([A-Za-z0-9_.:-]+)", re.IGNORECASE)
+
+
+def _file_name(part: EmailMessage) -> str | None:
+    """The file name a mail client shows for ``part``, read from the raw headers: the
+    Content-Disposition ``filename`` (its RFC 2231 form first, with continuations and
+    charset), else the Content-Type ``name``; RFC 2047 encoded words (also inside quotes)
+    and 8-bit bytes decoded with the client charset table."""
+    for header, wanted in (("content-disposition", "filename"), ("content-type", "name")):
+        raw = _raw_header(part, header)
+        if not raw:
+            continue
+        value = "".join(_LINESEP.split(raw[0]))[:HEADER_MAX_CHARS]
+        params = []
+        for item in email.message._parseparam(value):
+            key, equals, val = item.partition("=")
+            params.append((key.strip(), val.strip()) if equals else (item.strip(), ""))
+        try:
+            decoded = email.utils.decode_params(params)[1:]
+        except Exception:  # a malformed RFC 2231 value: the other parameters may still do
+            decoded = []
+        plain = extended = None
+        for key, val in decoded:
+            if key.lower() != wanted:
+                continue
+            if isinstance(val, tuple):
+                if extended is None:
+                    charset, _language, text = val
+                    data = email.utils.unquote(text).encode("latin-1", "surrogateescape")
+                    extended = bytes_decode(data, charset or None)[0]
+            elif plain is None:
+                plain = header_decode(email.utils.unquote(val))
+        for name in (extended, plain):
+            if name and name.strip():
+                return name.strip()
+    return None
+
+
 def _body_and_attachments(msg: EmailMessage, parsed: ParsedMessage) -> None:
     body_part = None
     try:
         body_part = msg.get_body(preferencelist=("plain", "html"))
         if body_part is not None:
-            content = body_part.get_content()
-            if isinstance(content, bytes):
-                content = content.decode("utf-8", "replace")
+            data = body_part.get_payload(decode=True)
+            if not isinstance(data, bytes):
+                data = b""
+            charset = body_part.get_content_charset()
+            if charset is None and body_part.get_content_subtype() == "html":
+                # No MIME charset: clients then honour the page's own <meta> declaration.
+                meta = _META_CHARSET.search(data[:2048])
+                charset = meta.group(1).decode("ascii") if meta else None
+            content, problem = bytes_decode(data, charset)
+            if problem:
+                parsed.errors.append(f"body: {problem}")
             if body_part.get_content_subtype() == "html":
                 content = _html_to_text(content)
             parsed.text = _clean(content)
@@ -365,12 +663,16 @@ def _body_and_attachments(msg: EmailMessage, parsed: ParsedMessage) -> None:
             continue
         try:
             disposition = part.get_content_disposition()
-            filename = part.get_filename()
+            filename = _file_name(part)
             content_type = part.get_content_type()
             if disposition != "attachment" and not filename:
                 continue  # an alternative body or a text part, not a file
+            if len(parsed.attachments) >= MAX_ATTACHMENTS:
+                parsed.errors.append(f"more than {MAX_ATTACHMENTS} files: the rest not read")
+                break
             if content_type == "message/rfc822" or part.get_content_maintype() == "message":
-                payload = part.as_bytes()
+                # As received: refolding would also re-parse (and cut) every header.
+                payload = part.as_bytes(policy=part.policy.clone(refold_source="none"))
             else:
                 payload = part.get_payload(decode=True)
             if payload is None:
@@ -392,65 +694,156 @@ def _body_and_attachments(msg: EmailMessage, parsed: ParsedMessage) -> None:
             parsed.errors.append(f"attachment: {exc}")
 
 
-def message_parse(raw: bytes, *, internaldate: datetime.datetime | None = None) -> ParsedMessage:
-    """Parse ``raw``; problems are collected in ``errors`` instead of raised."""
-    errors: list[str] = []
+def _fingerprint_text(value: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
+
+
+def sender_fingerprint(date: datetime.datetime | None, from_address: str, subject: str) -> str:
+    """sha256 of what the sender wrote: the Date (as an instant, to the second), the From
+    address and the Subject, normalised so that a copy another server re-encoded (transfer
+    encoding, folding, encoded words or raw UTF-8, letter case of the address) gives the
+    same value. Two messages sharing a Message-ID are one message only when this agrees.
+
+    Migration 0005 keeps a frozen copy of this function: change both or neither.
+    """
+    instant = ""
+    if date is not None:
+        if date.tzinfo is None:
+            date = date.replace(tzinfo=datetime.UTC)
+        instant = date.astimezone(datetime.UTC).replace(microsecond=0).isoformat()
+    basis = "\n".join([instant, from_address.casefold(), _fingerprint_text(subject)])
+    return hashlib.sha256(basis.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _header_date(msg: EmailMessage, errors: list[str]) -> datetime.datetime | None:
     try:
-        msg = email.message_from_bytes(raw, policy=_policy())
+        header = msg.get("Date")
+        date = getattr(header, "datetime", None) if header is not None else None
+    except Exception as exc:
+        errors.append(f"Date: {exc}")
+        return None
+    if date is not None and date.tzinfo is None:
+        date = date.replace(tzinfo=datetime.UTC)
+    return date
+
+
+def _received_date(msg: EmailMessage) -> datetime.datetime | None:
+    """The newest date among the Received headers (each ends in "; <date>")."""
+    newest = None
+    for value in _raw_header(msg, "Received")[:100]:
+        stamp = " ".join(value[-200:].rpartition(";")[2].split())
+        try:
+            when = email.utils.parsedate_to_datetime(stamp)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            continue
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        if newest is None or when > newest:
+            newest = when
+    return newest
+
+
+def _parse_tree(raw: bytes, headers: _RememberingHeaders, errors: list[str]) -> EmailMessage:
+    """The message's MIME tree, or only its header when the body is too big a tree to parse
+    (too many parts, or nested deeper than the parser's recursion allows)."""
+    parse_policy = _policy(headers)
+    boundaries = raw.count(b"\n--")
+    if boundaries > MAX_BOUNDARY_LINES:
+        errors.append(f"structure: {boundaries} MIME boundary lines: body not read")
+    else:
+        try:
+            msg = email.message_from_bytes(raw, policy=parse_policy)
+            assert isinstance(msg, EmailMessage)
+            return msg
+        except RecursionError:
+            errors.append("structure: MIME parts nested too deeply: body not read")
+    msg = email.parser.BytesParser(policy=parse_policy).parsebytes(raw, headersonly=True)
+    msg.set_payload("")  # the body is in ``raw``; nothing below reads it as text
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def message_parse(raw: bytes, *, internaldate: datetime.datetime | None = None) -> ParsedMessage:
+    """Parse ``raw``; problems are collected in ``errors`` instead of raised.
+
+    ``internaldate`` is the server's arrival time (IMAP INTERNALDATE), used with a flag
+    (``date_source``) when the message has no readable Date; without it, the newest
+    Received header's date.
+    """
+    errors: list[str] = []
+    headers = _RememberingHeaders()
+    try:
+        msg = _parse_tree(raw, headers, errors)
     except Exception as exc:
         return ParsedMessage(
             key=hashlib.sha256(b"raw:" + raw).hexdigest(),
             date=internaldate,
+            date_source="server" if internaldate else "none",
             errors=[f"message: {exc}"],
         )
-    assert isinstance(msg, EmailMessage)
     message_id = normalize_message_id(_text_header(msg, "Message-ID", errors))[:900]
     parsed = ParsedMessage(key="", message_id=message_id, errors=errors)
-    parsed.subject = _text_header(msg, "Subject", errors)[:2000]
+    subject = _raw_header(msg, "Subject")
+    if subject:
+        text = header_decode(subject[0][: 4 * HEADER_MAX_CHARS])
+        parsed.subject = _clean(" ".join(text.split()))[:2000]
     senders = _addresses(msg, "From", errors)
     if senders:
-        parsed.from_name = senders[0][0][:200]
+        parsed.from_name = _sender_name(msg, senders[0][0])[:200]
         parsed.from_address = _normalized(senders[0][1])
     parsed.to = _address_list(msg, "To", errors)
     parsed.cc = _address_list(msg, "Cc", errors)
     parsed.reply_to = _address_list(msg, "Reply-To", errors)
     parsed.in_reply_to = normalize_message_id(_text_header(msg, "In-Reply-To", errors))
     parsed.references = _ids(_text_header(msg, "References", errors))[:50]
-    try:
-        header = msg.get("Date")
-        parsed.date = getattr(header, "datetime", None) if header is not None else None
-        if parsed.date is not None and parsed.date.tzinfo is None:
-            parsed.date = parsed.date.replace(tzinfo=datetime.UTC)
-    except Exception as exc:
-        errors.append(f"Date: {exc}")
-    parsed.date = parsed.date or internaldate
+    header_date = _header_date(msg, errors)
+    parsed.date = header_date
+    if header_date is None:
+        parsed.date, parsed.date_source = internaldate, "server"
+        if parsed.date is None:
+            parsed.date, parsed.date_source = _received_date(msg), "received"
+        if parsed.date is None:
+            parsed.date_source = "none"
     for defect in getattr(msg, "defects", [])[:5]:
         errors.append(f"defect: {type(defect).__name__}")
     _body_and_attachments(msg, parsed)
+    for cut in headers.cut[:5]:
+        name, _colon, length = cut.partition(": ")
+        errors.append(f"{name}: {length} characters, only the first {HEADER_MAX_CHARS} read")
     # Exception texts and header leftovers may still carry undecodable bytes.
     parsed.errors = [_clean(error) for error in parsed.errors]
     parsed.references = [_clean(ref) for ref in parsed.references]
     parsed.in_reply_to = _clean(parsed.in_reply_to)
     for attachment in parsed.attachments:
         attachment.content_type = _clean(attachment.content_type)
-    if message_id:
-        parsed.key = hashlib.sha256(f"mid:{message_id}".encode()).hexdigest()
-    else:
-        # No Message-ID: the same message seen in two mailboxes differs in its trace
-        # headers, so hash what the sender wrote rather than the raw bytes.
-        basis = "\n".join(
-            [
-                parsed.date.isoformat() if parsed.date else "",
-                parsed.from_address,
-                ",".join(parsed.to),
-                parsed.subject,
-                parsed.text,
-            ]
-        )
-        if not parsed.text and not parsed.subject:
-            basis += hashlib.sha256(raw).hexdigest()
-        parsed.key = hashlib.sha256(f"content:{_clean(basis)}".encode()).hexdigest()
+    message_key(parsed, header_date=header_date, raw=raw)
     return parsed
+
+
+def message_key(
+    parsed: ParsedMessage, *, header_date: datetime.datetime | None, raw: bytes
+) -> None:
+    """Set ``parsed.fingerprint`` and the dedupe ``key``: the Message-ID with the sender's
+    fingerprint (a reused Message-ID on another message gives another key), or without a
+    Message-ID a hash of what the sender wrote (the same message seen in two mailboxes
+    differs in its trace headers, so not of the raw bytes)."""
+    parsed.fingerprint = sender_fingerprint(header_date, parsed.from_address, parsed.subject)
+    if parsed.message_id:
+        basis = f"mid:{parsed.message_id}\n{parsed.fingerprint}"
+        parsed.key = hashlib.sha256(basis.encode()).hexdigest()
+        return
+    basis = "\n".join(
+        [
+            header_date.isoformat() if header_date else "",
+            parsed.from_address,
+            ",".join(parsed.to),
+            parsed.subject,
+            parsed.text,
+        ]
+    )
+    if not parsed.text and not parsed.subject:
+        basis += hashlib.sha256(raw).hexdigest()
+    parsed.key = hashlib.sha256(f"content:{_clean(basis)}".encode()).hexdigest()
 
 
 # --- the sync engine's parse process (see mailsync.engine.BatchParser) ----------------------

@@ -282,6 +282,17 @@ SUPPRESSION_REMOVALS_PER_DAY = env_int("SUPPRESSION_REMOVALS_PER_DAY", 5)
 DELIVERY_SOFT_RETRY_MINUTES = [
     int(m) for m in env_list("DELIVERY_SOFT_RETRY_MINUTES", "15,60,240") if m.isdigit()
 ]
+# Seconds a sender may hold a claimed group without renewing its lease; it renews every
+# DELIVERY_SENDING_LEASE_RENEW_SECONDS while it works, and a claim not renewed for the lease
+# is a sender that died: the watchdog marks its deliveries "outcome unknown".
+DELIVERY_SENDING_LEASE_SECONDS = env_int("DELIVERY_SENDING_LEASE_SECONDS", 30 * 60)
+DELIVERY_SENDING_LEASE_RENEW_SECONDS = env_int(
+    "DELIVERY_SENDING_LEASE_RENEW_SECONDS", max(1, DELIVERY_SENDING_LEASE_SECONDS // 10)
+)
+if not 0 < DELIVERY_SENDING_LEASE_RENEW_SECONDS < DELIVERY_SENDING_LEASE_SECONDS:
+    raise ImproperlyConfigured(
+        "DELIVERY_SENDING_LEASE_RENEW_SECONDS must be above 0 and below the lease"
+    )
 # Minutes an ESP webhook event for a message no delivery knows yet is kept pending. Through an
 # ESP a delivery learns its message id only when the sender records its group, after the email
 # left, and a sender may take up to invoicing.services.SENDING_LEASE (30 minutes) before the
@@ -370,6 +381,21 @@ if CELERY_BROKER_URL == "filesystem://":
         "control_folder": str(_queue_dir / "control"),
         "store_processed": False,
     }
+else:
+    # Tasks acknowledge late: Redis (and SQS) hand a task that is not acknowledged within the
+    # visibility timeout to another worker, and a countdown task is not acknowledged until it
+    # ran. The timeout must exceed the longest countdown (the soft retries, in hours), or two
+    # workers run it. Each task claims its rows under a lock as well, so a redelivery does no
+    # harm, but it must stay rare. Seconds; default 6 hours.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int("CELERY_BROKER_VISIBILITY_TIMEOUT", 6 * 3600),
+    }
+_longest_countdown = 60 * max(DELIVERY_SOFT_RETRY_MINUTES, default=0)
+if CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", float("inf")) <= _longest_countdown:
+    raise ImproperlyConfigured(
+        "CELERY_BROKER_VISIBILITY_TIMEOUT must be longer than the longest of "
+        "DELIVERY_SOFT_RETRY_MINUTES, or a retry is run by two workers"
+    )
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

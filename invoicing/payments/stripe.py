@@ -60,9 +60,13 @@ class StripeCheckoutError(Exception):
 
 
 class Outcome(enum.Enum):
-    """What a webhook event did; every outcome is answered 200 (retrying changes nothing)."""
+    """What a webhook event did; every outcome is answered 200 (retrying changes nothing).
+    An error while recording answers 500, so Stripe sends the event again."""
 
     RECORDED = "recorded"
+    # Recorded, and kept with a problem for the owner (void invoice, other currency, paid
+    # more than owed): never dropped.
+    NEEDS_ATTENTION = "recorded_needs_attention"
     DUPLICATE = "duplicate"
     UNKNOWN_INVOICE = "unknown_invoice"
     IGNORED = "ignored"
@@ -209,20 +213,18 @@ def event_process(*, event: dict[str, Any]) -> Outcome:
                 return Outcome.UNKNOWN_INVOICE
             if Payment.objects.filter(provider=NAME, reference=session_id).exists():
                 return Outcome.DUPLICATE
-            if currency != invoice.currency:
-                logger.error(
-                    "Stripe session %s paid %s %s for invoice %s in %s: not recorded",
-                    session_id,
-                    amount,
-                    currency,
-                    invoice.pk,
-                    invoice.currency,
-                )
-                return Outcome.REFUSED
-            payment_record(invoice=invoice, amount=amount, provider=NAME, reference=session_id)
+            # Recorded whatever the invoice's state: the money arrived. One that cannot count
+            # toward it (void, another currency, more than was owed) carries a problem the
+            # owner sees on the invoice, to refund or re-issue.
+            payment = payment_record(
+                invoice=invoice,
+                amount=amount,
+                provider=NAME,
+                reference=session_id,
+                currency=currency,
+            )
     except InvoiceError as exc:
-        # The invoice was voided after the client opened checkout: the money arrived anyway
-        # and someone must refund or re-issue, so say so loudly (a retry cannot help).
+        # Only an amount of zero or less gets here: no money moved, nothing to keep.
         logger.error(
             "Stripe session %s paid %s %s for invoice %s, not recorded: %s",
             session_id,
@@ -238,4 +240,4 @@ def event_process(*, event: dict[str, Any]) -> Outcome:
     logger.info(
         "Stripe session %s recorded %s %s on invoice %s", session_id, amount, currency, invoice_id
     )
-    return Outcome.RECORDED
+    return Outcome.NEEDS_ATTENTION if payment.problem_code else Outcome.RECORDED

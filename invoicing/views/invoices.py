@@ -28,6 +28,7 @@ from invoicing.selectors import (
 from invoicing.services import (
     InvoiceError,
     invoice_create,
+    invoice_may_have_reached_client,
     invoice_paid_amount,
     invoice_update,
     invoice_void,
@@ -231,9 +232,10 @@ def invoice_detail(request: HttpRequest, invoice_pk: int) -> HttpResponse:
     prefetch_related_objects([invoice], "lines")
     timelines = invoice_timelines(invoice=invoice)
     _label_timelines(timelines)
-    can_record_payment = request.member_role in PAYMENT_ROLES and invoice.status in (
-        Invoice.Status.SENT,
-        Invoice.Status.VIEWED,
+    can_record_payment = request.member_role in PAYMENT_ROLES and (
+        invoice.status in (Invoice.Status.SENT, Invoice.Status.VIEWED)
+        # A send with no outcome yet (or an unknown one): the client may be paying already.
+        or (invoice.status == Invoice.Status.DRAFT and invoice_may_have_reached_client(invoice))
     )
     context = {
         "invoice": invoice,

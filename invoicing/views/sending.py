@@ -107,6 +107,7 @@ def payment_record_view(request: HttpRequest, invoice_pk: int) -> HttpResponse:
             amount=form.cleaned_data["amount"],
             reference=form.cleaned_data["reference"],
             recorded_by=request.user,
+            submission_key=form.cleaned_data["submission"],
         )
     except InvoiceError as exc:
         messages.error(request, str(exc))

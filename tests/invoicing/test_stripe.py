@@ -400,17 +400,95 @@ def test_other_event_types_are_acknowledged_and_ignored(firm, stripe_api):
     assert not Payment.objects.exists()
 
 
-def test_a_payment_for_a_voided_invoice_is_acknowledged_not_recorded(firm, stripe_api):
+def test_a_payment_for_a_voided_invoice_is_kept_and_shown_to_the_owner(
+    firm, owner, owner_client, stripe_api
+):
     invoice, _token = _sent_invoice(firm)
     Invoice.objects.filter(pk=invoice.pk).update(status=Invoice.Status.VOID)
-    assert _deliver(_event(_session(invoice, 1))).status_code == 200
-    assert not Payment.objects.exists()
+
+    response = _deliver(_event(_session(invoice, 1)))
+
+    assert (response.status_code, response.content) == (200, b"recorded_needs_attention")
+    payment = Payment.objects.get()
+    assert (payment.amount, payment.problem_code) == (Decimal("120.00"), "payment.void_invoice")
+    invoice.refresh_from_db()
+    assert invoice.status == Invoice.Status.VOID
+    page = owner_client.get(invoice.get_absolute_url()).content.decode()
+    assert 'data-problem="payment.void_invoice"' in page
+    assert "Paid on a void invoice" in page
 
 
-def test_a_payment_in_another_currency_is_not_recorded(firm, stripe_api):
+def test_a_payment_in_another_currency_is_kept_but_does_not_settle_the_invoice(
+    firm, owner, owner_client, stripe_api
+):
     invoice, _token = _sent_invoice(firm)
+
     assert _deliver(_event(_session(invoice, 1, currency="usd"))).status_code == 200
-    assert not Payment.objects.exists()
+
+    payment = Payment.objects.get()
+    assert (payment.amount, payment.currency, payment.problem_code) == (
+        Decimal("120.00"),
+        "USD",
+        "payment.currency_mismatch",
+    )
+    invoice.refresh_from_db()
+    assert invoice.status == Invoice.Status.SENT
+    page = owner_client.get(invoice.get_absolute_url()).content.decode()
+    assert "Paid in another currency" in page
+
+
+def test_a_second_checkout_paid_on_a_paid_invoice_is_kept_as_an_overpayment(
+    firm, owner, stripe_api, django_capture_on_commit_callbacks
+):
+    invoice, _token = _sent_invoice(firm)
+    with django_capture_on_commit_callbacks():
+        _deliver(_event(_session(invoice, 1)))
+        _deliver(_event(_session(invoice, 1)))
+
+    assert sorted(Payment.objects.values_list("problem_code", flat=True)) == [
+        "",
+        "payment.overpaid",
+    ]
+    invoice.refresh_from_db()
+    assert invoice.status == Invoice.Status.PAID
+
+
+def test_a_card_payment_on_an_invoice_whose_send_has_no_outcome_yet_is_recorded(
+    firm, owner, stripe_api, django_capture_on_commit_callbacks, tasks_run_inline
+):
+    # The invoice leaves "draft" only when its group is recorded; the Pay Now link works
+    # from the claim. A sender that dies in between leaves it "draft" for good.
+    from invoicing.services import _group_claim, deliveries_sending_expire, sending_lease
+
+    client = ClientFactory(firm=firm, display_name="Birch Dental")
+    address = ContactAddressFactory(contact=ContactFactory(client=client))
+    invoice = invoice_with_lines(client=client, lines=0)
+    InvoiceLineFactory(invoice=invoice, unit_price="120.00")
+    delivery = Delivery.objects.create(
+        firm=firm,
+        invoice=invoice,
+        client=client,
+        address=address.address,
+        normalized=address.normalized,
+        verp_token="tokdraftpay00001",
+    )
+    group = _group_claim([delivery.pk])  # ... the email leaves, and the worker dies
+    deliveries_sending_expire(now=timezone.now() + sending_lease() * 2)
+    token = group.tokens[delivery.pk]
+
+    _browser, redirect = _pay_by_card(token)
+    assert redirect.status_code == 303  # off to Stripe's page: the client pays there
+    assert len(stripe_api.requests) == 1
+    session = _session(invoice, invoice.pay_links.get().pk)
+    mail.outbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = _deliver(_event(session))
+
+    assert (response.status_code, response.content) == (200, b"recorded")
+    invoice.refresh_from_db()
+    assert invoice.status == Invoice.Status.PAID
+    assert Payment.objects.get().amount == Decimal("120.00")
+    assert len(mail.outbox) == 1  # the owner is told it was paid
 
 
 def test_the_webhook_takes_only_post(client, stripe_api):

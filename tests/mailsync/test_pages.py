@@ -191,6 +191,15 @@ def test_the_email_tab_shows_threads_messages_and_attachments(owner_client, firm
     assert reverse("portal:document_download", args=[client.pk, client.documents.get().pk]) in page
 
 
+def test_the_email_tab_says_when_a_message_had_no_date_of_its_own(owner_client, firm):
+    client = _client_with_mail(firm, 2)
+    Message.objects.filter(subject="Question 1").update(date_source=Message.DateSource.SERVER)
+
+    page = owner_client.get(reverse("mailsync:client_email", args=[client.pk])).content.decode()
+
+    assert page.count("The message has no date: shown as received by the server") == 1
+
+
 @pytest.mark.parametrize("count", [3, 30])
 def test_the_email_tab_query_count_does_not_grow_with_messages(
     owner_client, firm, count, django_assert_num_queries

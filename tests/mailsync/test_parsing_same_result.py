@@ -5,7 +5,6 @@ unchanged (it reuses only the pure string helpers of ``mailsync.parsing``)."""
 
 from __future__ import annotations
 
-import datetime
 import email
 import hashlib
 import os
@@ -21,10 +20,17 @@ from mailsync.parsing import (
     ParsedAttachment,
     ParsedMessage,
     _clean,
+    _file_name,
+    _header_date,
     _html_to_text,
     _ids,
     _normalized,
     _raw_header,
+    _received_date,
+    _sender_name,
+    bytes_decode,
+    header_decode,
+    message_key,
     message_parse,
     normalize_message_id,
     safe_filename,
@@ -80,9 +86,14 @@ def _reference_body_and_attachments(msg: EmailMessage, parsed: ParsedMessage) ->
     try:
         body_part = msg.get_body(preferencelist=("plain", "html"))
         if body_part is not None:
-            content = body_part.get_content()
-            if isinstance(content, bytes):
-                content = content.decode("utf-8", "replace")
+            data = body_part.get_payload(decode=True)
+            charset = body_part.get_content_charset()
+            if charset is None and body_part.get_content_subtype() == "html":
+                meta = parsing._META_CHARSET.search(data[:2048])
+                charset = meta.group(1).decode("ascii") if meta else None
+            content, problem = bytes_decode(data, charset)
+            if problem:
+                parsed.errors.append(f"body: {problem}")
             if body_part.get_content_subtype() == "html":
                 content = _html_to_text(content)
             parsed.text = _clean(content)
@@ -98,12 +109,12 @@ def _reference_body_and_attachments(msg: EmailMessage, parsed: ParsedMessage) ->
             continue
         try:
             disposition = part.get_content_disposition()
-            filename = part.get_filename()
+            filename = _file_name(part)
             content_type = part.get_content_type()
             if disposition != "attachment" and not filename:
                 continue
             if content_type == "message/rfc822" or part.get_content_maintype() == "message":
-                payload = part.as_bytes()
+                payload = part.as_bytes(policy=part.policy.clone(refold_source="none"))
             else:
                 payload = part.get_payload(decode=True)
             if payload is None:
@@ -135,23 +146,24 @@ def reference_parse(raw: bytes) -> ParsedMessage:
         )
     message_id = normalize_message_id(_reference_text_header(msg, "Message-ID", errors))[:900]
     parsed = ParsedMessage(key="", message_id=message_id, errors=errors)
-    parsed.subject = _reference_text_header(msg, "Subject", errors)[:2000]
+    subject = _raw_header(msg, "Subject")
+    if subject:
+        text = header_decode(subject[0][: 4 * parsing.HEADER_MAX_CHARS])
+        parsed.subject = _clean(" ".join(text.split()))[:2000]
     senders = _reference_addresses(msg, "From", errors)
     if senders:
-        parsed.from_name = senders[0][0][:200]
+        parsed.from_name = _sender_name(msg, senders[0][0])[:200]
         parsed.from_address = _normalized(senders[0][1])
     parsed.to = _reference_address_list(msg, "To", errors)
     parsed.cc = _reference_address_list(msg, "Cc", errors)
     parsed.reply_to = _reference_address_list(msg, "Reply-To", errors)
     parsed.in_reply_to = normalize_message_id(_reference_text_header(msg, "In-Reply-To", errors))
     parsed.references = _ids(_reference_text_header(msg, "References", errors))[:50]
-    try:
-        header = msg.get("Date")
-        parsed.date = getattr(header, "datetime", None) if header is not None else None
-        if parsed.date is not None and parsed.date.tzinfo is None:
-            parsed.date = parsed.date.replace(tzinfo=datetime.UTC)
-    except Exception as exc:
-        errors.append(f"Date: {exc}")
+    header_date = _header_date(msg, errors)
+    parsed.date, parsed.date_source = header_date, ""
+    if header_date is None:
+        parsed.date = _received_date(msg)
+        parsed.date_source = "received" if parsed.date else "none"
     for defect in getattr(msg, "defects", [])[:5]:
         errors.append(f"defect: {type(defect).__name__}")
     _reference_body_and_attachments(msg, parsed)
@@ -160,21 +172,7 @@ def reference_parse(raw: bytes) -> ParsedMessage:
     parsed.in_reply_to = _clean(parsed.in_reply_to)
     for attachment in parsed.attachments:
         attachment.content_type = _clean(attachment.content_type)
-    if message_id:
-        parsed.key = hashlib.sha256(f"mid:{message_id}".encode()).hexdigest()
-    else:
-        basis = "\n".join(
-            [
-                parsed.date.isoformat() if parsed.date else "",
-                parsed.from_address,
-                ",".join(parsed.to),
-                parsed.subject,
-                parsed.text,
-            ]
-        )
-        if not parsed.text and not parsed.subject:
-            basis += hashlib.sha256(raw).hexdigest()
-        parsed.key = hashlib.sha256(f"content:{_clean(basis)}".encode()).hexdigest()
+    message_key(parsed, header_date=header_date, raw=raw)
     return parsed
 
 
