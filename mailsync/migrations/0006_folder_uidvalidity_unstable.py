@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('mailsync', '0004_outgoing_address'),
+        ('mailsync', '0005_message_fingerprint_occurrence_date_source'),
     ]
 
     operations = [
