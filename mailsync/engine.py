@@ -50,9 +50,15 @@ from mailsync.parsing import ParsedMessage, messages_parse, parse_process_init
 
 logger = logging.getLogger(__name__)
 
-# A folder whose UIDVALIDITY keeps changing is re-read at most this many times; after that
-# a person should look (something on the server is rebuilding its index in a loop).
+# A folder whose UIDVALIDITY changed more than MAX_RESETS times within RESET_WINDOW is
+# "unstable": re-reading it whole each time would be endless, so from then on each change
+# re-reads only the days since the last good sync (dedupe keeps that from duplicating), and
+# the member is told. After STABLE_RUNS_TO_TRUST runs with one UIDVALIDITY it is trusted
+# again. Nothing ever stops a folder from syncing in silence.
 MAX_RESETS = 5
+RESET_WINDOW = datetime.timedelta(days=1)
+STABLE_RUNS_TO_TRUST = 12
+UNSTABLE_REREAD_MARGIN = datetime.timedelta(days=2)
 POP3_FOLDER = "INBOX"
 # Discovery asks at most this many switched-off folders for their message count per run
 # (one STATUS each), and gives up after this many STATUS failures that are not "no such
@@ -824,13 +830,28 @@ def _count_disabled_folders(
     MailboxFolder.objects.bulk_update(counted, ["messages"])
 
 
-def _resync(folder: MailboxFolder, uidvalidity: int, report: SyncReport) -> bool:
+def _resync(folder: MailboxFolder, uidvalidity: int, report: SyncReport) -> None:
     """The server renumbered the folder: forget its UIDs and read it again (messages stay,
-    and Message-ID dedupe keeps the re-read from duplicating them)."""
-    if folder.reset_count >= MAX_RESETS:
-        report.errors += 1
-        report.problems.append(f"{folder.name}: UIDVALIDITY changed too often; not re-read")
-        return False
+    and dedupe keeps the re-read from duplicating them). Counts the change, and marks the
+    folder unstable when the server keeps doing it."""
+    now = timezone.now()
+    started = folder.reset_window_started_at
+    if started is None or now - started > RESET_WINDOW:
+        folder.reset_count = 0
+        folder.reset_window_started_at = now
+    folder.reset_count += 1
+    folder.stable_runs = 0
+    if folder.reset_count > MAX_RESETS and folder.uidvalidity_unstable_since is None:
+        folder.uidvalidity_unstable_since = now
+        report.problems.append(
+            f"{folder.name}: UIDVALIDITY changes at every visit; read by date from now on"
+        )
+        logger.warning(
+            "folder %s: UIDVALIDITY changed %s times within %s; reading it by date window",
+            folder.pk,
+            folder.reset_count,
+            RESET_WINDOW,
+        )
     with transaction.atomic():
         _lease_check(*_run_lease.get())
         MessageSource.objects.filter(folder=folder).delete()
@@ -838,11 +859,50 @@ def _resync(folder: MailboxFolder, uidvalidity: int, report: SyncReport) -> bool
         folder.last_uid = 0
         folder.highestmodseq = None
         folder.state = MailboxFolder.State.RESYNCING
-        folder.reset_count += 1
         folder.save(
-            update_fields=["uidvalidity", "last_uid", "highestmodseq", "state", "reset_count"]
+            update_fields=[
+                "uidvalidity",
+                "last_uid",
+                "highestmodseq",
+                "state",
+                "reset_count",
+                "reset_window_started_at",
+                "uidvalidity_unstable_since",
+                "stable_runs",
+            ]
         )
-    return True
+
+
+def _count_stable_run(folder: MailboxFolder) -> None:
+    """One more run with the same UIDVALIDITY: enough of them and the folder is trusted."""
+    if folder.uidvalidity_unstable_since is None:
+        return
+    folder.stable_runs += 1
+    if folder.stable_runs >= STABLE_RUNS_TO_TRUST:
+        folder.uidvalidity_unstable_since = None
+        folder.reset_count = 0
+        folder.reset_window_started_at = None
+    folder.save(
+        update_fields=[
+            "stable_runs",
+            "uidvalidity_unstable_since",
+            "reset_count",
+            "reset_window_started_at",
+        ]
+    )
+
+
+def _reread_since(folder: MailboxFolder, connection: MailboxConnection) -> datetime.date | None:
+    """How far back the next read of the folder goes (None: the whole folder)."""
+    now = timezone.now()
+    initial = (now - datetime.timedelta(days=settings.MAILSYNC_INITIAL_DAYS)).date()
+    if folder.state in (MailboxFolder.State.INITIAL, MailboxFolder.State.BACKFILLING):
+        return initial
+    if folder.state == MailboxFolder.State.RESYNCING and folder.uidvalidity_unstable_since:
+        # UIDs mean nothing here: read the days since the last good sync again.
+        last = connection.last_success_at or now
+        return max((last - UNSTABLE_REREAD_MARGIN).date(), initial)
+    return None
 
 
 def _imap_batches(box: ImapMailbox, folder: MailboxFolder, uids: list[int]) -> Iterator[Batch]:
@@ -878,24 +938,34 @@ def _sync_imap_folder(box: ImapMailbox, run: _Run, folder: MailboxFolder) -> Non
     if folder.uidvalidity is None:
         folder.uidvalidity = status.uidvalidity
         folder.save(update_fields=["uidvalidity"])
-    elif folder.uidvalidity != status.uidvalidity and not _resync(
-        folder, status.uidvalidity, report
-    ):
-        return
+    elif folder.uidvalidity != status.uidvalidity:
+        _resync(folder, status.uidvalidity, report)
+    else:
+        _count_stable_run(folder)
     if status.uidnext <= folder.last_uid + 1 and folder.state == MailboxFolder.State.IDLE:
         return  # nothing arrived: no SEARCH needed (keeps unchanged syncs fast)
-    since = None
-    if folder.state in (MailboxFolder.State.INITIAL, MailboxFolder.State.BACKFILLING):
-        since = (timezone.now() - datetime.timedelta(days=settings.MAILSYNC_INITIAL_DAYS)).date()
+    since = _reread_since(folder, connection)
+    unstable = folder.uidvalidity_unstable_since is not None
     try:
         uids = box.fetch_uids_since(
-            folder.name, folder.last_uid, since_date=since, uidvalidity=folder.uidvalidity
+            folder.name,
+            folder.last_uid,
+            since_date=since,
+            uidvalidity=None if unstable else folder.uidvalidity,
         )
     except UidValidityChanged as exc:
         # Changed between STATUS and EXAMINE: the next run re-reads the folder.
         if exc.actual is not None:
             _resync(folder, exc.actual, report)
         return
+    if unstable and box.examined_uidvalidity != folder.uidvalidity:
+        # Renumbered again between STATUS and EXAMINE (the server makes up a new value per
+        # visit): within this session the numbering holds, so read the window by it.
+        _resync(folder, box.examined_uidvalidity, report)
+        since = _reread_since(folder, connection)
+        uids = box.fetch_uids_since(
+            folder.name, 0, since_date=since, uidvalidity=folder.uidvalidity
+        )
     MailboxConnection.objects.filter(pk=connection.pk).update(
         progress_total=F("progress_total") + len(uids)
     )

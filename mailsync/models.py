@@ -127,7 +127,17 @@ class MailboxFolder(models.Model):
     uidvalidity = models.BigIntegerField(null=True, blank=True)
     last_uid = models.BigIntegerField(default=0)
     highestmodseq = models.BigIntegerField(null=True, blank=True)
+    # UIDVALIDITY changes since reset_window_started_at; changes older than the engine's
+    # RESET_WINDOW no longer count, so a server that was fixed is trusted again.
     reset_count = models.PositiveIntegerField(default=0)
+    reset_window_started_at = models.DateTimeField(null=True, blank=True)
+    # Set when the server renumbered the folder more than MAX_RESETS times within the window
+    # (Courier does at every read-only visit when mail is delivered straight into the
+    # Maildir): the folder is then read by date window with dedupe instead of by UID, and
+    # the member is told (sync.uidvalidity_unstable). Cleared after stable_runs runs in a
+    # row with one UIDVALIDITY.
+    uidvalidity_unstable_since = models.DateTimeField(null=True, blank=True)
+    stable_runs = models.PositiveIntegerField(default=0)
     # What the server's STATUS reported at the last discovery (switched-off folders only;
     # NULL: never asked, the STATUS failed, or the folder is gone from the server). Lets
     # the portal say "mail sits in a folder that is not synced" (sync.labels_excluded).

@@ -27,6 +27,14 @@ if [ ${#need_debian[@]} -gt 0 ]; then
   fi
 fi
 
+# Courier-IMAP/POP3, the second real mail server the sync is tested against, is unpacked from
+# Debian's packages rather than installed (Dovecot is the installed IMAP server).
+if [ "$(id -u)" = 0 ]; then
+  bash scripts/courier_packages.sh || missing+=("Courier-IMAP/POP3 (scripts/courier_packages.sh failed)")
+else
+  missing+=("Courier-IMAP/POP3 (runs in a mount namespace: needs root)")
+fi
+
 if [ -z "${DATABASE_URL:-}" ]; then
   if command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; then
     export DATABASE_URL="postgres://postgres@127.0.0.1:5432/portal"

@@ -110,8 +110,10 @@ def encode_folder_name(name: str) -> str:
     return "".join(out)
 
 
-def _quoted(name: str) -> str:
-    encoded = encode_folder_name(name)
+def _quoted(name: str, *, utf8: bool = False) -> str:
+    """A folder name as a command argument: modified UTF-7, or UTF-8 itself once the session
+    has enabled UTF8=ACCEPT (RFC 6855 3: then the server takes and sends UTF-8 names only)."""
+    encoded = name if utf8 else encode_folder_name(name)
     return '"' + encoded.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -136,7 +138,9 @@ def _unquote(value: bytes) -> bytes:
     return re.sub(rb"\\(.)", rb"\1", value)
 
 
-def _parse_list_line(item: bytes | tuple[bytes, bytes]) -> tuple[set[str], str] | None:
+def _parse_list_line(
+    item: bytes | tuple[bytes, bytes], *, utf8: bool = False
+) -> tuple[set[str], str] | None:
     if isinstance(item, tuple):
         head, name = item[0], item[1]
         match = _LIST_LINE.match(head.rstrip() + b" x")
@@ -148,7 +152,7 @@ def _parse_list_line(item: bytes | tuple[bytes, bytes]) -> tuple[set[str], str] 
     if match is None:
         return None
     flags = {flag.decode("ascii", "replace").lower() for flag in match.group("flags").split()}
-    return flags, decode_folder_name(name)
+    return flags, name.decode("utf-8", "replace") if utf8 else decode_folder_name(name)
 
 
 def _tokens(text: bytes, literals: Sequence[bytes]) -> list[object]:
@@ -364,6 +368,8 @@ class ImapMailbox(StepTracking):
         self._client: _Client | None = None
         self._examined: str | None = None
         self._uidvalidity: int | None = None
+        # True once the server accepted ENABLE UTF8=ACCEPT (RFC 6855).
+        self.utf8 = False
 
     # --- errors --------------------------------------------------------------------------
 
@@ -424,6 +430,22 @@ class ImapMailbox(StepTracking):
             self._ok(typ, data)
             if data and isinstance(data[-1], bytes):
                 self._read_capabilities(tuple(data[-1].decode("ascii", "replace").split()))
+        self._enable_utf8()
+
+    def _enable_utf8(self) -> None:
+        """Ask for UTF-8 where the server offers it (RFC 6855). Without it, servers such as
+        Courier hand an internationalised message (UTF-8 headers) to a client as a stand-in
+        saying it cannot be shown, and the real message never reaches the portal."""
+        if "UTF8=ACCEPT" not in self.capabilities or "ENABLE" not in self.capabilities:
+            return
+        with self._step("login"):
+            # imaplib checks its own copy of the capabilities, read before login.
+            self.client.capabilities = tuple(sorted(self.capabilities))
+            try:
+                typ, _data = self.client.enable("UTF8=ACCEPT")
+            except imaplib.IMAP4.error:
+                return  # refused: the session goes on in the classic mode
+            self.utf8 = typ == "OK"
 
     def _xoauth2(self, client: _Client, username: str) -> None:
         initial = self._credentials.xoauth2(username)
@@ -472,7 +494,7 @@ class ImapMailbox(StepTracking):
             for item in data:
                 if item is None:
                     continue
-                parsed = _parse_list_line(item)
+                parsed = _parse_list_line(item, utf8=self.utf8)
                 if parsed is None:
                     raise ProtocolError(f"cannot parse LIST response {item!r}")
                 flags, name = parsed
@@ -486,7 +508,7 @@ class ImapMailbox(StepTracking):
         if "CONDSTORE" in self.capabilities or "QRESYNC" in self.capabilities:
             items += " HIGHESTMODSEQ"
         with self._step("status"):
-            typ, data = self.client.status(_quoted(folder), f"({items})")
+            typ, data = self.client.status(_quoted(folder, utf8=self.utf8), f"({items})")
             if typ != "OK":
                 self._raise_folder_error(folder, data)
             text = b" ".join(
@@ -519,10 +541,15 @@ class ImapMailbox(StepTracking):
             raise folder_not_found(folder, reply, step=self.step)
         raise imaplib.IMAP4.error(reply)
 
+    @property
+    def examined_uidvalidity(self) -> int | None:
+        """UIDVALIDITY of the folder this session has open (None: none open)."""
+        return self._uidvalidity if self._examined is not None else None
+
     def _examine(self, folder: str, uidvalidity: int | None) -> None:
         """Open ``folder`` read-only; refuse if its UIDVALIDITY is not the expected one."""
         if self._examined != folder:
-            typ, data = self.client.select(_quoted(folder), readonly=True)
+            typ, data = self.client.select(_quoted(folder, utf8=self.utf8), readonly=True)
             if typ != "OK":
                 self._raise_folder_error(folder, data)
             _, values = self.client.response("UIDVALIDITY")

@@ -155,6 +155,11 @@ class Pop3Mailbox(StepTracking):
     def login(self) -> None:
         assert self._credentials.password is not None
         with self._step("login"):
+            if "UTF8" in self.capabilities:
+                # RFC 6856: without it, servers such as Courier replace every message with
+                # UTF-8 headers by a stand-in ("Cannot display Unicode content").
+                with suppress(poplib.error_proto):
+                    self.client.utf8()
             self.client.user(self.settings.username)
             self.client.pass_(self._credentials.password)
             if self.capabilities and "UIDL" not in self.capabilities:

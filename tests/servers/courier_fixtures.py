@@ -1,0 +1,55 @@
+"""Pytest fixtures for the loopback Courier-IMAP/POP3 (see tests/servers/courier.py).
+
+``courier`` is started once per session; ``courier_user`` is a fresh user for each test.
+Where Courier cannot run (not root, packages not unpacked) the tests are skipped, or fail
+when ``PORTAL_TEST_STRICT=1`` (CI).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from tests.servers.courier import CourierServer
+
+__all__ = ["CourierUser", "courier", "courier_user"]
+
+_counter = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class CourierUser:
+    name: str
+    password: str
+    server: CourierServer
+
+
+@pytest.fixture(scope="session")
+def courier() -> Iterator[CourierServer]:
+    missing = CourierServer.missing()
+    if missing:
+        if os.environ.get("PORTAL_TEST_STRICT") == "1":
+            pytest.fail(missing)
+        pytest.skip(missing)
+    run_dir = tempfile.mkdtemp(prefix="portal-courier-")
+    server = CourierServer(run_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def courier_user(courier: CourierServer) -> CourierUser:
+    name = f"c{os.getpid()}x{next(_counter)}"
+    password = f"pw-{name}-secret"
+    courier.add_user(name, password)
+    return CourierUser(name=name, password=password, server=courier)
