@@ -17,6 +17,8 @@ from email import policy
 from email.header import decode_header, make_header
 from email.message import Message
 
+from .mta import CHALLENGE_RE, DELAY_RE, MtaFamily, detect_mta
+
 __all__ = [
     "DeliveryFacts",
     "ParsedReport",
@@ -136,6 +138,7 @@ class ParsedReport:
     sender: str | None = None
     text: str = ""
     feedback_type: str | None = None
+    mta: str | None = None
     warnings: tuple[str, ...] = field(default=())
 
 
@@ -479,7 +482,7 @@ def _walk(msg: Message) -> _Collected:
 QMAIL_RECIPIENT_RE = re.compile(r"^<([^<>\s]+@[^<>\s]+)>:?\s*$", re.MULTILINE)
 # A line holding (mostly) just an address, as Exim, Gmail, Postfix and many others list them.
 ADDRESS_LINE_RE = re.compile(
-    r"^[ \t]*(?:[-*]|\d+\.|to:|recipient:)?[ \t]*[\"'<]?"
+    r"^[ \t]*(?:[-*]|\d+\.|recipient:)?[ \t]*[\"'<]?"
     r"([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+)"
     r"[\"'>]?[ \t]*(?::|\.\.\.|\s|$)(.*)$",
     re.IGNORECASE | re.MULTILINE,
@@ -494,6 +497,13 @@ LEAD_IN_RE = re.compile(
     r"message to|not delivered to|for|to)(?![\w@])[: \t]*<?"
     r"([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+)",
     re.IGNORECASE,
+)
+
+
+COLON_ADDRESS_RE = re.compile(
+    r"^([^\n@:]{3,100}):[ \t]*<?([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+)"
+    r">?\.?[ \t]*$",
+    re.MULTILINE,
 )
 
 
@@ -555,6 +565,12 @@ def _text_recipients(text: str, excluded: set[str]) -> list[tuple[str, str]]:
         if len(found) >= MAX_RECIPIENTS:
             break
         add(match.group(1), match.group(2) + "\n" + _block_after(text, match.end()))
+    if not found:
+        # "User's mailbox is full: <addr>" - a cause, a colon, then the address.
+        for match in COLON_ADDRESS_RE.finditer(text):
+            add(match.group(2), match.group(1) + "\n" + _block_after(text, match.end()))
+            if len(found) >= MAX_RECIPIENTS:
+                break
     return found
 
 
@@ -582,6 +598,14 @@ def _parse(raw: bytes) -> ParsedReport:
     raw = bytes(raw[:MAX_MESSAGE_BYTES])
     msg = email.message_from_bytes(raw, policy=policy.compat32)
     msg = _repair_boundary(raw, msg)
+    report = _parse_message(msg)
+    verp = _verp_recipient(msg)
+    if verp and report.kind in ("dsn", "text"):
+        report = _prefer_recipient(report, verp)
+    return report
+
+
+def _parse_message(msg: Message, depth: int = 0) -> ParsedReport:
     subject = fold(_header(msg, "Subject")) or ""
     from_header = _header(msg, "From")
     sender = extract_address(from_header)
@@ -631,12 +655,42 @@ def _parse(raw: bytes) -> ParsedReport:
             subject=subject,
             sender=sender,
             text=explanation,
+            mta="rfc3464",
         )
 
-    if not (daemon or bounce_subject or failed_header or found.report_type == "delivery-status"):
-        return _maybe_auto_reply(msg, subject, sender, explanation)
-    if not BOUNCE_PHRASE_RE.search(fold(explanation) or "") and not failed_header:
-        return _maybe_auto_reply(msg, subject, sender, explanation)
+    ses = _ses_notification(explanation)
+    if ses:
+        return ParsedReport(
+            kind="dsn", recipients=ses, subject=subject, sender=sender, text="", mta="amazonses"
+        )
+
+    head = explanation[:4000]
+    if not failed_header and CHALLENGE_RE.search(f"{subject}\n{head}"):
+        # A challenge/response system holds the message until the sender proves itself.
+        return ParsedReport(kind="none", subject=subject, sender=sender, text=explanation)
+
+    family = detect_mta(_header_digest(msg), head)
+    # Headers only say who wrote the message; its opening prose says it is a bounce.
+    recognised = (
+        family is not None
+        and family.body is not None
+        and family.name not in ("japanese", "appliance")
+        and bool(family.body.search(head))
+    )
+    if not (
+        daemon
+        or bounce_subject
+        or failed_header
+        or recognised
+        or found.report_type == "delivery-status"
+    ):
+        return _forwarded_or_auto_reply(msg, found, subject, sender, explanation, depth)
+    if (
+        not BOUNCE_PHRASE_RE.search(fold(explanation) or "")
+        and not failed_header
+        and not recognised
+    ):
+        return _forwarded_or_auto_reply(msg, found, subject, sender, explanation, depth)
 
     excluded = {addr for addr in (sender, extract_address(_header(msg, "To"))) if addr}
     pairs: list[tuple[str, str]] = []
@@ -649,6 +703,8 @@ def _parse(raw: bytes) -> ParsedReport:
                 if idx >= 0:
                     block = _block_after(explanation, idx + len(address))
                 pairs.append((address, block))
+    if not pairs and family is not None:
+        pairs = _family_recipients(family, explanation, {sender} if sender else set())
     if not pairs:
         pairs = _text_recipients(explanation, excluded)
     if not pairs:
@@ -658,17 +714,206 @@ def _parse(raw: bytes) -> ParsedReport:
             kind="text", subject=subject, sender=sender, text=explanation, warnings=("no-rcpt",)
         )
 
+    # A delay notice says the server is still trying; only a report that also says it gave
+    # up is a failure.
+    delayed = bool(DELAY_RE.search(head) or DELAY_SUBJECT_RE.search(subject)) and not bool(
+        PERMANENT_RE.search(head)
+    )
     code_line = _code_line(explanation)
     facts = []
     for address, block in pairs[:MAX_RECIPIENTS]:
         diagnostic = fold(re.sub(r"^[ \t]*[-=_*#|]{4,}[ \t]*$", "", block, flags=re.M))
-        if code_line and not (find_status(diagnostic) or find_reply_code(diagnostic)):
-            # The recipient's own lines only name it; the server's answer is elsewhere.
-            diagnostic = code_line
-        facts.append(DeliveryFacts(recipient=address, diagnostic=diagnostic))
+        if not (find_status(diagnostic) or find_reply_code(diagnostic)):
+            # The recipient's own lines only name it; the server's answer is elsewhere:
+            # beside a later mention of the address (Exchange), or on the report's code line.
+            diagnostic = _coded_block(explanation, address) or code_line or diagnostic
+        if not diagnostic:
+            diagnostic = _reason_line(explanation)
+        facts.append(
+            DeliveryFacts(
+                recipient=address,
+                diagnostic=diagnostic,
+                action="delayed" if delayed else None,
+            )
+        )
     return ParsedReport(
-        kind="text", recipients=tuple(facts), subject=subject, sender=sender, text=explanation
+        kind="text",
+        recipients=tuple(facts),
+        subject=subject,
+        sender=sender,
+        text=explanation,
+        mta=family.name if family else None,
     )
+
+
+DELAY_SUBJECT_RE = re.compile(
+    r"delay|warning: could not send|still (?:being )?retr|not yet been delivered|"
+    r"delivery status notification \(delay\)|temporar",
+    re.IGNORECASE,
+)
+PERMANENT_RE = re.compile(
+    r"permanent (?:fatal )?error|given up|giving up|failed permanently|permanent failure|"
+    r"no further (?:delivery )?attempts|will not be retried|could not be delivered to "
+    r"one or more|was not delivered|has been returned|retry time(?:out)? (?:exceeded|reached)",
+    re.IGNORECASE,
+)
+REASON_LINE_RE = re.compile(
+    r"^.*(?:unknown|no such|not found|does not exist|doesn't exist|invalid|full|quota|"
+    r"exceed|too (?:large|big)|refused|rejected|denied|blocked|spam|expired|timed? ?out|"
+    r"unavailable|disabled|suspended|delayed|unreachable|not (?:accepted|deliverable)).*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def _coded_block(text: str, address: str) -> str | None:
+    """The explanation after a mention of ``address`` that quotes a server's code."""
+    lower = text.lower()
+    start = lower.find(address)
+    for _ in range(5):
+        if start < 0:
+            return None
+        block = _block_after(text, start + len(address))
+        if CODE_LINE_RE.search(block):
+            return fold(block)
+        start = lower.find(address, start + len(address))
+    return None
+
+
+def _reason_line(text: str) -> str | None:
+    """The first line of prose that names a cause, for reports that quote no server reply."""
+    match = REASON_LINE_RE.search(text, 0, 6000)
+    return fold(match.group(0)[:500]) if match else None
+
+
+def _header_digest(msg: Message) -> str:
+    """The report's own headers as "name: value" lines, for recognising its writer."""
+    lines: list[str] = []
+    try:
+        items = msg.items()[:80]
+    except Exception:  # undecodable header objects: recognise by the body alone
+        return ""
+    for key, value in items:
+        lines.append(f"{str(key).lower()}: {str(value)[:300]}")
+    return "\n".join(lines)
+
+
+def _family_recipients(family: MtaFamily, text: str, excluded: set[str]) -> list[tuple[str, str]]:
+    """(recipient, explanation) pairs by ``family``'s own patterns, in document order."""
+    found: list[tuple[int, str, str]] = []
+    seen: set[str] = set()
+    for pattern in family.recipients:
+        for match in pattern.finditer(text):
+            address = match.group("addr").strip(".'\"<>").lower()
+            if address in seen or address in excluded:
+                continue
+            seen.add(address)
+            found.append((match.start(), address, _block_after(text, match.end())))
+            if len(found) >= MAX_RECIPIENTS:
+                break
+        if found:
+            # The first pattern that finds anything is the family's own layout.
+            break
+    found.sort(key=lambda item: item[0])
+    return [(address, block) for _, address, block in found]
+
+
+VERP_LOCAL_RE = re.compile(
+    r"^[^@+=]+[+-](?P<local>[^@+=]+)=(?P<domain>[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})$"
+)
+
+
+def _verp_recipient(msg: Message) -> str | None:
+    """The recipient encoded in a VERP envelope address (``list+user=example.com@host``).
+
+    The bounce is delivered to the address we sent from, so the address it was delivered
+    to (Delivered-To, X-Original-To, Envelope-To, else To) carries the recipient we sent to.
+    """
+    for name in ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To"):
+        address = extract_address(_header(msg, name))
+        if not address:
+            continue
+        local = address.rpartition("@")[0]
+        match = VERP_LOCAL_RE.match(local)
+        if match:
+            return f"{match.group('local')}@{match.group('domain')}".lower()
+    return None
+
+
+def _prefer_recipient(report: ParsedReport, address: str) -> ParsedReport:
+    """Put the facts about ``address`` first; name it when the report named nobody."""
+    recipients = list(report.recipients)
+    for index, facts in enumerate(recipients):
+        if (facts.recipient or "").lower() == address:
+            recipients.insert(0, recipients.pop(index))
+            return replace(report, recipients=tuple(recipients))
+    if len(recipients) == 1:
+        recipients[0] = replace(recipients[0], recipient=address)
+        return replace(report, recipients=tuple(recipients))
+    return report
+
+
+SES_RE = re.compile(r'"notificationType"\s*:\s*"Bounce"')
+
+
+SES_RECIPIENT_RE = re.compile(r"\{[^{}]*\"emailAddress\"[^{}]*\}")
+SES_FIELD_RE = re.compile(
+    r'"(emailAddress|status|diagnosticCode|action)"\s*:\s*"((?:[^"\\]|\\.)*)"'
+)
+
+
+def _ses_notification(text: str) -> tuple[DeliveryFacts, ...]:
+    """Amazon SES bounce notifications mailed as JSON (through SNS or directly).
+
+    Read field by field rather than as one JSON document: SNS wraps long lines, which
+    breaks the document but not the recipients' fields.
+    """
+    if not SES_RE.search(text[:20000]):
+        return ()
+    temporary = bool(re.search(r'"bounceType"\s*:\s*"Transient"', text[:20000]))
+    start = text.find('"bouncedRecipients"')
+    end = text.find("]", start)
+    if start < 0 or end < 0:
+        return ()
+    facts: list[DeliveryFacts] = []
+    for item in SES_RECIPIENT_RE.finditer(text, start, end + 1):
+        fields = dict(SES_FIELD_RE.findall(item.group(0)))
+        address = extract_address(fields.get("emailAddress"))
+        if not address:
+            continue
+        diagnostic = fields.get("diagnosticCode") or ""
+        if re.match(r"^\s*smtp\s*;", diagnostic, re.IGNORECASE):
+            diagnostic = diagnostic.split(";", 1)[1]
+        facts.append(
+            DeliveryFacts(
+                recipient=address,
+                action="delayed" if temporary else (fields.get("action") or "failed"),
+                status=find_status(fields.get("status")),
+                diagnostic=fold(diagnostic),
+            )
+        )
+    return tuple(facts[:MAX_RECIPIENTS])
+
+
+def _forwarded_or_auto_reply(
+    msg: Message,
+    found: _Collected,
+    subject: str,
+    sender: str | None,
+    explanation: str,
+    depth: int,
+) -> ParsedReport:
+    """A report someone forwarded as an attachment is read as the report it carries."""
+    if depth < 2:
+        for inner in found.original_headers[:3]:
+            if not (
+                _is_daemon_sender(_header(inner, "From"))
+                or BOUNCE_SUBJECT_RE.search(_header(inner, "Subject"))
+            ):
+                continue
+            report = _parse_message(inner, depth + 1)
+            if report.kind in ("dsn", "text") and report.recipients:
+                return report
+    return _maybe_auto_reply(msg, subject, sender, explanation)
 
 
 BOUNDARY_LINE_RE = re.compile(r"^--([^\s]{1,200}?)(?:--)?[ \t]*$", re.MULTILINE)
@@ -708,9 +953,14 @@ CODE_LINE_RE = re.compile(
 )
 
 
+FULL_CODE_LINE_RE = re.compile(
+    r"^.*(?<![\w.])[45]\d\d[ -]+[45]\.\d{1,3}\.\d{1,3}(?![\w.]*\d).*$", re.M
+)
+
+
 def _code_line(text: str) -> str | None:
-    """The first line quoting an SMTP reply or enhanced status code."""
-    match = CODE_LINE_RE.search(text)
+    """The first line quoting an SMTP reply (with its enhanced status, if any line has both)."""
+    match = FULL_CODE_LINE_RE.search(text) or CODE_LINE_RE.search(text)
     return fold(match.group(0)) if match else None
 
 

@@ -289,6 +289,13 @@ def is_hard(detail: str, status: str | None, reply_code: str | None) -> bool:
     """Only a permanent failure that says the address is dead is hard."""
     if detail not in HARD_DETAILS:
         return False
+    if (status or "").startswith("4") and not (status or "").startswith("4.1."):
+        # A temporary status that is not about the address: the wording is not proof.
+        return False
+    if detail != "notaccept":
+        # The server says the mailbox or domain does not exist; a 4xx code only says it
+        # would let us ask again, not that the answer could change.
+        return True
     permanent = (status or "").startswith("5") or (reply_code or "").startswith("5")
     if status is None and reply_code is None:
         # Prose bounces without codes: the cause itself ("no such user") is the evidence.
@@ -385,6 +392,9 @@ def _classify_recipient(facts: DeliveryFacts, report: ParsedReport) -> Recipient
     detail = classify_failure(status, reply_code, diagnostic, command, context)
     if action == "delayed" and detail in ("undefined", "networkerror", "systemerror"):
         detail = "expired"
+    if detail == "hostunknown" and (status or "").startswith("4"):
+        # "NXDOMAIN" with a temporary status: the sender's resolver will ask again.
+        detail = "networkerror"
     if status is None:
         # No code at all: give a pseudo code of the right class so callers can still sort
         # failures by status. Retry exhaustion follows earlier temporary failures.
@@ -409,7 +419,8 @@ def _classify_recipient(facts: DeliveryFacts, report: ParsedReport) -> Recipient
         action=action,
         status=status,
         reply_code=reply_code,
-        hard=is_hard(detail, status, reply_code),
+        # A delay notice is never hard: the server is still trying.
+        hard=facts.action != "delayed" and is_hard(detail, status, reply_code),
         reason=reason.value,
         diagnostic=diagnostic,
     )
