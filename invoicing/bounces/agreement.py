@@ -68,6 +68,7 @@ class Agreement:
     by_reason: dict[str, dict[str, int]] = field(default_factory=dict)
     reason_total: dict[str, int] = field(default_factory=dict)
     misses: list[tuple[str, str, object, object]] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
 
     def add(self, row: Mapping[str, object], got: Mapping[str, object]) -> None:
         """Count one labelled ``row`` against what a classifier returned (``got``).
@@ -81,6 +82,7 @@ class Agreement:
         for name in self.fields:
             if name not in got:
                 continue
+            self.seen.add(name)
             ok = _same(name, row.get(name), got[name])
             if ok:
                 self.agree[name] = self.agree.get(name, 0) + 1
@@ -95,6 +97,8 @@ class Agreement:
         names = tuple(fields or self.fields)
         lines = [f"{'field':<12} {'agree':>9} {'rate':>7}"]
         for name in names:
+            if name not in self.seen:
+                continue
             agree = self.agree.get(name, 0)
             lines.append(f"{name:<12} {agree:>4}/{self.total:<4} {100 * self.rate(name):6.1f}%")
         return "\n".join(lines)
@@ -108,7 +112,10 @@ class Agreement:
         for label in sorted(self.reason_total, key=lambda k: (-self.reason_total[k], k)):
             n = self.reason_total[label]
             counts = self.by_reason.get(label, {})
-            cells = " ".join(f"{100 * counts.get(name, 0) / n:9.0f}%" for name in names)
+            cells = " ".join(
+                f"{100 * counts.get(name, 0) / n:9.0f}%" if name in self.seen else f"{'-':>10}"
+                for name in names
+            )
             lines.append(f"{label:<17} {n:>4} {cells}")
         return "\n".join(lines)
 
