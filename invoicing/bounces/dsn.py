@@ -32,6 +32,8 @@ MAX_PARTS = 200
 MAX_DEPTH = 12
 # Only the explanation at the top of a bounce matters; bounding it keeps regexes linear-cheap.
 MAX_TEXT_CHARS = 64 * 1024
+# The prose that is scanned for recipients and causes: a server's explanation fits easily.
+MAX_PROSE_CHARS = 16 * 1024
 MAX_HEADER_CHARS = 8 * 1024
 MAX_ADDRESS_FIELD = 1024
 MAX_LINE_CHARS = 2000
@@ -621,8 +623,11 @@ def _parse_message(msg: Message, depth: int = 0) -> ParsedReport:
         return _feedback_report(msg, found, subject, sender)
 
     # Real bounce prose has short lines; clipping absurd ones keeps every line regex cheap.
-    human = "\n".join(line[:MAX_LINE_CHARS] for line in "\n".join(found.human_texts).splitlines())
-    explanation = _cut_at_original(human)[:MAX_TEXT_CHARS]
+    human = "\n".join(
+        line[:MAX_LINE_CHARS]
+        for line in "\n".join(found.human_texts)[: MAX_PROSE_CHARS * 2].splitlines()
+    )
+    explanation = _cut_at_original(human)[:MAX_PROSE_CHARS]
 
     dsn_facts: list[DeliveryFacts] = []
     for text in found.dsn_texts:
@@ -685,11 +690,7 @@ def _parse_message(msg: Message, depth: int = 0) -> ParsedReport:
         or found.report_type == "delivery-status"
     ):
         return _forwarded_or_auto_reply(msg, found, subject, sender, explanation, depth)
-    if (
-        not BOUNCE_PHRASE_RE.search(fold(explanation) or "")
-        and not failed_header
-        and not recognised
-    ):
+    if not BOUNCE_PHRASE_RE.search(fold(head) or "") and not failed_header and not recognised:
         return _forwarded_or_auto_reply(msg, found, subject, sender, explanation, depth)
 
     excluded = {addr for addr in (sender, extract_address(_header(msg, "To"))) if addr}

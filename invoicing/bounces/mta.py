@@ -258,12 +258,24 @@ CHALLENGE_RE = re.compile(
 )
 
 
+def _combined(kind: str) -> re.Pattern[str]:
+    # One pass over the text for all families: group fN is family N's pattern.
+    parts = [
+        f"(?P<f{index}>{getattr(family, kind).pattern})"
+        for index, family in enumerate(MTA_FAMILIES)
+        if getattr(family, kind) is not None
+    ]
+    return re.compile("|".join(parts), _IM)
+
+
+_HEADERS_RE = _combined("headers")
+_BODY_RE = _combined("body")
+
+
 def detect_mta(header_digest: str, body_head: str) -> MtaFamily | None:
-    """The family whose headers or opening prose match; ``None`` when none does."""
-    for family in MTA_FAMILIES:
-        if family.headers is not None and family.headers.search(header_digest):
-            return family
-    for family in MTA_FAMILIES:
-        if family.body is not None and family.body.search(body_head):
-            return family
+    """The family whose headers, else whose opening prose, match first; ``None`` if none."""
+    for combined, text in ((_HEADERS_RE, header_digest), (_BODY_RE, body_head)):
+        match = combined.search(text)
+        if match and match.lastgroup:
+            return MTA_FAMILIES[int(match.lastgroup[1:])]
     return None

@@ -388,7 +388,7 @@ def _classify_recipient(facts: DeliveryFacts, report: ParsedReport) -> Recipient
         )
         action = "delayed" if temporary and report.kind == "text" else "failed"
     context = _short(report.text)
-    command = smtp_command(diagnostic, report.text)
+    command = smtp_command(diagnostic, report.text[:8000])
     detail = classify_failure(status, reply_code, diagnostic, command, context)
     if action == "delayed" and detail in ("undefined", "networkerror", "systemerror"):
         detail = "expired"
@@ -430,7 +430,8 @@ RETRY_TEXT_RE = re.compile(r"retry timeout|will be retried|still being retried",
 
 
 def _short(text: str) -> str:
-    return text[:4000]
+    # The reporting MTA's own words come first; the rest is quoted detail.
+    return text[:2000]
 
 
 def _code_prefix(diagnostic: str | None) -> str | None:
