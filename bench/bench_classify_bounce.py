@@ -114,9 +114,8 @@ def main() -> None:
         rates[c] = measure(func, everything, args.seconds)
         print(f"{c:<22} {rates[c]:10.0f} messages/s")
     if len(rates) == 2:
-        print(
-            f"ratio classify_bounce / flufl.bounce: {rates['classify_bounce'] / rates['flufl.bounce']:.2f}x"
-        )
+        ratio = rates["classify_bounce"] / rates["flufl.bounce"]
+        print(f"ratio classify_bounce / flufl.bounce: {ratio:.2f}x")
 
 
 if __name__ == "__main__":

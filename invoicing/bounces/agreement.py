@@ -73,14 +73,15 @@ class Agreement:
     def add(self, row: Mapping[str, object], got: Mapping[str, object]) -> None:
         """Count one labelled ``row`` against what a classifier returned (``got``).
 
-        A field missing from ``got`` is not counted (a baseline may not report it).
+        A field missing from ``got`` (a baseline may not report it) or from ``row`` (not
+        labelled) is not counted.
         """
         self.total += 1
         label = str(row.get("reason"))
         self.reason_total[label] = self.reason_total.get(label, 0) + 1
         per_reason = self.by_reason.setdefault(label, {})
         for name in self.fields:
-            if name not in got:
+            if name not in got or name not in row:
                 continue
             self.seen.add(name)
             ok = _same(name, row.get(name), got[name])

@@ -375,7 +375,9 @@ def _facts_from_blocks(blocks: list[dict[str, str]]) -> list[DeliveryFacts]:
     per_message: dict[str, str] = {}
     for block in blocks:
         recipient = None
-        for key in ("final-recipient", "original-recipient", "x-actual-recipient"):
+        # Original-Recipient is the address as we sent it; Final-Recipient may be what an
+        # alias or forwarding rule turned it into.
+        for key in ("original-recipient", "final-recipient", "x-actual-recipient"):
             recipient = extract_address(block.get(key))
             if recipient:
                 break
@@ -711,6 +713,13 @@ def _parse_message(msg: Message, depth: int = 0) -> ParsedReport:
     if not pairs:
         pairs = [(address, "") for address in _original_recipients(found, human)[:1]]
     if not pairs:
+        # Last resort: the first address the explanation names that is not ours.
+        for match in ADDRESS_RE.finditer(explanation, 0, 8000):
+            address = match.group(0).strip(".'\"").lower()
+            if address not in excluded and "." in address.rpartition("@")[2]:
+                pairs = [(address, _line_around(explanation, match.start()))]
+                break
+    if not pairs:
         return ParsedReport(
             kind="text", subject=subject, sender=sender, text=explanation, warnings=("no-rcpt",)
         )
@@ -764,6 +773,12 @@ REASON_LINE_RE = re.compile(
     r"unavailable|disabled|suspended|delayed|unreachable|not (?:accepted|deliverable)).*$",
     re.IGNORECASE | re.MULTILINE,
 )
+
+
+def _line_around(text: str, index: int) -> str:
+    start = text.rfind("\n", 0, index) + 1
+    end = text.find("\n", index)
+    return text[start : end if end >= 0 else len(text)]
 
 
 def _coded_block(text: str, address: str) -> str | None:
