@@ -60,17 +60,27 @@ def flufl_classify(raw: bytes) -> Mapping[str, object]:
     }
 
 
-def measure(func: Callable[[bytes], object], messages: list[bytes], seconds: float) -> float:
-    for raw in messages:  # warm up imports and regex caches
-        func(raw)
-    count = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while time.perf_counter() < deadline:
+def measure(
+    contenders: Mapping[str, Callable[[bytes], object]], messages: list[bytes], seconds: float
+) -> dict[str, float]:
+    """Messages per second for each contender, timed in alternating rounds.
+
+    Alternating keeps the comparison fair on a shared machine whose load changes.
+    """
+    for func in contenders.values():  # warm up imports and regex caches
         for raw in messages:
             func(raw)
-        count += len(messages)
-    return count / (time.perf_counter() - start)
+    spent = dict.fromkeys(contenders, 0.0)
+    done = dict.fromkeys(contenders, 0)
+    deadline = time.perf_counter() + seconds * len(contenders)
+    while time.perf_counter() < deadline:
+        for name, func in contenders.items():
+            start = time.perf_counter()
+            for raw in messages:
+                func(raw)
+            spent[name] += time.perf_counter() - start
+            done[name] += len(messages)
+    return {name: done[name] / spent[name] for name in contenders}
 
 
 def score(func: Callable[[bytes], Mapping[str, object]], rows, messages) -> Agreement:
@@ -109,10 +119,9 @@ def main() -> None:
         print("per labelled reason (classify_bounce):")
         print(scored["classify_bounce"].reason_table())
     print(f"\nspeed, both corpora ({len(everything)} messages), same run:")
-    rates = {}
-    for c, func in contenders.items():
-        rates[c] = measure(func, everything, args.seconds)
-        print(f"{c:<22} {rates[c]:10.0f} messages/s")
+    rates = measure(contenders, everything, args.seconds)
+    for c, rate in rates.items():
+        print(f"{c:<22} {rate:10.0f} messages/s")
     if len(rates) == 2:
         ratio = rates["classify_bounce"] / rates["flufl.bounce"]
         print(f"ratio classify_bounce / flufl.bounce: {ratio:.2f}x")

@@ -72,6 +72,10 @@ ORIGINAL_MARKER_RE = re.compile(
     r")",
     re.IGNORECASE | re.MULTILINE,
 )
+# The same on lower-cased text with a newline in front: a literal first character lets the
+# regex engine jump from line to line instead of trying every position.
+ORIGINAL_MARKER_LOWER_RE = re.compile("\n" + ORIGINAL_MARKER_RE.pattern[1:])
+QUOTED_HEADER_LINE_RE = re.compile(r"\n(?:Return-Path|Received|Return-path|DKIM-Signature):")
 HTML_TAG_RE = re.compile(r"<[^<>]{0,2000}>")
 WS_RE = re.compile(r"\s+")
 
@@ -110,7 +114,6 @@ BOUNCE_PHRASE_RE = re.compile(
     r"incorrectly constructed|malformed|account is disabled|mail system error|"
     r"retry timeout|not delivered|returned to sender|"
     r"\u9001\u4fe1\u3067\u304d\u307e\u305b\u3093",  # Japanese: "could not be sent"
-    re.IGNORECASE,
 )
 
 
@@ -229,15 +232,29 @@ def find_reply_code(text: str | None) -> str | None:
     return None
 
 
+def _header_index(msg: Message) -> dict[str, object]:
+    """Lower-cased name -> first value; built once per message (Message.get is a scan)."""
+    index = getattr(msg, "_bounce_header_index", None)
+    if index is None:
+        index = {}
+        try:
+            for key, value in msg.items()[:500]:
+                index.setdefault(str(key).lower(), value)
+        except Exception:  # undecodable header objects: fall back to no headers
+            index = {}
+        msg._bounce_header_index = index  # type: ignore[attr-defined]
+    return index
+
+
 def _header(msg: Message, name: str) -> str:
     """A header as text, RFC 2047-decoded where possible; '' when absent or undecodable."""
-    try:
-        value = msg.get(name)
-    except Exception:  # compat32 header objects can fail on undecodable bytes
-        return ""
+    value = _header_index(msg).get(name.lower())
     if value is None:
         return ""
-    text = str(value)[:MAX_HEADER_CHARS]
+    try:
+        text = str(value)[:MAX_HEADER_CHARS]
+    except Exception:  # compat32 header objects can fail on undecodable bytes
+        return ""
     if "=?" in text:
         # Undecodable encoded-words (bad charset, broken base64) keep their raw form.
         with contextlib.suppress(Exception):
@@ -512,11 +529,18 @@ COLON_ADDRESS_RE = re.compile(
 
 
 def _cut_at_original(text: str) -> str:
-    match = ORIGINAL_MARKER_RE.search(text)
+    lowered = text.lower()
+    # Searching lower-cased text is much faster; positions carry over only when lower-casing
+    # kept the length (it can change it for a few non-ASCII letters).
+    if len(lowered) == len(text):
+        # In "\n" + text, a match at i is the line that starts at i in text.
+        match = ORIGINAL_MARKER_LOWER_RE.search("\n" + lowered)
+    else:
+        match = ORIGINAL_MARKER_RE.search(text)
     if match and match.start() > 0:
         return text[: match.start()]
     # Without a marker, the quoted headers usually start with a Received/Return-Path line.
-    match = re.search(r"^(?:Return-Path|Received|Return-path|DKIM-Signature):", text, re.M)
+    match = QUOTED_HEADER_LINE_RE.search("\n" + text)
     if match and match.start() > 0:
         return text[: match.start()]
     return text
@@ -599,7 +623,7 @@ def _is_daemon_sender(sender_header: str) -> bool:
 def _parse(raw: bytes) -> ParsedReport:
     if not isinstance(raw, (bytes, bytearray)):
         raise TypeError("raw message must be bytes")
-    raw = bytes(raw[:MAX_MESSAGE_BYTES])
+    raw = _without_original_body(bytes(raw[:MAX_MESSAGE_BYTES]))
     msg = email.message_from_bytes(raw, policy=policy.compat32)
     msg = _repair_boundary(raw, msg)
     report = _parse_message(msg)
@@ -607,6 +631,46 @@ def _parse(raw: bytes) -> ParsedReport:
     if verp and report.kind in ("dsn", "text"):
         report = _prefer_recipient(report, verp)
     return report
+
+
+REPORT_TYPE_RE = re.compile(
+    rb"^content-type:[ \t]*multipart/report\b", re.IGNORECASE | re.MULTILINE
+)
+ORIGINAL_PART_RE = re.compile(
+    rb"^content-type:[ \t]*(?:message/rfc822|message/global|text/rfc822-headers)\b",
+    re.IGNORECASE | re.MULTILINE,
+)
+STATUS_PART_RE = re.compile(
+    rb"^content-type:[ \t]*(?:message|text)/(?:global-)?delivery-status\b",
+    re.IGNORECASE | re.MULTILINE,
+)
+BLANK_LINE_RE = re.compile(rb"\r?\n[ \t]*\r?\n")
+
+
+def _without_original_body(raw: bytes) -> bytes:
+    """A delivery report cut after the headers of the original message it quotes.
+
+    Only those headers matter (who it was sent to); the original's body - often the whole
+    invoice with its PDF - is most of the parsing work. Other messages are left whole: a
+    report forwarded inside ordinary mail is read from the attached message.
+    """
+    head_end = BLANK_LINE_RE.search(raw, 0, 65536)
+    if not head_end or not REPORT_TYPE_RE.search(raw, 0, head_end.start()):
+        return raw
+    part = ORIGINAL_PART_RE.search(raw, head_end.end())
+    if not part:
+        return raw
+    status_part = STATUS_PART_RE.search(raw, part.end())
+    if status_part:
+        # The status fields come after the quoted original: keep everything.
+        return raw
+    part_headers_end = BLANK_LINE_RE.search(raw, part.end())
+    if not part_headers_end:
+        return raw
+    inner_headers_end = BLANK_LINE_RE.search(raw, part_headers_end.end())
+    if not inner_headers_end:
+        return raw
+    return raw[: inner_headers_end.end()]
 
 
 def _parse_message(msg: Message, depth: int = 0) -> ParsedReport:
@@ -672,17 +736,21 @@ def _parse_message(msg: Message, depth: int = 0) -> ParsedReport:
         )
 
     head = explanation[:4000]
-    if not failed_header and CHALLENGE_RE.search(f"{subject}\n{head}"):
+    # The boolean checks below use lower-case patterns on lower-cased text (faster).
+    head_lower = head.lower()
+    subject_lower = subject.lower()
+    if not failed_header and CHALLENGE_RE.search(f"{subject_lower}\n{head_lower}"):
         # A challenge/response system holds the message until the sender proves itself.
         return ParsedReport(kind="none", subject=subject, sender=sender, text=explanation)
 
-    family = detect_mta(_header_digest(msg), head)
+    # Writers name themselves in their first lines; a shorter text keeps this pass cheap.
+    family = detect_mta(_header_digest(msg).lower(), head_lower[:2000])
     # Headers only say who wrote the message; its opening prose says it is a bounce.
     recognised = (
         family is not None
         and family.body is not None
         and family.name not in ("japanese", "appliance")
-        and bool(family.body.search(head))
+        and bool(family.body.search(head_lower))
     )
     if not (
         daemon
@@ -692,7 +760,7 @@ def _parse_message(msg: Message, depth: int = 0) -> ParsedReport:
         or found.report_type == "delivery-status"
     ):
         return _forwarded_or_auto_reply(msg, found, subject, sender, explanation, depth)
-    if not BOUNCE_PHRASE_RE.search(fold(head) or "") and not failed_header and not recognised:
+    if not BOUNCE_PHRASE_RE.search(fold(head_lower) or "") and not failed_header and not recognised:
         return _forwarded_or_auto_reply(msg, found, subject, sender, explanation, depth)
 
     excluded = {addr for addr in (sender, extract_address(_header(msg, "To"))) if addr}
@@ -726,9 +794,9 @@ def _parse_message(msg: Message, depth: int = 0) -> ParsedReport:
 
     # A delay notice says the server is still trying; only a report that also says it gave
     # up is a failure.
-    delayed = bool(DELAY_RE.search(head) or DELAY_SUBJECT_RE.search(subject)) and not bool(
-        PERMANENT_RE.search(head)
-    )
+    delayed = bool(
+        DELAY_RE.search(head_lower) or DELAY_SUBJECT_RE.search(subject_lower)
+    ) and not bool(PERMANENT_RE.search(head_lower))
     code_line = _code_line(explanation)
     facts = []
     for address, block in pairs[:MAX_RECIPIENTS]:
@@ -758,14 +826,12 @@ def _parse_message(msg: Message, depth: int = 0) -> ParsedReport:
 
 DELAY_SUBJECT_RE = re.compile(
     r"delay|warning: could not send|still (?:being )?retr|not yet been delivered|"
-    r"delivery status notification \(delay\)|temporar",
-    re.IGNORECASE,
+    r"delivery status notification \(delay\)|temporar"
 )
 PERMANENT_RE = re.compile(
     r"permanent (?:fatal )?error|given up|giving up|failed permanently|permanent failure|"
     r"no further (?:delivery )?attempts|will not be retried|could not be delivered to "
-    r"one or more|was not delivered|has been returned|retry time(?:out)? (?:exceeded|reached)",
-    re.IGNORECASE,
+    r"one or more|was not delivered|has been returned|retry time(?:out)? (?:exceeded|reached)"
 )
 REASON_LINE_RE = re.compile(
     r"^.*(?:unknown|no such|not found|does not exist|doesn't exist|invalid|full|quota|"
@@ -801,15 +867,40 @@ def _reason_line(text: str) -> str | None:
     return fold(match.group(0)[:500]) if match else None
 
 
+# The headers that tell one bounce writer from another (see mta.MTA_FAMILIES).
+DIGEST_HEADERS = frozenset(
+    {
+        "from",
+        "subject",
+        "x-mailer",
+        "x-failed-recipients",
+        "x-ml-server",
+        "x-mlserver",
+        "list-software",
+        "x-mimetrack",
+        "x-zohomail",
+    }
+)
+
+
 def _header_digest(msg: Message) -> str:
-    """The report's own headers as "name: value" lines, for recognising its writer."""
+    """The report's telling headers as "name: value" lines, for recognising its writer."""
     lines: list[str] = []
     try:
         items = msg.items()[:80]
     except Exception:  # undecodable header objects: recognise by the body alone
         return ""
+    received = 0
     for key, value in items:
-        lines.append(f"{str(key).lower()}: {str(value)[:300]}")
+        name = str(key).lower()
+        if name == "received":
+            # Only the newest hop is the reporting server's; qmail names itself there.
+            received += 1
+            if received > 2:
+                continue
+        elif name not in DIGEST_HEADERS:
+            continue
+        lines.append(f"{name}: {str(value)[:300]}")
     return "\n".join(lines)
 
 

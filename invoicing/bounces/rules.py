@@ -187,23 +187,25 @@ COMMAND_RE = re.compile(
     r"(?P<data>in\s+reply\s+to\s+(?:end\s+of\s+)?data|after\s+(?:end\s+of\s+)?data|"
     r"failed\s+after\s+i\s+sent\s+the\s+message|data\s+command)|"
     r"(?P<mail>in\s+reply\s+to\s+mail|after\s+mail\s+from|sender\s+was\s+rejected|"
-    r"mail\s+from\s+command)",
-    re.IGNORECASE,
+    r"mail\s+from\s+command)"
 )
 # Sendmail-style transcripts: ">>> COMMAND" followed by the server's "<<< 5xx" answer.
 TRANSCRIPT_RE = re.compile(
-    r"^>>>\s*(RCPT|DATA|MAIL)\b[^\n]*\n(?:<<<\s*[23]\d\d[^\n]*\n)*<<<\s*[45]\d\d",
-    re.IGNORECASE | re.MULTILINE,
+    r"^>>>\s*(rcpt|data|mail)\b[^\n]*\n(?:<<<\s*[23]\d\d[^\n]*\n)*<<<\s*[45]\d\d",
+    re.MULTILINE,
 )
 
 SENDMAIL_RCPT_ECHO_RE = re.compile(
-    r"\b[45]\d\d[ -](?:[45]\.\d{1,3}\.\d{1,3} )?<?[^\s<>]+@[^\s<>]+?>?\.\.\. "
+    r"[^\w][45]\d\d[ -](?:[45]\.\d{1,3}\.\d{1,3} )?<?[^\s<>]+@[^\s<>]+?>?\.\.\. "
 )
 
 
 @lru_cache(maxsize=128)
 def smtp_command(*texts: str | None) -> str | None:
     """The SMTP command the remote server refused, if the report says (first refusal wins)."""
+    # Lower-case patterns on lower-cased text, with a space in front for "[^\w]" boundaries:
+    # several times faster than IGNORECASE and leading \b.
+    texts = tuple(f" {text.lower()}" if text else None for text in texts)
     for text in texts:
         if not text:
             continue
@@ -241,6 +243,7 @@ def classify_failure(
     if detail:
         return detail
     for text in texts:
+        text = " " + text.lower()
         for detail, pattern in GENERIC_TEXT_RULES:
             if pattern.search(text):
                 return detail
@@ -255,6 +258,7 @@ def classify_failure(
 def _match_specific(text: str | None, status: str | None, command: str | None) -> str | None:
     if not text:
         return None
+    text = " " + text.lower()  # the vocabulary's convention (see vocabulary._rx)
     for detail, pattern in TEXT_RULES:
         if not pattern.search(text):
             continue
@@ -388,7 +392,7 @@ def _classify_recipient(facts: DeliveryFacts, report: ParsedReport) -> Recipient
         )
         action = "delayed" if temporary and report.kind == "text" else "failed"
     context = _short(report.text)
-    command = smtp_command(diagnostic, report.text[:8000])
+    command = smtp_command(diagnostic, report.text[:4000])
     detail = classify_failure(status, reply_code, diagnostic, command, context)
     if action == "delayed" and detail in ("undefined", "networkerror", "systemerror"):
         detail = "expired"
@@ -431,7 +435,7 @@ RETRY_TEXT_RE = re.compile(r"retry timeout|will be retried|still being retried",
 
 def _short(text: str) -> str:
     # The reporting MTA's own words come first; the rest is quoted detail.
-    return text[:2000]
+    return text[:1200]
 
 
 def _code_prefix(diagnostic: str | None) -> str | None:

@@ -26,14 +26,18 @@ __all__ = ["DIRECTORY_REJECT_RE", "GENERIC_TEXT_RULES", "TEXT_RULES"]
 
 
 def _rx(*alternatives: str) -> re.Pattern[str]:
-    return re.compile("|".join(alternatives), re.IGNORECASE)
+    # Lower-case patterns for lower-cased text: without IGNORECASE the regex engine can skip
+    # ahead on the alternatives' first characters, which makes these scans several times
+    # faster. Callers lower-case the text and put a space before it (``rules._match_specific``
+    # does): a word boundary is written "[^a-z0-9_]word", since a leading \b or look-behind
+    # would switch that skipping off.
+    return re.compile("|".join(alternatives))
 
 
 # Office 365 Directory-Based Edge Blocking: the recipient is not in the tenant's directory.
 DIRECTORY_REJECT_RE = re.compile(
     r"recipient address rejected: access denied|"
-    r"resolver\.adr\.recipientnotfound",
-    re.IGNORECASE,
+    r"resolver\.adr\.recipientnotfound"
 )
 
 # Diagnostic text beats status codes: servers routinely send 5.1.1 for a full mailbox or
@@ -106,8 +110,8 @@ TEXT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"blocked using",
             r"black ?list",
             r"block ?list(?:ed)?",
-            r"\brbl\b",
-            r"\bdnsbl\b",
+            r"[^a-z0-9_]rbl\b",
+            r"[^a-z0-9_]dnsbl\b",
             r"spamhaus",
             r"spamcop",
             r"listed (?:at|in|on|by)",
@@ -118,17 +122,17 @@ TEXT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "virusdetected",
-        _rx(r"\bvirus\b", r"malware", r"infected", r"\bworm\b"),
+        _rx(r"[^a-z0-9_]virus\b", r"malware", r"infected", r"[^a-z0-9_]worm\b"),
     ),
     (
         "spamdetected",
         _rx(
-            r"\bspam\b",
+            r"[^a-z0-9_]spam\b",
             r"junk mail",
             r"content (?:filter )?reject",
             r"message (?:content )?(?:was )?(?:rejected|refused) as spam",
             r"classified as (?:spam|bulk)",
-            r"\buce\b",
+            r"[^a-z0-9_]uce\b",
             r"bulk mail",
             r"considered unsolicited",
             r"spam (?:score|content)",
@@ -137,9 +141,9 @@ TEXT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "authfailure",
         _rx(
-            r"\bdmarc\b",
-            r"\bspf\b",
-            r"\bdkim\b",
+            r"[^a-z0-9_]dmarc\b",
+            r"[^a-z0-9_]spf\b",
+            r"[^a-z0-9_]dkim\b",
             r"sender policy framework",
             r"unauthenticated email",
         ),
@@ -148,7 +152,7 @@ TEXT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
         "requireptr",
         _rx(
             r"reverse dns",
-            r"\bptr\b",
+            r"[^a-z0-9_]ptr\b",
             r"no reverse",
             r"cannot find your hostname",
             r"hostname (?:lookup )?(?:does not match|failed)",
@@ -163,7 +167,7 @@ TEXT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"dynamic ip",
             r"residential ip",
             r"access denied",
-            r"\bblocked\b",
+            r"[^a-z0-9_]blocked\b",
             r"poor reputation",
         ),
     ),
@@ -291,7 +295,7 @@ TEXT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"unrouteable address",
             r"no mx (?:record|host)s?",
             r"mx (?:record )?lookup fail",
-            r"(?<![@\w.-])(?:[a-z0-9-]+\.)+[a-z]{2,}\.? (?:does not exist|not found|is unknown)",
+            r"[^@\w.-][a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}\.? (?:does not exist|not found|is unknown)",
             r"domain (?:name )?(?:is )?(?:invalid|unknown|not registered)",
             r"unknown domain",
             r"domain (?:\S+ )?(?:does not|doesn't) (?:exist|resolve)",
@@ -368,7 +372,7 @@ GENERIC_TEXT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"not (?:authorized|allowed|permitted)",
             r"prohibited",
             r"refused",
-            r"\bdenied\b",
+            r"[^a-z0-9_]denied\b",
         ),
     ),
     (
