@@ -232,16 +232,24 @@ def find_reply_code(text: str | None) -> str | None:
     return None
 
 
+def _header_items(msg: Message) -> list[tuple[str, object]]:
+    headers = getattr(msg, "_headers", None)
+    if isinstance(headers, list):
+        return headers
+    try:
+        return list(msg.items())
+    except Exception:  # undecodable header objects: no headers
+        return []
+
+
 def _header_index(msg: Message) -> dict[str, object]:
     """Lower-cased name -> first value; built once per message (Message.get is a scan)."""
     index = getattr(msg, "_bounce_header_index", None)
     if index is None:
         index = {}
-        try:
-            for key, value in msg.items()[:500]:
-                index.setdefault(str(key).lower(), value)
-        except Exception:  # undecodable header objects: fall back to no headers
-            index = {}
+        # The parsed headers as they are: Message.items() would re-sanitise every one.
+        for key, value in _header_items(msg)[:500]:
+            index.setdefault(str(key).lower(), value)
         msg._bounce_header_index = index  # type: ignore[attr-defined]
     return index
 
@@ -262,11 +270,39 @@ def _header(msg: Message, name: str) -> str:
     return text
 
 
+def _raw_header(part: Message, name: str) -> str | None:
+    """A part's header value as parsed, without the policy's per-read sanitising.
+
+    ``Message.get`` re-checks every header for surrogates on each read; for the structural
+    headers read here (Content-Type, Content-Disposition) that is most of the walking cost.
+    """
+    headers = getattr(part, "_headers", None)
+    if headers is None:
+        try:
+            return part.get(name)
+        except Exception:  # compat32 header objects can fail on undecodable bytes
+            return None
+    for key, value in headers:
+        if key.lower() == name:
+            return value if isinstance(value, str) else str(value)
+    return None
+
+
+CHARSET_PARAM_RE = re.compile(r";\s*charset\s*=\s*\"?([^\";\s]+)", re.IGNORECASE)
+REPORT_TYPE_PARAM_RE = re.compile(r";\s*report-type\s*=\s*\"?([^\";\s]+)", re.IGNORECASE)
+
+
 def _content_type(part: Message) -> str:
-    try:
-        return part.get_content_type().lower()
-    except Exception:  # RFC 2045: a broken Content-Type means text/plain
-        return "text/plain"
+    """The part's content type as compat32 reads it (RFC 2045 defaults), lower-cased."""
+    value = _raw_header(part, "content-type")
+    if value is None:
+        try:
+            return part.get_default_type()
+        except Exception:  # not a Message after all: plain text is the safe reading
+            return "text/plain"
+    ctype = value.split(";", 1)[0].strip().lower()
+    # RFC 2045: a broken Content-Type means text/plain.
+    return ctype if ctype.count("/") == 1 else "text/plain"
 
 
 def _payload_text(part: Message) -> str:
@@ -283,11 +319,9 @@ def _payload_text(part: Message) -> str:
     if not isinstance(payload, bytes):
         return ""
     payload = payload[: MAX_TEXT_CHARS * 4]
-    charset = "utf-8"
-    try:
-        charset = part.get_content_charset() or "utf-8"
-    except Exception:  # a mangled charset parameter; utf-8 with replacement is safest
-        charset = "utf-8"
+    match = CHARSET_PARAM_RE.search(_raw_header(part, "content-type") or "")
+    # A missing or mangled charset parameter: utf-8 with replacement is safest.
+    charset = match.group(1).lower() if match else "utf-8"
     for candidate in (charset, "utf-8"):
         try:
             return payload.decode(candidate, errors="replace")[:MAX_TEXT_CHARS]
@@ -450,10 +484,8 @@ def _walk(msg: Message) -> _Collected:
     """Collect the interesting parts without descending into quoted original messages."""
     found = _Collected()
     found.top_type = _content_type(msg)
-    try:
-        found.report_type = str(msg.get_param("report-type") or "").lower()
-    except Exception:  # unparsable parameters: treat as no report type
-        found.report_type = ""
+    match = REPORT_TYPE_PARAM_RE.search(_raw_header(msg, "content-type") or "")
+    found.report_type = match.group(1).lower() if match else ""
     stack: list[tuple[Message, int]] = [(msg, 0)]
     seen = 0
     while stack and seen < MAX_PARTS:
@@ -488,7 +520,7 @@ def _walk(msg: Message) -> _Collected:
                 found.human_texts.append(payload[:MAX_TEXT_CHARS])
             continue
         if ctype.startswith("text/") or (ctype == "application/octet-stream" and depth == 0):
-            disposition = (part.get("Content-Disposition") or "").lower()
+            disposition = (_raw_header(part, "content-disposition") or "").lower()
             text = _payload_text(part)
             if ctype == "text/html":
                 text = _html_to_text(text)
@@ -886,12 +918,8 @@ DIGEST_HEADERS = frozenset(
 def _header_digest(msg: Message) -> str:
     """The report's telling headers as "name: value" lines, for recognising its writer."""
     lines: list[str] = []
-    try:
-        items = msg.items()[:80]
-    except Exception:  # undecodable header objects: recognise by the body alone
-        return ""
     received = 0
-    for key, value in items:
+    for key, value in _header_items(msg)[:80]:
         name = str(key).lower()
         if name == "received":
             # Only the newest hop is the reporting server's; qmail names itself there.
