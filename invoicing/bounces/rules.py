@@ -180,19 +180,44 @@ STATUS_TO_DETAIL: dict[str, str] = {
 }
 
 
-COMMAND_RE = re.compile(
-    r"(?P<rcpt>in\s+reply\s+to\s+rcpt|after\s+rcpt|rcpt\s+to:?\s*<|"
-    r"does\s+not\s+like\s+recipient|did\s+not\s+like\s+our\s+rcpt|smtp:rcpt|"
-    r"rcpt\s+command)|"
-    r"(?P<data>in\s+reply\s+to\s+(?:end\s+of\s+)?data|after\s+(?:end\s+of\s+)?data|"
-    r"failed\s+after\s+i\s+sent\s+the\s+message|data\s+command)|"
-    r"(?P<mail>in\s+reply\s+to\s+mail|after\s+mail\s+from|sender\s+was\s+rejected|"
-    r"mail\s+from\s+command)"
+# Where a report says which SMTP command was refused. Found with plain substring search on
+# whitespace-folded, lower-cased text: much faster than one regex of alternatives.
+COMMAND_PHRASES: tuple[tuple[str, str], ...] = (
+    ("in reply to rcpt", "RCPT"),
+    ("after rcpt", "RCPT"),
+    ("rcpt to:<", "RCPT"),
+    ("rcpt to: <", "RCPT"),
+    ("rcpt to <", "RCPT"),
+    ("does not like recipient", "RCPT"),
+    ("did not like our rcpt", "RCPT"),
+    ("smtp:rcpt", "RCPT"),
+    ("rcpt command", "RCPT"),
+    ("in reply to data", "DATA"),
+    ("in reply to end of data", "DATA"),
+    ("after data", "DATA"),
+    ("after end of data", "DATA"),
+    ("failed after i sent the message", "DATA"),
+    ("data command", "DATA"),
+    ("in reply to mail", "MAIL"),
+    ("after mail from", "MAIL"),
+    ("sender was rejected", "MAIL"),
+    ("mail from command", "MAIL"),
 )
+
+
+def _command_phrase(folded: str) -> str | None:
+    """The command named by the earliest command phrase in ``folded`` text."""
+    best: tuple[int, str] | None = None
+    for phrase, command in COMMAND_PHRASES:
+        index = folded.find(phrase)
+        if index >= 0 and (best is None or index < best[0]):
+            best = (index, command)
+    return best[1] if best else None
+
+
 # Sendmail-style transcripts: ">>> COMMAND" followed by the server's "<<< 5xx" answer.
 TRANSCRIPT_RE = re.compile(
-    r"^>>>\s*(rcpt|data|mail)\b[^\n]*\n(?:<<<\s*[23]\d\d[^\n]*\n)*<<<\s*[45]\d\d",
-    re.MULTILINE,
+    r"\n[ \t]*>>>\s*(rcpt|data|mail)\b[^\n]*\n(?:[ \t]*<<<\s*[23]\d\d[^\n]*\n)*[ \t]*<<<\s*[45]\d\d"
 )
 
 SENDMAIL_RCPT_ECHO_RE = re.compile(
@@ -205,16 +230,17 @@ def smtp_command(*texts: str | None) -> str | None:
     """The SMTP command the remote server refused, if the report says (first refusal wins)."""
     # Lower-case patterns on lower-cased text, with a space in front for "[^\w]" boundaries:
     # several times faster than IGNORECASE and leading \b.
-    texts = tuple(f" {text.lower()}" if text else None for text in texts)
+    texts = tuple(f"\n{text.lower()}" if text else None for text in texts)
     for text in texts:
         if not text:
             continue
-        match = TRANSCRIPT_RE.search(text)
-        if match:
-            return match.group(1).upper()
-        match = COMMAND_RE.search(text)
-        if match and match.lastgroup:
-            return match.lastgroup.upper()
+        if ">>>" in text:
+            match = TRANSCRIPT_RE.search(text)
+            if match:
+                return match.group(1).upper()
+        command = _command_phrase(" ".join(text.split()))
+        if command:
+            return command
     for text in texts:
         # Sendmail echoes the recipient as "<addr>... reason" only when refusing RCPT TO.
         if text and SENDMAIL_RCPT_ECHO_RE.search(text):
