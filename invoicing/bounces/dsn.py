@@ -34,6 +34,7 @@ MAX_DEPTH = 12
 MAX_TEXT_CHARS = 64 * 1024
 # The prose that is scanned for recipients and causes: a server's explanation fits easily.
 MAX_PROSE_CHARS = 16 * 1024
+MAX_DSN_PROSE_CHARS = 6 * 1024
 MAX_HEADER_CHARS = 8 * 1024
 MAX_ADDRESS_FIELD = 1024
 MAX_LINE_CHARS = 2000
@@ -169,13 +170,16 @@ def fold(text: str | None) -> str | None:
     """Collapse runs of whitespace; ``None`` for empty text."""
     if text is None:
         return None
-    folded = WS_RE.sub(" ", text).strip()
+    folded = " ".join(text.split())  # str.split() splits on runs of any whitespace
     return folded or None
+
+
+BRACKETED_ADDRESS_RE = re.compile(r"<\s*([^<>\s]+@[^<>\s]+?)\s*>")
 
 
 def extract_address(value: str | None) -> str | None:
     """Return the first address in ``value``, lower-cased, without brackets or type prefix."""
-    if not value:
+    if not value or "@" not in value:
         return None
     # An address is at most 254 characters; bounding the input keeps the search linear.
     value = value[:MAX_ADDRESS_FIELD]
@@ -184,7 +188,7 @@ def extract_address(value: str | None) -> str | None:
         head, _, tail = value.partition(";")
         if "@" not in head or "@" in tail:
             value = tail
-    bracketed = re.search(r"<\s*([^<>\s]+@[^<>\s]+?)\s*>", value)
+    bracketed = BRACKETED_ADDRESS_RE.search(value) if "<" in value else None
     match = ADDRESS_RE.search(bracketed.group(1) if bracketed else value)
     if not match:
         return None
@@ -282,8 +286,9 @@ def _raw_header(part: Message, name: str) -> str | None:
             return part.get(name)
         except Exception:  # compat32 header objects can fail on undecodable bytes
             return None
+    size = len(name)
     for key, value in headers:
-        if key.lower() == name:
+        if len(key) == size and key.lower() == name:
             return value if isinstance(value, str) else str(value)
     return None
 
@@ -665,17 +670,13 @@ def _parse(raw: bytes) -> ParsedReport:
     return report
 
 
-REPORT_TYPE_RE = re.compile(
-    rb"^content-type:[ \t]*multipart/report\b", re.IGNORECASE | re.MULTILINE
-)
+# On lower-cased bytes with a newline in front: a literal first byte lets the regex engine
+# jump between lines instead of trying every position.
+REPORT_TYPE_RE = re.compile(rb"\ncontent-type:[ \t]*multipart/report\b")
 ORIGINAL_PART_RE = re.compile(
-    rb"^content-type:[ \t]*(?:message/rfc822|message/global|text/rfc822-headers)\b",
-    re.IGNORECASE | re.MULTILINE,
+    rb"\ncontent-type:[ \t]*(?:message/rfc822|message/global|text/rfc822-headers)\b"
 )
-STATUS_PART_RE = re.compile(
-    rb"^content-type:[ \t]*(?:message|text)/(?:global-)?delivery-status\b",
-    re.IGNORECASE | re.MULTILINE,
-)
+STATUS_PART_RE = re.compile(rb"\ncontent-type:[ \t]*(?:message|text)/(?:global-)?delivery-status\b")
 BLANK_LINE_RE = re.compile(rb"\r?\n[ \t]*\r?\n")
 
 
@@ -687,22 +688,29 @@ def _without_original_body(raw: bytes) -> bytes:
     report forwarded inside ordinary mail is read from the attached message.
     """
     head_end = BLANK_LINE_RE.search(raw, 0, 65536)
-    if not head_end or not REPORT_TYPE_RE.search(raw, 0, head_end.start()):
+    if not head_end:
         return raw
-    part = ORIGINAL_PART_RE.search(raw, head_end.end())
+    # As long as raw, with "\n" in front: index i + 1 here is index i in raw.
+    lowered = b"\n" + raw.lower()
+    if not REPORT_TYPE_RE.search(lowered, 0, head_end.start() + 1):
+        return raw
+    part = ORIGINAL_PART_RE.search(lowered, head_end.end())
     if not part:
         return raw
-    status_part = STATUS_PART_RE.search(raw, part.end())
+    status_part = STATUS_PART_RE.search(lowered, part.end())
     if status_part:
         # The status fields come after the quoted original: keep everything.
         return raw
-    part_headers_end = BLANK_LINE_RE.search(raw, part.end())
+    part_headers_end = BLANK_LINE_RE.search(raw, part.end() - 1)
     if not part_headers_end:
         return raw
     inner_headers_end = BLANK_LINE_RE.search(raw, part_headers_end.end())
     if not inner_headers_end:
         return raw
     return raw[: inner_headers_end.end()]
+
+
+LONG_LINE_RE = re.compile(f"[^\\n]{{{MAX_LINE_CHARS + 1}}}")
 
 
 def _parse_message(msg: Message, depth: int = 0) -> ParsedReport:
@@ -720,20 +728,24 @@ def _parse_message(msg: Message, depth: int = 0) -> ParsedReport:
     ):
         return _feedback_report(msg, found, subject, sender)
 
-    # Real bounce prose has short lines; clipping absurd ones keeps every line regex cheap.
-    human = "\n".join(
-        line[:MAX_LINE_CHARS]
-        for line in "\n".join(found.human_texts)[: MAX_PROSE_CHARS * 2].splitlines()
-    )
-    explanation = _cut_at_original(human)[:MAX_PROSE_CHARS]
-
     dsn_facts: list[DeliveryFacts] = []
     for text in found.dsn_texts:
         dsn_facts.extend(_facts_from_blocks(parse_field_blocks(text)))
     if not dsn_facts:
         for text in found.human_texts:
-            if FINAL_RECIPIENT_RE.search(text):
+            if ("ecipient" in text or "ECIPIENT" in text) and FINAL_RECIPIENT_RE.search(text):
                 dsn_facts.extend(_facts_from_blocks(parse_field_blocks(text)))
+
+    # Real bounce prose has short lines; clipping absurd ones keeps every line regex cheap.
+    # With status fields, the prose only adds context, which its first lines give.
+    human = "\n".join(found.human_texts)[
+        : MAX_DSN_PROSE_CHARS if dsn_facts else MAX_PROSE_CHARS * 2
+    ]
+    if LONG_LINE_RE.search(human):
+        human = "\n".join(line[:MAX_LINE_CHARS] for line in human.splitlines())
+    elif "\r" in human:
+        human = "\n".join(human.splitlines())
+    explanation = _cut_at_original(human)[:MAX_PROSE_CHARS]
 
     failed_header = _header(msg, "X-Failed-Recipients")
     daemon = _is_daemon_sender(from_header) or _is_daemon_sender(_header(msg, "Sender"))
@@ -963,7 +975,11 @@ def _verp_recipient(msg: Message) -> str | None:
     The bounce is delivered to the address we sent from, so the address it was delivered
     to (Delivered-To, X-Original-To, Envelope-To, else To) carries the recipient we sent to.
     """
-    for name in ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To"):
+    index = _header_index(msg)
+    for name in ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to", "to"):
+        value = index.get(name)
+        if value is None or "=" not in str(value):
+            continue  # a VERP address always has its "="
         address = extract_address(_header(msg, name))
         if not address:
             continue

@@ -316,8 +316,7 @@ TEXT_RULES: tuple[tuple[str, Phrases | re.Pattern[str]], ...] = (
             r"unrouteable address",
             r"no mx (?:record|host)s?",
             r"mx (?:record )?lookup fail",
-            r"[^@\w.-][a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}\.? "
-            r"(?:does not exist|not found|is unknown)",
+            r"[ <(\[](?:[a-z0-9-]+\.)+[a-z]{2,}\.? (?:does not exist|not found|is unknown)",
             r"domain (?:name )?(?:is )?(?:invalid|unknown|not registered)",
             r"unknown domain",
             r"domain (?:\S+ )?(?:does not|doesn't) (?:exist|resolve)",
