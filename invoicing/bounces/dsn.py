@@ -677,7 +677,7 @@ ORIGINAL_PART_RE = re.compile(
     rb"\ncontent-type:[ \t]*(?:message/rfc822|message/global|text/rfc822-headers)\b"
 )
 STATUS_PART_RE = re.compile(rb"\ncontent-type:[ \t]*(?:message|text)/(?:global-)?delivery-status\b")
-BLANK_LINE_RE = re.compile(rb"\r?\n[ \t]*\r?\n")
+BLANK_LINE_RE = re.compile(rb"\n[ \t]*\r?\n")
 
 
 def _without_original_body(raw: bytes) -> bytes:

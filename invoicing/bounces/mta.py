@@ -267,7 +267,9 @@ def _combined(kind: str) -> re.Pattern[str]:
     return re.compile("|".join(parts), re.MULTILINE)
 
 
-_HEADERS_RE = _combined("headers")
+# Header lines are matched in "\n" + digest with "^" written as "\n": a literal first
+# character lets the regex engine jump from line to line.
+_HEADERS_RE = re.compile(re.sub(r"(^|\||\(\?P<f\d+>)\^", r"\1\\n", _combined("headers").pattern))
 _BODY_RE = _combined("body")
 
 
@@ -276,7 +278,7 @@ def detect_mta(header_digest: str, body_head: str) -> MtaFamily | None:
 
     Both texts must be lower-cased; so must text given to DELAY_RE and CHALLENGE_RE.
     """
-    for combined, text in ((_HEADERS_RE, header_digest), (_BODY_RE, body_head)):
+    for combined, text in ((_HEADERS_RE, "\n" + header_digest), (_BODY_RE, body_head)):
         match = combined.search(text)
         if match and match.lastgroup:
             return MTA_FAMILIES[int(match.lastgroup[1:])]
