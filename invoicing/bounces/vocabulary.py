@@ -73,7 +73,7 @@ TEXT_RULES: tuple[tuple[str, Phrases | re.Pattern[str]], ...] = (
     (
         "mailererror",
         _rx(
-            r"^x-unix;",
+            r"x-unix;",
             r"procmail",
             r"couldn't create",
             r"mailer error",
