@@ -114,7 +114,15 @@ BOUNCE_PHRASE_RE = re.compile(
     r"mail delivery failed|rejected|user unknown|unknown user|mailbox|"
     r"incorrectly constructed|malformed|account is disabled|mail system error|"
     r"retry timeout|not delivered|returned to sender|"
-    r"\u9001\u4fe1\u3067\u304d\u307e\u305b\u3093",  # Japanese: "could not be sent"
+    r"could not deliver|couldn't deliver|failed to deliver|not be delivered|"
+    r"were not valid|did not receive (?:this|your) message|undeliverable to|"
+    r"message was not accepted|permanent fatal errors|address(?:\(es\)|es)? failed|"
+    r"no such (?:user|mailbox|address|recipient)|does not exist|invalid (?:user|recipient)|"
+    r"not yet been delivered|still undelivered|awaiting delivery|will keep trying|"
+    r"could not send message for|delivery (?:attempts|problem|report|error)|"
+    r"\u9001\u4fe1\u3067\u304d\u307e\u305b\u3093|"  # Japanese: "could not be sent"
+    "\u914d\u9001\u3067\u304d\u307e\u305b\u3093|"  # "could not be delivered"
+    "\u5b9b\u5148\u4e0d\u660e",  # "addressee unknown"
 )
 
 
@@ -550,6 +558,9 @@ LEAD_IN_RE = re.compile(
     r"deliver(?:ed)? (?:your )?message to(?: the following)?(?: address)?"
     r"|delivery to the following recipients? (?:failed|has been delayed)[^:\n]*"
     r"|could not be delivered to|unable to deliver (?:message )?to|undeliverable to|"
+    r"was not delivered to|could not deliver (?:your message )?to|"
+    r"undeliverable to the following:?|not delivered to the following:?|"
+    r"did not receive (?:this|your) message:?|failed addresses follow:?|"
     r"following (?:recipient|address)(?:\(s\)|es)?[^:\n]{0,40}|"
     r"failed recipient|original-recipient|recipient address|rcpt to|"
     r"message to|not delivered to|for|to)(?![\w@])[: \t]*<?"

@@ -57,7 +57,10 @@ MTA_FAMILIES: tuple[MtaFamily, ...] = (
     MtaFamily(
         "postfix",
         None,
-        _rx(r"^this is the mail system at host|^the mail system\s*$"),
+        _rx(
+            r"^this is the (?:mail system|postfix program) at host|^the (?:mail system|postfix "
+            r"program)\s*$"
+        ),
         (_rx(rf"^<(?P<addr>{_ADDR})>(?: \(expanded from <[^>]*>\))?:"),),
     ),
     MtaFamily(
@@ -242,7 +245,9 @@ DELAY_RE = re.compile(
     r"message (?:is |has been )?delayed|delayed mail|warning: message .{0,80} delayed|"
     r"this is a warning message only|transient non-fatal errors|"
     r"no action is required on your part|temporary (?:failure|problem)s?\b.{0,80}retry|"
-    r"will retry (?:for|until|later)|retrying",
+    r"will retry (?:for|until|later)|retrying|still undelivered|still awaiting delivery|"
+    r"will keep trying until|could not send message for past|warning: could not send|"
+    r"has been delayed|delivery delay|will continue to be made|not yet delivered",
 )
 
 # Challenge/response systems ask the sender to prove they are human; nothing bounced.

@@ -428,8 +428,10 @@ def _classify_recipient(facts: DeliveryFacts, report: ParsedReport) -> Recipient
     if status is None:
         # No code at all: give a pseudo code of the right class so callers can still sort
         # failures by status. Retry exhaustion follows earlier temporary failures.
-        temporary = (reply_code or "").startswith("4") or (
-            detail == "expired" and bool(RETRY_TEXT_RE.search(f"{diagnostic or ''} {context}"))
+        temporary = (
+            facts.action == "delayed"
+            or (reply_code or "").startswith("4")
+            or (detail == "expired" and bool(RETRY_TEXT_RE.search(f"{diagnostic or ''} {context}")))
         )
         klass = "4" if temporary else "5"
         status = f"{klass}.0.{PSEUDO_STATUS.get(detail, '900')}"
@@ -474,7 +476,14 @@ def _code_prefix(diagnostic: str | None) -> str | None:
         return match.group(1)
     head = diagnostic[:40]
     match = re.search(r"(?:^|said:|\s)([245]\d\d)(?:[ :-]|$)", head)
+    if match:
+        return match.group(1)
+    # "host mx.example.com[192.0.2.1] said: 550 ...": the server's own answer.
+    match = SAID_CODE_RE.search(diagnostic, 0, 300)
     return match.group(1) if match else None
+
+
+SAID_CODE_RE = re.compile(r"(?:said|answered|returned|replied):\s*'?([245]\d\d)(?:[ :-]|$)")
 
 
 def _diagnostic_from_text(text: str) -> str | None:

@@ -82,6 +82,11 @@ TEXT_RULES: tuple[tuple[str, Phrases | re.Pattern[str]], ...] = (
         ),
     ),
     (
+        # A full mailbox says "size limit" too; it must not read as a message too large.
+        "mailboxfull",
+        _rx(r"mailbox size limit", r"mailbox (?:is )?full", r"mailbox quota"),
+    ),
+    (
         "mesgtoobig",
         _rx(
             r"message (?:is )?too (?:large|big)",
