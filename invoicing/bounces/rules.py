@@ -202,6 +202,10 @@ COMMAND_PHRASES: tuple[tuple[str, str], ...] = (
     ("after mail from", "MAIL"),
     ("sender was rejected", "MAIL"),
     ("mail from command", "MAIL"),
+    # Refused before any command: at connection or greeting, which is about the sender.
+    ("after initial connection", "CONN"),
+    ("in reply to initial greeting", "CONN"),
+    ("greeting failure", "CONN"),
 )
 
 
@@ -261,6 +265,9 @@ def classify_failure(
     detail = _match_specific(diagnostic, status, command)
     if detail:
         return detail
+    if command == "CONN":
+        # The receiving server would not even talk to us: a block on our side.
+        return "blocked"
     if status:
         detail = STATUS_TO_DETAIL.get(status)
         if detail:

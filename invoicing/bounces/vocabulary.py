@@ -225,6 +225,8 @@ TEXT_RULES: tuple[tuple[str, Phrases | re.Pattern[str]], ...] = (
             r"invalid sender",
             r"send mail as",
             r"customfromdenied",
+            r"(?:not have|without) permission to post",
+            r"group you tried to contact",
         ),
     ),
     (
@@ -343,6 +345,8 @@ TEXT_RULES: tuple[tuple[str, Phrases | re.Pattern[str]], ...] = (
         _rx(
             r"retry timeout exceeded",
             r"envelope expired",
+            r"failing for a long time",
+            r"retry time not reached for any host",
             r"(?:delivery|message) (?:time )?expired",
             r"message expired",
             r"too long in (?:the )?queue",
