@@ -226,6 +226,8 @@ TEXT_RULES: tuple[tuple[str, Phrases | re.Pattern[str]], ...] = (
             r"send mail as",
             r"customfromdenied",
             r"(?:not have|without) permission to post",
+            r"from:? (?:domain|address) (?:is )?invalid",
+            r"provide a valid from",
             r"group you tried to contact",
         ),
     ),
