@@ -1,11 +1,17 @@
 """Classify parsed reports: bounce or not, why, and whether the address should be dropped.
 
 Hard/soft is our own policy, not the remote server's label: only failures that say the
-address itself is dead (no such user, no such domain, null MX, moved) are hard. Everything
-else - full mailboxes, size limits, greylisting, policy and spam blocks, timeouts - is soft,
-because retrying later or fixing our side can still succeed. A failure we cannot recognise is
-``needs_review`` and never hard: wrongly suppressing a client's address costs more than one
-more bounce.
+address itself is dead (no such user, no such domain, null MX, moved) are hard, wherever in
+the SMTP dialogue they were said - except an "unknown user" answer after DATA, which is how
+content filters refuse, and a refusal at MAIL FROM, which is about our sender. Everything
+else - full mailboxes, size limits, greylisting, policy and spam blocks, timeouts, and every
+delay notice - is soft, because retrying later or fixing our side can still succeed. A
+failure we cannot recognise is ``needs_review`` and never hard: wrongly suppressing a
+client's address costs more than one more bounce.
+
+Where a report carries no status code, the status is derived from the cause as Sisimai's
+reason table does (``PSEUDO_STATUS``): ``X.0.9NN``, a detail no real enhanced status code
+uses, so a derived status always says it was derived.
 """
 
 from __future__ import annotations
@@ -83,7 +89,7 @@ DETAIL_TO_REASON: dict[str, Reason] = {
     "undefined": Reason.NEEDS_REVIEW,
 }
 
-# Causes that mean "this address is dead"; with a permanent (5xx) failure they are hard.
+# Causes that mean "this address is dead" (see ``is_hard`` for the exceptions).
 HARD_DETAILS = frozenset({"userunknown", "hostunknown", "hasmoved", "notaccept"})
 
 # Sisimai-compatible pseudo status codes, used only when a report carries no enhanced status
@@ -322,8 +328,17 @@ def _address_failure_confirmed(status: str | None, command: str | None) -> bool:
     return STATUS_TO_DETAIL.get(status or "") in ("userunknown", "notaccept")
 
 
+def is_derived_status(status: str | None) -> bool:
+    """Whether ``status`` is a pseudo code derived from the reason (``X.0.9NN``)."""
+    if not status:
+        return False
+    _, _, rest = status.partition(".")
+    subject, _, detail = rest.partition(".")
+    return subject == "0" and len(detail) == 3 and detail.startswith("9")
+
+
 def is_hard(detail: str, status: str | None, reply_code: str | None) -> bool:
-    """Only a permanent failure that says the address is dead is hard."""
+    """A failure that says the address is dead is hard (null MX only when permanent)."""
     if detail not in HARD_DETAILS:
         return False
     if (status or "").startswith("4") and not (status or "").startswith("4.1."):
@@ -366,6 +381,11 @@ class BounceResult:
     reason: str
     diagnostic: str | None
     recipients: tuple[RecipientResult, ...] = ()
+
+    @property
+    def status_derived(self) -> bool:
+        """True when the report carried no status and ours was derived from the reason."""
+        return is_derived_status(self.status)
 
     def to_json_dict(self) -> dict[str, object]:
         return {

@@ -123,6 +123,8 @@ def test_a_status_derived_from_the_reason_is_marked_by_its_9xx_detail() -> None:
     # no real enhanced status uses, so a derived status is never taken for a quoted one.
     result = classify_bounce((FIXTURES / "imail-prose.eml").read_bytes())
     assert result.status == "5.0.911"
+    assert result.status_derived is True
+    assert classify_bounce((FIXTURES / "ses-json.eml").read_bytes()).status_derived is False
     assert classify_bounce((FIXTURES / "dead-domain-exim.eml").read_bytes()).status == "5.0.912"
 
 
