@@ -449,6 +449,17 @@ def _classify_recipient(facts: DeliveryFacts, report: ParsedReport) -> Recipient
     detail = classify_failure(status, reply_code, diagnostic, command, context)
     if action == "delayed" and detail in ("undefined", "networkerror", "systemerror"):
         detail = "expired"
+    elif (
+        action == "failed"
+        and detail in ("undefined", "networkerror", "systemerror", "toomanyconn")
+        and ((status or "").startswith("4") or (status is None and (reply_code or "")[:1] == "4"))
+    ):
+        # A final failure with only a temporary answer: the server kept retrying a host that
+        # would not answer until the message was too old to keep.
+        detail = "expired"
+    if detail == "undefined" and (facts.recipient or "").endswith("@googlegroups.com"):
+        # Google Groups refuses posts (non-member, closed or missing group) in prose only.
+        detail = "rejected"
     if detail == "hostunknown" and (status or "").startswith("4"):
         # "NXDOMAIN" with a temporary status: the sender's resolver will ask again.
         detail = "networkerror"

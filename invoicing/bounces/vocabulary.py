@@ -61,11 +61,20 @@ DIRECTORY_REJECT_RE = re.compile(
     r"resolver\.adr\.recipientnotfound"
 )
 
+# qmail's and others' "gave up after the queue lifetime" outranks whatever the last
+# attempt said (often a temporary "resources unavailable").
+QUEUE_EXPIRY = _rx(
+    r"in the queue too long",
+    r"not going to try again",
+    r"did not accept our requests to connect",
+)
+
 # Diagnostic text beats status codes: servers routinely send 5.1.1 for a full mailbox or
 # 5.0.0 for everything. Order matters - the first cause whose pattern matches wins, so the
 # specific causes come before the broad ones.
 TEXT_RULES: tuple[tuple[str, Phrases | re.Pattern[str]], ...] = (
     ("userunknown", DIRECTORY_REJECT_RE),
+    ("expired", QUEUE_EXPIRY),
     (
         "filtered",
         _rx(r"refused due to recipient preferences", r"recipient preferences"),
@@ -366,6 +375,7 @@ TEXT_RULES: tuple[tuple[str, Phrases | re.Pattern[str]], ...] = (
             r"name service error",
             r"malformed or unexpected name server reply",
             r"no route to host",
+            r"host not reachable",
             r"connection (?:refused|reset|timed out)",
             r"network (?:is )?unreachable",
             r"host (?:is )?unreachable",

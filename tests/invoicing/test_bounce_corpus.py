@@ -60,10 +60,10 @@ FLOORS: dict[str, dict[str, int]] = {
         "is_bounce": 194,
         "hard": 181,
         "recipient": 189,
-        "status": 161,
+        "status": 175,
         "reply_code": 176,
         "action": 177,
-        "reason": 153,
+        "reason": 172,
     },
 }
 CORPORA = {"bounces": BOUNCES, "bounces-more": BOUNCES_MORE}
