@@ -61,8 +61,8 @@ DIRECTORY_REJECT_RE = re.compile(
     r"resolver\.adr\.recipientnotfound"
 )
 
-# qmail's and others' "gave up after the queue lifetime" outranks whatever the last
-# attempt said (often a temporary "resources unavailable").
+# qmail's and others' "gave up after the queue lifetime" outranks a vague last attempt
+# ("resources temporarily unavailable"), not a specific one such as a full mailbox.
 QUEUE_EXPIRY = _rx(
     r"in the queue too long",
     r"not going to try again",
@@ -74,7 +74,6 @@ QUEUE_EXPIRY = _rx(
 # specific causes come before the broad ones.
 TEXT_RULES: tuple[tuple[str, Phrases | re.Pattern[str]], ...] = (
     ("userunknown", DIRECTORY_REJECT_RE),
-    ("expired", QUEUE_EXPIRY),
     (
         "filtered",
         _rx(r"refused due to recipient preferences", r"recipient preferences"),
@@ -244,6 +243,7 @@ TEXT_RULES: tuple[tuple[str, Phrases | re.Pattern[str]], ...] = (
         "hasmoved",
         _rx(r"(?:user|mailbox|address|recipient) has moved", r"has been moved", r"moved to"),
     ),
+    ("expired", QUEUE_EXPIRY),
     (
         "suspend",
         _rx(

@@ -54,7 +54,7 @@ FLOORS: dict[str, dict[str, int]] = {
         "status": 140,
         "reply_code": 136,
         "action": 134,
-        "reason": 128,
+        "reason": 129,
     },
     "bounces-more": {
         "is_bounce": 194,
