@@ -17,6 +17,8 @@ from email import policy
 from email.header import decode_header, make_header
 from email.message import Message
 
+from .mta import CHALLENGE_RE, DELAY_RE, MtaFamily, detect_mta
+
 __all__ = [
     "DeliveryFacts",
     "ParsedReport",
@@ -30,6 +32,9 @@ MAX_PARTS = 200
 MAX_DEPTH = 12
 # Only the explanation at the top of a bounce matters; bounding it keeps regexes linear-cheap.
 MAX_TEXT_CHARS = 64 * 1024
+# The prose that is scanned for recipients and causes: a server's explanation fits easily.
+MAX_PROSE_CHARS = 16 * 1024
+MAX_DSN_PROSE_CHARS = 6 * 1024
 MAX_HEADER_CHARS = 8 * 1024
 MAX_ADDRESS_FIELD = 1024
 MAX_LINE_CHARS = 2000
@@ -68,6 +73,10 @@ ORIGINAL_MARKER_RE = re.compile(
     r")",
     re.IGNORECASE | re.MULTILINE,
 )
+# The same on lower-cased text with a newline in front: a literal first character lets the
+# regex engine jump from line to line instead of trying every position.
+ORIGINAL_MARKER_LOWER_RE = re.compile("\n" + ORIGINAL_MARKER_RE.pattern[1:])
+QUOTED_HEADER_LINE_RE = re.compile(r"\n(?:Return-Path|Received|Return-path|DKIM-Signature):")
 HTML_TAG_RE = re.compile(r"<[^<>]{0,2000}>")
 WS_RE = re.compile(r"\s+")
 
@@ -105,8 +114,15 @@ BOUNCE_PHRASE_RE = re.compile(
     r"mail delivery failed|rejected|user unknown|unknown user|mailbox|"
     r"incorrectly constructed|malformed|account is disabled|mail system error|"
     r"retry timeout|not delivered|returned to sender|"
-    r"\u9001\u4fe1\u3067\u304d\u307e\u305b\u3093",  # Japanese: "could not be sent"
-    re.IGNORECASE,
+    r"could not deliver|couldn't deliver|failed to deliver|not be delivered|"
+    r"were not valid|did not receive (?:this|your) message|undeliverable to|"
+    r"message was not accepted|permanent fatal errors|address(?:\(es\)|es)? failed|"
+    r"no such (?:user|mailbox|address|recipient)|does not exist|invalid (?:user|recipient)|"
+    r"not yet been delivered|still undelivered|awaiting delivery|will keep trying|"
+    r"could not send message for|delivery (?:attempts|problem|report|error)|"
+    r"\u9001\u4fe1\u3067\u304d\u307e\u305b\u3093|"  # Japanese: "could not be sent"
+    "\u914d\u9001\u3067\u304d\u307e\u305b\u3093|"  # "could not be delivered"
+    "\u5b9b\u5148\u4e0d\u660e",  # "addressee unknown"
 )
 
 
@@ -136,6 +152,7 @@ class ParsedReport:
     sender: str | None = None
     text: str = ""
     feedback_type: str | None = None
+    mta: str | None = None
     warnings: tuple[str, ...] = field(default=())
 
 
@@ -161,13 +178,16 @@ def fold(text: str | None) -> str | None:
     """Collapse runs of whitespace; ``None`` for empty text."""
     if text is None:
         return None
-    folded = WS_RE.sub(" ", text).strip()
+    folded = " ".join(text.split())  # str.split() splits on runs of any whitespace
     return folded or None
+
+
+BRACKETED_ADDRESS_RE = re.compile(r"<\s*([^<>\s]+@[^<>\s]+?)\s*>")
 
 
 def extract_address(value: str | None) -> str | None:
     """Return the first address in ``value``, lower-cased, without brackets or type prefix."""
-    if not value:
+    if not value or "@" not in value:
         return None
     # An address is at most 254 characters; bounding the input keeps the search linear.
     value = value[:MAX_ADDRESS_FIELD]
@@ -176,7 +196,7 @@ def extract_address(value: str | None) -> str | None:
         head, _, tail = value.partition(";")
         if "@" not in head or "@" in tail:
             value = tail
-    bracketed = re.search(r"<\s*([^<>\s]+@[^<>\s]+?)\s*>", value)
+    bracketed = BRACKETED_ADDRESS_RE.search(value) if "<" in value else None
     match = ADDRESS_RE.search(bracketed.group(1) if bracketed else value)
     if not match:
         return None
@@ -224,15 +244,37 @@ def find_reply_code(text: str | None) -> str | None:
     return None
 
 
+def _header_items(msg: Message) -> list[tuple[str, object]]:
+    headers = getattr(msg, "_headers", None)
+    if isinstance(headers, list):
+        return headers
+    try:
+        return list(msg.items())
+    except Exception:  # undecodable header objects: no headers
+        return []
+
+
+def _header_index(msg: Message) -> dict[str, object]:
+    """Lower-cased name -> first value; built once per message (Message.get is a scan)."""
+    index = getattr(msg, "_bounce_header_index", None)
+    if index is None:
+        index = {}
+        # The parsed headers as they are: Message.items() would re-sanitise every one.
+        for key, value in _header_items(msg)[:500]:
+            index.setdefault(str(key).lower(), value)
+        msg._bounce_header_index = index  # type: ignore[attr-defined]
+    return index
+
+
 def _header(msg: Message, name: str) -> str:
     """A header as text, RFC 2047-decoded where possible; '' when absent or undecodable."""
-    try:
-        value = msg.get(name)
-    except Exception:  # compat32 header objects can fail on undecodable bytes
-        return ""
+    value = _header_index(msg).get(name.lower())
     if value is None:
         return ""
-    text = str(value)[:MAX_HEADER_CHARS]
+    try:
+        text = str(value)[:MAX_HEADER_CHARS]
+    except Exception:  # compat32 header objects can fail on undecodable bytes
+        return ""
     if "=?" in text:
         # Undecodable encoded-words (bad charset, broken base64) keep their raw form.
         with contextlib.suppress(Exception):
@@ -240,11 +282,40 @@ def _header(msg: Message, name: str) -> str:
     return text
 
 
+def _raw_header(part: Message, name: str) -> str | None:
+    """A part's header value as parsed, without the policy's per-read sanitising.
+
+    ``Message.get`` re-checks every header for surrogates on each read; for the structural
+    headers read here (Content-Type, Content-Disposition) that is most of the walking cost.
+    """
+    headers = getattr(part, "_headers", None)
+    if headers is None:
+        try:
+            return part.get(name)
+        except Exception:  # compat32 header objects can fail on undecodable bytes
+            return None
+    size = len(name)
+    for key, value in headers:
+        if len(key) == size and key.lower() == name:
+            return value if isinstance(value, str) else str(value)
+    return None
+
+
+CHARSET_PARAM_RE = re.compile(r";\s*charset\s*=\s*\"?([^\";\s]+)", re.IGNORECASE)
+REPORT_TYPE_PARAM_RE = re.compile(r";\s*report-type\s*=\s*\"?([^\";\s]+)", re.IGNORECASE)
+
+
 def _content_type(part: Message) -> str:
-    try:
-        return part.get_content_type().lower()
-    except Exception:  # RFC 2045: a broken Content-Type means text/plain
-        return "text/plain"
+    """The part's content type as compat32 reads it (RFC 2045 defaults), lower-cased."""
+    value = _raw_header(part, "content-type")
+    if value is None:
+        try:
+            return part.get_default_type()
+        except Exception:  # not a Message after all: plain text is the safe reading
+            return "text/plain"
+    ctype = value.split(";", 1)[0].strip().lower()
+    # RFC 2045: a broken Content-Type means text/plain.
+    return ctype if ctype.count("/") == 1 else "text/plain"
 
 
 def _payload_text(part: Message) -> str:
@@ -261,11 +332,9 @@ def _payload_text(part: Message) -> str:
     if not isinstance(payload, bytes):
         return ""
     payload = payload[: MAX_TEXT_CHARS * 4]
-    charset = "utf-8"
-    try:
-        charset = part.get_content_charset() or "utf-8"
-    except Exception:  # a mangled charset parameter; utf-8 with replacement is safest
-        charset = "utf-8"
+    match = CHARSET_PARAM_RE.search(_raw_header(part, "content-type") or "")
+    # A missing or mangled charset parameter: utf-8 with replacement is safest.
+    charset = match.group(1).lower() if match else "utf-8"
     for candidate in (charset, "utf-8"):
         try:
             return payload.decode(candidate, errors="replace")[:MAX_TEXT_CHARS]
@@ -370,7 +439,9 @@ def _facts_from_blocks(blocks: list[dict[str, str]]) -> list[DeliveryFacts]:
     per_message: dict[str, str] = {}
     for block in blocks:
         recipient = None
-        for key in ("final-recipient", "original-recipient", "x-actual-recipient"):
+        # Original-Recipient is the address as we sent it; Final-Recipient may be what an
+        # alias or forwarding rule turned it into.
+        for key in ("original-recipient", "final-recipient", "x-actual-recipient"):
             recipient = extract_address(block.get(key))
             if recipient:
                 break
@@ -426,10 +497,8 @@ def _walk(msg: Message) -> _Collected:
     """Collect the interesting parts without descending into quoted original messages."""
     found = _Collected()
     found.top_type = _content_type(msg)
-    try:
-        found.report_type = str(msg.get_param("report-type") or "").lower()
-    except Exception:  # unparsable parameters: treat as no report type
-        found.report_type = ""
+    match = REPORT_TYPE_PARAM_RE.search(_raw_header(msg, "content-type") or "")
+    found.report_type = match.group(1).lower() if match else ""
     stack: list[tuple[Message, int]] = [(msg, 0)]
     seen = 0
     while stack and seen < MAX_PARTS:
@@ -464,7 +533,7 @@ def _walk(msg: Message) -> _Collected:
                 found.human_texts.append(payload[:MAX_TEXT_CHARS])
             continue
         if ctype.startswith("text/") or (ctype == "application/octet-stream" and depth == 0):
-            disposition = (part.get("Content-Disposition") or "").lower()
+            disposition = (_raw_header(part, "content-disposition") or "").lower()
             text = _payload_text(part)
             if ctype == "text/html":
                 text = _html_to_text(text)
@@ -479,7 +548,7 @@ def _walk(msg: Message) -> _Collected:
 QMAIL_RECIPIENT_RE = re.compile(r"^<([^<>\s]+@[^<>\s]+)>:?\s*$", re.MULTILINE)
 # A line holding (mostly) just an address, as Exim, Gmail, Postfix and many others list them.
 ADDRESS_LINE_RE = re.compile(
-    r"^[ \t]*(?:[-*]|\d+\.|to:|recipient:)?[ \t]*[\"'<]?"
+    r"^[ \t]*(?:[-*]|\d+\.|recipient:)?[ \t]*[\"'<]?"
     r"([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+)"
     r"[\"'>]?[ \t]*(?::|\.\.\.|\s|$)(.*)$",
     re.IGNORECASE | re.MULTILINE,
@@ -489,6 +558,9 @@ LEAD_IN_RE = re.compile(
     r"deliver(?:ed)? (?:your )?message to(?: the following)?(?: address)?"
     r"|delivery to the following recipients? (?:failed|has been delayed)[^:\n]*"
     r"|could not be delivered to|unable to deliver (?:message )?to|undeliverable to|"
+    r"was not delivered to|could not deliver (?:your message )?to|"
+    r"undeliverable to the following:?|not delivered to the following:?|"
+    r"did not receive (?:this|your) message:?|failed addresses follow:?|"
     r"following (?:recipient|address)(?:\(s\)|es)?[^:\n]{0,40}|"
     r"failed recipient|original-recipient|recipient address|rcpt to|"
     r"message to|not delivered to|for|to)(?![\w@])[: \t]*<?"
@@ -497,12 +569,26 @@ LEAD_IN_RE = re.compile(
 )
 
 
+COLON_ADDRESS_RE = re.compile(
+    r"^([^\n@:]{3,100}):[ \t]*<?([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+)"
+    r">?\.?[ \t]*$",
+    re.MULTILINE,
+)
+
+
 def _cut_at_original(text: str) -> str:
-    match = ORIGINAL_MARKER_RE.search(text)
+    lowered = text.lower()
+    # Searching lower-cased text is much faster; positions carry over only when lower-casing
+    # kept the length (it can change it for a few non-ASCII letters).
+    if len(lowered) == len(text):
+        # In "\n" + text, a match at i is the line that starts at i in text.
+        match = ORIGINAL_MARKER_LOWER_RE.search("\n" + lowered)
+    else:
+        match = ORIGINAL_MARKER_RE.search(text)
     if match and match.start() > 0:
         return text[: match.start()]
     # Without a marker, the quoted headers usually start with a Received/Return-Path line.
-    match = re.search(r"^(?:Return-Path|Received|Return-path|DKIM-Signature):", text, re.M)
+    match = QUOTED_HEADER_LINE_RE.search("\n" + text)
     if match and match.start() > 0:
         return text[: match.start()]
     return text
@@ -555,6 +641,12 @@ def _text_recipients(text: str, excluded: set[str]) -> list[tuple[str, str]]:
         if len(found) >= MAX_RECIPIENTS:
             break
         add(match.group(1), match.group(2) + "\n" + _block_after(text, match.end()))
+    if not found:
+        # "User's mailbox is full: <addr>" - a cause, a colon, then the address.
+        for match in COLON_ADDRESS_RE.finditer(text):
+            add(match.group(2), match.group(1) + "\n" + _block_after(text, match.end()))
+            if len(found) >= MAX_RECIPIENTS:
+                break
     return found
 
 
@@ -579,9 +671,60 @@ def _is_daemon_sender(sender_header: str) -> bool:
 def _parse(raw: bytes) -> ParsedReport:
     if not isinstance(raw, (bytes, bytearray)):
         raise TypeError("raw message must be bytes")
-    raw = bytes(raw[:MAX_MESSAGE_BYTES])
+    raw = _without_original_body(bytes(raw[:MAX_MESSAGE_BYTES]))
     msg = email.message_from_bytes(raw, policy=policy.compat32)
     msg = _repair_boundary(raw, msg)
+    report = _parse_message(msg)
+    verp = _verp_recipient(msg)
+    if verp and report.kind in ("dsn", "text"):
+        report = _prefer_recipient(report, verp)
+    return report
+
+
+# On lower-cased bytes with a newline in front: a literal first byte lets the regex engine
+# jump between lines instead of trying every position.
+REPORT_TYPE_RE = re.compile(rb"\ncontent-type:[ \t]*multipart/report\b")
+ORIGINAL_PART_RE = re.compile(
+    rb"\ncontent-type:[ \t]*(?:message/rfc822|message/global|text/rfc822-headers)\b"
+)
+STATUS_PART_RE = re.compile(rb"\ncontent-type:[ \t]*(?:message|text)/(?:global-)?delivery-status\b")
+BLANK_LINE_RE = re.compile(rb"\n[ \t]*\r?\n")
+
+
+def _without_original_body(raw: bytes) -> bytes:
+    """A delivery report cut after the headers of the original message it quotes.
+
+    Only those headers matter (who it was sent to); the original's body - often the whole
+    invoice with its PDF - is most of the parsing work. Other messages are left whole: a
+    report forwarded inside ordinary mail is read from the attached message.
+    """
+    head_end = BLANK_LINE_RE.search(raw, 0, 65536)
+    if not head_end:
+        return raw
+    # As long as raw, with "\n" in front: index i + 1 here is index i in raw.
+    lowered = b"\n" + raw.lower()
+    if not REPORT_TYPE_RE.search(lowered, 0, head_end.start() + 1):
+        return raw
+    part = ORIGINAL_PART_RE.search(lowered, head_end.end())
+    if not part:
+        return raw
+    status_part = STATUS_PART_RE.search(lowered, part.end())
+    if status_part:
+        # The status fields come after the quoted original: keep everything.
+        return raw
+    part_headers_end = BLANK_LINE_RE.search(raw, part.end() - 1)
+    if not part_headers_end:
+        return raw
+    inner_headers_end = BLANK_LINE_RE.search(raw, part_headers_end.end())
+    if not inner_headers_end:
+        return raw
+    return raw[: inner_headers_end.end()]
+
+
+LONG_LINE_RE = re.compile(f"[^\\n]{{{MAX_LINE_CHARS + 1}}}")
+
+
+def _parse_message(msg: Message, depth: int = 0) -> ParsedReport:
     subject = fold(_header(msg, "Subject")) or ""
     from_header = _header(msg, "From")
     sender = extract_address(from_header)
@@ -596,17 +739,24 @@ def _parse(raw: bytes) -> ParsedReport:
     ):
         return _feedback_report(msg, found, subject, sender)
 
-    # Real bounce prose has short lines; clipping absurd ones keeps every line regex cheap.
-    human = "\n".join(line[:MAX_LINE_CHARS] for line in "\n".join(found.human_texts).splitlines())
-    explanation = _cut_at_original(human)[:MAX_TEXT_CHARS]
-
     dsn_facts: list[DeliveryFacts] = []
     for text in found.dsn_texts:
         dsn_facts.extend(_facts_from_blocks(parse_field_blocks(text)))
     if not dsn_facts:
         for text in found.human_texts:
-            if FINAL_RECIPIENT_RE.search(text):
+            if ("ecipient" in text or "ECIPIENT" in text) and FINAL_RECIPIENT_RE.search(text):
                 dsn_facts.extend(_facts_from_blocks(parse_field_blocks(text)))
+
+    # Real bounce prose has short lines; clipping absurd ones keeps every line regex cheap.
+    # With status fields, the prose only adds context, which its first lines give.
+    human = "\n".join(found.human_texts)[
+        : MAX_DSN_PROSE_CHARS if dsn_facts else MAX_PROSE_CHARS * 2
+    ]
+    if LONG_LINE_RE.search(human):
+        human = "\n".join(line[:MAX_LINE_CHARS] for line in human.splitlines())
+    elif "\r" in human:
+        human = "\n".join(human.splitlines())
+    explanation = _cut_at_original(human)[:MAX_PROSE_CHARS]
 
     failed_header = _header(msg, "X-Failed-Recipients")
     daemon = _is_daemon_sender(from_header) or _is_daemon_sender(_header(msg, "Sender"))
@@ -631,12 +781,42 @@ def _parse(raw: bytes) -> ParsedReport:
             subject=subject,
             sender=sender,
             text=explanation,
+            mta="rfc3464",
         )
 
-    if not (daemon or bounce_subject or failed_header or found.report_type == "delivery-status"):
-        return _maybe_auto_reply(msg, subject, sender, explanation)
-    if not BOUNCE_PHRASE_RE.search(fold(explanation) or "") and not failed_header:
-        return _maybe_auto_reply(msg, subject, sender, explanation)
+    ses = _ses_notification(explanation)
+    if ses:
+        return ParsedReport(
+            kind="dsn", recipients=ses, subject=subject, sender=sender, text="", mta="amazonses"
+        )
+
+    head = explanation[:4000]
+    # The boolean checks below use lower-case patterns on lower-cased text (faster).
+    head_lower = head.lower()
+    subject_lower = subject.lower()
+    if not failed_header and CHALLENGE_RE.search(f"{subject_lower}\n{head_lower}"):
+        # A challenge/response system holds the message until the sender proves itself.
+        return ParsedReport(kind="none", subject=subject, sender=sender, text=explanation)
+
+    # Writers name themselves in their first lines; a shorter text keeps this pass cheap.
+    family = detect_mta(_header_digest(msg).lower(), head_lower[:2000])
+    # Headers only say who wrote the message; its opening prose says it is a bounce.
+    recognised = (
+        family is not None
+        and family.body is not None
+        and family.name not in ("japanese", "appliance")
+        and bool(family.body.search(head_lower))
+    )
+    if not (
+        daemon
+        or bounce_subject
+        or failed_header
+        or recognised
+        or found.report_type == "delivery-status"
+    ):
+        return _forwarded_or_auto_reply(msg, found, subject, sender, explanation, depth)
+    if not BOUNCE_PHRASE_RE.search(fold(head_lower) or "") and not failed_header and not recognised:
+        return _forwarded_or_auto_reply(msg, found, subject, sender, explanation, depth)
 
     excluded = {addr for addr in (sender, extract_address(_header(msg, "To"))) if addr}
     pairs: list[tuple[str, str]] = []
@@ -649,26 +829,253 @@ def _parse(raw: bytes) -> ParsedReport:
                 if idx >= 0:
                     block = _block_after(explanation, idx + len(address))
                 pairs.append((address, block))
+    if not pairs and family is not None:
+        pairs = _family_recipients(family, explanation, {sender} if sender else set())
     if not pairs:
         pairs = _text_recipients(explanation, excluded)
     if not pairs:
         pairs = [(address, "") for address in _original_recipients(found, human)[:1]]
     if not pairs:
+        # Last resort: the first address the explanation names that is not ours.
+        for match in ADDRESS_RE.finditer(explanation, 0, 8000):
+            address = match.group(0).strip(".'\"").lower()
+            if address not in excluded and "." in address.rpartition("@")[2]:
+                pairs = [(address, _line_around(explanation, match.start()))]
+                break
+    if not pairs:
         return ParsedReport(
             kind="text", subject=subject, sender=sender, text=explanation, warnings=("no-rcpt",)
         )
 
+    # A delay notice says the server is still trying; only a report that also says it gave
+    # up is a failure.
+    delayed = bool(
+        DELAY_RE.search(head_lower) or DELAY_SUBJECT_RE.search(subject_lower)
+    ) and not bool(PERMANENT_RE.search(head_lower))
     code_line = _code_line(explanation)
     facts = []
     for address, block in pairs[:MAX_RECIPIENTS]:
         diagnostic = fold(re.sub(r"^[ \t]*[-=_*#|]{4,}[ \t]*$", "", block, flags=re.M))
-        if code_line and not (find_status(diagnostic) or find_reply_code(diagnostic)):
-            # The recipient's own lines only name it; the server's answer is elsewhere.
-            diagnostic = code_line
-        facts.append(DeliveryFacts(recipient=address, diagnostic=diagnostic))
+        if not (find_status(diagnostic) or find_reply_code(diagnostic)):
+            # The recipient's own lines only name it; the server's answer is elsewhere:
+            # beside a later mention of the address (Exchange), or on the report's code line.
+            diagnostic = _coded_block(explanation, address) or code_line or diagnostic
+        if not diagnostic:
+            diagnostic = _reason_line(explanation)
+        facts.append(
+            DeliveryFacts(
+                recipient=address,
+                diagnostic=diagnostic,
+                action="delayed" if delayed else None,
+            )
+        )
     return ParsedReport(
-        kind="text", recipients=tuple(facts), subject=subject, sender=sender, text=explanation
+        kind="text",
+        recipients=tuple(facts),
+        subject=subject,
+        sender=sender,
+        text=explanation,
+        mta=family.name if family else None,
     )
+
+
+DELAY_SUBJECT_RE = re.compile(
+    r"delay|warning: could not send|still (?:being )?retr|not yet been delivered|"
+    r"delivery status notification \(delay\)|temporar"
+)
+PERMANENT_RE = re.compile(
+    r"permanent (?:fatal )?error|given up|giving up|failed permanently|permanent failure|"
+    r"no further (?:delivery )?attempts|will not be retried|could not be delivered to "
+    r"one or more|was not delivered|has been returned|retry time(?:out)? (?:exceeded|reached)"
+)
+REASON_LINE_RE = re.compile(
+    r"^.*(?:unknown|no such|not found|does not exist|doesn't exist|invalid|full|quota|"
+    r"exceed|too (?:large|big)|refused|rejected|denied|blocked|spam|expired|timed? ?out|"
+    r"unavailable|disabled|suspended|delayed|unreachable|not (?:accepted|deliverable)).*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def _line_around(text: str, index: int) -> str:
+    start = text.rfind("\n", 0, index) + 1
+    end = text.find("\n", index)
+    return text[start : end if end >= 0 else len(text)]
+
+
+def _coded_block(text: str, address: str) -> str | None:
+    """The explanation after a mention of ``address`` that quotes a server's code."""
+    lower = text.lower()
+    start = lower.find(address)
+    for _ in range(5):
+        if start < 0:
+            return None
+        block = _block_after(text, start + len(address))
+        if CODE_LINE_RE.search(block):
+            return fold(block)
+        start = lower.find(address, start + len(address))
+    return None
+
+
+def _reason_line(text: str) -> str | None:
+    """The first line of prose that names a cause, for reports that quote no server reply."""
+    match = REASON_LINE_RE.search(text, 0, 6000)
+    return fold(match.group(0)[:500]) if match else None
+
+
+# The headers that tell one bounce writer from another (see mta.MTA_FAMILIES).
+DIGEST_HEADERS = frozenset(
+    {
+        "from",
+        "subject",
+        "x-mailer",
+        "x-failed-recipients",
+        "x-ml-server",
+        "x-mlserver",
+        "list-software",
+        "x-mimetrack",
+        "x-zohomail",
+    }
+)
+
+
+def _header_digest(msg: Message) -> str:
+    """The report's telling headers as "name: value" lines, for recognising its writer."""
+    lines: list[str] = []
+    received = 0
+    for key, value in _header_items(msg)[:80]:
+        name = str(key).lower()
+        if name == "received":
+            # Only the newest hop is the reporting server's; qmail names itself there.
+            received += 1
+            if received > 2:
+                continue
+        elif name not in DIGEST_HEADERS:
+            continue
+        lines.append(f"{name}: {str(value)[:300]}")
+    return "\n".join(lines)
+
+
+def _family_recipients(family: MtaFamily, text: str, excluded: set[str]) -> list[tuple[str, str]]:
+    """(recipient, explanation) pairs by ``family``'s own patterns, in document order."""
+    found: list[tuple[int, str, str]] = []
+    seen: set[str] = set()
+    for pattern in family.recipients:
+        for match in pattern.finditer(text):
+            address = match.group("addr").strip(".'\"<>").lower()
+            if address in seen or address in excluded:
+                continue
+            seen.add(address)
+            found.append((match.start(), address, _block_after(text, match.end())))
+            if len(found) >= MAX_RECIPIENTS:
+                break
+        if found:
+            # The first pattern that finds anything is the family's own layout.
+            break
+    found.sort(key=lambda item: item[0])
+    return [(address, block) for _, address, block in found]
+
+
+VERP_LOCAL_RE = re.compile(
+    r"^[^@+=]+[+-](?P<local>[^@+=]+)=(?P<domain>[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})$"
+)
+
+
+def _verp_recipient(msg: Message) -> str | None:
+    """The recipient encoded in a VERP envelope address (``list+user=example.com@host``).
+
+    The bounce is delivered to the address we sent from, so the address it was delivered
+    to (Delivered-To, X-Original-To, Envelope-To, else To) carries the recipient we sent to.
+    """
+    index = _header_index(msg)
+    for name in ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to", "to"):
+        value = index.get(name)
+        if value is None or "=" not in str(value):
+            continue  # a VERP address always has its "="
+        address = extract_address(_header(msg, name))
+        if not address:
+            continue
+        local = address.rpartition("@")[0]
+        match = VERP_LOCAL_RE.match(local)
+        if match:
+            return f"{match.group('local')}@{match.group('domain')}".lower()
+    return None
+
+
+def _prefer_recipient(report: ParsedReport, address: str) -> ParsedReport:
+    """Put the facts about ``address`` first; name it when the report named nobody."""
+    recipients = list(report.recipients)
+    for index, facts in enumerate(recipients):
+        if (facts.recipient or "").lower() == address:
+            recipients.insert(0, recipients.pop(index))
+            return replace(report, recipients=tuple(recipients))
+    if len(recipients) == 1:
+        recipients[0] = replace(recipients[0], recipient=address)
+        return replace(report, recipients=tuple(recipients))
+    return report
+
+
+SES_RE = re.compile(r'"notificationType"\s*:\s*"Bounce"')
+
+
+SES_RECIPIENT_RE = re.compile(r"\{[^{}]*\"emailAddress\"[^{}]*\}")
+SES_FIELD_RE = re.compile(
+    r'"(emailAddress|status|diagnosticCode|action)"\s*:\s*"((?:[^"\\]|\\.)*)"'
+)
+
+
+def _ses_notification(text: str) -> tuple[DeliveryFacts, ...]:
+    """Amazon SES bounce notifications mailed as JSON (through SNS or directly).
+
+    Read field by field rather than as one JSON document: SNS wraps long lines, which
+    breaks the document but not the recipients' fields.
+    """
+    if not SES_RE.search(text[:20000]):
+        return ()
+    temporary = bool(re.search(r'"bounceType"\s*:\s*"Transient"', text[:20000]))
+    start = text.find('"bouncedRecipients"')
+    end = text.find("]", start)
+    if start < 0 or end < 0:
+        return ()
+    facts: list[DeliveryFacts] = []
+    for item in SES_RECIPIENT_RE.finditer(text, start, end + 1):
+        fields = dict(SES_FIELD_RE.findall(item.group(0)))
+        address = extract_address(fields.get("emailAddress"))
+        if not address:
+            continue
+        diagnostic = fields.get("diagnosticCode") or ""
+        if re.match(r"^\s*smtp\s*;", diagnostic, re.IGNORECASE):
+            diagnostic = diagnostic.split(";", 1)[1]
+        facts.append(
+            DeliveryFacts(
+                recipient=address,
+                action="delayed" if temporary else (fields.get("action") or "failed"),
+                status=find_status(fields.get("status")),
+                diagnostic=fold(diagnostic),
+            )
+        )
+    return tuple(facts[:MAX_RECIPIENTS])
+
+
+def _forwarded_or_auto_reply(
+    msg: Message,
+    found: _Collected,
+    subject: str,
+    sender: str | None,
+    explanation: str,
+    depth: int,
+) -> ParsedReport:
+    """A report someone forwarded as an attachment is read as the report it carries."""
+    if depth < 2:
+        for inner in found.original_headers[:3]:
+            if not (
+                _is_daemon_sender(_header(inner, "From"))
+                or BOUNCE_SUBJECT_RE.search(_header(inner, "Subject"))
+            ):
+                continue
+            report = _parse_message(inner, depth + 1)
+            if report.kind in ("dsn", "text") and report.recipients:
+                return report
+    return _maybe_auto_reply(msg, subject, sender, explanation)
 
 
 BOUNDARY_LINE_RE = re.compile(r"^--([^\s]{1,200}?)(?:--)?[ \t]*$", re.MULTILINE)
@@ -708,9 +1115,14 @@ CODE_LINE_RE = re.compile(
 )
 
 
+FULL_CODE_LINE_RE = re.compile(
+    r"^.*(?<![\w.])[45]\d\d[ -]+[45]\.\d{1,3}\.\d{1,3}(?![\w.]*\d).*$", re.M
+)
+
+
 def _code_line(text: str) -> str | None:
-    """The first line quoting an SMTP reply or enhanced status code."""
-    match = CODE_LINE_RE.search(text)
+    """The first line quoting an SMTP reply (with its enhanced status, if any line has both)."""
+    match = FULL_CODE_LINE_RE.search(text) or CODE_LINE_RE.search(text)
     return fold(match.group(0)) if match else None
 
 

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from invoicing.bounces import REASONS, BounceResult, classify_bounce
+from invoicing.bounces.agreement import expected_reason, load_expected, measure
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -36,16 +37,36 @@ def _require(path: Path) -> Path:
 
 
 BOUNCES = shared_dir() / "conformance" / "bounces"
+BOUNCES_MORE = shared_dir() / "conformance" / "bounces-more"
 MIME = shared_dir() / "conformance" / "mime"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bounces"
 
-
-def _expected_rows() -> list[dict]:
-    path = BOUNCES / "expected.jsonl"
-    if not path.exists():
-        # Collected as one case that skips (or fails in strict mode) with a clear reason.
-        return [{"file": "<missing corpus>"}]
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+# Agreement with the labels, in messages, that a change must not go below (set from what the
+# classifier reaches; raise them when it does better). Where we knowingly differ from the
+# labels: they follow Sisimai, which calls some "user unknown" answers "filtered" (soft) by
+# per-MTA rules, and names Final-Recipient where we name Original-Recipient (the address we
+# sent to). The measurement runs on mail no rule was written for; see issue #12.
+FLOORS: dict[str, dict[str, int]] = {
+    "bounces": {
+        "is_bounce": 145,
+        "hard": 138,
+        "recipient": 138,
+        "status": 140,
+        "reply_code": 136,
+        "action": 134,
+        "reason": 129,
+    },
+    "bounces-more": {
+        "is_bounce": 194,
+        "hard": 181,
+        "recipient": 189,
+        "status": 175,
+        "reply_code": 176,
+        "action": 177,
+        "reason": 172,
+    },
+}
+CORPORA = {"bounces": BOUNCES, "bounces-more": BOUNCES_MORE}
 
 
 def _mime_files() -> list[str]:
@@ -54,91 +75,62 @@ def _mime_files() -> list[str]:
     return sorted(p.name for p in MIME.glob("*.eml"))
 
 
-# Where we knowingly disagree with Sisimai's expectations. Each entry says why; the test is a
-# strict xfail, so fixing one (or the data changing) makes the suite say so.
-KNOWN_DIFFERENCES: dict[str, str] = {
-    "0006.eml": (
-        "ARF report whose original To is only the display name 'undisclosed'; Sisimai "
-        "invents 'undisclosed-recipient-in-headers@libsisimai.org.invalid', we report None"
-    ),
-    "0081.eml": (
-        "Exchange lists two attempts; we use the DSN's 4.4.7 (queue expired) and the last "
-        "remote answer, Sisimai picks the older attempt's 4.4.1 from the prose"
-    ),
-    "0092.eml": (
-        "sender rejected at MAIL FROM with no enhanced code: we give the pseudo code 5.0.918 "
-        "(rejected), Sisimai's parser leaves it 'onhold' (5.0.901)"
-    ),
-    "0153.eml": (
-        "Final-Recipient and the quoted To say ...-neko-nyaaaaaaan@, only an anonymised "
-        "mailto: link says ...-nyaaaaaaan@; Sisimai takes the link, we take Final-Recipient"
-    ),
-    "0268.eml": (
-        "Verizon MMS 'No valid recipients' with no code and no SMTP stage: our rule keeps "
-        "unconfirmed unknown-user bounces soft (filtered); Sisimai's Verizon module says hard"
-    ),
-    "0291.eml": (
-        "the DSN fields say '550 5.1.1 User Unknown' while the prose says 'Not enough disk "
-        "space'; we trust the DSN (hard user_unknown), Sisimai the prose (soft mailboxfull)"
-    ),
-    "0393.eml": (
-        "Sisimai truncates the recipient to 'kijitora@exampl' on this CRLF message; the "
-        "quoted original's To is kijitora@example.com, which we report"
-    ),
-}
-
-SISIMAI_TO_OURS = {
-    "userunknown": "user_unknown",
-    "mailboxfull": "mailbox_full",
-    "hostunknown": "host_unknown",
-    "mesgtoobig": "message_too_large",
-    "exceedlimit": "message_too_large",
-    "blocked": "policy_blocked",
-    "rejected": "policy_blocked",
-    "policyviolation": "policy_blocked",
-    "securityerror": "policy_blocked",
-    "spamdetected": "spam_blocked",
-    "virusdetected": "spam_blocked",
-    "expired": "expired",
-    "vacation": "auto_reply",
-    "feedback": "complaint",
-    "delivered": "delivered",
-}
+def _classified(raw: bytes) -> dict[str, object]:
+    return classify_bounce(raw).to_json_dict()
 
 
-def _case(row: dict) -> pytest.param:
-    name = row["file"]
-    marks = []
-    if name in KNOWN_DIFFERENCES:
-        marks.append(pytest.mark.xfail(reason=KNOWN_DIFFERENCES[name], strict=True))
-    return pytest.param(row, id=name, marks=marks)
+@pytest.mark.parametrize("corpus", sorted(CORPORA))
+def test_corpus_agreement_per_field_does_not_go_below_its_floor(corpus: str) -> None:
+    directory = CORPORA[corpus]
+    _require(directory / "expected.jsonl")
+    agreement = measure(
+        load_expected(directory / "expected.jsonl"), directory / "messages", _classified
+    )
+    report = f"{corpus}:\n{agreement.field_table()}\n\n{agreement.reason_table()}"
+    print(report)  # shown with -s, and in the failure message below
+    below = {
+        name: (agreement.agree.get(name, 0), floor)
+        for name, floor in FLOORS[corpus].items()
+        if agreement.agree.get(name, 0) < floor
+    }
+    assert not below, f"agreement fell below its floor {below}\n{report}"
 
 
-@pytest.mark.parametrize("row", [_case(row) for row in _expected_rows()])
-def test_corpus_message_matches_expected(row: dict) -> None:
-    path = _require(BOUNCES / "messages" / row["file"])
-    result = classify_bounce(path.read_bytes())
-
-    got = {f: getattr(result, f) for f in ("is_bounce", "hard", "recipient", "status")}
-    want = {f: row[f] for f in ("is_bounce", "hard", "recipient", "status")}
-    assert got == want, f"reason={result.reason} diagnostic={result.diagnostic!r}"
+@pytest.mark.parametrize("corpus", sorted(CORPORA))
+def test_corpus_reasons_are_all_public_reasons(corpus: str) -> None:
+    directory = CORPORA[corpus] / "messages"
+    _require(directory)
+    for path in sorted(directory.glob("*.eml")):
+        assert classify_bounce(path.read_bytes()).reason in REASONS, path.name
 
 
-def test_corpus_reason_agreement_is_reported() -> None:
-    """Reasons need not match Sisimai everywhere, but most should and all must be ours."""
-    _require(BOUNCES / "expected.jsonl")
-    rows = _expected_rows()
-    agree = 0
-    for row in rows:
-        result = classify_bounce((BOUNCES / "messages" / row["file"]).read_bytes())
-        assert result.reason in REASONS
-        want = SISIMAI_TO_OURS.get(row["reason"])
-        if want is None:
-            agree += result.reason in ("other", "needs_review")
-        else:
-            agree += result.reason == want
-    # A floor, not a target: it catches a rules change that quietly breaks many reasons.
-    assert agree >= int(len(rows) * 0.7), f"only {agree}/{len(rows)} reasons agree"
+def _fixture_rows() -> list[dict]:
+    return load_expected(FIXTURES / "expected.jsonl")
+
+
+@pytest.mark.parametrize("row", _fixture_rows(), ids=lambda row: row["file"])
+def test_each_kind_of_failure_in_the_hand_written_fixtures_is_classified(row: dict) -> None:
+    result = classify_bounce((FIXTURES / row["file"]).read_bytes())
+    assert result.is_bounce is row["is_bounce"]
+    assert result.hard is row["hard"]
+    assert result.recipient == row["recipient"]
+    if row["reason"] is not None:
+        assert result.reason == expected_reason(row["reason"]), result.diagnostic
+
+
+def test_a_status_derived_from_the_reason_is_marked_by_its_9xx_detail() -> None:
+    # A report with no code gets Sisimai's pseudo code for its reason: X.0.9NN, a detail
+    # no real enhanced status uses, so a derived status is never taken for a quoted one.
+    result = classify_bounce((FIXTURES / "imail-prose.eml").read_bytes())
+    assert result.status == "5.0.911"
+    assert result.status_derived is True
+    assert classify_bounce((FIXTURES / "ses-json.eml").read_bytes()).status_derived is False
+    assert classify_bounce((FIXTURES / "dead-domain-exim.eml").read_bytes()).status == "5.0.912"
+
+
+def test_a_delay_notice_is_a_soft_bounce_with_action_delayed() -> None:
+    result = classify_bounce((FIXTURES / "delay-exim.eml").read_bytes())
+    assert (result.is_bounce, result.hard, result.action) == (True, False, "delayed")
 
 
 def test_corpus_json_dict_has_exactly_the_public_keys() -> None:

@@ -1,0 +1,290 @@
+"""Which mail server wrote a bounce, and how that server lists its failed recipients.
+
+Standard reports (RFC 3464) need none of this. Prose bounces do: each MTA family words and
+lays out its report its own way, so the report is first matched to a family by its headers
+and opening lines, then read with that family's recipient patterns. What a family looks like
+was written for this project from how the servers themselves word their reports (the
+approach of Sisimai's per-MTA ``Lhost`` modules; no code or data copied from it).
+
+A family that is not recognised falls back to the general scanner in :mod:`.dsn`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "CHALLENGE_RE",
+    "DELAY_RE",
+    "MTA_FAMILIES",
+    "MtaFamily",
+    "detect_mta",
+]
+
+_ADDR = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+_I = re.IGNORECASE
+_IM = re.IGNORECASE | re.MULTILINE
+
+
+@dataclass(frozen=True)
+class MtaFamily:
+    """One family of bounce writers.
+
+    ``headers`` is matched against a digest of the report's own headers (From, Subject,
+    X-Mailer, Received, Message-Id), ``body`` against the first lines of its prose; either
+    one matching identifies the family. ``recipients`` find the failed addresses in the prose
+    (group ``addr``) in the order the server lists them.
+    """
+
+    name: str
+    headers: re.Pattern[str] | None
+    body: re.Pattern[str] | None
+    recipients: tuple[re.Pattern[str], ...] = ()
+
+
+def _rx(pattern: str, flags: int = _IM) -> re.Pattern[str]:
+    return re.compile(pattern, flags)
+
+
+MTA_FAMILIES: tuple[MtaFamily, ...] = (
+    MtaFamily(
+        "qmail",
+        _rx(r"^received: \(qmail \d+ invoked for bounce\)"),
+        _rx(r"this is the qmail-send program|i'm afraid i wasn't able to deliver your message"),
+        (_rx(rf"^<(?P<addr>{_ADDR})>:?[ \t]*$"),),
+    ),
+    MtaFamily(
+        "postfix",
+        None,
+        _rx(
+            r"^this is the (?:mail system|postfix program) at host|^the (?:mail system|postfix "
+            r"program)\s*$"
+        ),
+        (_rx(rf"^<(?P<addr>{_ADDR})>(?: \(expanded from <[^>]*>\))?:"),),
+    ),
+    MtaFamily(
+        "exim",
+        _rx(r"^x-failed-recipients:"),
+        _rx(
+            r"this message was created automatically by mail delivery software|"
+            r"^a message that you sent (?:could not be delivered|has not yet been delivered)"
+        ),
+        (_rx(rf"^[ \t]+(?P<addr>{_ADDR})(?:[ \t]*$|[ \t]*\n|[ \t]+<)"),),
+    ),
+    MtaFamily(
+        "sendmail",
+        None,
+        _rx(
+            r"the original message was received at|"
+            r"-{3,} the following addresses had (?:permanent fatal|transient non-fatal) errors"
+        ),
+        (
+            _rx(
+                r"-{3,} the following addresses had (?:permanent fatal|transient non-fatal) "
+                rf"errors -{{3,}}\s*\n[ \t]*<?(?P<addr>{_ADDR})"
+            ),
+            _rx(rf"^[0-9]{{3}}[ -](?:[0-9.]+ )?<(?P<addr>{_ADDR})>\.\.\."),
+        ),
+    ),
+    MtaFamily(
+        "exchange",
+        _rx(r"^x-mailer: microsoft exchange"),
+        _rx(
+            r"did not reach the following recipient|"
+            r"delivery has failed to these recipients or (?:groups|distribution lists)|"
+            r"your message did not reach some or all of the intended recipients|"
+            r"the following recipient\(s\) could not be reached"
+        ),
+        (
+            _rx(
+                r"(?:did not reach the following recipient\(s\)|could not be reached)"
+                rf":?\s*\n(?:\s*\n)*[ \t]*(?P<addr>{_ADDR})"
+            ),
+            _rx(rf"^[ \t]*(?P<addr>{_ADDR}) on \S+"),
+            _rx(
+                r"delivery has failed to these recipients or (?:groups|distribution lists):"
+                rf"\s*\n(?:\s*\n)*[^\n]*?\(?(?P<addr>{_ADDR})"
+            ),
+        ),
+    ),
+    MtaFamily(
+        "gmail",
+        _rx(r"^from:.*mailer-daemon@(?:googlemail|google)\.com"),
+        _rx(
+            r"delivery to the following recipients? (?:failed|has been delayed)|"
+            r"^\*\* (?:address not found|message not delivered|delivery incomplete) \*\*"
+        ),
+        (
+            _rx(
+                r"delivery to the following recipients? (?:failed|has been delayed)[^\n]*"
+                rf"\s*\n(?:\s*\n)*[ \t]*(?P<addr>{_ADDR})"
+            ),
+            _rx(rf"your message (?:wasn't|was not|hasn't been) delivered to (?P<addr>{_ADDR})"),
+        ),
+    ),
+    MtaFamily(
+        "yahoo",
+        _rx(r"^from:.*mailer-daemon@.*yahoo"),
+        _rx(r"^message from yahoo\.com|sorry, we were unable to deliver your message"),
+        (_rx(rf"^[ \t]*<?(?P<addr>{_ADDR})>?:?[ \t]*$"),),
+    ),
+    MtaFamily(
+        "domino",
+        _rx(r"^x-mailer: lotus domino|^x-mimetrack:"),
+        _rx(r"^your message\s*$|was not delivered to:"),
+        (_rx(rf"was not delivered to:\s*\n(?:\s*\n)*[ \t]*<?(?P<addr>{_ADDR})"),),
+    ),
+    MtaFamily(
+        "courier",
+        _rx(r"^from: courier mail server|courier mta"),
+        _rx(r"this is a delivery status notification from|courier mail server at"),
+        (_rx(rf"^<(?P<addr>{_ADDR})>:?[ \t]*$"),),
+    ),
+    MtaFamily(
+        "opensmtpd",
+        None,
+        _rx(r"this is the mailer-daemon at|^hi!\s*\n\s*\nthis is the mailer-daemon"),
+        (_rx(rf"^(?:error for )?<?(?P<addr>{_ADDR})>?[: ]"),),
+    ),
+    MtaFamily(
+        "zoho",
+        _rx(r"^from:.*@zoho(?:mail)?\.|^x-zohomail"),
+        _rx(r"this message was created automatically by mail delivery software \(zoho"),
+        (_rx(rf"^[ \t]*(?P<addr>{_ADDR}),?\s*(?:invalid address|reason)"),),
+    ),
+    MtaFamily(
+        "james",
+        None,
+        _rx(r"^error message below:|^message details:\s*$"),
+        (_rx(rf"^[ \t]*rcpt to:[ \t]*<?(?P<addr>{_ADDR})"),),
+    ),
+    MtaFamily(
+        "imail",
+        _rx(r"^x-mailer: <?(?:smtp32|imail)"),
+        _rx(
+            r"^(?:invalid final delivery userid|user mailbox exceeds allowed size|"
+            r"unknown user|undeliverable to|delivery failed|requested action not taken)"
+        ),
+        (
+            _rx(
+                r"(?:invalid final delivery userid|user mailbox exceeds allowed size|"
+                r"unknown user|undeliverable to|user not found|delivery failed|"
+                rf"mailbox full)[^\n@]*?:?[ \t]*<?(?P<addr>{_ADDR})"
+            ),
+        ),
+    ),
+    MtaFamily(
+        "fml",
+        _rx(r"^x-ml-server: fml|^x-mlserver:|^list-software: fml"),
+        _rx(r"fml system|^your mail to (?:the )?(?:ml|mailing list)"),
+        (_rx(rf"<(?P<addr>{_ADDR})>"),),
+    ),
+    MtaFamily(
+        "aol",
+        _rx(r"^from:.*mailer-daemon@aol\.com"),
+        _rx(r"this message was undeliverable due to the following reason"),
+        (_rx(rf"^[ \t]*<?(?P<addr>{_ADDR})>?[ \t]*$"),),
+    ),
+    MtaFamily(
+        "mailru",
+        _rx(r"^from:.*mailer-daemon@(?:corp\.)?mail\.ru|^from:.*@(?:inbox|list|bk)\.ru"),
+        _rx(r"message was not accepted -- invalid mailbox|сообщение не (?:может быть )?доставлено"),
+        (
+            _rx(rf"local mailbox (?P<addr>{_ADDR}) is unavailable"),
+            _rx(rf"^[ \t]*<?(?P<addr>{_ADDR})>?:?[ \t]*$"),
+        ),
+    ),
+    MtaFamily(
+        "sina",
+        _rx(r"^from:.*mailer-daemon@sina\.com"),
+        None,
+        (_rx(rf"<(?P<addr>{_ADDR})>"),),
+    ),
+    MtaFamily(
+        "hotpop",
+        _rx(r"^from:.*@hotpop\.com"),
+        None,
+        (_rx(rf"<?(?P<addr>{_ADDR})>?"),),
+    ),
+    MtaFamily(
+        "appliance",
+        _rx(
+            r"^x-mailer: (?:interscan|imss|mfilter|barracuda|sophos|mailshield)|"
+            r"^from:.*(?:messagelabs|mimecast|proofpoint|barracuda|interscan)"
+        ),
+        _rx(
+            r"interscan|trend micro|message from mailshield|mfilter|barracuda|sophos email|"
+            r"messagelabs|this is the mail delivery agent at"
+        ),
+        (
+            _rx(rf"(?:^|\n)[ \t]*(?:to|rcpt to|recipient):?[ \t]*<?(?P<addr>{_ADDR})"),
+            _rx(rf"^[ \t]*<?(?P<addr>{_ADDR})>?"),
+        ),
+    ),
+    MtaFamily(
+        "japanese",
+        None,
+        _rx(
+            "\u9001\u4fe1\u3067\u304d\u307e\u305b\u3093|"  # could not send
+            "\u914d\u9001\u3067\u304d\u307e\u305b\u3093|"  # could not deliver
+            "\u5b9b\u5148\u4e0d\u660e|"  # addressee unknown
+            "\u914d\u4fe1\u3067\u304d\u307e\u305b\u3093|"
+            "\u30a8\u30e9\u30fc\u30e1\u30fc\u30eb",  # error mail
+        ),
+        (_rx(rf"<?(?P<addr>{_ADDR})>?"),),
+    ),
+)
+
+# Delay notices: the server still holds the message and will retry. Soft, never hard.
+DELAY_RE = re.compile(
+    r"has not yet been delivered|not been delivered yet|"
+    r"will (?:keep|continue) (?:trying|to try|attempting)|"
+    r"(?:delivery|it) will be (?:re)?tried|will be retried|still (?:being )?retr|"
+    r"delivery attempts will continue|is still trying|delivery (?:is |has been )?delayed|"
+    r"message (?:is |has been )?delayed|delayed mail|warning: message .{0,80} delayed|"
+    r"this is a warning message only|transient non-fatal errors|"
+    r"no action is required on your part|temporary (?:failure|problem)s?\b.{0,80}retry|"
+    r"will retry (?:for|until|later)|retrying|still undelivered|still awaiting delivery|"
+    r"will keep trying until|could not send message for past|warning: could not send|"
+    r"has been delayed|delivery delay|will continue to be made|not yet delivered",
+)
+
+# Challenge/response systems ask the sender to prove they are human; nothing bounced.
+CHALLENGE_RE = re.compile(
+    r"boxbe|requires? (?:your )?confirmation|please confirm (?:that )?you|"
+    r"verify (?:that )?you are (?:a )?(?:human|real)|awaiting (?:your )?(?:verification|approval)|"
+    r"sender (?:verification|approval) (?:request|required)|"
+    r"click (?:the|this) link (?:below )?to (?:confirm|verify|deliver)|"
+    r"added to (?:my|the) (?:approved|guest) (?:senders? )?list|spam arrest|mailblocks|"
+    r"choicemail|challenge.?response",
+)
+
+
+def _combined(kind: str) -> re.Pattern[str]:
+    # One pass over the text for all families: group fN is family N's pattern.
+    parts = [
+        f"(?P<f{index}>{getattr(family, kind).pattern})"
+        for index, family in enumerate(MTA_FAMILIES)
+        if getattr(family, kind) is not None
+    ]
+    # Lower-case patterns for lower-cased text (the caller lowers it): much faster.
+    return re.compile("|".join(parts), re.MULTILINE)
+
+
+# Header lines are matched in "\n" + digest with "^" written as "\n": a literal first
+# character lets the regex engine jump from line to line.
+_HEADERS_RE = re.compile(re.sub(r"(^|\||\(\?P<f\d+>)\^", r"\1\\n", _combined("headers").pattern))
+_BODY_RE = _combined("body")
+
+
+def detect_mta(header_digest: str, body_head: str) -> MtaFamily | None:
+    """The family whose headers, else whose opening prose, match first; ``None`` if none.
+
+    Both texts must be lower-cased; so must text given to DELAY_RE and CHALLENGE_RE.
+    """
+    for combined, text in ((_HEADERS_RE, "\n" + header_digest), (_BODY_RE, body_head)):
+        match = combined.search(text)
+        if match and match.lastgroup:
+            return MTA_FAMILIES[int(match.lastgroup[1:])]
+    return None
