@@ -10,7 +10,7 @@ from email.message import EmailMessage
 
 EVIL = "https://evil.example"
 
-# A 1×1 PNG, for the inline (cid:) image.
+# A 1x1 PNG, for the inline (cid:) image.
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201e2b05b"
@@ -60,7 +60,9 @@ CORPUS: dict[str, str] = {
     # document-level tricks
     "base": f'<base href="{EVIL}/"><img src="relative.png"><a href="relative">relative</a>',
     "meta-refresh": f'<meta http-equiv="refresh" content="0;url={EVIL}/refresh">',
-    "meta-csp": "<meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'unsafe-inline'\">",
+    "meta-csp": (
+        '<meta http-equiv="Content-Security-Policy" content="script-src \'unsafe-inline\'">'
+    ),
     # remote pictures and tracking
     "tracking-pixel": f'<img src="{EVIL}/pixel.gif" width="1" height="1" alt="">',
     "srcset": f'<img srcset="{EVIL}/srcset-1x.png 1x, {EVIL}/srcset-2x.png 2x">',
@@ -103,7 +105,7 @@ CORPUS: dict[str, str] = {
 
 def hostile_html() -> str:
     """The whole corpus as one email body, each case in its own block."""
-    cases = "".join(f'<div class="case" title="{name}">{html}</div>' for name, html in CORPUS.items())
+    cases = "".join(f'<div title="{name}">{html}</div>' for name, html in CORPUS.items())
     return (
         "<html><head><title>hostile</title></head><body>"
         '<p id="ok">Dear client, see the statement below.</p>'

@@ -54,7 +54,7 @@ def test_an_html_message_is_shown_formatted_in_a_sandboxed_frame(owner_client, f
     assert 'sandbox="allow-popups allow-popups-to-escape-sandbox"' in frame
     assert "allow-scripts" not in frame and "allow-same-origin" not in frame
     srcdoc = _srcdoc(page)
-    assert "<td style=\"padding:4px\">Balance</td>" in srcdoc
+    assert '<td style="padding:4px">Balance</td>' in srcdoc
     assert "default-src 'none'" in html.unescape(srcdoc)  # the meta CSP, escaped in it
     assert "Plain text version" not in page  # one click away, not on the page
 
@@ -79,9 +79,7 @@ def test_a_message_without_html_shows_its_text_as_before(owner_client, firm, cli
     assert "<iframe" not in page and "Show as formatted" not in page
 
 
-def test_the_page_allows_the_frames_inline_styles_and_nothing_remote(
-    owner_client, firm, client_
-):
+def test_the_page_allows_the_frames_inline_styles_and_nothing_remote(owner_client, firm, client_):
     message = _message(firm, client_, mime_message(LETTER))
 
     policy = owner_client.get(_url(client_, message))["Content-Security-Policy"]

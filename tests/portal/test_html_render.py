@@ -78,7 +78,7 @@ def test_a_hostile_case_keeps_no_tag_attribute_or_url_that_runs_or_loads(name):
 def test_the_whole_corpus_at_once_keeps_the_letter_and_its_table():
     cleaned = _clean(hostile_html()).html
 
-    assert '<p>Dear client, see the statement below.</p>' in cleaned
+    assert "<p>Dear client, see the statement below.</p>" in cleaned
     assert "<table" in cleaned and "<td" in cleaned and "1 234,00" in cleaned
     assert "padding:4px" in cleaned and "border-collapse:collapse" in cleaned
     assert "hostile" not in cleaned  # the <title> goes with its text
@@ -93,7 +93,8 @@ def test_a_cid_image_points_at_the_inline_image_route_and_an_unknown_cid_is_drop
 def test_remote_images_are_dropped_and_counted_unless_the_sender_is_allowed():
     html = (
         '<img src="https://news.example/a.png"><img src="HTTP://track.example/p.gif">'
-        '<table><tr><td style="background:url(https://news.example/bg.png) #fff">x</td></tr></table>'
+        '<table><tr><td style="background:url(https://news.example/bg.png) #fff">x</td></tr>'
+        "</table>"
     )
 
     blocked = _clean(html)
