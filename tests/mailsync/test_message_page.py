@@ -210,3 +210,13 @@ def test_the_message_page_query_count_is_pinned(
 
     with django_assert_num_queries(QUERIES):
         assert owner_client.get(_url(client_, message)).status_code == 200
+
+
+def test_an_inline_image_url_expires(owner_client, firm, client_, monkeypatch):
+    message = _message(firm, client_, mime_message(LETTER))
+    srcdoc = _srcdoc(owner_client.get(_url(client_, message)).content.decode())
+    image_url = re.search(r'<img src="http://testserver([^"]+)" alt="logo">', srcdoc).group(1)
+
+    monkeypatch.setattr("mailsync.display.INLINE_IMAGE_MAX_AGE", -1)
+
+    assert owner_client.get(image_url).status_code == 404
