@@ -5,7 +5,6 @@ sender". The message is reached through the member's firm and the client: otherw
 
 from __future__ import annotations
 
-from csp.constants import UNSAFE_INLINE
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -15,21 +14,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from mailsync import display
 from mailsync.models import Message, MessageAttachment
-from portal.html_render import FramedHtml
+from portal.html_render import allow_frame
 from portal.tenancy import get_client_for_member, member_required
-
-
-def frame_csp(response: HttpResponse, framed: FramedHtml | None) -> HttpResponse:
-    """Let the page carry the frame: a srcdoc document inherits the page's CSP on top of its
-    own, so the page must allow the inline styles the sender's HTML keeps (and remote
-    pictures when the member chose to see them). The page's own markup has no inline style;
-    the frame's own CSP still allows nothing else."""
-    if framed is not None:
-        update: dict[str, list[str]] = {"style-src": [UNSAFE_INLINE]}
-        if framed.remote_images:
-            update["img-src"] = ["https:", "http:"]
-        response._csp_update = update  # type: ignore[attr-defined]  # read by django-csp
-    return response
 
 
 @member_required
@@ -63,7 +49,7 @@ def message(request: HttpRequest, client_pk: int, message_pk: int) -> HttpRespon
         ).select_related("document"),
     }
     response = render(request, "mailsync/message.html", context)
-    return frame_csp(response, context["framed"])
+    return allow_frame(response, context["framed"])
 
 
 @member_required

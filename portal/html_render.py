@@ -30,12 +30,15 @@ from email.message import EmailMessage
 from html import escape
 
 import nh3
+from csp.constants import UNSAFE_INLINE
+from django.http import HttpResponse
 
 __all__ = [
     "INLINE_IMAGE_TYPES",
     "FramedHtml",
     "HtmlPart",
     "SafeHtml",
+    "allow_frame",
     "frame_document",
     "framed_html",
     "html_part",
@@ -298,3 +301,16 @@ def framed_html(raw: bytes) -> FramedHtml | None:
         return None
     safe = sanitize(part.html, inline_url=lambda _cid: None, remote_images=False)
     return FramedHtml.build(safe, inline_prefix=None)
+
+
+def allow_frame(response: HttpResponse, framed: FramedHtml | None) -> HttpResponse:
+    """Let a page carry the frame: a srcdoc document is bound by its page's CSP on top of its
+    own, so the page must allow the inline styles the sender's HTML keeps (and remote
+    pictures when the member chose to see them). The portal's own markup has no inline
+    style, and the frame's own CSP still allows nothing else."""
+    if framed is not None:
+        update: dict[str, list[str]] = {"style-src": [UNSAFE_INLINE]}
+        if framed.remote_images:
+            update["img-src"] = ["https:", "http:"]
+        response._csp_update = update  # type: ignore[attr-defined]  # read by django-csp
+    return response

@@ -8,6 +8,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
+from portal.html_render import allow_frame, framed_html
 from portal.models import OutboxEmail
 
 
@@ -33,8 +34,9 @@ def _text_body(parsed: EmailMessage) -> str:
 def outbox_detail(request: HttpRequest, email_pk: int) -> HttpResponse:
     email = get_object_or_404(_visible_outbox(request), pk=email_pk)
     parsed = message_from_bytes(bytes(email.raw), policy=policy.default)
-    return render(
-        request,
-        "portal/outbox/detail.html",
-        {"email": email, "headers": list(parsed.items()), "body": _text_body(parsed)},
-    )
+    # The HTML part, as the recipient sees it, in the safe frame (plain text on request).
+    framed = framed_html(bytes(email.raw))
+    shown = None if request.GET.get("format") == "text" else framed
+    context = {"email": email, "headers": list(parsed.items()), "body": _text_body(parsed)}
+    context |= {"framed": shown, "has_html": framed is not None}
+    return allow_frame(render(request, "portal/outbox/detail.html", context), shown)
