@@ -292,14 +292,16 @@ class FramedHtml:
         )
 
 
-def framed_html(raw: bytes) -> FramedHtml | None:
+def framed_html(raw: bytes, *, rewrite: Callable[[str], str] | None = None) -> FramedHtml | None:
     """A raw email's HTML part for the frame, without inline or remote images (the local
     Outbox: the portal's own mail has no inline images, and reading it must not load
-    anything from elsewhere)."""
+    anything from elsewhere). ``rewrite`` changes the HTML before it is sanitised (e.g. to
+    hide links that are credentials, as the Outbox does with its text)."""
     part = html_part(raw)
     if part is None:
         return None
-    safe = sanitize(part.html, inline_url=lambda _cid: None, remote_images=False)
+    html = rewrite(part.html) if rewrite is not None else part.html
+    safe = sanitize(html, inline_url=lambda _cid: None, remote_images=False)
     return FramedHtml.build(safe, inline_prefix=None)
 
 

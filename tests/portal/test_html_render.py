@@ -155,3 +155,11 @@ def test_an_html_part_with_an_unknown_charset_is_still_shown():
     part = html_part(raw)
 
     assert part is not None and "<p>Hello</p>" in part.html
+
+
+def test_the_outbox_can_rewrite_the_html_before_it_is_sanitised():
+    raw = mime_message('<p><a href="https://portal.test/pay/SECRET/">Pay now</a></p>')
+
+    framed = framed_html(raw, rewrite=lambda html: html.replace("SECRET", "hidden"))
+
+    assert "SECRET" not in framed.srcdoc and "/pay/hidden/" in framed.srcdoc
