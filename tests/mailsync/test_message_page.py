@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+import threading
 
 import pytest
 from django.urls import reverse
@@ -220,3 +221,36 @@ def test_an_inline_image_url_expires(owner_client, firm, client_, monkeypatch):
     monkeypatch.setattr("mailsync.display.INLINE_IMAGE_MAX_AGE", -1)
 
     assert owner_client.get(image_url).status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_colleagues_allowing_one_sender_at_the_same_moment_both_succeed(owner, staff):
+    """get_or_create races on the unique (firm, address): the loser's IntegrityError is the
+    outcome it wanted, so neither click fails."""
+    from django.db import connection as db_connection
+
+    from mailsync import display
+
+    errors: list[BaseException] = []
+    for round_number in range(10):
+        address = f"sender{round_number}@client.test"
+        barrier = threading.Barrier(4)
+
+        def allow(member, address=address, barrier=barrier):
+            try:
+                barrier.wait()
+                display.sender_images_show(firm=owner.firm, address=address, member=member)
+            except BaseException as exc:  # collected and asserted below
+                errors.append(exc)
+            finally:
+                db_connection.close()
+
+        members = [owner.user, staff.user, owner.user, staff.user]
+        workers = [threading.Thread(target=allow, args=(m,)) for m in members]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+
+    assert errors == []
+    assert ImageSender.objects.filter(firm=owner.firm).count() == 10
