@@ -418,3 +418,29 @@ class IgnoredAddress(models.Model):
 
     def __str__(self) -> str:
         return self.normalized
+
+
+class ImageSender(models.Model):
+    """A sender whose remote images the firm chose to show ("Show images from this sender").
+
+    Remote images are blocked by default: loading them tells the sender (and any tracker in
+    the message) that the mail was opened, when, and from where.
+    """
+
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="+")
+    normalized = models.CharField(_("email address"), max_length=320)
+    allowed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("sender whose images are shown")
+        verbose_name_plural = _("senders whose images are shown")
+        ordering = ["normalized"]
+        constraints = [
+            models.UniqueConstraint(fields=["firm", "normalized"], name="imagesender_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.normalized

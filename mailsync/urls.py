@@ -1,6 +1,6 @@
 from django.urls import path
 
-from mailsync import views, views_oauth, views_outgoing
+from mailsync import views, views_message, views_oauth, views_outgoing
 
 app_name = "mailsync"
 
@@ -18,6 +18,22 @@ urlpatterns = [
     path("settings/email-sync/<int:connection_pk>/folders/", views.folders, name="folders"),
     path("settings/email-sync/<int:connection_pk>/status/", views.status, name="status"),
     path("clients/<int:client_pk>/email/", views.client_email, name="client_email"),
+    # One message as its sender formatted it (mailsync.views_message).
+    path(
+        "clients/<int:client_pk>/email/<int:message_pk>/",
+        views_message.message,
+        name="message",
+    ),
+    path(
+        "clients/<int:client_pk>/email/<int:message_pk>/images/",
+        views_message.message_images,
+        name="message_images",
+    ),
+    path(
+        "clients/<int:client_pk>/email/<int:message_pk>/inline/<str:token>/",
+        views_message.message_inline,
+        name="message_inline",
+    ),
     # Unlinked mail: link its addresses to clients, or ignore them.
     path("mail/unlinked/", views.unlinked, name="unlinked"),
     path("mail/unlinked/link/", views.unlinked_choose_client, name="unlinked_choose_client"),

@@ -57,6 +57,10 @@ PUBLIC_NAMES = {
     "invoicing:pay",
     "invoicing:stripe_checkout",
     "invoicing:pay_link_request",
+    # A synced message's inline image, fetched by its sandboxed frame without the session
+    # cookie: the signed token minted for a member who opened the message is its credential;
+    # tests/mailsync/test_message_page.py covers the real one.
+    "mailsync:message_inline",
 }
 
 SECRETS = [

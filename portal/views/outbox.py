@@ -7,6 +7,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
+from portal.html_render import allow_frame, framed_html
 from portal.mail_outbox import mask_links
 from portal.models import OutboxEmail
 from portal.tenancy import roles_required
@@ -37,8 +38,10 @@ def outbox_detail(request: HttpRequest, email_pk: int) -> HttpResponse:
     email = get_object_or_404(_visible_outbox(request), pk=email_pk)
     parsed = message_from_bytes(bytes(email.raw), policy=policy.default)
     headers = [(name, mask_links(str(value))) for name, value in parsed.items()]
-    return render(
-        request,
-        "portal/outbox/detail.html",
-        {"email": email, "headers": headers, "body": mask_links(_text_body(parsed))},
-    )
+    # The HTML part, as the recipient sees it, in the safe frame (plain text on request),
+    # with the same links hidden as in the text.
+    framed = framed_html(bytes(email.raw), rewrite=mask_links)
+    shown = None if request.GET.get("format") == "text" else framed
+    context = {"email": email, "headers": headers, "body": mask_links(_text_body(parsed))}
+    context |= {"framed": shown, "has_html": framed is not None}
+    return allow_frame(render(request, "portal/outbox/detail.html", context), shown)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from django.core.mail import EmailMessage
+from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.urls import reverse
 
 from portal.mail_outbox import FIRM_HEADER
@@ -53,3 +53,26 @@ def test_another_firms_mail_is_not_found(outbox_backend, outsider_client, firm):
     email = OutboxEmail.objects.get()
     response = outsider_client.get(reverse("portal:outbox_detail", args=[email.pk]))
     assert response.status_code == 404
+
+
+def test_an_html_email_is_shown_as_the_recipient_sees_it_in_the_safe_frame(
+    outbox_backend, owner_client, firm
+):
+    message = EmailMultiAlternatives(
+        "Invoice 8", "Body text", "portal@x.test", ["client@x.test"], headers={FIRM_HEADER: firm.pk}
+    )
+    message.attach_alternative(
+        "<p>Amount due: <b>120,00</b></p><script>alert(1)</script>", "text/html"
+    )
+    message.send()
+    url = reverse("portal:outbox_detail", args=[OutboxEmail.objects.get().pk])
+
+    response = owner_client.get(url)
+
+    page = response.content.decode()
+    frame = page[page.index("<iframe") : page.index("</iframe>")]
+    assert 'sandbox="allow-popups allow-popups-to-escape-sandbox"' in frame
+    assert "Amount due: &lt;b&gt;120,00&lt;/b&gt;" in frame  # escaped into srcdoc
+    assert "script" not in frame
+    assert "'unsafe-inline'" in response["Content-Security-Policy"]
+    assert "Body text" in owner_client.get(url + "?format=text").content.decode()
