@@ -20,6 +20,8 @@ import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from mailsync.netguard import HostRefused
+
 AUTH_FAILED = "sync.auth_failed"
 TWO_FACTOR = "sync.two_factor"
 SERVER_SETTINGS = "sync.server_settings"
@@ -131,9 +133,14 @@ class UnexpectedGreeting(Exception):
 
     def __init__(self, expected: str, greeting: str) -> None:
         self.expected = expected
+        # Kept for classification only: whatever answered is not proven to be a mail
+        # server, so its words (a foreign service's banner) are never shown to a member.
         self.greeting = greeting
         if greeting:
-            message = f"expected an {expected} greeting, got: {greeting}"
+            message = (
+                f"the server answered, but not as an {expected} server (a different service, "
+                "or the wrong port or security setting)"
+            )
         else:
             message = (
                 f"connected, but no {expected} greeting came (is this a TLS-only port, "
@@ -332,6 +339,33 @@ def _smtp(exc: smtplib.SMTPException, step: str, detail: str) -> tuple[str, bool
     return SERVER_SETTINGS, False
 
 
+NOT_SMTP = (
+    "the server answered, but not as an SMTP server (a different service, or the wrong port "
+    "or security setting)"
+)
+
+
+NOT_MAIL_SERVER = (
+    "the server did not answer as the mail server expected on this port (a different "
+    "service, or the wrong port or security setting)"
+)
+
+
+def _unproven_reply(exc: BaseException, step: str) -> str | None:
+    """Plain words replacing a reply that came before the server proved its protocol."""
+    if (
+        step == "smtp_connect"
+        and isinstance(exc, smtplib.SMTPResponseException)
+        and not 200 <= exc.smtp_code < 600
+    ):
+        return NOT_SMTP
+    if step in CONNECT_STEPS and isinstance(
+        exc, imaplib.IMAP4.error | poplib.error_proto | ProtocolError | UnicodeError
+    ):
+        return NOT_MAIL_SERVER
+    return None
+
+
 def _reply_of(exc: BaseException) -> object:
     if isinstance(exc, smtplib.SMTPResponseException):
         return f"{exc.smtp_code} {clean_reply(exc.smtp_error)}"
@@ -353,10 +387,16 @@ def classify(exc: BaseException, *, step: str, secrets: Iterable[str] = ()) -> S
         return exc
     secrets = tuple(secrets)
     detail = clean_reply(_reply_of(exc), secrets)
+    # Before the server has proven to speak the protocol, whatever answered may be another
+    # service (the portal must not become a banner grabber): its words classify the error
+    # but are never shown.
+    shown = _unproven_reply(exc, step) or detail
 
     def made(code: str, transient: bool) -> SyncError:
-        return SyncError(code, transient=transient, detail=detail, step=step)
+        return SyncError(code, transient=transient, detail=shown, step=step)
 
+    if isinstance(exc, HostRefused):
+        return made(SERVER_SETTINGS, False)
     if isinstance(exc, MissingCapability):
         return made(PROTOCOL_UNSUPPORTED, False)
     if isinstance(exc, UnexpectedGreeting):

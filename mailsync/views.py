@@ -21,6 +21,7 @@ from mailsync.crypto import CredentialsUnavailable
 from mailsync.errors import SMTP_AUTH_DISABLED, SyncError
 from mailsync.forms import ConnectionForm, FolderForm, IgnoreAddressForm, LinkAddressForm
 from mailsync.models import IgnoredAddress, MailboxConnection
+from mailsync.netguard import guard_from_settings
 from mailsync.presets import preset_for_host
 from portal.addresses import normalize_address
 from portal.tenancy import get_client_for_member, member_required
@@ -66,7 +67,12 @@ def _back(connection_or_shared: MailboxConnection | bool) -> HttpResponse:
 
 def _check(data: dict, *, smtp: bool) -> AccountCheck:
     settings_ = ServerSettings(
-        data["host"], data["port"], data["security"], data["username"], timeout=20
+        data["host"],
+        data["port"],
+        data["security"],
+        data["username"],
+        timeout=20,
+        guard=guard_from_settings(),
     )
     smtp_settings = None
     if smtp:
@@ -76,6 +82,7 @@ def _check(data: dict, *, smtp: bool) -> AccountCheck:
             data["smtp_security"],
             data["username"],
             timeout=20,
+            guard=guard_from_settings(),
         )
     return check_account(
         settings_, Credentials(password=data["password"]), smtp_settings, protocol=data["kind"]

@@ -343,6 +343,11 @@ MAILSYNC_BATCH_SIZE = env_int("MAILSYNC_BATCH_SIZE", 150)
 MAILSYNC_MAX_ATTACHMENT_BYTES = env_int("MAILSYNC_MAX_ATTACHMENT_BYTES", 25 * 1024 * 1024)
 MAILSYNC_POLL_SECONDS = env_int("MAILSYNC_POLL_SECONDS", 300)
 MAILSYNC_TIMEOUT = env_float("MAILSYNC_TIMEOUT", 60.0)
+# Mail servers members type (Test account, sync, sending, the shared mailbox) must be on
+# the public internet: private, loopback, link-local and reserved addresses are refused so
+# the portal cannot be used to probe its own network. On-premises installations whose mail
+# server is on the local network (and the test suite's loopback servers) switch this on.
+OUTBOUND_ALLOW_PRIVATE_HOSTS = env_bool("OUTBOUND_ALLOW_PRIVATE_HOSTS", False)
 # Mailboxes on one server that sync at the same time, across all workers (hosted servers
 # often allow only 4-10 connections per IP); 0: no limit. Presets may set their own.
 MAILSYNC_MAX_CONNECTIONS_PER_HOST = env_int("MAILSYNC_MAX_CONNECTIONS_PER_HOST", 4)

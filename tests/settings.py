@@ -6,6 +6,9 @@ import tempfile
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 os.environ.setdefault("ADDRESS_ALLOWED_SPECIAL_DOMAINS", "test")
+# The mail servers of the suite (Dovecot, aiosmtpd) listen on loopback, which the portal
+# refuses by default; tests/security proves that refusal with the setting off.
+os.environ.setdefault("OUTBOUND_ALLOW_PRIVATE_HOSTS", "1")
 os.environ.setdefault("PORTAL_VAR_DIR", os.path.join(tempfile.gettempdir(), "portal-tests-var"))
 
 from portal.settings import *  # noqa: F403

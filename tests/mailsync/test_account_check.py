@@ -13,6 +13,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from mailsync.account_check import check_account
 from mailsync.adapters import Credentials, ServerSettings
+from tests.mailsync.conftest import LOOPBACK
 from tests.servers.dovecot import free_port
 
 
@@ -70,7 +71,9 @@ def smtps_server(dovecot) -> Iterator[_SmtpServer]:
 @pytest.fixture
 def smtp_settings(smtp_server, mailbox_user) -> ServerSettings:
     smtp_server.users[mailbox_user.name] = mailbox_user.password
-    return ServerSettings("127.0.0.1", smtp_server.port, "none", mailbox_user.name, timeout=5)
+    return ServerSettings(
+        "127.0.0.1", smtp_server.port, "none", mailbox_user.name, timeout=5, guard=LOOPBACK
+    )
 
 
 def _names(check) -> list[tuple[str, bool]]:
@@ -241,6 +244,7 @@ def test_it_logs_in_to_smtp_over_implicit_tls(
         mailbox_user.name,
         timeout=5,
         ca_file=mailbox_user.server.ca_file,
+        guard=LOOPBACK,
     )
 
     check = check_account(imap_settings, credentials, smtps)
