@@ -52,6 +52,7 @@ from mailsync.models import MailboxConnection, Message, OutgoingAddress, Outgoin
 from mailsync.netguard import guard_from_settings
 from mailsync.parsing import message_parse
 from mailsync.presets import preset_for_host
+from portal.headers import check_header_text
 from portal.models import Client
 
 logger = logging.getLogger(__name__)
@@ -354,8 +355,11 @@ def email_build(
     body: str,
     reply_to: Message | None = None,
 ) -> EmailMessage:
-    """The message as it will be sent. policy.default refuses line breaks in any header
-    value, so a crafted subject or name cannot add headers (header injection)."""
+    """The message as it will be sent. Raises `HeaderTextError` for a subject or name with
+    a line break, typed or hidden in an encoded word (policy.default decodes those when a
+    header is set, and some Python releases then write the break out: header injection)."""
+    check_header_text(subject)
+    check_header_text(sender.display_name)
     message = EmailMessage(policy=policy.default)
     local, _, domain = sender.address.rpartition("@")
     message["From"] = Address(sender.display_name, local, domain)

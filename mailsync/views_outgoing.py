@@ -27,6 +27,7 @@ from mailsync.forms_outgoing import (
     SendingServerForm,
 )
 from mailsync.models import MailboxConnection, Message
+from portal.headers import HeaderTextError
 from portal.models import Client, ContactAddress
 from portal.tenancy import get_client_for_member, member_required
 
@@ -239,16 +240,20 @@ def _compose(request: HttpRequest, client: Client, *, reply_to: Message | None) 
     result: sending.SendResult | None = None
     if request.method == "POST" and senders and form.is_valid():
         data = form.cleaned_data
-        result = sending.email_send(
-            member=request.user,
-            client=client,
-            sender=data["sender"],
-            recipients=data["recipients"],
-            subject=data["subject"],
-            body=data["body"],
-            reply_to=reply_to,
-        )
-        if result.ok:
+        try:
+            result = sending.email_send(
+                member=request.user,
+                client=client,
+                sender=data["sender"],
+                recipients=data["recipients"],
+                subject=data["subject"],
+                body=data["body"],
+                reply_to=reply_to,
+            )
+        except HeaderTextError as exc:  # the sender's stored name (the subject is checked)
+            form.add_error("sender", str(exc))
+            result = None
+        if result is not None and result.ok:
             messages.success(request, _("Email sent."))
             for address, reply_text in result.refused.items():
                 messages.warning(
