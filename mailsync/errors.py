@@ -10,6 +10,8 @@ Pure Python: no Django imports (the adapters run in Celery workers and in tests 
 
 from __future__ import annotations
 
+import base64
+import html
 import imaplib
 import json
 import poplib
@@ -17,6 +19,7 @@ import re
 import smtplib
 import socket
 import ssl
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -252,6 +255,65 @@ _TLS_SETTINGS_REASONS = re.compile(
 _GREETING_LIKE = re.compile(r"^\s*(\+OK|-ERR|\* (OK|BYE|PREAUTH)|220[ -]|HTTP/)", re.IGNORECASE)
 
 
+def _redact(text: str, forms: Iterable[str]) -> str:
+    found = False
+    for form in forms:
+        if form in text:
+            text = text.replace(form, "[redacted]")
+            found = True
+    if found:
+        # A base64 form matches only the characters that depend on the secret alone; the
+        # one to three beside it still carry a few of its bits.
+        text = re.sub(r"[A-Za-z0-9+/]{1,3}\[redacted\]", "[redacted]", text)
+        text = re.sub(r"\[redacted\][A-Za-z0-9+/]{1,3}={0,2}", "[redacted]", text)
+    return text
+
+
+def _imap_quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _base64_cores(data: bytes) -> set[str]:
+    """Runs of base64 text that encode ``data`` wherever it sits in a longer blob (such as
+    AUTH PLAIN's ``\\0user\\0password``): for each of the three alignments, the characters
+    that depend on ``data`` alone."""
+    cores = set()
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + data).decode()
+        first_group = -(-offset // 3)  # groups touching the padding prefix are skipped
+        whole_groups = (offset + len(data)) // 3
+        core = encoded[first_group * 4 : whole_groups * 4]
+        if len(core) >= 8:
+            cores.add(core)
+    return cores
+
+
+def secret_variants(secret: str) -> set[str]:
+    """Every form a submitted secret may take in a server's echo or a library's message:
+    as typed, as an IMAP quoted string (``"`` and ``\\`` escaped), as Python's repr of the
+    str or of its bytes, as JSON, HTML-escaped, URL-encoded, and in base64 (AUTH LOGIN
+    sends it alone, AUTH PLAIN after the user name). Forms shorter than 3 characters are
+    left out: they would blank ordinary words."""
+    if not secret:
+        return set()
+    bases = {secret, _imap_quoted(secret)}
+    forms: set[str] = set()
+    for base in bases:
+        forms.add(base)
+        forms.add(repr(base)[1:-1])
+        forms.add(repr(base.encode())[2:-1])
+        forms.add(json.dumps(base)[1:-1])
+        forms.add(json.dumps(base, ensure_ascii=False)[1:-1])
+        forms.add(html.escape(base))
+        forms.add(urllib.parse.quote(base, safe=""))
+        forms.add(urllib.parse.quote_plus(base))
+    raw = secret.encode()
+    forms.add(base64.b64encode(raw).decode())
+    forms.add(base64.b64encode(raw).decode().rstrip("="))
+    forms |= _base64_cores(raw)
+    return {form for form in forms if len(form) >= 3}
+
+
 def clean_reply(value: object, secrets: Iterable[str] = ()) -> str:
     """Server reply text as a short single-line str without secrets.
 
@@ -263,13 +325,15 @@ def clean_reply(value: object, secrets: Iterable[str] = ()) -> str:
         text = " ".join(clean_reply(part) for part in value if part is not None)
     else:
         text = str(value)
+    forms = sorted(
+        {form for secret in secrets for form in secret_variants(secret)}, key=len, reverse=True
+    )
+    text = _redact(text, forms)  # before the clean-up below changes quoting or spacing
     match = re.fullmatch(r"""b(['"])(.*)\1""", text, re.DOTALL)
     if match:
         text = match.group(2).replace("\\r", "").replace("\\n", " ")
     text = " ".join(text.split())
-    for secret in secrets:
-        if secret and len(secret) >= 3:
-            text = text.replace(secret, "[redacted]")
+    text = _redact(text, forms)
     # Long bearer tokens or SASL blobs that slipped into a reply never reach the detail.
     text = re.sub(r"(?i)(bearer\s+)\S+", r"\1[redacted]", text)
     text = re.sub(r"(?i)(auth=bearer\s+)\S+", r"\1[redacted]", text)
