@@ -62,7 +62,7 @@ def test_the_one_helper_refuses_a_line_break_hidden_in_an_encoded_word(value):
 
 
 def test_ordinary_encoded_words_and_unicode_pass():
-    for value in ("=?utf-8?q?Caf=C3=A9?=", "Année 2025 – bilan", "Re: [Ticket #4] a=?b"):
+    for value in ("=?utf-8?q?Caf=C3=A9?=", "Année 2025 \u2013 bilan", "Re: [Ticket #4] a=?b"):
         assert check_header_text(value) == value
 
 
