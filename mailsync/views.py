@@ -8,7 +8,6 @@ from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_http_methods, require_POST
@@ -24,6 +23,7 @@ from mailsync.models import IgnoredAddress, MailboxConnection
 from mailsync.netguard import guard_from_settings
 from mailsync.presets import preset_for_host
 from portal.addresses import normalize_address
+from portal.redirects import redirect_next
 from portal.tenancy import get_client_for_member, member_required
 
 # Steps of the account check, in words a member understands (lazy: the member's language).
@@ -293,10 +293,7 @@ def _address_param(request: HttpRequest) -> str:
 
 def _back_to_unlinked(request: HttpRequest) -> HttpResponse:
     """Back to the page of the list the member came from (a local URL only)."""
-    target = request.POST.get("next", "")
-    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
-        return redirect(target)
-    return redirect("mailsync:unlinked")
+    return redirect_next(request, "mailsync:unlinked")
 
 
 @member_required
