@@ -23,6 +23,7 @@ from mailsync.models import IgnoredAddress, MailboxConnection
 from mailsync.netguard import guard_from_settings
 from mailsync.presets import preset_for_host
 from portal.addresses import normalize_address
+from portal.ratelimits import RateLimited, hit
 from portal.redirects import redirect_next
 from portal.tenancy import get_client_for_member, member_required
 
@@ -132,7 +133,16 @@ def credentials(request: HttpRequest) -> HttpResponse:
     form = ConnectionForm(request.POST or None, initial=initial, reauth=connection is not None)
     result: AccountCheck | None = None
     send_problem: SyncError | None = None
+    status = 200
+    limited: RateLimited | None = None
     if request.method == "POST" and form.is_valid():
+        try:
+            hit("account_test", user_id=request.user.pk, firm_id=request.firm.pk)
+        except RateLimited as exc:
+            limited = exc
+            form.add_error(None, exc.message)
+            status = 429
+    if request.method == "POST" and limited is None and form.is_valid():
         data = form.cleaned_data
         smtp_checked = form.checks_smtp
         result = _check(data, smtp=smtp_checked)
@@ -206,6 +216,7 @@ def credentials(request: HttpRequest) -> HttpResponse:
             "send_problem": send_problem,
             "smtp_fields": ("smtp_host", "smtp_port", "smtp_security", "skip_smtp"),
         },
+        status=status,
     )
 
 

@@ -13,14 +13,15 @@ Budgets are ``RATE_LIMITS`` in the settings: ``{action: (per_member, per_firm, s
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-__all__ = ["DEFAULT_LIMITS", "RateLimited", "hit"]
+__all__ = ["DEFAULT_LIMITS", "RateLimited", "hit", "limited_response"]
 
 # action: (per member, per firm, window in seconds)
 DEFAULT_LIMITS: dict[str, tuple[int, int, int]] = {
@@ -37,11 +38,14 @@ DEFAULT_LIMITS: dict[str, tuple[int, int, int]] = {
 }
 
 
-@dataclass(frozen=True)
 class RateLimited(Exception):
-    action: str
-    scope: str  # "member" or "firm"
-    retry_after: int  # seconds
+    """Over budget: ``scope`` is "member" or "firm"; ``retry_after`` in seconds."""
+
+    def __init__(self, action: str, scope: str, retry_after: int) -> None:
+        self.action = action
+        self.scope = scope
+        self.retry_after = retry_after
+        super().__init__(f"{action}: {scope} over budget, retry after {retry_after}s")
 
     @property
     def message(self) -> str:
@@ -52,6 +56,17 @@ class RateLimited(Exception):
         if self.scope == "firm":
             return _("Your firm has tried this too many times in a short while.") + " " + wait
         return _("You have tried this too many times in a short while.") + " " + wait
+
+
+def limited_response(request: HttpRequest, limited: RateLimited, back: str = "") -> HttpResponse:
+    """The 429 page for a one-button action (no form to show again)."""
+    return render(
+        request,
+        "portal/rate_limited.html",
+        {"message": limited.message, "back": back},
+        status=429,
+        headers={"Retry-After": str(limited.retry_after)},
+    )
 
 
 def _limits(action: str) -> tuple[int, int, int]:

@@ -16,7 +16,8 @@ from invoicing.services import InvoiceError, delivery_resend
 from portal.addresses import AddressError, validate_address
 from portal.emails import send_templated
 from portal.models import ContactAddress
-from portal.redirects import redirect_next
+from portal.ratelimits import RateLimited, hit, limited_response
+from portal.redirects import local_path, redirect_next
 from portal.services import contact_address_update
 from portal.tenancy import get_client_for_member, member_required, roles_required
 from troubleshooting.catalogue import FIXER_LABELS, GUIDES, Kind, guide_for
@@ -187,6 +188,11 @@ def fix_address_resend(request: HttpRequest, delivery_pk: int) -> HttpResponse:
 @require_POST
 def send_test(request: HttpRequest) -> HttpResponse:
     """Send the member an email the way the portal sends for the firm, to see how it lands."""
+    try:
+        hit("send_test", user_id=request.user.pk, firm_id=request.firm.pk)
+    except RateLimited as limited:
+        back = local_path(request, request.POST.get("next", ""))
+        return limited_response(request, limited, back or reverse("troubleshooting:dashboard"))
     send_templated(
         "test-message",
         to=[request.user.email],
