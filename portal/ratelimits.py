@@ -60,13 +60,14 @@ class RateLimited(Exception):
 
 def limited_response(request: HttpRequest, limited: RateLimited, back: str = "") -> HttpResponse:
     """The 429 page for a one-button action (no form to show again)."""
-    return render(
+    response = render(
         request,
         "portal/rate_limited.html",
         {"message": limited.message, "back": back},
         status=429,
-        headers={"Retry-After": str(limited.retry_after)},
     )
+    response["Retry-After"] = str(limited.retry_after)
+    return response
 
 
 def _limits(action: str) -> tuple[int, int, int]:

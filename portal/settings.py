@@ -357,6 +357,8 @@ if CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
     }
+# Signed ESP webhook posts (Mailgun) older than this are refused as replays.
+WEBHOOK_MAX_AGE_SECONDS = env_int("WEBHOOK_MAX_AGE_SECONDS", 300)
 # Budgets of portal.ratelimits, {action: (per member, per firm, seconds)}; empty: its defaults.
 RATE_LIMITS: dict[str, tuple[int, int, int]] = {}
 # Mailboxes on one server that sync at the same time, across all workers (hosted servers
