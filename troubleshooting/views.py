@@ -17,7 +17,7 @@ from portal.addresses import AddressError, validate_address
 from portal.emails import send_templated
 from portal.models import ContactAddress
 from portal.ratelimits import RateLimited, hit, limited_response
-from portal.redirects import local_path, redirect_next
+from portal.redirects import next_path, redirect_next
 from portal.services import contact_address_update
 from portal.tenancy import get_client_for_member, member_required, roles_required
 from troubleshooting.catalogue import FIXER_LABELS, GUIDES, Kind, guide_for
@@ -191,8 +191,8 @@ def send_test(request: HttpRequest) -> HttpResponse:
     try:
         hit("send_test", user_id=request.user.pk, firm_id=request.firm.pk)
     except RateLimited as limited:
-        back = local_path(request, request.POST.get("next", ""))
-        return limited_response(request, limited, back or reverse("troubleshooting:dashboard"))
+        back = next_path(request) or reverse("troubleshooting:dashboard")
+        return limited_response(request, limited, back)
     send_templated(
         "test-message",
         to=[request.user.email],
