@@ -131,6 +131,10 @@ class MissingCapability(Exception):
         super().__init__(detail or f"server does not offer {capability}")
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1].upper() in "AEIOU" else "a"
+
+
 class UnexpectedGreeting(Exception):
     """The server answered, but not in the protocol we speak (e.g. POP3 on an IMAP port)."""
 
@@ -141,8 +145,8 @@ class UnexpectedGreeting(Exception):
         self.greeting = greeting
         if greeting:
             message = (
-                f"the server answered, but not as an {expected} server (a different service, "
-                "or the wrong port or security setting)"
+                f"the server answered, but not as {_article(expected)} {expected} server "
+                "(a different service, or the wrong port or security setting)"
             )
         else:
             message = (
