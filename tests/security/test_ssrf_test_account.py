@@ -12,6 +12,8 @@ import pytest
 from django.urls import reverse
 
 from mailsync import crypto, sending
+from mailsync.account_check import check_account
+from mailsync.adapters import Credentials, ServerSettings
 from mailsync.engine import mailbox_sync
 from mailsync.errors import SERVER_SETTINGS, SyncError
 from mailsync.models import MailboxConnection
@@ -178,3 +180,33 @@ def test_a_name_is_looked_up_once_and_the_checked_address_is_connected_to(
 
     a_queries = [q for q in rebinding_dns.queries if q[1] == "A"]
     assert len(a_queries) == 1
+
+
+def test_tls_still_checks_the_certificate_against_the_typed_name(settings, dns_zone, mailbox_user):
+    # Dovecot's certificate names localhost and 127.0.0.1. Reached through another name
+    # that resolves to 127.0.0.1, the connection goes to the checked address, but the
+    # certificate must still match the name the member typed: refused.
+    server = dns_zone({"mail.rebind.test": [{"A": "127.0.0.1"}]})
+    settings.DNS_NAMESERVERS = [server.host]
+    settings.DNS_PORT = server.port
+    settings.OUTBOUND_ALLOW_PRIVATE_HOSTS = True
+    credentials = Credentials(password=mailbox_user.password)
+
+    def check(host: str):
+        return check_account(
+            ServerSettings(
+                host,
+                mailbox_user.server.imaps_port,
+                "ssl",
+                mailbox_user.name,
+                timeout=5,
+                ca_file=mailbox_user.server.ca_file,
+                guard=guard_from_settings(),
+            ),
+            credentials,
+        )
+
+    renamed = check("mail.rebind.test")
+    assert (renamed.error.code, renamed.error.step) == (SERVER_SETTINGS, "tls")
+    assert "mail.rebind.test" in renamed.error.detail or "certificate" in renamed.error.detail
+    assert check("127.0.0.1").ok
