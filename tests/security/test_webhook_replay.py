@@ -11,11 +11,15 @@ import datetime
 import hashlib
 import hmac
 import json
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from anymail.exceptions import AnymailInsecureWebhookWarning
+from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from invoicing.models import Delivery, Invoice, WebhookEvent
@@ -192,3 +196,36 @@ def test_without_the_webhook_secret_events_are_still_refused_not_a_server_error(
     assert response.status_code in (400, 404, 503)
     assert not WebhookEvent.objects.exists()
     assert timezone.now()  # the request was answered, not raised
+
+
+@pytest.mark.django_db(transaction=True)
+def test_of_posts_racing_with_one_token_exactly_one_is_accepted(delivery):
+    body = json.dumps(
+        {
+            "signature": _signature(timestamp=int(time.time()), token=uuid.uuid4().hex),
+            "event-data": _event(delivery),
+        }
+    ).encode()
+    start = threading.Barrier(6)
+
+    def send() -> int:
+        start.wait()
+        try:
+            return (
+                Client()
+                .post(
+                    "/webhooks/anymail/mailgun/tracking/",
+                    data=body,
+                    content_type="application/json",
+                    headers={"Authorization": AUTH},
+                )
+                .status_code
+            )
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        codes = sorted(pool.map(lambda _n: send(), range(6)))
+
+    assert codes == [200, 400, 400, 400, 400, 400]
+    assert WebhookEvent.objects.count() == 1
