@@ -8,6 +8,8 @@ from django.conf import settings
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
+from portal.addresses import clean_address_field
+
 
 class AccountAdapter(DefaultAccountAdapter):
     error_messages = {
@@ -18,6 +20,11 @@ class AccountAdapter(DefaultAccountAdapter):
             "network."
         ),
     }
+
+    def clean_email(self, email: str) -> str:
+        """allauth's sign-up and add-email forms use the portal's one address validator
+        (which refuses bidi overrides and invisible characters EmailField lets through)."""
+        return super().clean_email(clean_address_field(email))
 
     def is_open_for_signup(self, request: HttpRequest) -> bool:
 

@@ -14,6 +14,9 @@ from django.utils.translation import ngettext
 from accounts.models import Role, User
 from accounts.services import firm_create_with_owner
 from accounts.support import PRESETS, support_access_limit
+from portal.addresses import clean_address_field
+from portal.forms import AddressField
+from portal.headers import clean_header_field, validate_header_text
 from portal.models import Firm
 
 
@@ -22,7 +25,9 @@ class FirmSignupForm(forms.Form):
 
     first_name = forms.CharField(label=_("First name"), max_length=150)
     last_name = forms.CharField(label=_("Last name"), max_length=150)
-    firm_name = forms.CharField(label=_("Firm name"), max_length=200)
+    firm_name = forms.CharField(
+        label=_("Firm name"), max_length=200, validators=[validate_header_text]
+    )
 
     def signup(self, request: HttpRequest, user: User) -> None:
         user.first_name = self.cleaned_data["first_name"]
@@ -32,7 +37,7 @@ class FirmSignupForm(forms.Form):
 
 
 class InviteForm(forms.Form):
-    email = forms.EmailField(label=_("Email address"))
+    email = AddressField(label=_("Email address"))
     role = forms.ChoiceField(label=_("Role"), choices=Role.choices, initial=Role.STAFF)
 
 
@@ -93,6 +98,17 @@ class FirmProfileForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         # An unset choice follows the platform's default: show what applies now.
         self.initial["owners_must_use_mfa"] = self.instance.owners_need_mfa()
+
+    def clean_name(self) -> str:
+        return clean_header_field(self.cleaned_data["name"])
+
+    def clean_sender_name(self) -> str:
+        return clean_header_field(self.cleaned_data["sender_name"])
+
+    def clean_reply_to_email(self) -> str:
+        # The Reply-To of every invoice email: the one address validator, not EmailField's.
+        value = self.cleaned_data["reply_to_email"].strip()
+        return clean_address_field(value) if value else value
 
     def clean_sending_domain(self) -> str:
         domain = self.cleaned_data["sending_domain"].strip().lower().rstrip(".")

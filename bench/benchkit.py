@@ -61,6 +61,8 @@ def portal_env(
         "DEFAULT_FROM_EMAIL": "Practice Portal <no-reply@portal.test>",
         "LOG_LEVEL": "WARNING",
         "EMAIL_BACKEND": "portal.mail_outbox.OutboxBackend",
+        # The bench's Dovecot and SMTP sink listen on loopback.
+        "OUTBOUND_ALLOW_PRIVATE_HOSTS": "1",
     }
     env.update(extra)
     return env

@@ -49,7 +49,9 @@ from django.utils.safestring import mark_safe
 
 from invoicing.models import Delivery, Invoice, InvoiceLine
 from invoicing.verp import verp_address
+from portal.addresses import AddressError, validate_address
 from portal.emails import platform_address, platform_domain, send_templated
+from portal.headers import header_text
 from portal.mail_outbox import FIRM_HEADER
 from portal.models import Client, Firm
 
@@ -61,8 +63,9 @@ DELIVERY_METADATA_KEY = "portal_delivery"
 
 
 def one_line(value: str) -> str:
-    """Collapse every kind of line break and run of spaces into single spaces."""
-    return " ".join(str(value).split())
+    """Collapse every kind of line break and run of spaces into single spaces, including
+    one hidden in an RFC 2047 encoded word (see portal.headers)."""
+    return header_text(value)
 
 
 def pay_url(token: str) -> str:
@@ -93,10 +96,14 @@ class _Sender:
 def _sender(firm: Firm) -> _Sender:
     name = one_line(firm.sender_name or firm.name)
     reply_to = firm.reply_to_email.strip()
-    if reply_to.count("@") != 1 or any(char.isspace() for char in reply_to):
-        # Not one plain address (the field is a form-validated EmailField, but rows can come
-        # from imports): sending without Reply-To beats sending a mangled one.
-        reply_to = ""
+    if reply_to:
+        try:
+            reply_to = validate_address(reply_to, check_deliverability=False).address
+        except AddressError:
+            # Not one plain address (the form validates it, but rows can come from imports
+            # or older releases): sending without Reply-To beats sending a mangled one, or
+            # none at all.
+            reply_to = ""
     return _Sender(
         name=name,
         # The firm's own address once its domain authenticates the portal's mail (DKIM and

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import smtplib
 import socket
-from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Literal
@@ -19,6 +18,7 @@ from typing import Literal
 from mailsync.adapters.base import Credentials, ServerSettings
 from mailsync.adapters.imap import ImapMailbox
 from mailsync.adapters.pop3 import Pop3Mailbox
+from mailsync.adapters.smtp import GuardedSMTP, GuardedSMTPSSL
 from mailsync.errors import MissingCapability, SyncError, classify
 
 __all__ = ["AccountCheck", "StepResult", "check_account"]
@@ -119,23 +119,6 @@ def _mailbox_steps(
         box.close()
 
 
-class _SMTP(smtplib.SMTP):
-    progress: Callable[[str], None] = staticmethod(lambda step: None)
-
-
-class _SMTPSSL(smtplib.SMTP_SSL):
-    progress: Callable[[str], None] = staticmethod(lambda step: None)
-
-    def _get_socket(self, host, port, timeout):  # type: ignore[no-untyped-def]
-        sock = smtplib.SMTP._get_socket(self, host, port, timeout)
-        self.progress("smtp_tls")
-        try:
-            return self.context.wrap_socket(sock, server_hostname=self._host)
-        except BaseException:
-            sock.close()  # smtplib would leak the plain socket
-            raise
-
-
 _SMTP_ORDER = ("smtp_connect", "smtp_tls", "smtp_login")
 
 
@@ -157,13 +140,12 @@ def _smtp_steps(record: _Recorder, settings: ServerSettings, credentials: Creden
     smtp: smtplib.SMTP
     if settings.security == "ssl":
         assert context is not None
-        smtp = _SMTPSSL(local_hostname=local_name, timeout=settings.timeout, context=context)
+        smtp = GuardedSMTPSSL(
+            settings, local_hostname=local_name, timeout=settings.timeout, context=context
+        )
     else:
-        smtp = _SMTP(local_hostname=local_name, timeout=settings.timeout)
+        smtp = GuardedSMTP(settings, local_hostname=local_name, timeout=settings.timeout)
     smtp.progress = progress  # type: ignore[method-assign]
-    # smtplib takes the TLS server name from the constructor's host only; we connect
-    # separately (to tell connect from TLS failures), so give it the name for verification.
-    smtp._host = settings.host
     try:
         code, message = smtp.connect(settings.host, settings.port)
         if code != 220:

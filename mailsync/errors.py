@@ -10,6 +10,8 @@ Pure Python: no Django imports (the adapters run in Celery workers and in tests 
 
 from __future__ import annotations
 
+import base64
+import html
 import imaplib
 import json
 import poplib
@@ -17,8 +19,11 @@ import re
 import smtplib
 import socket
 import ssl
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from mailsync.netguard import HostRefused
 
 AUTH_FAILED = "sync.auth_failed"
 TWO_FACTOR = "sync.two_factor"
@@ -126,14 +131,23 @@ class MissingCapability(Exception):
         super().__init__(detail or f"server does not offer {capability}")
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1].upper() in "AEIOU" else "a"
+
+
 class UnexpectedGreeting(Exception):
     """The server answered, but not in the protocol we speak (e.g. POP3 on an IMAP port)."""
 
     def __init__(self, expected: str, greeting: str) -> None:
         self.expected = expected
+        # Kept for classification only: whatever answered is not proven to be a mail
+        # server, so its words (a foreign service's banner) are never shown to a member.
         self.greeting = greeting
         if greeting:
-            message = f"expected an {expected} greeting, got: {greeting}"
+            message = (
+                f"the server answered, but not as {_article(expected)} {expected} server "
+                "(a different service, or the wrong port or security setting)"
+            )
         else:
             message = (
                 f"connected, but no {expected} greeting came (is this a TLS-only port, "
@@ -245,6 +259,65 @@ _TLS_SETTINGS_REASONS = re.compile(
 _GREETING_LIKE = re.compile(r"^\s*(\+OK|-ERR|\* (OK|BYE|PREAUTH)|220[ -]|HTTP/)", re.IGNORECASE)
 
 
+def _redact(text: str, forms: Iterable[str]) -> str:
+    found = False
+    for form in forms:
+        if form in text:
+            text = text.replace(form, "[redacted]")
+            found = True
+    if found:
+        # A base64 form matches only the characters that depend on the secret alone; the
+        # one to three beside it still carry a few of its bits.
+        text = re.sub(r"[A-Za-z0-9+/]{1,3}\[redacted\]", "[redacted]", text)
+        text = re.sub(r"\[redacted\][A-Za-z0-9+/]{1,3}={0,2}", "[redacted]", text)
+    return text
+
+
+def _imap_quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _base64_cores(data: bytes) -> set[str]:
+    """Runs of base64 text that encode ``data`` wherever it sits in a longer blob (such as
+    AUTH PLAIN's ``\\0user\\0password``): for each of the three alignments, the characters
+    that depend on ``data`` alone."""
+    cores = set()
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + data).decode()
+        first_group = -(-offset // 3)  # groups touching the padding prefix are skipped
+        whole_groups = (offset + len(data)) // 3
+        core = encoded[first_group * 4 : whole_groups * 4]
+        if len(core) >= 8:
+            cores.add(core)
+    return cores
+
+
+def secret_variants(secret: str) -> set[str]:
+    """Every form a submitted secret may take in a server's echo or a library's message:
+    as typed, as an IMAP quoted string (``"`` and ``\\`` escaped), as Python's repr of the
+    str or of its bytes, as JSON, HTML-escaped, URL-encoded, and in base64 (AUTH LOGIN
+    sends it alone, AUTH PLAIN after the user name). Forms shorter than 3 characters are
+    left out: they would blank ordinary words."""
+    if not secret:
+        return set()
+    bases = {secret, _imap_quoted(secret)}
+    forms: set[str] = set()
+    for base in bases:
+        forms.add(base)
+        forms.add(repr(base)[1:-1])
+        forms.add(repr(base.encode())[2:-1])
+        forms.add(json.dumps(base)[1:-1])
+        forms.add(json.dumps(base, ensure_ascii=False)[1:-1])
+        forms.add(html.escape(base))
+        forms.add(urllib.parse.quote(base, safe=""))
+        forms.add(urllib.parse.quote_plus(base))
+    raw = secret.encode()
+    forms.add(base64.b64encode(raw).decode())
+    forms.add(base64.b64encode(raw).decode().rstrip("="))
+    forms |= _base64_cores(raw)
+    return {form for form in forms if len(form) >= 3}
+
+
 def clean_reply(value: object, secrets: Iterable[str] = ()) -> str:
     """Server reply text as a short single-line str without secrets.
 
@@ -256,13 +329,15 @@ def clean_reply(value: object, secrets: Iterable[str] = ()) -> str:
         text = " ".join(clean_reply(part) for part in value if part is not None)
     else:
         text = str(value)
+    forms = sorted(
+        {form for secret in secrets for form in secret_variants(secret)}, key=len, reverse=True
+    )
+    text = _redact(text, forms)  # before the clean-up below changes quoting or spacing
     match = re.fullmatch(r"""b(['"])(.*)\1""", text, re.DOTALL)
     if match:
         text = match.group(2).replace("\\r", "").replace("\\n", " ")
     text = " ".join(text.split())
-    for secret in secrets:
-        if secret and len(secret) >= 3:
-            text = text.replace(secret, "[redacted]")
+    text = _redact(text, forms)
     # Long bearer tokens or SASL blobs that slipped into a reply never reach the detail.
     text = re.sub(r"(?i)(bearer\s+)\S+", r"\1[redacted]", text)
     text = re.sub(r"(?i)(auth=bearer\s+)\S+", r"\1[redacted]", text)
@@ -332,6 +407,33 @@ def _smtp(exc: smtplib.SMTPException, step: str, detail: str) -> tuple[str, bool
     return SERVER_SETTINGS, False
 
 
+NOT_SMTP = (
+    "the server answered, but not as an SMTP server (a different service, or the wrong port "
+    "or security setting)"
+)
+
+
+NOT_MAIL_SERVER = (
+    "the server did not answer as the mail server expected on this port (a different "
+    "service, or the wrong port or security setting)"
+)
+
+
+def _unproven_reply(exc: BaseException, step: str) -> str | None:
+    """Plain words replacing a reply that came before the server proved its protocol."""
+    if (
+        step == "smtp_connect"
+        and isinstance(exc, smtplib.SMTPResponseException)
+        and not 200 <= exc.smtp_code < 600
+    ):
+        return NOT_SMTP
+    if step in CONNECT_STEPS and isinstance(
+        exc, imaplib.IMAP4.error | poplib.error_proto | ProtocolError | UnicodeError
+    ):
+        return NOT_MAIL_SERVER
+    return None
+
+
 def _reply_of(exc: BaseException) -> object:
     if isinstance(exc, smtplib.SMTPResponseException):
         return f"{exc.smtp_code} {clean_reply(exc.smtp_error)}"
@@ -353,10 +455,16 @@ def classify(exc: BaseException, *, step: str, secrets: Iterable[str] = ()) -> S
         return exc
     secrets = tuple(secrets)
     detail = clean_reply(_reply_of(exc), secrets)
+    # Before the server has proven to speak the protocol, whatever answered may be another
+    # service (the portal must not become a banner grabber): its words classify the error
+    # but are never shown.
+    shown = _unproven_reply(exc, step) or detail
 
     def made(code: str, transient: bool) -> SyncError:
-        return SyncError(code, transient=transient, detail=detail, step=step)
+        return SyncError(code, transient=transient, detail=shown, step=step)
 
+    if isinstance(exc, HostRefused):
+        return made(SERVER_SETTINGS, False)
     if isinstance(exc, MissingCapability):
         return made(PROTOCOL_UNSUPPORTED, False)
     if isinstance(exc, UnexpectedGreeting):

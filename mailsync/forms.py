@@ -6,6 +6,7 @@ from django.utils.translation import gettext_lazy as _
 from mailsync.models import MailboxConnection
 from mailsync.presets import PRESETS, preset_choices
 from portal.addresses import AddressError, ValidAddress, normalize_address, validate_address
+from portal.forms import AddressField
 from portal.models import Client
 
 # Default SMTP port for each security setting (submission over TLS, submission, relay).
@@ -28,7 +29,7 @@ class ConnectionForm(forms.Form):
         ],
         initial=MailboxConnection.Kind.IMAP,
     )
-    email_address = forms.EmailField(label=_("Email address"))
+    email_address = AddressField(label=_("Email address"))
     host = forms.CharField(label=_("Server"), max_length=253, required=False)
     port = forms.IntegerField(label=_("Port"), min_value=1, max_value=65535, required=False)
     security = forms.ChoiceField(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import unicodedata
-
 from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from mailsync.models import MailboxConnection, OutgoingAddress
 from portal.addresses import AddressError, validate_address
+from portal.headers import HeaderTextError, check_header_text
 from portal.models import ContactAddress
 
 # portal.addresses' codes for a character no address may contain: send.invalid_recipient_chars.
@@ -18,13 +17,12 @@ INVALID_RECIPIENT_CHARS = "send.invalid_recipient_chars"
 
 
 def _one_line(value: str) -> str:
-    # Header values: a line break would start a new header (header injection). Not only CR
-    # and LF: policy.default also breaks lines at VT, FF, NEL, U+2028/2029 and refuses them,
-    # and control characters have no business in a name or subject either.
-    if len(value.splitlines()) > 1 or any(
-        unicodedata.category(char) in ("Cc", "Zl", "Zp") and char != "\t" for char in value
-    ):
-        raise ValidationError(_("This must be a single line."), code="line_break")
+    # Header values: a line break would start a new header (header injection), also one
+    # hidden in an RFC 2047 encoded word (portal.headers checks the decoded forms too).
+    try:
+        check_header_text(value)
+    except HeaderTextError as exc:
+        raise ValidationError(str(exc), code="line_break") from exc
     return value.strip()
 
 

@@ -34,6 +34,7 @@ from django.utils.translation import gettext as _
 from accounts.models import User
 from mailsync import services
 from mailsync.adapters import Credentials, ServerSettings
+from mailsync.adapters.smtp import GuardedSMTP, GuardedSMTPSSL
 from mailsync.crypto import CredentialsUnavailable
 from mailsync.engine import message_fields
 from mailsync.errors import (
@@ -48,8 +49,10 @@ from mailsync.errors import (
 )
 from mailsync.linking import clients_by_address, message_client_ids, message_link
 from mailsync.models import MailboxConnection, Message, OutgoingAddress, OutgoingServer
+from mailsync.netguard import guard_from_settings
 from mailsync.parsing import message_parse
 from mailsync.presets import preset_for_host
+from portal.headers import check_header_text
 from portal.models import Client
 
 logger = logging.getLogger(__name__)
@@ -84,7 +87,14 @@ MAX_REFERENCES = 20
 
 def _server_settings(host: str, port: int, security: str, username: str) -> ServerSettings:
     timeout = min(float(settings.MAILSYNC_TIMEOUT), SEND_TIMEOUT)
-    return ServerSettings(host, port, security, username, timeout=timeout)  # type: ignore[arg-type]
+    return ServerSettings(
+        host,
+        port,
+        security,  # type: ignore[arg-type]
+        username,
+        timeout=timeout,
+        guard=guard_from_settings(),
+    )
 
 
 def smtp_settings_for(connection: MailboxConnection) -> ServerSettings | None:
@@ -142,17 +152,14 @@ class SmtpSession:
         local_name = socket.gethostname() or "localhost"
         context = server.ssl_context() if server.security != "none" else None
         if server.security == "ssl":
-            self.smtp = smtplib.SMTP_SSL(
-                server.host,
-                server.port,
-                local_hostname=local_name,
-                timeout=server.timeout,
-                context=context,
+            self.smtp = GuardedSMTPSSL(
+                server, local_hostname=local_name, timeout=server.timeout, context=context
             )
         else:
-            self.smtp = smtplib.SMTP(
-                server.host, server.port, local_hostname=local_name, timeout=server.timeout
-            )
+            self.smtp = GuardedSMTP(server, local_hostname=local_name, timeout=server.timeout)
+        code, message = self.smtp.connect(server.host, server.port)
+        if code != 220:
+            raise smtplib.SMTPConnectError(code, message)
         self.smtp.ehlo_or_helo_if_needed()
         if server.security == "starttls":
             self.step = "smtp_tls"
@@ -348,8 +355,11 @@ def email_build(
     body: str,
     reply_to: Message | None = None,
 ) -> EmailMessage:
-    """The message as it will be sent. policy.default refuses line breaks in any header
-    value, so a crafted subject or name cannot add headers (header injection)."""
+    """The message as it will be sent. Raises `HeaderTextError` for a subject or name with
+    a line break, typed or hidden in an encoded word (policy.default decodes those when a
+    header is set, and some Python releases then write the break out: header injection)."""
+    check_header_text(subject)
+    check_header_text(sender.display_name)
     message = EmailMessage(policy=policy.default)
     local, _, domain = sender.address.rpartition("@")
     message["From"] = Address(sender.display_name, local, domain)

@@ -25,6 +25,7 @@ from mailsync.models import (
     MailboxFolder,
     Message,
 )
+from mailsync.netguard import guard_from_settings
 from mailsync.parsing import message_parse
 from mailsync.presets import preset_for_host
 from portal.addresses import ValidAddress
@@ -59,6 +60,7 @@ def connection_settings(connection: MailboxConnection) -> ServerSettings:
         connection.security,  # type: ignore[arg-type]
         connection.username,
         timeout=settings.MAILSYNC_TIMEOUT,
+        guard=guard_from_settings(),
     )
 
 

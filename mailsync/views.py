@@ -8,7 +8,6 @@ from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_http_methods, require_POST
@@ -21,8 +20,11 @@ from mailsync.crypto import CredentialsUnavailable
 from mailsync.errors import SMTP_AUTH_DISABLED, SyncError
 from mailsync.forms import ConnectionForm, FolderForm, IgnoreAddressForm, LinkAddressForm
 from mailsync.models import IgnoredAddress, MailboxConnection
+from mailsync.netguard import guard_from_settings
 from mailsync.presets import preset_for_host
 from portal.addresses import normalize_address
+from portal.ratelimits import RateLimited, hit
+from portal.redirects import redirect_next
 from portal.tenancy import get_client_for_member, member_required
 
 # Steps of the account check, in words a member understands (lazy: the member's language).
@@ -66,7 +68,12 @@ def _back(connection_or_shared: MailboxConnection | bool) -> HttpResponse:
 
 def _check(data: dict, *, smtp: bool) -> AccountCheck:
     settings_ = ServerSettings(
-        data["host"], data["port"], data["security"], data["username"], timeout=20
+        data["host"],
+        data["port"],
+        data["security"],
+        data["username"],
+        timeout=20,
+        guard=guard_from_settings(),
     )
     smtp_settings = None
     if smtp:
@@ -76,6 +83,7 @@ def _check(data: dict, *, smtp: bool) -> AccountCheck:
             data["smtp_security"],
             data["username"],
             timeout=20,
+            guard=guard_from_settings(),
         )
     return check_account(
         settings_, Credentials(password=data["password"]), smtp_settings, protocol=data["kind"]
@@ -125,7 +133,16 @@ def credentials(request: HttpRequest) -> HttpResponse:
     form = ConnectionForm(request.POST or None, initial=initial, reauth=connection is not None)
     result: AccountCheck | None = None
     send_problem: SyncError | None = None
+    status = 200
+    limited: RateLimited | None = None
     if request.method == "POST" and form.is_valid():
+        try:
+            hit("account_test", user_id=request.user.pk, firm_id=request.firm.pk)
+        except RateLimited as exc:
+            limited = exc
+            form.add_error(None, exc.message)
+            status = 429
+    if request.method == "POST" and limited is None and form.is_valid():
         data = form.cleaned_data
         smtp_checked = form.checks_smtp
         result = _check(data, smtp=smtp_checked)
@@ -199,6 +216,7 @@ def credentials(request: HttpRequest) -> HttpResponse:
             "send_problem": send_problem,
             "smtp_fields": ("smtp_host", "smtp_port", "smtp_security", "skip_smtp"),
         },
+        status=status,
     )
 
 
@@ -286,10 +304,7 @@ def _address_param(request: HttpRequest) -> str:
 
 def _back_to_unlinked(request: HttpRequest) -> HttpResponse:
     """Back to the page of the list the member came from (a local URL only)."""
-    target = request.POST.get("next", "")
-    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
-        return redirect(target)
-    return redirect("mailsync:unlinked")
+    return redirect_next(request, "mailsync:unlinked")
 
 
 @member_required

@@ -27,7 +27,9 @@ from mailsync.forms_outgoing import (
     SendingServerForm,
 )
 from mailsync.models import MailboxConnection, Message
+from portal.headers import HeaderTextError
 from portal.models import Client, ContactAddress
+from portal.ratelimits import RateLimited, hit
 from portal.tenancy import get_client_for_member, member_required
 
 # Steps of sending, in words a member understands (the account check's, plus sending's own).
@@ -89,6 +91,7 @@ def _addresses_page(request: HttpRequest, *, shared: bool) -> HttpResponse:
             "security_choices": MailboxConnection.Security.choices,
             "step_labels": STEP_LABELS,
         },
+        status=failed.get("status", 200) if failed else 200,
     )
 
 
@@ -141,6 +144,12 @@ def _address_action(request: HttpRequest, connection: MailboxConnection) -> dict
         form = SendingServerForm(request.POST)
         if not form.is_valid():
             return {"action": action, "form": form}
+        try:
+            # The form checks the mailbox's password: without a limit it could be guessed.
+            hit("password_check", user_id=request.user.pk, firm_id=request.firm.pk)
+        except RateLimited as limited:
+            form.add_error(None, limited.message)
+            return {"action": action, "form": form, "status": 429}
         try:
             sending.server_check(connection=connection, **form.cleaned_data)
         except sending.ServerNotAllowed as refused:
@@ -239,16 +248,20 @@ def _compose(request: HttpRequest, client: Client, *, reply_to: Message | None) 
     result: sending.SendResult | None = None
     if request.method == "POST" and senders and form.is_valid():
         data = form.cleaned_data
-        result = sending.email_send(
-            member=request.user,
-            client=client,
-            sender=data["sender"],
-            recipients=data["recipients"],
-            subject=data["subject"],
-            body=data["body"],
-            reply_to=reply_to,
-        )
-        if result.ok:
+        try:
+            result = sending.email_send(
+                member=request.user,
+                client=client,
+                sender=data["sender"],
+                recipients=data["recipients"],
+                subject=data["subject"],
+                body=data["body"],
+                reply_to=reply_to,
+            )
+        except HeaderTextError as exc:  # the sender's stored name (the subject is checked)
+            form.add_error("sender", str(exc))
+            result = None
+        if result is not None and result.ok:
             messages.success(request, _("Email sent."))
             for address, reply_text in result.refused.items():
                 messages.warning(

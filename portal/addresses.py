@@ -236,6 +236,20 @@ def validate_address(raw: str, *, check_deliverability: bool | None = None) -> V
     )
 
 
+def clean_address_field(value: str) -> str:
+    """The one check behind every form field taking an address (Django forms, allauth's
+    sign-up and add-email forms, invitations, firm settings): `validate_address` without
+    the DNS look-up, as a Django ValidationError. Unlike Django's EmailField it refuses
+    bidi overrides (U+202E), other format and invisible characters, and what mail servers
+    refuse. Returns the address as it should be stored."""
+    from django.core.exceptions import ValidationError
+
+    try:
+        return validate_address(value, check_deliverability=False).address
+    except AddressError as exc:
+        raise ValidationError(exc.message, code=exc.code) from exc
+
+
 def _suggestion(local: str, domain: str) -> str | None:
     better = suggest_domain(domain)
     return f"{local}@{better}" if better else None

@@ -1,8 +1,8 @@
 """The one builder for the portal's own emails.
 
 Each email has three templates, `emails/<name>-subject.txt`, `-body-text.txt` and
-`-body-html.html`. Subjects lose their newlines here, so no template or value can inject a
-header.
+`-body-html.html`. Subjects lose their newlines here (also ones hidden in encoded words,
+see portal.headers), so no template or value can inject a header.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 
+from portal.headers import header_text
 from portal.mail_outbox import FIRM_HEADER
 from portal.models import Firm
 
@@ -31,7 +32,7 @@ def send_templated(
     name: str, *, to: list[str], context: dict[str, object], firm: Firm | None = None
 ) -> None:
     subject = render_to_string(f"emails/{name}-subject.txt", context)
-    subject = " ".join(subject.split())
+    subject = header_text(subject)
     text = render_to_string(f"emails/{name}-body-text.txt", context)
     html = render_to_string(f"emails/{name}-body-html.html", context)
     headers = {FIRM_HEADER: str(firm.pk)} if firm is not None else {}

@@ -7,7 +7,13 @@ from django.conf import settings
 from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext_lazy as _
 
-from portal.addresses import AddressError, ValidAddress, split_addresses, validate_address
+from portal.addresses import (
+    AddressError,
+    ValidAddress,
+    clean_address_field,
+    split_addresses,
+    validate_address,
+)
 from portal.models import Client, ContactAddress
 
 
@@ -20,6 +26,19 @@ class ClientForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         # Empty means "whatever the firm uses", which a row of dashes does not say.
         self.fields["language"].choices = [("", _("The firm's language")), *settings.LANGUAGES]
+
+
+class AddressField(forms.CharField):
+    """One email address, checked by `portal.addresses.clean_address_field` (never Django's
+    EmailField alone, which lets bidi and invisible characters through)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 320)
+        super().__init__(*args, **kwargs)
+
+    def clean(self, value: str) -> str:
+        text = super().clean(value)
+        return clean_address_field(text) if text else text
 
 
 class AddressListField(forms.CharField):

@@ -360,6 +360,24 @@ MAILSYNC_BATCH_SIZE = env_int("MAILSYNC_BATCH_SIZE", 150)
 MAILSYNC_MAX_ATTACHMENT_BYTES = env_int("MAILSYNC_MAX_ATTACHMENT_BYTES", 25 * 1024 * 1024)
 MAILSYNC_POLL_SECONDS = env_int("MAILSYNC_POLL_SECONDS", 300)
 MAILSYNC_TIMEOUT = env_float("MAILSYNC_TIMEOUT", 60.0)
+# Mail servers members type (Test account, sync, sending, the shared mailbox) must be on
+# the public internet: private, loopback, link-local and reserved addresses are refused so
+# the portal cannot be used to probe its own network. On-premises installations whose mail
+# server is on the local network (and the test suite's loopback servers) switch this on.
+OUTBOUND_ALLOW_PRIVATE_HOSTS = env_bool("OUTBOUND_ALLOW_PRIVATE_HOSTS", False)
+
+# The cache holds rate-limit counters (portal.ratelimits, allauth's login limits). Local
+# memory counts per process; with several web workers point CACHE_URL at Redis
+# (redis://host:6379/1) so every worker counts together.
+CACHE_URL = env_str("CACHE_URL", "")
+if CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    }
+# Signed ESP webhook posts (Mailgun) older than this are refused as replays.
+WEBHOOK_MAX_AGE_SECONDS = env_int("WEBHOOK_MAX_AGE_SECONDS", 300)
+# Budgets of portal.ratelimits, {action: (per member, per firm, seconds)}; empty: its defaults.
+RATE_LIMITS: dict[str, tuple[int, int, int]] = {}
 # Mailboxes on one server that sync at the same time, across all workers (hosted servers
 # often allow only 4-10 connections per IP); 0: no limit. Presets may set their own.
 MAILSYNC_MAX_CONNECTIONS_PER_HOST = env_int("MAILSYNC_MAX_CONNECTIONS_PER_HOST", 4)

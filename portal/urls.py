@@ -64,7 +64,8 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     # ESP tracking webhooks: anymail's views check the webhook secret and signatures, then
-    # send the `tracking` signal that invoicing.webhooks receives.
-    path("webhooks/anymail/", include("anymail.urls")),
+    # send the `tracking` signal that invoicing.webhooks receives (invoicing.esp_webhooks:
+    # unconfigured ESPs answer 404, Mailgun posts are refused when stale or replayed).
+    path("webhooks/anymail/", include("invoicing.esp_webhooks")),
     path("admin/", admin.site.urls),
 ]

@@ -9,6 +9,9 @@ os.environ.setdefault("ADDRESS_ALLOWED_SPECIAL_DOMAINS", "test")
 # Owners' MFA is on by default with DEBUG=0; tests that need it switch it on per firm
 # (tests/security/test_mfa_owners.py).
 os.environ.setdefault("MFA_REQUIRED_FOR_OWNERS", "0")
+# The mail servers of the suite (Dovecot, aiosmtpd) listen on loopback, which the portal
+# refuses by default; tests/security proves that refusal with the setting off.
+os.environ.setdefault("OUTBOUND_ALLOW_PRIVATE_HOSTS", "1")
 os.environ.setdefault("PORTAL_VAR_DIR", os.path.join(tempfile.gettempdir(), "portal-tests-var"))
 
 from portal.settings import *  # noqa: F403

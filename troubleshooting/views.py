@@ -6,7 +6,6 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
@@ -17,6 +16,8 @@ from invoicing.services import InvoiceError, delivery_resend
 from portal.addresses import AddressError, validate_address
 from portal.emails import send_templated
 from portal.models import ContactAddress
+from portal.ratelimits import RateLimited, hit, limited_response
+from portal.redirects import next_path, redirect_next
 from portal.services import contact_address_update
 from portal.tenancy import get_client_for_member, member_required, roles_required
 from troubleshooting.catalogue import FIXER_LABELS, GUIDES, Kind, guide_for
@@ -33,10 +34,7 @@ from troubleshooting.tasks import check_firm_domain
 
 def _back(request: HttpRequest) -> HttpResponse:
     """Return to the page the form was on, if it is ours; else to the dashboard."""
-    target = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(target, {request.get_host()}):
-        target = "troubleshooting:dashboard"
-    return redirect(target)
+    return redirect_next(request, "troubleshooting:dashboard")
 
 
 @member_required
@@ -190,6 +188,11 @@ def fix_address_resend(request: HttpRequest, delivery_pk: int) -> HttpResponse:
 @require_POST
 def send_test(request: HttpRequest) -> HttpResponse:
     """Send the member an email the way the portal sends for the firm, to see how it lands."""
+    try:
+        hit("send_test", user_id=request.user.pk, firm_id=request.firm.pk)
+    except RateLimited as limited:
+        back = next_path(request) or reverse("troubleshooting:dashboard")
+        return limited_response(request, limited, back)
     send_templated(
         "test-message",
         to=[request.user.email],

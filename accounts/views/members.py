@@ -27,6 +27,7 @@ from accounts.services import (
     membership_set_role,
     user_create_from_invitation,
 )
+from portal.ratelimits import RateLimited, hit
 from portal.tenancy import member_required, roles_required
 
 MANAGERS = (Role.OWNER, Role.ADMIN)
@@ -54,6 +55,13 @@ def members(request: HttpRequest) -> HttpResponse:
 @require_POST
 def invite(request: HttpRequest) -> HttpResponse:
     form = InviteForm(request.POST)
+    status = 400
+    if form.is_valid():
+        try:
+            hit("invitation", user_id=request.user.pk, firm_id=request.firm.pk)
+        except RateLimited as limited:
+            form.add_error(None, limited.message)
+            status = 429
     if form.is_valid():
         role = form.cleaned_data["role"]
         if role == Role.OWNER and request.member_role != Role.OWNER:
@@ -81,7 +89,7 @@ def invite(request: HttpRequest) -> HttpResponse:
         "can_manage": True,
         "roles": Role.choices,
     }
-    return render(request, "accounts/members.html", context, status=400)
+    return render(request, "accounts/members.html", context, status=status)
 
 
 @roles_required(*MANAGERS)

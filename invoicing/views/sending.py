@@ -21,6 +21,7 @@ from invoicing.services import (
     payment_record,
 )
 from invoicing.views.access import get_delivery_for_member, get_invoice_for_member
+from portal.ratelimits import RateLimited, hit, limited_response
 from portal.tenancy import member_required, roles_required
 
 
@@ -62,6 +63,10 @@ def invoice_send_view(request: HttpRequest, invoice_pk: int) -> HttpResponse:
 @require_POST
 def invoice_send_test_view(request: HttpRequest, invoice_pk: int) -> HttpResponse:
     invoice = get_invoice_for_member(request, invoice_pk)
+    try:
+        hit("invoice_test", user_id=request.user.pk, firm_id=request.firm.pk)
+    except RateLimited as limited:
+        return limited_response(request, limited, invoice.get_absolute_url())
     try:
         delivery = invoice_send_test(invoice=invoice, user=request.user)
     except InvoiceError as exc:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import socket
 import ssl
 from dataclasses import dataclass, field
 from typing import Literal
+
+from mailsync.netguard import DEFAULT_GUARD, Guard, connect
 
 Security = Literal["ssl", "starttls", "none"]
 SECURITY_CHOICES: tuple[Security, ...] = ("ssl", "starttls", "none")
@@ -16,7 +19,8 @@ class ServerSettings:
     """Where and how to reach one server (IMAP, POP3 or SMTP).
 
     ``ca_file`` trusts an extra CA (a company's own, or a test's self-signed certificate);
-    certificates are always verified, including the host name.
+    certificates are always verified, including the host name. ``guard`` decides which
+    addresses may be connected to (public ones only, unless the operator allows private).
     """
 
     host: str
@@ -25,6 +29,7 @@ class ServerSettings:
     username: str
     timeout: float = 30.0
     ca_file: str | None = None
+    guard: Guard = field(default=DEFAULT_GUARD, compare=False)
 
     def __post_init__(self) -> None:
         if self.security not in SECURITY_CHOICES:
@@ -36,6 +41,11 @@ class ServerSettings:
 
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.ca_file)
+
+    def open_socket(self, timeout: float | None = None) -> socket.socket:
+        """A TCP connection to the checked address of ``host`` (see mailsync.netguard)."""
+        wait = self.timeout if timeout is None else timeout
+        return connect(self.host, self.port, wait, self.guard)
 
 
 @dataclass(frozen=True)

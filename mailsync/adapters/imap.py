@@ -15,6 +15,7 @@ import base64
 import datetime
 import imaplib
 import re
+import socket
 import ssl
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
@@ -299,14 +300,17 @@ class _Client(imaplib.IMAP4):
         timeout: float,
         implicit_tls: ssl.SSLContext | None,
         progress: Callable[[str], None],
+        open_socket: Callable[[float | None], socket.socket],
     ) -> None:
         self._implicit_tls = implicit_tls
         self._progress = progress
+        self._open_socket = open_socket
         self._first_line: bytes | None = None
         super().__init__(host, port, timeout)
 
     def _create_socket(self, timeout: float | None):  # type: ignore[override]
-        sock = super()._create_socket(timeout)
+        # Never imaplib's own create_connection(host): a second DNS lookup (rebinding).
+        sock = self._open_socket(timeout)
         if self._implicit_tls is None:
             return sock
         self._progress("tls")
@@ -398,6 +402,7 @@ class ImapMailbox(StepTracking):
                 settings.timeout,
                 context if settings.security == "ssl" else None,
                 self._progress,
+                settings.open_socket,
             )
             self._read_capabilities(self._client.capabilities)
         if settings.security == "starttls":

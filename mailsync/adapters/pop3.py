@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import poplib
 import re
+import socket
 import ssl
 from collections.abc import Callable
 from contextlib import suppress
@@ -55,9 +56,11 @@ class _Client(poplib.POP3):
         timeout: float,
         tls: ssl.SSLContext | None,
         progress: Callable[[str], None],
+        open_socket: Callable[[float | None], socket.socket],
     ) -> None:
         self._implicit_tls = tls
         self._progress = progress
+        self._open_socket = open_socket
         try:
             super().__init__(host, port, timeout)
         except BaseException as exc:
@@ -90,7 +93,8 @@ class _Client(poplib.POP3):
         return line[:-1], octets
 
     def _create_socket(self, timeout: float):  # type: ignore[override]
-        sock = super()._create_socket(timeout)
+        # Never poplib's own create_connection(host): a second DNS lookup (rebinding).
+        sock = self._open_socket(timeout)
         if self._implicit_tls is None:
             return sock
         self._progress("tls")
@@ -132,6 +136,7 @@ class Pop3Mailbox(StepTracking):
                 settings.timeout,
                 context if settings.security == "ssl" else None,
                 self._progress,
+                settings.open_socket,
             )
             self._client = client
             welcome = client.getwelcome()

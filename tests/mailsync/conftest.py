@@ -8,8 +8,12 @@ from collections.abc import Callable
 import pytest
 
 from mailsync.adapters import Credentials, ServerSettings
+from mailsync.netguard import Guard
 from tests.servers import dovecot_fixtures
 from tests.servers.dovecot_fixtures import MailboxUser
+
+# The test servers listen on loopback, which the portal refuses unless allowed explicitly.
+LOOPBACK = Guard(allow_private=True)
 
 # The session's Dovecot and a fresh user per test (see tests/servers/dovecot_fixtures.py).
 dovecot = dovecot_fixtures.dovecot
@@ -48,13 +52,17 @@ def make_message() -> Callable[..., bytes]:
 def imap_settings(mailbox_user: MailboxUser) -> ServerSettings:
     """Plain IMAP (no TLS) for the test's user, with a short timeout."""
     server = mailbox_user.server
-    return ServerSettings(server.host, server.imap_port, "none", mailbox_user.name, timeout=5)
+    return ServerSettings(
+        server.host, server.imap_port, "none", mailbox_user.name, timeout=5, guard=LOOPBACK
+    )
 
 
 @pytest.fixture
 def pop3_settings(mailbox_user: MailboxUser) -> ServerSettings:
     server = mailbox_user.server
-    return ServerSettings(server.host, server.pop3_port, "none", mailbox_user.name, timeout=5)
+    return ServerSettings(
+        server.host, server.pop3_port, "none", mailbox_user.name, timeout=5, guard=LOOPBACK
+    )
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from mailsync.account_check import check_account
 from mailsync.adapters import Credentials, ServerSettings
+from tests.mailsync.conftest import LOOPBACK
 from tests.servers.dovecot import free_port
 
 
@@ -70,7 +71,9 @@ def smtps_server(dovecot) -> Iterator[_SmtpServer]:
 @pytest.fixture
 def smtp_settings(smtp_server, mailbox_user) -> ServerSettings:
     smtp_server.users[mailbox_user.name] = mailbox_user.password
-    return ServerSettings("127.0.0.1", smtp_server.port, "none", mailbox_user.name, timeout=5)
+    return ServerSettings(
+        "127.0.0.1", smtp_server.port, "none", mailbox_user.name, timeout=5, guard=LOOPBACK
+    )
 
 
 def _names(check) -> list[tuple[str, bool]]:
@@ -153,7 +156,9 @@ def test_it_calls_a_pop3_server_on_the_imap_port_a_settings_problem(
     check = check_account(settings, credentials)
 
     assert (check.error.code, check.error.step) == ("sync.server_settings", "connect")
-    assert "+OK" in check.error.detail
+    # What answered is named in plain words; its own greeting (a banner) is never shown.
+    assert "not as an IMAP server" in check.error.detail
+    assert "+OK" not in check.error.detail
 
 
 def test_it_calls_an_imap_server_on_the_pop3_port_a_settings_problem(
@@ -164,7 +169,8 @@ def test_it_calls_an_imap_server_on_the_pop3_port_a_settings_problem(
     check = check_account(settings, credentials, protocol="pop3")
 
     assert (check.error.code, check.error.step) == ("sync.server_settings", "connect")
-    assert "* OK" in check.error.detail
+    assert "not as a POP3 server" in check.error.detail or "did not answer" in check.error.detail
+    assert "* OK" not in check.error.detail
 
 
 def test_it_calls_tls_to_a_plain_port_a_settings_problem(imap_settings, credentials):
@@ -241,6 +247,7 @@ def test_it_logs_in_to_smtp_over_implicit_tls(
         mailbox_user.name,
         timeout=5,
         ca_file=mailbox_user.server.ca_file,
+        guard=LOOPBACK,
     )
 
     check = check_account(imap_settings, credentials, smtps)
