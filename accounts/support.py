@@ -74,6 +74,8 @@ SUPPORT_ALLOWED_VIEWS = frozenset(
         "invoicing:suppression_remove",
         # Mail on clients, and mailbox troubleshooting (never the credentials).
         "mailsync:client_email",
+        "mailsync:message",
+        "mailsync:message_images",
         "mailsync:compose",
         "mailsync:reply",
         "mailsync:client_sender",

@@ -68,6 +68,8 @@ EXPECTED_REACHABLE = {
         f"mailsync:{n}"
         for n in [
             "client_email",
+            "message",
+            "message_images",
             "compose",
             "reply",
             "client_sender",
