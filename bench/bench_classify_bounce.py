@@ -18,7 +18,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from invoicing.bounces import classify_bounce  # noqa: E402 - needs the path above
+from invoicing.delivery.bounces import classify_bounce  # noqa: E402 - needs the path above
 
 
 def corpus() -> list[bytes]:

@@ -505,7 +505,7 @@ def create_deliveries(count: int, esp: str = "postmark") -> None:
 
 
 def process_stored(max_seconds: float, profile: bool) -> tuple[int, float]:
-    from invoicing.webhook_processing import webhook_events_process_batch
+    from invoicing.delivery.webhook_events import webhook_events_process_batch
 
     profiler = cProfile.Profile() if profile else None
     done = 0

@@ -3,7 +3,7 @@
 Every value that reaches a header is flattened to one line here, and Django refuses any
 header that still holds a newline, so neither a firm's sender name nor a client's name can
 add a header. The envelope sender (Django's `from_email`) is the per-delivery VERP address
-(invoicing.verp) when BOUNCE_ADDRESS is set; the header From is always the platform's
+(invoicing.delivery.verp) when BOUNCE_ADDRESS is set; the header From is always the platform's
 address under the firm's name, never a member's or a client's.
 
 The email is written in the client's language (`email_language`). `InvoiceEmailBuilder`
@@ -47,8 +47,8 @@ from django.utils import translation
 from django.utils.html import conditional_escape
 from django.utils.safestring import mark_safe
 
+from invoicing.delivery.verp import verp_address
 from invoicing.models import Delivery, Invoice, InvoiceLine
-from invoicing.verp import verp_address
 from portal.emails import platform_address, platform_domain, send_templated
 from portal.mail_outbox import FIRM_HEADER
 from portal.models import Client, Firm

@@ -39,18 +39,19 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop, ngettext
 
 from accounts.models import AuditEntry, Membership, Role, SupportGrant, User
-from invoicing import smtp_pipelining
+from invoicing.delivery import pipelining as smtp_pipelining
+from invoicing.delivery.events import (
+    active_suppression,
+    active_suppressions,
+    classify_reply,
+    delivery_event_record,
+)
+from invoicing.delivery.verp import new_verp_token
 from invoicing.emails import (
     Envelope,
     InvoiceEmailBuilder,
     PreparedEmail,
     invoice_paid_notify,
-)
-from invoicing.events import (
-    active_suppression,
-    active_suppressions,
-    classify_reply,
-    delivery_event_record,
 )
 from invoicing.models import (
     Delivery,
@@ -63,7 +64,6 @@ from invoicing.models import (
     Suppression,
 )
 from invoicing.selectors import invoice_recipients, suppression_removal_times
-from invoicing.verp import new_verp_token
 from portal.addresses import AddressError, normalize_address, validate_address
 from portal.emails import platform_domain
 from portal.models import Client, ContactAddress, Firm
@@ -650,7 +650,7 @@ def delivery_soft_retry(*, delivery_id: int) -> list[Delivery]:
 # 2. Send over the task's one SMTP connection, outside any transaction, keeping each
 #    recipient's outcome in memory. The next email is built while the server handles the
 #    current one: in this thread between writing a pipelined message and reading its reply
-#    (`invoicing.smtp_pipelining`), or else in a thread while this one waits on replies.
+#    (`invoicing.delivery.pipelining`), or else in a thread while this one waits on replies.
 # 3. Record, in one transaction: the events in one INSERT, the accepted deliveries in one
 #    UPDATE, the invoices they made "sent" in another; refusals (few) one by one, because
 #    the suppression rules and retries read each of them.
@@ -668,7 +668,7 @@ def delivery_soft_retry(*, delivery_id: int) -> list[Delivery]:
 # unexpected error hit.
 # Through an ESP, a delivery learns the ESP's message id only at step 3, so the ESP's
 # webhooks about a group's emails can come before it: they wait for their delivery (see
-# `invoicing.webhook_processing`), and step 3 has them matched once it stored the ids.
+# `invoicing.delivery.webhook_events`), and step 3 has them matched once it stored the ids.
 
 # Big enough that the two transactions cost little per email (0.1 statements each), small
 # enough that a crash leaves few emails to check.
@@ -1173,10 +1173,10 @@ def _group_record(
 
 def _waiting_webhook_events_match() -> None:
     """An ESP can report "delivered" within a second, before this group was recorded: such
-    events wait for their delivery (`invoicing.webhook_processing`). Now that the message ids
+    events wait for their delivery (`invoicing.delivery.webhook_events`). Now that the message ids
     are stored, match them at once instead of at the next sweep."""
-    from invoicing.tasks_events import webhook_events_waiting_kick
-    from invoicing.webhook_processing import webhook_events_waiting_exist
+    from invoicing.delivery.tasks import webhook_events_waiting_kick
+    from invoicing.delivery.webhook_events import webhook_events_waiting_exist
 
     if webhook_events_waiting_exist():
         transaction.on_commit(webhook_events_waiting_kick)

@@ -1,6 +1,8 @@
 from django.urls import path
 
-from mailsync import views, views_oauth, views_outgoing
+from mailsync.views import mailbox as views
+from mailsync.views import oauth as views_oauth
+from mailsync.views import outgoing as views_outgoing
 
 app_name = "mailsync"
 
@@ -29,7 +31,7 @@ urlpatterns = [
         views.unlinked_unignore,
         name="unlinked_unignore",
     ),
-    # Sending from a member's own mailbox (mailsync.views_outgoing).
+    # Sending from a member's own mailbox (mailsync.views.outgoing).
     path(
         "settings/email-sync/sending/",
         views_outgoing.sending_addresses,

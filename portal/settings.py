@@ -74,7 +74,7 @@ MIDDLEWARE = [
 
 # Machine-to-machine webhook paths that skip the browser middleware: prefix -> the context
 # manager (dotted path) each request's view runs in, or "" for none. Only csrf_exempt views.
-WEBHOOK_PATHS = {"/webhooks/anymail/": "invoicing.webhooks.tracking_events_collected"}
+WEBHOOK_PATHS = {"/webhooks/anymail/": "invoicing.delivery.webhooks.tracking_events_collected"}
 
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
@@ -139,7 +139,7 @@ MFA_TOTP_ISSUER = env_str("MFA_TOTP_ISSUER", "Practice Portal")
 # mailsync's adapter refuses them for signing in. Tokens are stored so the callback can copy
 # them into the mailbox's encrypted secret. A provider without credentials in the environment
 # has no app, and the Sync Your Email wizard does not offer it.
-SOCIALACCOUNT_ADAPTER = "mailsync.views_oauth.MailboxSocialAccountAdapter"
+SOCIALACCOUNT_ADAPTER = "mailsync.views.oauth.MailboxSocialAccountAdapter"
 SOCIALACCOUNT_STORE_TOKENS = True
 SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
 _GOOGLE_CLIENT_ID = env_str("GOOGLE_CLIENT_ID", "")

@@ -64,7 +64,7 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     # ESP tracking webhooks: anymail's views check the webhook secret and signatures, then
-    # send the `tracking` signal that invoicing.webhooks receives.
+    # send the `tracking` signal that invoicing.delivery.webhooks receives.
     path("webhooks/anymail/", include("anymail.urls")),
     path("admin/", admin.site.urls),
 ]

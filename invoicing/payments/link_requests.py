@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.utils import timezone, translation
 
 from accounts.models import Membership, Role
-from invoicing.events import delivery_event_record
+from invoicing.delivery.events import delivery_event_record
 from invoicing.models import Delivery, PayLink
 from portal.emails import send_templated
 

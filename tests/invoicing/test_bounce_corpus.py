@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from invoicing.bounces import REASONS, BounceResult, classify_bounce
+from invoicing.delivery.bounces import REASONS, BounceResult, classify_bounce
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 

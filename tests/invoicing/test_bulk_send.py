@@ -11,10 +11,10 @@ import pytest
 from django.utils import timezone
 
 from invoicing import services
+from invoicing.delivery.webhook_events import WAITING_FOR_DELIVERY, webhook_events_process_batch
 from invoicing.models import Delivery, DeliveryEvent, Invoice, PayLink, Suppression, WebhookEvent
 from invoicing.services import invoices_send_bulk, pay_token_hash
 from invoicing.tasks import deliveries_send_task
-from invoicing.webhook_processing import WAITING_FOR_DELIVERY, webhook_events_process_batch
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing import factories
 from tests.invoicing.factories import invoice_with_lines
@@ -178,7 +178,9 @@ def test_a_failing_webhook_batch_falls_back_to_one_by_one(firm, settings):
     WebhookEvent.objects.filter(pk=event.pk).update(
         received=timezone.now() - timedelta(minutes=settings.WEBHOOK_UNMATCHED_GRACE_MINUTES + 1)
     )
-    with mock.patch("invoicing.webhook_processing._batch_apply", side_effect=RuntimeError("boom")):
+    with mock.patch(
+        "invoicing.delivery.webhook_events._batch_apply", side_effect=RuntimeError("boom")
+    ):
         assert webhook_events_process_batch() == 1
     event.refresh_from_db()
     assert event.processed_at is not None  # done by the one-by-one path

@@ -6,7 +6,7 @@ import secrets
 
 import pytest
 
-from invoicing.events import delivery_event_record
+from invoicing.delivery.events import delivery_event_record
 from invoicing.models import Delivery
 from tests.factories import ClientFactory
 from tests.invoicing.factories import invoice_with_lines

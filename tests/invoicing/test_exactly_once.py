@@ -25,6 +25,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from invoicing import services
+from invoicing.delivery.tasks import webhook_events_sweep_task
 from invoicing.emails import DELIVERY_METADATA_KEY
 from invoicing.models import (
     Delivery,
@@ -49,7 +50,6 @@ from invoicing.services import (
     sending_lease,
 )
 from invoicing.tasks import deliveries_send_task, invoice_paid_notify_task
-from invoicing.tasks_events import webhook_events_sweep_task
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing import factories
 from tests.invoicing.factories import invoice_with_lines

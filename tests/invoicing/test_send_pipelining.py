@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from aiosmtpd.controller import Controller
 
-from invoicing import smtp_pipelining
+from invoicing.delivery import pipelining as smtp_pipelining
 from invoicing.models import Delivery, Invoice
 from invoicing.services import invoice_send
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory

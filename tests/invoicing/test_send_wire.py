@@ -18,6 +18,7 @@ import pytest
 from django.core.mail import EmailMultiAlternatives
 from django.core.mail.message import sanitize_address
 
+from invoicing.delivery.verp import verp_address
 from invoicing.emails import (
     DELIVERY_HEADER,
     InvoiceEmailBuilder,
@@ -26,7 +27,6 @@ from invoicing.emails import (
 )
 from invoicing.models import Delivery, InvoiceLine
 from invoicing.services import deliveries_send, invoices_send_bulk
-from invoicing.verp import verp_address
 from portal.mail_outbox import FIRM_HEADER
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, FirmFactory
 from tests.invoicing import factories

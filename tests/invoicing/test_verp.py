@@ -6,8 +6,8 @@ import datetime
 
 import pytest
 
+from invoicing.delivery.verp import new_verp_token, verp_address, verp_token_from
 from invoicing.models import Delivery, Invoice
-from invoicing.verp import new_verp_token, verp_address, verp_token_from
 from tests.factories import ClientFactory, FirmFactory
 
 

@@ -10,7 +10,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from invoicing.events import classify_reply, delivery_event_record
+from invoicing.delivery.events import classify_reply, delivery_event_record
 from invoicing.models import Delivery, Invoice
 from portal.celery import app as celery_app
 from portal.models import ContactAddress, Heartbeat

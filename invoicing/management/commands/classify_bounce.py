@@ -7,7 +7,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from invoicing.bounces import classify_bounce
+from invoicing.delivery.bounces import classify_bounce
 
 
 class Command(BaseCommand):

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from invoicing.bounces import classify_failure
+from invoicing.delivery.bounces import classify_failure
 from invoicing.models import Delivery, DeliveryEvent, Suppression
 
 S = Delivery.Status

@@ -31,16 +31,16 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from invoicing.bounces.dsn import find_last_status, find_reply_code
-from invoicing.bounces.rules import classify_failure, is_hard, smtp_command
-from invoicing.emails import DELIVERY_METADATA_KEY
-from invoicing.events import (
+from invoicing.delivery.bounces.dsn import find_last_status, find_reply_code
+from invoicing.delivery.bounces.rules import classify_failure, is_hard, smtp_command
+from invoicing.delivery.events import (
     POLICY_REASONS,
     SPAM_REASONS,
     Outcome,
     classify_reply,
     delivery_event_record,
 )
+from invoicing.emails import DELIVERY_METADATA_KEY
 from invoicing.models import Delivery, DeliveryEvent, WebhookEvent
 from portal.addresses import normalize_address
 

@@ -1,7 +1,7 @@
 """Parse delivery-status notifications and the non-standard bounce formats real MTAs send.
 
 This module only extracts facts (who failed, with which status, reply code and diagnostic
-text); deciding what those facts mean is the job of :mod:`invoicing.bounces.rules`.
+text); deciding what those facts mean is the job of :mod:`invoicing.delivery.bounces.rules`.
 
 Everything here must survive hostile input: mail arrives from the internet, so a malformed
 message yields an empty :class:`ParsedReport` rather than an exception.

@@ -12,8 +12,12 @@ import logging
 from celery import Task, shared_task
 from django.core.cache import cache
 
-from invoicing.bounce_mailbox import BounceMailboxError, bounce_mailbox_poll, mailbox_from_settings
-from invoicing.webhook_processing import webhook_events_drain, webhook_events_retry
+from invoicing.delivery.dsn_mailbox import (
+    BounceMailboxError,
+    bounce_mailbox_poll,
+    mailbox_from_settings,
+)
+from invoicing.delivery.webhook_events import webhook_events_drain, webhook_events_retry
 
 logger = logging.getLogger(__name__)
 
