@@ -140,8 +140,8 @@ def prepared_messages(delivery_ids):  # type: ignore[no-untyped-def]
     """These deliveries' envelopes and bytes, built with the portal's builder."""
     import secrets
 
+    from invoicing.delivery.models import Delivery
     from invoicing.emails import InvoiceEmailBuilder
-    from invoicing.models import Delivery
 
     deliveries = (
         Delivery.objects.filter(pk__in=delivery_ids)
@@ -281,7 +281,7 @@ def run(args, count: int, sink: benchkit.SMTPSink) -> None:  # type: ignore[no-u
     from django.db import connection
     from django.urls import reverse
 
-    from invoicing.models import Delivery
+    from invoicing.delivery.models import Delivery
     from invoicing.services import SEND_CHUNK, SEND_GROUP
 
     print(f"load average before: {load_average()}")

@@ -481,7 +481,8 @@ def create_deliveries(count: int, esp: str = "postmark") -> None:
     """`count` sent deliveries, each with the ESP message id one webhook will name."""
     import datetime
 
-    from invoicing.models import Delivery, Invoice
+    from invoicing.delivery.models import Delivery
+    from invoicing.models import Invoice
 
     firm, [client] = benchkit.create_firm_with_clients(1)
     invoice = Invoice.objects.create(
@@ -601,7 +602,7 @@ def main() -> None:
         from django.db import connection
         from django.db.models import Count
 
-        from invoicing.models import Delivery, DeliveryEvent, Suppression, WebhookEvent
+        from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression, WebhookEvent
 
         for esp in esps:
             create_deliveries(args.count, esp)

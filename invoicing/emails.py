@@ -47,8 +47,9 @@ from django.utils import translation
 from django.utils.html import conditional_escape
 from django.utils.safestring import mark_safe
 
+from invoicing.delivery.models import Delivery
 from invoicing.delivery.verp import verp_address
-from invoicing.models import Delivery, Invoice, InvoiceLine
+from invoicing.models import Invoice, InvoiceLine
 from portal.emails import platform_address, platform_domain, send_templated
 from portal.mail_outbox import FIRM_HEADER
 from portal.models import Client, Firm

@@ -46,6 +46,7 @@ from invoicing.delivery.events import (
     classify_reply,
     delivery_event_record,
 )
+from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression
 from invoicing.delivery.verp import new_verp_token
 from invoicing.emails import (
     Envelope,
@@ -53,16 +54,7 @@ from invoicing.emails import (
     PreparedEmail,
     invoice_paid_notify,
 )
-from invoicing.models import (
-    Delivery,
-    DeliveryEvent,
-    FirmBillingSettings,
-    Invoice,
-    InvoiceLine,
-    PayLink,
-    Payment,
-    Suppression,
-)
+from invoicing.models import FirmBillingSettings, Invoice, InvoiceLine, PayLink, Payment
 from invoicing.selectors import invoice_recipients, suppression_removal_times
 from portal.addresses import AddressError, normalize_address, validate_address
 from portal.emails import platform_domain

@@ -34,9 +34,9 @@ from django.utils import timezone
 
 from invoicing.delivery.bounces import BounceResult, RecipientResult, classify_bounce
 from invoicing.delivery.events import delivery_event_record
+from invoicing.delivery.models import BounceMailboxCursor, Delivery, DeliveryEvent
 from invoicing.delivery.verp import verp_token_from
 from invoicing.delivery.webhook_events import failure_outcome
-from invoicing.models import BounceMailboxCursor, Delivery, DeliveryEvent
 from portal.addresses import normalize_address
 
 logger = logging.getLogger(__name__)

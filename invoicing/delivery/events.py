@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from invoicing.delivery.bounces import classify_failure
-from invoicing.models import Delivery, DeliveryEvent, Suppression
+from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression
 
 S = Delivery.Status
 

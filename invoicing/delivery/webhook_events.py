@@ -40,8 +40,8 @@ from invoicing.delivery.events import (
     classify_reply,
     delivery_event_record,
 )
+from invoicing.delivery.models import Delivery, DeliveryEvent, WebhookEvent
 from invoicing.emails import DELIVERY_METADATA_KEY
-from invoicing.models import Delivery, DeliveryEvent, WebhookEvent
 from portal.addresses import normalize_address
 
 logger = logging.getLogger(__name__)

@@ -29,8 +29,8 @@ from anymail.signals import AnymailTrackingEvent
 from anymail.utils import get_anymail_setting
 from django.db import transaction
 
+from invoicing.delivery.models import WebhookEvent
 from invoicing.delivery.tasks import webhook_events_kick
-from invoicing.models import WebhookEvent
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from django.utils import timezone, translation
 
 from accounts.models import Membership, Role
 from invoicing.delivery.events import delivery_event_record
-from invoicing.models import Delivery, PayLink
+from invoicing.delivery.models import Delivery
+from invoicing.models import PayLink
 from portal.emails import send_templated
 
 logger = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from accounts.models import Role
+from invoicing.delivery.models import Suppression
 from invoicing.forms import BillingSettingsForm, SuppressionRemovalForm
-from invoicing.models import Suppression
 from invoicing.selectors import billing_settings_get, suppression_list
 from invoicing.services import (
     SuppressionRemovalLimitReached,

@@ -14,8 +14,9 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import Role
+from invoicing.delivery.models import Delivery
 from invoicing.forms import InvoiceFilterForm, InvoiceForm, LineFormSet, PaymentForm, line_initial
-from invoicing.models import Delivery, Invoice
+from invoicing.models import Invoice
 from invoicing.payments.link_requests import LINK_REQUESTED
 from invoicing.selectors import (
     OPEN_STATUSES,

@@ -10,8 +10,9 @@ from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
 from accounts.models import Role
+from invoicing.delivery.models import Delivery
 from invoicing.forms import PaymentForm
-from invoicing.models import Delivery, Invoice
+from invoicing.models import Invoice
 from invoicing.services import (
     InvoiceError,
     delivery_resend,

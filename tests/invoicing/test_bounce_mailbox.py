@@ -20,8 +20,9 @@ from invoicing.delivery.dsn_mailbox import (
     MailboxSettings,
     bounce_mailbox_poll,
 )
+from invoicing.delivery.models import BounceMailboxCursor, Delivery, DeliveryEvent
 from invoicing.delivery.verp import new_verp_token, verp_address
-from invoicing.models import BounceMailboxCursor, Delivery, DeliveryEvent, Invoice
+from invoicing.models import Invoice
 from tests.factories import ClientFactory, FirmFactory
 from tests.servers.dovecot_fixtures import MailboxUser, dovecot, mailbox_user  # noqa: F401
 

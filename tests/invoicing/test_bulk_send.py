@@ -11,8 +11,9 @@ import pytest
 from django.utils import timezone
 
 from invoicing import services
+from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression, WebhookEvent
 from invoicing.delivery.webhook_events import WAITING_FOR_DELIVERY, webhook_events_process_batch
-from invoicing.models import Delivery, DeliveryEvent, Invoice, PayLink, Suppression, WebhookEvent
+from invoicing.models import Invoice, PayLink
 from invoicing.services import invoices_send_bulk, pay_token_hash
 from invoicing.tasks import deliveries_send_task
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory

@@ -25,17 +25,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from invoicing import services
+from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression, WebhookEvent
 from invoicing.delivery.tasks import webhook_events_sweep_task
 from invoicing.emails import DELIVERY_METADATA_KEY
-from invoicing.models import (
-    Delivery,
-    DeliveryEvent,
-    Invoice,
-    PayLink,
-    Payment,
-    Suppression,
-    WebhookEvent,
-)
+from invoicing.models import Invoice, PayLink, Payment
 from invoicing.services import (
     InvoiceError,
     deliveries_fail,

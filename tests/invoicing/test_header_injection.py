@@ -14,7 +14,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Role
-from invoicing.models import Delivery, Invoice
+from invoicing.delivery.models import Delivery
+from invoicing.models import Invoice
 from invoicing.services import pay_link_create
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, MembershipFactory
 from tests.invoicing import factories

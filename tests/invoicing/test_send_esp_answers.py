@@ -14,7 +14,8 @@ from unittest import mock
 
 import pytest
 
-from invoicing.models import Delivery, PayLink
+from invoicing.delivery.models import Delivery
+from invoicing.models import PayLink
 from invoicing.services import OUTCOME_UNKNOWN, deliveries_send, invoices_send_bulk
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing.factories import invoice_with_lines

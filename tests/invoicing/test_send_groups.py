@@ -20,8 +20,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from invoicing import services
+from invoicing.delivery.models import Delivery, DeliveryEvent
 from invoicing.emails import InvoiceEmailBuilder
-from invoicing.models import Delivery, DeliveryEvent, Invoice, PayLink
+from invoicing.models import Invoice, PayLink
 from invoicing.services import (
     OUTCOME_UNKNOWN,
     SENDING_LEASE,

@@ -19,7 +19,8 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from invoicing.delivery import pipelining as smtp_pipelining
-from invoicing.models import Delivery, Invoice
+from invoicing.delivery.models import Delivery
+from invoicing.models import Invoice
 from invoicing.services import invoice_send
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing import factories

@@ -18,6 +18,7 @@ import pytest
 from django.core.mail import EmailMultiAlternatives
 from django.core.mail.message import sanitize_address
 
+from invoicing.delivery.models import Delivery
 from invoicing.delivery.verp import verp_address
 from invoicing.emails import (
     DELIVERY_HEADER,
@@ -25,7 +26,7 @@ from invoicing.emails import (
     invoice_email_render,
     pay_url,
 )
-from invoicing.models import Delivery, InvoiceLine
+from invoicing.models import InvoiceLine
 from invoicing.services import deliveries_send, invoices_send_bulk
 from portal.mail_outbox import FIRM_HEADER
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, FirmFactory

@@ -10,7 +10,8 @@ import pytest
 from django.core import mail
 from django.urls import reverse
 
-from invoicing.models import Delivery, Invoice, PayLink
+from invoicing.delivery.models import Delivery
+from invoicing.models import Invoice, PayLink
 from invoicing.services import deliveries_send, pay_token_hash
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing import factories
@@ -206,7 +207,7 @@ def test_header_injection_through_any_field_is_impossible(
 def test_a_suppressed_address_is_skipped_and_shown(
     staff_client, billing_firm, smtp, django_capture_on_commit_callbacks
 ):
-    from invoicing.models import Suppression
+    from invoicing.delivery.models import Suppression
 
     Suppression.objects.create(
         firm=billing_firm, normalized="gone@client.test", reason=Suppression.Reason.HARD_BOUNCE
@@ -246,7 +247,7 @@ def test_a_test_to_a_refusing_address_never_blocks_it(
     invoice = invoice_with_lines(client=_client_with(billing_firm, "ok@client.test"))
     with django_capture_on_commit_callbacks(execute=True):
         staff_client.post(reverse("invoicing:invoice_send_test", args=[invoice.pk]))
-    from invoicing.models import Suppression
+    from invoicing.delivery.models import Suppression
 
     assert Delivery.objects.get().status == Delivery.Status.BOUNCED
     assert not Suppression.objects.exists()

@@ -25,7 +25,8 @@ from django.utils import timezone
 from freezegun import freeze_time
 
 from accounts.models import Role
-from invoicing.models import Delivery, FirmBillingSettings, Invoice, Payment
+from invoicing.delivery.models import Delivery
+from invoicing.models import FirmBillingSettings, Invoice, Payment
 from invoicing.payments.stripe import StripeCheckoutError, from_minor_units, to_minor_units
 from invoicing.services import pay_link_create, payment_record
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, MembershipFactory

@@ -14,7 +14,7 @@ from django.utils import timezone
 from freezegun import freeze_time
 
 from accounts.models import AuditEntry
-from invoicing.models import Delivery, DeliveryEvent, Suppression
+from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression
 from invoicing.services import (
     SuppressionRemovalLimitReached,
     address_problems_lift,

@@ -17,8 +17,9 @@ from django.test import Client as HttpClient
 from django.test.utils import CaptureQueriesContext
 from kombu.exceptions import OperationalError
 
+from invoicing.delivery.models import Delivery, WebhookEvent
 from invoicing.delivery.tasks import webhook_event_process_task, webhook_events_sweep_task
-from invoicing.models import Delivery, Invoice, WebhookEvent
+from invoicing.models import Invoice
 from portal.celery import app as celery_app
 from tests.factories import ClientFactory, FirmFactory
 from tests.invoicing.test_webhooks import (

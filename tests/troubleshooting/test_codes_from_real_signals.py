@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from invoicing import services
-from invoicing.models import Delivery
+from invoicing.delivery.models import Delivery
 from invoicing.tasks import deliveries_sending_expire_task
 from mailsync import services as mailsync_services
 from mailsync.engine import mailbox_sync
