@@ -295,7 +295,7 @@ if not 0 < DELIVERY_SENDING_LEASE_RENEW_SECONDS < DELIVERY_SENDING_LEASE_SECONDS
     )
 # Minutes an ESP webhook event for a message no delivery knows yet is kept pending. Through an
 # ESP a delivery learns its message id only when the sender records its group, after the email
-# left, and a sender may take up to invoicing.services.SENDING_LEASE (30 minutes) before the
+# left, and a sender may take up to invoicing.delivery.sender.SENDING_LEASE (30 minutes) before the
 # watchdog gives up on it: keep the default above that lease (lease + 10). Older events that
 # still match nothing are not ours (another system on the same ESP account) and are closed.
 WEBHOOK_UNMATCHED_GRACE_MINUTES = env_int("WEBHOOK_UNMATCHED_GRACE_MINUTES", 40)

@@ -56,7 +56,7 @@ class Delivery(models.Model):
     esp_message_id = models.CharField(max_length=255, blank=True, db_index=True)
     verp_token = models.CharField(max_length=40, unique=True)
     # When a sender claimed it (status "sending"): a claim older than the lease is a sender
-    # that died, see `invoicing.services.deliveries_sending_expire`.
+    # that died, see `invoicing.delivery.sender.deliveries_sending_expire`.
     claimed_at = models.DateTimeField(null=True, blank=True)
     # The claim's own token while "sending": the sender renews and records only rows that
     # still carry it, so a sender whose lease ran out records nothing over what replaced it.

@@ -6,7 +6,7 @@ backwards. Hard versus soft is decided here from the server's reply, not from th
 ESPs disagree (Postmark calls a full mailbox a "SoftBounce", Brevo a "hard_bounce").
 
 An event can arrive before its delivery knows the ESP's message id: the sender stores that id
-when it records its group, after the email left (see "the sender" in `invoicing.services`).
+when it records its group, after the email left (see `invoicing.delivery.sender`).
 Such an event is not dropped: it stays pending, marked as waiting (`WAITING_FOR_DELIVERY`),
 for settings.WEBHOOK_UNMATCHED_GRACE_MINUTES after it arrived. The sender starts a pass over
 waiting events after each record step and the sweep tries them every minute; each pass goes

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression
 from invoicing.models import Invoice, Payment
-from invoicing.services import pay_link_create
+from invoicing.paylinks import pay_link_create
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing.factories import invoice_with_lines
 

@@ -21,7 +21,7 @@ from aiosmtpd.controller import Controller
 from invoicing.delivery import pipelining as smtp_pipelining
 from invoicing.delivery.models import Delivery
 from invoicing.models import Invoice
-from invoicing.services import invoice_send
+from invoicing.sending import invoice_send
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing import factories
 from tests.invoicing.factories import invoice_with_lines

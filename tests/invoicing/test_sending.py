@@ -11,8 +11,9 @@ from django.core import mail
 from django.urls import reverse
 
 from invoicing.delivery.models import Delivery
+from invoicing.delivery.sender import deliveries_send
 from invoicing.models import Invoice, PayLink
-from invoicing.services import deliveries_send, pay_token_hash
+from invoicing.paylinks import pay_token_hash
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing import factories
 from tests.invoicing.factories import invoice_with_lines
@@ -354,7 +355,7 @@ def test_a_temporary_refusal_is_retried_until_the_address_is_blocked(
 def test_a_soft_retry_is_skipped_once_something_newer_happened(
     staff_client, billing_firm, smtp, django_capture_on_commit_callbacks
 ):
-    from invoicing.services import delivery_soft_retry
+    from invoicing.delivery.refusals import delivery_soft_retry
 
     invoice = invoice_with_lines(client=_client_with(billing_firm, FULL))
     _send(staff_client, invoice, django_capture_on_commit_callbacks)
