@@ -42,6 +42,17 @@ def _already_sending() -> str:
     )
 
 
+def _queue_to(invoice: Invoice, recipients: Sequence[ContactAddress]) -> list[Delivery]:
+    """Renew the links to these addresses and queue one delivery each, sent after commit."""
+    pay_links_revoke(invoice=invoice, normalized=[r.normalized for r in recipients])
+    deliveries = [
+        delivery_prepare(invoice=invoice, address=r.address, normalized=r.normalized)
+        for r in recipients
+    ]
+    deliveries_send_soon(deliveries)
+    return deliveries
+
+
 @transaction.atomic
 def invoice_send(*, invoice: Invoice) -> list[Delivery]:
     """Queue one email per address of the client that receives invoices, except addresses
@@ -71,13 +82,7 @@ def invoice_send(*, invoice: Invoice) -> list[Delivery]:
     if invoice.status == Invoice.Status.DRAFT:
         invoice.client_name = invoice.client.display_name
         invoice.save(update_fields=["client_name"])
-    pay_links_revoke(invoice=invoice, normalized=[r.normalized for r in recipients])
-    deliveries = [
-        delivery_prepare(invoice=invoice, address=r.address, normalized=r.normalized)
-        for r in recipients
-    ]
-    deliveries_send_soon(deliveries)
-    return deliveries
+    return _queue_to(invoice, recipients)
 
 
 @transaction.atomic
@@ -240,10 +245,4 @@ def delivery_resend(*, delivery: Delivery) -> list[Delivery]:
             _("This invoice is already on its way to this address. Its progress is shown below.")
         )
     PayLink.objects.filter(delivery=delivery, revoked_at=None).update(revoked_at=timezone.now())
-    pay_links_revoke(invoice=invoice, normalized=[t.normalized for t in targets])
-    deliveries = [
-        delivery_prepare(invoice=invoice, address=t.address, normalized=t.normalized)
-        for t in targets
-    ]
-    deliveries_send_soon(deliveries)
-    return deliveries
+    return _queue_to(invoice, targets)

@@ -190,15 +190,21 @@ def deliveries_fail(*, delivery_ids: Sequence[int], diagnostic: str) -> None:
             .order_by("pk")
         )
         for delivery in queued:
-            _fail_queued(delivery, diagnostic)
+            delivery_record_not_sent(delivery, diagnostic)
 
 
-def _fail_queued(delivery: Delivery, diagnostic: str) -> None:
+def delivery_record_not_sent(
+    delivery: Delivery, diagnostic: str, *, reason: str = "", occurred_at: datetime | None = None
+) -> None:
+    """Not sent, and never will be by this attempt: the server never took it (after the
+    task's retries) or its email could not be built. Against the row the caller locked."""
     delivery_event_record(
         delivery=delivery,
         locked=True,
         kind=S.FAILED,
         source="portal",
+        occurred_at=occurred_at,
+        reason=reason,
         diagnostic=diagnostic,
         problem_code="delivery.not_sent_rejected_document",
     )

@@ -36,7 +36,7 @@ from django.utils.translation import gettext_noop
 from invoicing.delivery import pipelining as smtp_pipelining
 from invoicing.delivery.events import delivery_event_record
 from invoicing.delivery.models import Delivery, DeliveryEvent
-from invoicing.delivery.outbox import delivery_record_suppressed
+from invoicing.delivery.outbox import delivery_record_not_sent, delivery_record_suppressed
 from invoicing.delivery.refusals import as_text, esp_refusal_record, smtp_refusal_record
 from invoicing.delivery.suppression import active_suppressions
 from invoicing.delivery.webhook_events import webhook_events_waiting_exist
@@ -413,21 +413,13 @@ def _send_one(
         return _Outcome(
             _Result.REFUSED, timezone.now(), code=code, text=as_text(text), command="RCPT"
         )
-    except smtplib.SMTPSenderRefused as exc:
+    except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
         return _Outcome(
             _Result.REFUSED,
             timezone.now(),
             code=exc.smtp_code,
             text=as_text(exc.smtp_error),
-            command="MAIL",
-        )
-    except smtplib.SMTPDataError as exc:
-        return _Outcome(
-            _Result.REFUSED,
-            timezone.now(),
-            code=exc.smtp_code,
-            text=as_text(exc.smtp_error),
-            command="DATA",
+            command="MAIL" if isinstance(exc, smtplib.SMTPSenderRefused) else "DATA",
         )
     except AnymailRecipientsRefused:
         pass  # anymail_status on the message says which and why; read below
@@ -581,15 +573,8 @@ def _record_refused(delivery: Delivery, outcome: _Outcome) -> None:
             delivery, status=outcome.text, esp_message_id=outcome.esp_message_id, at=outcome.at
         )
     else:  # BUILD_FAILED: nothing left; say so, as for an address refused before sending
-        delivery_event_record(
-            delivery=delivery,
-            locked=True,
-            kind=S.FAILED,
-            source="portal",
-            occurred_at=outcome.at,
-            reason="build_failed",
-            diagnostic=outcome.text,
-            problem_code="delivery.not_sent_rejected_document",
+        delivery_record_not_sent(
+            delivery, outcome.text, reason="build_failed", occurred_at=outcome.at
         )
 
 
