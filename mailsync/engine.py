@@ -38,6 +38,7 @@ from mailsync.adapters import ImapMailbox, Pop3Mailbox
 from mailsync.crypto import CredentialsUnavailable
 from mailsync.errors import FolderNotFound, SyncError, UidValidityChanged
 from mailsync.linking import (
+    LinkResult,
     clients_by_address,
     message_client_ids,
     message_link,
@@ -143,6 +144,35 @@ def message_fields(parsed: ParsedMessage, raw: bytes) -> dict:
         "parse_error": bool(parsed.errors),
         "parse_error_detail": "\n".join(parsed.errors)[:5000],
     }
+
+
+def message_store(
+    *,
+    firm_id: int,
+    parsed: ParsedMessage,
+    raw: bytes,
+    index: dict[str, set[int]] | None = None,
+) -> tuple[Message, LinkResult | None]:
+    """The firm's canonical `Message` of ``parsed``, one per Message-ID (``key``): mail seen in
+    several folders or mailboxes, or sent from the portal and later synced from Sent, is
+    stored once. A new one is linked to every client its addresses name (``index`` from
+    `clients_by_address`, read here when not given). Returns the message and what linking
+    did, or None when the message was stored before. A concurrent insert of the same key is
+    safe: `get_or_create` reads the winner's row in a savepoint."""
+    message, created = Message.objects.get_or_create(
+        firm_id=firm_id, key=parsed.key, defaults=message_fields(parsed, raw)
+    )
+    if not created:
+        return message, None
+    participants = sorted(parsed.addresses)
+    if index is None:
+        index = clients_by_address(firm_id=firm_id, addresses=participants)
+    client_ids = message_client_ids(participants=participants, index=index)
+    if not client_ids:
+        return message, LinkResult()
+    return message, message_link(
+        message=message, client_ids=client_ids, attachments=parsed.attachments
+    )
 
 
 # --- parsing, in a separate process when the run is big enough ------------------------------
@@ -502,11 +532,8 @@ def _store_batch_one_by_one(
     index = clients_by_address(firm_id=connection.firm_id, addresses=addresses)
     new = 0
     for parsed, item in parsed_items:
-        participants = sorted(parsed.addresses)
-        message, created = Message.objects.get_or_create(
-            firm_id=connection.firm_id,
-            key=parsed.key,
-            defaults=message_fields(parsed, item.raw),
+        message, linked = message_store(
+            firm_id=connection.firm_id, parsed=parsed, raw=item.raw, index=index
         )
         source_filter = {"uid": item.uid} if item.uid is not None else {"uidl": item.uidl}
         MessageSource.objects.get_or_create(
@@ -515,18 +542,13 @@ def _store_batch_one_by_one(
             **source_filter,
             defaults={"message": message},
         )
-        if created:
+        if linked is not None:
             new += 1
             report.new += 1
             if parsed.errors:
                 report.kept_raw += 1
-            client_ids = message_client_ids(participants=participants, index=index)
-            if client_ids:
-                result = message_link(
-                    message=message, client_ids=client_ids, attachments=parsed.attachments
-                )
-                report.linked += result.links
-                report.documents += result.documents
+            report.linked += linked.links
+            report.documents += linked.documents
         else:
             report.duplicates += 1
     return new
