@@ -14,6 +14,10 @@ recipients) are prepared once, not per email. `InvoiceEmailBuilder.envelope` wri
 envelope and wire bytes of the email directly, byte for byte what Django's SMTP backend would
 send (tests compare the two for many shapes of email), falling back to Django's own
 serialisation for anything outside the one shape it writes.
+
+One piece (over 500 lines) on purpose: the builder's caches (templates, firm identities,
+shared frame text) and the byte-for-byte envelope must agree with one another and with
+Django's SMTP backend; kept together so the header-injection rules above hold in one place.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ Batches flow through a short pipeline: while one batch is stored and committed, 
 is already fetched and being parsed in a separate process (a big initial sync only; see
 ``BatchParser``). A batch only ever leaves memory by being committed, so neither a failing parse
 process nor a killed worker can lose one.
+
+One piece (over 500 lines) on purpose: fetching, parsing in a process pool, storing and
+committing with the cursor are one pipeline with one invariant (a batch leaves memory only by
+being committed); split, each stage would have to restate when a batch may be dropped.
 """
 
 from __future__ import annotations

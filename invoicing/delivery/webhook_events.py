@@ -14,6 +14,11 @@ by increasing id and tries each event once, and the drain behind a kick skips th
 task spins on an event that cannot be matched yet. Past the grace, an event that still
 matches nothing is closed as unmatched: not ours (another system sharing the ESP account) or
 long gone.
+
+One piece (over 500 lines) on purpose: matching an event to its delivery, the waiting
+for deliveries not recorded yet, and the batched drain share one claim of the pending rows
+and one rule (an event becomes a delivery event only through `delivery_event_record`);
+split, each part would restate when a row may be claimed, retried or dropped.
 """
 
 from __future__ import annotations

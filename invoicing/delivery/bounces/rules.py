@@ -6,6 +6,10 @@ else - full mailboxes, size limits, greylisting, policy and spam blocks, timeout
 because retrying later or fixing our side can still succeed. A failure we cannot recognise is
 ``needs_review`` and never hard: wrongly suppressing a client's address costs more than one
 more bounce.
+
+One piece (over 500 lines) on purpose: most of it is the table of patterns (why a
+failure is hard, soft or a policy block), and the classifier reads that table in an order
+that matters; split, a reader could no longer see which pattern wins.
 """
 
 from __future__ import annotations
