@@ -50,6 +50,14 @@ def delivery_soft_retry_later(*, delivery_id: int, countdown: int) -> None:
     )
 
 
+def webhook_events_kick() -> None:
+    """Process the webhook events just stored: one task per short window (the window and its
+    cache key are in `invoicing.delivery.tasks.webhook_events_kick`). Call after commit."""
+    from invoicing.delivery.tasks import webhook_events_kick as kick
+
+    kick()
+
+
 def webhook_events_match_soon() -> None:
     """Match the webhook events waiting for deliveries a sender just recorded, after commit."""
     from invoicing.delivery.tasks import webhook_events_waiting_kick

@@ -121,7 +121,7 @@ def invoice_update(
 
 @transaction.atomic
 def invoice_void(*, invoice: Invoice) -> Invoice:
-    # Locked: a sender claiming this invoice's deliveries holds the row (see `_group_claim`),
+    # Locked: a sender claiming this invoice's deliveries holds the row (`delivery.sender`),
     # so either it sees the void and cancels them, or the void waits for its claim.
     current = Invoice.objects.select_for_update().get(pk=invoice.pk)
     if current.status == Invoice.Status.PAID:

@@ -33,8 +33,6 @@ from invoicing.selectors import invoice_recipients
 from portal.addresses import normalize_address
 from portal.models import ContactAddress
 
-S = Delivery.Status
-
 
 def _already_sending() -> str:
     return _(

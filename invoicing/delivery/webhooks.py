@@ -30,7 +30,7 @@ from anymail.utils import get_anymail_setting
 from django.db import transaction
 
 from invoicing.delivery.models import WebhookEvent
-from invoicing.delivery.tasks import webhook_events_kick
+from invoicing.enqueue import webhook_events_kick
 
 logger = logging.getLogger(__name__)
 
