@@ -23,8 +23,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from invoicing.bounces import classify_bounce  # noqa: E402 - needs the path above
-from invoicing.bounces.agreement import Agreement, load_expected  # noqa: E402
+from invoicing.delivery.bounces import classify_bounce  # noqa: E402 - needs the path above
+from invoicing.delivery.bounces.agreement import Agreement, load_expected  # noqa: E402
 
 CORPORA = ("bounces", "bounces-more")
 FIELDS = ("is_bounce", "hard", "recipient", "status", "reason")

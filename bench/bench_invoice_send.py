@@ -95,8 +95,8 @@ def portal_send_bulk(invoices, max_seconds: float):  # type: ignore[no-untyped-d
     is the worker, minus the broker's own cost. The loop stops at `max_seconds` so a slow
     database cannot keep the bench running; the caller reports what was done by then.
     """
-    from invoicing.services import invoices_send_bulk
-    from invoicing.tasks import deliveries_send_task
+    from invoicing.delivery.tasks import deliveries_send_task
+    from invoicing.sending import invoices_send_bulk
 
     queued: list[list[int]] = []
     start = time.perf_counter()
@@ -116,8 +116,8 @@ def portal_send_bulk(invoices, max_seconds: float):  # type: ignore[no-untyped-d
 
 def portal_send_single(invoices, max_seconds: float):  # type: ignore[no-untyped-def]
     """`invoice_send` and its task per invoice: the Send button, one invoice at a time."""
-    from invoicing.services import invoice_send
-    from invoicing.tasks import deliveries_send_task
+    from invoicing.delivery.tasks import deliveries_send_task
+    from invoicing.sending import invoice_send
 
     queued: list[list[int]] = []
     start = time.perf_counter()
@@ -140,8 +140,8 @@ def prepared_messages(delivery_ids):  # type: ignore[no-untyped-def]
     """These deliveries' envelopes and bytes, built with the portal's builder."""
     import secrets
 
+    from invoicing.delivery.models import Delivery
     from invoicing.emails import InvoiceEmailBuilder
-    from invoicing.models import Delivery
 
     deliveries = (
         Delivery.objects.filter(pk__in=delivery_ids)
@@ -187,8 +187,8 @@ def queries_per_notification(firm, invoices: int) -> tuple[float, float]:  # typ
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from invoicing.services import invoice_send, invoices_send_bulk
-    from invoicing.tasks import deliveries_send_task
+    from invoicing.delivery.tasks import deliveries_send_task
+    from invoicing.sending import invoice_send, invoices_send_bulk
 
     _, clients = benchkit.create_firm_with_clients(invoices, prefix="probe", firm=firm)
     created = create_invoices(firm, clients)
@@ -281,8 +281,9 @@ def run(args, count: int, sink: benchkit.SMTPSink) -> None:  # type: ignore[no-u
     from django.db import connection
     from django.urls import reverse
 
-    from invoicing.models import Delivery
-    from invoicing.services import SEND_CHUNK, SEND_GROUP
+    from invoicing.delivery.models import Delivery
+    from invoicing.delivery.sender import SEND_GROUP
+    from invoicing.enqueue import SEND_CHUNK
 
     print(f"load average before: {load_average()}")
     print(f"database: {connection.vendor}; SMTP sink: aiosmtpd on 127.0.0.1:{sink.port}")

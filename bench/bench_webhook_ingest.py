@@ -481,7 +481,8 @@ def create_deliveries(count: int, esp: str = "postmark") -> None:
     """`count` sent deliveries, each with the ESP message id one webhook will name."""
     import datetime
 
-    from invoicing.models import Delivery, Invoice
+    from invoicing.delivery.models import Delivery
+    from invoicing.models import Invoice
 
     firm, [client] = benchkit.create_firm_with_clients(1)
     invoice = Invoice.objects.create(
@@ -505,7 +506,7 @@ def create_deliveries(count: int, esp: str = "postmark") -> None:
 
 
 def process_stored(max_seconds: float, profile: bool) -> tuple[int, float]:
-    from invoicing.webhook_processing import webhook_events_process_batch
+    from invoicing.delivery.webhook_events import webhook_events_process_batch
 
     profiler = cProfile.Profile() if profile else None
     done = 0
@@ -601,7 +602,7 @@ def main() -> None:
         from django.db import connection
         from django.db.models import Count
 
-        from invoicing.models import Delivery, DeliveryEvent, Suppression, WebhookEvent
+        from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression, WebhookEvent
 
         for esp in esps:
             create_deliveries(args.count, esp)

@@ -1,6 +1,7 @@
 from django.contrib import admin
 
-from invoicing.models import Delivery, DeliveryEvent, FirmBillingSettings, Invoice, Suppression
+from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression
+from invoicing.models import FirmBillingSettings, Invoice
 
 
 class DeliveryEventInline(admin.TabularInline):

@@ -9,9 +9,9 @@ class InvoicingConfig(AppConfig):
     def ready(self) -> None:
         from anymail.signals import tracking
 
-        # Celery autodiscovers only `tasks.py`; importing the events task module here
-        # registers its tasks in every process that loads Django, workers included.
-        from invoicing import tasks_events  # noqa: F401
-        from invoicing.webhooks import tracking_received
+        # Celery autodiscovers only `invoicing/tasks.py`; importing the delivery task module
+        # here registers its tasks in every process that loads Django, workers included.
+        from invoicing.delivery import tasks  # noqa: F401
+        from invoicing.delivery.webhooks import tracking_received
 
         tracking.connect(tracking_received, dispatch_uid="invoicing.tracking_received")

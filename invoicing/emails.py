@@ -3,7 +3,7 @@
 Every value that reaches a header is flattened to one line here, and Django refuses any
 header that still holds a newline, so neither a firm's sender name nor a client's name can
 add a header. The envelope sender (Django's `from_email`) is the per-delivery VERP address
-(invoicing.verp) when BOUNCE_ADDRESS is set; the header From is always the platform's
+(invoicing.delivery.verp) when BOUNCE_ADDRESS is set; the header From is always the platform's
 address under the firm's name, never a member's or a client's.
 
 The email is written in the client's language (`email_language`). `InvoiceEmailBuilder`
@@ -14,6 +14,10 @@ recipients) are prepared once, not per email. `InvoiceEmailBuilder.envelope` wri
 envelope and wire bytes of the email directly, byte for byte what Django's SMTP backend would
 send (tests compare the two for many shapes of email), falling back to Django's own
 serialisation for anything outside the one shape it writes.
+
+One piece (over 500 lines) on purpose: the builder's caches (templates, firm identities,
+shared frame text) and the byte-for-byte envelope must agree with one another and with
+Django's SMTP backend; kept together so the header-injection rules above hold in one place.
 """
 
 from __future__ import annotations
@@ -47,8 +51,9 @@ from django.utils import translation
 from django.utils.html import conditional_escape
 from django.utils.safestring import mark_safe
 
-from invoicing.models import Delivery, Invoice, InvoiceLine
-from invoicing.verp import verp_address
+from invoicing.delivery.models import Delivery
+from invoicing.delivery.verp import verp_address
+from invoicing.models import Invoice, InvoiceLine
 from portal.addresses import AddressError, validate_address
 from portal.emails import platform_address, platform_domain, send_templated
 from portal.headers import header_text

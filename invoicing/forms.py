@@ -7,8 +7,8 @@ from django import forms
 from django.db.models import QuerySet
 from django.utils.translation import gettext_lazy as _
 
+from invoicing.invoices import LineData
 from invoicing.models import FirmBillingSettings, Invoice
-from invoicing.services import LineData
 from portal.addresses import normalize_address
 from portal.models import Client
 

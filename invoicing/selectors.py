@@ -7,7 +7,8 @@ from datetime import date, datetime
 
 from django.db.models import Prefetch, QuerySet
 
-from invoicing.models import Delivery, DeliveryEvent, FirmBillingSettings, Invoice, Suppression
+from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression
+from invoicing.models import FirmBillingSettings, Invoice
 from portal.models import ContactAddress, Firm
 
 # An invoice the client still owes: sent or opened, not paid, not void.

@@ -9,6 +9,10 @@ Batches flow through a short pipeline: while one batch is stored and committed, 
 is already fetched and being parsed in a separate process (a big initial sync only; see
 ``BatchParser``). A batch only ever leaves memory by being committed, so neither a failing parse
 process nor a killed worker can lose one.
+
+One piece (over 500 lines) on purpose: fetching, parsing in a process pool, storing and
+committing with the cursor are one pipeline with one invariant (a batch leaves memory only by
+being committed); split, each stage would have to restate when a batch may be dropped.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from mailsync.adapters import ImapMailbox, Pop3Mailbox
 from mailsync.crypto import CredentialsUnavailable
 from mailsync.errors import FolderNotFound, SyncError, UidValidityChanged
 from mailsync.linking import (
+    LinkResult,
     clients_by_address,
     message_client_ids,
     message_link,
@@ -179,6 +184,40 @@ def message_fields(parsed: ParsedMessage, raw: bytes) -> dict:
         "parse_error": bool(parsed.errors),
         "parse_error_detail": "\n".join(parsed.errors)[:5000],
     }
+
+
+def message_store(
+    *,
+    firm_id: int,
+    parsed: ParsedMessage,
+    raw: bytes,
+    index: dict[str, set[int]] | None = None,
+    occurrence: int = 1,
+) -> tuple[Message, LinkResult | None]:
+    """The firm's canonical `Message` of ``parsed``, one per Message-ID (``key``): mail seen in
+    several folders or mailboxes, or sent from the portal and later synced from Sent, is
+    stored once. A new one is linked to every client its addresses name (``index`` from
+    `clients_by_address`, read here when not given). Returns the message and what linking
+    did, or None when the message was stored before. A concurrent insert of the same key is
+    safe: `get_or_create` reads the winner's row in a savepoint. ``occurrence`` tells apart
+    messages without a Message-ID that share a key (see `_message_identities`)."""
+    message, created = Message.objects.get_or_create(
+        firm_id=firm_id,
+        key=parsed.key,
+        occurrence=occurrence,
+        defaults=message_fields(parsed, raw),
+    )
+    if not created:
+        return message, None
+    participants = sorted(parsed.addresses)
+    if index is None:
+        index = clients_by_address(firm_id=firm_id, addresses=participants)
+    client_ids = message_client_ids(participants=participants, index=index)
+    if not client_ids:
+        return message, LinkResult()
+    return message, message_link(
+        message=message, client_ids=client_ids, attachments=parsed.attachments
+    )
 
 
 # --- parsing, in a separate process when the run is big enough ------------------------------
@@ -583,13 +622,13 @@ def _store_batch_one_by_one(
     index = clients_by_address(firm_id=connection.firm_id, addresses=addresses)
     new = 0
     idents = _message_identities(folder=folder, parsed_items=parsed_items)
-    for (key, occurrence), (parsed, item) in zip(idents, parsed_items, strict=True):
-        participants = sorted(parsed.addresses)
-        message, created = Message.objects.get_or_create(
+    for (_key, occurrence), (parsed, item) in zip(idents, parsed_items, strict=True):
+        message, linked = message_store(
             firm_id=connection.firm_id,
-            key=key,
+            parsed=parsed,
+            raw=item.raw,
+            index=index,
             occurrence=occurrence,
-            defaults=message_fields(parsed, item.raw),
         )
         source_filter = {"uid": item.uid} if item.uid is not None else {"uidl": item.uidl}
         MessageSource.objects.get_or_create(
@@ -598,18 +637,13 @@ def _store_batch_one_by_one(
             **source_filter,
             defaults={"message": message},
         )
-        if created:
+        if linked is not None:
             new += 1
             report.new += 1
             if parsed.errors:
                 report.kept_raw += 1
-            client_ids = message_client_ids(participants=participants, index=index)
-            if client_ids:
-                result = message_link(
-                    message=message, client_ids=client_ids, attachments=parsed.attachments
-                )
-                report.linked += result.links
-                report.documents += result.documents
+            report.linked += linked.links
+            report.documents += linked.documents
         else:
             report.duplicates += 1
     return new

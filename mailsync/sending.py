@@ -27,7 +27,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -36,7 +36,7 @@ from mailsync import services
 from mailsync.adapters import Credentials, ServerSettings
 from mailsync.adapters.smtp import GuardedSMTP, GuardedSMTPSSL
 from mailsync.crypto import CredentialsUnavailable
-from mailsync.engine import message_fields
+from mailsync.engine import message_store
 from mailsync.errors import (
     AUTH_FAILED,
     INSUFFICIENT_SCOPE,
@@ -47,7 +47,6 @@ from mailsync.errors import (
     classify,
     clean_reply,
 )
-from mailsync.linking import clients_by_address, message_client_ids, message_link
 from mailsync.models import MailboxConnection, Message, OutgoingAddress, OutgoingServer
 from mailsync.netguard import guard_from_settings
 from mailsync.parsing import message_parse
@@ -417,23 +416,8 @@ def _store_sent(*, firm_id: int, raw: bytes) -> Message:
     """The sent message as the firm's canonical Message, linked to every client it was
     addressed to. Keyed like synced mail (by Message-ID), so a later sync of the Sent
     folder finds it and stores no second copy."""
-    parsed = message_parse(raw)
     with transaction.atomic():
-        try:
-            with transaction.atomic():
-                message, created = Message.objects.get_or_create(
-                    firm_id=firm_id, key=parsed.key, defaults=message_fields(parsed, raw)
-                )
-        except IntegrityError:  # a sync stored the same Message-ID a moment earlier
-            message, created = Message.objects.get(firm_id=firm_id, key=parsed.key), False
-        if created:
-            participants = sorted(parsed.addresses)
-            index = clients_by_address(firm_id=firm_id, addresses=participants)
-            message_link(
-                message=message,
-                client_ids=message_client_ids(participants=participants, index=index),
-                attachments=parsed.attachments,
-            )
+        message, _linked = message_store(firm_id=firm_id, parsed=message_parse(raw), raw=raw)
     return message
 
 

@@ -1,6 +1,9 @@
 from django.urls import path
 
-from mailsync import views, views_message, views_oauth, views_outgoing
+from mailsync.views import mailbox as views
+from mailsync.views import message as views_message
+from mailsync.views import oauth as views_oauth
+from mailsync.views import outgoing as views_outgoing
 
 app_name = "mailsync"
 
@@ -18,7 +21,7 @@ urlpatterns = [
     path("settings/email-sync/<int:connection_pk>/folders/", views.folders, name="folders"),
     path("settings/email-sync/<int:connection_pk>/status/", views.status, name="status"),
     path("clients/<int:client_pk>/email/", views.client_email, name="client_email"),
-    # One message as its sender formatted it (mailsync.views_message).
+    # One message as its sender formatted it (mailsync.views.message).
     path(
         "clients/<int:client_pk>/email/<int:message_pk>/",
         views_message.message,
@@ -45,7 +48,7 @@ urlpatterns = [
         views.unlinked_unignore,
         name="unlinked_unignore",
     ),
-    # Sending from a member's own mailbox (mailsync.views_outgoing).
+    # Sending from a member's own mailbox (mailsync.views.outgoing).
     path(
         "settings/email-sync/sending/",
         views_outgoing.sending_addresses,

@@ -74,7 +74,7 @@ MIDDLEWARE = [
 
 # Machine-to-machine webhook paths that skip the browser middleware: prefix -> the context
 # manager (dotted path) each request's view runs in, or "" for none. Only csrf_exempt views.
-WEBHOOK_PATHS = {"/webhooks/anymail/": "invoicing.webhooks.tracking_events_collected"}
+WEBHOOK_PATHS = {"/webhooks/anymail/": "invoicing.delivery.webhooks.tracking_events_collected"}
 
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
@@ -145,7 +145,7 @@ MFA_REQUIRED_FOR_OWNERS = env_bool("MFA_REQUIRED_FOR_OWNERS", not DEBUG)
 # mailsync's adapter refuses them for signing in. Tokens are stored so the callback can copy
 # them into the mailbox's encrypted secret. A provider without credentials in the environment
 # has no app, and the Sync Your Email wizard does not offer it.
-SOCIALACCOUNT_ADAPTER = "mailsync.views_oauth.MailboxSocialAccountAdapter"
+SOCIALACCOUNT_ADAPTER = "mailsync.views.oauth.MailboxSocialAccountAdapter"
 SOCIALACCOUNT_STORE_TOKENS = True
 SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
 _GOOGLE_CLIENT_ID = env_str("GOOGLE_CLIENT_ID", "")
@@ -301,7 +301,7 @@ if not 0 < DELIVERY_SENDING_LEASE_RENEW_SECONDS < DELIVERY_SENDING_LEASE_SECONDS
     )
 # Minutes an ESP webhook event for a message no delivery knows yet is kept pending. Through an
 # ESP a delivery learns its message id only when the sender records its group, after the email
-# left, and a sender may take up to invoicing.services.SENDING_LEASE (30 minutes) before the
+# left, and a sender may take up to invoicing.delivery.sender.SENDING_LEASE (30 minutes) before the
 # watchdog gives up on it: keep the default above that lease (lease + 10). Older events that
 # still match nothing are not ours (another system on the same ESP account) and are closed.
 WEBHOOK_UNMATCHED_GRACE_MINUTES = env_int("WEBHOOK_UNMATCHED_GRACE_MINUTES", 40)

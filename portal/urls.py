@@ -64,8 +64,9 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     # ESP tracking webhooks: anymail's views check the webhook secret and signatures, then
-    # send the `tracking` signal that invoicing.webhooks receives (invoicing.esp_webhooks:
-    # unconfigured ESPs answer 404, Mailgun posts are refused when stale or replayed).
-    path("webhooks/anymail/", include("invoicing.esp_webhooks")),
+    # send the `tracking` signal that invoicing.delivery.webhooks receives
+    # (invoicing.delivery.esp_webhooks: unconfigured ESPs answer 404, Mailgun posts are
+    # refused when stale or replayed).
+    path("webhooks/anymail/", include("invoicing.delivery.esp_webhooks")),
     path("admin/", admin.site.urls),
 ]

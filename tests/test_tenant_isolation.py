@@ -18,7 +18,8 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
 from accounts.models import Invitation, Membership, Role, SupportGrant, hash_token
-from invoicing.models import Delivery, Invoice, InvoiceLine, PayLink, Payment, Suppression
+from invoicing.delivery.models import Delivery, Suppression
+from invoicing.models import Invoice, InvoiceLine, PayLink, Payment
 from mailsync.models import IgnoredAddress, MailboxConnection, Message, MessageClientLink
 from portal.models import Client, Contact, ContactAddress, Document, OutboxEmail
 from tests.factories import (

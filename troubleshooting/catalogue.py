@@ -3,6 +3,9 @@ it, the steps, and the actions the portal offers in place.
 
 Other apps record only codes and the raw detail (server reply, SMTP code, DNS answer). Only
 this module turns a code into words for people, in the portal's own voice.
+
+One piece (over 500 lines) on purpose: it is a catalogue, one entry per problem code;
+kept in one file so a code is defined once and the whole set can be read and reviewed.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
-from invoicing.models import Delivery, DeliveryEvent
+from invoicing.delivery.models import Delivery, DeliveryEvent
 from mailsync.models import MailboxConnection, MessageSource
 from mailsync.selectors import folders_excluded_with_mail, unlinked_summary
 from portal.addresses import AddressError, check_characters, validate_address

@@ -7,6 +7,10 @@ server.
 
 Besides the verdict, :class:`SpfResult` carries what DNS answered along the way, so a page
 can show a firm *why* a message failed, not just *that* it failed.
+
+One piece (over 500 lines) on purpose: record parsing, macro expansion, the DNS layer
+and the evaluation share RFC 7208's DNS-lookup and void-lookup limits and
+its error classes; split, each part would need the evaluation's state passed around.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from django.db.models import Max
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from invoicing.models import Delivery, WebhookEvent
+from invoicing.delivery.models import Delivery, WebhookEvent
 from portal.models import Heartbeat
 from troubleshooting.models import Incident
 

@@ -11,8 +11,9 @@ from django.views.decorators.http import require_POST
 
 from accounts.models import Role
 from accounts.selectors import members_of
-from invoicing.models import Delivery
-from invoicing.services import InvoiceError, delivery_resend
+from invoicing.delivery.models import Delivery
+from invoicing.invoices import InvoiceError
+from invoicing.sending import delivery_resend
 from portal.addresses import AddressError, validate_address
 from portal.emails import send_templated
 from portal.models import ContactAddress

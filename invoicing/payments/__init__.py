@@ -3,7 +3,7 @@
 The Pay Now page asks the firm's provider what to offer; the offline provider (the default)
 shows the firm's payment instructions and leaves recording the payment to the accountant.
 An online provider (Stripe Checkout, say) implements `PaymentProvider` with a `start` that
-redirects to the provider and a webhook view that calls `invoicing.services.payment_record`
+redirects to the provider and a webhook view that calls `recording.payment_record`
 with the provider's payment id as `reference`, which the unique constraint on
 (provider, reference) makes idempotent. Register it in `PROVIDERS` and choose it per firm.
 """

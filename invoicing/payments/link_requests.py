@@ -17,8 +17,10 @@ from django.db.models import Q
 from django.utils import timezone, translation
 
 from accounts.models import Membership, Role
-from invoicing.events import delivery_event_record
-from invoicing.models import Delivery, PayLink
+from invoicing.delivery.events import delivery_event_record
+from invoicing.delivery.models import Delivery
+from invoicing.enqueue import pay_link_request_notify_soon
+from invoicing.models import PayLink
 from portal.emails import send_templated
 
 logger = logging.getLogger(__name__)
@@ -43,12 +45,7 @@ def pay_link_request_new(*, link: PayLink) -> bool:
         )
         if event is None:
             return False
-        from invoicing.tasks import pay_link_request_notify_task
-
-        delivery_id = link.delivery.pk
-        # robust: the client has done their part; a broker outage must not show them an
-        # error (the request is on the timeline whatever happens to the email).
-        transaction.on_commit(lambda: pay_link_request_notify_task.delay(delivery_id), robust=True)
+        pay_link_request_notify_soon(delivery_id=link.delivery.pk)
     return True
 
 

@@ -3,7 +3,7 @@
 Every call to Stripe's API goes through `_client()`, which points the official SDK at
 `settings.STRIPE_API_BASE` (tests use a loopback server standing in for Stripe) with explicit
 timeouts and bounded retries. The webhook is only a hint until its signature checks out; the
-payment is then recorded through `invoicing.services.payment_record` under the invoice's row
+payment is then recorded through `recording.payment_record` under the invoice's row
 lock, with the Checkout Session's id as the reference, so a retried or repeated event (Stripe
 sends `checkout.session.completed` and, for delayed methods, `async_payment_succeeded`) is
 recorded once.
@@ -186,8 +186,9 @@ def event_verify(*, payload: bytes, signature: str) -> dict[str, Any]:
 
 def event_process(*, event: dict[str, Any]) -> Outcome:
     """Record the payment a verified event reports, once however often it arrives."""
+    from invoicing.invoices import InvoiceError
     from invoicing.models import Invoice, Payment
-    from invoicing.services import InvoiceError, payment_record
+    from invoicing.payments.recording import payment_record
 
     if event.get("type") not in PAID_EVENTS:
         return Outcome.IGNORED

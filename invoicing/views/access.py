@@ -5,7 +5,8 @@ from __future__ import annotations
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 
-from invoicing.models import Delivery, Invoice, Suppression
+from invoicing.delivery.models import Delivery, Suppression
+from invoicing.models import Invoice
 
 
 def get_invoice_for_member(request: HttpRequest, invoice_pk: int) -> Invoice:

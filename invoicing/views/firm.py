@@ -10,14 +10,14 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from accounts.models import Role
-from invoicing.forms import BillingSettingsForm, SuppressionRemovalForm
-from invoicing.models import Suppression
-from invoicing.selectors import billing_settings_get, suppression_list
-from invoicing.services import (
+from invoicing.delivery.models import Suppression
+from invoicing.delivery.suppression import (
     SuppressionRemovalLimitReached,
-    billing_settings_update,
     suppression_remove_audited,
 )
+from invoicing.forms import BillingSettingsForm, SuppressionRemovalForm
+from invoicing.invoices import billing_settings_update
+from invoicing.selectors import billing_settings_get, suppression_list
 from invoicing.views.access import get_suppression_for_member
 from portal.tenancy import roles_required
 

@@ -14,9 +14,12 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import Role
+from invoicing.delivery.models import Delivery
 from invoicing.forms import InvoiceFilterForm, InvoiceForm, LineFormSet, PaymentForm, line_initial
-from invoicing.models import Delivery, Invoice
+from invoicing.invoices import InvoiceError, invoice_create, invoice_update, invoice_void
+from invoicing.models import Invoice
 from invoicing.payments.link_requests import LINK_REQUESTED
+from invoicing.payments.recording import invoice_may_have_reached_client, invoice_paid_amount
 from invoicing.selectors import (
     OPEN_STATUSES,
     RecipientTimeline,
@@ -24,14 +27,6 @@ from invoicing.selectors import (
     invoice_all_refused,
     invoice_list,
     invoice_timelines,
-)
-from invoicing.services import (
-    InvoiceError,
-    invoice_create,
-    invoice_may_have_reached_client,
-    invoice_paid_amount,
-    invoice_update,
-    invoice_void,
 )
 from invoicing.views.access import get_invoice_for_member
 from portal.tenancy import clients_for, get_client_for_member, member_required

@@ -15,9 +15,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from invoicing.models import Invoice, PayLink
+from invoicing.paylinks import pay_link_find, pay_link_viewed
 from invoicing.payments import provider_for_firm
 from invoicing.payments.link_requests import pay_link_request_new
-from invoicing.services import invoice_paid_amount, pay_link_find, pay_link_viewed
+from invoicing.payments.recording import invoice_paid_amount
 
 
 class HttpResponseSeeOther(HttpResponseRedirect):

@@ -10,16 +10,12 @@ from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
 from accounts.models import Role
+from invoicing.delivery.models import Delivery
 from invoicing.forms import PaymentForm
-from invoicing.models import Delivery, Invoice
-from invoicing.services import (
-    InvoiceError,
-    delivery_resend,
-    invoice_send,
-    invoice_send_test,
-    invoices_send_bulk,
-    payment_record,
-)
+from invoicing.invoices import InvoiceError
+from invoicing.models import Invoice
+from invoicing.payments.recording import payment_record
+from invoicing.sending import delivery_resend, invoice_send, invoice_send_test, invoices_send_bulk
 from invoicing.views.access import get_delivery_for_member, get_invoice_for_member
 from portal.ratelimits import RateLimited, hit, limited_response
 from portal.tenancy import member_required, roles_required

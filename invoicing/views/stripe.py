@@ -21,14 +21,15 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from invoicing.models import Invoice
+from invoicing.paylinks import pay_link_find
 from invoicing.payments import provider_for_firm
+from invoicing.payments.recording import invoice_paid_amount
 from invoicing.payments.stripe import (
     StripeCheckoutError,
     StripeProvider,
     event_process,
     event_verify,
 )
-from invoicing.services import invoice_paid_amount, pay_link_find
 from invoicing.views.public import HttpResponseSeeOther, expired_page, not_found_page
 
 logger = logging.getLogger(__name__)

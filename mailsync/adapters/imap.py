@@ -7,6 +7,10 @@ same after a sync as before it.
 
 Every failure leaves as a `mailsync.errors.SyncError` carrying the step it happened at.
 Pure Python: no Django imports.
+
+One piece (over 500 lines) on purpose: every IMAP command the portal sends is in this file,
+so that "no command here writes to the member's mailbox" can be checked by reading one file;
+the response parsing (raw imaplib, see README "Dependencies and why") belongs with it.
 """
 
 from __future__ import annotations

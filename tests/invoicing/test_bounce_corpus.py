@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from invoicing.bounces import REASONS, BounceResult, classify_bounce
-from invoicing.bounces.agreement import expected_reason, load_expected, measure
+from invoicing.delivery.bounces import REASONS, BounceResult, classify_bounce
+from invoicing.delivery.bounces.agreement import expected_reason, load_expected, measure
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 

@@ -18,14 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from invoicing.bounce_mailbox import (
+from invoicing.delivery.dsn_mailbox import (
     BounceMailboxError,
     MailboxSettings,
     bounce_mailbox_poll,
     fetch_response_messages,
 )
-from invoicing.models import BounceMailboxCursor, Delivery, DeliveryEvent, Invoice
-from invoicing.verp import new_verp_token, verp_address
+from invoicing.delivery.models import BounceMailboxCursor, Delivery, DeliveryEvent
+from invoicing.delivery.verp import new_verp_token, verp_address
+from invoicing.models import Invoice
 from tests.factories import ClientFactory, FirmFactory
 from tests.servers.dovecot_fixtures import MailboxUser, dovecot, mailbox_user  # noqa: F401
 

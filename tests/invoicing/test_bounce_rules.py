@@ -7,7 +7,7 @@ from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
-from invoicing.bounces import REASONS, Reason, classify_bounce
+from invoicing.delivery.bounces import REASONS, Reason, classify_bounce
 
 
 def dsn(

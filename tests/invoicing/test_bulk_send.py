@@ -10,11 +10,14 @@ from unittest import mock
 import pytest
 from django.utils import timezone
 
-from invoicing import services
-from invoicing.models import Delivery, DeliveryEvent, Invoice, PayLink, Suppression, WebhookEvent
-from invoicing.services import invoices_send_bulk, pay_token_hash
-from invoicing.tasks import deliveries_send_task
-from invoicing.webhook_processing import WAITING_FOR_DELIVERY, webhook_events_process_batch
+from invoicing import enqueue
+from invoicing.delivery import sender
+from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression, WebhookEvent
+from invoicing.delivery.tasks import deliveries_send_task
+from invoicing.delivery.webhook_events import WAITING_FOR_DELIVERY, webhook_events_process_batch
+from invoicing.models import Invoice, PayLink
+from invoicing.paylinks import pay_token_hash
+from invoicing.sending import invoices_send_bulk
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing import factories
 from tests.invoicing.factories import invoice_with_lines
@@ -89,7 +92,7 @@ def test_bulk_queues_chunks_and_renews_old_links(firm, django_capture_on_commit_
     ]
     queued: list[list[int]] = []
     with (
-        mock.patch.object(services, "SEND_CHUNK", 2),
+        mock.patch.object(enqueue, "SEND_CHUNK", 2),
         mock.patch.object(deliveries_send_task, "delay", side_effect=queued.append),
         django_capture_on_commit_callbacks(execute=True),
     ):
@@ -114,7 +117,9 @@ def test_a_send_chunk_uses_one_connection(firm, smtp, django_capture_on_commit_c
         for n in range(3)
     ]
     with (
-        mock.patch("invoicing.services.get_connection", wraps=services.get_connection) as opened,
+        mock.patch(
+            "invoicing.delivery.sender.get_connection", wraps=sender.get_connection
+        ) as opened,
         django_capture_on_commit_callbacks(execute=True),
     ):
         invoices_send_bulk(invoices=invoices)
@@ -178,7 +183,9 @@ def test_a_failing_webhook_batch_falls_back_to_one_by_one(firm, settings):
     WebhookEvent.objects.filter(pk=event.pk).update(
         received=timezone.now() - timedelta(minutes=settings.WEBHOOK_UNMATCHED_GRACE_MINUTES + 1)
     )
-    with mock.patch("invoicing.webhook_processing._batch_apply", side_effect=RuntimeError("boom")):
+    with mock.patch(
+        "invoicing.delivery.webhook_events._batch_apply", side_effect=RuntimeError("boom")
+    ):
         assert webhook_events_process_batch() == 1
     event.refresh_from_db()
     assert event.processed_at is not None  # done by the one-by-one path

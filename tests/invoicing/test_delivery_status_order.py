@@ -6,8 +6,8 @@ import secrets
 
 import pytest
 
-from invoicing.events import delivery_event_record
-from invoicing.models import Delivery
+from invoicing.delivery.events import delivery_event_record
+from invoicing.delivery.models import Delivery
 from tests.factories import ClientFactory
 from tests.invoicing.factories import invoice_with_lines
 

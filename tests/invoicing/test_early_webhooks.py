@@ -21,14 +21,14 @@ from django.test import Client as HttpClient
 from django.urls import reverse
 from django.utils import timezone
 
-from invoicing.models import Delivery, DeliveryEvent, WebhookEvent
-from invoicing.services import SENDING_LEASE
-from invoicing.tasks_events import (
+from invoicing.delivery.models import Delivery, DeliveryEvent, WebhookEvent
+from invoicing.delivery.sender import SENDING_LEASE
+from invoicing.delivery.tasks import (
     webhook_event_process_task,
     webhook_events_match_waiting_task,
     webhook_events_sweep_task,
 )
-from invoicing.webhook_processing import WAITING_FOR_DELIVERY
+from invoicing.delivery.webhook_events import WAITING_FOR_DELIVERY
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing import factories
 from tests.invoicing.factories import invoice_with_lines

@@ -24,32 +24,19 @@ from django.test import Client as HttpClient
 from django.urls import reverse
 from django.utils import timezone
 
-from invoicing import services
+from invoicing import sending
+from invoicing.delivery import sender
+from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression, WebhookEvent
+from invoicing.delivery.outbox import deliveries_fail
+from invoicing.delivery.refusals import delivery_soft_retry
+from invoicing.delivery.sender import deliveries_send, deliveries_sending_expire, sending_lease
+from invoicing.delivery.tasks import deliveries_send_task, webhook_events_sweep_task
 from invoicing.emails import DELIVERY_METADATA_KEY
-from invoicing.models import (
-    Delivery,
-    DeliveryEvent,
-    Invoice,
-    PayLink,
-    Payment,
-    Suppression,
-    WebhookEvent,
-)
-from invoicing.services import (
-    InvoiceError,
-    deliveries_fail,
-    deliveries_send,
-    deliveries_sending_expire,
-    delivery_resend,
-    delivery_soft_retry,
-    invoice_send,
-    invoice_void,
-    invoices_send_bulk,
-    payment_record,
-    sending_lease,
-)
-from invoicing.tasks import deliveries_send_task, invoice_paid_notify_task
-from invoicing.tasks_events import webhook_events_sweep_task
+from invoicing.invoices import InvoiceError, invoice_void
+from invoicing.models import Invoice, PayLink, Payment
+from invoicing.payments.recording import payment_record
+from invoicing.sending import delivery_resend, invoice_send, invoices_send_bulk
+from invoicing.tasks import invoice_paid_notify_task
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing import factories
 from tests.invoicing.factories import invoice_with_lines
@@ -155,7 +142,7 @@ def test_send_all_drafts_pressed_twice_at_once_emails_every_client_once(firm, sm
         for n in range(4)
     ]
 
-    def press() -> services.BulkSendResult:
+    def press() -> sending.BulkSendResult:
         drafts = list(Invoice.objects.filter(firm=firm, status=Invoice.Status.DRAFT))
         return invoices_send_bulk(invoices=drafts)
 
@@ -337,7 +324,7 @@ def test_a_sender_that_lost_its_lease_sends_nothing_more_and_records_nothing_ove
     firm, smtp, queued_tasks, django_capture_on_commit_callbacks
 ):
     ids = _queued(firm, 2, queued_tasks, django_capture_on_commit_callbacks)
-    slow = services._group_claim(ids)  # a sender that then hangs for longer than its lease
+    slow = sender._group_claim(ids)  # a sender that then hangs for longer than its lease
     deliveries_sending_expire(now=timezone.now() + sending_lease() * 2)
     # The owner sees "outcome unknown" and resends to the first address; a worker sends it.
     with django_capture_on_commit_callbacks(execute=True):
@@ -348,16 +335,16 @@ def test_a_sender_that_lost_its_lease_sends_nothing_more_and_records_nothing_ove
 
     # The slow sender wakes up: at its next renewal it finds its lease gone.
     slow.renewed = 0.0
-    connection = services.get_connection()
+    connection = sender.get_connection()
     connection.open()
-    outcomes: dict[int, services._Outcome] = {}
+    outcomes: dict[int, sender._Outcome] = {}
     try:
-        services._group_send(
-            slow, connection, services.InvoiceEmailBuilder(verp=True), services._Later, outcomes
+        sender._group_send(
+            slow, connection, sender.InvoiceEmailBuilder(verp=True), sender._Later, outcomes
         )
     finally:
         connection.close()
-    assert services._group_record(slow, outcomes) == []
+    assert sender._group_record(slow, outcomes) == []
 
     assert _recipients(smtp) == ["r0@client.test"]  # nothing sent twice
     assert sorted(Delivery.objects.filter(pk__in=ids).values_list("status", flat=True)) == [
@@ -370,11 +357,11 @@ def test_a_sender_that_lost_its_lease_never_puts_its_deliveries_back_in_the_queu
     firm, queued_tasks, django_capture_on_commit_callbacks
 ):
     ids = _queued(firm, 2, queued_tasks, django_capture_on_commit_callbacks)
-    slow = services._group_claim(ids)
+    slow = sender._group_claim(ids)
     deliveries_sending_expire(now=timezone.now() + sending_lease() * 2)
 
     # Its connection dropped before anything was handed over: normally queued again.
-    assert services._group_record(slow, {}) == []
+    assert sender._group_record(slow, {}) == []
 
     assert set(Delivery.objects.filter(pk__in=ids).values_list("status", flat=True)) == {S.UNKNOWN}
     assert DeliveryEvent.objects.filter(delivery_id__in=ids, kind=S.UNKNOWN).count() == 2

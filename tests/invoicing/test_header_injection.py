@@ -14,8 +14,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Role
-from invoicing.models import Delivery, Invoice
-from invoicing.services import pay_link_create
+from invoicing.delivery.models import Delivery
+from invoicing.models import Invoice
+from invoicing.paylinks import pay_link_create
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, MembershipFactory
 from tests.invoicing import factories
 from tests.invoicing.factories import invoice_with_lines

@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from invoicing import services
+from invoicing import invoices
+from invoicing.invoices import LineData, invoice_create
 from invoicing.models import Invoice
-from invoicing.services import LineData, invoice_create
 from tests.factories import ClientFactory
 from tests.invoicing.factories import InvoiceFactory, InvoiceLineFactory, invoice_with_lines
 
@@ -89,9 +89,9 @@ def test_a_number_taken_meanwhile_is_retried(firm, monkeypatch):
     """Two members saving at once: the unique constraint catches it and the next number wins."""
     client = ClientFactory(firm=firm)
     InvoiceFactory(client=client, number=1)
-    real = services._next_number
+    real = invoices._next_number
     answers = iter([1])  # a stale read, as a concurrent request would see it
-    monkeypatch.setattr(services, "_next_number", lambda f: next(answers, None) or real(f))
+    monkeypatch.setattr(invoices, "_next_number", lambda f: next(answers, None) or real(f))
     invoice = invoice_create(
         firm=firm,
         client=client,

@@ -13,8 +13,9 @@ from freezegun import freeze_time
 from kombu.exceptions import OperationalError
 
 from accounts.models import Role
-from invoicing.models import Delivery, DeliveryEvent, FirmBillingSettings, Invoice, Payment
-from invoicing.services import pay_link_create
+from invoicing.delivery.models import Delivery, DeliveryEvent
+from invoicing.models import FirmBillingSettings, Invoice, Payment
+from invoicing.paylinks import pay_link_create
 from invoicing.tasks import pay_link_request_notify_task
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, MembershipFactory
 from tests.invoicing import factories, test_webhook_ingest

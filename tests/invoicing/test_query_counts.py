@@ -13,8 +13,9 @@ from django.test import Client as HttpClient
 from django.urls import reverse
 from django.utils import timezone
 
-from invoicing.models import Delivery, DeliveryEvent, Invoice, Payment, Suppression
-from invoicing.services import pay_link_create
+from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression
+from invoicing.models import Invoice, Payment
+from invoicing.paylinks import pay_link_create
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing.factories import invoice_with_lines
 

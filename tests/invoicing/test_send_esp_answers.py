@@ -14,8 +14,10 @@ from unittest import mock
 
 import pytest
 
-from invoicing.models import Delivery, PayLink
-from invoicing.services import OUTCOME_UNKNOWN, deliveries_send, invoices_send_bulk
+from invoicing.delivery.models import Delivery
+from invoicing.delivery.sender import OUTCOME_UNKNOWN, deliveries_send
+from invoicing.models import PayLink
+from invoicing.sending import invoices_send_bulk
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing.factories import invoice_with_lines
 
@@ -71,7 +73,7 @@ def postmark(settings):
 def _queued(firm) -> list[int]:
     client = ClientFactory(firm=firm)
     ContactAddressFactory(contact=ContactFactory(client=client), address="anna@birch.test")
-    with mock.patch("invoicing.tasks.deliveries_send_task.delay"):
+    with mock.patch("invoicing.delivery.tasks.deliveries_send_task.delay"):
         result = invoices_send_bulk(invoices=[invoice_with_lines(client=client)])
     return [d.pk for d in result.deliveries]
 

@@ -19,19 +19,19 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from invoicing import services
-from invoicing.emails import InvoiceEmailBuilder
-from invoicing.models import Delivery, DeliveryEvent, Invoice, PayLink
-from invoicing.services import (
+from invoicing.delivery import sender
+from invoicing.delivery.models import Delivery, DeliveryEvent
+from invoicing.delivery.sender import (
     OUTCOME_UNKNOWN,
     SENDING_LEASE,
     deliveries_send,
     deliveries_sending_expire,
-    invoice_send,
-    invoices_send_bulk,
-    pay_token_hash,
 )
-from invoicing.tasks import deliveries_sending_expire_task
+from invoicing.delivery.tasks import deliveries_sending_expire_task
+from invoicing.emails import InvoiceEmailBuilder
+from invoicing.models import Invoice, PayLink
+from invoicing.paylinks import pay_token_hash
+from invoicing.sending import invoice_send, invoices_send_bulk
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing import factories
 from tests.invoicing.factories import invoice_with_lines
@@ -67,7 +67,7 @@ def _queued(firm, count, prefix="c"):
         _invoice(firm, f"{prefix}{n}@client.test", name=f"{prefix.upper()}{n}")
         for n in range(count)
     ]
-    with mock.patch("invoicing.tasks.deliveries_send_task.delay"):
+    with mock.patch("invoicing.delivery.tasks.deliveries_send_task.delay"):
         result = invoices_send_bulk(invoices=invoices)
     return [d.pk for d in result.deliveries]
 
@@ -141,9 +141,9 @@ def test_every_sent_email_has_a_stored_link_a_sent_event_and_its_invoice_is_sent
 
 def test_groups_split_a_task_and_each_recipient_of_one_invoice_gets_its_own_link(firm, smtp):
     invoice = _invoice(firm, "a@client.test", "b@client.test", "c@client.test")
-    with mock.patch("invoicing.tasks.deliveries_send_task.delay"):
+    with mock.patch("invoicing.delivery.tasks.deliveries_send_task.delay"):
         ids = [d.pk for d in invoice_send(invoice=invoice)]
-    with mock.patch.object(services, "SEND_GROUP", 2):
+    with mock.patch.object(sender, "SEND_GROUP", 2):
         assert deliveries_send(delivery_ids=ids) == []
     texts = [r.message.get_body(("plain",)).get_content() for r in smtp.received]
     tokens = {PAY_LINK.search(text).group(1) for text in texts}
@@ -207,7 +207,7 @@ def test_a_worker_killed_after_claiming_never_sends_again_and_the_watchdog_says_
     firm, smtp, staff_client
 ):
     ids = _queued(firm, 2)
-    services._group_claim(ids)  # ... and the worker dies here, before any SMTP.
+    sender._group_claim(ids)  # ... and the worker dies here, before any SMTP.
     assert _statuses(ids) == [S.SENDING, S.SENDING]
     assert PayLink.objects.filter(delivery_id__in=ids).count() == 2
 
@@ -235,7 +235,7 @@ def test_resend_after_an_unknown_outcome_sends_a_new_email(
     firm, smtp, staff_client, django_capture_on_commit_callbacks, tasks_run_inline
 ):
     ids = _queued(firm, 1)
-    services._group_claim(ids)
+    sender._group_claim(ids)
     deliveries_sending_expire(now=timezone.now() + SENDING_LEASE * 2)
     unknown = Delivery.objects.get(pk=ids[0])
 
@@ -253,11 +253,11 @@ def test_resend_after_an_unknown_outcome_sends_a_new_email(
 
 def test_a_slow_sender_that_records_after_the_watchdog_still_wins(firm, smtp):
     ids = _queued(firm, 1)
-    group = services._group_claim(ids)
+    group = sender._group_claim(ids)
     deliveries_sending_expire(now=timezone.now() + SENDING_LEASE * 2)
-    outcomes = {ids[0]: services._Outcome(services._Result.ACCEPTED, timezone.now())}
+    outcomes = {ids[0]: sender._Outcome(sender._Result.ACCEPTED, timezone.now())}
 
-    services._group_record(group, outcomes)
+    sender._group_record(group, outcomes)
 
     delivery = Delivery.objects.get(pk=ids[0])
     assert (delivery.status, delivery.problem_code) == (S.SENT, "")
@@ -269,11 +269,11 @@ def test_a_slow_sender_that_records_after_the_watchdog_still_wins(firm, smtp):
 
 def test_a_webhook_that_arrives_before_the_record_is_not_undone(firm, smtp):
     ids = _queued(firm, 1)
-    group = services._group_claim(ids)
+    group = sender._group_claim(ids)
     Delivery.objects.filter(pk=ids[0]).update(status=S.DELIVERED)  # an ESP was quicker
-    outcomes = {ids[0]: services._Outcome(services._Result.ACCEPTED, timezone.now())}
+    outcomes = {ids[0]: sender._Outcome(sender._Result.ACCEPTED, timezone.now())}
 
-    services._group_record(group, outcomes)
+    sender._group_record(group, outcomes)
 
     assert _statuses(ids) == [S.DELIVERED]
     assert DeliveryEvent.objects.filter(delivery_id=ids[0], kind="sent").exists()
@@ -283,7 +283,7 @@ def test_an_error_mid_group_records_what_is_known_and_calls_the_one_in_flight_un
     firm, smtp, settings
 ):
     ids = _queued(firm, 3)
-    real_send = services._send_one
+    real_send = sender._send_one
     calls = []
 
     def send_then_fail(connection, delivery, message, *rest):
@@ -292,7 +292,7 @@ def test_an_error_mid_group_records_what_is_known_and_calls_the_one_in_flight_un
             raise RuntimeError("a bug")  # anything unexpected, after the email may have left
         return real_send(connection, delivery, message, *rest)
 
-    with mock.patch.object(services, "_send_one", side_effect=send_then_fail):
+    with mock.patch.object(sender, "_send_one", side_effect=send_then_fail):
         retry = deliveries_send(delivery_ids=ids)
 
     assert _statuses(ids) == [S.SENT, S.UNKNOWN, S.QUEUED]
@@ -303,7 +303,7 @@ def test_an_error_mid_group_records_what_is_known_and_calls_the_one_in_flight_un
 
 def test_after_an_unexpected_error_the_task_retries_the_rest_and_sends_them(firm, smtp, settings):
     ids = _queued(firm, 3)
-    real_send = services._send_one
+    real_send = sender._send_one
     failed_once = []
 
     def fail_once(connection, delivery, message, *rest):
@@ -312,7 +312,7 @@ def test_after_an_unexpected_error_the_task_retries_the_rest_and_sends_them(firm
             raise RuntimeError("a bug that went away")
         return real_send(connection, delivery, message, *rest)
 
-    with mock.patch.object(services, "_send_one", side_effect=fail_once):
+    with mock.patch.object(sender, "_send_one", side_effect=fail_once):
         retry = deliveries_send(delivery_ids=ids)
         assert deliveries_send(delivery_ids=retry) == []
 
@@ -342,7 +342,7 @@ def test_the_watchdog_is_a_scheduled_task(firm):
 
     assert "invoicing.expire_stuck_sending" in {s.task for s in SCHEDULES}
     ids = _queued(firm, 1)
-    services._group_claim(ids)
+    sender._group_claim(ids)
     Delivery.objects.filter(pk=ids[0]).update(claimed_at=timezone.now() - SENDING_LEASE * 2)
     deliveries_sending_expire_task()
     assert _statuses(ids) == [S.UNKNOWN]
@@ -350,7 +350,7 @@ def test_the_watchdog_is_a_scheduled_task(firm):
 
 @pytest.mark.usefixtures("tasks_run_inline")
 def test_queued_emails_whose_task_was_lost_are_sent_by_the_sweep(firm, smtp):
-    from invoicing.tasks import deliveries_requeue_stale_task
+    from invoicing.delivery.tasks import deliveries_requeue_stale_task
     from portal.schedules import SCHEDULES
 
     assert "invoicing.requeue_stale_deliveries" in {s.task for s in SCHEDULES}

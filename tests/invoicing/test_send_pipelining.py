@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from aiosmtpd.controller import Controller
 
-from invoicing import smtp_pipelining
-from invoicing.models import Delivery, Invoice
-from invoicing.services import invoice_send
+from invoicing.delivery import pipelining as smtp_pipelining
+from invoicing.delivery.models import Delivery
+from invoicing.models import Invoice
+from invoicing.sending import invoice_send
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing import factories
 from tests.invoicing.factories import invoice_with_lines

@@ -18,15 +18,17 @@ import pytest
 from django.core.mail import EmailMultiAlternatives
 from django.core.mail.message import sanitize_address
 
+from invoicing.delivery.models import Delivery
+from invoicing.delivery.sender import deliveries_send
+from invoicing.delivery.verp import verp_address
 from invoicing.emails import (
     DELIVERY_HEADER,
     InvoiceEmailBuilder,
     invoice_email_render,
     pay_url,
 )
-from invoicing.models import Delivery, InvoiceLine
-from invoicing.services import deliveries_send, invoices_send_bulk
-from invoicing.verp import verp_address
+from invoicing.models import InvoiceLine
+from invoicing.sending import invoices_send_bulk
 from portal.mail_outbox import FIRM_HEADER
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, FirmFactory
 from tests.invoicing import factories
@@ -224,7 +226,7 @@ def _queued(firm, *addresses, language=""):
     for address in addresses:
         ContactAddressFactory(contact=contact, address=address, is_primary=False)
     invoice = invoice_with_lines(client=client)
-    with mock.patch("invoicing.tasks.deliveries_send_task.delay"):
+    with mock.patch("invoicing.delivery.tasks.deliveries_send_task.delay"):
         result = invoices_send_bulk(invoices=[invoice])
     return [d.pk for d in result.deliveries]
 

@@ -10,8 +10,10 @@ import pytest
 from django.core import mail
 from django.urls import reverse
 
-from invoicing.models import Delivery, Invoice, PayLink
-from invoicing.services import deliveries_send, pay_token_hash
+from invoicing.delivery.models import Delivery
+from invoicing.delivery.sender import deliveries_send
+from invoicing.models import Invoice, PayLink
+from invoicing.paylinks import pay_token_hash
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing import factories
 from tests.invoicing.factories import invoice_with_lines
@@ -206,7 +208,7 @@ def test_header_injection_through_any_field_is_impossible(
 def test_a_suppressed_address_is_skipped_and_shown(
     staff_client, billing_firm, smtp, django_capture_on_commit_callbacks
 ):
-    from invoicing.models import Suppression
+    from invoicing.delivery.models import Suppression
 
     Suppression.objects.create(
         firm=billing_firm, normalized="gone@client.test", reason=Suppression.Reason.HARD_BOUNCE
@@ -246,7 +248,7 @@ def test_a_test_to_a_refusing_address_never_blocks_it(
     invoice = invoice_with_lines(client=_client_with(billing_firm, "ok@client.test"))
     with django_capture_on_commit_callbacks(execute=True):
         staff_client.post(reverse("invoicing:invoice_send_test", args=[invoice.pk]))
-    from invoicing.models import Suppression
+    from invoicing.delivery.models import Suppression
 
     assert Delivery.objects.get().status == Delivery.Status.BOUNCED
     assert not Suppression.objects.exists()
@@ -353,7 +355,7 @@ def test_a_temporary_refusal_is_retried_until_the_address_is_blocked(
 def test_a_soft_retry_is_skipped_once_something_newer_happened(
     staff_client, billing_firm, smtp, django_capture_on_commit_callbacks
 ):
-    from invoicing.services import delivery_soft_retry
+    from invoicing.delivery.refusals import delivery_soft_retry
 
     invoice = invoice_with_lines(client=_client_with(billing_firm, FULL))
     _send(staff_client, invoice, django_capture_on_commit_callbacks)

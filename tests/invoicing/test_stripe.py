@@ -25,9 +25,11 @@ from django.utils import timezone
 from freezegun import freeze_time
 
 from accounts.models import Role
-from invoicing.models import Delivery, FirmBillingSettings, Invoice, Payment
+from invoicing.delivery.models import Delivery
+from invoicing.models import FirmBillingSettings, Invoice, Payment
+from invoicing.paylinks import pay_link_create
+from invoicing.payments.recording import payment_record
 from invoicing.payments.stripe import StripeCheckoutError, from_minor_units, to_minor_units
-from invoicing.services import pay_link_create, payment_record
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, MembershipFactory
 from tests.invoicing import factories
 from tests.invoicing.factories import InvoiceLineFactory, invoice_with_lines
@@ -458,7 +460,7 @@ def test_a_card_payment_on_an_invoice_whose_send_has_no_outcome_yet_is_recorded(
 ):
     # The invoice leaves "draft" only when its group is recorded; the Pay Now link works
     # from the claim. A sender that dies in between leaves it "draft" for good.
-    from invoicing.services import _group_claim, deliveries_sending_expire, sending_lease
+    from invoicing.delivery.sender import _group_claim, deliveries_sending_expire, sending_lease
 
     client = ClientFactory(firm=firm, display_name="Birch Dental")
     address = ContactAddressFactory(contact=ContactFactory(client=client))

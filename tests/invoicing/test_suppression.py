@@ -14,10 +14,10 @@ from django.utils import timezone
 from freezegun import freeze_time
 
 from accounts.models import AuditEntry
-from invoicing.models import Delivery, DeliveryEvent, Suppression
-from invoicing.services import (
+from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression
+from invoicing.delivery.outbox import address_problems_lift
+from invoicing.delivery.suppression import (
     SuppressionRemovalLimitReached,
-    address_problems_lift,
     suppression_remove_audited,
 )
 from tests.factories import PASSWORD, ClientFactory, ContactAddressFactory, ContactFactory

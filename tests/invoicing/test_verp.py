@@ -6,8 +6,9 @@ import datetime
 
 import pytest
 
-from invoicing.models import Delivery, Invoice
-from invoicing.verp import new_verp_token, verp_address, verp_token_from
+from invoicing.delivery.models import Delivery
+from invoicing.delivery.verp import new_verp_token, verp_address, verp_token_from
+from invoicing.models import Invoice
 from tests.factories import ClientFactory, FirmFactory
 
 

@@ -8,7 +8,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from invoicing.models import Delivery, DeliveryEvent, Invoice, Suppression
+from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression
+from invoicing.models import Invoice
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing.factories import InvoiceFactory, invoice_with_lines
 

@@ -17,8 +17,9 @@ from django.test import Client as HttpClient
 from django.test.utils import CaptureQueriesContext
 from kombu.exceptions import OperationalError
 
-from invoicing.models import Delivery, Invoice, WebhookEvent
-from invoicing.tasks_events import webhook_event_process_task, webhook_events_sweep_task
+from invoicing.delivery.models import Delivery, WebhookEvent
+from invoicing.delivery.tasks import webhook_event_process_task, webhook_events_sweep_task
+from invoicing.models import Invoice
 from portal.celery import app as celery_app
 from tests.factories import ClientFactory, FirmFactory
 from tests.invoicing.test_webhooks import (
@@ -141,7 +142,7 @@ def test_a_burst_of_events_queues_one_kick_and_all_are_processed(
     post, deliveries, queue, monkeypatch
 ):
     # A window no slow test machine outlasts: the burst must fall inside one.
-    monkeypatch.setattr("invoicing.tasks_events.KICK_WINDOW_SECONDS", 300)
+    monkeypatch.setattr("invoicing.delivery.tasks.KICK_WINDOW_SECONDS", 300)
     burst = deliveries(5)
     for delivery in burst:
         assert post(POSTMARK, postmark_delivery(delivery.esp_message_id, email=delivery.address))

@@ -22,8 +22,9 @@ from anymail.exceptions import AnymailInsecureWebhookWarning
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from invoicing.models import Delivery, DeliveryEvent, Invoice, Suppression, WebhookEvent
-from invoicing.tasks_events import webhook_events_sweep_task
+from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression, WebhookEvent
+from invoicing.delivery.tasks import webhook_events_sweep_task
+from invoicing.models import Invoice
 from portal.celery import app as celery_app
 from tests.factories import ClientFactory, FirmFactory
 

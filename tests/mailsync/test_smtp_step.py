@@ -15,7 +15,7 @@ from django.urls import reverse
 
 from mailsync.engine import mailbox_sync
 from mailsync.errors import AUTH_FAILED, SMTP_AUTH_DISABLED, classify
-from mailsync.forms import ConnectionForm
+from mailsync.forms.mailbox import ConnectionForm
 from mailsync.models import MailboxConnection
 from tests.mailsync.factories import MailboxConnectionFactory, fernet_key  # noqa: F401
 from tests.servers.dovecot import free_port

@@ -22,7 +22,8 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from invoicing.models import Delivery, Invoice, WebhookEvent
+from invoicing.delivery.models import Delivery, WebhookEvent
+from invoicing.models import Invoice
 from portal.celery import app as celery_app
 from tests.factories import ClientFactory, FirmFactory
 
@@ -152,7 +153,7 @@ def test_a_post_that_failed_on_our_side_can_be_retried_with_its_token(post, deli
     def broken(events):
         raise RuntimeError("database unavailable")
 
-    monkeypatch.setattr("invoicing.webhooks.webhook_events_store", broken)
+    monkeypatch.setattr("invoicing.delivery.webhooks.webhook_events_store", broken)
     with pytest.raises(RuntimeError):
         post(body)  # the test client re-raises what the ESP would see as a 500
     monkeypatch.undo()

@@ -17,9 +17,9 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from invoicing import services
-from invoicing.models import Delivery
-from invoicing.tasks import deliveries_sending_expire_task
+from invoicing.delivery import sender as invoice_sender
+from invoicing.delivery.models import Delivery
+from invoicing.delivery.tasks import deliveries_sending_expire_task
 from mailsync import services as mailsync_services
 from mailsync.engine import mailbox_sync
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, UserFactory
@@ -213,9 +213,9 @@ def test_a_send_cut_short_by_a_dead_worker_shows_outcome_unknown_on_client_and_d
     with django_capture_on_commit_callbacks(execute=False):
         owner_client.post(reverse("invoicing:invoice_send", args=[invoice.pk]))
     delivery = Delivery.objects.get()
-    services._group_claim([delivery.pk])
+    invoice_sender._group_claim([delivery.pk])
     Delivery.objects.filter(pk=delivery.pk).update(
-        claimed_at=timezone.now() - services.SENDING_LEASE - timedelta(minutes=1)
+        claimed_at=timezone.now() - invoice_sender.SENDING_LEASE - timedelta(minutes=1)
     )
 
     deliveries_sending_expire_task()  # the watchdog, as beat runs it

@@ -10,8 +10,9 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from invoicing.events import classify_reply, delivery_event_record
-from invoicing.models import Delivery, Invoice
+from invoicing.delivery.events import classify_reply, delivery_event_record
+from invoicing.delivery.models import Delivery
+from invoicing.models import Invoice
 from portal.celery import app as celery_app
 from portal.models import ContactAddress, Heartbeat
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from invoicing.bounces import classify_bounce
-from invoicing.bounces.agreement import Agreement, load_expected
+from invoicing.delivery.bounces import classify_bounce
+from invoicing.delivery.bounces.agreement import Agreement, load_expected
 
 
 class Command(BaseCommand):

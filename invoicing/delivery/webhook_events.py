@@ -6,7 +6,7 @@ backwards. Hard versus soft is decided here from the server's reply, not from th
 ESPs disagree (Postmark calls a full mailbox a "SoftBounce", Brevo a "hard_bounce").
 
 An event can arrive before its delivery knows the ESP's message id: the sender stores that id
-when it records its group, after the email left (see "the sender" in `invoicing.services`).
+when it records its group, after the email left (see `invoicing.delivery.sender`).
 Such an event is not dropped: it stays pending, marked as waiting (`WAITING_FOR_DELIVERY`),
 for settings.WEBHOOK_UNMATCHED_GRACE_MINUTES after it arrived. The sender starts a pass over
 waiting events after each record step and the sweep tries them every minute; each pass goes
@@ -14,6 +14,11 @@ by increasing id and tries each event once, and the drain behind a kick skips th
 task spins on an event that cannot be matched yet. Past the grace, an event that still
 matches nothing is closed as unmatched: not ours (another system sharing the ESP account) or
 long gone.
+
+One piece (over 500 lines) on purpose: matching an event to its delivery, the waiting
+for deliveries not recorded yet, and the batched drain share one claim of the pending rows
+and one rule (an event becomes a delivery event only through `delivery_event_record`);
+split, each part would restate when a row may be claimed, retried or dropped.
 """
 
 from __future__ import annotations
@@ -31,17 +36,17 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from invoicing.bounces.dsn import find_last_status, find_reply_code
-from invoicing.bounces.rules import classify_failure, is_hard, smtp_command
-from invoicing.emails import DELIVERY_METADATA_KEY
-from invoicing.events import (
+from invoicing.delivery.bounces.dsn import find_last_status, find_reply_code
+from invoicing.delivery.bounces.rules import classify_failure, is_hard, smtp_command
+from invoicing.delivery.events import (
     POLICY_REASONS,
     SPAM_REASONS,
     Outcome,
     classify_reply,
     delivery_event_record,
 )
-from invoicing.models import Delivery, DeliveryEvent, WebhookEvent
+from invoicing.delivery.models import Delivery, DeliveryEvent, WebhookEvent
+from invoicing.emails import DELIVERY_METADATA_KEY
 from portal.addresses import normalize_address
 
 logger = logging.getLogger(__name__)

@@ -2,22 +2,21 @@
 
 SMTP-time refusals, ESP webhooks and DSN bounces all become `DeliveryEvent` rows here, in
 one transaction with the delivery locked, so the three sources can race without losing an
-event or moving a delivery backwards. The rules that put an address on the suppression list
-live here too, because they read the events.
+event or moving a delivery backwards. Every event then passes the rules that put an address
+on the suppression list (`invoicing.delivery.suppression`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from invoicing.bounces import classify_failure
-from invoicing.models import Delivery, DeliveryEvent, Suppression
+from invoicing.delivery.bounces import classify_failure
+from invoicing.delivery.models import Delivery, DeliveryEvent
+from invoicing.delivery.suppression import suppression_rules_apply
 
 S = Delivery.Status
 
@@ -158,70 +157,7 @@ def delivery_event_record(
                 problem_code = ""
             current.problem_code = problem_code
             current.save(update_fields=["status", "problem_code", "updated"])
-        _apply_suppression_rules(current, event)
+        suppression_rules_apply(current, event)
     if refresh and not locked:
         delivery.refresh_from_db()
     return event
-
-
-def _apply_suppression_rules(delivery: Delivery, event: DeliveryEvent) -> None:
-    if delivery.is_test:
-        return
-    reason = None
-    if event.kind == S.BOUNCED:
-        reason = Suppression.Reason.HARD_BOUNCE
-    elif event.kind == S.COMPLAINED:
-        reason = Suppression.Reason.COMPLAINT
-    elif event.kind == S.SOFT_BOUNCED and _soft_bounces_in_window(delivery) >= (
-        settings.SUPPRESS_AFTER_SOFT_BOUNCES
-    ):
-        reason = Suppression.Reason.REPEATED_SOFT
-    if reason is None:
-        return
-    _, created = Suppression.objects.get_or_create(
-        firm_id=delivery.firm_id,
-        normalized=delivery.normalized,
-        removed_at=None,
-        defaults={"reason": reason, "source_event": event},
-    )
-    if created and reason == Suppression.Reason.REPEATED_SOFT:
-        Delivery.objects.filter(pk=delivery.pk).update(
-            problem_code="delivery.blocked_repeated_failures"
-        )
-        # Kept in step in memory too: a caller holding the lock may skip the re-read.
-        delivery.problem_code = "delivery.blocked_repeated_failures"
-
-
-def _soft_bounces_in_window(delivery: Delivery) -> int:
-    since = timezone.now() - timedelta(days=settings.SUPPRESS_SOFT_BOUNCE_DAYS)
-    return (
-        DeliveryEvent.objects.filter(
-            delivery__firm_id=delivery.firm_id,
-            delivery__normalized=delivery.normalized,
-            delivery__is_test=False,
-            kind=S.SOFT_BOUNCED,
-            occurred_at__gte=since,
-        )
-        .values("delivery_id")
-        .distinct()
-        .count()
-    )
-
-
-def active_suppression(*, firm_id: int, normalized: str) -> Suppression | None:
-    return Suppression.objects.filter(
-        firm_id=firm_id, normalized=normalized, removed_at=None
-    ).first()
-
-
-def active_suppressions(*, pairs: Iterable[tuple[int, str]]) -> dict[tuple[int, str], Suppression]:
-    """The active suppression of each (firm id, normalized address): one query for a batch."""
-    wanted = set(pairs)
-    if not wanted:
-        return {}
-    found = Suppression.objects.filter(
-        firm_id__in={firm_id for firm_id, _ in wanted},
-        normalized__in={normalized for _, normalized in wanted},
-        removed_at=None,
-    )
-    return {(s.firm_id, s.normalized): s for s in found if (s.firm_id, s.normalized) in wanted}

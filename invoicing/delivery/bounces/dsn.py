@@ -1,10 +1,15 @@
 """Parse delivery-status notifications and the non-standard bounce formats real MTAs send.
 
 This module only extracts facts (who failed, with which status, reply code and diagnostic
-text); deciding what those facts mean is the job of :mod:`invoicing.bounces.rules`.
+text); deciding what those facts mean is the job of :mod:`invoicing.delivery.bounces.rules`.
 
 Everything here must survive hostile input: mail arrives from the internet, so a malformed
 message yields an empty :class:`ParsedReport` rather than an exception.
+
+One piece (over 500 lines) on purpose: the RFC 3464 reports and each MTA's own format
+go through the same walk of the message and the same extraction helpers (addresses, status
+codes, reply codes, diagnostic text), and the one rule that hostile input never raises is
+easier to keep when the whole parser is read together.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 anymail's views (``/webhooks/anymail/<esp>/tracking/``) check the basic-auth secret and, where
 the ESP signs its posts, the signature, then send the ``tracking`` signal once per event. The
 receiver here only writes the event down as a `WebhookEvent`; processing happens later in a
-task (`invoicing.webhook_processing` turns it into a delivery event, idempotently), so the ESP
+task (`invoicing.delivery.webhook_events` turns it into a delivery event, idempotently), so the ESP
 gets its 200 quickly and an event is never lost to a failure further on.
 
 A post's events are stored with one INSERT: `portal.middleware_webhooks` runs anymail's view
@@ -29,8 +29,8 @@ from anymail.signals import AnymailTrackingEvent
 from anymail.utils import get_anymail_setting
 from django.db import transaction
 
-from invoicing.models import WebhookEvent
-from invoicing.tasks_events import webhook_events_kick
+from invoicing.delivery.models import WebhookEvent
+from invoicing.enqueue import webhook_events_kick
 
 logger = logging.getLogger(__name__)
 

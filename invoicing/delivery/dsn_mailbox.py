@@ -1,6 +1,6 @@
 """The bounce mailbox of plain-SMTP setups: read DSNs over IMAP, record them on deliveries.
 
-Every delivery is sent with its own Return-Path (`invoicing.verp`), so the address a DSN was
+Every delivery is sent with its own Return-Path (`verp.py` here), so the address a DSN was
 delivered to names the delivery; when a relay rewrote it, the original message's Message-ID
 quoted in the report is the fallback. Each recipient a report names becomes one event through
 `delivery_event_record`, keyed by the DSN's own Message-ID and the recipient, so reading a
@@ -32,11 +32,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from invoicing.bounces import BounceResult, RecipientResult, classify_bounce
-from invoicing.events import delivery_event_record
-from invoicing.models import BounceMailboxCursor, Delivery, DeliveryEvent
-from invoicing.verp import verp_token_from
-from invoicing.webhook_processing import failure_outcome
+from invoicing.delivery.bounces import BounceResult, RecipientResult, classify_bounce
+from invoicing.delivery.events import delivery_event_record
+from invoicing.delivery.models import BounceMailboxCursor, Delivery, DeliveryEvent
+from invoicing.delivery.verp import verp_token_from
+from invoicing.delivery.webhook_events import failure_outcome
 from portal.addresses import normalize_address
 
 logger = logging.getLogger(__name__)

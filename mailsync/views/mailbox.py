@@ -18,7 +18,7 @@ from mailsync.account_check import AccountCheck, check_account
 from mailsync.adapters import Credentials, ServerSettings
 from mailsync.crypto import CredentialsUnavailable
 from mailsync.errors import SMTP_AUTH_DISABLED, SyncError
-from mailsync.forms import ConnectionForm, FolderForm, IgnoreAddressForm, LinkAddressForm
+from mailsync.forms.mailbox import ConnectionForm, FolderForm, IgnoreAddressForm, LinkAddressForm
 from mailsync.models import IgnoredAddress, MailboxConnection
 from mailsync.netguard import guard_from_settings
 from mailsync.presets import preset_for_host

@@ -1,8 +1,10 @@
-"""Celery tasks for delivery events from ESP webhooks and the bounce mailbox.
+"""Celery tasks of delivery: sending, soft retries, the watchdogs, ESP webhook events and
+the bounce mailbox.
 
 Thin on purpose: each takes primary keys (or nothing), calls a service and owns its retry
-policy. Celery autodiscovers only ``tasks.py``; `InvoicingConfig.ready` imports this module
-so the worker registers these tasks too.
+policy. Celery autodiscovers only ``invoicing/tasks.py``; `InvoicingConfig.ready` imports
+this module so the worker registers these tasks too. Their names (``invoicing.…``) are
+the ones they had before they moved here: beat rows and queued messages refer to them.
 """
 
 from __future__ import annotations
@@ -12,8 +14,16 @@ import logging
 from celery import Task, shared_task
 from django.core.cache import cache
 
-from invoicing.bounce_mailbox import BounceMailboxError, bounce_mailbox_poll, mailbox_from_settings
-from invoicing.webhook_processing import webhook_events_drain, webhook_events_retry
+from invoicing.delivery.dsn_mailbox import (
+    BounceMailboxError,
+    bounce_mailbox_poll,
+    mailbox_from_settings,
+)
+from invoicing.delivery.outbox import deliveries_fail, deliveries_queued_stale
+from invoicing.delivery.refusals import delivery_soft_retry
+from invoicing.delivery.sender import deliveries_send, deliveries_sending_expire
+from invoicing.delivery.webhook_events import webhook_events_drain, webhook_events_retry
+from invoicing.enqueue import SEND_CHUNK
 
 logger = logging.getLogger(__name__)
 
@@ -120,3 +130,40 @@ def bounce_mailbox_poll_task(self) -> int:
         # Wrong password or folder: retrying cannot help until someone fixes the settings.
         logger.error("bounce mailbox: %s", exc)
         return 0
+
+
+SEND_RETRIES = 5
+
+
+@shared_task(name="invoicing.deliveries_send", bind=True, ignore_result=True)
+def deliveries_send_task(self, delivery_ids: list[int]) -> None:  # type: ignore[no-untyped-def]
+    retry = deliveries_send(delivery_ids=delivery_ids)
+    if not retry:
+        return
+    if self.request.retries >= SEND_RETRIES:
+        deliveries_fail(
+            delivery_ids=retry,
+            diagnostic="The sending server could not be reached after several attempts.",
+        )
+        return
+    # Back off 1, 2, 4, 8, 16 minutes: the mail server is down or refusing connections.
+    raise self.retry(args=[retry], countdown=60 * 2**self.request.retries)
+
+
+@shared_task(name="invoicing.delivery_soft_retry", ignore_result=True)
+def delivery_soft_retry_task(delivery_id: int) -> None:
+    delivery_soft_retry(delivery_id=delivery_id)
+
+
+@shared_task(name="invoicing.requeue_stale_deliveries", ignore_result=True)
+def deliveries_requeue_stale_task() -> None:
+    """Queued deliveries whose send task was lost get a new one (see the service)."""
+    ids = deliveries_queued_stale()
+    for first in range(0, len(ids), SEND_CHUNK):
+        deliveries_send_task.delay(ids[first : first + SEND_CHUNK])
+
+
+@shared_task(name="invoicing.expire_stuck_sending", ignore_result=True)
+def deliveries_sending_expire_task() -> None:
+    """Deliveries a dead sender left "sending" become "outcome unknown" (see the service)."""
+    deliveries_sending_expire()

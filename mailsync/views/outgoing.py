@@ -18,7 +18,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.models import Role
 from mailsync import outgoing, sending
 from mailsync.errors import SEND_CODES, SyncError
-from mailsync.forms_outgoing import (
+from mailsync.forms.outgoing import (
     INVALID_RECIPIENT_CHARS,
     ClientSenderForm,
     ComposeForm,

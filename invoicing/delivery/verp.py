@@ -14,7 +14,7 @@ from email.utils import parseaddr
 
 from django.conf import settings
 
-from invoicing.models import Delivery
+from invoicing.delivery.models import Delivery
 
 # What a token may look like (URL-safe base64 or hex). New tokens are lower-case hex because
 # some MTAs fold the local part of the address they deliver to.
