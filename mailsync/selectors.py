@@ -77,23 +77,42 @@ _NON_CLIENT_FOLDERS_LOWER = sorted(
 )
 
 
-def folders_excluded_with_mail(*, firm: Firm) -> list[MailboxFolder]:
-    """Switched-off folders of the firm's active mailboxes that held mail at the last sync
-    (sync.labels_excluded), leaving out trash, spam, drafts and sent folders. One query;
-    each folder comes with ``connection`` and its ``owner``."""
-    return list(
-        MailboxFolder.objects.filter(
-            connection__firm=firm,
-            connection__intent=Intent.ACTIVE,
-            enabled=False,
-            messages__gt=0,
-        )
+def _folders_excluded_filter() -> Q:
+    return Q(enabled=False, messages__gt=0) & ~Q(lower_name__in=_NON_CLIENT_FOLDERS_LOWER)
+
+
+def _folders_renumbered_filter() -> Q:
+    return Q(enabled=True, uidvalidity_unstable_since__isnull=False)
+
+
+def _folders_of_active_mailboxes(firm: Firm, condition: Q) -> QuerySet[MailboxFolder]:
+    return (
+        MailboxFolder.objects.filter(connection__firm=firm, connection__intent=Intent.ACTIVE)
         .alias(lower_name=Lower("name"))
-        .exclude(lower_name__in=_NON_CLIENT_FOLDERS_LOWER)
+        .filter(condition)
         .select_related("connection__owner")
         .defer("connection__secret")
         .order_by("connection__email_address", "connection_id", "name")
     )
+
+
+def folders_excluded_with_mail(*, firm: Firm) -> list[MailboxFolder]:
+    """Switched-off folders of the firm's active mailboxes that held mail at the last sync
+    (sync.labels_excluded), leaving out trash, spam, drafts and sent folders. One query;
+    each folder comes with ``connection`` and its ``owner``."""
+    return list(_folders_of_active_mailboxes(firm, _folders_excluded_filter()))
+
+
+def folders_to_report(*, firm: Firm) -> tuple[list[MailboxFolder], list[MailboxFolder]]:
+    """In one query: the folders of `folders_excluded_with_mail`, and the synced folders whose
+    server renumbers them at every visit (sync.uidvalidity_unstable), read by date window
+    until the numbers hold again."""
+    excluded: list[MailboxFolder] = []
+    renumbered: list[MailboxFolder] = []
+    condition = _folders_excluded_filter() | _folders_renumbered_filter()
+    for folder in _folders_of_active_mailboxes(firm, condition):
+        (excluded if not folder.enabled else renumbered).append(folder)
+    return excluded, renumbered
 
 
 @dataclass

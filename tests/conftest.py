@@ -6,11 +6,17 @@ import pytest
 from django.core.cache import cache
 from django.test import Client as HttpClient
 from django.utils import translation
+from hypothesis import settings as hypothesis_settings
 
 from accounts.models import Membership, Role
 from portal.models import Firm
 from tests.factories import FirmFactory, MembershipFactory
 from tests.servers.dns_fixtures import dns_server, dns_zone  # noqa: F401
+
+# Property tests check outcomes, not speed: on a loaded CI machine one example can take longer
+# than hypothesis's default 200 ms deadline, which would fail a correct run.
+hypothesis_settings.register_profile("portal", deadline=None)
+hypothesis_settings.load_profile("portal")
 
 
 def pytest_configure(config):

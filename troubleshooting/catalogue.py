@@ -213,6 +213,37 @@ GUIDES: tuple[Guide, ...] = (
         severity=1,
     ),
     Guide(
+        "sync.uidvalidity_unstable",
+        Kind.SYNC,
+        _("A folder is renumbered by the mail server at every visit"),
+        _(
+            "The mail server gives this folder new message numbers each time the portal opens "
+            "it, so numbers cannot tell new mail from old. The portal keeps syncing by reading "
+            "the last few days again and skipping what it already holds: slower, but nothing "
+            "is lost."
+        ),
+        _(
+            "Some servers (Courier among them) keep a folder's numbers only once a mail program "
+            "opens it for writing; when mail is delivered straight into the mailbox and only "
+            "read, every visit gets new numbers. A restored backup or a rebuilt server index "
+            "does the same for a while."
+        ),
+        (Fixer.FIRM_IT,),
+        (
+            _("Nothing to do to keep mail flowing: the portal reads the folder by date meanwhile."),
+            _(
+                "Ask whoever runs the mail server to make the folder's index writable (Courier: "
+                "the courierimapuiddb file in the Maildir), or open the folder once in a mail "
+                "program such as Thunderbird."
+            ),
+            _(
+                "Once the numbers hold for about an hour of syncs, the portal returns to its "
+                "faster way and this message goes away."
+            ),
+        ),
+        severity=1,
+    ),
+    Guide(
         "sync.not_linked",
         Kind.SYNC,
         _("Emails were synced but not linked to a client"),

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from invoicing.delivery.models import Delivery, DeliveryEvent
 from mailsync.models import MailboxConnection, MessageSource
-from mailsync.selectors import folders_excluded_with_mail, unlinked_summary
+from mailsync.selectors import folders_to_report, unlinked_summary
 from portal.addresses import AddressError, check_characters, validate_address
 from portal.models import Client, ContactAddress, Firm
 from troubleshooting.catalogue import Guide, Kind, guide_for
@@ -206,10 +206,15 @@ def _mailbox_problems(connections, client: Client | None = None) -> list[Problem
     return problems
 
 
-def _excluded_folder_problems(firm: Firm) -> list[Problem]:
+def _folder_problems(firm: Firm) -> list[Problem]:
+    excluded, renumbered = folders_to_report(firm=firm)
+    return _excluded_folder_problems(excluded) + _renumbered_folder_problems(renumbered)
+
+
+def _excluded_folder_problems(excluded: list) -> list[Problem]:
     """Folders with mail that are not synced, one problem per mailbox, naming the folders."""
     by_connection: dict[int, list] = defaultdict(list)
-    for folder in folders_excluded_with_mail(firm=firm):
+    for folder in excluded:
         by_connection[folder.connection_id].append(folder)
     problems = []
     for folders in by_connection.values():
@@ -227,6 +232,34 @@ def _excluded_folder_problems(firm: Firm) -> list[Problem]:
                 connection=connection,
                 detail={
                     "summary": ", ".join(f"{f.name} ({f.messages})" for f in folders),
+                    "member": connection.owner,
+                },
+            )
+        )
+    return problems
+
+
+def _renumbered_folder_problems(renumbered: list) -> list[Problem]:
+    """Folders the server renumbers at every visit, one problem per mailbox, naming them."""
+    by_connection: dict[int, list] = defaultdict(list)
+    for folder in renumbered:
+        by_connection[folder.connection_id].append(folder)
+    problems = []
+    for folders in by_connection.values():
+        connection = folders[0].connection
+        since = min(f.uidvalidity_unstable_since for f in folders)
+        problems.append(
+            Problem(
+                code="sync.uidvalidity_unstable",
+                guide=guide_for("sync.uidvalidity_unstable"),
+                subject=f"renumbered:{connection.pk}",
+                first_seen=since,
+                last_seen=connection.last_success_at or since,
+                occurrences=sum(f.reset_count for f in folders),
+                address=connection.email_address,
+                connection=connection,
+                detail={
+                    "summary": ", ".join(f.name for f in folders),
                     "member": connection.owner,
                 },
             )
@@ -363,7 +396,7 @@ def problems_for_firm(
         problems += _dead_domain_problems(firm, known=problems)
     if kind in (None, Kind.SYNC) and not client_id:
         problems += _mailbox_problems(_failing_connections(firm))
-        problems += _excluded_folder_problems(firm)
+        problems += _folder_problems(firm)
         problems += _unlinked_mail_problem(firm)
     if kind in (None, Kind.DOMAIN) and not client_id:
         run = latest_domain_run(firm) if domain_run is ... else domain_run

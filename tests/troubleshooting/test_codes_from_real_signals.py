@@ -383,6 +383,23 @@ def test_a_folder_with_mail_that_is_not_synced_is_reported(owner_client, owner, 
     assert "Choose folders" in page
 
 
+def test_a_folder_the_server_renumbers_at_every_visit_is_reported(
+    owner_client, owner, firm, mailbox_user
+):
+    from mailsync.engine import MAX_RESETS
+
+    server = mailbox_user.server
+    server.append(mailbox_user.name, _mail("anna@birch.test", "Statement"))
+    connection = _mailbox(firm, mailbox_user, owner=owner.user)
+    mailbox_sync(connection)
+    for n in range(MAX_RESETS + 1):
+        server.set_uidvalidity(mailbox_user.name, "INBOX", 5000 + n)
+        mailbox_sync(connection)
+    page = unescape(owner_client.get(reverse("troubleshooting:dashboard")).content.decode())
+    assert _shows(page, "sync.uidvalidity_unstable")
+    assert "INBOX" in page
+
+
 @pytest.fixture
 def plain_dovecot(dovecot):
     """A second Dovecot without TLS (the session's one offers STARTTLS)."""
@@ -484,6 +501,7 @@ PRODUCED_BY = {
     "sync.insufficient_scope": "test_a_grant_without_the_mail_permission_shows_how_to_grant_it",
     "sync.protocol_unsupported": "test_a_server_without_starttls_is_a_missing_protocol",
     "sync.labels_excluded": "test_a_folder_with_mail_that_is_not_synced_is_reported",
+    "sync.uidvalidity_unstable": "test_a_folder_the_server_renumbers_at_every_visit_is_reported",
     # Produced at Test account by aiosmtpd refusing SMTP AUTH as Microsoft 365 does, and
     # shown on /problems/: tests/mailsync/test_smtp_step.py.
     "send.smtp_auth_disabled": (
