@@ -17,6 +17,7 @@ from mailsync.engine import mailbox_sync
 from mailsync.models import MailboxConnection, MailboxFolder, Message, MessageClientLink
 from portal.models import Document
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, UserFactory
+from tests.mailsync.conftest import LOOPBACK
 from tests.mailsync.factories import fernet_key  # noqa: F401
 from tests.servers import courier_fixtures
 from tests.servers.courier_fixtures import CourierUser
@@ -76,7 +77,7 @@ def _settings(user: CourierUser, *, kind: str = "imap", **changes) -> ServerSett
     port = server.imap_port if kind == "imap" else server.pop3_port
     return dataclasses.replace(
         # Courier answers a wrong password only after 5 seconds.
-        ServerSettings(server.host, port, "none", user.name, timeout=15),
+        ServerSettings(server.host, port, "none", user.name, timeout=15, guard=LOOPBACK),
         **changes,
     )
 
