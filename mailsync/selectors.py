@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 
+from django.core.cache import cache
 from django.db import connection as db_connection
 from django.db.models import Count, Exists, Max, Min, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.functions import Lower
@@ -20,7 +21,8 @@ from mailsync.models import (
     MessageSource,
 )
 from portal.addresses import COMMON_DOMAINS, normalize_address
-from portal.models import Client, Contact, ContactAddress, Firm
+from portal.models import Client, ContactAddress, Firm
+from portal.selectors import clients_matching
 
 Intent = MailboxConnection.Intent
 
@@ -276,19 +278,44 @@ def unlinked_addresses_describe(rows: list[UnlinkedAddress]) -> None:
         row.name = from_name if from_address == row.address else ""
 
 
+# The dashboard shows the unlinked-mail summary on every load, and counting it reads every
+# unlinked message of the firm (and checks each of the firm's messages for a link): it is
+# kept in the cache this long, and forgotten at once when a member links, ignores or
+# restores an address (`unlinked_summary_forget`). Newly synced mail shows within it.
+UNLINKED_SUMMARY_SECONDS = 300
+_NO_SUMMARY = "none"
+
+
+def _summary_key(firm_pk: int) -> str:
+    return f"mailsync:unlinked-summary:{firm_pk}"
+
+
 def unlinked_summary(*, firm: Firm) -> UnlinkedSummary | None:
     """What the `sync.not_linked` problem reports: the addresses of unlinked mail that
     nobody has decided about (the firm's own and ignored ones do not count), and when their
-    mail was synced. Two queries, whatever the volume (one when there is no unlinked mail).
+    mail was synced. From the cache when counted in the last UNLINKED_SUMMARY_SECONDS;
+    otherwise two queries, whatever the volume (one when there is no unlinked mail).
     """
+    cached = cache.get(_summary_key(firm.pk))
+    if cached is not None:
+        return None if cached == _NO_SUMMARY else cached
     rows = unlinked_addresses(firm=firm)
-    if not rows:
-        return None
-    return UnlinkedSummary(
-        addresses=len(rows),
-        first_seen=min(row.first_synced for row in rows),
-        last_seen=max(row.last_synced for row in rows),
+    summary = (
+        UnlinkedSummary(
+            addresses=len(rows),
+            first_seen=min(row.first_synced for row in rows),
+            last_seen=max(row.last_synced for row in rows),
+        )
+        if rows
+        else None
     )
+    cache.set(_summary_key(firm.pk), summary or _NO_SUMMARY, UNLINKED_SUMMARY_SECONDS)
+    return summary
+
+
+def unlinked_summary_forget(*, firm: Firm) -> None:
+    """Count the summary afresh next time (an address was linked, ignored or restored)."""
+    cache.delete(_summary_key(firm.pk))
 
 
 def unlinked_address_name(*, firm: Firm, address: str) -> str:
@@ -314,14 +341,7 @@ def clients_for_linking(
     query = query.strip()
     domain = address.rpartition("@")[2]
     if query:
-        matching_address = ContactAddress.objects.filter(
-            contact__client=OuterRef("pk"), normalized__icontains=query.lower()
-        )
-        clients = clients.filter(
-            Q(display_name__icontains=query)
-            | Exists(Contact.objects.filter(client=OuterRef("pk"), name__icontains=query))
-            | Exists(matching_address)
-        )
+        clients = clients_matching(clients, firm=firm, query=query)
     elif domain and domain not in COMMON_DOMAINS:
         clients = clients.filter(
             Exists(

@@ -421,9 +421,12 @@ LOGGING = {
 }
 
 CLIENTS_PER_PAGE = env_int("CLIENTS_PER_PAGE", 25)
-# Functions (dotted paths) that add columns to the client list's queryset: the apps above
-# portal plug in here, so portal imports none of them.
-CLIENT_LIST_ANNOTATIONS = ["troubleshooting.selectors.annotate_problem_count"]
+# bench/bench_pages.py's floor: a bare view at /bench/floor/ (never on in production).
+BENCH_FLOOR_VIEW = env_bool("BENCH_FLOOR_VIEW", False)
+# Functions (dotted paths) that add columns to the shown page of the client list (they get
+# the page's clients, never the whole list): the apps above portal plug in here, so portal
+# imports none of them.
+CLIENT_LIST_PAGE_ANNOTATIONS = ["troubleshooting.selectors.problem_counts_for_clients"]
 
 # Staff users in this group are the support team that firms can let in (Editor access).
 SUPPORT_GROUP_NAME = env_str("SUPPORT_GROUP_NAME", "Support")

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
@@ -68,3 +69,7 @@ urlpatterns = [
     path("webhooks/anymail/", include("anymail.urls")),
     path("admin/", admin.site.urls),
 ]
+
+if settings.BENCH_FLOOR_VIEW:
+    # What any request costs here (middleware, session, user): the bench's floor.
+    urlpatterns.append(path("bench/floor/", pages.bench_floor))
