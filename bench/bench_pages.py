@@ -228,6 +228,9 @@ def main() -> None:
                     floor_p95 = result["p95"]
                 ratio = result["p95"] / floor_p95 if floor_p95 else 0
                 bad = f"  {result['bad']} failed" if result["bad"] else ""
+                if not result["requests"]:
+                    print(f"{name:<36} {single * 1000:>6.0f}ms  none answered in {args.seconds} s")
+                    continue
                 print(
                     f"{name:<36} {single * 1000:>6.0f}ms {result['p50']:>6.0f}ms "
                     f"{result['p95']:>6.0f}ms {result['p99']:>6.0f}ms {result['rate']:>7.1f} "
@@ -236,7 +239,11 @@ def main() -> None:
                 )
         finally:
             server.terminate()
-            server.wait(timeout=30)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # workers still busy with a slow page
+                server.kill()
+                server.wait()
             Session.objects.filter(session_key=session_key).delete()
         print(f"\nload average after: {Path('/proc/loadavg').read_text().strip()}")
 
