@@ -19,6 +19,7 @@ from django.db.models import (
     F,
     Func,
     IntegerField,
+    Max,
     OuterRef,
     Prefetch,
     Q,
@@ -388,7 +389,7 @@ def _firm_sync_problems(firm: Firm) -> list[Problem]:
 
 # --- the firm's Problems dashboard: counts first, cards on demand -------------------------
 
-CARDS_INLINE = 3  # newest cards shown under each delivery code on the dashboard
+CARDS_INLINE = 1  # newest card shown under each delivery code on the dashboard (an example)
 CARDS_PER_PAGE = 25  # cards per page of one code (?code=)
 CLIENTS_SHOWN = 20  # affected clients named under each code
 
@@ -469,27 +470,47 @@ class _Total(Func):
 
 
 def _delivery_code_counts(firm: Firm, checks: dict[str, AddressDomainCheck]) -> list[tuple]:
-    """(code, problems of the code, clients of the code, client pk, client name) for the
-    first CLIENTS_SHOWN clients of each code by name: one query, grouped and ranked in SQL.
+    """The dashboard's delivery part in one query, grouped and ranked in SQL: one row per
+    (code, client) among the first CLIENTS_SHOWN clients of each code by name or the
+    CARDS_INLINE clients with its newest problem, as (False, code, problems of the code,
+    clients of the code, client pk, client name, shown by name, newest delivery pk or None).
     Addresses on dead domains count under delivery.invalid_address (one more query)."""
     rows = (
         _current_deliveries(Delivery.objects.filter(firm=firm))
         .order_by()
         .values("problem_code", "client_id", "client__display_name")
-        .annotate(n=Count("pk"))
+        .annotate(n=Count("pk"), newest=Max("created"), newest_pk=Max("pk"))
         .annotate(
             rank=Window(
                 RowNumber(),
                 partition_by=F("problem_code"),
                 order_by=[Lower("client__display_name"), "client_id"],
             ),
+            recent=Window(
+                RowNumber(),
+                partition_by=F("problem_code"),
+                order_by=[F("newest").desc(), F("newest_pk").desc()],
+            ),
             problems=Window(_Total(F("n")), partition_by=F("problem_code")),
             clients=Window(_Total(Value(1)), partition_by=F("problem_code")),
         )
-        .filter(rank__lte=CLIENTS_SHOWN)
-        .values_list("problem_code", "problems", "clients", "client_id", "client__display_name")
+        .filter(Q(rank__lte=CLIENTS_SHOWN) | Q(recent__lte=CARDS_INLINE))
+        .values_list(
+            "problem_code",
+            "problems",
+            "clients",
+            "client_id",
+            "client__display_name",
+            "rank",
+            "recent",
+            "newest_pk",
+        )
     )
-    result = [(False, *row) for row in rows]
+    result = [
+        (False, code, problems, clients, pk, name, rank <= CLIENTS_SHOWN,
+         newest_pk if recent <= CARDS_INLINE else None)
+        for code, problems, clients, pk, name, rank, recent, newest_pk in rows
+    ]  # fmt: skip
     if checks:
         dead = (
             _dead_domain_addresses(firm, checks)
@@ -509,24 +530,8 @@ def _delivery_code_counts(firm: Firm, checks: dict[str, AddressDomainCheck]) -> 
                 "problems", "clients", "contact__client_id", "contact__client__display_name"
             )
         )
-        result += [(True, "delivery.invalid_address", *row) for row in dead]
+        result += [(True, "delivery.invalid_address", *row, True, None) for row in dead]
     return result
-
-
-def _newest_delivery_cards(firm: Firm, codes: list[str]) -> list[Problem]:
-    """The CARDS_INLINE newest problems of each delivery code (ranked in SQL)."""
-    if not codes:
-        return []
-    newest = (
-        _current_deliveries(Delivery.objects.filter(firm=firm, problem_code__in=codes))
-        .annotate(
-            rank=Window(
-                RowNumber(), partition_by=F("problem_code"), order_by=[F("created").desc(), "-pk"]
-            )
-        )
-        .filter(rank__lte=CARDS_INLINE)
-    )
-    return _delivery_problems(newest, firm)
 
 
 def dashboard_groups(
@@ -544,18 +549,31 @@ def dashboard_groups(
         checks = _bad_domains(firm)
         # One row per (code, source, client shown); totals repeat on each row of a source.
         totals: dict[tuple[str, bool], tuple[int, int]] = {}
-        for source, code, problems, clients, client_pk, name in _delivery_code_counts(firm, checks):
+        newest: list[int] = []
+        for (
+            source,
+            code,
+            problems,
+            clients,
+            client_pk,
+            name,
+            named,
+            newest_pk,
+        ) in _delivery_code_counts(firm, checks):
             guide = guide_for(code)
             if guide is None:
                 continue
             group = groups.setdefault(code, ProblemGroup(guide, []))
             totals[code, source] = (problems, clients)
-            if all(c.pk != client_pk for c in group.clients):
+            if named and all(c.pk != client_pk for c in group.clients):
                 group.clients.append(Client(pk=client_pk, display_name=name, firm=firm))
+            if newest_pk is not None:
+                newest.append(newest_pk)
         for (code, _source), (problems, clients) in totals.items():
             groups[code].count += problems
             groups[code].client_count += clients
-        cards = _newest_delivery_cards(firm, list(groups))
+        # The cards: the newest problems found above, read by primary key.
+        cards = _delivery_problems(Delivery.objects.filter(pk__in=newest), firm) if newest else []
         if checks and "delivery.invalid_address" in groups:
             addresses = (
                 _dead_domain_addresses(firm, checks)
