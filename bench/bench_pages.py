@@ -188,13 +188,18 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--firm", default="scale-main", help="the seeded firm's slug")
     parser.add_argument("--only", default="", help="comma-separated page names (exact)")
+    parser.add_argument(
+        "--cache", default="redis://127.0.0.1:6379/14", help="CACHE_URL; empty: per process"
+    )
     parser.add_argument("--single-runs", type=int, default=5, help="requests for 'one req'")
     args = parser.parse_args()
     database_url = os.environ.get("DATABASE_URL", "")
     if not database_url.startswith("postgres"):
         raise SystemExit("set DATABASE_URL to the PostgreSQL database seed_scale filled")
     with benchkit.temp_dir("bench-pages-") as work:
-        env = benchkit.portal_env(database_url=database_url, var_dir=work, BENCH_FLOOR_VIEW="1")
+        env = benchkit.portal_env(
+            database_url=database_url, var_dir=work, BENCH_FLOOR_VIEW="1", CACHE_URL=args.cache
+        )
         env.update(static_settings(work))
         os.environ.update(env)
         import django

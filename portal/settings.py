@@ -420,6 +420,19 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
+# The cache: each process's own memory, unless CACHE_URL names a Redis database
+# (production: one cache for every web process and worker, so that what the pages keep
+# there, such as the unlinked-mail summary on the Problems dashboard, is counted once and
+# not once per process).
+CACHE_URL = env_str("CACHE_URL", "")
+if CACHE_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+        }
+    }
+
 CLIENTS_PER_PAGE = env_int("CLIENTS_PER_PAGE", 25)
 # bench/bench_pages.py's floor: a bare view at /bench/floor/ (never on in production).
 BENCH_FLOOR_VIEW = env_bool("BENCH_FLOOR_VIEW", False)
