@@ -618,6 +618,8 @@ def code_page(firm: Firm, code: str, page_number: str | int | None) -> tuple[Pro
     page = Paginator(range(total), CARDS_PER_PAGE).get_page(page_number)
     start, end = page.start_index() - 1, page.end_index()
     problems: list[Problem] = []
+    if total == 0:
+        return ProblemGroup(guide, problems), page
     if start < delivery_count:
         problems += _delivery_problems(
             deliveries.order_by("-created", "-pk")[start : min(end, delivery_count)], firm

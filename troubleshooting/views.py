@@ -67,7 +67,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     page = None
     if guide is not None and guide.kind == Kind.DELIVERY:
         group, page = code_page(request.firm, guide.code, request.GET.get("page"))
-        groups = [group]
+        groups = [group] if group.count else []
     else:
         groups = dashboard_groups(request.firm, kind=kind, member=member_pk, domain_run=run)
     context = {

@@ -71,6 +71,11 @@ def test_a_codes_page_leaves_out_other_codes(owner_client, firm):
     assert "Client 000" not in page
 
 
+def test_a_code_without_problems_says_so(owner_client, firm):
+    page = _page(owner_client, code="delivery.complaint", page=3)
+    assert "No open problems" in page
+
+
 @pytest.mark.parametrize("count", [2, CARDS_PER_PAGE * 2])
 def test_a_codes_page_runs_the_same_queries_however_many_problems(
     owner_client, firm, count, django_assert_num_queries
