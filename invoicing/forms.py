@@ -88,11 +88,12 @@ class InvoiceFilterForm(forms.Form):
         required=False,
         choices=[("", _("All statuses")), *Invoice.Status.choices],
     )
+    # Chosen through the search box beside it (a firm can have thousands of clients).
     client = forms.ModelChoiceField(
         label=_("Client"),
         required=False,
         queryset=Client.objects.none(),
-        empty_label=_("All clients"),
+        widget=forms.HiddenInput,
     )
     issued_from = forms.DateField(
         label=_("Issued from"), required=False, widget=forms.DateInput(attrs={"type": "date"})

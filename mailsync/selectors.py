@@ -5,8 +5,19 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 
+from django.core.cache import cache
 from django.db import connection as db_connection
-from django.db.models import Count, Exists, Max, Min, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import (
+    Count,
+    Exists,
+    Max,
+    Min,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+)
 from django.db.models.functions import Lower
 
 from accounts.models import User
@@ -20,7 +31,8 @@ from mailsync.models import (
     MessageSource,
 )
 from portal.addresses import COMMON_DOMAINS, normalize_address
-from portal.models import Client, Contact, ContactAddress, Firm
+from portal.models import Client, ContactAddress, Firm
+from portal.selectors import clients_matching
 
 Intent = MailboxConnection.Intent
 
@@ -132,8 +144,16 @@ class Thread:
 def client_threads(*, client: Client, limit: int = 200) -> list[Thread]:
     """The client's latest messages grouped into threads (References / In-Reply-To), newest
     thread first. Two queries: messages, and their attachments for this client."""
-    messages = list(
+    # The newest ids first, from the indexes alone (portal migration 0005: the links by
+    # client, each message's date beside its id), then only those rows: a client with tens
+    # of thousands of messages does not have every one of them read.
+    newest = (
         Message.objects.filter(client_links__client=client)
+        .order_by("-date", "-pk")
+        .values("pk")[:limit]
+    )
+    messages = list(
+        Message.objects.filter(pk__in=Subquery(newest))
         .defer("raw", "participants")
         .prefetch_related(
             Prefetch(
@@ -141,7 +161,7 @@ def client_threads(*, client: Client, limit: int = 200) -> list[Thread]:
                 queryset=MessageAttachment.objects.filter(client=client).select_related("document"),
             )
         )
-        .order_by("-date", "-pk")[:limit]
+        .order_by("-date", "-pk")
     )
     threads: dict[str, Thread] = {}
     for message in messages:
@@ -295,19 +315,44 @@ def unlinked_addresses_describe(rows: list[UnlinkedAddress]) -> None:
         row.name = from_name if from_address == row.address else ""
 
 
+# The dashboard shows the unlinked-mail summary on every load, and counting it reads every
+# unlinked message of the firm (and checks each of the firm's messages for a link): it is
+# kept in the cache this long, and forgotten at once when a member links, ignores or
+# restores an address (`unlinked_summary_forget`). Newly synced mail shows within it.
+UNLINKED_SUMMARY_SECONDS = 300
+_NO_SUMMARY = "none"
+
+
+def _summary_key(firm_pk: int) -> str:
+    return f"mailsync:unlinked-summary:{firm_pk}"
+
+
 def unlinked_summary(*, firm: Firm) -> UnlinkedSummary | None:
     """What the `sync.not_linked` problem reports: the addresses of unlinked mail that
     nobody has decided about (the firm's own and ignored ones do not count), and when their
-    mail was synced. Two queries, whatever the volume (one when there is no unlinked mail).
+    mail was synced. From the cache when counted in the last UNLINKED_SUMMARY_SECONDS;
+    otherwise two queries, whatever the volume (one when there is no unlinked mail).
     """
+    cached = cache.get(_summary_key(firm.pk))
+    if cached is not None:
+        return None if cached == _NO_SUMMARY else cached
     rows = unlinked_addresses(firm=firm)
-    if not rows:
-        return None
-    return UnlinkedSummary(
-        addresses=len(rows),
-        first_seen=min(row.first_synced for row in rows),
-        last_seen=max(row.last_synced for row in rows),
+    summary = (
+        UnlinkedSummary(
+            addresses=len(rows),
+            first_seen=min(row.first_synced for row in rows),
+            last_seen=max(row.last_synced for row in rows),
+        )
+        if rows
+        else None
     )
+    cache.set(_summary_key(firm.pk), summary or _NO_SUMMARY, UNLINKED_SUMMARY_SECONDS)
+    return summary
+
+
+def unlinked_summary_forget(*, firm: Firm) -> None:
+    """Count the summary afresh next time (an address was linked, ignored or restored)."""
+    cache.delete(_summary_key(firm.pk))
 
 
 def unlinked_address_name(*, firm: Firm, address: str) -> str:
@@ -333,14 +378,7 @@ def clients_for_linking(
     query = query.strip()
     domain = address.rpartition("@")[2]
     if query:
-        matching_address = ContactAddress.objects.filter(
-            contact__client=OuterRef("pk"), normalized__icontains=query.lower()
-        )
-        clients = clients.filter(
-            Q(display_name__icontains=query)
-            | Exists(Contact.objects.filter(client=OuterRef("pk"), name__icontains=query))
-            | Exists(matching_address)
-        )
+        clients = clients_matching(clients, firm=firm, query=query)
     elif domain and domain not in COMMON_DOMAINS:
         clients = clients.filter(
             Exists(

@@ -28,6 +28,7 @@ from mailsync.models import (
 from mailsync.netguard import guard_from_settings
 from mailsync.parsing import message_parse
 from mailsync.presets import preset_for_host
+from mailsync.selectors import unlinked_summary_forget
 from portal.addresses import ValidAddress
 from portal.models import Client, Contact, ContactAddress, Firm
 from portal.services import contact_addresses_add, contact_create
@@ -471,6 +472,7 @@ def messages_relink(*, firm: Firm, normalized_addresses: set[str]) -> int:
             added += message_link(
                 message=message, client_ids=client_ids, attachments=attachments
             ).links
+    unlinked_summary_forget(firm=firm)
     return added
 
 
@@ -525,6 +527,7 @@ def unlinked_address_link(
     links = messages_relink(firm=firm, normalized_addresses={address.normalized})
     LinkedAddress.objects.get_or_create(firm=firm, normalized=address.normalized, client=client)
     IgnoredAddress.objects.filter(firm=firm, normalized=address.normalized).delete()
+    unlinked_summary_forget(firm=firm)
     return links
 
 
@@ -534,9 +537,11 @@ def address_ignore(*, firm: Firm, normalized: str, user: User | None) -> Ignored
     ignored, _created = IgnoredAddress.objects.get_or_create(
         firm=firm, normalized=normalized, defaults={"ignored_by": user}
     )
+    unlinked_summary_forget(firm=firm)
     return ignored
 
 
 def address_unignore(*, ignored: IgnoredAddress) -> None:
     """Stop ignoring: the address's unlinked mail is listed and counted again."""
     ignored.delete()
+    unlinked_summary_forget(firm=ignored.firm)

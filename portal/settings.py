@@ -476,10 +476,26 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
+# The cache: each process's own memory, unless CACHE_URL names a Redis database
+# (production: one cache for every web process and worker, so that what the pages keep
+# there, such as the unlinked-mail summary on the Problems dashboard, is counted once and
+# not once per process).
+CACHE_URL = env_str("CACHE_URL", "")
+if CACHE_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+        }
+    }
+
 CLIENTS_PER_PAGE = env_int("CLIENTS_PER_PAGE", 25)
-# Functions (dotted paths) that add columns to the client list's queryset: the apps above
-# portal plug in here, so portal imports none of them.
-CLIENT_LIST_ANNOTATIONS = ["troubleshooting.selectors.annotate_problem_count"]
+# bench/bench_pages.py's floor: a bare view at /bench/floor/ (never on in production).
+BENCH_FLOOR_VIEW = env_bool("BENCH_FLOOR_VIEW", False)
+# Functions (dotted paths) that add columns to the shown page of the client list (they get
+# the page's clients, never the whole list): the apps above portal plug in here, so portal
+# imports none of them.
+CLIENT_LIST_PAGE_ANNOTATIONS = ["troubleshooting.selectors.problem_counts_for_clients"]
 
 # Staff users in this group are the support team that firms can let in (Editor access).
 SUPPORT_GROUP_NAME = env_str("SUPPORT_GROUP_NAME", "Support")

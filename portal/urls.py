@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
@@ -70,3 +71,7 @@ urlpatterns = [
     path("webhooks/anymail/", include("invoicing.delivery.esp_webhooks")),
     path("admin/", admin.site.urls),
 ]
+
+if settings.BENCH_FLOOR_VIEW:
+    # What any request costs here (middleware, session, user): the bench's floor.
+    urlpatterns.append(path("bench/floor/", pages.bench_floor))

@@ -12,17 +12,22 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.core.paginator import Page, Paginator
 from django.db.models import (
     Count,
     Exists,
+    F,
+    Func,
     IntegerField,
+    Max,
     OuterRef,
     Prefetch,
     Q,
     QuerySet,
-    Subquery,
+    Value,
+    Window,
 )
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Lower, RowNumber
 from django.urls import reverse
 from django.utils import timezone
 
@@ -79,7 +84,9 @@ def _current_deliveries(qs: QuerySet[Delivery]) -> QuerySet[Delivery]:
     # Fixing a contact's address lifts the old address's problem for that client: only
     # addresses the client still has can speak for it.
     still_on_client = ContactAddress.objects.filter(
-        contact__client_id=OuterRef("client_id"), normalized=OuterRef("normalized")
+        firm_id=OuterRef("firm_id"),
+        contact__client_id=OuterRef("client_id"),
+        normalized=OuterRef("normalized"),
     )
     return (
         qs.filter(is_test=False)
@@ -386,7 +393,9 @@ def problems_for_firm(
     client_id: int | None = None,
     domain_run: DomainCheckRun | object | None = ...,
 ) -> list[Problem]:
-    """`domain_run`: the firm's latest run when the caller has it already (None: no run)."""
+    """Every open problem of the firm, built in full. For a firm's whole history this is
+    what the dashboard must not do (it pages with `dashboard_groups` and `code_page`); kept
+    for callers that want one firm-wide problem by code, and for small firms in tests."""
     problems: list[Problem] = []
     if kind in (None, Kind.DELIVERY):
         deliveries = _current_deliveries(Delivery.objects.filter(firm=firm))
@@ -395,43 +404,279 @@ def problems_for_firm(
         problems += _delivery_problems(deliveries, firm)
         problems += _dead_domain_problems(firm, known=problems)
     if kind in (None, Kind.SYNC) and not client_id:
-        problems += _mailbox_problems(_failing_connections(firm))
-        problems += _folder_problems(firm)
-        problems += _unlinked_mail_problem(firm)
+        problems += _firm_sync_problems(firm)
     if kind in (None, Kind.DOMAIN) and not client_id:
         run = latest_domain_run(firm) if domain_run is ... else domain_run
-        problems += _domain_problems(run)
-        problems += _firm_settings_problems(firm)
+        problems += _domain_problems(run) + _firm_settings_problems(firm)
     return _attach_notes(firm, problems)
+
+
+def _firm_sync_problems(firm: Firm) -> list[Problem]:
+    """Mailbox problems: bounded by the firm's mailboxes, not by its history."""
+    return (
+        _mailbox_problems(_failing_connections(firm))
+        + _folder_problems(firm)
+        + _unlinked_mail_problem(firm)
+    )
+
+
+# --- the firm's Problems dashboard: counts first, cards on demand -------------------------
+
+CARDS_INLINE = 1  # newest card shown under each delivery code on the dashboard (an example)
+CARDS_PER_PAGE = 25  # cards per page of one code (?code=)
+CLIENTS_SHOWN = 20  # affected clients named under each code
 
 
 @dataclass
 class ProblemGroup:
+    """One problem code: how many problems and clients it has, the first clients it
+    affects, and the cards shown (a few on the dashboard, a page under ?code=)."""
+
     guide: Guide
     problems: list[Problem]
+    count: int = 0
+    client_count: int = 0
+    clients: list[Client] = field(default_factory=list)
 
     @property
-    def clients(self) -> list[Client]:
-        seen: dict[int, Client] = {}
-        for problem in self.problems:
-            if problem.client is not None:
-                seen.setdefault(problem.client.pk, problem.client)
-        return sorted(seen.values(), key=lambda c: c.display_name)
+    def more(self) -> int:
+        return self.count - len(self.problems)
+
+    @property
+    def more_clients(self) -> int:
+        return self.client_count - len(self.clients)
 
 
-def group_by_code(problems: list[Problem]) -> list[ProblemGroup]:
-    grouped: dict[str, list[Problem]] = defaultdict(list)
-    for problem in problems:
-        grouped[problem.code].append(problem)
-    groups = [ProblemGroup(guide_for(code), items) for code, items in grouped.items()]
-    groups.sort(key=lambda g: (-g.guide.severity, -len(g.problems)))
-    return groups
+def _bad_domains(firm: Firm) -> dict[str, AddressDomainCheck]:
+    return {c.domain: c for c in AddressDomainCheck.objects.filter(firm=firm, ok=False)}
 
 
-def annotate_problem_count(clients: QuerySet[Client]) -> QuerySet[Client]:
-    """Add `problem_count` to a client queryset (one subquery, whatever the page size)."""
-    current = _current_deliveries(Delivery.objects.filter(client_id=OuterRef("pk")))
-    counted = current.order_by().values("client_id").annotate(n=Count("pk")).values("n")
-    return clients.annotate(
-        problem_count=Coalesce(Subquery(counted, output_field=IntegerField()), 0)
+def _dead_domain_addresses(
+    firm: Firm, checks: dict[str, AddressDomainCheck]
+) -> QuerySet[ContactAddress]:
+    """Contact addresses on domains that take no mail, unless a current delivery problem
+    of the same client and address already speaks for them (SQL, for counting and paging).
+    The suffix match uses the trigram index on ContactAddress.normalized."""
+    on_bad_domain = Q()
+    for domain in checks:
+        on_bad_domain |= Q(normalized__endswith=f"@{domain}")
+    reported = _current_deliveries(
+        Delivery.objects.filter(
+            firm_id=OuterRef("firm_id"),
+            client_id=OuterRef("contact__client_id"),
+            normalized=OuterRef("normalized"),
+        )
     )
+    return ContactAddress.objects.filter(on_bad_domain, firm=firm).filter(~Exists(reported))
+
+
+def _address_problems(
+    addresses: list[ContactAddress], checks: dict[str, AddressDomainCheck]
+) -> list[Problem]:
+    problems = []
+    for address in addresses:
+        check = checks[address.normalized.rsplit("@", 1)[-1]]
+        problems.append(
+            Problem(
+                code="delivery.invalid_address",
+                guide=guide_for("delivery.invalid_address"),
+                subject=f"address:{address.pk}",
+                first_seen=check.checked,
+                last_seen=check.checked,
+                client=address.contact.client,
+                address=address.address,
+                detail={"summary": check.summary, "answers": check.answers},
+                edit_address_url=reverse(
+                    "portal:address_edit", args=[address.contact.client_id, address.pk]
+                ),
+            )
+        )
+    return problems
+
+
+class _Total(Func):
+    """SUM over a window of an aggregate (Django's Sum refuses an aggregate inside)."""
+
+    function = "SUM"
+    window_compatible = True
+    output_field = IntegerField()
+
+
+def _delivery_code_counts(firm: Firm, checks: dict[str, AddressDomainCheck]) -> list[tuple]:
+    """The dashboard's delivery part in one query, grouped and ranked in SQL: one row per
+    (code, client) among the first CLIENTS_SHOWN clients of each code by name or the
+    CARDS_INLINE clients with its newest problem, as (False, code, problems of the code,
+    clients of the code, client pk, client name, shown by name, newest delivery pk or None).
+    Addresses on dead domains count under delivery.invalid_address (one more query)."""
+    rows = (
+        _current_deliveries(Delivery.objects.filter(firm=firm))
+        .order_by()
+        .values("problem_code", "client_id", "client__display_name")
+        .annotate(n=Count("pk"), newest=Max("created"), newest_pk=Max("pk"))
+        .annotate(
+            rank=Window(
+                RowNumber(),
+                partition_by=F("problem_code"),
+                order_by=[Lower("client__display_name"), "client_id"],
+            ),
+            recent=Window(
+                RowNumber(),
+                partition_by=F("problem_code"),
+                order_by=[F("newest").desc(), F("newest_pk").desc()],
+            ),
+            problems=Window(_Total(F("n")), partition_by=F("problem_code")),
+            clients=Window(_Total(Value(1)), partition_by=F("problem_code")),
+        )
+        .filter(Q(rank__lte=CLIENTS_SHOWN) | Q(recent__lte=CARDS_INLINE))
+        .values_list(
+            "problem_code",
+            "problems",
+            "clients",
+            "client_id",
+            "client__display_name",
+            "rank",
+            "recent",
+            "newest_pk",
+        )
+    )
+    result = [
+        (False, code, problems, clients, pk, name, rank <= CLIENTS_SHOWN,
+         newest_pk if recent <= CARDS_INLINE else None)
+        for code, problems, clients, pk, name, rank, recent, newest_pk in rows
+    ]  # fmt: skip
+    if checks:
+        dead = (
+            _dead_domain_addresses(firm, checks)
+            .order_by()
+            .values("contact__client_id", "contact__client__display_name")
+            .annotate(n=Count("pk"))
+            .annotate(
+                rank=Window(
+                    RowNumber(),
+                    order_by=[Lower("contact__client__display_name"), "contact__client_id"],
+                ),
+                problems=Window(_Total(F("n"))),
+                clients=Window(_Total(Value(1))),
+            )
+            .filter(rank__lte=CLIENTS_SHOWN)
+            .values_list(
+                "problems", "clients", "contact__client_id", "contact__client__display_name"
+            )
+        )
+        result += [(True, "delivery.invalid_address", *row, True, None) for row in dead]
+    return result
+
+
+def dashboard_groups(
+    firm: Firm,
+    *,
+    kind: str | None = None,
+    member: int | None = None,
+    domain_run: DomainCheckRun | None = None,
+) -> list[ProblemGroup]:
+    """The dashboard: every problem code with its count and first clients (counted in SQL),
+    and a few cards each; a fixed number of queries, whatever the firm's history.
+    ``member``: only the problems of that member's mailboxes."""
+    groups: dict[str, ProblemGroup] = {}
+    if kind in (None, Kind.DELIVERY) and member is None:
+        checks = _bad_domains(firm)
+        # One row per (code, source, client shown); totals repeat on each row of a source.
+        totals: dict[tuple[str, bool], tuple[int, int]] = {}
+        newest: list[int] = []
+        for (
+            source,
+            code,
+            problems,
+            clients,
+            client_pk,
+            name,
+            named,
+            newest_pk,
+        ) in _delivery_code_counts(firm, checks):
+            guide = guide_for(code)
+            if guide is None:
+                continue
+            group = groups.setdefault(code, ProblemGroup(guide, []))
+            totals[code, source] = (problems, clients)
+            if named and all(c.pk != client_pk for c in group.clients):
+                group.clients.append(Client(pk=client_pk, display_name=name, firm=firm))
+            if newest_pk is not None:
+                newest.append(newest_pk)
+        for (code, _source), (problems, clients) in totals.items():
+            groups[code].count += problems
+            groups[code].client_count += clients
+        # The cards: the newest problems found above, read by primary key.
+        cards = _delivery_problems(Delivery.objects.filter(pk__in=newest), firm) if newest else []
+        if checks and "delivery.invalid_address" in groups:
+            addresses = (
+                _dead_domain_addresses(firm, checks)
+                .select_related("contact__client")
+                .order_by("contact__client__display_name", "pk")[:CARDS_INLINE]
+            )
+            cards += _address_problems(list(addresses), checks)
+        for problem in cards:
+            groups[problem.code].problems.append(problem)
+    small: list[Problem] = []  # kinds bounded by the firm's set-up: built in full
+    if kind in (None, Kind.SYNC):
+        problems = _firm_sync_problems(firm)
+        if member is not None:
+            problems = [p for p in problems if p.connection and p.connection.owner_id == member]
+        small += problems
+    if kind in (None, Kind.DOMAIN) and member is None:
+        small += _domain_problems(domain_run) + _firm_settings_problems(firm)
+    for problem in small:
+        group = groups.setdefault(problem.code, ProblemGroup(problem.guide, []))
+        group.problems.append(problem)
+        group.count += 1
+    _attach_notes(firm, [p for g in groups.values() for p in g.problems])
+    for group in groups.values():
+        group.problems.sort(key=lambda p: (p.note is not None, -p.last_seen.timestamp()))
+        group.clients.sort(key=lambda c: (c.display_name.lower(), c.pk))
+        del group.clients[CLIENTS_SHOWN:]
+        group.client_count = max(group.client_count, len(group.clients))
+    result = list(groups.values())
+    result.sort(key=lambda g: (-g.guide.severity, -g.count))
+    return result
+
+
+def code_page(firm: Firm, code: str, page_number: str | int | None) -> tuple[ProblemGroup, Page]:
+    """One delivery code's problems, a page of cards at a time (newest first); the
+    firm-level kinds have few problems and show in full on the dashboard."""
+    guide = guide_for(code)
+    deliveries = _current_deliveries(Delivery.objects.filter(firm=firm, problem_code=code))
+    checks = _bad_domains(firm) if code == "delivery.invalid_address" else {}
+    addresses = _dead_domain_addresses(firm, checks) if checks else ContactAddress.objects.none()
+    delivery_count = deliveries.count()
+    total = delivery_count + (addresses.count() if checks else 0)
+    page = Paginator(range(total), CARDS_PER_PAGE).get_page(page_number)
+    start, end = page.start_index() - 1, page.end_index()
+    problems: list[Problem] = []
+    if total == 0:
+        return ProblemGroup(guide, problems), page
+    if start < delivery_count:
+        problems += _delivery_problems(
+            deliveries.order_by("-created", "-pk")[start : min(end, delivery_count)], firm
+        )
+    if checks and end > delivery_count:
+        shown = addresses.select_related("contact__client").order_by(
+            "contact__client__display_name", "pk"
+        )[max(start - delivery_count, 0) : end - delivery_count]
+        problems += _address_problems(list(shown), checks)
+    _attach_notes(firm, problems)
+    return ProblemGroup(guide, problems, count=total), page
+
+
+def problem_counts_for_clients(clients: list[Client]) -> None:
+    """Set `problem_count` on one page of clients (the client list's badge): one query for
+    the shown clients only, whatever the firm holds."""
+    if not clients:
+        return
+    counted = dict(
+        _current_deliveries(Delivery.objects.filter(client_id__in=[c.pk for c in clients]))
+        .order_by()
+        .values("client_id")
+        .annotate(n=Count("pk"))
+        .values_list("client_id", "n")
+    )
+    for client in clients:
+        client.problem_count = counted.get(client.pk, 0)

@@ -23,10 +23,10 @@ from portal.services import contact_address_update
 from portal.tenancy import get_client_for_member, member_required, roles_required
 from troubleshooting.catalogue import FIXER_LABELS, GUIDES, Kind, guide_for
 from troubleshooting.selectors import (
-    group_by_code,
+    code_page,
+    dashboard_groups,
     latest_domain_run,
     problems_for_client,
-    problems_for_firm,
 )
 from troubleshooting.services import problem_mark_handled
 from troubleshooting.status import platform_status
@@ -54,23 +54,30 @@ def client_problems(request: HttpRequest, client_pk: int) -> HttpResponse:
 
 @member_required
 def dashboard(request: HttpRequest) -> HttpResponse:
+    """Counts per problem code and the clients they touch first, a few cards each; one
+    code's cards page by page under ``?code=``. Costs what it shows, not the firm's history."""
     kind = request.GET.get("kind") or None
     if kind not in (None, *Kind):
         kind = None
-    run = latest_domain_run(request.firm)
-    problems = problems_for_firm(request.firm, kind=kind, domain_run=run)
-    members = members_of(request.firm)
     member = request.GET.get("member", "")
-    if member.isdigit():
-        # A member's problems: those of the mailboxes they own.
-        problems = [p for p in problems if p.connection and p.connection.owner_id == int(member)]
+    member_pk = int(member) if member.isdigit() else None
+    guide = guide_for(request.GET.get("code", ""))
+    run = latest_domain_run(request.firm)
+    page = None
+    if guide is not None and guide.kind == Kind.DELIVERY:
+        group, page = code_page(request.firm, guide.code, request.GET.get("page"))
+        groups = [group] if group.count else []
+    else:
+        groups = dashboard_groups(request.firm, kind=kind, member=member_pk, domain_run=run)
     context = {
-        "members": members,
-        "member": int(member) if member.isdigit() else None,
-        "groups": group_by_code(problems),
+        "members": members_of(request.firm),
+        "member": member_pk,
+        "groups": groups,
+        "code": guide.code if page else None,
+        "page": page,
         "kind": kind,
         "kinds": list(Kind),
-        "total": len(problems),
+        "total": sum(g.count for g in groups),
         "run": run,
         "fixer_labels": FIXER_LABELS,
     }

@@ -29,6 +29,7 @@ from invoicing.selectors import (
     invoice_timelines,
 )
 from invoicing.views.access import get_invoice_for_member
+from mailsync.selectors import clients_for_linking
 from portal.tenancy import clients_for, get_client_for_member, member_required
 
 PAYMENT_ROLES = (Role.OWNER, Role.ADMIN)
@@ -85,8 +86,18 @@ KIND_LABELS = {
 
 @member_required
 def invoice_list_view(request: HttpRequest) -> HttpResponse:
-    clients = clients_for(request).order_by("display_name", "pk")
+    clients = clients_for(request)
     filters = InvoiceFilterForm(request.GET or None, clients=clients)
+    # The client filter is a search box (``client_q``): matching clients come back as links
+    # that set ``client``; no page ever lists every client of the firm.
+    client_q = request.GET.get("client_q", "").strip()[:200]
+    keep = request.GET.copy()
+    for name in ("page", "client", "client_q"):
+        keep.pop(name, None)
+    choices = clients_for_linking(firm=request.firm, query=client_q) if client_q else []
+    choice_context = {"choices": choices, "client_q": client_q, "keep": keep.urlencode()}
+    if request.headers.get("HX-Request") and "client_q" in request.GET:
+        return render(request, "invoicing/_client_choices.html", choice_context)
     today = timezone.localdate()
     data = filters.cleaned_data if filters.is_valid() else {}
     client = data.get("client")
@@ -102,7 +113,15 @@ def invoice_list_view(request: HttpRequest) -> HttpResponse:
     # The pager's links keep every filter; only the page number changes.
     query = request.GET.copy()
     query.pop("page", None)
-    context = {"page": page, "filters": filters, "filter_query": query.urlencode(), "today": today}
+    query.pop("client_q", None)
+    context = {
+        "page": page,
+        "filters": filters,
+        "filter_query": query.urlencode(),
+        "today": today,
+        "chosen_client": client,
+        **choice_context,
+    }
     return render(request, "invoicing/list.html", context)
 
 

@@ -6,7 +6,8 @@ from functools import lru_cache
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Count, Prefetch
+from django.db.models.functions import Lower
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.module_loading import import_string
@@ -15,42 +16,62 @@ from django.views.decorators.http import require_http_methods
 
 from portal.forms import ClientForm, ContactForm, DocumentUploadForm
 from portal.models import Client, Contact, ContactAddress
+from portal.selectors import clients_matching
 from portal.services import client_create
 from portal.tenancy import clients_for, get_client_for_member, member_required
 
 TABS = ("contacts", "email", "documents", "problems")
 
 
+# Orders of the client list (?sort=); each is served by an index (portal migration 0005).
+SORTS = {
+    "name": (Lower("display_name"), "pk"),
+    "-name": (Lower("display_name").desc(), "-pk"),
+    "-created": ("-created", "-pk"),
+    "created": ("created", "pk"),
+}
+
+
 @lru_cache(maxsize=1)
-def _list_annotations() -> list[Callable[[QuerySet[Client]], QuerySet[Client]]]:
+def _page_annotations() -> list[Callable[[list[Client]], None]]:
     # Apps above portal add columns (the problem badge) through settings, so portal never
-    # imports them.
-    return [import_string(path) for path in settings.CLIENT_LIST_ANNOTATIONS]
+    # imports them. They see the shown page only: a page costs what it shows.
+    return [import_string(path) for path in settings.CLIENT_LIST_PAGE_ANNOTATIONS]
 
 
 @member_required
 def client_list(request: HttpRequest) -> HttpResponse:
-    query = request.GET.get("q", "").strip()
+    query = request.GET.get("q", "").strip()[:200]
     show = request.GET.get("show", "active")
+    sort = request.GET.get("sort", "name")
+    if sort not in SORTS:
+        sort = "name"
     clients = clients_for(request)
     if show in (Client.Status.ACTIVE, Client.Status.ARCHIVED):
         clients = clients.filter(status=show)
     if query:
-        matching_address = ContactAddress.objects.filter(
-            contact__client=OuterRef("pk"), normalized__icontains=query.lower()
-        )
-        clients = clients.filter(
-            Q(display_name__icontains=query)
-            | Q(contacts__name__icontains=query)
-            | Exists(matching_address)
-        ).distinct()
-    clients = clients.annotate(contact_count=Count("contacts", distinct=True)).order_by(
-        "display_name", "pk"
+        clients = clients_matching(clients, firm=request.firm, query=query)
+    page = Paginator(clients.order_by(*SORTS[sort]), settings.CLIENTS_PER_PAGE).get_page(
+        request.GET.get("page")
     )
-    for annotate in _list_annotations():
-        clients = annotate(clients)
-    page = Paginator(clients, settings.CLIENTS_PER_PAGE).get_page(request.GET.get("page"))
-    context = {"page": page, "query": query, "show": show}
+    shown = list(page.object_list)
+    counts = (
+        dict(
+            Contact.objects.filter(client__in=shown)
+            .order_by()
+            .values("client_id")
+            .annotate(n=Count("pk"))
+            .values_list("client_id", "n")
+        )
+        if shown
+        else {}
+    )
+    for client in shown:
+        client.contact_count = counts.get(client.pk, 0)
+    for annotate in _page_annotations():
+        annotate(shown)
+    page.object_list = shown
+    context = {"page": page, "query": query, "show": show, "sort": sort}
     template = "portal/clients/_list.html" if request.headers.get("HX-Request") else None
     return render(request, template or "portal/clients/list.html", context)
 

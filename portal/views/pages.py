@@ -8,3 +8,8 @@ def home(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("portal:client_list")
     return redirect("account_login")
+
+
+def bench_floor(request: HttpRequest) -> HttpResponse:
+    """A bare view for bench/bench_pages.py (enabled by BENCH_FLOOR_VIEW only)."""
+    return HttpResponse("ok", content_type="text/plain")

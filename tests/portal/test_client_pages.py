@@ -64,8 +64,9 @@ def test_the_client_list_runs_the_same_queries_however_many_clients(
 ):
     for client in ClientFactory.create_batch(count, firm=firm):
         ContactFactory.create_batch(2, client=client)
-    # session, user, membership+firm, count for the pager, the page of clients
-    with django_assert_num_queries(5):
+    # session, user, membership+firm, count for the pager, the page of clients, the
+    # page's contact counts, the page's problem badges
+    with django_assert_num_queries(7):
         owner_client.get(reverse("portal:client_list"))
 
 

@@ -1,0 +1,257 @@
+"""The portal's pages at scale: one request, then 16 concurrent connections, per page.
+
+    manage.py seed_scale                 # once, into the database DATABASE_URL names
+    .venv/bin/python bench/bench_pages.py [--seconds 30] [--connections 16] [--only NAME,...]
+
+Serves the portal with gunicorn as gunicorn.conf.py configures it, on loopback, over the
+database `seed_scale` filled (``DATABASE_URL``, PostgreSQL; the bench only reads it, apart
+from one session row for the signed-in owner, deleted at the end). For each page: the time
+of one request (the median of 5, one after another), then wrk drives it at ``--connections``
+connections for ``--seconds`` and reports p50/p95/p99 and requests/s. A bare Django view
+(``/bench/floor/``, enabled by BENCH_FLOOR_VIEW for this server only: middleware, session and
+member lookup, no page) runs in the same run as the floor; each page's p95 is also given as a
+multiple of the floor's. Aim: p95 <= 100 ms and <= 4x the floor. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import benchkit
+
+LUA = """
+wrk.headers["Cookie"] = "{cookie}"
+wrk.headers["Host"] = "127.0.0.1"
+done = function(summary, latency, requests)
+  local bad = summary.errors.status + summary.errors.connect + summary.errors.read
+      + summary.errors.write + summary.errors.timeout
+  io.write(string.format("RESULT %d %d %d %d %d %d\\n", summary.requests, summary.duration,
+      latency:percentile(50), latency:percentile(95), latency:percentile(99), bad))
+end
+"""
+
+
+def pages(firm_slug: str) -> list[tuple[str, str]]:
+    """(name, path) of every page measured, with real objects of the seeded firm."""
+    from django.db.models import Count
+
+    from invoicing.models import Delivery, Invoice
+    from mailsync.models import MessageClientLink
+    from portal.models import Client, Firm
+
+    firm = Firm.objects.get(slug=firm_slug)
+    busiest = (
+        MessageClientLink.objects.filter(client__firm=firm)
+        .values("client_id")
+        .annotate(n=Count("pk"))
+        .order_by("-n")
+        .first()["client_id"]
+    )
+    troubled = (
+        Delivery.objects.filter(firm=firm).exclude(problem_code="").order_by("-created").first()
+    )
+    invoice = Invoice.objects.filter(firm=firm, deliveries__isnull=False).order_by("-number")[0]
+    some_client = Client.objects.filter(firm=firm).order_by("pk")[len(firm_slug)]
+    owner = firm.memberships.get(role="owner").user_id
+    return [
+        ("floor (bare view)", "/bench/floor/"),
+        ("client list", "/clients/"),
+        ("client list, page 200", "/clients/?page=200"),
+        ("client list, sorted by newest", "/clients/?sort=-created"),
+        ("client list, search", "/clients/?q=birch"),
+        ("client list, search of an address", "/clients/?q=anna.1%40"),
+        ("busiest client's Email tab", f"/clients/{busiest}/email/"),
+        ("Problems dashboard", "/problems/"),
+        ("Problems: delivery", "/problems/?kind=delivery"),
+        ("Problems: mailbox sync", "/problems/?kind=sync"),
+        ("Problems: sending domain", "/problems/?kind=domain"),
+        ("Problems: a member's mailboxes", f"/problems/?member={owner}"),
+        ("Problems: one code's cards", "/problems/?code=delivery.hard_bounce"),
+        ("a client's Problems tab", f"/clients/{troubled.client_id}/problems/"),
+        ("invoice list", "/invoices/"),
+        ("invoice list, one client", f"/invoices/?client={some_client.pk}"),
+        ("an invoice's delivery timeline", f"/invoices/{invoice.pk}/"),
+        ("unlinked mail", "/mail/unlinked/"),
+    ]
+
+
+def owner_session(firm_slug: str) -> tuple[str, str]:
+    """A signed-in session of the firm's owner, as the login view would make it."""
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from portal.models import Firm
+
+    user = Firm.objects.get(slug=firm_slug).memberships.get(role="owner").user
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.save()
+    return f"{settings.SESSION_COOKIE_NAME}={session.session_key}", session.session_key
+
+
+def one_request(port: int, path: str, cookie: str, runs: int) -> tuple[float, int, int]:
+    """Median seconds of `runs` requests one after another (after one to warm up), status,
+    bytes."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    times = []
+    status = size = 0
+    for _ in range(runs + 1):
+        start = time.perf_counter()
+        conn.request("GET", path, headers={"Cookie": cookie, "Host": "127.0.0.1"})
+        response = conn.getresponse()
+        body = response.read()
+        times.append(time.perf_counter() - start)
+        status, size = response.status, len(body)
+    conn.close()
+    return statistics.median(times[1:]), status, size
+
+
+def load(port: int, path: str, cookie: str, args: argparse.Namespace, work: Path) -> dict:
+    script = work / "page.lua"
+    script.write_text(LUA.format(cookie=cookie))
+    command = [
+        "wrk",
+        "-t2",
+        f"-c{args.connections}",
+        f"-d{args.seconds}s",
+        "--timeout",
+        "120s",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{port}{path}",
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    found = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", out)
+    if found is None:
+        raise SystemExit(f"could not read wrk's output:\n{out}")
+    requests, duration, p50, p95, p99, bad = (int(g) for g in found.groups())
+    return {
+        "rate": requests / (duration / 1e6),
+        "p50": p50 / 1000,
+        "p95": p95 / 1000,
+        "p99": p99 / 1000,
+        "requests": requests,
+        "bad": bad,
+    }
+
+
+def static_settings(work: Path) -> dict[str, str]:
+    """portal.settings with STATIC_ROOT in the run's folder, filled by collectstatic (pages
+    name their hashed static files; the repository is never written to)."""
+    (work / "bench_pages_settings.py").write_text(
+        f"from portal.settings import *  # noqa: F403\nSTATIC_ROOT = {str(work / 'static')!r}\n"
+    )
+    sys.path.insert(0, str(work))
+    path = os.pathsep.join(filter(None, [str(work), os.environ.get("PYTHONPATH", "")]))
+    env = {"DJANGO_SETTINGS_MODULE": "bench_pages_settings", "PYTHONPATH": path}
+    subprocess.run(
+        [benchkit.PYTHON, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=benchkit.REPO_ROOT,
+        env={**os.environ, **env, "SECRET_KEY": "collectstatic"},
+        check=True,
+    )
+    return env
+
+
+def server_start(port: int, env: dict[str, str]) -> subprocess.Popen:
+    gunicorn = Path(benchkit.PYTHON).parent / "gunicorn"
+    command = [str(gunicorn), "-c", str(benchkit.REPO_ROOT / "gunicorn.conf.py")]
+    command += ["--bind", f"127.0.0.1:{port}", "--log-level", "warning"]
+    process = subprocess.Popen(command, cwd=benchkit.REPO_ROOT, env={**os.environ, **env})
+
+    def answers() -> bool:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/bench/floor/")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+
+    benchkit.wait_until(answers, seconds=60, what="gunicorn")
+    return process
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--firm", default="scale-main", help="the seeded firm's slug")
+    parser.add_argument("--only", default="", help="comma-separated page names (exact)")
+    parser.add_argument(
+        "--cache", default="redis://127.0.0.1:6379/14", help="CACHE_URL; empty: per process"
+    )
+    parser.add_argument("--single-runs", type=int, default=5, help="requests for 'one req'")
+    args = parser.parse_args()
+    database_url = os.environ.get("DATABASE_URL", "")
+    if not database_url.startswith("postgres"):
+        raise SystemExit("set DATABASE_URL to the PostgreSQL database seed_scale filled")
+    with benchkit.temp_dir("bench-pages-") as work:
+        env = benchkit.portal_env(
+            database_url=database_url, var_dir=work, BENCH_FLOOR_VIEW="1", CACHE_URL=args.cache
+        )
+        env.update(static_settings(work))
+        os.environ.update(env)
+        import django
+
+        django.setup()
+        from django.contrib.sessions.models import Session
+        from django.db import connections
+
+        cookie, session_key = owner_session(args.firm)
+        measured = pages(args.firm)
+        if args.only:
+            wanted = [w.strip() for w in args.only.split(",")]
+            measured = [p for p in measured if p[0].startswith("floor") or p[0] in wanted]
+        connections.close_all()
+        port = benchkit.free_port()
+        server = server_start(port, env)
+        print(f"load average before: {Path('/proc/loadavg').read_text().strip()}")
+        print(f"wrk, {args.connections} connections, {args.seconds} s per page; gunicorn "
+              f"as gunicorn.conf.py sets it ({os.cpu_count()} cores)\n")  # fmt: skip
+        header = f"{'page':<36} {'one req':>8} {'p50':>8} {'p95':>8} {'p99':>8} {'req/s':>7}"
+        print(header + f" {'x floor':>7} {'KB':>6}")
+        floor_p95 = None
+        try:
+            for name, path in measured:
+                single, status, size = one_request(port, path, cookie, args.single_runs)
+                if status != 200:
+                    print(f"{name:<36} HTTP {status} for {path}: skipped")
+                    continue
+                result = load(port, path, cookie, args, work)
+                if floor_p95 is None:
+                    floor_p95 = result["p95"]
+                ratio = result["p95"] / floor_p95 if floor_p95 else 0
+                bad = f"  {result['bad']} failed" if result["bad"] else ""
+                if not result["requests"]:
+                    print(f"{name:<36} {single * 1000:>6.0f}ms  none answered in {args.seconds} s")
+                    continue
+                print(
+                    f"{name:<36} {single * 1000:>6.0f}ms {result['p50']:>6.0f}ms "
+                    f"{result['p95']:>6.0f}ms {result['p99']:>6.0f}ms {result['rate']:>7.1f} "
+                    f"{ratio:>6.1f}x {size / 1024:>6.0f}{bad}",
+                    flush=True,
+                )
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # workers still busy with a slow page
+                server.kill()
+                server.wait()
+            Session.objects.filter(session_key=session_key).delete()
+        print(f"\nload average after: {Path('/proc/loadavg').read_text().strip()}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The client list sorts, searches and badges the shown page only."""
+
+from __future__ import annotations
+
+import datetime
+
+from django.urls import reverse
+from django.utils import timezone
+
+from portal.models import Client
+from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
+from tests.troubleshooting.test_problem_pages import _bounce, _delivery
+
+LIST = reverse("portal:client_list")
+
+
+def test_the_list_sorts_by_newest_first_when_asked(owner_client, firm):
+    old = ClientFactory(firm=firm, display_name="Alpha Old")
+    ClientFactory(firm=firm, display_name="Zeta New")
+    Client.objects.filter(pk=old.pk).update(created=timezone.now() - datetime.timedelta(days=9))
+    body = owner_client.get(LIST, {"sort": "-created"}).content.decode()
+    assert body.index("Zeta New") < body.index("Alpha Old")
+
+
+def test_the_list_sorts_by_name_descending_when_asked(owner_client, firm):
+    ClientFactory(firm=firm, display_name="alpha bakery")
+    ClientFactory(firm=firm, display_name="Beta Farm")
+    body = owner_client.get(LIST, {"sort": "-name"}).content.decode()
+    assert body.index("Beta Farm") < body.index("alpha bakery")
+
+
+def test_an_unknown_sort_falls_back_to_the_name(owner_client, firm):
+    ClientFactory(firm=firm, display_name="Zeta Farm")
+    ClientFactory(firm=firm, display_name="Alpha Bakery")
+    body = owner_client.get(LIST, {"sort": "drop table"}).content.decode()
+    assert body.index("Alpha Bakery") < body.index("Zeta Farm")
+
+
+def test_the_search_finds_a_client_by_a_contacts_name(owner_client, firm):
+    client = ClientFactory(firm=firm, display_name="Birch Dental")
+    ContactFactory(client=client, name="Ingrid Halvorsen")
+    ClientFactory(firm=firm, display_name="Cedar Farm")
+    body = owner_client.get(LIST, {"q": "halvor"}).content.decode()
+    assert "Birch Dental" in body
+    assert "Cedar Farm" not in body
+
+
+def test_a_client_with_several_matching_contacts_is_listed_once(owner_client, firm):
+    client = ClientFactory(firm=firm, display_name="Birch Dental")
+    for n in range(3):
+        ContactAddressFactory(contact=ContactFactory(client=client), address=f"a{n}@birch.test")
+    body = owner_client.get(LIST, {"q": "birch.test"}).content.decode()
+    assert body.count(">Birch Dental</a>") == 1
+    assert "1 client" in body
+
+
+def test_the_pager_keeps_the_sort(owner_client, firm, settings):
+    settings.CLIENTS_PER_PAGE = 2
+    ClientFactory.create_batch(3, firm=firm)
+    body = owner_client.get(LIST, {"sort": "-created"}).content.decode()
+    assert "sort=-created&amp;page=2" in body
+
+
+def test_badges_count_the_shown_clients_problems(owner_client, firm, settings):
+    settings.CLIENTS_PER_PAGE = 1
+    shown = ClientFactory(firm=firm, display_name="Alpha Bakery")
+    _bounce(_delivery(shown, "anna@alpha.test"))
+    _bounce(_delivery(shown, "bo@alpha.test"))
+    hidden = ClientFactory(firm=firm, display_name="Zeta Farm")
+    _bounce(_delivery(hidden, "kari@zeta.test"))
+    body = owner_client.get(LIST).content.decode()
+    assert "2 problems" in body
+    assert "Zeta Farm" not in body

@@ -1,0 +1,100 @@
+"""The Problems dashboard costs what it shows: counts per code and the first clients, a
+few cards each, and one code's cards a page at a time."""
+
+from __future__ import annotations
+
+from html import unescape
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from tests.factories import ClientFactory
+from tests.troubleshooting.test_problem_pages import _bounce, _delivery
+from troubleshooting.selectors import CARDS_INLINE, CARDS_PER_PAGE, CLIENTS_SHOWN
+
+DASHBOARD = reverse("troubleshooting:dashboard")
+
+
+def _bounced_clients(firm, count, prefix="Client"):
+    clients = []
+    for n in range(count):
+        client = ClientFactory(firm=firm, display_name=f"{prefix} {n:03d}")
+        _bounce(_delivery(client, f"gone{n}@{prefix.lower()}.test"))
+        clients.append(client)
+    return clients
+
+
+def _page(http, **params) -> str:
+    response = http.get(DASHBOARD, params)
+    assert response.status_code == 200
+    return unescape(response.content.decode())
+
+
+def test_the_dashboard_counts_every_problem_but_shows_only_the_newest_cards(owner_client, firm):
+    _bounced_clients(firm, CARDS_INLINE + 4)
+    page = _page(owner_client)
+    assert f'<span class="badge">{CARDS_INLINE + 4}</span>' in page
+    assert page.count("Save and resend") == CARDS_INLINE
+    assert f"Show all {CARDS_INLINE + 4} problems" in page
+    assert "?code=delivery.hard_bounce" in page
+
+
+def test_the_dashboard_names_the_first_clients_and_counts_the_rest(owner_client, firm):
+    _bounced_clients(firm, CLIENTS_SHOWN + 2)
+    page = _page(owner_client)
+    page = page[page.index("Clients affected:") :].split("</p>")[0]
+    assert "Client 000" in page
+    assert f"Client {CLIENTS_SHOWN - 1:03d}" in page
+    assert f"Client {CLIENTS_SHOWN + 1:03d}" not in page
+    assert "and 2 more clients" in page
+
+
+def test_one_codes_problems_page_through_all_of_them(owner_client, firm):
+    _bounced_clients(firm, CARDS_PER_PAGE + 3)
+    first = _page(owner_client, code="delivery.hard_bounce")
+    second = _page(owner_client, code="delivery.hard_bounce", page=2)
+    assert first.count("Save and resend") == CARDS_PER_PAGE
+    assert second.count("Save and resend") == 3
+    assert "Page 1 of 2" in first
+    shown = {f"Client {n:03d}" for n in range(CARDS_PER_PAGE + 3)}
+    assert all(name in first or name in second for name in shown)
+
+
+def test_a_codes_page_leaves_out_other_codes(owner_client, firm):
+    _bounced_clients(firm, 2)
+    other = ClientFactory(firm=firm, display_name="Alder Farm")
+    _bounce(_delivery(other, "ola@alder.test"), "452", "4.2.2", "452 4.2.2 Mailbox full")
+    page = _page(owner_client, code="delivery.soft_bounce")
+    assert "Alder Farm" in page
+    assert "Client 000" not in page
+
+
+def test_a_code_without_problems_says_so(owner_client, firm):
+    page = _page(owner_client, code="delivery.complaint", page=3)
+    assert "No open problems" in page
+
+
+@pytest.mark.parametrize("count", [2, CARDS_PER_PAGE * 2])
+def test_a_codes_page_runs_the_same_queries_however_many_problems(
+    owner_client, firm, count, django_assert_num_queries
+):
+    _bounced_clients(firm, count)
+    # session, user, membership+firm, domain run, count, the page's deliveries, their
+    # events, their addresses, notes, members
+    with django_assert_num_queries(10):
+        owner_client.get(DASHBOARD, {"code": "delivery.hard_bounce"})
+
+
+def test_the_unlinked_mail_count_is_not_recounted_on_every_load(owner_client, firm):
+    def queries() -> list[str]:
+        with CaptureQueriesContext(connection) as captured:
+            owner_client.get(DASHBOARD)
+        return [q["sql"] for q in captured.captured_queries]
+
+    first, second = queries(), queries()
+    # The summary comes from the cache until an address is linked, ignored or restored,
+    # or five minutes passed.
+    assert any("mailsync_messageclientlink" in sql for sql in first)
+    assert not any("mailsync_messageclientlink" in sql for sql in second)
