@@ -310,27 +310,8 @@ def _dead_domain_problems(
     )
     if client is not None:
         addresses = addresses.filter(contact__client=client)
-    problems = []
-    for address in addresses:
-        if (address.contact.client_id, address.normalized) in reported:
-            continue
-        check = checks[address.normalized.rsplit("@", 1)[-1]]
-        problems.append(
-            Problem(
-                code="delivery.invalid_address",
-                guide=guide_for("delivery.invalid_address"),
-                subject=f"address:{address.pk}",
-                first_seen=check.checked,
-                last_seen=check.checked,
-                client=address.contact.client,
-                address=address.address,
-                detail={"summary": check.summary, "answers": check.answers},
-                edit_address_url=reverse(
-                    "portal:address_edit", args=[address.contact.client_id, address.pk]
-                ),
-            )
-        )
-    return problems
+    unreported = [a for a in addresses if (a.contact.client_id, a.normalized) not in reported]
+    return _address_problems(unreported, checks)
 
 
 def _firm_settings_problems(firm: Firm) -> list[Problem]:

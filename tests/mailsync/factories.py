@@ -11,7 +11,7 @@ import factory
 import pytest
 from cryptography.fernet import Fernet
 
-from mailsync import crypto
+from mailsync import crypto, services
 from mailsync.models import MailboxConnection, MailboxFolder, Message
 from tests.factories import FirmFactory, UserFactory
 
@@ -61,3 +61,20 @@ class MessageFactory(factory.django.DjangoModelFactory):
     snippet = "Hello"
     text_body = "Hello"
     raw = b"Subject: x\r\n\r\nHello\r\n"
+
+
+def connect_mailbox(firm, user, *, kind: str = "imap", owner=None) -> MailboxConnection:
+    """A mailbox saved as a member would save it, for a loopback test server's user (a
+    Dovecot or Courier ``MailboxUser``: ``name``, ``password`` and ``server``)."""
+    server = user.server
+    return services.connection_create(
+        firm=firm,
+        owner=owner or UserFactory(),
+        kind=kind,
+        email_address=f"{user.name}@firm.test",
+        host=server.host,
+        port=server.imap_port if kind == "imap" else server.pop3_port,
+        security="none",
+        username=user.name,
+        password=user.password,
+    )

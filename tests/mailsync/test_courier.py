@@ -16,9 +16,9 @@ from mailsync.adapters.imap import encode_folder_name
 from mailsync.engine import mailbox_sync
 from mailsync.models import MailboxConnection, MailboxFolder, Message, MessageClientLink
 from portal.models import Document
-from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, UserFactory
+from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.mailsync.conftest import LOOPBACK
-from tests.mailsync.factories import fernet_key  # noqa: F401
+from tests.mailsync.factories import connect_mailbox, fernet_key  # noqa: F401
 from tests.servers import courier_fixtures
 from tests.servers.courier_fixtures import CourierUser
 
@@ -29,18 +29,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _connect(firm, user: CourierUser, *, kind: str = "imap") -> MailboxConnection:
-    server = user.server
-    return services.connection_create(
-        firm=firm,
-        owner=UserFactory(),
-        kind=kind,
-        email_address=f"{user.name}@firm.test",
-        host=server.host,
-        port=server.imap_port if kind == "imap" else server.pop3_port,
-        security="none",
-        username=user.name,
-        password=user.password,
-    )
+    return connect_mailbox(firm, user, kind=kind)
 
 
 def _mail(subject: str, message_id: str | None = None, *, sender: str = "client@client.test"):

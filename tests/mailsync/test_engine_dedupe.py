@@ -9,29 +9,17 @@ import datetime
 import pytest
 from django.utils import timezone
 
-from mailsync import services
 from mailsync.engine import mailbox_sync
 from mailsync.models import MailboxConnection, Message, MessageSource
-from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, UserFactory
-from tests.mailsync.factories import fernet_key  # noqa: F401
+from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
+from tests.mailsync.factories import connect_mailbox, fernet_key  # noqa: F401
 from tests.servers.dovecot_fixtures import MailboxUser
 
 pytestmark = pytest.mark.django_db(transaction=False)
 
 
 def _connect(firm, user: MailboxUser, *, kind: str = "imap") -> MailboxConnection:
-    server = user.server
-    return services.connection_create(
-        firm=firm,
-        owner=UserFactory(),
-        kind=kind,
-        email_address=f"{user.name}@firm.test",
-        host=server.host,
-        port=server.imap_port if kind == "imap" else server.pop3_port,
-        security="none",
-        username=user.name,
-        password=user.password,
-    )
+    return connect_mailbox(firm, user, kind=kind)
 
 
 def _second_member(dovecot, firm) -> MailboxUser:

@@ -9,26 +9,14 @@ from mailsync.adapters import ImapMailbox
 from mailsync.engine import mailbox_sync
 from mailsync.models import MailboxConnection, MailboxFolder, Message
 from mailsync.selectors import folders_excluded_with_mail
-from tests.factories import UserFactory
-from tests.mailsync.factories import fernet_key  # noqa: F401
+from tests.mailsync.factories import connect_mailbox, fernet_key  # noqa: F401
 from tests.servers.dovecot_fixtures import MailboxUser
 
 pytestmark = pytest.mark.django_db(transaction=False)
 
 
 def _connect(firm, user: MailboxUser) -> MailboxConnection:
-    server = user.server
-    return services.connection_create(
-        firm=firm,
-        owner=UserFactory(),
-        kind="imap",
-        email_address=f"{user.name}@firm.test",
-        host=server.host,
-        port=server.imap_port,
-        security="none",
-        username=user.name,
-        password=user.password,
-    )
+    return connect_mailbox(firm, user)
 
 
 def _mail(subject: str) -> bytes:

@@ -20,8 +20,7 @@ from django.utils import timezone
 from mailsync import engine, services
 from mailsync.engine import SyncReport, mailbox_sync
 from mailsync.models import MailboxConnection, MailboxFolder, Message, MessageSource
-from tests.factories import UserFactory
-from tests.mailsync.factories import fernet_key  # noqa: F401
+from tests.mailsync.factories import connect_mailbox, fernet_key  # noqa: F401
 from tests.servers.dovecot_fixtures import MailboxUser
 
 pytestmark = [
@@ -51,18 +50,7 @@ def _mail(n: int) -> bytes:
 def _mailbox(firm, user: MailboxUser, count: int = MESSAGES) -> MailboxConnection:
     for n in range(1, count + 1):
         user.server.append(user.name, _mail(n))
-    server = user.server
-    return services.connection_create(
-        firm=firm,
-        owner=UserFactory(),
-        kind="imap",
-        email_address=f"{user.name}@firm.test",
-        host=server.host,
-        port=server.imap_port,
-        security="none",
-        username=user.name,
-        password=user.password,
-    )
+    return connect_mailbox(firm, user)
 
 
 class PausedSync:

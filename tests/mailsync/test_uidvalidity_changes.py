@@ -9,28 +9,15 @@ import pytest
 from django.utils import timezone
 from freezegun import freeze_time
 
-from mailsync import services
 from mailsync.engine import MAX_RESETS, RESET_WINDOW, STABLE_RUNS_TO_TRUST, mailbox_sync
 from mailsync.models import MailboxFolder, Message
-from tests.factories import UserFactory
-from tests.mailsync.factories import fernet_key  # noqa: F401
+from tests.mailsync.factories import connect_mailbox, fernet_key  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
 
 def _connect(firm, user):
-    server = user.server
-    return services.connection_create(
-        firm=firm,
-        owner=UserFactory(),
-        kind="imap",
-        email_address=f"{user.name}@firm.test",
-        host=server.host,
-        port=server.imap_port,
-        security="none",
-        username=user.name,
-        password=user.password,
-    )
+    return connect_mailbox(firm, user)
 
 
 def _mail(n: int) -> bytes:

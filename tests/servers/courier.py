@@ -18,8 +18,6 @@ unstable for clients that only EXAMINE a folder.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import imaplib
 import os
 import shutil
 import signal
@@ -28,7 +26,13 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.servers.dovecot import HOST, _imap_quote, _self_signed_certificate, _wait_for_port
+from tests.servers.dovecot import (
+    HOST,
+    ImapSetup,
+    _imap_quote,
+    _self_signed_certificate,
+    _wait_for_port,
+)
 from tests.servers.dovecot import free_port as free_port
 
 __all__ = ["CourierServer", "courier_root"]
@@ -80,7 +84,7 @@ def courier_root() -> Path:
     return Path(os.environ.get("PORTAL_COURIER_ROOT", "/var/cache/portal-tests/courier"))
 
 
-class CourierServer:
+class CourierServer(ImapSetup):
     """One Courier IMAP + POP3 pair; STARTTLS on both with a self-signed certificate."""
 
     def __init__(self, run_dir: str | os.PathLike[str], root: Path | None = None) -> None:
@@ -247,29 +251,6 @@ class CourierServer:
 
     # --- mailbox content -------------------------------------------------------------------
 
-    def imap_login(self, user: str) -> imaplib.IMAP4:
-        client = imaplib.IMAP4(self.host, self.imap_port, timeout=10)
-        try:
-            client.login(user, self._passwords[user])
-        except BaseException:
-            client.shutdown()
-            raise
-        return client
-
-    def append(
-        self, user: str, raw: bytes, folder: str = "INBOX", *, date: datetime.datetime | None = None
-    ) -> int:
-        """APPEND one message (as a mail client would) and return its UID."""
-        client = self.imap_login(user)
-        try:
-            when = imaplib.Time2Internaldate(date) if date is not None else None
-            typ, data = client.append(_imap_quote(folder), None, when, raw)
-            if typ != "OK":
-                raise RuntimeError(f"APPEND to {folder} failed: {data!r}")
-            return int(data[0].decode().split("]")[0].split()[-1])
-        finally:
-            client.logout()
-
     def deliver(self, user: str, raw: bytes, folder: str = "INBOX") -> Path:
         """Drop a message into the Maildir's ``new/``, as a local delivery agent does."""
         maildir = self.mail_root / user / "Maildir"
@@ -283,16 +264,6 @@ class CourierServer:
         final = maildir / "new" / name
         os.replace(tmp, final)
         return final
-
-    def create_folder(self, user: str, name: str) -> None:
-        """Create a folder; Courier's folders live under ``INBOX.`` with ``.`` separators."""
-        client = self.imap_login(user)
-        try:
-            typ, data = client.create(_imap_quote(name))
-            if typ != "OK":
-                raise RuntimeError(f"CREATE {name} failed: {data!r}")
-        finally:
-            client.logout()
 
     def uidvalidity(self, user: str, folder: str = "INBOX") -> int:
         """UIDVALIDITY as a read-only session sees it now."""

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
 from tests.servers.courier import CourierServer
+from tests.servers.dovecot_fixtures import require, running
 
 __all__ = ["CourierUser", "courier", "courier_user"]
 
@@ -32,19 +31,9 @@ class CourierUser:
 
 @pytest.fixture(scope="session")
 def courier() -> Iterator[CourierServer]:
-    missing = CourierServer.missing()
-    if missing:
-        if os.environ.get("PORTAL_TEST_STRICT") == "1":
-            pytest.fail(missing)
-        pytest.skip(missing)
-    run_dir = tempfile.mkdtemp(prefix="portal-courier-")
-    server = CourierServer(run_dir)
-    try:
-        server.start()
+    require(CourierServer.missing())
+    with running(CourierServer, "portal-courier-") as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @pytest.fixture

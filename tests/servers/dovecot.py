@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs
 
-__all__ = ["DovecotServer", "free_port"]
+__all__ = ["DovecotServer", "ImapSetup", "free_port"]
 
 HOST = "127.0.0.1"
 
@@ -150,7 +150,60 @@ class _TokenEndpoint:
         self.thread.join(timeout=5)
 
 
-class DovecotServer:
+class ImapSetup:
+    """Setting up and inspecting a test server's mailboxes over plain IMAP, as a mail client
+    would. Needs ``host``, ``imap_port`` and ``_passwords`` (user -> password)."""
+
+    host: str
+    imap_port: int
+    _passwords: dict[str, str]
+
+    def imap_login(self, user: str) -> imaplib.IMAP4:
+        """A plain IMAP session as ``user`` for setting up and inspecting test data."""
+        client = imaplib.IMAP4(self.host, self.imap_port, timeout=10)
+        try:
+            client.login(user, self._passwords[user])
+        except BaseException:
+            client.shutdown()
+            raise
+        return client
+
+    def append(
+        self,
+        user: str,
+        raw: bytes,
+        folder: str = "INBOX",
+        *,
+        flags: str = "",
+        date: datetime.datetime | None = None,
+    ) -> int:
+        """APPEND one message and return its UID (from the APPENDUID response)."""
+        client = self.imap_login(user)
+        try:
+            when = imaplib.Time2Internaldate(date) if date is not None else None
+            typ, data = client.append(
+                _imap_quote(folder), f"({flags})" if flags else None, when, raw
+            )
+            if typ != "OK":
+                raise RuntimeError(f"APPEND to {folder} failed: {data!r}")
+            # e.g. b'[APPENDUID 1700000000 5] Append completed.'
+            code = data[0].decode().split("]")[0]
+            return int(code.split()[-1])
+        finally:
+            client.logout()
+
+    def create_folder(self, user: str, name: str) -> None:
+        """Create a folder; ``name`` is the IMAP (modified UTF-7) name, "." the separator."""
+        client = self.imap_login(user)
+        try:
+            typ, data = client.create(_imap_quote(name))
+            if typ != "OK":
+                raise RuntimeError(f"CREATE {name} failed: {data!r}")
+        finally:
+            client.logout()
+
+
+class DovecotServer(ImapSetup):
     """One Dovecot instance; see the module docstring. Use as a context manager or
     call ``start()``/``stop()``."""
 
@@ -426,50 +479,6 @@ class DovecotServer:
         self._token_endpoint.tokens[token] = user
 
     # --- mailbox content -------------------------------------------------------------------
-
-    def imap_login(self, user: str) -> imaplib.IMAP4:
-        """A plain IMAP session as ``user`` for setting up and inspecting test data."""
-        client = imaplib.IMAP4(self.host, self.imap_port, timeout=10)
-        try:
-            client.login(user, self._passwords[user])
-        except BaseException:
-            client.shutdown()
-            raise
-        return client
-
-    def append(
-        self,
-        user: str,
-        raw: bytes,
-        folder: str = "INBOX",
-        *,
-        flags: str = "",
-        date: datetime.datetime | None = None,
-    ) -> int:
-        """APPEND one message and return its UID (from the APPENDUID response)."""
-        client = self.imap_login(user)
-        try:
-            when = imaplib.Time2Internaldate(date) if date is not None else None
-            typ, data = client.append(
-                _imap_quote(folder), f"({flags})" if flags else None, when, raw
-            )
-            if typ != "OK":
-                raise RuntimeError(f"APPEND to {folder} failed: {data!r}")
-            # e.g. b'[APPENDUID 1700000000 5] Append completed.'
-            code = data[0].decode().split("]")[0]
-            return int(code.split()[-1])
-        finally:
-            client.logout()
-
-    def create_folder(self, user: str, name: str) -> None:
-        """Create a folder; ``name`` is the IMAP (modified UTF-7) name, "." the separator."""
-        client = self.imap_login(user)
-        try:
-            typ, data = client.create(_imap_quote(name))
-            if typ != "OK":
-                raise RuntimeError(f"CREATE {name} failed: {data!r}")
-        finally:
-            client.logout()
 
     def flags(self, user: str, uid: int, folder: str = "INBOX") -> set[str]:
         """The flags of one message as a second, independent session sees them."""

@@ -16,16 +16,19 @@ import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pytest
 
 from tests.servers.dovecot import DovecotServer
 
-__all__ = ["MailboxUser", "dovecot", "mailbox_user"]
+__all__ = ["MailboxUser", "dovecot", "mailbox_user", "require", "running"]
 
 _counter = itertools.count(1)
+S = TypeVar("S", bound=Any)
 
 
 @dataclass(frozen=True)
@@ -35,26 +38,44 @@ class MailboxUser:
     server: DovecotServer
 
 
-@pytest.fixture(scope="session")
-def dovecot() -> Iterator[DovecotServer]:
-    if not DovecotServer.available():
-        message = (
-            "dovecot/doveadm are missing: apt-get install dovecot-imapd dovecot-pop3d "
-            "(the mailbox adapter tests need a real IMAP/POP3 server)"
-        )
-        if os.environ.get("PORTAL_TEST_STRICT") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    # Not pytest's tmp_path: its parent is private to the user running the tests (0700),
-    # and Dovecot's mail processes run as another user that must reach the Maildirs.
-    run_dir = tempfile.mkdtemp(prefix="portal-dovecot-")
-    server = DovecotServer(run_dir, tls=True, oauth2=True)
+def require(missing: str | None) -> None:
+    """Skip the test when a component is missing, or fail it under PORTAL_TEST_STRICT=1
+    (CI), where a missing component is never a silent skip."""
+    if missing is None:
+        return
+    if os.environ.get("PORTAL_TEST_STRICT") == "1":
+        pytest.fail(missing)
+    pytest.skip(missing)
+
+
+@contextmanager
+def running(server_type: Callable[[str], S], prefix: str) -> Iterator[S]:
+    """A server started in a run folder of its own, stopped and removed afterwards.
+
+    Not pytest's tmp_path: its parent is private to the user running the tests (0700), and
+    the servers' mail processes run as another user that must reach the Maildirs."""
+    run_dir = tempfile.mkdtemp(prefix=prefix)
+    server = server_type(run_dir)
     try:
         server.start()
         yield server
     finally:
         server.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[DovecotServer]:
+    require(
+        None
+        if DovecotServer.available()
+        else "dovecot/doveadm are missing: apt-get install dovecot-imapd dovecot-pop3d "
+        "(the mailbox adapter tests need a real IMAP/POP3 server)"
+    )
+    with running(
+        lambda run_dir: DovecotServer(run_dir, tls=True, oauth2=True), "portal-dovecot-"
+    ) as server:
+        yield server
 
 
 @pytest.fixture
