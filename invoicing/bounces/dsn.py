@@ -10,13 +10,12 @@ message yields an empty :class:`ParsedReport` rather than an exception.
 from __future__ import annotations
 
 import contextlib
-import email
 import re
 from dataclasses import dataclass, field, replace
-from email import policy
 from email.header import decode_header, make_header
 from email.message import Message
 
+from . import mime
 from .mta import CHALLENGE_RE, DELAY_RE, MtaFamily, detect_mta
 
 __all__ = [
@@ -516,7 +515,7 @@ def _walk(msg: Message) -> _Collected:
             if isinstance(inner, list) and inner and isinstance(inner[0], Message):
                 found.original_headers.append(inner[0])
             elif isinstance(inner, str):
-                found.original_headers.append(email.message_from_string(inner[:MAX_TEXT_CHARS]))
+                found.original_headers.append(mime.message_from_string(inner[:MAX_TEXT_CHARS]))
             continue
         if part.is_multipart():
             if depth >= MAX_DEPTH:
@@ -672,7 +671,8 @@ def _parse(raw: bytes) -> ParsedReport:
     if not isinstance(raw, (bytes, bytearray)):
         raise TypeError("raw message must be bytes")
     raw = _without_original_body(bytes(raw[:MAX_MESSAGE_BYTES]))
-    msg = email.message_from_bytes(raw, policy=policy.compat32)
+    # The stdlib's compat32 tree, read faster (see mime.py).
+    msg = mime.message_from_bytes(raw)
     msg = _repair_boundary(raw, msg)
     report = _parse_message(msg)
     verp = _verp_recipient(msg)
@@ -1106,7 +1106,7 @@ def _repair_boundary(raw: bytes, msg: Message) -> Message:
     if old not in raw:
         return msg
     repaired = raw.replace(old, best.encode("utf-8", "surrogateescape"), 1)
-    fixed = email.message_from_bytes(repaired, policy=policy.compat32)
+    fixed = mime.message_from_bytes(repaired)
     return fixed if fixed.is_multipart() else msg
 
 
