@@ -31,6 +31,14 @@ __all__ = ["Unusual", "message_from_bytes", "message_from_string"]
 # The feedparser's own test for a header or continuation line (email.feedparser.headerRE).
 HEADER_LINE_RE = re.compile(r"(?:[\041-\071\073-\176]*:|[\t ])")
 HEADER_END_RE = re.compile(r"\n\r?\n")
+# A header block with nothing the feedparser would treat specially: each line a field
+# ("name:", no mbox "From " line) or a continuation, and no line break str.splitlines knows
+# but the feedparser does not (those go through the line-by-line path below).
+_LINE = "[^\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]*"
+WELL_FORMED_HEADERS_RE = re.compile(
+    rf"(?:[\041-\071\073-\176]+:{_LINE}(?:\n|\Z)(?:[ \t]{_LINE}(?:\n|\Z))*)+"
+)
+FIELD_SPLIT_RE = re.compile(r"\n(?![ \t])")
 BARE_CR_RE = re.compile(r"\r(?!\n)")
 SURROGATE_RE = re.compile("[\udc80-\udcff]")
 # Deeper than any real bounce; the stdlib takes over (and its RecursionError is handled).
@@ -104,6 +112,12 @@ def _headers(msg: Message, text: str, start: int, end: int) -> int:
     else:
         block_end = body = end  # headers only, up to the end of the part
     block = text[start:block_end]
+    if WELL_FORMED_HEADERS_RE.fullmatch(block):
+        # The usual case in two C-level passes: every line a field or its continuation.
+        if block.endswith("\n"):
+            block = block[:-1]
+        msg._headers = [_field(chunk) for chunk in FIELD_SPLIT_RE.split(block)]
+        return body
     lines = block.splitlines(keepends=True)
     if not lines:
         return body
@@ -138,6 +152,12 @@ def _headers(msg: Message, text: str, start: int, end: int) -> int:
     return body
 
 
+def _field(chunk: str) -> tuple[str, str]:
+    # policy.compat32.header_source_parse on a field with its continuation lines
+    name, value = chunk.split(":", 1)
+    return name, value.lstrip(" \t").rstrip("\r\n")
+
+
 def _header(lines: list[str]) -> tuple[str, str]:
     # policy.compat32.header_source_parse, inlined
     name, value = lines[0].split(":", 1)
@@ -152,26 +172,21 @@ def _parts(
     if ctype == "multipart/digest":
         raise Unusual("digest parts default to message/rfc822")
     boundary = msg.get_boundary()
-    match = None
-    if boundary:
-        delimiter = re.compile(
-            r"^--" + re.escape(boundary) + r"(?P<close>--)?[ \t]*(?:\r\n|\n|$)", re.MULTILINE
-        )
-        match = delimiter.search(text, start, end)
-    if match is None or match.group("close"):
+    match = _delimiter(text, "--" + boundary, start, end) if boundary else None
+    if match is None or match[2]:
         # As the feedparser: a multipart whose parts cannot be found is one text payload
         # (dsn._repair_boundary looks for the boundary the body really uses), and it keeps
         # the line break before an enclosing delimiter.
-        if match is None and start >= end:
+        if match is None and start >= end and not text.endswith(("\n\n", "\n\r\n"), 0, end):
             return ""  # the dropped line break ended the headers; no body at all
-        return text[start : match.start() if match else full_end]
+        return text[start : match[0] if match else full_end]
     parts: list[Message] = []
     while True:
-        part_start = match.end()
-        following = delimiter.search(text, part_start, end)
-        if following is not None and following.start() == part_start:
+        part_start = match[1]
+        following = _delimiter(text, "--" + boundary, part_start, end)
+        if following is not None and following[0] == part_start:
             raise Unusual("repeated boundary lines")
-        part_end = following.start() if following is not None else end
+        part_end = following[0] if following is not None else end
         # RFC 2046: the line break before a delimiter belongs to the delimiter (and the
         # feedparser drops a last line break at a missing close delimiter too).
         # The feedparser drops only one, however many multiparts end there unclosed.
@@ -180,8 +195,36 @@ def _parts(
             part_end -= 1
             if part_end > part_start and text[part_end - 1] == "\r":
                 part_end -= 1
-        part_full_end = following.start() if following is not None else full_end
+        part_full_end = following[0] if following is not None else full_end
         parts.append(_message(text, part_start, part_end, depth + 1, part_full_end))
-        if following is None or following.group("close"):
+        if following is None or following[2]:
             return parts
         match = following
+
+
+def _delimiter(text: str, separator: str, start: int, end: int) -> tuple[int, int, bool] | None:
+    """The next delimiter line in ``text[start:end]``: (its start, its end, is it the close).
+
+    A plain substring search: boundaries are unique per message, so a compiled pattern per
+    boundary would cost more to compile than to run. The line must hold only the delimiter,
+    an optional "--", and blanks, as feedparser's boundary pattern has it.
+    """
+    position = start
+    while True:
+        found = text.find(separator, position, end)
+        if found < 0:
+            return None
+        if found == 0 or text[found - 1] == "\n":
+            cursor = found + len(separator)
+            close = text.startswith("--", cursor, end)
+            if close:
+                cursor += 2
+            while cursor < end and text[cursor] in " \t":
+                cursor += 1
+            if cursor == end:
+                return found, cursor, close
+            if text[cursor] == "\n":
+                return found, cursor + 1, close
+            if text.startswith("\r\n", cursor, end):
+                return found, cursor + 2, close
+        position = found + 1
