@@ -17,6 +17,7 @@ from email.message import Message
 
 from . import mime
 from .mta import CHALLENGE_RE, DELAY_RE, MtaFamily, detect_mta
+from .vocabulary import Prefiltered
 
 __all__ = [
     "DeliveryFacts",
@@ -74,7 +75,8 @@ ORIGINAL_MARKER_RE = re.compile(
 )
 # The same on lower-cased text with a newline in front: a literal first character lets the
 # regex engine jump from line to line instead of trying every position.
-ORIGINAL_MARKER_LOWER_RE = re.compile("\n" + ORIGINAL_MARKER_RE.pattern[1:])
+# Prefiltered: most reports name none of the markers, which ``in`` finds out faster.
+ORIGINAL_MARKER_LOWER_RE = Prefiltered(re.compile("\n" + ORIGINAL_MARKER_RE.pattern[1:]))
 QUOTED_HEADER_LINE_RE = re.compile(r"\n(?:Return-Path|Received|Return-path|DKIM-Signature):")
 HTML_TAG_RE = re.compile(r"<[^<>]{0,2000}>")
 WS_RE = re.compile(r"\s+")

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .vocabulary import Prefiltered
+
 __all__ = [
     "CHALLENGE_RE",
     "DELAY_RE",
@@ -237,27 +239,33 @@ MTA_FAMILIES: tuple[MtaFamily, ...] = (
 )
 
 # Delay notices: the server still holds the message and will retry. Soft, never hard.
-DELAY_RE = re.compile(
-    r"has not yet been delivered|not been delivered yet|"
-    r"will (?:keep|continue) (?:trying|to try|attempting)|"
-    r"(?:delivery|it) will be (?:re)?tried|will be retried|still (?:being )?retr|"
-    r"delivery attempts will continue|is still trying|delivery (?:is |has been )?delayed|"
-    r"message (?:is |has been )?delayed|delayed mail|warning: message .{0,80} delayed|"
-    r"this is a warning message only|transient non-fatal errors|"
-    r"no action is required on your part|temporary (?:failure|problem)s?\b.{0,80}retry|"
-    r"will retry (?:for|until|later)|retrying|still undelivered|still awaiting delivery|"
-    r"will keep trying until|could not send message for past|warning: could not send|"
-    r"has been delayed|delivery delay|will continue to be made|not yet delivered",
+# Prefiltered: run only when the text holds a literal some phrase needs (see vocabulary.py).
+DELAY_RE = Prefiltered(
+    re.compile(
+        r"has not yet been delivered|not been delivered yet|"
+        r"will (?:keep|continue) (?:trying|to try|attempting)|"
+        r"(?:delivery|it) will be (?:re)?tried|will be retried|still (?:being )?retr|"
+        r"delivery attempts will continue|is still trying|delivery (?:is |has been )?delayed|"
+        r"message (?:is |has been )?delayed|delayed mail|warning: message .{0,80} delayed|"
+        r"this is a warning message only|transient non-fatal errors|"
+        r"no action is required on your part|temporary (?:failure|problem)s?\b.{0,80}retry|"
+        r"will retry (?:for|until|later)|retrying|still undelivered|still awaiting delivery|"
+        r"will keep trying until|could not send message for past|warning: could not send|"
+        r"has been delayed|delivery delay|will continue to be made|not yet delivered",
+    )
 )
 
 # Challenge/response systems ask the sender to prove they are human; nothing bounced.
-CHALLENGE_RE = re.compile(
-    r"boxbe|requires? (?:your )?confirmation|please confirm (?:that )?you|"
-    r"verify (?:that )?you are (?:a )?(?:human|real)|awaiting (?:your )?(?:verification|approval)|"
-    r"sender (?:verification|approval) (?:request|required)|"
-    r"click (?:the|this) link (?:below )?to (?:confirm|verify|deliver)|"
-    r"added to (?:my|the) (?:approved|guest) (?:senders? )?list|spam arrest|mailblocks|"
-    r"choicemail|challenge.?response",
+CHALLENGE_RE = Prefiltered(
+    re.compile(
+        r"boxbe|requires? (?:your )?confirmation|please confirm (?:that )?you|"
+        r"verify (?:that )?you are (?:a )?(?:human|real)|"
+        r"awaiting (?:your )?(?:verification|approval)|"
+        r"sender (?:verification|approval) (?:request|required)|"
+        r"click (?:the|this) link (?:below )?to (?:confirm|verify|deliver)|"
+        r"added to (?:my|the) (?:approved|guest) (?:senders? )?list|spam arrest|mailblocks|"
+        r"choicemail|challenge.?response",
+    )
 )
 
 
@@ -275,7 +283,8 @@ def _combined(kind: str) -> re.Pattern[str]:
 # Header lines are matched in "\n" + digest with "^" written as "\n": a literal first
 # character lets the regex engine jump from line to line.
 _HEADERS_RE = re.compile(re.sub(r"(^|\||\(\?P<f\d+>)\^", r"\1\\n", _combined("headers").pattern))
-_BODY_RE = _combined("body")
+# Most prose names no family at all; the prefilter says so without the regex's full scan.
+_BODY_RE = Prefiltered(_combined("body"))
 
 
 def detect_mta(header_digest: str, body_head: str) -> MtaFamily | None:
