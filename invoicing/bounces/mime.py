@@ -38,7 +38,7 @@ _LINE = "[^\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]*"
 WELL_FORMED_HEADERS_RE = re.compile(
     rf"(?:[\041-\071\073-\176]+:{_LINE}(?:\n|\Z)(?:[ \t]{_LINE}(?:\n|\Z))*)+"
 )
-FIELD_SPLIT_RE = re.compile(r"\n(?![ \t])")
+FIELD_RE = re.compile(r"^([\041-\071\073-\176]+):[ \t]*(.*(?:\n[ \t].*)*)", re.MULTILINE)
 BARE_CR_RE = re.compile(r"\r(?!\n)")
 SURROGATE_RE = re.compile("[\udc80-\udcff]")
 # Deeper than any real bounce; the stdlib takes over (and its RecursionError is handled).
@@ -114,9 +114,12 @@ def _headers(msg: Message, text: str, start: int, end: int) -> int:
     block = text[start:block_end]
     if WELL_FORMED_HEADERS_RE.fullmatch(block):
         # The usual case in two C-level passes: every line a field or its continuation.
-        if block.endswith("\n"):
-            block = block[:-1]
-        msg._headers = [_field(chunk) for chunk in FIELD_SPLIT_RE.split(block)]
+        # The pattern reads fields as policy.compat32.header_source_parse does, except
+        # that it leaves the CR of a CRLF line ending on the value.
+        fields = FIELD_RE.findall(block)
+        if "\r" in block:
+            fields = [(name, value.removesuffix("\r")) for name, value in fields]
+        msg._headers = fields
         return body
     lines = block.splitlines(keepends=True)
     if not lines:
@@ -150,12 +153,6 @@ def _headers(msg: Message, text: str, start: int, end: int) -> int:
     if current:
         headers.append(_header(current))
     return body
-
-
-def _field(chunk: str) -> tuple[str, str]:
-    # policy.compat32.header_source_parse on a field with its continuation lines
-    name, value = chunk.split(":", 1)
-    return name, value.lstrip(" \t").rstrip("\r\n")
 
 
 def _header(lines: list[str]) -> tuple[str, str]:
