@@ -36,6 +36,7 @@ MAX_TEXT_CHARS = 64 * 1024
 MAX_PROSE_CHARS = 16 * 1024
 MAX_DSN_PROSE_CHARS = 6 * 1024
 MAX_HEADER_CHARS = 8 * 1024
+MAX_INDEXED_HEADERS = 500
 MAX_ADDRESS_FIELD = 1024
 MAX_LINE_CHARS = 2000
 MAX_RECIPIENTS = 50
@@ -261,7 +262,7 @@ def _header_index(msg: Message) -> dict[str, object]:
     if index is None:
         index = {}
         # The parsed headers as they are: Message.items() would re-sanitise every one.
-        for key, value in _header_items(msg)[:500]:
+        for key, value in _header_items(msg)[:MAX_INDEXED_HEADERS]:
             index.setdefault(str(key).lower(), value)
         msg._bounce_header_index = index  # type: ignore[attr-defined]
     return index
@@ -295,6 +296,10 @@ def _raw_header(part: Message, name: str) -> str | None:
             return part.get(name)
         except Exception:  # compat32 header objects can fail on undecodable bytes
             return None
+    if len(headers) <= MAX_INDEXED_HEADERS:
+        # One dict per part instead of a scan per read (the index holds all of them).
+        value = _header_index(part).get(name)
+        return value if value is None or isinstance(value, str) else str(value)
     size = len(name)
     for key, value in headers:
         if len(key) == size and key.lower() == name:
