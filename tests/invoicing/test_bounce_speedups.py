@@ -193,3 +193,31 @@ def test_the_split_header_patterns_pick_the_family_one_alternation_picks(lines) 
     expected = mta.MTA_FAMILIES[int(match.lastgroup[1:])] if match else None
     # No opening prose: only the headers decide.
     assert mta.detect_mta(digest, "") is expected
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        'multipart/mixed; boundary="abc"',
+        "multipart/mixed; boundary=----=_NextPart_000",
+        'multipart/mixed;\r\n\tboundary="=_x y "',
+        'Multipart/Mixed; BOUNDARY = "q;r" ; charset=x',
+        'multipart/mixed; boundary=""',
+        'multipart/mixed; boundary="<a>"',
+        "multipart/mixed; boundary=a b",
+        "multipart/mixed; boundary*=us-ascii''abc",
+        'multipart/mixed; x="a;boundary=b"; boundary=c',
+        "boundary=x; y=z",
+        'multipart/mixed; boundary="a"b',
+        'multipart/mixed; boundary="a\\"b"',
+    ],
+)
+def test_the_boundary_parameter_is_read_as_compat32_reads_it(content_type: str) -> None:
+    msg = email.message_from_string(f"Content-Type: {content_type}\n\n", policy=policy.compat32)
+    assert mime._boundary(msg) == msg.get_boundary()
+
+
+def test_an_empty_boundary_delimits_parts_with_bare_dashes_as_in_the_stdlib() -> None:
+    raw = b'Content-Type: multipart/mixed; boundary=""\n\n--\nSubject: a\n\nb\n----\n'
+    assert _tree(mime.message_from_bytes(raw)) == _tree(_stdlib(raw))
+    assert mime.message_from_bytes(raw).is_multipart()
