@@ -15,14 +15,14 @@ easier to keep when the whole parser is read together.
 from __future__ import annotations
 
 import contextlib
-import email
 import re
 from dataclasses import dataclass, field, replace
-from email import policy
 from email.header import decode_header, make_header
 from email.message import Message
 
+from . import mime
 from .mta import CHALLENGE_RE, DELAY_RE, MtaFamily, detect_mta
+from .vocabulary import Prefiltered
 
 __all__ = [
     "DeliveryFacts",
@@ -41,6 +41,7 @@ MAX_TEXT_CHARS = 64 * 1024
 MAX_PROSE_CHARS = 16 * 1024
 MAX_DSN_PROSE_CHARS = 6 * 1024
 MAX_HEADER_CHARS = 8 * 1024
+MAX_INDEXED_HEADERS = 500
 MAX_ADDRESS_FIELD = 1024
 MAX_LINE_CHARS = 2000
 MAX_RECIPIENTS = 50
@@ -80,7 +81,8 @@ ORIGINAL_MARKER_RE = re.compile(
 )
 # The same on lower-cased text with a newline in front: a literal first character lets the
 # regex engine jump from line to line instead of trying every position.
-ORIGINAL_MARKER_LOWER_RE = re.compile("\n" + ORIGINAL_MARKER_RE.pattern[1:])
+# Prefiltered: most reports name none of the markers, which ``in`` finds out faster.
+ORIGINAL_MARKER_LOWER_RE = Prefiltered(re.compile("\n" + ORIGINAL_MARKER_RE.pattern[1:]))
 QUOTED_HEADER_LINE_RE = re.compile(r"\n(?:Return-Path|Received|Return-path|DKIM-Signature):")
 HTML_TAG_RE = re.compile(r"<[^<>]{0,2000}>")
 WS_RE = re.compile(r"\s+")
@@ -265,7 +267,7 @@ def _header_index(msg: Message) -> dict[str, object]:
     if index is None:
         index = {}
         # The parsed headers as they are: Message.items() would re-sanitise every one.
-        for key, value in _header_items(msg)[:500]:
+        for key, value in _header_items(msg)[:MAX_INDEXED_HEADERS]:
             index.setdefault(str(key).lower(), value)
         msg._bounce_header_index = index  # type: ignore[attr-defined]
     return index
@@ -299,6 +301,10 @@ def _raw_header(part: Message, name: str) -> str | None:
             return part.get(name)
         except Exception:  # compat32 header objects can fail on undecodable bytes
             return None
+    if len(headers) <= MAX_INDEXED_HEADERS:
+        # One dict per part instead of a scan per read (the index holds all of them).
+        value = _header_index(part).get(name)
+        return value if value is None or isinstance(value, str) else str(value)
     size = len(name)
     for key, value in headers:
         if len(key) == size and key.lower() == name:
@@ -521,7 +527,7 @@ def _walk(msg: Message) -> _Collected:
             if isinstance(inner, list) and inner and isinstance(inner[0], Message):
                 found.original_headers.append(inner[0])
             elif isinstance(inner, str):
-                found.original_headers.append(email.message_from_string(inner[:MAX_TEXT_CHARS]))
+                found.original_headers.append(mime.message_from_string(inner[:MAX_TEXT_CHARS]))
             continue
         if part.is_multipart():
             if depth >= MAX_DEPTH:
@@ -677,7 +683,8 @@ def _parse(raw: bytes) -> ParsedReport:
     if not isinstance(raw, (bytes, bytearray)):
         raise TypeError("raw message must be bytes")
     raw = _without_original_body(bytes(raw[:MAX_MESSAGE_BYTES]))
-    msg = email.message_from_bytes(raw, policy=policy.compat32)
+    # The stdlib's compat32 tree, read faster (see mime.py).
+    msg = mime.message_from_bytes(raw)
     msg = _repair_boundary(raw, msg)
     report = _parse_message(msg)
     verp = _verp_recipient(msg)
@@ -1111,7 +1118,7 @@ def _repair_boundary(raw: bytes, msg: Message) -> Message:
     if old not in raw:
         return msg
     repaired = raw.replace(old, best.encode("utf-8", "surrogateescape"), 1)
-    fixed = email.message_from_bytes(repaired, policy=policy.compat32)
+    fixed = mime.message_from_bytes(repaired)
     return fixed if fixed.is_multipart() else msg
 
 

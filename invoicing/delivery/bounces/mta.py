@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .vocabulary import Prefiltered
+
 __all__ = [
     "CHALLENGE_RE",
     "DELAY_RE",
@@ -237,45 +239,108 @@ MTA_FAMILIES: tuple[MtaFamily, ...] = (
 )
 
 # Delay notices: the server still holds the message and will retry. Soft, never hard.
-DELAY_RE = re.compile(
-    r"has not yet been delivered|not been delivered yet|"
-    r"will (?:keep|continue) (?:trying|to try|attempting)|"
-    r"(?:delivery|it) will be (?:re)?tried|will be retried|still (?:being )?retr|"
-    r"delivery attempts will continue|is still trying|delivery (?:is |has been )?delayed|"
-    r"message (?:is |has been )?delayed|delayed mail|warning: message .{0,80} delayed|"
-    r"this is a warning message only|transient non-fatal errors|"
-    r"no action is required on your part|temporary (?:failure|problem)s?\b.{0,80}retry|"
-    r"will retry (?:for|until|later)|retrying|still undelivered|still awaiting delivery|"
-    r"will keep trying until|could not send message for past|warning: could not send|"
-    r"has been delayed|delivery delay|will continue to be made|not yet delivered",
+# Prefiltered: run only when the text holds a literal some phrase needs (see vocabulary.py).
+DELAY_RE = Prefiltered(
+    re.compile(
+        r"has not yet been delivered|not been delivered yet|"
+        r"will (?:keep|continue) (?:trying|to try|attempting)|"
+        r"(?:delivery|it) will be (?:re)?tried|will be retried|still (?:being )?retr|"
+        r"delivery attempts will continue|is still trying|delivery (?:is |has been )?delayed|"
+        r"message (?:is |has been )?delayed|delayed mail|warning: message .{0,80} delayed|"
+        r"this is a warning message only|transient non-fatal errors|"
+        r"no action is required on your part|temporary (?:failure|problem)s?\b.{0,80}retry|"
+        r"will retry (?:for|until|later)|retrying|still undelivered|still awaiting delivery|"
+        r"will keep trying until|could not send message for past|warning: could not send|"
+        r"has been delayed|delivery delay|will continue to be made|not yet delivered",
+    )
 )
 
 # Challenge/response systems ask the sender to prove they are human; nothing bounced.
-CHALLENGE_RE = re.compile(
-    r"boxbe|requires? (?:your )?confirmation|please confirm (?:that )?you|"
-    r"verify (?:that )?you are (?:a )?(?:human|real)|awaiting (?:your )?(?:verification|approval)|"
-    r"sender (?:verification|approval) (?:request|required)|"
-    r"click (?:the|this) link (?:below )?to (?:confirm|verify|deliver)|"
-    r"added to (?:my|the) (?:approved|guest) (?:senders? )?list|spam arrest|mailblocks|"
-    r"choicemail|challenge.?response",
+CHALLENGE_RE = Prefiltered(
+    re.compile(
+        r"boxbe|requires? (?:your )?confirmation|please confirm (?:that )?you|"
+        r"verify (?:that )?you are (?:a )?(?:human|real)|"
+        r"awaiting (?:your )?(?:verification|approval)|"
+        r"sender (?:verification|approval) (?:request|required)|"
+        r"click (?:the|this) link (?:below )?to (?:confirm|verify|deliver)|"
+        r"added to (?:my|the) (?:approved|guest) (?:senders? )?list|spam arrest|mailblocks|"
+        r"choicemail|challenge.?response",
+    )
 )
 
 
-def _combined(kind: str) -> re.Pattern[str]:
-    # One pass over the text for all families: group fN is family N's pattern.
-    parts = [
-        f"(?P<f{index}>{getattr(family, kind).pattern})"
-        for index, family in enumerate(MTA_FAMILIES)
-        if getattr(family, kind) is not None
-    ]
-    # Lower-case patterns for lower-cased text (the caller lowers it): much faster.
-    return re.compile("|".join(parts), re.MULTILINE)
+def _alternatives(pattern: str) -> list[str]:
+    """``pattern`` split at its top-level "|" (outside groups and character classes)."""
+    parts: list[str] = []
+    depth = 0
+    in_class = False
+    start = 0
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            if pattern.startswith(("[]", "[^]"), index):
+                index += 2 if pattern[index + 1] == "]" else 3
+                continue
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            parts.append(pattern[start:index])
+            start = index + 1
+        index += 1
+    parts.append(pattern[start:])
+    return parts
 
 
-# Header lines are matched in "\n" + digest with "^" written as "\n": a literal first
-# character lets the regex engine jump from line to line.
-_HEADERS_RE = re.compile(re.sub(r"(^|\||\(\?P<f\d+>)\^", r"\1\\n", _combined("headers").pattern))
-_BODY_RE = _combined("body")
+def _header_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """The families' header patterns in two passes: line-anchored ones, then the rest.
+
+    Header lines are matched in "\n" + digest with "^" written as "\n", and that "\n"
+    factored out in front of all the alternatives: with a literal first character the regex
+    engine skips from line to line instead of trying each alternative at every character
+    (it cannot see a literal inside the named groups). The few unanchored phrases ("courier
+    mta") go in a second pattern; it cannot tie with the first (which only matches at a
+    newline), so the earlier of the two matches is the one a single pattern would find.
+    Group fN is family N's pattern. Lower-case patterns for lower-cased text (the caller
+    lowers it): much faster than IGNORECASE.
+    """
+    anchored: list[str] = []
+    floating: list[str] = []
+    for index, family in enumerate(MTA_FAMILIES):
+        if family.headers is None:
+            continue
+        alternatives = _alternatives(family.headers.pattern)
+        lines = [a for a in alternatives if a.startswith("^")]
+        rest = [a for a in alternatives if not a.startswith("^")]
+        if lines:
+            # "^" inside an alternative's own groups is a line start too.
+            inner = "|".join(re.sub(r"(\||\()\^", r"\1\\n", a[1:]) for a in lines)
+            anchored.append(f"(?P<f{index}>{inner})")
+        if rest:
+            floating.append(f"(?P<f{index}>{'|'.join(rest)})")
+    return (
+        re.compile("\n(?:" + "|".join(anchored) + ")", re.MULTILINE),
+        re.compile("|".join(floating) or "(?!)", re.MULTILINE),
+    )
+
+
+_HEADERS_RE, _FLOATING_HEADERS_RE = _header_patterns()
+# Each family's opening-prose pattern, case-sensitive for lower-cased text, and run only
+# when the text holds a literal it needs (see vocabulary.Prefiltered): most prose names
+# no family at all, or one.
+_BODY_PATTERNS = tuple(
+    (index, Prefiltered(re.compile(family.body.pattern, re.MULTILINE)))
+    for index, family in enumerate(MTA_FAMILIES)
+    if family.body is not None
+)
 
 
 def detect_mta(header_digest: str, body_head: str) -> MtaFamily | None:
@@ -283,8 +348,19 @@ def detect_mta(header_digest: str, body_head: str) -> MtaFamily | None:
 
     Both texts must be lower-cased; so must text given to DELAY_RE and CHALLENGE_RE.
     """
-    for combined, text in ((_HEADERS_RE, "\n" + header_digest), (_BODY_RE, body_head)):
-        match = combined.search(text)
-        if match and match.lastgroup:
-            return MTA_FAMILIES[int(match.lastgroup[1:])]
-    return None
+    text = "\n" + header_digest
+    match = _HEADERS_RE.search(text)
+    floating = _FLOATING_HEADERS_RE.search(text)
+    if floating and (match is None or floating.start() < match.start()):
+        match = floating
+    if match is not None and match.lastgroup:
+        return MTA_FAMILIES[int(match.lastgroup[1:])]
+    # The family whose pattern matches earliest, the first listed on a tie: what one
+    # alternation of all the families' patterns would find, without trying every family's
+    # phrases at every character.
+    best: tuple[int, int] | None = None
+    for index, pattern in _BODY_PATTERNS:
+        found = pattern.search(body_head)
+        if found is not None and (best is None or found.start() < best[0]):
+            best = (found.start(), index)
+    return MTA_FAMILIES[best[1]] if best else None

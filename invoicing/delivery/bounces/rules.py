@@ -30,7 +30,7 @@ from .dsn import (
     fold,
     parse_report,
 )
-from .vocabulary import DIRECTORY_REJECT_RE, GENERIC_TEXT_RULES, TEXT_RULES
+from .vocabulary import DIRECTORY_REJECT_RE, GENERIC_TEXT_RULES, TEXT_RULES, Prefiltered
 
 __all__ = [
     "REASONS",
@@ -230,8 +230,9 @@ TRANSCRIPT_RE = re.compile(
     r"\n[ \t]*>>>\s*(rcpt|data|mail)\b[^\n]*\n(?:[ \t]*<<<\s*[23]\d\d[^\n]*\n)*[ \t]*<<<\s*[45]\d\d"
 )
 
-SENDMAIL_RCPT_ECHO_RE = re.compile(
-    r"[^\w][45]\d\d[ -](?:[45]\.\d{1,3}\.\d{1,3} )?<?[^\s<>]+@[^\s<>]+?>?\.\.\. "
+# Prefiltered: only run on text with the "... " it needs (see vocabulary.Prefiltered).
+SENDMAIL_RCPT_ECHO_RE = Prefiltered(
+    re.compile(r"[^\w][45]\d\d[ -](?:[45]\.\d{1,3}\.\d{1,3} )?<?[^\s<>]+@[^\s<>]+?>?\.\.\. ")
 )
 
 

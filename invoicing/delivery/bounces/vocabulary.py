@@ -21,34 +21,147 @@ applies to that list:
 from __future__ import annotations
 
 import re
+from re import _constants as sre_constants  # type: ignore[attr-defined]
+from re import _parser as sre_parser  # type: ignore[attr-defined]
 
-__all__ = ["DIRECTORY_REJECT_RE", "GENERIC_TEXT_RULES", "TEXT_RULES", "Phrases"]
+__all__ = [
+    "DIRECTORY_REJECT_RE",
+    "GENERIC_TEXT_RULES",
+    "TEXT_RULES",
+    "Phrases",
+    "Prefiltered",
+    "required_literals",
+]
 
 
 _REGEX_SYNTAX = re.compile(r"[\\\[\](){}.*+?|^$]")
+# A literal shorter than this says little (" a", "re"); such alternatives are not prefiltered.
+_MIN_ANCHOR = 3
+
+
+def required_literals(pattern: re.Pattern[str]) -> tuple[str, ...] | None:
+    """Substrings at least one of which is in any text ``pattern`` matches; None if unknown.
+
+    Python's regex engine tries every alternative of a long alternation at every position of
+    the text; most texts contain none of the words the alternatives are built around, and
+    ``in`` finds that out several times faster. Read from the compiled pattern's own parse
+    tree, so the prefilter cannot drift from the pattern it guards.
+    """
+    if pattern.flags & re.IGNORECASE:
+        return None  # an ``in`` test would be case-sensitive where the pattern is not
+    try:
+        tree = sre_parser.parse(pattern.pattern, pattern.flags)
+    except Exception:  # a parser internals change: no prefilter, same results
+        return None
+    found = _anchors(list(tree))
+    if not found:
+        return None
+    # A literal that contains another one is redundant: the shorter is found whenever it is.
+    return tuple(sorted(a for a in found if not any(b != a and b in a for b in found)))
+
+
+def _anchors(items: list) -> set[str] | None:
+    """For a sequence of parse items: one required literal run, else a required group's."""
+    runs: list[str] = []
+    run: list[str] = []
+    groups: list[set[str] | None] = []
+    for op, av in items:
+        if op is sre_constants.LITERAL:
+            run.append(chr(av))
+            continue
+        runs.append("".join(run))
+        run = []
+        if op is sre_constants.SUBPATTERN:
+            _group, add_flags, _del_flags, sub = av
+            if not add_flags & sre_constants.SRE_FLAG_IGNORECASE:
+                groups.append(_anchors(list(sub)))
+        elif op is sre_constants.BRANCH:
+            groups.append(_branch(av[1]))
+        elif op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT) and av[0] >= 1:
+            groups.append(_anchors(list(av[2])))
+    runs.append("".join(run))
+    best = max(runs, key=len)
+    if len(best) >= _MIN_ANCHOR:
+        return {best}
+    for group in groups:
+        if group:
+            return group
+    return None
+
+
+def _branch(alternatives: list) -> set[str] | None:
+    found: set[str] = set()
+    for alternative in alternatives:
+        anchors = _anchors(list(alternative))
+        if not anchors:
+            return None  # one alternative could match without any known literal
+        found |= anchors
+    return found
+
+
+class Prefiltered:
+    """A compiled pattern that is only run when the text holds one of its required literals.
+
+    Behaves as the pattern for ``search`` (same match or ``None``).
+    """
+
+    __slots__ = ("anchors", "pattern")
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+        self.anchors = required_literals(pattern)
+
+    def search(self, text: str, *args: int) -> re.Match[str] | None:
+        anchors = self.anchors
+        if anchors is not None:
+            for anchor in anchors:
+                if anchor in text:
+                    break
+            else:
+                return None
+        return self.pattern.search(text, *args)
 
 
 class Phrases:
-    """One cause's phrases: plain ones found with ``in``, the rest with one regex.
+    """One cause's phrases: plain ones found with ``in``, the rest with small regexes.
 
     All lower-case, for lower-cased text with a space in front (``rules._match_specific``
     does that): a word boundary is written "[^a-z0-9_]word". Substring search is several
-    times faster than a regex alternative, and the regex keeps only the phrases that need it.
+    times faster than a regex alternative, so each regex phrase is only tried when the text
+    holds a literal it cannot match without (phrases sharing that literal share one regex).
     """
 
-    __slots__ = ("literals", "pattern", "regex")
+    __slots__ = ("guarded", "literals", "pattern", "unguarded")
 
     def __init__(self, *alternatives: str) -> None:
         self.literals = tuple(a for a in alternatives if not _REGEX_SYNTAX.search(a))
-        rest = [a for a in alternatives if _REGEX_SYNTAX.search(a)]
-        self.regex = re.compile("|".join(rest)) if rest else None
+        by_anchors: dict[tuple[str, ...], list[str]] = {}
+        unguarded: list[str] = []
+        for alternative in alternatives:
+            if alternative in self.literals:
+                continue
+            anchors = required_literals(re.compile(alternative))
+            if anchors:
+                by_anchors.setdefault(anchors, []).append(alternative)
+            else:
+                unguarded.append(alternative)
+        self.guarded = tuple(
+            (anchors, re.compile("|".join(group))) for anchors, group in by_anchors.items()
+        )
+        self.unguarded = re.compile("|".join(unguarded)) if unguarded else None
         self.pattern = "|".join(alternatives)
 
     def search(self, text: str) -> bool:
         for literal in self.literals:
             if literal in text:
                 return True
-        return bool(self.regex is not None and self.regex.search(text))
+        for anchors, regex in self.guarded:
+            for anchor in anchors:
+                if anchor in text:
+                    if regex.search(text):
+                        return True
+                    break
+        return bool(self.unguarded is not None and self.unguarded.search(text))
 
 
 def _rx(*alternatives: str) -> Phrases:
