@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from invoicing.bounces import mime, mta, vocabulary
-from invoicing.bounces.dsn import _delivery_status_text, parse_field_blocks
+from invoicing.delivery.bounces import mime, mta, vocabulary
+from invoicing.delivery.bounces.dsn import _delivery_status_text, parse_field_blocks
 
 from .test_bounce_corpus import BOUNCES, BOUNCES_MORE, MIME, _require
 
