@@ -42,7 +42,7 @@ from django.utils import timezone
 from mailsync import services
 from mailsync.adapters import ImapMailbox, Pop3Mailbox
 from mailsync.crypto import CredentialsUnavailable
-from mailsync.errors import FolderNotFound, SyncError, UidValidityChanged
+from mailsync.errors import FolderNotFound, SyncError
 from mailsync.linking import (
     LinkResult,
     clients_by_address,
@@ -979,22 +979,11 @@ def _sync_imap_folder(box: ImapMailbox, run: _Run, folder: MailboxFolder) -> Non
     if status.uidnext <= folder.last_uid + 1 and folder.state == MailboxFolder.State.IDLE:
         return  # nothing arrived: no SEARCH needed (keeps unchanged syncs fast)
     since = _reread_since(folder, connection)
-    unstable = folder.uidvalidity_unstable_since is not None
-    try:
-        uids = box.fetch_uids_since(
-            folder.name,
-            folder.last_uid,
-            since_date=since,
-            uidvalidity=None if unstable else folder.uidvalidity,
-        )
-    except UidValidityChanged as exc:
-        # Changed between STATUS and EXAMINE: the next run re-reads the folder.
-        if exc.actual is not None:
-            _resync(folder, exc.actual, report)
-        return
-    if unstable and box.examined_uidvalidity != folder.uidvalidity:
-        # Renumbered again between STATUS and EXAMINE (the server makes up a new value per
-        # visit): within this session the numbering holds, so read the window by it.
+    uids = box.fetch_uids_since(folder.name, folder.last_uid, since_date=since)
+    if box.examined_uidvalidity != folder.uidvalidity and box.examined_uidvalidity is not None:
+        # Renumbered between STATUS and EXAMINE (a server that makes up a new value per
+        # visit does, whenever the two straddle its clock's second): within this session
+        # the numbering holds, so re-read by it now rather than lose this run.
         _resync(folder, box.examined_uidvalidity, report)
         since = _reread_since(folder, connection)
         uids = box.fetch_uids_since(
