@@ -50,7 +50,7 @@ class DomainCheckRun(models.Model):
             and bool(dkim)
             and all(r["ok"] for r in dkim)
             and by_name.get("spf", {}).get("ok") is True
-            and "alignment" not in by_name
+            and by_name.get("alignment", {"ok": True})["ok"]
             and (dmarc is None or dmarc["ok"] or dmarc["problem_code"] == "domain.dmarc_missing")
         )
 
