@@ -415,9 +415,12 @@ def classify(exc: BaseException, *, step: str, secrets: Iterable[str] = ()) -> S
     if isinstance(exc, OSError):
         return made(CONNECTION, True)
 
-    if isinstance(exc, OAuthLoginRefused) and not exc.token_refused:
-        if _OAUTH_ACCEPTED_BUT_REFUSED.search(detail):
-            return made(PROTOCOL_UNSUPPORTED, False)
+    if (
+        isinstance(exc, OAuthLoginRefused)
+        and not exc.token_refused
+        and _OAUTH_ACCEPTED_BUT_REFUSED.search(detail)
+    ):
+        return made(PROTOCOL_UNSUPPORTED, False)
     if isinstance(exc, imaplib.IMAP4.error | poplib.error_proto):
         matched = _from_reply(detail, step)
         if matched is not None:

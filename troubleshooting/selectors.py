@@ -8,6 +8,7 @@ queries, however many clients, deliveries or events there are.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -293,6 +294,73 @@ def _dead_domain_problems(
     return problems
 
 
+# Mail exchangers of Google Workspace and Gmail (aspmx.l.google.com, smtp.google.com,
+# gmail-smtp-in.l.google.com, ...): the recipients who see Gmail's "dangerous" warning.
+_GOOGLE_MX = re.compile(r"(^|[.\s])(google\.com|googlemail\.com)\.?$", re.IGNORECASE)
+# Statuses of an email that reached (or is about to reach) the recipient's mailbox.
+_REACHED = ("sent", "deferred", "delivered", "opened", "clicked")
+
+
+def served_by_google(answers: list) -> bool:
+    """Whether stored MX answers ``(name, "MX", "10 host.")`` name Google's mail servers."""
+    return any(rtype == "MX" and _GOOGLE_MX.search(text.strip()) for _n, rtype, text in answers)
+
+
+def firm_domain_misaligned(firm: Firm) -> bool:
+    """The firm's sending domain was checked and neither SPF nor DKIM aligns with it."""
+    if not firm.sending_domain:
+        return False
+    run = latest_domain_run(firm)
+    return run is not None and run.domain == firm.sending_domain and not run.aligned
+
+
+def flagged_dangerous_addresses(firm: Firm, addresses: set[str]) -> set[str]:
+    """Of these (normalized) addresses, those whose mail Gmail is likely to flag as
+    dangerous: their domain's mail is served by Google (MX, from the address domain checks)
+    while the firm's sending domain does not align (DMARC fails for the portal's mail)."""
+    if not addresses or not firm_domain_misaligned(firm):
+        return set()
+    domains = {address.rsplit("@", 1)[-1] for address in addresses}
+    google = {
+        check.domain
+        for check in AddressDomainCheck.objects.filter(firm=firm, domain__in=domains, ok=True)
+        if served_by_google(check.answers)
+    }
+    return {address for address in addresses if address.rsplit("@", 1)[-1] in google}
+
+
+def _flagged_dangerous_problems(client: Client, *, known: list[Problem] = ()) -> list[Problem]:
+    """The client's invoices that reached a Google-served mailbox while the firm's domain
+    does not align: one problem per address, on its newest such email."""
+    if not firm_domain_misaligned(client.firm):
+        return []
+    reported = {p.delivery.normalized for p in known if p.delivery}
+    newest: dict[str, Delivery] = {}
+    for delivery in (
+        Delivery.objects.filter(client=client, is_test=False, status__in=_REACHED)
+        .select_related("invoice", "client")
+        .order_by("-created", "-pk")
+    ):
+        newest.setdefault(delivery.normalized, delivery)
+    flagged = flagged_dangerous_addresses(client.firm, set(newest) - reported)
+    guide = guide_for("delivery.flagged_dangerous")
+    return [
+        Problem(
+            code=guide.code,
+            guide=guide,
+            subject=f"flagged:{delivery.pk}",
+            first_seen=delivery.created,
+            last_seen=delivery.updated,
+            client=client,
+            address=delivery.address,
+            delivery=delivery,
+            detail={"domain": client.firm.sending_domain},
+        )
+        for normalized, delivery in newest.items()
+        if normalized in flagged
+    ]
+
+
 def _firm_settings_problems(firm: Firm) -> list[Problem]:
     """Sender details that no form would have accepted: they came in through an import."""
     if not firm.reply_to_email:
@@ -343,6 +411,7 @@ def problems_for_client(client: Client) -> list[Problem]:
     )
     problems += _mailbox_problems(touching, client)
     problems += _dead_domain_problems(client.firm, client, known=problems)
+    problems += _flagged_dangerous_problems(client, known=problems)
     return _attach_notes(client.firm, problems)
 
 
