@@ -718,8 +718,8 @@ def _alignment_words(facts: dict) -> str:
 
 
 def check_words(result: dict) -> str:
-    """A domain check's result in plain words (older results without findings: the check's
-    own summary)."""
+    """A domain check's result in plain words ("" where the pass/fail mark says it all:
+    a failure's details are on its problem)."""
     facts = result.get("facts") or {}
     name = result.get("name", "")
     words = None
@@ -733,4 +733,4 @@ def check_words(result: dict) -> str:
             "adkim": _MODES.get(facts.get("adkim"), facts.get("adkim")),
             "aspf": _MODES.get(facts.get("aspf"), facts.get("aspf")),
         }
-    return str(words) if words else result.get("summary", "")
+    return str(words) if words else ""
