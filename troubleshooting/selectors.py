@@ -17,6 +17,7 @@ from django.db.models import (
     Count,
     Exists,
     IntegerField,
+    Min,
     OuterRef,
     Prefetch,
     Q,
@@ -27,7 +28,7 @@ from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
-from invoicing.models import Delivery, DeliveryEvent
+from invoicing.models import Delivery, DeliveryEvent, Invoice, InvoiceLine
 from mailsync.models import MailboxConnection, MessageSource
 from mailsync.selectors import folders_excluded_with_mail, unlinked_summary
 from portal.addresses import AddressError, check_characters, validate_address
@@ -378,6 +379,44 @@ def _flagged_dangerous_problems(client: Client, *, known: list[Problem] = ()) ->
     ]
 
 
+def _no_recipient_problems(firm: Firm, client: Client | None = None) -> list[Problem]:
+    """Clients with invoices to send (drafts with lines, open ones to resend) and no address
+    that receives invoices: every send of them goes to nobody, so it is a problem on the
+    client, not only the message shown at the moment someone pressed Send."""
+    clients = Client.objects.filter(firm=firm).filter(
+        Exists(
+            Invoice.objects.filter(
+                client_id=OuterRef("pk"), status__in=("draft", "sent", "viewed")
+            ).filter(Exists(InvoiceLine.objects.filter(invoice_id=OuterRef("pk"))))
+        ),
+        ~Exists(
+            ContactAddress.objects.filter(contact__client_id=OuterRef("pk"), receives_invoices=True)
+        ),
+    )
+    if client is not None:
+        clients = clients.filter(pk=client.pk)
+    guide = guide_for("delivery.not_sent_rejected_document")
+    problems = []
+    for found in clients.annotate(
+        waiting=Count("invoices", filter=Q(invoices__status__in=("draft", "sent", "viewed"))),
+        since=Min("invoices__created", filter=Q(invoices__status__in=("draft", "sent", "viewed"))),
+    ):
+        problems.append(
+            Problem(
+                code=guide.code,
+                guide=guide,
+                subject=f"client:{found.pk}:no_recipient",
+                first_seen=found.since,
+                last_seen=timezone.now(),
+                occurrences=found.waiting,
+                client=found,
+                detail={"no_recipient": True},
+                edit_address_url=reverse("portal:client_detail", args=[found.pk]),
+            )
+        )
+    return problems
+
+
 def _firm_settings_problems(firm: Firm) -> list[Problem]:
     """Sender details that no form would have accepted: they came in through an import."""
     if not firm.reply_to_email:
@@ -429,6 +468,7 @@ def problems_for_client(client: Client) -> list[Problem]:
     problems += _mailbox_problems(touching, client)
     problems += _dead_domain_problems(client.firm, client, known=problems)
     problems += _flagged_dangerous_problems(client, known=problems)
+    problems += _no_recipient_problems(client.firm, client)
     return _attach_notes(client.firm, problems)
 
 
@@ -447,6 +487,7 @@ def problems_for_firm(
             deliveries = deliveries.filter(client_id=client_id)
         problems += _delivery_problems(deliveries, firm)
         problems += _dead_domain_problems(firm, known=problems)
+        problems += _no_recipient_problems(firm) if not client_id else []
     if kind in (None, Kind.SYNC) and not client_id:
         problems += _mailbox_problems(_failing_connections(firm))
         problems += _excluded_folder_problems(firm)
