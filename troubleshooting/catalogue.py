@@ -439,12 +439,9 @@ GUIDES: tuple[Guide, ...] = (
                 "mail passes."
             ),
         ),
+        # Gmail does not tell senders, so this is inferred: shown on the invoices that went
+        # to a Google-served domain while the firm's domain does not align (DMARC fails).
         (Action.RECHECK_DNS, Action.SEND_TEST),
-        detectable=False,
-        not_detectable_because=_(
-            "The warning is shown inside the recipient's mailbox only; "
-            "the domain checks catch its usual causes."
-        ),
     ),
     Guide(
         "delivery.not_sent_rejected_document",

@@ -467,9 +467,7 @@ def test_relaxed_spf_alignment_accepts_a_return_path_under_the_organisational_do
     assert alignment.facts["spf"] is aligned
 
 
-def test_a_subdomain_without_dmarc_is_governed_by_its_organisational_domains_sp(
-    dns_zone, resolver
-):
+def test_a_subdomain_without_dmarc_is_governed_by_its_organisational_domains_sp(dns_zone, resolver):
     _zone(dns_zone, {"_dmarc.firm.co.uk": [{"TXT": "v=DMARC1; p=none; sp=reject"}]})
     result = check_dmarc("mail.firm.co.uk", False, resolver)
     assert result.problem_code == "domain.dmarc_misaligned"
