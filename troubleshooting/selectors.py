@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.db.models import (
     Count,
@@ -171,20 +171,10 @@ def _domain_problems(run: DomainCheckRun | None) -> list[Problem]:
     return problems
 
 
-# A mailbox server that cannot be reached is a problem only once it lasts: this many failures
-# in a row, the first at least this long ago. Before that the mailbox is "retrying" and the
-# portal's backoff usually gets through (a restart, a network blip).
-CONNECTION_PROBLEM_FAILURES = 3
-CONNECTION_PROBLEM_AFTER = timedelta(minutes=30)
-
-
 def connection_blip(now: datetime | None = None) -> Q:
-    """Mailboxes whose only trouble is a short-lived sync.connection failure (not shown)."""
-    now = now or timezone.now()
-    return Q(problem_code="sync.connection") & (
-        Q(consecutive_failures__lt=CONNECTION_PROBLEM_FAILURES)
-        | Q(problem_first_seen__gt=now - CONNECTION_PROBLEM_AFTER)
-    )
+    """Mailboxes whose only trouble is a short-lived sync.connection failure (not shown):
+    mailsync decides how long a server may be unreachable before it is a problem."""
+    return MailboxConnection.blip(now or timezone.now())
 
 
 def _failing_connections(firm: Firm) -> QuerySet[MailboxConnection]:

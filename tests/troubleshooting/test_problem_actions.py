@@ -174,6 +174,10 @@ def test_one_failed_connection_is_not_a_problem_yet(owner_client, owner, firm, m
     connection.refresh_from_db()
     assert connection.problem_code == "sync.connection"  # recorded: the portal retries
     assert not _shows(_page(owner_client, DASHBOARD), "sync.connection")
+    email_sync = _page(owner_client, reverse("accounts:my_account"))
+    assert connection.email_address in email_sync
+    assert "Having trouble, retrying" in email_sync
+    assert "The server could not be reached" not in email_sync
 
 
 def test_failures_that_persist_for_half_an_hour_are_shown(owner_client, owner, firm, mailbox_user):
