@@ -303,3 +303,40 @@ def test_the_domain_card_says_which_mechanism_aligns_and_the_key(owner_client, f
     assert "An RSA key of 2048 bits is published" in page
     assert "passes DMARC through DKIM" in page
     assert "the Return-Path is on bounce.portal.test" in page
+
+
+# --- A spam complaint: the block list entry, for the one who may lift it ---
+
+
+@pytest.fixture
+def complained(firm):
+    from invoicing.events import delivery_event_record
+
+    client = ClientFactory(firm=firm)
+    delivery = _delivery(client, "anna@birch.test", status="delivered")
+    delivery_event_record(
+        delivery=delivery,
+        kind="complained",
+        source="webhook",
+        problem_code="delivery.complaint",
+    )
+    return client
+
+
+def test_an_owner_goes_straight_to_the_complaining_address_on_the_block_list(
+    owner_client, complained
+):
+    page = _problems_page(owner_client, complained)
+    assert _shows(page, "delivery.complaint")
+    assert f"{reverse('invoicing:suppressions')}#blocked-annabirchtest" in page
+    block_list = _page(owner_client, reverse("invoicing:suppressions"))
+    assert 'id="blocked-annabirchtest"' in block_list
+
+
+def test_staff_are_told_an_owner_lifts_the_block_instead_of_a_link_they_cannot_use(
+    staff_client, complained
+):
+    page = _problems_page(staff_client, complained)
+    assert _shows(page, "delivery.complaint")
+    assert reverse("invoicing:suppressions") not in page
+    assert "A firm owner can request its removal from the block list." in page
