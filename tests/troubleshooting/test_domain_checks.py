@@ -473,3 +473,25 @@ def test_a_subdomain_without_dmarc_is_governed_by_its_organisational_domains_sp(
     assert result.problem_code == "domain.dmarc_misaligned"
     assert result.facts["found_at"] == "_dmarc.firm.co.uk"
     assert result.publish.value == "v=DMARC1; p=none; sp=none"
+
+
+@pytest.mark.parametrize(
+    ("bounce_address", "backend", "expected"),
+    [
+        (
+            "bounces@bounce.portal.test",
+            "django.core.mail.backends.smtp.EmailBackend",
+            "bounce.portal.test",
+        ),
+        ("", "django.core.mail.backends.smtp.EmailBackend", None),  # the From address itself
+        ("", "anymail.backends.postmark.EmailBackend", ""),  # the ESP's own
+    ],
+)
+def test_the_return_path_spf_is_judged_on_follows_how_the_portal_sends(
+    settings, bounce_address, backend, expected
+):
+    from troubleshooting.services import sending_service
+
+    settings.BOUNCE_ADDRESS = bounce_address
+    settings.EMAIL_BACKEND = backend
+    assert sending_service().return_path_domain == expected
