@@ -43,7 +43,8 @@ def pages(firm_slug: str) -> list[tuple[str, str]]:
     """(name, path) of every page measured, with real objects of the seeded firm."""
     from django.db.models import Count
 
-    from invoicing.models import Delivery, Invoice
+    from invoicing.delivery.models import Delivery
+    from invoicing.models import Invoice
     from mailsync.models import MessageClientLink
     from portal.models import Client, Firm
 

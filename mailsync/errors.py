@@ -160,6 +160,20 @@ class ProtocolError(Exception):
     """A reply the adapter could not parse."""
 
 
+class OAuthLoginRefused(imaplib.IMAP4.error):
+    """The server said NO to an XOAUTH2 login.
+
+    ``token_refused`` is True when the server first sent its JSON error challenge (Google and
+    Microsoft do for an expired, revoked or wrong token). Without that challenge the token was
+    accepted and the mailbox itself refused: Microsoft 365 answers a bare "AUTHENTICATE
+    failed." to a valid token when IMAP is switched off for the mailbox.
+    """
+
+    def __init__(self, reply: str, *, token_refused: bool) -> None:
+        super().__init__(reply)
+        self.token_refused = token_refused
+
+
 @dataclass(frozen=True)
 class _Rule:
     pattern: re.Pattern[str]
@@ -175,6 +189,16 @@ def _rule(pattern: str, code: str, transient: bool = False) -> _Rule:
 # replies come before the generic ones they would otherwise also match (Gmail's app-password
 # reply also says "Invalid credentials").
 REPLY_RULES: tuple[_Rule, ...] = (
+    # IMAP or POP switched off for the account, whatever the password: Gmail's "[ALERT] Your
+    # account is not enabled for IMAP use." and "IMAP access is disabled for your domain";
+    # Microsoft 365's "User is authenticated but not connected." (the login worked, the
+    # mailbox refuses the protocol). Before the generic rules that would read them as a
+    # refused password.
+    _rule(
+        r"not enabled for (IMAP|POP3?)\b|\b(IMAP|POP3?) access is (disabled|not enabled)",
+        PROTOCOL_UNSUPPORTED,
+    ),
+    _rule(r"\bauthenticated but not connected\b", PROTOCOL_UNSUPPORTED),
     # Two-factor / app passwords / extra interactive steps.
     _rule(r"application-specific password required", TWO_FACTOR),
     _rule(r"\bapp(lication)?[- ]passwords?\b", TWO_FACTOR),
@@ -255,6 +279,10 @@ _TLS_SETTINGS_REASONS = re.compile(
     r"TLSV1_ALERT_PROTOCOL_VERSION|packet length too long|CERTIFICATE_VERIFY_FAILED",
     re.IGNORECASE,
 )
+
+# A valid OAuth token refused without the provider's JSON error: the mailbox does not allow
+# the protocol (Microsoft 365 with IMAP switched off says only "AUTHENTICATE failed.").
+_OAUTH_ACCEPTED_BUT_REFUSED = re.compile(r"^(NO )?AUTHENTICATE failed\.?$", re.IGNORECASE)
 
 _GREETING_LIKE = re.compile(r"^\s*(\+OK|-ERR|\* (OK|BYE|PREAUTH)|220[ -]|HTTP/)", re.IGNORECASE)
 
@@ -495,6 +523,12 @@ def classify(exc: BaseException, *, step: str, secrets: Iterable[str] = ()) -> S
     if isinstance(exc, OSError):
         return made(CONNECTION, True)
 
+    if (
+        isinstance(exc, OAuthLoginRefused)
+        and not exc.token_refused
+        and _OAUTH_ACCEPTED_BUT_REFUSED.search(detail)
+    ):
+        return made(PROTOCOL_UNSUPPORTED, False)
     if isinstance(exc, imaplib.IMAP4.error | poplib.error_proto):
         matched = _from_reply(detail, step)
         if matched is not None:

@@ -8,9 +8,12 @@ member" and "refused by the server" look alike, and they need different people t
 
 from __future__ import annotations
 
+import datetime
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from portal.models import Client, Document, Firm
@@ -109,6 +112,34 @@ class MailboxConnection(models.Model):
     @property
     def is_failing(self) -> bool:
         return self.health != self.Health.OK
+
+    # A server that cannot be reached is a problem only once it lasts: this many failures in
+    # a row, the first at least this long ago. Before that the mailbox is "retrying" and the
+    # backoff usually gets through (a restart, a network blip).
+    CONNECTION_PROBLEM_FAILURES = 3
+    CONNECTION_PROBLEM_AFTER = datetime.timedelta(minutes=30)
+
+    @classmethod
+    def blip(cls, now: datetime.datetime) -> Q:
+        """Mailboxes whose only trouble is a short-lived sync.connection failure."""
+        return Q(problem_code="sync.connection") & (
+            Q(consecutive_failures__lt=cls.CONNECTION_PROBLEM_FAILURES)
+            | Q(problem_first_seen__gt=now - cls.CONNECTION_PROBLEM_AFTER)
+        )
+
+    @property
+    def problem_shown(self) -> bool:
+        """Whether the recorded problem is worth showing (not a connection blip)."""
+        if not self.problem_code:
+            return False
+        if self.problem_code != "sync.connection":
+            return True
+        first = self.problem_first_seen
+        return (
+            self.consecutive_failures >= self.CONNECTION_PROBLEM_FAILURES
+            and first is not None
+            and first <= timezone.now() - self.CONNECTION_PROBLEM_AFTER
+        )
 
 
 class MailboxFolder(models.Model):

@@ -174,6 +174,29 @@ def connection_reauthenticate(
     connection.refresh_from_db()
 
 
+@transaction.atomic
+def connection_server_settings_update(
+    *, connection: MailboxConnection, host: str, port: int, security: str, password: str
+) -> None:
+    """Corrected server settings (and the password typed with them), after the account
+    check passed with them: the same record, so folders and cursors stay and sync resumes
+    where it stopped. The sync problem is over; a sending problem stays (SMTP is untested)."""
+    current = MailboxConnection.objects.select_for_update().get(pk=connection.pk)
+    problem = {} if current.problem_code in SEND_CODES else _NO_PROBLEM
+    MailboxConnection.objects.filter(pk=connection.pk).update(
+        host=host,
+        port=port,
+        security=security,
+        secret=crypto.encrypt(password),
+        intent=Intent.ACTIVE,
+        health=Health.OK,
+        **problem,
+        consecutive_failures=0,
+        next_attempt_at=timezone.now(),
+    )
+    connection.refresh_from_db()
+
+
 def connection_send_problem_clear(*, connection: MailboxConnection) -> bool:
     """A successful SMTP login proves sending is allowed again: drop a recorded sending
     problem (sync problems stay). Returns whether one was cleared."""

@@ -281,6 +281,30 @@ GUIDES: tuple[Guide, ...] = (
         (Action.REAUTHENTICATE,),
     ),
     Guide(
+        "send.sender_refused",
+        Kind.SEND,
+        _("The mail server will not send as this address"),
+        _(
+            "The member's mail server refused the From address: it does not let this mailbox "
+            "send as that address, so the email was not sent or the address was not added."
+        ),
+        _(
+            "The address is an alias or a shared address the mailbox has no right to send "
+            "as (Microsoft 365: no Send As permission; other servers: the address is not "
+            "owned by the login)."
+        ),
+        (Fixer.MAILBOX_OWNER, Fixer.FIRM_IT),
+        (
+            _("Choose one of your own sending addresses as From and send again."),
+            _(
+                "Or ask your mail administrator to give this mailbox the right to send as the "
+                "address (in Microsoft 365: Send As permission on the shared mailbox), then add "
+                "it again under Sending addresses."
+            ),
+        ),
+        (Action.SYNC_SETTINGS,),
+    ),
+    Guide(
         "send.invalid_recipient_chars",
         Kind.SEND,
         _("The address contains characters email cannot use"),
@@ -449,12 +473,9 @@ GUIDES: tuple[Guide, ...] = (
                 "mail passes."
             ),
         ),
+        # Gmail does not tell senders, so this is inferred: shown on the invoices that went
+        # to a Google-served domain while the firm's domain does not align (DMARC fails).
         (Action.RECHECK_DNS, Action.SEND_TEST),
-        detectable=False,
-        not_detectable_because=_(
-            "The warning is shown inside the recipient's mailbox only; "
-            "the domain checks catch its usual causes."
-        ),
     ),
     Guide(
         "delivery.not_sent_rejected_document",
@@ -622,3 +643,125 @@ BY_CODE: dict[str, Guide] = {guide.code: guide for guide in GUIDES}
 
 def guide_for(code: str) -> Guide | None:
     return BY_CODE.get(code)
+
+
+# One plain sentence per problem, where a page has room for a line rather than the guide
+# (the invoice's delivery timeline). The only other wording of codes besides the guides.
+SHORT_TEXT: dict[str, Promise] = {
+    "delivery.invalid_address": _(
+        "The address does not exist or its domain takes no mail. Edit the address, then resend."
+    ),
+    "delivery.hard_bounce": _(
+        "The email did not reach the recipient: the receiving server says the address does "
+        "not exist. Check the address with the client, or send to another address."
+    ),
+    "delivery.soft_bounce": _(
+        "The receiving server could not take the email for now (for example a full mailbox). "
+        "Resend later; repeated failures block the address."
+    ),
+    "delivery.rejected_policy": _(
+        "The client's mail server refused the email by its security rules. Ask the client's IT "
+        "to allow mail from us, then resend."
+    ),
+    "delivery.suppressed": _(
+        "Not sent: this address is blocked after earlier failures. Fix the address, or request "
+        "removal of the block once the client confirmed it works."
+    ),
+    "delivery.blocked_repeated_failures": _(
+        "This address is now blocked after several failed attempts."
+    ),
+    "delivery.complaint": _("The recipient marked the email as spam."),
+    "delivery.not_sent_rejected_document": _(
+        "Not sent: the email was refused before sending. Fix the address, then resend."
+    ),
+    "delivery.outcome_unknown": _(
+        "Sending was interrupted after the email may have left: it went out at most once. Check "
+        "with the client whether it arrived, or resend it."
+    ),
+    "send.invalid_recipient_chars": _(
+        "Not sent: the address contains a character email addresses cannot hold. Edit the "
+        "address, then resend."
+    ),
+}
+
+
+def short_text(code: str) -> str:
+    """The one-line wording of a code: its sentence, else its guide's title, else ""."""
+    if code in SHORT_TEXT:
+        return str(SHORT_TEXT[code])
+    guide = guide_for(code)
+    return str(guide.title) if guide else ""
+
+
+# How the domain checks' findings read on the domain checks card.
+CHECK_LABELS: dict[str, Promise] = {
+    "spf": _("SPF"),
+    "dmarc": _("DMARC"),
+    "alignment": _("Which mechanism aligns"),
+    "ownership": _("Verification record"),
+}
+_MODES = {"r": _("relaxed"), "s": _("strict")}
+
+
+def check_label(name: str) -> str:
+    if name.startswith("dkim:"):
+        return _("DKIM key %(selector)s") % {"selector": name.split(":", 1)[1]}
+    return str(CHECK_LABELS.get(name, name))
+
+
+def _dkim_words(facts: dict) -> str | None:
+    state = facts.get("state")
+    if state == "ok" and facts.get("type") == "ed25519":
+        return _("An Ed25519 key is published: receivers can verify the portal's signature.")
+    if state == "ok":
+        return _(
+            "An RSA key of %(bits)s bits is published: receivers can verify the portal's signature."
+        ) % {"bits": facts.get("bits")}
+    return {
+        "revoked": _("The key has been revoked (its p= is empty): no signature can be verified."),
+        "too_short": _("The RSA key has only %(bits)s bits; receivers ignore keys under 1024 bits.")
+        % {"bits": facts.get("bits")},
+        "unreadable": _("The key cannot be read, so receivers cannot verify the signature."),
+        "unknown_type": _("The key is of a type receivers do not know."),
+        "missing": _("No key is published at this selector."),
+        "wrong_cname": _("The selector points to another key than the portal's."),
+    }.get(state)
+
+
+def _alignment_words(facts: dict) -> str:
+    if facts.get("dkim") and facts.get("spf"):
+        return _("Both DKIM and SPF align with your domain: the portal's mail passes DMARC.")
+    if facts.get("dkim"):
+        if facts.get("return_path_domain"):
+            spf = _("SPF does not, because the Return-Path is on %(domain)s.") % {
+                "domain": facts["return_path_domain"]
+            }
+        else:
+            spf = _("SPF does not, because the sending service uses its own Return-Path.")
+        passes = _("The portal's mail passes DMARC through DKIM: it is signed with your domain.")
+        return " ".join((str(passes), str(spf)))
+    if facts.get("spf"):
+        return _(
+            "The portal's mail passes DMARC through SPF: the Return-Path is on your domain. "
+            "DKIM does not align."
+        )
+    return _("Neither DKIM nor SPF aligns with your domain, so the portal's mail fails DMARC.")
+
+
+def check_words(result: dict) -> str:
+    """A domain check's result in plain words ("" where the pass/fail mark says it all:
+    a failure's details are on its problem)."""
+    facts = result.get("facts") or {}
+    name = result.get("name", "")
+    words = None
+    if name.startswith("dkim:") and facts:
+        words = _dkim_words(facts)
+    elif name == "alignment" and facts:
+        words = _alignment_words(facts)
+    elif name == "dmarc" and facts.get("p"):
+        words = _("Policy %(policy)s; DKIM alignment %(adkim)s, SPF alignment %(aspf)s.") % {
+            "policy": facts["p"],
+            "adkim": _MODES.get(facts.get("adkim"), facts.get("adkim")),
+            "aspf": _MODES.get(facts.get("aspf"), facts.get("aspf")),
+        }
+    return str(words) if words else ""

@@ -8,15 +8,24 @@ to publish, merged with what is already there.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import asdict, dataclass, field
+from functools import cache
 
 import dns.exception
 import dns.resolver
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
+from publicsuffixlist import PublicSuffixList
 
-from troubleshooting.dnsrecords import parse_dkim, parse_dmarc
+from troubleshooting.dnsrecords import DkimKey, DmarcPolicy, parse_dkim, parse_dmarc
 from troubleshooting.spf import check_host, count_spf_lookups, spf_record_merge
 
 MAX_SPF_LOOKUPS = 10
+# RFC 8301: verifiers must not accept RSA keys under 1024 bits (Gmail ignores them).
+MIN_RSA_BITS = 1024
+ED25519_KEY_BYTES = 32  # RFC 8463: the raw public key, not wrapped in DER
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,10 @@ class SendingService:
     spf_include: str = ""  # e.g. "_spf.portal.example"
     sending_ips: tuple[str, ...] = ()
     dkim: tuple[tuple[str, str], ...] = ()  # (selector, CNAME target)
+    # The domain of the envelope sender (Return-Path) SPF is checked against: the platform's
+    # bounce domain (VERP) or the ESP's own ("" when not known: never the firm's), or None
+    # when the envelope sender is the From address itself (plain SMTP without VERP).
+    return_path_domain: str | None = ""
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,8 @@ class CheckResult:
     summary: str = ""
     answers: list[tuple[str, str, str]] = field(default_factory=list)
     publish: Record | None = None
+    # Machine-readable findings the pages put into words (key type and size, alignment).
+    facts: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -129,10 +144,79 @@ def check_spf(domain: str, service: SendingService, resolver) -> CheckResult:
     return CheckResult("spf", True, "", "SPF authorises the portal.", answers)
 
 
+def dkim_key_facts(key: DkimKey) -> dict:
+    """What a parsed DKIM key record holds: ``state`` ok, revoked, unreadable, too_short or
+    unknown_type; ``type`` rsa or ed25519; ``bits`` for RSA."""
+    if key["revoked"]:
+        return {"state": "revoked", "type": key["k"]}
+    try:
+        raw = base64.b64decode(key["p"], validate=True)
+    except (binascii.Error, ValueError):
+        return {"state": "unreadable", "type": key["k"]}
+    if key["k"] == "ed25519":
+        ok = len(raw) == ED25519_KEY_BYTES
+        return {"state": "ok" if ok else "unreadable", "type": "ed25519", "bits": 256}
+    if key["k"] != "rsa":
+        return {"state": "unknown_type", "type": key["k"]}
+    try:
+        public = load_der_public_key(raw)
+    except ValueError:
+        # Some publish the bare PKCS#1 RSAPublicKey instead of SubjectPublicKeyInfo.
+        pem = b"-----BEGIN RSA PUBLIC KEY-----\n%s\n-----END RSA PUBLIC KEY-----\n" % (
+            base64.encodebytes(raw)
+        )
+        try:
+            public = load_pem_public_key(pem)
+        except ValueError:
+            return {"state": "unreadable", "type": "rsa"}
+    if not isinstance(public, rsa.RSAPublicKey):
+        return {"state": "unreadable", "type": "rsa"}
+    bits = public.key_size
+    return {"state": "ok" if bits >= MIN_RSA_BITS else "too_short", "type": "rsa", "bits": bits}
+
+
+def _describe_key(facts: dict) -> str:
+    if facts.get("state") == "ok":
+        if facts["type"] == "ed25519":
+            return "DKIM key published: Ed25519."
+        return f"DKIM key published: RSA, {facts['bits']} bits."
+    return {
+        "revoked": "The DKIM key has been revoked (its p= is empty).",
+        "unreadable": "The DKIM key cannot be read.",
+        "too_short": f"The RSA key has {facts.get('bits')} bits; receivers need at least "
+        f"{MIN_RSA_BITS}.",
+        "unknown_type": f"Unknown DKIM key type k={facts.get('type')}.",
+        "missing": "No DKIM key at this selector.",
+    }.get(facts.get("state", ""), "No usable DKIM key at this selector.")
+
+
+def _dkim_key(name: str, resolver, answers: list) -> dict | None:
+    """Fetch and judge the key at ``name`` (CNAMEs followed); None when DNS did not answer."""
+    texts = _txt(resolver, name, answers)
+    if texts is None:
+        return None
+    found: list[dict] = []
+    for text in texts:
+        try:
+            key = parse_dkim(text)
+        except ValueError as exc:
+            found.append({"state": "unreadable", "type": "", "error": str(exc)})
+            continue
+        found.append(dkim_key_facts(key))
+    if not found:
+        return {"state": "missing"}
+    # Several records at one selector: the best one decides (receivers try each).
+    order = ["ok", "too_short", "revoked", "unknown_type", "unreadable"]
+    return min(found, key=lambda f: order.index(f["state"]))
+
+
 def check_dkim(domain: str, service: SendingService, resolver) -> list[CheckResult]:
+    """Each selector's key, fetched through its CNAME: it must parse, hold a key (an empty
+    ``p=`` is a revoked key) and be strong enough (RSA of 1024 bits or more, or Ed25519)."""
     results = []
     for selector, target in service.dkim:
         name = f"{selector}._domainkey.{domain}"
+        check = f"dkim:{selector}"
         answers: list = []
         cname = None
         try:
@@ -143,82 +227,209 @@ def check_dkim(domain: str, service: SendingService, resolver) -> list[CheckResu
         except (dns.exception.Timeout, dns.resolver.NoNameservers):
             results.append(
                 CheckResult(
-                    f"dkim:{selector}",
-                    False,
-                    "",
-                    "DNS did not answer.",
-                    [(name, "CNAME", "(no answer)")],
+                    check, False, "", "DNS did not answer.", [(name, "CNAME", "(no answer)")]
                 )
             )
             continue
         publish = Record(name, "CNAME", target)
-        if cname is not None:
-            ok = cname.lower() == target.lower().rstrip(".")
+        if cname is not None and cname.lower() != target.lower().rstrip("."):
             results.append(
                 CheckResult(
-                    f"dkim:{selector}",
-                    ok,
-                    "" if ok else "domain.dkim_missing",
-                    "DKIM key published." if ok else f"The CNAME points to {cname}, not {target}.",
+                    check,
+                    False,
+                    "domain.dkim_missing",
+                    f"The CNAME points to {cname}, not {target}.",
                     answers,
-                    None if ok else publish,
+                    publish,
+                    facts={"state": "wrong_cname"},
                 )
             )
             continue
-        texts = _txt(resolver, name, answers) or []
-        keys = []
-        for text in texts:
-            try:
-                keys.append(parse_dkim(text))
-            except ValueError:
-                continue
-        ok = any(not key["revoked"] for key in keys)
+        facts = _dkim_key(name, resolver, answers)
+        if facts is None:
+            results.append(CheckResult(check, False, "", "DNS did not answer.", answers))
+            continue
+        ok = facts["state"] == "ok"
+        summary = _describe_key(facts)
+        if not ok and cname is not None:
+            # The firm's CNAME is right; the key behind it is the portal's to fix.
+            summary += f" The CNAME is right; the key at {cname} is the portal's."
         results.append(
             CheckResult(
-                f"dkim:{selector}",
+                check,
                 ok,
                 "" if ok else "domain.dkim_missing",
-                "DKIM key published." if ok else "No usable DKIM key at this selector.",
+                summary,
                 answers,
-                None if ok else publish,
+                None if ok or cname is not None else publish,
+                facts={**facts, "selector": selector, "signing_domain": domain},
             )
         )
     return results
 
 
-def check_dmarc(domain: str, aligned: bool, resolver) -> CheckResult:
+@cache
+def _public_suffixes() -> PublicSuffixList:
+    # The snapshot of the Public Suffix List bundled with the package: nothing is fetched.
+    return PublicSuffixList()
+
+
+def organisational_domain(domain: str) -> str:
+    """RFC 7489 3.2: the public suffix plus one label (``mail.firm.co.uk`` -> ``firm.co.uk``)."""
+    domain = domain.lower().rstrip(".")
+    return _public_suffixes().privatesuffix(domain) or domain
+
+
+def domains_align(one: str, other: str, mode: str) -> bool:
+    """RFC 7489 3.1: strict (``s``) wants the same name; relaxed (``r``) the same
+    organisational domain."""
+    one, other = one.lower().rstrip("."), other.lower().rstrip(".")
+    if mode == "s":
+        return one == other
+    return organisational_domain(one) == organisational_domain(other)
+
+
+@dataclass
+class DmarcLookup:
+    name: str  # where the record was found, or first looked for
+    answers: list
+    answered: bool = True  # False: DNS did not answer
+    record: str = ""
+    policy: DmarcPolicy | None = None
+    error: str = ""
+    inherited: bool = False  # found at the organisational domain (its sp= applies)
+
+    @property
+    def applied(self) -> str:
+        if self.policy is None:
+            return ""
+        return self.policy["sp"] if self.inherited else self.policy["p"]
+
+
+def _dmarc_records(texts: list[str]) -> list[str]:
+    return [t for t in texts if t.lower().replace(" ", "").startswith("v=dmarc1")]
+
+
+def find_dmarc(domain: str, resolver) -> DmarcLookup:
+    """The DMARC record that governs ``domain``: its own, else its organisational domain's
+    (RFC 7489 6.6.3)."""
     name = f"_dmarc.{domain}"
-    answers: list = []
-    texts = _txt(resolver, name, answers)
-    starting = Record(name, "TXT", f"v=DMARC1; p=none; rua=mailto:dmarc-reports@{domain}")
+    lookup = DmarcLookup(name, [])
+    texts = _txt(resolver, name, lookup.answers)
     if texts is None:
-        return CheckResult("dmarc", False, "", "DNS did not answer; try again later.", answers)
-    records = [t for t in texts if t.lower().replace(" ", "").startswith("v=dmarc1")]
+        lookup.answered = False
+        return lookup
+    records = _dmarc_records(texts)
+    organisational = organisational_domain(domain)
+    if not records and organisational != domain.lower().rstrip("."):
+        org_name = f"_dmarc.{organisational}"
+        org_texts = _txt(resolver, org_name, lookup.answers)
+        if org_texts is None:
+            lookup.answered = False
+            return lookup
+        records = _dmarc_records(org_texts)
+        if records:
+            lookup.name, lookup.inherited = org_name, True
     if not records:
+        return lookup
+    lookup.record = records[0]
+    try:
+        lookup.policy = parse_dmarc(records[0])
+    except ValueError as exc:
+        lookup.error = str(exc)
+    return lookup
+
+
+def check_dmarc(
+    domain: str, aligned: bool, resolver, *, lookup: DmarcLookup | None = None
+) -> CheckResult:
+    lookup = lookup or find_dmarc(domain, resolver)
+    answers = lookup.answers
+    starting = Record(
+        f"_dmarc.{domain}", "TXT", f"v=DMARC1; p=none; rua=mailto:dmarc-reports@{domain}"
+    )
+    if not lookup.answered:
+        return CheckResult("dmarc", False, "", "DNS did not answer; try again later.", answers)
+    if not lookup.record:
         return CheckResult(
             "dmarc", False, "domain.dmarc_missing", "No DMARC record.", answers, starting
         )
-    try:
-        policy = parse_dmarc(records[0])
-    except ValueError as exc:
+    if lookup.policy is None:
         return CheckResult(
             "dmarc",
             False,
             "domain.dmarc_missing",
-            f"The DMARC record cannot be used: {exc}",
+            f"The DMARC record cannot be used: {lookup.error}",
             answers,
             starting,
         )
-    if policy["p"] in ("quarantine", "reject") and not aligned:
+    policy, applied = lookup.policy, lookup.applied
+    facts = {
+        "p": applied,
+        "adkim": policy["adkim"],
+        "aspf": policy["aspf"],
+        "found_at": lookup.name,
+        "inherited": lookup.inherited,
+    }
+    if applied in ("quarantine", "reject") and not aligned:
+        tag = "sp" if lookup.inherited and "sp=" in lookup.record else "p"
         return CheckResult(
             "dmarc",
             False,
             "domain.dmarc_misaligned",
-            f"Policy p={policy['p']} would reject the portal's mail until SPF or DKIM align.",
+            f"Policy {tag}={applied} would reject the portal's mail until SPF or DKIM align.",
             answers,
-            Record(name, "TXT", records[0].replace(f"p={policy['p']}", "p=none")),
+            Record(lookup.name, "TXT", lookup.record.replace(f"{tag}={applied}", f"{tag}=none")),
+            facts=facts,
         )
-    return CheckResult("dmarc", True, "", f"DMARC policy p={policy['p']}.", answers)
+    return CheckResult("dmarc", True, "", f"DMARC policy p={applied}.", answers, facts=facts)
+
+
+def check_alignment(
+    domain: str,
+    service: SendingService,
+    spf: CheckResult,
+    dkim: list[CheckResult],
+    policy: DmarcPolicy | None,
+) -> CheckResult:
+    """Which mechanism makes the portal's mail From ``domain`` pass DMARC (RFC 7489 3.1).
+
+    DKIM aligns when a valid key signs for a domain aligned with From (the portal signs with
+    d= the firm's domain, through the selectors it publishes). SPF aligns only when the
+    Return-Path is on the firm's domain as well as authorised: the portal's bounce address
+    or an ESP's Return-Path is not, however well the firm's SPF record reads.
+    """
+    adkim = policy["adkim"] if policy else "r"
+    aspf = policy["aspf"] if policy else "r"
+    dkim_aligned = any(
+        d.ok and domains_align(d.facts.get("signing_domain", domain), domain, adkim) for d in dkim
+    )
+    return_path = domain if service.return_path_domain is None else service.return_path_domain
+    spf_aligned = spf.ok and bool(return_path) and domains_align(return_path, domain, aspf)
+    facts = {
+        "dkim": dkim_aligned,
+        "spf": spf_aligned,
+        "spf_passes": spf.ok,
+        "adkim": adkim,
+        "aspf": aspf,
+        "organisational_domain": organisational_domain(domain),
+        "return_path_domain": return_path or "",
+    }
+    ok = dkim_aligned or spf_aligned
+    if dkim_aligned and spf_aligned:
+        summary = "Both DKIM and SPF align with your domain."
+    elif dkim_aligned:
+        summary = "DKIM aligns with your domain"
+        summary += (
+            f"; SPF does not: the Return-Path is on {return_path}."
+            if return_path
+            else "; SPF does not: the sending service uses its own Return-Path."
+        )
+    elif spf_aligned:
+        summary = "SPF aligns with your domain (the Return-Path is on it); DKIM does not."
+    else:
+        summary = "Neither SPF nor DKIM authorises the portal for this domain."
+    return CheckResult("alignment", ok, "" if ok else "domain.via_shown", summary, facts=facts)
 
 
 def check_mx(domain: str, resolver) -> CheckResult:
@@ -272,17 +483,14 @@ def check_mx(domain: str, resolver) -> CheckResult:
 def check_sending_domain(domain: str, service: SendingService, resolver) -> list[CheckResult]:
     spf = check_spf(domain, service, resolver)
     dkim = check_dkim(domain, service, resolver)
-    aligned = spf.ok or (bool(dkim) and all(d.ok for d in dkim))
-    results = [spf, *dkim, check_dmarc(domain, aligned, resolver)]
-    if not aligned and (service.spf_include or service.dkim):
-        results.append(
-            CheckResult(
-                "alignment",
-                False,
-                "domain.via_shown",
-                "Neither SPF nor DKIM authorises the portal for this domain.",
-            )
-        )
+    lookup = find_dmarc(domain, resolver)
+    configured = bool(service.spf_include or service.dkim or service.sending_ips)
+    alignment = check_alignment(domain, service, spf, dkim, lookup.policy)
+    # Without a configured sending service there is nothing to align with: not a finding.
+    aligned = alignment.ok or not configured
+    results = [spf, *dkim, check_dmarc(domain, aligned, resolver, lookup=lookup)]
+    if configured:
+        results.append(alignment)
     return results
 
 

@@ -35,6 +35,12 @@ class DomainCheckRun(models.Model):
         return [r for r in self.results if not r["ok"] and r["problem_code"]]
 
     @property
+    def aligned(self) -> bool:
+        """Whether the portal's mail From this domain passes DMARC (SPF or DKIM aligned);
+        True when nothing was there to align with (no sending service configured)."""
+        return next((r["ok"] for r in self.results if r["name"] == "alignment"), True)
+
+    @property
     def authenticates_sender(self) -> bool:
         """Whether the domain is proven to be this firm's (its verification TXT record) and
         mail From it sent by the portal passes DKIM (aligned: the
@@ -50,7 +56,7 @@ class DomainCheckRun(models.Model):
             and bool(dkim)
             and all(r["ok"] for r in dkim)
             and by_name.get("spf", {}).get("ok") is True
-            and "alignment" not in by_name
+            and by_name.get("alignment", {"ok": True})["ok"]
             and (dmarc is None or dmarc["ok"] or dmarc["problem_code"] == "domain.dmarc_missing")
         )
 

@@ -8,6 +8,7 @@ queries, however many clients, deliveries or events there are.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +21,7 @@ from django.db.models import (
     Func,
     IntegerField,
     Max,
+    Min,
     OuterRef,
     Prefetch,
     Q,
@@ -32,6 +34,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from invoicing.delivery.models import Delivery, DeliveryEvent
+from invoicing.models import Invoice, InvoiceLine
 from mailsync.models import MailboxConnection, MessageSource
 from mailsync.selectors import folders_to_report, unlinked_summary
 from portal.addresses import AddressError, check_characters, validate_address
@@ -176,10 +179,17 @@ def _domain_problems(run: DomainCheckRun | None) -> list[Problem]:
     return problems
 
 
+def connection_blip(now: datetime | None = None) -> Q:
+    """Mailboxes whose only trouble is a short-lived sync.connection failure (not shown):
+    mailsync decides how long a server may be unreachable before it is a problem."""
+    return MailboxConnection.blip(now or timezone.now())
+
+
 def _failing_connections(firm: Firm) -> QuerySet[MailboxConnection]:
     return (
         MailboxConnection.objects.filter(firm=firm, intent=MailboxConnection.Intent.ACTIVE)
         .exclude(problem_code="")
+        .exclude(connection_blip())
         .select_related("owner")
     )
 
@@ -314,6 +324,111 @@ def _dead_domain_problems(
     return _address_problems(unreported, checks)
 
 
+# Mail exchangers of Google Workspace and Gmail (aspmx.l.google.com, smtp.google.com,
+# gmail-smtp-in.l.google.com, ...): the recipients who see Gmail's "dangerous" warning.
+_GOOGLE_MX = re.compile(r"(^|[.\s])(google\.com|googlemail\.com)\.?$", re.IGNORECASE)
+# Statuses of an email that reached (or is about to reach) the recipient's mailbox.
+_REACHED = ("sent", "deferred", "delivered", "opened", "clicked")
+
+
+def served_by_google(answers: list) -> bool:
+    """Whether stored MX answers ``(name, "MX", "10 host.")`` name Google's mail servers."""
+    return any(rtype == "MX" and _GOOGLE_MX.search(text.strip()) for _n, rtype, text in answers)
+
+
+def firm_domain_misaligned(firm: Firm) -> bool:
+    """The firm's sending domain was checked and neither SPF nor DKIM aligns with it."""
+    if not firm.sending_domain:
+        return False
+    run = latest_domain_run(firm)
+    return run is not None and run.domain == firm.sending_domain and not run.aligned
+
+
+def flagged_dangerous_addresses(firm: Firm, addresses: set[str]) -> set[str]:
+    """Of these (normalized) addresses, those whose mail Gmail is likely to flag as
+    dangerous: their domain's mail is served by Google (MX, from the address domain checks)
+    while the firm's sending domain does not align (DMARC fails for the portal's mail)."""
+    if not addresses or not firm_domain_misaligned(firm):
+        return set()
+    domains = {address.rsplit("@", 1)[-1] for address in addresses}
+    google = {
+        check.domain
+        for check in AddressDomainCheck.objects.filter(firm=firm, domain__in=domains, ok=True)
+        if served_by_google(check.answers)
+    }
+    return {address for address in addresses if address.rsplit("@", 1)[-1] in google}
+
+
+def _flagged_dangerous_problems(client: Client, *, known: list[Problem] = ()) -> list[Problem]:
+    """The client's invoices that reached a Google-served mailbox while the firm's domain
+    does not align: one problem per address, on its newest such email."""
+    if not firm_domain_misaligned(client.firm):
+        return []
+    reported = {p.delivery.normalized for p in known if p.delivery}
+    newest: dict[str, Delivery] = {}
+    for delivery in (
+        Delivery.objects.filter(client=client, is_test=False, status__in=_REACHED)
+        .select_related("invoice", "client")
+        .order_by("-created", "-pk")
+    ):
+        newest.setdefault(delivery.normalized, delivery)
+    flagged = flagged_dangerous_addresses(client.firm, set(newest) - reported)
+    guide = guide_for("delivery.flagged_dangerous")
+    return [
+        Problem(
+            code=guide.code,
+            guide=guide,
+            subject=f"flagged:{delivery.pk}",
+            first_seen=delivery.created,
+            last_seen=delivery.updated,
+            client=client,
+            address=delivery.address,
+            delivery=delivery,
+            detail={"domain": client.firm.sending_domain},
+        )
+        for normalized, delivery in newest.items()
+        if normalized in flagged
+    ]
+
+
+def _no_recipient_problems(firm: Firm, client: Client | None = None) -> list[Problem]:
+    """Clients with invoices to send (drafts with lines, open ones to resend) and no address
+    that receives invoices: every send of them goes to nobody, so it is a problem on the
+    client, not only the message shown at the moment someone pressed Send."""
+    clients = Client.objects.filter(firm=firm).filter(
+        Exists(
+            Invoice.objects.filter(
+                client_id=OuterRef("pk"), status__in=("draft", "sent", "viewed")
+            ).filter(Exists(InvoiceLine.objects.filter(invoice_id=OuterRef("pk"))))
+        ),
+        ~Exists(
+            ContactAddress.objects.filter(contact__client_id=OuterRef("pk"), receives_invoices=True)
+        ),
+    )
+    if client is not None:
+        clients = clients.filter(pk=client.pk)
+    guide = guide_for("delivery.not_sent_rejected_document")
+    problems = []
+    for found in clients.annotate(
+        waiting=Count("invoices", filter=Q(invoices__status__in=("draft", "sent", "viewed"))),
+        since=Min("invoices__created", filter=Q(invoices__status__in=("draft", "sent", "viewed"))),
+    ):
+        problems.append(
+            Problem(
+                code=guide.code,
+                guide=guide,
+                subject=f"client:{found.pk}:no_recipient",
+                first_seen=found.since,
+                last_seen=timezone.now(),
+                occurrences=found.waiting,
+                client=found,
+                detail={"no_recipient": True},
+                edit_address_url=reverse("portal:client_detail", args=[found.pk]),
+            )
+        )
+    return problems
+
+
 def _firm_settings_problems(firm: Firm) -> list[Problem]:
     """Sender details that no form would have accepted: they came in through an import."""
     if not firm.reply_to_email:
@@ -364,6 +479,8 @@ def problems_for_client(client: Client) -> list[Problem]:
     )
     problems += _mailbox_problems(touching, client)
     problems += _dead_domain_problems(client.firm, client, known=problems)
+    problems += _flagged_dangerous_problems(client, known=problems)
+    problems += _no_recipient_problems(client.firm, client)
     return _attach_notes(client.firm, problems)
 
 
@@ -384,6 +501,7 @@ def problems_for_firm(
             deliveries = deliveries.filter(client_id=client_id)
         problems += _delivery_problems(deliveries, firm)
         problems += _dead_domain_problems(firm, known=problems)
+        problems += _no_recipient_problems(firm) if not client_id else []
     if kind in (None, Kind.SYNC) and not client_id:
         problems += _firm_sync_problems(firm)
     if kind in (None, Kind.DOMAIN) and not client_id:
@@ -598,6 +716,8 @@ def dashboard_groups(
         for problem in cards:
             groups[problem.code].problems.append(problem)
     small: list[Problem] = []  # kinds bounded by the firm's set-up: built in full
+    if kind in (None, Kind.DELIVERY) and member is None:
+        small += _no_recipient_problems(firm)
     if kind in (None, Kind.SYNC):
         problems = _firm_sync_problems(firm)
         if member is not None:

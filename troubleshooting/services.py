@@ -16,11 +16,23 @@ from troubleshooting.domain_checks import (
 from troubleshooting.models import AddressDomainCheck, DomainCheckRun, ProblemNote
 
 
+def _return_path_domain() -> str | None:
+    """Where the portal's invoice mail says it comes from in the envelope (Return-Path):
+    the VERP bounce domain when one is set; with plain SMTP otherwise the From address itself
+    (None); an ESP uses its own bounce domain ("")."""
+    if settings.BOUNCE_ADDRESS:
+        return settings.BOUNCE_ADDRESS.rsplit("@", 1)[-1].lower()
+    if settings.EMAIL_BACKEND == "django.core.mail.backends.smtp.EmailBackend":
+        return None
+    return ""
+
+
 def sending_service() -> SendingService:
     return SendingService(
         spf_include=settings.PORTAL_SPF_INCLUDE,
         sending_ips=tuple(settings.PORTAL_SENDING_IPS),
         dkim=tuple(settings.PORTAL_DKIM_SELECTORS),
+        return_path_domain=_return_path_domain(),
     )
 
 

@@ -5,15 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Max
+from django.db.models import Count, Max, Min, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from invoicing.delivery.models import Delivery, WebhookEvent
+from mailsync.errors import SEND_CODES
+from mailsync.models import MailboxConnection
 from portal.models import Heartbeat
 from troubleshooting.models import Incident
+from troubleshooting.selectors import connection_blip
 
 STALE_AFTER = timedelta(minutes=5)
+# A mailbox with no problem syncs every few minutes (MAILSYNC_POLL_SECONDS); one that has not
+# for this long means the platform's sync is stuck, not the mailbox.
+SYNC_LAG_LIMIT = timedelta(hours=1)
 
 
 @dataclass
@@ -25,14 +32,30 @@ class Status:
     sent_last_hour: int
     failed_last_hour: int
     incidents: list[str]
+    mailboxes_syncing: int = 0
+    mailboxes_failing: int = 0
+    # How long ago the longest-waiting problem-free mailbox last synced (None: no mailbox).
+    oldest_sync_lag: timedelta | None = None
 
     @property
     def sending_works(self) -> bool:
         return self.failed_last_hour == 0 or self.sent_last_hour > self.failed_last_hour
 
     @property
+    def oldest_sync_lag_minutes(self) -> int | None:
+        return (
+            None
+            if self.oldest_sync_lag is None
+            else int(self.oldest_sync_lag.total_seconds() // 60)
+        )
+
+    @property
+    def sync_works(self) -> bool:
+        return self.oldest_sync_lag is None or self.oldest_sync_lag < SYNC_LAG_LIMIT
+
+    @property
     def ok(self) -> bool:
-        return self.workers_alive and self.sending_works and not self.incidents
+        return self.workers_alive and self.sending_works and self.sync_works and not self.incidents
 
     def as_dict(self) -> dict:
         def iso(value):
@@ -48,6 +71,12 @@ class Status:
             "sent_last_hour": self.sent_last_hour,
             "failed_last_hour": self.failed_last_hour,
             "incidents": self.incidents,
+            "sync_works": self.sync_works,
+            "mailboxes_syncing": self.mailboxes_syncing,
+            "mailboxes_failing": self.mailboxes_failing,
+            "oldest_sync_lag_seconds": (
+                int(self.oldest_sync_lag.total_seconds()) if self.oldest_sync_lag else None
+            ),
         }
 
 
@@ -59,6 +88,17 @@ def platform_status(*, now: datetime | None = None) -> Status:
     recent = Delivery.objects.filter(created__gte=hour_ago, is_test=False)
     backlog = Delivery.objects.filter(status=Delivery.Status.QUEUED).count()
     backlog += WebhookEvent.objects.filter(processed_at=None).count()
+    # A mailbox's own trouble (wrong password, a server down) is its problem, shown to its
+    # firm; a short-lived connection failure is not counted (see troubleshooting.selectors).
+    failing = Q(problem_code__gt="") & ~connection_blip(now) & ~Q(problem_code__in=SEND_CODES)
+    sync = MailboxConnection.objects.filter(intent=MailboxConnection.Intent.ACTIVE).aggregate(
+        syncing=Count("pk"),
+        failing=Count("pk", filter=failing),
+        oldest=Min(
+            Coalesce("last_success_at", "created"),
+            filter=Q(problem_code="") | Q(problem_code__in=SEND_CODES),
+        ),
+    )
     return Status(
         workers_alive=bool(heartbeat and now - heartbeat < STALE_AFTER),
         worker_last_seen=heartbeat,
@@ -67,4 +107,7 @@ def platform_status(*, now: datetime | None = None) -> Status:
         sent_last_hour=recent.exclude(status__in=["queued", "failed"]).count(),
         failed_last_hour=recent.filter(status="failed").count(),
         incidents=list(Incident.objects.filter(active=True).values_list("message", flat=True)),
+        mailboxes_syncing=sync["syncing"],
+        mailboxes_failing=sync["failing"],
+        oldest_sync_lag=max(now - sync["oldest"], timedelta(0)) if sync["oldest"] else None,
     )

@@ -16,6 +16,11 @@ urlpatterns = [
         views.fix_address_resend,
         name="fix_address_resend",
     ),
+    path(
+        "problems/mailboxes/<int:connection_pk>/server-settings/",
+        views.fix_server_settings,
+        name="fix_server_settings",
+    ),
     path("clients/<int:client_pk>/problems/", views.client_problems, name="client_problems"),
     path("status/", views.status_page, name="status"),
 ]

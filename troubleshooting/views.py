@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
@@ -14,6 +14,10 @@ from accounts.selectors import members_of
 from invoicing.delivery.models import Delivery
 from invoicing.invoices import InvoiceError
 from invoicing.sending import delivery_resend
+from mailsync import services as mailsync_services
+from mailsync.account_check import check_account
+from mailsync.adapters.base import Credentials, ServerSettings
+from mailsync.models import MailboxConnection
 from portal.addresses import AddressError, validate_address
 from portal.emails import send_templated
 from portal.models import ContactAddress
@@ -212,4 +216,56 @@ def send_test(request: HttpRequest) -> HttpResponse:
         _("A test email is on its way to %(address)s. Check the inbox and the spam folder.")
         % {"address": request.user.email},
     )
+    return _back(request)
+
+
+@member_required
+@require_POST
+def fix_server_settings(request: HttpRequest, connection_pk: int) -> HttpResponse:
+    """sync.server_settings fixed in place: new host, port and security, with the password
+    typed again (it is never rendered back). Saved only once the account check passes."""
+    connection = get_object_or_404(
+        MailboxConnection.objects.defer("secret"),
+        pk=connection_pk,
+        firm=request.firm,
+        intent=MailboxConnection.Intent.ACTIVE,
+        kind__in=[MailboxConnection.Kind.IMAP, MailboxConnection.Kind.POP3],
+    )
+    # Only the member whose mailbox it is (an owner for the shared one) may change it.
+    if connection.owner_id != request.user.pk and not (
+        connection.owner_id is None and request.member_role == Role.OWNER
+    ):
+        raise Http404
+    host = request.POST.get("host", "").strip()
+    port = request.POST.get("port", "")
+    security = request.POST.get("security", "")
+    password = request.POST.get("password", "")
+    if (
+        not host
+        or not port.isdigit()
+        or not 0 < int(port) < 65536
+        or security not in MailboxConnection.Security.values
+        or not password
+    ):
+        messages.error(
+            request,
+            _("Enter the server name, a port from 1 to 65535, the security and the password."),
+        )
+        return _back(request)
+    result = check_account(
+        ServerSettings(host, int(port), security, connection.username, timeout=20),
+        Credentials(password=password),
+        protocol=connection.kind,
+    )
+    if not result.ok:
+        messages.error(
+            request,
+            _("The new settings did not work either (failed at: %(step)s): %(reply)s")
+            % {"step": result.failed_step, "reply": result.error.detail},
+        )
+        return _back(request)
+    mailsync_services.connection_server_settings_update(
+        connection=connection, host=host, port=int(port), security=security, password=password
+    )
+    messages.success(request, _("The new server settings work and are saved. Sync resumes now."))
     return _back(request)

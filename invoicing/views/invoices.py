@@ -34,46 +34,6 @@ from portal.tenancy import clients_for, get_client_for_member, member_required
 
 PAYMENT_ROLES = (Role.OWNER, Role.ADMIN)
 
-# One plain sentence per problem this app records (PROBLEMS.md); the full guide and its
-# steps live in troubleshooting, which reads the same codes.
-PROBLEM_TEXT = {
-    "delivery.invalid_address": gettext_lazy(
-        "The address does not exist or its domain takes no mail. Edit the address, then resend."
-    ),
-    "delivery.hard_bounce": gettext_lazy(
-        "The email did not reach the recipient: the receiving server says the address does "
-        "not exist. Check the address with the client, or send to another address."
-    ),
-    "delivery.soft_bounce": gettext_lazy(
-        "The receiving server could not take the email for now (for example a full mailbox). "
-        "Resend later; repeated failures block the address."
-    ),
-    "delivery.rejected_policy": gettext_lazy(
-        "The client's mail server refused the email by its security rules. Ask the client's IT "
-        "to allow mail from us, then resend."
-    ),
-    "delivery.suppressed": gettext_lazy(
-        "Not sent: this address is blocked after earlier failures. Fix the address, or request "
-        "removal of the block once the client confirmed it works."
-    ),
-    "delivery.blocked_repeated_failures": gettext_lazy(
-        "This address is now blocked after several failed attempts."
-    ),
-    "delivery.complaint": gettext_lazy("The recipient marked the email as spam."),
-    "delivery.not_sent_rejected_document": gettext_lazy(
-        "Not sent: the email was refused before sending. Fix the address, then resend."
-    ),
-    "delivery.outcome_unknown": gettext_lazy(
-        "Sending was interrupted after the email may have left: it went out at most once. Check "
-        "with the client whether it arrived, or resend it."
-    ),
-    "send.invalid_recipient_chars": gettext_lazy(
-        "Not sent: the address contains a character email addresses cannot hold. Edit the "
-        "address, then resend."
-    ),
-}
-
-
 # What each delivery state and event is called on the timeline. "Opened" comes from a
 # tracking image: mail apps that block images never report it, and scanners that fetch them
 # report opens nobody made, so it is labelled approximate.
@@ -222,7 +182,8 @@ def _label_timelines(timelines: list[RecipientTimeline]) -> None:
     """Put the member-facing words on each delivery and event (all already in memory)."""
     for timeline in timelines:
         latest = timeline.latest
-        latest.problem_text = PROBLEM_TEXT.get(latest.problem_code, "")
+        # The words for latest.problem_code come from the catalogue, through the template
+        # library troubleshooting registers ({% load problems %}): this app only has codes.
         # The client's latest request for a new link (made from any earlier email's link),
         # while no email sent after it answered it.
         requests = [

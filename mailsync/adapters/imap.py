@@ -29,9 +29,11 @@ from mailsync.adapters.base import Credentials, FetchedMessage, FolderStatus, Se
 from mailsync.adapters.steps import StepTracking
 from mailsync.errors import (
     MissingCapability,
+    OAuthLoginRefused,
     ProtocolError,
     UidValidityChanged,
     UnexpectedGreeting,
+    clean_reply,
     folder_not_found,
 )
 
@@ -473,8 +475,9 @@ class ImapMailbox(StepTracking):
             client.authenticate("XOAUTH2", respond)
         except imaplib.IMAP4.error as exc:
             reason = refusals[-1].decode("utf-8", "replace") if refusals else ""
-            raise imaplib.IMAP4.error(
-                f"{exc.args[0] if exc.args else ''} {reason}".strip()
+            raise OAuthLoginRefused(
+                f"{clean_reply(exc.args[0]) if exc.args else ''} {reason}".strip(),
+                token_refused=bool(refusals),
             ) from exc
 
     def _read_capabilities(self, capabilities: Iterable[str]) -> None:

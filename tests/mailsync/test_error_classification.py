@@ -15,6 +15,7 @@ import pytest
 from mailsync.errors import (
     FolderNotFound,
     MissingCapability,
+    OAuthLoginRefused,
     SyncError,
     UnexpectedGreeting,
     classify,
@@ -56,6 +57,42 @@ CASES = [
         AUTH,
     ),
     ("unknown-login-refusal", IMAP.error(b"NO go away"), "login", AUTH),
+    # --- the protocol switched off for the mailbox (not a wrong password) ---
+    (
+        "gmail-imap-not-enabled",
+        IMAP.error(
+            b"[ALERT] Your account is not enabled for IMAP use. Please visit your Gmail "
+            b"settings page and enable your account for IMAP access. (Failure)"
+        ),
+        "login",
+        UNSUPPORTED,
+    ),
+    (
+        "gmail-workspace-imap-disabled",
+        IMAP.error(b"[ALERT] IMAP access is disabled for your domain. (Failure)"),
+        "login",
+        UNSUPPORTED,
+    ),
+    (
+        "microsoft-imap-off-after-login",
+        IMAP.error(b"User is authenticated but not connected."),
+        "select",
+        UNSUPPORTED,
+    ),
+    (
+        "microsoft-valid-token-imap-off",
+        OAuthLoginRefused("AUTHENTICATE failed.", token_refused=False),
+        "login",
+        UNSUPPORTED,
+    ),
+    (
+        "microsoft-refused-token",
+        OAuthLoginRefused(
+            'AUTHENTICATE failed. {"status":"401","schemes":"bearer"}', token_refused=True
+        ),
+        "login",
+        AUTH,
+    ),
     # --- two-factor / app passwords ---
     (
         "gmail-app-password",

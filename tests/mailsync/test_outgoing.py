@@ -107,6 +107,7 @@ def test_an_alias_the_server_refuses_cannot_be_added_and_its_reply_is_shown(
     assert "did not accept ceo@alder.test as a sender" in page
     assert "553 5.7.1" in page and "Sender address rejected" in page
     assert "send.sender_refused" in page
+    assert "The mail server will not send as this address" in page  # its guide, linked
     assert 'value="ceo@alder.test"' in page  # the form keeps what was typed
     assert not OutgoingAddress.objects.filter(normalized="ceo@alder.test").exists()
 

@@ -8,6 +8,7 @@ import pytest
 from django.core.management import call_command
 
 from tests.servers.dns_fixtures import make_resolver
+from tests.troubleshooting.dkim_keys import ed25519_record, rsa_record
 from troubleshooting.domain_checks import (
     SendingService,
     check_dkim,
@@ -89,7 +90,7 @@ def test_a_published_dkim_cname_passes(dns_zone, resolver):
         dns_zone,
         {
             "pp1._domainkey.firm.test": [{"CNAME": "pp1.dkim.portal.test"}],
-            "pp1.dkim.portal.test": [{"TXT": "v=DKIM1; k=rsa; p=MIIBIjAN"}],
+            "pp1.dkim.portal.test": [{"TXT": rsa_record()}],
         },
     )
     (result,) = check_dkim("firm.test", SERVICE, resolver)
@@ -245,7 +246,7 @@ def authenticated_zone(firm, *, ownership: bool = True) -> dict:
         **PORTAL_ZONE,
         "firm.test": apex,
         "pp1._domainkey.firm.test": [{"CNAME": "pp1.dkim.portal.test"}],
-        "pp1.dkim.portal.test": [{"TXT": "v=DKIM1; k=rsa; p=MIIBIjAN"}],
+        "pp1.dkim.portal.test": [{"TXT": rsa_record()}],
         "_dmarc.firm.test": [{"TXT": "v=DMARC1; p=quarantine"}],
     }
 
@@ -345,3 +346,152 @@ def test_a_domain_without_the_firms_ownership_record_keeps_the_platform_sender(
     assert ownership["publish"]["value"] == (
         "practice-portal-verification=" + firm.domain_ownership_token()
     )
+
+
+# --- DKIM keys, fetched through the selector's CNAME ---
+
+
+def _dkim_zone(dns_zone, key_record):
+    _zone(
+        dns_zone,
+        {
+            "pp1._domainkey.firm.test": [{"CNAME": "pp1.dkim.portal.test"}],
+            "pp1.dkim.portal.test": [{"TXT": key_record}],
+        },
+    )
+
+
+def test_a_dkim_key_behind_the_cname_is_checked_and_named_with_its_size(dns_zone, resolver):
+    _dkim_zone(dns_zone, rsa_record(2048))
+    (result,) = check_dkim("firm.test", SERVICE, resolver)
+    assert result.ok
+    assert result.facts["type"] == "rsa" and result.facts["bits"] == 2048
+    assert result.summary == "DKIM key published: RSA, 2048 bits."
+
+
+def test_an_ed25519_dkim_key_passes_and_says_so(dns_zone, resolver):
+    _dkim_zone(dns_zone, ed25519_record())
+    (result,) = check_dkim("firm.test", SERVICE, resolver)
+    assert result.ok
+    assert result.summary == "DKIM key published: Ed25519."
+
+
+def test_a_revoked_dkim_key_is_not_a_key(dns_zone, resolver):
+    _dkim_zone(dns_zone, "v=DKIM1; k=rsa; p=")
+    (result,) = check_dkim("firm.test", SERVICE, resolver)
+    assert result.problem_code == "domain.dkim_missing"
+    assert result.facts["state"] == "revoked"
+    assert "revoked" in result.summary
+
+
+def test_an_rsa_key_under_1024_bits_is_too_short(dns_zone, resolver):
+    _dkim_zone(dns_zone, rsa_record(512))
+    (result,) = check_dkim("firm.test", SERVICE, resolver)
+    assert result.problem_code == "domain.dkim_missing"
+    assert (result.facts["state"], result.facts["bits"]) == ("too_short", 512)
+
+
+@pytest.mark.parametrize(
+    "record",
+    ["v=DKIM1; k=rsa; p=MIIBIjAN", "v=DKIM1; k=rsa; p=not base64!", "v=DKIM1; k=rsa"],
+)
+def test_a_dkim_key_that_does_not_parse_is_reported(dns_zone, resolver, record):
+    _dkim_zone(dns_zone, record)
+    (result,) = check_dkim("firm.test", SERVICE, resolver)
+    assert result.problem_code == "domain.dkim_missing"
+    assert result.facts["state"] == "unreadable"
+
+
+def test_a_right_cname_to_no_key_says_the_key_is_the_portals_to_fix(dns_zone, resolver):
+    _zone(dns_zone, {"pp1._domainkey.firm.test": [{"CNAME": "pp1.dkim.portal.test"}]})
+    (result,) = check_dkim("firm.test", SERVICE, resolver)
+    assert result.problem_code == "domain.dkim_missing"
+    assert result.publish is None  # nothing for the firm to publish: its CNAME is right
+    assert "the portal's" in result.summary
+
+
+# --- DMARC alignment (RFC 7489) ---
+
+
+def _alignment(results):
+    return next(r for r in results if r.name == "alignment")
+
+
+def test_spf_passing_alone_does_not_align_when_the_return_path_is_the_portals(dns_zone, resolver):
+    _zone(
+        dns_zone,
+        {
+            "firm.test": [{"TXT": "v=spf1 include:_spf.portal.test -all"}],
+            "_dmarc.firm.test": [{"TXT": "v=DMARC1; p=reject"}],
+        },
+    )
+    service = SendingService(**{**SERVICE.__dict__, "return_path_domain": "bounce.portal.test"})
+    results = check_sending_domain("firm.test", service, resolver)
+    alignment = _alignment(results)
+    assert not alignment.ok and alignment.problem_code == "domain.via_shown"
+    assert alignment.facts["spf_passes"] and not alignment.facts["spf"]
+    assert "domain.dmarc_misaligned" in {r.problem_code for r in results}
+
+
+def test_dkim_aligns_with_a_valid_key_and_says_spf_does_not(dns_zone, resolver):
+    _dkim_zone(dns_zone, rsa_record())
+    service = SendingService(**{**SERVICE.__dict__, "return_path_domain": "bounce.portal.test"})
+    alignment = _alignment(check_sending_domain("firm.test", service, resolver))
+    assert alignment.ok
+    assert alignment.facts["dkim"] and not alignment.facts["spf"]
+    assert "Return-Path is on bounce.portal.test" in alignment.summary
+
+
+def test_spf_aligns_when_the_return_path_is_the_firms_own_address(dns_zone, resolver):
+    _zone(dns_zone, {"firm.test": [{"TXT": "v=spf1 include:_spf.portal.test -all"}]})
+    service = SendingService(**{**SERVICE.__dict__, "return_path_domain": None})
+    alignment = _alignment(check_sending_domain("firm.test", service, resolver))
+    assert alignment.ok and alignment.facts["spf"] and not alignment.facts["dkim"]
+
+
+@pytest.mark.parametrize(("aspf", "aligned"), [("r", True), ("s", False)])
+def test_relaxed_spf_alignment_accepts_a_return_path_under_the_organisational_domain(
+    dns_zone, resolver, aspf, aligned
+):
+    # The Public Suffix List knows co.uk: firm.co.uk is the organisational domain.
+    _zone(
+        dns_zone,
+        {
+            "firm.co.uk": [{"TXT": "v=spf1 include:_spf.portal.test -all"}],
+            "_dmarc.firm.co.uk": [{"TXT": f"v=DMARC1; p=none; aspf={aspf}"}],
+        },
+    )
+    service = SendingService(**{**SERVICE.__dict__, "return_path_domain": "bounces.firm.co.uk"})
+    alignment = _alignment(check_sending_domain("firm.co.uk", service, resolver))
+    assert alignment.facts["organisational_domain"] == "firm.co.uk"
+    assert alignment.facts["spf"] is aligned
+
+
+def test_a_subdomain_without_dmarc_is_governed_by_its_organisational_domains_sp(dns_zone, resolver):
+    _zone(dns_zone, {"_dmarc.firm.co.uk": [{"TXT": "v=DMARC1; p=none; sp=reject"}]})
+    result = check_dmarc("mail.firm.co.uk", False, resolver)
+    assert result.problem_code == "domain.dmarc_misaligned"
+    assert result.facts["found_at"] == "_dmarc.firm.co.uk"
+    assert result.publish.value == "v=DMARC1; p=none; sp=none"
+
+
+@pytest.mark.parametrize(
+    ("bounce_address", "backend", "expected"),
+    [
+        (
+            "bounces@bounce.portal.test",
+            "django.core.mail.backends.smtp.EmailBackend",
+            "bounce.portal.test",
+        ),
+        ("", "django.core.mail.backends.smtp.EmailBackend", None),  # the From address itself
+        ("", "anymail.backends.postmark.EmailBackend", ""),  # the ESP's own
+    ],
+)
+def test_the_return_path_spf_is_judged_on_follows_how_the_portal_sends(
+    settings, bounce_address, backend, expected
+):
+    from troubleshooting.services import sending_service
+
+    settings.BOUNCE_ADDRESS = bounce_address
+    settings.EMAIL_BACKEND = backend
+    assert sending_service().return_path_domain == expected

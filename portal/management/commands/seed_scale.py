@@ -32,7 +32,8 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from accounts.models import Membership, User
-from invoicing.models import Delivery, DeliveryEvent, Invoice, InvoiceLine, Suppression
+from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression
+from invoicing.models import Invoice, InvoiceLine
 from mailsync.models import (
     IgnoredAddress,
     LinkedAddress,

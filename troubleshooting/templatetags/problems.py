@@ -1,0 +1,74 @@
+"""The catalogue's wording for other apps' pages.
+
+Apps below troubleshooting record problem codes and may not import it; their templates load
+this library (``{% load problems %}``) to show the catalogue's words for a code, so the
+catalogue stays the one place a code becomes text.
+"""
+
+from __future__ import annotations
+
+from django import template
+from django.urls import reverse
+from django.utils.html import format_html
+
+from mailsync.models import MailboxConnection
+from troubleshooting import catalogue
+from troubleshooting.selectors import flagged_dangerous_addresses
+
+register = template.Library()
+
+
+@register.filter
+def problem_text(code: str) -> str:
+    """The one-line wording of a problem code ("" for none)."""
+    return catalogue.short_text(code) if code else ""
+
+
+@register.filter
+def check_words(result: dict) -> str:
+    return catalogue.check_words(result)
+
+
+@register.filter
+def check_label(name: str) -> str:
+    return catalogue.check_label(name)
+
+
+@register.simple_tag
+def guide_link(code: str) -> str:
+    """The guide's title, linked to it on the guides page ("" for a code without one)."""
+    guide = catalogue.guide_for(code)
+    if guide is None:
+        return ""
+    url = f"{reverse('troubleshooting:guides')}#{guide.code}"
+    return format_html('<a class="guide-link" href="{}">{}</a>', url, guide.title)
+
+
+@register.simple_tag
+def flagged_dangerous(invoice, timelines) -> dict:
+    """{normalized address: guide} for the invoice's recipients Gmail is likely to warn
+    about (a fixed number of queries for the whole invoice)."""
+    addresses = {t.normalized for t in timelines if not t.latest.is_test}
+    flagged = flagged_dangerous_addresses(invoice.firm, addresses)
+    guide = catalogue.guide_for("delivery.flagged_dangerous")
+    return {address: guide for address in flagged}
+
+
+@register.filter
+def get_item(mapping: dict, key: str):
+    return mapping.get(key) if mapping else None
+
+
+# Actions whose fix ends in sending the invoice again (the problem card links the invoice
+# once, beside the first of them).
+_RESEND_ACTIONS = ("edit_address_resend", "resend", "send_test", "request_removal")
+
+
+@register.filter
+def first_resend_action(guide) -> str:
+    return next((a for a in guide.actions if a in _RESEND_ACTIONS), "")
+
+
+@register.simple_tag
+def security_choices() -> list[tuple[str, str]]:
+    return MailboxConnection.Security.choices
