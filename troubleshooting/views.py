@@ -18,6 +18,7 @@ from mailsync import services as mailsync_services
 from mailsync.account_check import check_account
 from mailsync.adapters.base import Credentials, ServerSettings
 from mailsync.models import MailboxConnection
+from mailsync.netguard import guard_from_settings
 from portal.addresses import AddressError, validate_address
 from portal.emails import send_templated
 from portal.models import ContactAddress
@@ -252,8 +253,22 @@ def fix_server_settings(request: HttpRequest, connection_pk: int) -> HttpRespons
             _("Enter the server name, a port from 1 to 65535, the security and the password."),
         )
         return _back(request)
+    try:
+        # Typing a password and a server to try is the same as Test account: limited alike.
+        hit("account_test", user_id=request.user.pk, firm_id=request.firm.pk)
+    except RateLimited as limited:
+        return limited_response(
+            request, limited, next_path(request) or reverse("troubleshooting:dashboard")
+        )
     result = check_account(
-        ServerSettings(host, int(port), security, connection.username, timeout=20),
+        ServerSettings(
+            host,
+            int(port),
+            security,
+            connection.username,
+            timeout=20,
+            guard=guard_from_settings(),
+        ),
         Credentials(password=password),
         protocol=connection.kind,
     )
