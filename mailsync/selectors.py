@@ -115,7 +115,7 @@ def client_threads(*, client: Client, limit: int = 200) -> list[Thread]:
     thread first. Two queries: messages, and their attachments for this client."""
     messages = list(
         Message.objects.filter(client_links__client=client)
-        .defer("raw", "participants")
+        .defer("participants")
         .prefetch_related(
             Prefetch(
                 "attachments",

@@ -50,6 +50,7 @@ from mailsync.linking import clients_by_address, message_client_ids, message_lin
 from mailsync.models import MailboxConnection, Message, OutgoingAddress, OutgoingServer
 from mailsync.parsing import message_parse
 from mailsync.presets import preset_for_host
+from portal.blobs import blob_put, blobs_confirm
 from portal.models import Client
 
 logger = logging.getLogger(__name__)
@@ -408,11 +409,13 @@ def _store_sent(*, firm_id: int, raw: bytes) -> Message:
     addressed to. Keyed like synced mail (by Message-ID), so a later sync of the Sent
     folder finds it and stores no second copy."""
     parsed = message_parse(raw)
+    blob = blob_put(raw)  # before the row names it: a crash leaves an orphan, not a hole
     with transaction.atomic():
+        blobs_confirm([(blob, raw)])
         try:
             with transaction.atomic():
                 message, created = Message.objects.get_or_create(
-                    firm_id=firm_id, key=parsed.key, defaults=message_fields(parsed, raw)
+                    firm_id=firm_id, key=parsed.key, defaults=message_fields(parsed, blob=blob)
                 )
         except IntegrityError:  # a sync stored the same Message-ID a moment earlier
             message, created = Message.objects.get(firm_id=firm_id, key=parsed.key), False

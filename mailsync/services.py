@@ -465,7 +465,7 @@ def messages_relink(*, firm: Firm, normalized_addresses: set[str]) -> int:
         index = clients_by_address(firm_id=firm.pk, addresses=participants)
         client_ids = message_client_ids(participants=participants, index=index)
         with transaction.atomic():
-            attachments = message_parse(bytes(message.raw)).attachments if client_ids else []
+            attachments = message_parse(message.raw).attachments if client_ids else []
             added += message_link(
                 message=message, client_ids=client_ids, attachments=attachments
             ).links

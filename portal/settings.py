@@ -222,8 +222,43 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"  # never served directly: downloads go through a firm-checked view
+# Raw mail (and anything else kept by content) goes to the "blobs" store: files under
+# PORTAL_BLOB_ROOT by default, or an S3-compatible bucket with BLOB_STORAGE=s3 (needs
+# django-storages[s3]; see the README).
+BLOB_ROOT = Path(env_str("PORTAL_BLOB_ROOT", str(VAR_DIR / "blobs")))
+BLOB_STORAGE = env_str("BLOB_STORAGE", "filesystem")
+# A blob no row names is deleted by the periodic sweep only once it is this old: a writer
+# writes the blob before it commits the row, so a younger orphan may be about to be named.
+BLOB_SWEEP_GRACE_HOURS = env_int("BLOB_SWEEP_GRACE_HOURS", 24)
+if BLOB_STORAGE == "filesystem":
+    _BLOBS = {
+        "BACKEND": "portal.blobs.BlobFileSystemStorage",
+        "OPTIONS": {"location": str(BLOB_ROOT), "base_url": None},
+    }
+elif BLOB_STORAGE == "s3":
+    _BLOBS = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env_str("BLOB_S3_BUCKET", ""),
+            "endpoint_url": env_str("BLOB_S3_ENDPOINT_URL", "") or None,
+            "region_name": env_str("BLOB_S3_REGION", "") or None,
+            "access_key": env_str("BLOB_S3_ACCESS_KEY_ID", "") or None,
+            "secret_key": env_str("BLOB_S3_SECRET_ACCESS_KEY", "") or None,
+            "location": env_str("BLOB_S3_PREFIX", ""),
+            "default_acl": "private",
+            "querystring_auth": True,
+            "file_overwrite": True,  # content-addressed: same name, same bytes
+        },
+    }
+    if not _BLOBS["OPTIONS"]["bucket_name"]:
+        raise ImproperlyConfigured("BLOB_STORAGE=s3 needs BLOB_S3_BUCKET")
+else:
+    raise ImproperlyConfigured("BLOB_STORAGE must be 'filesystem' or 's3'")
+if BLOB_SWEEP_GRACE_HOURS < 1:
+    raise ImproperlyConfigured("BLOB_SWEEP_GRACE_HOURS must be at least 1")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "blobs": _BLOBS,
     "staticfiles": {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
