@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import os
 import threading
 import time
@@ -18,9 +17,6 @@ from mailsync.models import Message
 from portal.blobs import blob_name, blob_put, blob_read, blob_storage, blobs_confirm, blobs_sweep
 from tests.mailsync.factories import MessageFactory, fernet_key  # noqa: F401
 from tests.mailsync.test_engine import _connect, _mail
-from tests.servers.dovecot_fixtures import dovecot, mailbox_user  # noqa: F401
-
-DAY = datetime.timedelta(days=1)
 
 
 def _blob_path(sha256: str) -> str:
