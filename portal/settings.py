@@ -11,6 +11,7 @@ from pathlib import Path
 import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 from django.utils.translation import gettext_lazy as _
 
 from portal.env import env_bool, env_float, env_int, env_list, env_str
@@ -444,6 +445,45 @@ if CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", float("inf")) <= _l
         "DELIVERY_SOFT_RETRY_MINUTES, or a retry is run by two workers"
     )
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# One queue per kind of work, so that a flood of one kind (a thousand mailboxes due, a burst
+# of ESP webhooks, a bulk invoice run) never starves another: each queue has its own
+# workers (`manage.py run_worker QUEUE`, or `celery -A portal worker -Q QUEUE`). A worker
+# started without -Q consumes every queue (the embedded run and small installs). Task names
+# are unchanged; anything not routed here goes to "default".
+CELERY_QUEUES = ("sync", "send", "webhooks", "checks", "default")
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in CELERY_QUEUES]
+CELERY_TASK_ROUTES = {
+    # Reading members' mailboxes: long tasks (minutes for a first sync).
+    "mailsync.sync_mailbox": {"queue": "sync"},
+    # Sending invoices and notices, and the watchdogs of sending.
+    "invoicing.deliveries_send": {"queue": "send"},
+    "invoicing.delivery_soft_retry": {"queue": "send"},
+    "invoicing.invoice_paid_notify": {"queue": "send"},
+    "invoicing.pay_link_request_notify": {"queue": "send"},
+    "invoicing.requeue_stale_deliveries": {"queue": "send"},
+    "invoicing.expire_stuck_sending": {"queue": "send"},
+    # What the ESPs and the bounce mailbox tell us about sent mail.
+    "invoicing.process_webhook_event": {"queue": "webhooks"},
+    "invoicing.sweep_webhook_events": {"queue": "webhooks"},
+    "invoicing.match_waiting_webhook_events": {"queue": "webhooks"},
+    "invoicing.poll_bounce_mailbox": {"queue": "webhooks"},
+    # DNS checks of firms' sending domains and clients' address domains.
+    "troubleshooting.check_domain": {"queue": "checks"},
+    "troubleshooting.check_all_domains": {"queue": "checks"},
+    "troubleshooting.check_address_domains": {"queue": "checks"},
+    # default: portal.heartbeat, portal.sweep_blobs, mailsync.dispatch_due (it only
+    # enqueues, so a busy sync queue never delays it), mailsync.release_stuck_leases,
+    # mailsync.relink_changed_addresses, accounts.notify_expired_support_grants.
+}
+# Worker processes per queue for `manage.py run_worker QUEUE` on one machine (each queue's
+# workers may run on any number of machines; the figures add up). Sync tasks wait on mail
+# servers and are capped per server (MAILSYNC_MAX_CONNECTIONS_PER_HOST), so more processes
+# than cores is fine there; override with CELERY_CONCURRENCY_<QUEUE>.
+CELERY_QUEUE_CONCURRENCY = {
+    name: env_int(f"CELERY_CONCURRENCY_{name.upper()}", default)
+    for name, default in (("sync", 4), ("send", 2), ("webhooks", 2), ("checks", 2), ("default", 2))
+}
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"

@@ -44,9 +44,9 @@ def _webhook_secret(settings):
 
 @pytest.fixture
 def queue():
-    """The Celery queue on the in-memory broker, empty at the start."""
+    """The webhooks queue on the in-memory broker, empty at the start."""
     with celery_app.connection_for_write() as conn:
-        simple = conn.SimpleQueue("celery")
+        simple = conn.SimpleQueue("webhooks")
         simple.clear()
         yield simple
         simple.clear()
