@@ -30,6 +30,7 @@ bounded in time and the flood in count.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -301,7 +302,7 @@ def summarise(
         syncs.sort(key=lambda r: r["start"])
         due = t0
         box_lag = 0.0
-        for previous, current in zip(syncs, syncs[1:], strict=False):
+        for previous, current in itertools.pairwise(syncs):
             if current["start"] < previous["end"]:
                 overlaps += 1
         for sync in syncs:
@@ -352,7 +353,8 @@ def main() -> None:
     load = os.getloadavg()
     print(f"{os.cpu_count()} CPUs, load average {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}")
     run_dir = Path(tempfile.mkdtemp(prefix="portal-fleet-dovecot-"))
-    os.chmod(run_dir, 0o755)
+    # Dovecot's mail processes run as another user that must reach the Maildirs.
+    os.chmod(run_dir, 0o755)  # noqa: S103
     with temp_dir("portal-fleet-") as var_dir:
         redis_port = free_port()
         redis_process = redis_start(redis_port, var_dir)
@@ -432,7 +434,8 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
             f"{r['flood_events']:>7} {r['flood_processed']:>9} {r['webhooks_backlog_peak']:>12}"
         )
     bad = [r["phase"] for r in results if r["overlapping_syncs"] or r["starved"]]
-    print("checks:", "FAILED in " + ", ".join(bad) if bad else "no mailbox synced twice at once, none starved")
+    ok = "no mailbox synced twice at once, none starved"
+    print("checks:", "FAILED in " + ", ".join(bad) if bad else ok)
 
 
 if __name__ == "__main__":
