@@ -47,7 +47,7 @@ from mailsync.linking import (
 )
 from mailsync.models import MailboxConnection, MailboxFolder, Message, MessageSource
 from mailsync.parsing import ParsedMessage, messages_parse, parse_process_init
-from portal.blobs import BlobRef, blob_put, blobs_confirm
+from portal.blobs import BlobRef, blob_put, blobs_confirm, blobs_put_many
 
 logger = logging.getLogger(__name__)
 
@@ -760,8 +760,9 @@ def _with_blobs(batches: Iterator[Batch]) -> Iterator[Batch]:
     is committed only after its blobs are durable."""
     try:
         for items, last_uid in batches:
-            for item in items:
-                item.stored()
+            refs = blobs_put_many([item.raw for item in items if item.blob is None])
+            for item, ref in zip([i for i in items if i.blob is None], refs, strict=True):
+                item.blob = ref
             yield items, last_uid
     finally:
         getattr(batches, "close", lambda: None)()
