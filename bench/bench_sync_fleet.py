@@ -26,7 +26,7 @@ waited; must be 0), and the webhook flood (events, tasks run, the queue's peak b
 Benchmarks never run in the test suite. Every connection goes to 127.0.0.1; each phase is
 bounded in time and the flood in count.
 
-    .venv/bin/python bench/bench_sync_fleet.py [--mailboxes 200] [--messages 10] [--seconds 90]
+    .venv/bin/python bench/bench_sync_fleet.py [--mailboxes 200] [--messages 10] [--seconds 150]
 """
 
 from __future__ import annotations
