@@ -243,11 +243,18 @@ def phase_run(
     from django.db import connections
 
     from invoicing.models import WebhookEvent
-    from mailsync.models import MailboxConnection, MailboxFolder, Message
+    from mailsync.models import MailboxConnection, MailboxFolder, Message, MessageSource
     from mailsync.tasks import dispatch_due
 
+    # Let the previous phase's syncs end (queued ones are dropped) before starting over.
+    broker = redis.Redis.from_url(redis_url)
+    broker.delete("sync", "default", "webhooks")
+    settle = time.monotonic() + 120
+    while MailboxConnection.objects.exclude(lease_token="").exists() and time.monotonic() < settle:
+        time.sleep(0.5)
     # Every mailbox starts from nothing: its first sync reads all its messages again.
     Message.objects.all().delete()
+    MessageSource.objects.all().delete()
     MailboxFolder.objects.all().delete()
     MailboxConnection.objects.update(
         next_attempt_at=None, lease_token="", lease_until=None, messages_imported=0
@@ -255,7 +262,6 @@ def phase_run(
     WebhookEvent.objects.all().delete()
     for path in log_dir.glob("*.jsonl"):
         path.unlink()
-    broker = redis.Redis.from_url(redis_url)
     broker.delete("sync", "default", "webhooks")
     connections.close_all()
 
