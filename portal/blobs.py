@@ -215,7 +215,10 @@ def blobs_confirm(items: Iterable[tuple[BlobRef, bytes]]) -> None:
 
 
 def _walk(storage: Storage, folder: str) -> Iterator[str]:
-    directories, files = storage.listdir(folder)
+    try:
+        directories, files = storage.listdir(folder)
+    except FileNotFoundError:  # nothing stored yet (S3 lists an absent prefix as empty)
+        return
     for name in files:
         if len(name) == 64 and not name.startswith("."):
             yield name
@@ -253,8 +256,6 @@ def blobs_sweep(
         grace = datetime.timedelta(hours=settings.BLOB_SWEEP_GRACE_HOURS)
     cutoff = (now or timezone.now()) - grace
     storage = blob_storage()
-    if not storage.exists(PREFIX):
-        return 0
     deleted = 0
     pending: list[str] = []
 
