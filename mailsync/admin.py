@@ -16,4 +16,5 @@ class MailboxConnectionAdmin(admin.ModelAdmin):
 class MessageAdmin(admin.ModelAdmin):
     list_display = ["subject", "firm", "from_address", "date", "parse_error"]
     list_filter = ["parse_error"]
-    exclude = ["raw"]
+    # The raw mail is in the blob store; its sha256 names it there.
+    readonly_fields = ["raw_sha256", "size"]

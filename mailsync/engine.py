@@ -52,6 +52,7 @@ from mailsync.linking import (
 )
 from mailsync.models import MailboxConnection, MailboxFolder, Message, MessageSource
 from mailsync.parsing import ParsedMessage, messages_parse, parse_process_init
+from portal.blobs import BlobRef, blob_put, blobs_confirm, blobs_put_many
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +152,14 @@ class Fetched:
     truncated: bool = False
     uid: int | None = None  # IMAP
     uidl: str = ""  # POP3
+    # The raw mail in the blob store, written as soon as it was fetched (see _with_blobs).
+    blob: BlobRef | None = None
+
+    def stored(self) -> BlobRef:
+        """The raw mail's blob, written now if it was not yet."""
+        if self.blob is None:
+            self.blob = blob_put(self.raw)
+        return self.blob
 
 
 # A batch is cut at MAILSYNC_BATCH_SIZE messages or at about this many bytes of raw mail,
@@ -159,8 +168,15 @@ class Fetched:
 BATCH_BYTES = 8 * 1024 * 1024
 
 
-def message_fields(parsed: ParsedMessage, raw: bytes) -> dict:
-    """The stored `Message` columns of a parsed message (synced, or sent from the portal)."""
+def message_fields(
+    parsed: ParsedMessage, raw: bytes | None = None, *, blob: BlobRef | None = None
+) -> dict:
+    """The stored `Message` columns of a parsed message (synced, or sent from the portal).
+
+    The raw mail goes to the blob store first (``blob``, or ``raw`` written now): the row
+    only names it."""
+    if blob is None:
+        blob = blob_put(raw or b"")
     participants = sorted(parsed.addresses)
     return {
         "message_id": parsed.message_id,
@@ -179,8 +195,8 @@ def message_fields(parsed: ParsedMessage, raw: bytes) -> dict:
         "thread_key": parsed.thread_key,
         "snippet": " ".join(parsed.text.split())[:300],
         "text_body": parsed.text[:200_000],
-        "raw": raw,
-        "size": len(raw),
+        "raw_sha256": blob.sha256,
+        "size": blob.size,
         "parse_error": bool(parsed.errors),
         "parse_error_detail": "\n".join(parsed.errors)[:5000],
     }
@@ -193,6 +209,7 @@ def message_store(
     raw: bytes,
     index: dict[str, set[int]] | None = None,
     occurrence: int = 1,
+    blob: BlobRef | None = None,
 ) -> tuple[Message, LinkResult | None]:
     """The firm's canonical `Message` of ``parsed``, one per Message-ID (``key``): mail seen in
     several folders or mailboxes, or sent from the portal and later synced from Sent, is
@@ -200,12 +217,18 @@ def message_store(
     `clients_by_address`, read here when not given). Returns the message and what linking
     did, or None when the message was stored before. A concurrent insert of the same key is
     safe: `get_or_create` reads the winner's row in a savepoint. ``occurrence`` tells apart
-    messages without a Message-ID that share a key (see `_message_identities`)."""
+    messages without a Message-ID that share a key (see `_message_identities`).
+
+    Runs inside the transaction that commits the row. The raw mail goes to the blob store
+    before that: ``blob`` when the caller wrote it already, else written here."""
+    if blob is None:
+        blob = blob_put(raw)
+    blobs_confirm([(blob, raw)])
     message, created = Message.objects.get_or_create(
         firm_id=firm_id,
         key=parsed.key,
         occurrence=occurrence,
-        defaults=message_fields(parsed, raw),
+        defaults=message_fields(parsed, blob=blob),
     )
     if not created:
         return message, None
@@ -459,7 +482,8 @@ def _insert_messages(messages: list[Message], *, lz4: bool, copy: bool = False) 
     elsewhere INSERTs bounded by size."""
     created: list[Message] = []
     if lz4:
-        # Raw mail is compressed by PostgreSQL as it is stored (TOAST). lz4 compresses mail
+        # Text bodies are compressed by PostgreSQL as they are stored (TOAST; the raw mail
+        # is in the blob store now). lz4 compresses mail
         # about as well as the default pglz at several times the speed; SET LOCAL keeps the
         # choice to this transaction.
         with db.cursor() as cursor:
@@ -545,9 +569,15 @@ def _store_batch(
                 firm_id=firm_id,
                 key=ident[0],
                 occurrence=ident[1],
-                **message_fields(parsed, item.raw),
+                **message_fields(parsed, blob=item.stored()),
             )
     if to_create:
+        # Blobs this batch found already stored may be orphans the sweep is deleting.
+        blobs_confirm(
+            (item.stored(), item.raw)
+            for ident, (_parsed, item) in zip(idents, parsed_items, strict=True)
+            if ident in to_create
+        )
         try:
             with transaction.atomic():
                 created_messages = _insert_messages(list(to_create.values()), lz4=lz4, copy=copy)
@@ -566,9 +596,6 @@ def _store_batch(
             }
             for message in created_messages:
                 message.pk = ids[(message.key, message.occurrence)]
-        # The raw bytes are in the database now; the batch's items still hold them.
-        for message in created_messages:
-            message.raw = b""
     MessageSource.objects.bulk_create(
         [
             MessageSource(
@@ -627,6 +654,7 @@ def _store_batch_one_by_one(
             firm_id=connection.firm_id,
             parsed=parsed,
             raw=item.raw,
+            blob=item.stored(),
             index=index,
             occurrence=occurrence,
         )
@@ -762,8 +790,23 @@ def _sync_batches(run: _Run, folder: MailboxFolder, batches: Iterator[Batch], to
     committed before the error goes up; if anything else fails, what was not committed is
     simply fetched again by the next run.
     """
-    with contextlib.closing(_read_ahead(batches)) as ahead:
+    with contextlib.closing(_read_ahead(_with_blobs(batches))) as ahead:
         _commit_batches(run, folder, ahead, total)
+
+
+def _with_blobs(batches: Iterator[Batch]) -> Iterator[Batch]:
+    """``batches``, each message's raw mail written to the blob store before the batch is
+    handed on. Runs in the read-ahead thread (it only talks to the mail server and the blob
+    store), so these writes overlap the parsing and the commit of earlier batches; a batch
+    is committed only after its blobs are durable."""
+    try:
+        for items, last_uid in batches:
+            refs = blobs_put_many([item.raw for item in items if item.blob is None])
+            for item, ref in zip([i for i in items if i.blob is None], refs, strict=True):
+                item.blob = ref
+            yield items, last_uid
+    finally:
+        getattr(batches, "close", lambda: None)()
 
 
 def _commit_batches(run: _Run, folder: MailboxFolder, batches: Iterator[Batch], total: int) -> None:

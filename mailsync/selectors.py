@@ -154,7 +154,7 @@ def client_threads(*, client: Client, limit: int = 200) -> list[Thread]:
     )
     messages = list(
         Message.objects.filter(pk__in=Subquery(newest))
-        .defer("raw", "participants")
+        .defer("participants")
         .prefetch_related(
             Prefetch(
                 "attachments",

@@ -51,6 +51,7 @@ from mailsync.models import MailboxConnection, Message, OutgoingAddress, Outgoin
 from mailsync.netguard import guard_from_settings
 from mailsync.parsing import message_parse
 from mailsync.presets import preset_for_host
+from portal.blobs import blob_put
 from portal.headers import check_header_text
 from portal.models import Client
 
@@ -416,8 +417,11 @@ def _store_sent(*, firm_id: int, raw: bytes) -> Message:
     """The sent message as the firm's canonical Message, linked to every client it was
     addressed to. Keyed like synced mail (by Message-ID), so a later sync of the Sent
     folder finds it and stores no second copy."""
+    blob = blob_put(raw)  # before the row names it: a crash leaves an orphan, not a hole
     with transaction.atomic():
-        message, _linked = message_store(firm_id=firm_id, parsed=message_parse(raw), raw=raw)
+        message, _linked = message_store(
+            firm_id=firm_id, parsed=message_parse(raw), raw=raw, blob=blob
+        )
     return message
 
 

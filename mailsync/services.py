@@ -30,6 +30,7 @@ from mailsync.parsing import message_parse
 from mailsync.presets import preset_for_host
 from mailsync.selectors import unlinked_summary_forget
 from portal.addresses import ValidAddress
+from portal.blobs import BlobMissing
 from portal.models import Client, Contact, ContactAddress, Firm
 from portal.services import contact_addresses_add, contact_create
 
@@ -475,6 +476,18 @@ def leases_release_expired() -> int:
 # --- relinking ---------------------------------------------------------------------------
 
 
+def _attachments_of(message: Message) -> list:
+    """The message's attachments, parsed again from its raw mail in the blob store; none
+    (and a warning) if the store lost it, so one missing blob does not stop a relink."""
+    try:
+        return message_parse(message.raw).attachments
+    except BlobMissing:
+        logger.warning(
+            "message %s: raw mail %s missing from the blob store", message.pk, message.raw_sha256
+        )
+        return []
+
+
 def messages_relink(*, firm: Firm, normalized_addresses: set[str]) -> int:
     """Re-link every message of ``firm`` that mentions one of these addresses; returns the
     number of links added. Used when contacts' addresses were added, changed or removed."""
@@ -491,7 +504,7 @@ def messages_relink(*, firm: Firm, normalized_addresses: set[str]) -> int:
         index = clients_by_address(firm_id=firm.pk, addresses=participants)
         client_ids = message_client_ids(participants=participants, index=index)
         with transaction.atomic():
-            attachments = message_parse(bytes(message.raw)).attachments if client_ids else []
+            attachments = _attachments_of(message) if client_ids else []
             added += message_link(
                 message=message, client_ids=client_ids, attachments=attachments
             ).links

@@ -39,6 +39,9 @@ SCHEDULES = [
     Schedule("sync due mailboxes", "mailsync.dispatch_due", 60),
     Schedule("release stuck mailbox syncs", "mailsync.release_stuck_leases", 600),
     Schedule("re-link mail to changed contact addresses", "mailsync.relink_changed_addresses", 300),
+    # Blobs (raw mail) no row names and older than BLOB_SWEEP_GRACE_HOURS: orphans of a
+    # crash between blob write and commit, or of deleted messages.
+    Schedule("delete unreferenced blobs", "portal.sweep_blobs", 6 * 3600),
     # Hourly, but each firm only once its last answers' TTL has run out.
     Schedule("re-check firms' sending domains", "troubleshooting.check_all_domains", 3600),
     Schedule(

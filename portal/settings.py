@@ -12,6 +12,7 @@ import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
+from kombu import Queue
 
 from portal.env import env_bool, env_float, env_int, env_list, env_str
 
@@ -222,8 +223,43 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"  # never served directly: downloads go through a firm-checked view
+# Raw mail (and anything else kept by content) goes to the "blobs" store: files under
+# PORTAL_BLOB_ROOT by default, or an S3-compatible bucket with BLOB_STORAGE=s3 (needs
+# django-storages[s3]; see the README).
+BLOB_ROOT = Path(env_str("PORTAL_BLOB_ROOT", str(VAR_DIR / "blobs")))
+BLOB_STORAGE = env_str("BLOB_STORAGE", "filesystem")
+# A blob no row names is deleted by the periodic sweep only once it is this old: a writer
+# writes the blob before it commits the row, so a younger orphan may be about to be named.
+BLOB_SWEEP_GRACE_HOURS = env_int("BLOB_SWEEP_GRACE_HOURS", 24)
+if BLOB_STORAGE == "filesystem":
+    _BLOBS = {
+        "BACKEND": "portal.blobs.BlobFileSystemStorage",
+        "OPTIONS": {"location": str(BLOB_ROOT), "base_url": None},
+    }
+elif BLOB_STORAGE == "s3":
+    _BLOBS = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env_str("BLOB_S3_BUCKET", ""),
+            "endpoint_url": env_str("BLOB_S3_ENDPOINT_URL", "") or None,
+            "region_name": env_str("BLOB_S3_REGION", "") or None,
+            "access_key": env_str("BLOB_S3_ACCESS_KEY_ID", "") or None,
+            "secret_key": env_str("BLOB_S3_SECRET_ACCESS_KEY", "") or None,
+            "location": env_str("BLOB_S3_PREFIX", ""),
+            "default_acl": "private",
+            "querystring_auth": True,
+            "file_overwrite": True,  # content-addressed: same name, same bytes
+        },
+    }
+    if not _BLOBS["OPTIONS"]["bucket_name"]:
+        raise ImproperlyConfigured("BLOB_STORAGE=s3 needs BLOB_S3_BUCKET")
+else:
+    raise ImproperlyConfigured("BLOB_STORAGE must be 'filesystem' or 's3'")
+if BLOB_SWEEP_GRACE_HOURS < 1:
+    raise ImproperlyConfigured("BLOB_SWEEP_GRACE_HOURS must be at least 1")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "blobs": _BLOBS,
     "staticfiles": {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
@@ -427,6 +463,45 @@ if CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", float("inf")) <= _l
         "DELIVERY_SOFT_RETRY_MINUTES, or a retry is run by two workers"
     )
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# One queue per kind of work, so that a flood of one kind (a thousand mailboxes due, a burst
+# of ESP webhooks, a bulk invoice run) never starves another: each queue has its own
+# workers (`manage.py run_worker QUEUE`, or `celery -A portal worker -Q QUEUE`). A worker
+# started without -Q consumes every queue (the embedded run and small installs). Task names
+# are unchanged; anything not routed here goes to "default".
+CELERY_QUEUES = ("sync", "send", "webhooks", "checks", "default")
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_QUEUES = [Queue(name, routing_key=name) for name in CELERY_QUEUES]
+CELERY_TASK_ROUTES = {
+    # Reading members' mailboxes: long tasks (minutes for a first sync).
+    "mailsync.sync_mailbox": {"queue": "sync"},
+    # Sending invoices and notices, and the watchdogs of sending.
+    "invoicing.deliveries_send": {"queue": "send"},
+    "invoicing.delivery_soft_retry": {"queue": "send"},
+    "invoicing.invoice_paid_notify": {"queue": "send"},
+    "invoicing.pay_link_request_notify": {"queue": "send"},
+    "invoicing.requeue_stale_deliveries": {"queue": "send"},
+    "invoicing.expire_stuck_sending": {"queue": "send"},
+    # What the ESPs and the bounce mailbox tell us about sent mail.
+    "invoicing.process_webhook_event": {"queue": "webhooks"},
+    "invoicing.sweep_webhook_events": {"queue": "webhooks"},
+    "invoicing.match_waiting_webhook_events": {"queue": "webhooks"},
+    "invoicing.poll_bounce_mailbox": {"queue": "webhooks"},
+    # DNS checks of firms' sending domains and clients' address domains.
+    "troubleshooting.check_domain": {"queue": "checks"},
+    "troubleshooting.check_all_domains": {"queue": "checks"},
+    "troubleshooting.check_address_domains": {"queue": "checks"},
+    # default: portal.heartbeat, portal.sweep_blobs, mailsync.dispatch_due (it only
+    # enqueues, so a busy sync queue never delays it), mailsync.release_stuck_leases,
+    # mailsync.relink_changed_addresses, accounts.notify_expired_support_grants.
+}
+# Worker processes per queue for `manage.py run_worker QUEUE` on one machine (each queue's
+# workers may run on any number of machines; the figures add up). Sync tasks wait on mail
+# servers and are capped per server (MAILSYNC_MAX_CONNECTIONS_PER_HOST), so more processes
+# than cores is fine there; override with CELERY_CONCURRENCY_<QUEUE>.
+CELERY_QUEUE_CONCURRENCY = {
+    name: env_int(f"CELERY_CONCURRENCY_{name.upper()}", default)
+    for name, default in (("sync", 4), ("send", 2), ("webhooks", 2), ("checks", 2), ("default", 2))
+}
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"

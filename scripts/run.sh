@@ -15,7 +15,9 @@ PORT="${PORT:-8000}"
 .venv/bin/python manage.py seed_demo
 
 mkdir -p var/log
-.venv/bin/celery -A portal worker --pool=solo --loglevel=INFO > var/log/worker.log 2>&1 &
+# One worker for every queue (production runs one set of workers per queue; see README).
+.venv/bin/celery -A portal worker --pool=solo -Q sync,send,webhooks,checks,default \
+  --loglevel=INFO > var/log/worker.log 2>&1 &
 WORKER=$!
 .venv/bin/celery -A portal beat --scheduler django_celery_beat.schedulers:DatabaseScheduler \
   --loglevel=INFO --pidfile= > var/log/beat.log 2>&1 &

@@ -42,6 +42,20 @@ def _english_by_default():
     translation.deactivate()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_blob_store(settings, tmp_path):
+    """Each test starts with an empty blob store (raw mail), as it starts with an empty
+    database: a blob left by another test would make this one's writes "reuses"."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "blobs": {
+            "BACKEND": "portal.blobs.BlobFileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "blobs"), "base_url": None},
+        },
+    }
+    yield
+
+
 @pytest.fixture
 def firm(db) -> Firm:
     return FirmFactory(name="Alder & Birch Accounting")

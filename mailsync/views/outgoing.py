@@ -194,7 +194,7 @@ def compose(request: HttpRequest, client_pk: int) -> HttpResponse:
 def reply(request: HttpRequest, client_pk: int, message_pk: int) -> HttpResponse:
     client = get_client_for_member(request, client_pk)
     message = get_object_or_404(
-        Message.objects.defer("raw"),
+        Message.objects.all(),
         pk=message_pk,
         firm=request.firm,
         client_links__client=client,

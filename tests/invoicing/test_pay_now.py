@@ -23,7 +23,13 @@ from tests.invoicing.factories import InvoiceLineFactory, invoice_with_lines
 from tests.invoicing.test_webhook_ingest import queued_tasks, run_like_a_worker
 
 tasks_run_inline = factories.tasks_run_inline
-queue = test_webhook_ingest.queue  # the Celery queue on the in-memory broker
+
+
+@pytest.fixture
+def queue():
+    """The send queue on the in-memory broker: the notice to the firm is sending work."""
+    with test_webhook_ingest.broker_queue("send") as simple:
+        yield simple
 
 
 def _sent_invoice(firm, *, description="Annual accounts SECRET-LINE", **kwargs):

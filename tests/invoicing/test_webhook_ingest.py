@@ -7,6 +7,7 @@ tests take it off the queue and run its task, as a worker would.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import uuid
@@ -43,15 +44,22 @@ def _webhook_secret(settings):
     settings.ANYMAIL = {"WEBHOOK_SECRET": SECRET}
 
 
-@pytest.fixture
-def queue():
-    """The Celery queue on the in-memory broker, empty at the start."""
+@contextlib.contextmanager
+def broker_queue(name: str):
+    """One Celery queue on the in-memory broker, empty at the start and the end."""
     with celery_app.connection_for_write() as conn:
-        simple = conn.SimpleQueue("celery")
+        simple = conn.SimpleQueue(name)
         simple.clear()
         yield simple
         simple.clear()
         simple.close()
+
+
+@pytest.fixture
+def queue():
+    """The webhooks queue (where webhook processing is routed), empty at the start."""
+    with broker_queue("webhooks") as simple:
+        yield simple
 
 
 def queued_tasks(queue) -> list:

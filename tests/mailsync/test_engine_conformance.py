@@ -59,4 +59,4 @@ def test_every_conformance_message_is_synced_and_kept(firm, mailbox_user, settin
     # source each; nothing is dropped.
     assert report.new + report.duplicates == appended
     assert connection.sources.count() == appended
-    assert all(bytes(raw) for raw in Message.objects.values_list("raw", flat=True))
+    assert all(message.raw for message in Message.objects.all())

@@ -28,7 +28,7 @@ def _new_message(firm, raw: bytes = RAW) -> Message:
 
 def _stored(pk: int) -> dict:
     row = Message.objects.filter(pk=pk).values().get()
-    row["raw"] = bytes(row["raw"])
+    row["raw"] = Message.objects.get(pk=pk).raw  # from the blob store the row names
     del row["id"], row["created"]
     return row
 

@@ -1,0 +1,289 @@
+"""A content-addressed blob store for raw mail, through Django's storage API.
+
+Each blob is stored once under the sha256 of its bytes (``sha256/ab/cd/abcd…``) in the
+storage alias ``STORAGES["blobs"]``: the file system under ``PORTAL_VAR_DIR/blobs`` by default
+(``BlobFileSystemStorage``), any S3-compatible store through django-storages in production
+(see the README). The database keeps the sha256 and what is queried; never the bytes.
+
+The rules that keep mail from being lost:
+
+- **The blob is written before the row that names it is committed.** A crash in between
+  leaves an orphan blob (harmless), never a row without its bytes. The file system backend
+  writes to a temporary file, fsyncs it and renames it into place, so a blob is either whole
+  or absent, and it is durable before the caller's transaction commits.
+- **Nothing deletes a blob when a row goes.** Several rows may name one blob (content
+  addressing). ``blobs_sweep`` (a periodic task) deletes a blob only when no row names it
+  and it is older than a grace period (``BLOB_SWEEP_GRACE_HOURS``).
+- **A blob found already there may be an orphan the sweep is deleting right now.** A writer
+  that reuses one calls ``blobs_confirm`` inside its transaction: it takes a shared
+  PostgreSQL advisory lock (held until commit) and re-writes the blob if it is gone. The
+  sweep deletes only while holding the same lock exclusively, after checking references, so
+  it either sees the writer's committed row or ran entirely before the writer's check. A
+  blob the writer created itself is new, so the grace period protects it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from django.apps import apps
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage, Storage, storages
+from django.db import connection as db
+from django.db import transaction
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+BLOB_ALIAS = "blobs"
+PREFIX = "sha256"
+# Key of the PostgreSQL advisory lock between writers reusing a blob (shared) and the sweep
+# (exclusive). Any fixed number, unique among the portal's advisory locks.
+SWEEP_LOCK = 0x0B10B5EE
+# Every (model label, field) that names blobs by sha256: the sweep keeps what any names.
+REFERENCES: list[tuple[str, str]] = [("mailsync.Message", "raw_sha256")]
+
+
+class BlobMissing(Exception):
+    """A row names a blob the store does not have (an operator deleted it, or restored the
+    database without the blob store)."""
+
+
+class BlobFileSystemStorage(FileSystemStorage):
+    """The file system store: atomic, durable writes; an existing name is never renamed.
+
+    Django's ``FileSystemStorage`` writes straight to the final path (a crash leaves a
+    partial file under the name of whole content) and picks another name when one exists.
+    Here a blob goes to a temporary file in the same folder, is fsynced, then renamed over
+    the name (two writers of the same content both leave the same whole file); the folder is
+    fsynced too, so the name survives a power cut.
+    """
+
+    def get_available_name(self, name: str, max_length: int | None = None) -> str:
+        return name  # content-addressed: the same name is the same bytes
+
+    def _save(self, name: str, content) -> str:  # type: ignore[no-untyped-def]
+        for folder in self.write_durable(name, content.chunks()):
+            _fsync_dir(folder)
+        return name
+
+    def write_durable(self, name: str, chunks: Iterable[bytes]) -> list[str]:
+        """Write the blob whole and fsync its data; returns the folders whose entries
+        changed (the blob's, and any created for it), which the caller fsyncs: one batch
+        of blobs can then fsync each folder once."""
+        full_path = self.path(name)
+        directory = os.path.dirname(full_path)
+        changed = [directory]
+        if not os.path.isdir(directory):
+            os.makedirs(directory, exist_ok=True)
+            changed += [os.path.dirname(directory), os.path.dirname(os.path.dirname(directory))]
+        fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                out.flush()
+                os.fdatasync(out.fileno())
+            os.chmod(temporary, self.file_permissions_mode or 0o644)
+            os.replace(temporary, full_path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+        return changed
+
+
+def _fsync_dir(folder: str) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def blob_storage() -> Storage:
+    return storages[BLOB_ALIAS]
+
+
+def blob_name(sha256: str) -> str:
+    return f"{PREFIX}/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    sha256: str
+    size: int
+    # The blob was already in the store: the caller must ``blobs_confirm`` it in the
+    # transaction that commits the row naming it (it may be an orphan being swept).
+    existed: bool
+
+
+def blob_put(data: bytes, *, sha256: str | None = None) -> BlobRef:
+    """Store ``data`` (durably, before returning) unless the store has it already."""
+    digest = sha256 or hashlib.sha256(data).hexdigest()
+    storage = blob_storage()
+    name = blob_name(digest)
+    if storage.exists(name):
+        return BlobRef(digest, len(data), existed=True)
+    storage.save(name, ContentFile(data))
+    return BlobRef(digest, len(data), existed=False)
+
+
+# Blobs of one batch are written by this many threads: each write waits on its fsync (the
+# GIL is released), and the file system commits concurrent fsyncs together. Measured on
+# this machine (45 KB blobs, under load): 8 ms per blob one at a time, 0.8 ms with 16.
+PUT_THREADS = 16
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _threads() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(PUT_THREADS, thread_name_prefix="blob-put")
+        return _pool
+
+
+def blobs_put_many(datas: list[bytes]) -> list[BlobRef]:
+    """``blob_put`` for each of ``datas`` (in order), written in parallel; every blob is
+    durable when this returns."""
+    if len(datas) <= 1:
+        return [blob_put(data) for data in datas]
+    storage = blob_storage()
+    if not isinstance(storage, BlobFileSystemStorage):
+        return list(_threads().map(blob_put, datas))
+
+    def put(data: bytes) -> tuple[BlobRef, list[str]]:
+        digest = hashlib.sha256(data).hexdigest()
+        name = blob_name(digest)
+        if storage.exists(name):
+            return BlobRef(digest, len(data), existed=True), []
+        return BlobRef(digest, len(data), existed=False), storage.write_durable(name, [data])
+
+    results = list(_threads().map(put, datas))
+    folders = {folder for _ref, changed in results for folder in changed}
+    list(_threads().map(_fsync_dir, sorted(folders, key=len, reverse=True)))
+    return [ref for ref, _changed in results]
+
+
+def blob_read(sha256: str) -> bytes:
+    """The bytes of one blob; ``BlobMissing`` if the store does not have it."""
+    try:
+        with blob_storage().open(blob_name(sha256), "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise BlobMissing(sha256) from None
+    except OSError as exc:  # S3 backends raise their own errors for a missing key
+        if not blob_storage().exists(blob_name(sha256)):
+            raise BlobMissing(sha256) from exc
+        raise
+
+
+def _lock(*, shared: bool) -> None:
+    if db.vendor != "postgresql":
+        return  # SQLite (development) serialises writers anyway; see the module docstring
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    with db.cursor() as cursor:
+        cursor.execute(f"SELECT {function}(%s)", [SWEEP_LOCK])
+
+
+def blobs_confirm(items: Iterable[tuple[BlobRef, bytes]]) -> None:
+    """Inside the transaction that commits rows naming these blobs: make sure the reused
+    ones (``existed``) are still there, writing them again if the sweep took them. Holds
+    the sweep off until the transaction ends. Blobs this writer created need nothing."""
+    reused = [(ref, data) for ref, data in items if ref.existed]
+    if not reused:
+        return
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("blobs_confirm must run inside the transaction that commits the rows")
+    _lock(shared=True)
+    storage = blob_storage()
+    for ref, data in reused:
+        if not storage.exists(blob_name(ref.sha256)):
+            storage.save(blob_name(ref.sha256), ContentFile(data))
+
+
+def _walk(storage: Storage, folder: str) -> Iterator[str]:
+    try:
+        directories, files = storage.listdir(folder)
+    except FileNotFoundError:  # nothing stored yet (S3 lists an absent prefix as empty)
+        return
+    for name in files:
+        if len(name) == 64 and not name.startswith("."):
+            yield name
+    for directory in directories:
+        yield from _walk(storage, f"{folder}/{directory}")
+
+
+def _referenced(digests: list[str]) -> set[str]:
+    found: set[str] = set()
+    for label, field in REFERENCES:
+        model = apps.get_model(label)
+        found.update(
+            model._default_manager.filter(**{f"{field}__in": digests}).values_list(field, flat=True)
+        )
+    return found
+
+
+def _older_than(storage: Storage, name: str, cutoff: datetime.datetime) -> bool:
+    try:
+        return storage.get_modified_time(name) < cutoff
+    except (FileNotFoundError, NotImplementedError):
+        return False
+
+
+def blobs_sweep(
+    *,
+    grace: datetime.timedelta | None = None,
+    chunk: int = 500,
+    now: datetime.datetime | None = None,
+) -> int:
+    """Delete blobs no row names and older than ``grace`` (``BLOB_SWEEP_GRACE_HOURS``);
+    returns how many. Safe to run beside writers (see the module docstring) and twice at
+    once; a run stopped midway simply leaves the rest for the next."""
+    if grace is None:
+        grace = datetime.timedelta(hours=settings.BLOB_SWEEP_GRACE_HOURS)
+    cutoff = (now or timezone.now()) - grace
+    storage = blob_storage()
+    deleted = 0
+    pending: list[str] = []
+
+    def sweep(digests: list[str]) -> int:
+        # Old and unreferenced outside the lock first (cheap), then again under it.
+        candidates = [d for d in digests if _older_than(storage, blob_name(d), cutoff)]
+        if not candidates:
+            return 0
+        gone = 0
+        with transaction.atomic():
+            _lock(shared=False)
+            referenced = _referenced(candidates)
+            for digest in candidates:
+                if digest in referenced:
+                    continue
+                name = blob_name(digest)
+                if _older_than(storage, name, cutoff):
+                    storage.delete(name)
+                    gone += 1
+        return gone
+
+    for digest in _walk(storage, PREFIX):
+        pending.append(digest)
+        if len(pending) >= chunk:
+            deleted += sweep(pending)
+            pending = []
+    if pending:
+        deleted += sweep(pending)
+    if deleted:
+        logger.info("blob sweep: deleted %s unreferenced blobs", deleted)
+    return deleted
