@@ -67,6 +67,10 @@ class MailboxConnection(models.Model):
     problem_first_seen = models.DateTimeField(null=True, blank=True)
     problem_last_seen = models.DateTimeField(null=True, blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
+    # When the member was last told the mailbox needs re-authentication (NULL: not told
+    # while the current problem lasts). A conditional UPDATE on it sends one email at once
+    # and then at most one a day, however many workers see the failure together.
+    reauth_notified_at = models.DateTimeField(null=True, blank=True, editable=False)
     # NULL while active means "due now"; auth problems clear it so nothing retries.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
 

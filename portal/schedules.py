@@ -39,6 +39,8 @@ SCHEDULES = [
     Schedule("sync due mailboxes", "mailsync.dispatch_due", 60),
     Schedule("release stuck mailbox syncs", "mailsync.release_stuck_leases", 600),
     Schedule("re-link mail to changed contact addresses", "mailsync.relink_changed_addresses", 300),
+    # At most one reminder a day per mailbox; the first email goes at the failure itself.
+    Schedule("remind members to re-authenticate mailboxes", "mailsync.remind_reauth", 3600),
     # Hourly, but each firm only once its last answers' TTL has run out.
     Schedule("re-check firms' sending domains", "troubleshooting.check_all_domains", 3600),
     Schedule(
