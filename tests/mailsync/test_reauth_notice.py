@@ -102,9 +102,7 @@ def test_once_fixed_no_more_reminders_and_a_new_failure_is_told_at_once(firm, ma
 
 
 def test_the_shared_mailbox_tells_the_firms_owners(firm, owner, staff):
-    connection = MailboxConnectionFactory(
-        firm=firm, owner=None, health=MailboxConnection.Health.NEEDS_REAUTH
-    )
+    MailboxConnectionFactory(firm=firm, owner=None, health=MailboxConnection.Health.NEEDS_REAUTH)
     remind_reauth()
     assert [email.to for email in mail.outbox] == [[owner.user.email]]
 
