@@ -96,6 +96,23 @@ def folders_excluded_with_mail(*, firm: Firm) -> list[MailboxFolder]:
     )
 
 
+def folders_with_gap(*, firm: Firm) -> list[MailboxFolder]:
+    """Synced folders of the firm's active mailboxes where the last silent-gap check found
+    mail on the server that the portal lacks (sync.gap). One query; each folder comes with
+    ``connection`` and its ``owner``."""
+    return list(
+        MailboxFolder.objects.filter(
+            connection__firm=firm,
+            connection__intent=Intent.ACTIVE,
+            enabled=True,
+            gap_missing__gt=0,
+        )
+        .select_related("connection__owner")
+        .defer("connection__secret")
+        .order_by("connection__email_address", "connection_id", "name")
+    )
+
+
 @dataclass
 class Thread:
     key: str

@@ -208,6 +208,13 @@ def connection_sync_soon(*, connection: MailboxConnection) -> None:
     ).update(next_attempt_at=timezone.now())
 
 
+def folder_recheck_request(*, folder: MailboxFolder) -> None:
+    """ "Re-check this folder" (sync.gap): the next sync of the mailbox re-reads what the
+    server holds and the portal lacks, and counts again; the mailbox is due at once."""
+    MailboxFolder.objects.filter(pk=folder.pk).update(recheck_requested_at=timezone.now())
+    connection_sync_soon(connection=folder.connection)
+
+
 @transaction.atomic
 def folders_select(*, connection: MailboxConnection, enabled_names: set[str]) -> None:
     """Switch folders on or off; a folder switched on for the first time backfills."""

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from invoicing.models import Delivery, DeliveryEvent
 from mailsync.models import MailboxConnection, MessageSource
-from mailsync.selectors import folders_excluded_with_mail, unlinked_summary
+from mailsync.selectors import folders_excluded_with_mail, folders_with_gap, unlinked_summary
 from portal.addresses import AddressError, check_characters, validate_address
 from portal.models import Client, ContactAddress, Firm
 from troubleshooting.catalogue import Guide, Kind, guide_for
@@ -234,6 +234,29 @@ def _excluded_folder_problems(firm: Firm) -> list[Problem]:
     return problems
 
 
+def _folder_gap_problems(firm: Firm) -> list[Problem]:
+    """Synced folders where the server holds mail the portal lacks (sync.gap), one problem
+    per folder with both sides' counts, so it can be re-checked folder by folder."""
+    problems = []
+    for folder in folders_with_gap(firm=firm):
+        connection = folder.connection
+        counts = folder.gap_counts or {}
+        problems.append(
+            Problem(
+                code="sync.gap",
+                guide=guide_for("sync.gap"),
+                subject=f"folder:{folder.pk}",
+                first_seen=folder.gap_first_seen or folder.gap_checked_at or connection.created,
+                last_seen=folder.gap_checked_at or connection.created,
+                occurrences=folder.gap_missing,
+                address=connection.email_address,
+                connection=connection,
+                detail={"member": connection.owner, "folder": folder, "counts": counts},
+            )
+        )
+    return problems
+
+
 def _unlinked_mail_problem(firm: Firm) -> list[Problem]:
     """Synced mail that reached no client: one informational problem counting the
     addresses in it that nobody has decided about (linked to a client or ignored); the
@@ -364,6 +387,7 @@ def problems_for_firm(
     if kind in (None, Kind.SYNC) and not client_id:
         problems += _mailbox_problems(_failing_connections(firm))
         problems += _excluded_folder_problems(firm)
+        problems += _folder_gap_problems(firm)
         problems += _unlinked_mail_problem(firm)
     if kind in (None, Kind.DOMAIN) and not client_id:
         run = latest_domain_run(firm) if domain_run is ... else domain_run
