@@ -174,6 +174,7 @@ class AuditEntry(models.Model):
         SIGNED_OUT = "signed_out", _("Support signed out")
         REFUSED = "refused", _("Action refused to support")
         SUPPRESSION_REMOVED = "suppression_removed", _("Blocked address unblocked")
+        PAY_LINK_REVOKED = "pay_link_revoked", _("Pay Now link revoked")
 
     firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="audit_entries")
     grant = models.ForeignKey(SupportGrant, null=True, on_delete=models.SET_NULL, related_name="+")

@@ -33,6 +33,7 @@ from django.core.mail import get_connection
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Sum
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.translation import gettext as _
@@ -1324,6 +1325,28 @@ def pay_link_create(*, delivery: Delivery) -> str:
         },
     )
     return token
+
+
+def pay_link_revoke(*, delivery: Delivery, actor: User, request: HttpRequest | None = None) -> bool:
+    """Stop the Pay Now link of this email from opening the invoice (a link forwarded to
+    the wrong person, a wrong amount). The client who opens it is told it is no longer
+    valid and may ask for a new one. Audited; returns False when it was revoked already."""
+    from accounts.support import audit
+
+    revoked = PayLink.objects.filter(delivery=delivery, revoked_at=None).update(
+        revoked_at=timezone.now()
+    )
+    if revoked:
+        audit(
+            firm=delivery.firm,
+            kind=AuditEntry.Kind.PAY_LINK_REVOKED,
+            actor=actor,
+            grant=getattr(request, "support_grant", None) if request else None,
+            request=request,
+            status_code=302,
+            object_ref=f"invoice #{delivery.invoice.number} → {delivery.address}",
+        )
+    return bool(revoked)
 
 
 def pay_link_find(*, token: str) -> PayLink | None:
