@@ -1040,15 +1040,15 @@ def _gap_check_due(folder: MailboxFolder) -> bool:
     return checked is None or timezone.now() - checked >= GAP_CHECK_INTERVAL
 
 
-def _gap_record(folder: MailboxFolder, gap: FolderGap | None) -> None:
-    """Save the check's counts (``gap`` None: nothing could be compared, no gap shown) and
-    clear the re-check request this check answered (a newer one stays for the next run)."""
+def _gap_record(folder: MailboxFolder, gap: FolderGap) -> None:
+    """Save the check's counts and clear the re-check request this check answered (a
+    newer one stays for the next run)."""
     now = timezone.now()
-    missing = len(gap.missing) if gap is not None else 0
+    missing = len(gap.missing)
     first_seen = (folder.gap_first_seen or now) if missing else None
     MailboxFolder.objects.filter(pk=folder.pk).update(
         gap_missing=missing,
-        gap_counts=gap.counts() if gap is not None else {},
+        gap_counts=gap.counts(),
         gap_first_seen=first_seen,
         gap_checked_at=now,
     )
@@ -1062,16 +1062,13 @@ def _gap_record(folder: MailboxFolder, gap: FolderGap | None) -> None:
             "folder %s: %s messages on the server are missing in the portal (%s)",
             folder.pk,
             missing,
-            gap.counts() if gap is not None else {},
+            gap.counts(),
         )
 
 
 def imap_folder_gap(box: ImapMailbox, folder: MailboxFolder) -> FolderGap | None:
     """Count the folder on the server and in the portal (see FolderGap); None when the
     cursor means nothing to compare with: never synced, being re-read, or renumbered."""
-    folder.refresh_from_db(
-        fields=["state", "uidvalidity", "last_uid", "uidvalidity_unstable_since"]
-    )
     if (
         folder.uidvalidity is None
         or folder.uidvalidity_unstable_since is not None
@@ -1116,14 +1113,17 @@ def folder_gap_check(box: ImapMailbox, run: _Run, folder: MailboxFolder) -> None
     if not _gap_check_due(folder):
         return
     gap = imap_folder_gap(box, folder)
-    if gap is not None and gap.missing and folder.recheck_requested_at is not None:
+    if gap is None:
+        return  # nothing to compare yet: counted (and any re-check done) at a later run
+    if gap.missing and folder.recheck_requested_at is not None:
         MailboxConnection.objects.filter(pk=run.connection.pk).update(
             progress_total=F("progress_total") + len(gap.missing)
         )
         run.parser.expect(len(gap.missing))
         _sync_batches(run, folder, _imap_batches(box, folder, gap.missing), len(gap.missing))
         gap = imap_folder_gap(box, folder)
-    _gap_record(folder, gap)
+    if gap is not None:
+        _gap_record(folder, gap)
 
 
 def _pop3_gap_record(box: Pop3Mailbox, folder: MailboxFolder, listing: dict[str, int]) -> None:

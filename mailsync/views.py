@@ -258,7 +258,8 @@ def folder_recheck(request: HttpRequest, connection_pk: int, folder_pk: int) -> 
     messages.success(
         request,
         _(
-            "Re-checking %(folder)s: missing emails are fetched at the next sync, in a minute or two."
+            "Re-checking %(folder)s: missing emails are fetched at the next sync, in a "
+            "minute or two."
         )
         % {"folder": folder.name},
     )
