@@ -44,6 +44,16 @@ class User(AbstractUser):
         _("language"), max_length=10, blank=True, choices=settings.LANGUAGES
     )
 
+    # The weekly problems email (troubleshooting.digest); a person may turn it off.
+    problems_digest = models.BooleanField(
+        _("weekly problems email"),
+        default=True,
+        help_text=_(
+            "On Mondays: what went wrong with mail last week, what fixed itself and what is "
+            "still open. Nothing is sent in a week without open problems."
+        ),
+    )
+
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: list[str] = []
 

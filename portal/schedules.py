@@ -46,6 +46,8 @@ SCHEDULES = [
     Schedule(
         "check client address domains take mail", "troubleshooting.check_address_domains", 86400
     ),
+    # Hourly; each firm's members get it once a week, Monday from 08:00 in the firm's zone.
+    Schedule("weekly problems email", "troubleshooting.send_weekly_digests", 3600),
 ]
 
 

@@ -246,7 +246,8 @@ GUIDES: tuple[Guide, ...] = (
                 "missing, without duplicating those it has."
             ),
             _(
-                "If the numbers still differ after the next sync, send the technical details to support."
+                "If the numbers still differ after the next sync, send the technical details "
+                "to support."
             ),
         ),
         (Action.RECHECK_FOLDER,),
