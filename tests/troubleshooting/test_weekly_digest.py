@@ -203,9 +203,10 @@ def test_an_owner_sets_the_firms_time_zone_and_a_wrong_one_is_explained(owner_cl
 
 def _send_in_own_connection(firm_id: int, barrier: threading.Barrier) -> None:
     try:
+        firm = Firm.objects.get(pk=firm_id)
         barrier.wait()
-        with freeze_time(MONDAY_0815_HELSINKI):
-            firm_digests_send(firm=Firm.objects.get(pk=firm_id))
+        # The clock is given, not frozen: freezegun patches the process, not one thread.
+        firm_digests_send(firm=firm, now=datetime.datetime.fromisoformat(MONDAY_0815_HELSINKI))
     finally:
         db_connection.close()
 
