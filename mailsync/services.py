@@ -302,7 +302,12 @@ def connection_record_failure(*, connection: MailboxConnection, error: SyncError
     )
     connection.refresh_from_db()
     if health == Health.NEEDS_REAUTH:
-        connection_reauth_notify(pk=connection.pk)
+        try:
+            connection_reauth_notify(pk=connection.pk)
+        except Exception:
+            # The outbox refused: the failure is recorded all the same, and the hourly
+            # reminder (remind_reauth) sends the email once the outbox takes it.
+            logger.exception("mailbox %s: re-authentication email not sent", connection.pk)
 
 
 # The member hears at once that their mailbox needs re-authentication, then at most once

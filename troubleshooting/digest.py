@@ -177,7 +177,9 @@ def firm_digests_send(*, firm: Firm, now: datetime.datetime | None = None) -> in
     ]
     if not members:
         return 0
-    problems = problems_for_firm(firm)
+    # Informational notes (mail not linked to a client, folders left out) stay on the
+    # dashboard: a weekly email about them would arrive every week and soon go unread.
+    problems = [p for p in problems_for_firm(firm) if p.guide.severity > 1]
     sent = 0
     for membership in members:
         try:

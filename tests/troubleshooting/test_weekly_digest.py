@@ -23,7 +23,11 @@ from mailsync.models import MailboxConnection
 from portal.models import Firm
 from tests.factories import FirmFactory, MembershipFactory, UserFactory
 from tests.invoicing import factories
-from tests.mailsync.factories import MailboxConnectionFactory, fernet_key  # noqa: F401
+from tests.mailsync.factories import (  # noqa: F401
+    MailboxConnectionFactory,
+    MailboxFolderFactory,
+    fernet_key,
+)
 from tests.servers import smtp as smtp_fixtures
 from troubleshooting.catalogue import guide_for
 from troubleshooting.digest import firm_digests_send
@@ -233,3 +237,15 @@ def test_two_workers_at_once_send_each_person_one_email(smtp, fernet_key):  # no
 
     assert len(smtp.received) == 1
     assert DigestSent.objects.count() == 1
+
+
+def test_informational_notes_alone_send_nothing(smtp, db):
+    firm = FirmFactory(time_zone="Europe/Helsinki")
+    owner = MembershipFactory(firm=firm, role=Role.OWNER)
+    connection = MailboxConnectionFactory(firm=firm, owner=owner.user)
+    MailboxFolderFactory(connection=connection, name="Clients", enabled=False, messages=12)
+
+    with freeze_time(MONDAY_0815_HELSINKI):
+        assert firm_digests_send(firm=firm) == 0
+
+    assert smtp.received == []
