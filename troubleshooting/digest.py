@@ -33,6 +33,10 @@ DIGEST_WEEKDAY = 0
 DIGEST_HOUR = 8
 # A problem first seen within this long is "new" in a first email (no earlier one to compare).
 NEW_WITHIN = datetime.timedelta(days=7)
+# Standing notes rather than failures (mail not linked to a client, folders left out of
+# sync): they stay on the dashboard; an email about them would come every week and soon go
+# unread, so they alone send nothing.
+STANDING_NOTES = frozenset({"sync.not_linked", "sync.labels_excluded"})
 
 
 @dataclass
@@ -177,9 +181,7 @@ def firm_digests_send(*, firm: Firm, now: datetime.datetime | None = None) -> in
     ]
     if not members:
         return 0
-    # Informational notes (mail not linked to a client, folders left out) stay on the
-    # dashboard: a weekly email about them would arrive every week and soon go unread.
-    problems = [p for p in problems_for_firm(firm) if p.guide.severity > 1]
+    problems = [p for p in problems_for_firm(firm) if p.code not in STANDING_NOTES]
     sent = 0
     for membership in members:
         try:

@@ -30,6 +30,7 @@ from mailsync.models import (
 )
 from mailsync.oauth import GOOGLE_MAIL_SCOPE, OAuthSecret
 from mailsync.outgoing import outgoing_for
+from mailsync.sending import sent_copy_file
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.mailsync.factories import (
     MailboxConnectionFactory,
@@ -484,6 +485,27 @@ def test_without_a_sent_folder_the_email_is_sent_and_no_folder_is_made(
     assert len(submission.received) == 1
     listed = mailbox_user.server.doveadm("mailbox", "list", "-u", mailbox_user.name)
     assert listed.split() == ["INBOX"]
+
+
+@pytest.mark.parametrize("kind", [MailboxConnection.Kind.GMAIL, MailboxConnection.Kind.MICROSOFT])
+def test_gmail_and_microsoft_file_their_own_copy_so_the_portal_files_none(
+    firm, owner, mailbox_user, kind
+):
+    server = mailbox_user.server
+    server.create_folder(mailbox_user.name, "Sent")
+    connection = MailboxConnectionFactory(
+        firm=firm,
+        owner=owner.user,
+        kind=kind,
+        username=mailbox_user.name,
+        secret=crypto.encrypt(mailbox_user.password),
+        host=server.host,
+        port=server.imap_port,
+        security="none",
+    )
+
+    assert sent_copy_file(connection=connection, raw=b"Subject: x\r\n\r\nHello\r\n") == ""
+    assert server.message_count(mailbox_user.name, "Sent") == 0
 
 
 # --- Gmail over XOAUTH2 -------------------------------------------------------------------
