@@ -63,7 +63,7 @@ class AcceptInvitationForm(forms.Form):
 class ProfileForm(forms.ModelForm):
     class Meta:
         model = User
-        fields = ["first_name", "last_name", "language"]
+        fields = ["first_name", "last_name", "language", "problems_digest"]
 
 
 class FirmProfileForm(forms.ModelForm):
@@ -83,6 +83,7 @@ class FirmProfileForm(forms.ModelForm):
             "reply_to_email",
             "sending_domain",
             "language",
+            "time_zone",
             "owners_must_use_mfa",
         ]
         help_texts = {

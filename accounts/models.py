@@ -44,6 +44,16 @@ class User(AbstractUser):
         _("language"), max_length=10, blank=True, choices=settings.LANGUAGES
     )
 
+    # The weekly problems email (troubleshooting.digest); a person may turn it off.
+    problems_digest = models.BooleanField(
+        _("weekly problems email"),
+        default=True,
+        help_text=_(
+            "On Mondays: what went wrong with mail last week, what fixed itself and what is "
+            "still open. Nothing is sent in a week without open problems."
+        ),
+    )
+
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: list[str] = []
 
@@ -174,6 +184,7 @@ class AuditEntry(models.Model):
         SIGNED_OUT = "signed_out", _("Support signed out")
         REFUSED = "refused", _("Action refused to support")
         SUPPRESSION_REMOVED = "suppression_removed", _("Blocked address unblocked")
+        PAY_LINK_REVOKED = "pay_link_revoked", _("Pay Now link revoked")
 
     firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="audit_entries")
     grant = models.ForeignKey(SupportGrant, null=True, on_delete=models.SET_NULL, related_name="+")

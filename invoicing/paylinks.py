@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.http import HttpRequest
 from django.utils import timezone
 
+from accounts.models import AuditEntry, User
 from invoicing.delivery.events import delivery_event_record
 from invoicing.delivery.models import Delivery
 from invoicing.models import Invoice, PayLink
@@ -68,6 +70,28 @@ def pay_links_issue(*, deliveries: Sequence[Delivery], now: datetime) -> dict[in
         update_fields=["invoice", "token_hash", "expires_at", "revoked_at"],
     )
     return tokens
+
+
+def pay_link_revoke(*, delivery: Delivery, actor: User, request: HttpRequest | None = None) -> bool:
+    """Stop the Pay Now link of this email from opening the invoice (a link forwarded to
+    the wrong person, a wrong amount). The client who opens it is told it is no longer
+    valid and may ask for a new one. Audited; returns False when it was revoked already."""
+    from accounts.support import audit
+
+    revoked = PayLink.objects.filter(delivery=delivery, revoked_at=None).update(
+        revoked_at=timezone.now()
+    )
+    if revoked:
+        audit(
+            firm=delivery.firm,
+            kind=AuditEntry.Kind.PAY_LINK_REVOKED,
+            actor=actor,
+            grant=getattr(request, "support_grant", None) if request else None,
+            request=request,
+            status_code=302,
+            object_ref=f"invoice #{delivery.invoice.number} → {delivery.address}",
+        )
+    return bool(revoked)
 
 
 def pay_link_find(*, token: str) -> PayLink | None:

@@ -28,6 +28,11 @@ urlpatterns = [
         sending.delivery_resend_view,
         name="delivery_resend",
     ),
+    path(
+        "invoices/<int:invoice_pk>/deliveries/<int:delivery_pk>/revoke-link/",
+        sending.pay_link_revoke_view,
+        name="pay_link_revoke",
+    ),
     path("clients/<int:client_pk>/invoices/", invoices.client_invoices, name="client_invoices"),
     path("billing/settings/", firm.billing_settings, name="billing_settings"),
     path("billing/blocked-addresses/", firm.suppressions, name="suppressions"),

@@ -42,7 +42,7 @@ from django.utils import timezone
 from mailsync import services
 from mailsync.adapters import ImapMailbox, Pop3Mailbox
 from mailsync.crypto import CredentialsUnavailable
-from mailsync.errors import FolderNotFound, SyncError
+from mailsync.errors import FolderNotFound, SyncError, UidValidityChanged
 from mailsync.linking import (
     LinkResult,
     clients_by_address,
@@ -1056,11 +1056,164 @@ def _sync_imap(run: _Run, folder_name: str | None) -> None:
         for folder in folders:
             try:
                 _sync_imap_folder(box, run, folder)
+                folder_gap_check(box, run, folder)
             except FolderNotFound as exc:
                 # Renamed or deleted by the member: switch it off, keep syncing the others.
                 MailboxFolder.objects.filter(pk=folder.pk).update(enabled=False)
                 run.report.errors += 1
                 run.report.problems.append(f"{folder.name}: {exc.detail}")
+
+
+# --- the silent-gap check (sync.gap) --------------------------------------------------------
+
+# A folder is counted again at most this often (one STATUS and one UID SEARCH); "Re-check
+# this folder" (MailboxFolder.recheck_requested_at) counts it at the next sync whatever.
+GAP_CHECK_INTERVAL = datetime.timedelta(hours=6)
+
+
+@dataclass
+class FolderGap:
+    """What the server and the portal count for one folder, over the same window.
+
+    IMAP: the window is what a first sync reads (MAILSYNC_INITIAL_DAYS back, by the
+    server's arrival date, as the sync's own SEARCH) and what is behind the folder's cursor
+    (newer UIDs are simply not read yet). Within it, every UID the server lists should have
+    a source row; one that has none was lost (a row removed, a message the sync skipped).
+    POP3: the window is the whole maildrop (STAT and UIDL).
+    """
+
+    server_messages: int  # STATUS MESSAGES (POP3: STAT)
+    uidnext: int | None  # STATUS UIDNEXT (IMAP only)
+    server_in_window: int  # UID SEARCH SINCE ... behind the cursor (POP3: the UIDL listing)
+    portal_in_window: int  # of those, the ones the portal holds a source row for
+    since: datetime.date | None
+    missing: list = field(default_factory=list)  # UIDs (IMAP) or UIDLs (POP3)
+
+    def counts(self) -> dict[str, object]:
+        return {
+            "server_messages": self.server_messages,
+            "uidnext": self.uidnext,
+            "server_in_window": self.server_in_window,
+            "portal_in_window": self.portal_in_window,
+            "since": self.since.isoformat() if self.since else None,
+        }
+
+
+def _gap_check_due(folder: MailboxFolder) -> bool:
+    if folder.recheck_requested_at is not None:
+        return True
+    checked = folder.gap_checked_at
+    return checked is None or timezone.now() - checked >= GAP_CHECK_INTERVAL
+
+
+def _gap_record(folder: MailboxFolder, gap: FolderGap) -> None:
+    """Save the check's counts and clear the re-check request this check answered (a
+    newer one stays for the next run)."""
+    now = timezone.now()
+    missing = len(gap.missing)
+    first_seen = (folder.gap_first_seen or now) if missing else None
+    MailboxFolder.objects.filter(pk=folder.pk).update(
+        gap_missing=missing,
+        gap_counts=gap.counts(),
+        gap_first_seen=first_seen,
+        gap_checked_at=now,
+    )
+    if folder.recheck_requested_at is not None:
+        MailboxFolder.objects.filter(
+            pk=folder.pk, recheck_requested_at=folder.recheck_requested_at
+        ).update(recheck_requested_at=None)
+    folder.gap_missing, folder.gap_first_seen, folder.gap_checked_at = missing, first_seen, now
+    if missing:
+        logger.warning(
+            "folder %s: %s messages on the server are missing in the portal (%s)",
+            folder.pk,
+            missing,
+            gap.counts(),
+        )
+
+
+def imap_folder_gap(box: ImapMailbox, folder: MailboxFolder) -> FolderGap | None:
+    """Count the folder on the server and in the portal (see FolderGap); None when the
+    cursor means nothing to compare with: never synced, being re-read, or renumbered."""
+    if (
+        folder.uidvalidity is None
+        or folder.uidvalidity_unstable_since is not None
+        or folder.state != MailboxFolder.State.IDLE
+    ):
+        return None
+    status = box.status(folder.name)
+    if status.uidvalidity != folder.uidvalidity:
+        return None  # the next sync re-reads the folder
+    since = (timezone.now() - datetime.timedelta(days=settings.MAILSYNC_INITIAL_DAYS)).date()
+    try:
+        uids = box.fetch_uids_since(
+            folder.name, 0, since_date=since, uidvalidity=folder.uidvalidity
+        )
+    except UidValidityChanged:
+        return None
+    behind = [uid for uid in uids if uid <= folder.last_uid]
+    held: set[int] = set()
+    if behind:
+        held = set(
+            MessageSource.objects.filter(
+                folder=folder, uid__gte=behind[0], uid__lte=behind[-1]
+            ).values_list("uid", flat=True)
+        )
+    missing = [uid for uid in behind if uid not in held]
+    return FolderGap(
+        server_messages=status.messages,
+        uidnext=status.uidnext,
+        server_in_window=len(behind),
+        portal_in_window=len(behind) - len(missing),
+        since=since,
+        missing=missing,
+    )
+
+
+def folder_gap_check(box: ImapMailbox, run: _Run, folder: MailboxFolder) -> None:
+    """The silent-gap check of one synced IMAP folder, when due: record what the server
+    holds that the portal does not (sync.gap). When the member asked to re-check the
+    folder, first re-read exactly the missing UIDs; dedupe (Message-ID + fingerprint, or
+    occurrence) finds messages that are still stored and only their source row comes back,
+    so nothing is duplicated. Then count again, so the problem shows what is left."""
+    if not _gap_check_due(folder):
+        return
+    gap = imap_folder_gap(box, folder)
+    if gap is None:
+        return  # nothing to compare yet: counted (and any re-check done) at a later run
+    if gap.missing and folder.recheck_requested_at is not None:
+        MailboxConnection.objects.filter(pk=run.connection.pk).update(
+            progress_total=F("progress_total") + len(gap.missing)
+        )
+        run.parser.expect(len(gap.missing))
+        _sync_batches(run, folder, _imap_batches(box, folder, gap.missing), len(gap.missing))
+        gap = imap_folder_gap(box, folder)
+    if gap is not None:
+        _gap_record(folder, gap)
+
+
+def _pop3_gap_record(box: Pop3Mailbox, folder: MailboxFolder, listing: dict[str, int]) -> None:
+    """POP3 has no window: each sync fetches every UIDL it has no source for, so a gap left
+    after the sync is a message it could not store. Counted with STAT beside the UIDLs."""
+    count, _size = box.stat()
+    held = set(
+        MessageSource.objects.filter(folder=folder, uidl__in=list(listing)).values_list(
+            "uidl", flat=True
+        )
+    )
+    missing = sorted(uidl for uidl in listing if uidl not in held)
+    folder.refresh_from_db(fields=["gap_first_seen", "recheck_requested_at"])
+    _gap_record(
+        folder,
+        FolderGap(
+            server_messages=count,
+            uidnext=None,
+            server_in_window=len(listing),
+            portal_in_window=len(listing) - len(missing),
+            since=None,
+            missing=missing,
+        ),
+    )
 
 
 def _pop3_batches(box: Pop3Mailbox, todo: list[tuple[int, str]]) -> Iterator[Batch]:
@@ -1095,6 +1248,7 @@ def _sync_pop3(run: _Run) -> None:
         )
         run.parser.expect(len(todo))
         _sync_batches(run, folder, _pop3_batches(box, todo), len(todo))
+        _pop3_gap_record(box, folder, listing)
     with transaction.atomic():
         _lease_check(connection.pk, run.lease_token)
         MailboxFolder.objects.filter(pk=folder.pk).update(state=MailboxFolder.State.IDLE)

@@ -70,6 +70,10 @@ class MailboxConnection(models.Model):
     problem_first_seen = models.DateTimeField(null=True, blank=True)
     problem_last_seen = models.DateTimeField(null=True, blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
+    # When the member was last told the mailbox needs re-authentication (NULL: not told
+    # while the current problem lasts). A conditional UPDATE on it sends one email at once
+    # and then at most one a day, however many workers see the failure together.
+    reauth_notified_at = models.DateTimeField(null=True, blank=True, editable=False)
     # NULL while active means "due now"; auth problems clear it so nothing retries.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
 
@@ -173,6 +177,16 @@ class MailboxFolder(models.Model):
     # NULL: never asked, the STATUS failed, or the folder is gone from the server). Lets
     # the portal say "mail sits in a folder that is not synced" (sync.labels_excluded).
     messages = models.PositiveIntegerField(null=True, blank=True)
+    # The silent-gap check (sync.gap, see mailsync.engine.folder_gap_check): messages the
+    # server holds within the sync window and behind the cursor that the portal has no
+    # source row for, with the counts both sides gave at the last check.
+    gap_missing = models.PositiveIntegerField(default=0)
+    gap_counts = models.JSONField(default=dict, blank=True)
+    gap_first_seen = models.DateTimeField(null=True, blank=True)
+    gap_checked_at = models.DateTimeField(null=True, blank=True)
+    # "Re-check this folder" was asked for: the next sync of the mailbox re-reads what is
+    # missing (and checks again) before it clears this.
+    recheck_requested_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]

@@ -93,6 +93,10 @@ def _folders_excluded_filter() -> Q:
     return Q(enabled=False, messages__gt=0) & ~Q(lower_name__in=_NON_CLIENT_FOLDERS_LOWER)
 
 
+def _folders_gap_filter() -> Q:
+    return Q(enabled=True, gap_missing__gt=0)
+
+
 def _folders_renumbered_filter() -> Q:
     return Q(enabled=True, uidvalidity_unstable_since__isnull=False)
 
@@ -115,16 +119,32 @@ def folders_excluded_with_mail(*, firm: Firm) -> list[MailboxFolder]:
     return list(_folders_of_active_mailboxes(firm, _folders_excluded_filter()))
 
 
-def folders_to_report(*, firm: Firm) -> tuple[list[MailboxFolder], list[MailboxFolder]]:
-    """In one query: the folders of `folders_excluded_with_mail`, and the synced folders whose
+def folders_to_report(
+    *, firm: Firm
+) -> tuple[list[MailboxFolder], list[MailboxFolder], list[MailboxFolder]]:
+    """In one query: the folders of `folders_excluded_with_mail`; the synced folders whose
     server renumbers them at every visit (sync.uidvalidity_unstable), read by date window
-    until the numbers hold again."""
+    until the numbers hold again; and those of `folders_with_gap` (sync.gap)."""
     excluded: list[MailboxFolder] = []
     renumbered: list[MailboxFolder] = []
-    condition = _folders_excluded_filter() | _folders_renumbered_filter()
+    gaps: list[MailboxFolder] = []
+    condition = _folders_excluded_filter() | _folders_renumbered_filter() | _folders_gap_filter()
     for folder in _folders_of_active_mailboxes(firm, condition):
-        (excluded if not folder.enabled else renumbered).append(folder)
-    return excluded, renumbered
+        if not folder.enabled:
+            excluded.append(folder)
+            continue
+        if folder.uidvalidity_unstable_since is not None:
+            renumbered.append(folder)
+        if folder.gap_missing and folder.gap_missing > 0:
+            gaps.append(folder)
+    return excluded, renumbered, gaps
+
+
+def folders_with_gap(*, firm: Firm) -> list[MailboxFolder]:
+    """Synced folders of the firm's active mailboxes where the last silent-gap check found
+    mail on the server that the portal lacks (sync.gap). One query; each folder comes with
+    ``connection`` and its ``owner``."""
+    return list(_folders_of_active_mailboxes(firm, _folders_gap_filter()))
 
 
 @dataclass

@@ -14,6 +14,7 @@ send problem that leaves syncing alone, a refused login as "needs re-authenticat
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import smtplib
@@ -33,7 +34,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import User
 from mailsync import services
-from mailsync.adapters import Credentials, ServerSettings
+from mailsync.adapters import Credentials, ImapMailbox, ServerSettings
 from mailsync.adapters.smtp import GuardedSMTP, GuardedSMTPSSL
 from mailsync.crypto import CredentialsUnavailable
 from mailsync.engine import message_store
@@ -383,6 +384,9 @@ class SendResult:
     refused: dict[str, str] = field(default_factory=dict)
     no_server: bool = False
     credentials_unavailable: bool = False
+    # The member's Sent folder the portal filed a copy in ("" when the provider files its
+    # own copy, or filing failed: the email was sent all the same).
+    sent_folder: str = ""
 
     @property
     def ok(self) -> bool:
@@ -472,4 +476,35 @@ def email_send(
     logger.info(
         "user %s sent a message to client %s from mailbox %s", member.pk, client.pk, connection.pk
     )
-    return SendResult(message=_store_sent(firm_id=client.firm_id, raw=raw), refused=refused)
+    message = _store_sent(firm_id=client.firm_id, raw=raw)
+    return SendResult(
+        message=message, refused=refused, sent_folder=sent_copy_file(connection=connection, raw=raw)
+    )
+
+
+def sent_copy_file(*, connection: MailboxConnection, raw: bytes) -> str:
+    """File ``raw`` (the bytes just handed to SMTP) in the mailbox's Sent folder, marked
+    read, so the member's own mail client shows what they wrote in the portal. Returns the
+    folder's name, or "" when nothing was filed.
+
+    Only plain IMAP servers: Gmail and Microsoft 365 file their own copy of what goes through
+    their SMTP (a second one would show twice), and POP3 has no folders. Never fails the
+    send: the email is out; a mailbox without a Sent folder, or one that refuses the APPEND,
+    only means the member's client will not show it (logged). The next sync of the Sent
+    folder, if it is synced, finds the Message-ID already stored and adds only its source.
+    """
+    if connection.kind != Kind.IMAP:
+        return ""
+    # A person waits for the page: no sync's MAILSYNC_TIMEOUT here either.
+    server = dataclasses.replace(services.connection_settings(connection), timeout=SEND_TIMEOUT)
+    try:
+        with ImapMailbox(server, services.connection_credentials(connection)) as box:
+            folder = box.sent_folder()
+            if folder is None:
+                logger.info("mailbox %s: no Sent folder; sent copy not filed", connection.pk)
+                return ""
+            box.append(folder, raw, seen=True, date=timezone.now())
+    except (SyncError, CredentialsUnavailable) as exc:
+        logger.warning("mailbox %s: sent copy not filed: %s", connection.pk, exc)
+        return ""
+    return folder

@@ -170,6 +170,7 @@ def connection_reauthenticate(
         health=Health.OK,
         **problem,
         consecutive_failures=0,
+        reauth_notified_at=None,
         next_attempt_at=timezone.now(),
     )
     connection.refresh_from_db()
@@ -234,6 +235,13 @@ def connection_sync_soon(*, connection: MailboxConnection) -> None:
     ).update(next_attempt_at=timezone.now())
 
 
+def folder_recheck_request(*, folder: MailboxFolder) -> None:
+    """ "Re-check this folder" (sync.gap): the next sync of the mailbox re-reads what the
+    server holds and the portal lacks, and counts again; the mailbox is due at once."""
+    MailboxFolder.objects.filter(pk=folder.pk).update(recheck_requested_at=timezone.now())
+    connection_sync_soon(connection=folder.connection)
+
+
 @transaction.atomic
 def folders_select(*, connection: MailboxConnection, enabled_names: set[str]) -> None:
     """Switch folders on or off; a folder switched on for the first time backfills."""
@@ -275,6 +283,7 @@ def connection_record_success(*, connection: MailboxConnection, imported: int) -
             for name, empty in _NO_PROBLEM.items()
         },
         consecutive_failures=0,
+        reauth_notified_at=None,
         last_success_at=now,
         next_attempt_at=now + datetime.timedelta(seconds=settings.MAILSYNC_POLL_SECONDS),
     )
@@ -319,6 +328,63 @@ def connection_record_failure(*, connection: MailboxConnection, error: SyncError
         "mailbox %s: %s at %s (failure %s)", connection.pk, error.code, error.step, failures
     )
     connection.refresh_from_db()
+    if health == Health.NEEDS_REAUTH:
+        try:
+            connection_reauth_notify(pk=connection.pk)
+        except Exception:
+            # The outbox refused: the failure is recorded all the same, and the hourly
+            # reminder (remind_reauth) sends the email once the outbox takes it.
+            logger.exception("mailbox %s: re-authentication email not sent", connection.pk)
+
+
+# The member hears at once that their mailbox needs re-authentication, then at most once
+# per this interval while it lasts (reminders come from the hourly `remind_reauth` task).
+REAUTH_REMINDER_INTERVAL = datetime.timedelta(days=1)
+
+
+def _reauth_due(now: datetime.datetime) -> Q:
+    return (
+        Q(intent=Intent.ACTIVE, health=Health.NEEDS_REAUTH)
+        & ~Q(secret="")
+        & (
+            Q(reauth_notified_at__isnull=True)
+            | Q(reauth_notified_at__lte=now - REAUTH_REMINDER_INTERVAL)
+        )
+    )
+
+
+def connection_reauth_notify(*, pk: int) -> bool:
+    """Email the mailbox's member (the firm's owners for a shared mailbox) that it needs
+    re-authentication, unless they were told within REAUTH_REMINDER_INTERVAL or it is fixed.
+
+    The claim is one conditional UPDATE: of workers racing on the same failure, PostgreSQL
+    lets one through and re-checks the condition for the others after its commit, so one
+    email goes out. Returns whether this call sent it.
+    """
+    from mailsync.emails import send_reauth_needed_email  # emails render templates
+
+    now = timezone.now()
+    claimed = MailboxConnection.objects.filter(_reauth_due(now), pk=pk).update(
+        reauth_notified_at=now
+    )
+    if not claimed:
+        return False
+    connection = MailboxConnection.objects.select_related("owner", "firm").get(pk=pk)
+    try:
+        send_reauth_needed_email(connection=connection)
+    except Exception:
+        # Not sent: let the next reminder run try again instead of waiting a day.
+        MailboxConnection.objects.filter(pk=pk, reauth_notified_at=now).update(
+            reauth_notified_at=None
+        )
+        raise
+    return True
+
+
+def connections_reauth_reminders_due() -> list[int]:
+    return list(
+        MailboxConnection.objects.filter(_reauth_due(timezone.now())).values_list("pk", flat=True)
+    )
 
 
 # --- one sync at a time ------------------------------------------------------------------

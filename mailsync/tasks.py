@@ -49,3 +49,10 @@ def release_stuck_leases() -> None:
 def relink_changed_addresses() -> None:
     """Re-link messages whose contact addresses were added, changed or removed."""
     services.addresses_relink_changed()
+
+
+@shared_task(name="mailsync.remind_reauth", ignore_result=True)
+def remind_reauth() -> None:
+    """Hourly: remind members whose mailbox still needs re-authentication (at most daily)."""
+    for pk in services.connections_reauth_reminders_due():
+        services.connection_reauth_notify(pk=pk)

@@ -20,6 +20,11 @@ urlpatterns = [
     path("settings/email-sync/<int:connection_pk>/sync/", views.sync_now, name="sync_now"),
     path("settings/email-sync/<int:connection_pk>/folders/", views.folders, name="folders"),
     path("settings/email-sync/<int:connection_pk>/status/", views.status, name="status"),
+    path(
+        "settings/email-sync/<int:connection_pk>/folders/<int:folder_pk>/recheck/",
+        views.folder_recheck,
+        name="folder_recheck",
+    ),
     path("clients/<int:client_pk>/email/", views.client_email, name="client_email"),
     # One message as its sender formatted it (mailsync.views.message).
     path(

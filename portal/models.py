@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import uuid
+import zoneinfo
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
 from django.urls import reverse
 from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext_lazy as _
+
+
+def validate_time_zone(value: str) -> None:
+    if value and value not in zoneinfo.available_timezones():
+        raise ValidationError(
+            _("%(value)s is not a time zone. Use a name such as Europe/Helsinki."),
+            params={"value": value},
+        )
 
 
 class Firm(models.Model):
@@ -32,6 +42,15 @@ class Firm(models.Model):
         choices=settings.LANGUAGES,
         help_text=_("The language of emails to clients who have no language of their own."),
     )
+    # The firm's own clock: when its weekly problems email goes out (Monday morning there).
+    # Blank: the platform's TIME_ZONE.
+    time_zone = models.CharField(
+        _("time zone"),
+        max_length=64,
+        blank=True,
+        validators=[validate_time_zone],
+        help_text=_("For example Europe/Helsinki. The weekly problems email arrives Monday at 8."),
+    )
     # Whether owners must sign in with a second factor; empty follows the platform's default
     # (MFA_REQUIRED_FOR_OWNERS: on in production), until an owner chooses in Firm Settings.
     owners_must_use_mfa = models.BooleanField(
@@ -45,6 +64,9 @@ class Firm(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def tzinfo(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.time_zone or settings.TIME_ZONE)
 
     def owners_need_mfa(self) -> bool:
         if self.owners_must_use_mfa is None:

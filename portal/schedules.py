@@ -42,11 +42,15 @@ SCHEDULES = [
     # Blobs (raw mail) no row names and older than BLOB_SWEEP_GRACE_HOURS: orphans of a
     # crash between blob write and commit, or of deleted messages.
     Schedule("delete unreferenced blobs", "portal.sweep_blobs", 6 * 3600),
+    # At most one reminder a day per mailbox; the first email goes at the failure itself.
+    Schedule("remind members to re-authenticate mailboxes", "mailsync.remind_reauth", 3600),
     # Hourly, but each firm only once its last answers' TTL has run out.
     Schedule("re-check firms' sending domains", "troubleshooting.check_all_domains", 3600),
     Schedule(
         "check client address domains take mail", "troubleshooting.check_address_domains", 86400
     ),
+    # Hourly; each firm's members get it once a week, Monday from 08:00 in the firm's zone.
+    Schedule("weekly problems email", "troubleshooting.send_weekly_digests", 3600),
 ]
 
 

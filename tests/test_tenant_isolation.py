@@ -20,7 +20,13 @@ from django.utils import timezone
 from accounts.models import Invitation, Membership, Role, SupportGrant, hash_token
 from invoicing.delivery.models import Delivery, Suppression
 from invoicing.models import Invoice, InvoiceLine, PayLink, Payment
-from mailsync.models import IgnoredAddress, MailboxConnection, Message, MessageClientLink
+from mailsync.models import (
+    IgnoredAddress,
+    MailboxConnection,
+    MailboxFolder,
+    Message,
+    MessageClientLink,
+)
 from portal.models import Client, Contact, ContactAddress, Document, OutboxEmail
 from tests.factories import (
     ClientFactory,
@@ -194,6 +200,10 @@ PARAMETERS = {
         IgnoredAddress.objects.get_or_create(
             firm=a.client.firm, normalized="secret.newsletter@a-client.test"
         )[0].pk
+    ),
+    # A folder of firm A's mailbox (Re-check this folder, after a silent gap).
+    "folder_pk": lambda a: (
+        MailboxFolder.objects.get_or_create(connection=a.connection, name="INBOX")[0].pk
     ),
     # Firm A's synced message on its client (Reply on the client's Email tab).
     "message_pk": lambda a: Message.objects.get(firm=a.client.firm).pk,

@@ -58,6 +58,7 @@ class Action(StrEnum):
     ALLOWLIST = "allowlist"
     LINK_ADDRESS = "link_address"
     MARK_HANDLED = "mark_handled"
+    RECHECK_FOLDER = "recheck_folder"
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,33 @@ GUIDES: tuple[Guide, ...] = (
         ),
         (Action.LINK_ADDRESS,),
         severity=1,
+    ),
+    Guide(
+        "sync.gap",
+        Kind.SYNC,
+        _("Some emails in a synced folder are missing from the portal"),
+        _(
+            "The mail server counts more emails in this folder than the portal holds for the "
+            "same period, although the sync reported no error."
+        ),
+        _(
+            "A message the sync skipped (the server did not hand it over when asked), or "
+            "emails removed from the portal's records. The counts compare only the period "
+            "the portal syncs, so older mail does not count."
+        ),
+        (Fixer.MAILBOX_OWNER, Fixer.MEMBER),
+        (
+            _(
+                "Click Re-check this folder: the portal fetches exactly the emails it is "
+                "missing, without duplicating those it has."
+            ),
+            _(
+                "If the numbers still differ after the next sync, send the technical details "
+                "to support."
+            ),
+        ),
+        (Action.RECHECK_FOLDER,),
+        severity=3,
     ),
     # Sending from a member's own mailbox
     Guide(

@@ -118,3 +118,29 @@ class AddressDomainCheck(models.Model):
 
     def __str__(self) -> str:
         return self.domain
+
+
+class DigestSent(models.Model):
+    """The weekly problems email went to this person for this firm in this ISO week.
+
+    Inserted in the transaction that sends the email: two workers racing on one recipient
+    meet at the unique constraint and only one sends. ``problems`` keeps what the email
+    listed as open, so next week's can say what resolved itself."""
+
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    iso_year = models.PositiveSmallIntegerField()
+    iso_week = models.PositiveSmallIntegerField()
+    problems = models.JSONField(default=list)  # [{"subject", "code", "label"}] open when sent
+    sent_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-sent_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["firm", "user", "iso_year", "iso_week"], name="digestsent_once_a_week"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}@{self.firm_id} {self.iso_year}-W{self.iso_week:02d}"

@@ -224,8 +224,12 @@ def _mailbox_problems(connections, client: Client | None = None) -> list[Problem
 
 
 def _folder_problems(firm: Firm) -> list[Problem]:
-    excluded, renumbered = folders_to_report(firm=firm)
-    return _excluded_folder_problems(excluded) + _renumbered_folder_problems(renumbered)
+    excluded, renumbered, gaps = folders_to_report(firm=firm)
+    return (
+        _excluded_folder_problems(excluded)
+        + _renumbered_folder_problems(renumbered)
+        + _folder_gap_problems(gaps)
+    )
 
 
 def _excluded_folder_problems(excluded: list) -> list[Problem]:
@@ -279,6 +283,29 @@ def _renumbered_folder_problems(renumbered: list) -> list[Problem]:
                     "summary": ", ".join(f.name for f in folders),
                     "member": connection.owner,
                 },
+            )
+        )
+    return problems
+
+
+def _folder_gap_problems(gaps: list) -> list[Problem]:
+    """Synced folders where the server holds mail the portal lacks (sync.gap), one problem
+    per folder with both sides' counts, so it can be re-checked folder by folder."""
+    problems = []
+    for folder in gaps:
+        connection = folder.connection
+        counts = folder.gap_counts or {}
+        problems.append(
+            Problem(
+                code="sync.gap",
+                guide=guide_for("sync.gap"),
+                subject=f"folder:{folder.pk}",
+                first_seen=folder.gap_first_seen or folder.gap_checked_at or connection.created,
+                last_seen=folder.gap_checked_at or connection.created,
+                occurrences=folder.gap_missing,
+                address=connection.email_address,
+                connection=connection,
+                detail={"member": connection.owner, "folder": folder, "counts": counts},
             )
         )
     return problems

@@ -1,6 +1,7 @@
 from celery import shared_task
 
 from portal.models import Firm
+from troubleshooting.digest import firm_digests_send, firms_due_for_digest
 from troubleshooting.services import (
     address_domains_check,
     domain_checks_run,
@@ -28,3 +29,18 @@ def check_address_domains() -> None:
     """Daily: does every domain in the firms' contact addresses still take mail?"""
     for firm in Firm.objects.all().only("pk"):
         address_domains_check(firm=firm)
+
+
+@shared_task(name="troubleshooting.send_firm_digests", ignore_result=True)
+def send_firm_digests(firm_id: int) -> None:
+    firm = Firm.objects.filter(pk=firm_id).first()
+    if firm is not None:
+        firm_digests_send(firm=firm)
+
+
+@shared_task(name="troubleshooting.send_weekly_digests", ignore_result=True)
+def send_weekly_digests() -> None:
+    """Hourly: the weekly problems email of each firm where it is Monday morning now (each
+    firm in its own task; recipients who had this week's are skipped)."""
+    for firm_id in firms_due_for_digest():
+        send_firm_digests.delay(firm_id)

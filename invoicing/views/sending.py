@@ -14,6 +14,7 @@ from invoicing.delivery.models import Delivery
 from invoicing.forms import PaymentForm
 from invoicing.invoices import InvoiceError
 from invoicing.models import Invoice
+from invoicing.paylinks import pay_link_revoke
 from invoicing.payments.recording import payment_record
 from invoicing.sending import delivery_resend, invoice_send, invoice_send_test, invoices_send_bulk
 from invoicing.views.access import get_delivery_for_member, get_invoice_for_member
@@ -89,6 +90,26 @@ def delivery_resend_view(request: HttpRequest, invoice_pk: int, delivery_pk: int
         messages.error(request, str(exc))
     else:
         _report(request, deliveries)
+    return redirect(invoice)
+
+
+@roles_required(Role.OWNER, Role.ADMIN)
+@require_POST
+def pay_link_revoke_view(request: HttpRequest, invoice_pk: int, delivery_pk: int) -> HttpResponse:
+    """Revoke the Pay Now link of one email, from the delivery timeline (audited)."""
+    invoice = get_invoice_for_member(request, invoice_pk)
+    delivery = get_delivery_for_member(request, invoice, delivery_pk)
+    if pay_link_revoke(delivery=delivery, actor=request.user, request=request):
+        messages.success(
+            request,
+            _(
+                "The Pay Now link sent to %(address)s no longer opens the invoice. Whoever "
+                "opens it is told so and may ask you for a new one."
+            )
+            % {"address": delivery.address},
+        )
+    else:
+        messages.info(request, _("That Pay Now link was already revoked."))
     return redirect(invoice)
 
 

@@ -50,6 +50,10 @@ _STEP_ERRORS = (
     ProtocolError,
 )
 
+# Where mail clients file sent mail on servers that do not mark the folder \Sent, in the
+# order tried (Dovecot and Courier put folders under "INBOX." on many hosts).
+SENT_FOLDER_NAMES = ("Sent", "Sent Items", "Sent Messages", "INBOX.Sent", "INBOX.Sent Items")
+
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 # Dovecot 2.3 says "Mailbox doesn't exist: X" without the RFC 5530 code; others use it.
@@ -514,6 +518,40 @@ class ImapMailbox(StepTracking):
                     continue
                 names.add(name)
         return sorted(names, key=lambda name: (name.upper() != "INBOX", name))
+
+    def sent_folder(self) -> str | None:
+        """The folder the member's mail client files sent mail in: the one LIST marks
+        \\Sent (RFC 6154), else one named as clients commonly name it; None if there is
+        none (the portal then files nothing rather than creating a folder)."""
+        with self._step("list_folders"):
+            data = self._ok(*self.client.list())
+            names: dict[str, str] = {}
+            for item in data:
+                parsed = _parse_list_line(item, utf8=self.utf8) if item is not None else None
+                if parsed is None:
+                    continue
+                flags, name = parsed
+                if "\\noselect" in flags or "\\nonexistent" in flags:
+                    continue
+                if "\\sent" in flags:
+                    return name
+                names.setdefault(name.lower(), name)
+        for candidate in SENT_FOLDER_NAMES:
+            if candidate.lower() in names:
+                return names[candidate.lower()]
+        return None
+
+    def append(
+        self, folder: str, raw: bytes, *, seen: bool = True, date: datetime.datetime | None = None
+    ) -> None:
+        """APPEND ``raw`` to ``folder`` (marked read: the member wrote it)."""
+        with self._step("append"):
+            when = imaplib.Time2Internaldate(date) if date is not None else None
+            self._ok(
+                *self.client.append(
+                    _quoted(folder, utf8=self.utf8), "(\\Seen)" if seen else None, when, raw
+                )
+            )
 
     def status(self, folder: str) -> FolderStatus:
         items = "MESSAGES UIDNEXT UIDVALIDITY"

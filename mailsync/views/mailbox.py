@@ -19,12 +19,12 @@ from mailsync.adapters import Credentials, ServerSettings
 from mailsync.crypto import CredentialsUnavailable
 from mailsync.errors import SMTP_AUTH_DISABLED, SyncError
 from mailsync.forms.mailbox import ConnectionForm, FolderForm, IgnoreAddressForm, LinkAddressForm
-from mailsync.models import IgnoredAddress, MailboxConnection
+from mailsync.models import IgnoredAddress, MailboxConnection, MailboxFolder
 from mailsync.netguard import guard_from_settings
 from mailsync.presets import preset_for_host
 from portal.addresses import normalize_address
 from portal.ratelimits import RateLimited, hit
-from portal.redirects import redirect_next
+from portal.redirects import next_path, redirect_next
 from portal.tenancy import get_client_for_member, member_required
 
 # Steps of the account check, in words a member understands (lazy: the member's language).
@@ -251,6 +251,38 @@ def sync_now(request: HttpRequest, connection_pk: int) -> HttpResponse:
     transaction.on_commit(lambda: tasks.sync_mailbox.delay(pk))
     messages.success(request, _("Sync requested."))
     return _back(connection)
+
+
+@member_required
+@require_POST
+def folder_recheck(request: HttpRequest, connection_pk: int, folder_pk: int) -> HttpResponse:
+    """Re-check this folder (sync.gap): queue a sync that backfills what is missing. The
+    mailbox's member may ask, and so may the firm's owners and admins, who see the problem
+    on the dashboard: it only reads the mailbox again."""
+    folder = get_object_or_404(
+        MailboxFolder.objects.select_related("connection"),
+        pk=folder_pk,
+        connection_id=connection_pk,
+        connection__firm=request.firm,
+        connection__intent=MailboxConnection.Intent.ACTIVE,
+    )
+    connection = folder.connection
+    own = connection.owner_id == request.user.pk
+    if not own and request.member_role not in (Role.OWNER, Role.ADMIN):
+        raise Http404
+    services.folder_recheck_request(folder=folder)
+    pk = connection.pk
+    transaction.on_commit(lambda: tasks.sync_mailbox.delay(pk, force=True))
+    messages.success(
+        request,
+        _(
+            "Re-checking %(folder)s: missing emails are fetched at the next sync, in a "
+            "minute or two."
+        )
+        % {"folder": folder.name},
+    )
+    back = next_path(request)
+    return redirect(back) if back else _back(connection)
 
 
 @member_required

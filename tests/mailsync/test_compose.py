@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import imaplib
 import re
 
 import pytest
@@ -29,6 +30,7 @@ from mailsync.models import (
 )
 from mailsync.oauth import GOOGLE_MAIL_SCOPE, OAuthSecret
 from mailsync.outgoing import outgoing_for
+from mailsync.sending import sent_copy_file
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.mailsync.factories import (
     MailboxConnectionFactory,
@@ -397,8 +399,9 @@ def test_the_next_sync_of_the_sent_folder_stores_no_second_copy(
     MailboxFolder.objects.create(connection=connection, name="Sent", enabled=True)
     _write(owner_client, client_, outgoing_for(owner.user, client_))
     stored = Message.objects.get()
-    # The provider files what it relayed in the Sent folder (Gmail and Microsoft 365 do).
-    server.append(mailbox_user.name, submission.received[0].data, folder="Sent")
+    # The portal filed its copy in Sent itself (a plain IMAP server; Gmail and Microsoft 365
+    # file their own, which the sync meets the same way).
+    assert server.message_count(mailbox_user.name, "Sent") == 1
 
     report = mailbox_sync(connection)
 
@@ -407,6 +410,102 @@ def test_the_next_sync_of_the_sent_folder_stores_no_second_copy(
     assert Message.objects.get() == stored
     assert MessageSource.objects.get().message == stored
     assert _email_tab(owner_client, client_).count("Your year-end accounts") == 1
+
+
+def _imap_mailbox(submission, mailbox_user, *, firm, owner):
+    server = mailbox_user.server
+    return _mailbox(
+        submission,
+        firm=firm,
+        owner=owner,
+        address=f"{mailbox_user.name}@alder.test",
+        password=mailbox_user.password,
+        username=mailbox_user.name,
+        host=server.host,
+        port=server.imap_port,
+        security="none",
+    )
+
+
+def _sent_copies(server, user: str, folder: str) -> list[tuple[bytes, set[str]]]:
+    """(raw, flags) of each message in ``folder``, read by a second, independent session."""
+    client = server.imap_login(user)
+    try:
+        client.select(f'"{folder}"', readonly=True)
+        _typ, data = client.uid("SEARCH", "ALL")
+        copies = []
+        for uid in data[0].split():
+            _typ, fetched = client.uid("FETCH", uid, "(FLAGS BODY.PEEK[])")
+            flags = {flag.decode() for flag in imaplib.ParseFlags(fetched[0][0])}
+            copies.append((fetched[0][1], flags))
+        return copies
+    finally:
+        client.logout()
+
+
+def test_mail_written_in_the_portal_lands_read_in_the_members_sent_folder(
+    owner_client, owner, firm, client_, submission, mailbox_user
+):
+    server = mailbox_user.server
+    server.create_folder(mailbox_user.name, "Sent")
+    _imap_mailbox(submission, mailbox_user, firm=firm, owner=owner.user)
+
+    _write(owner_client, client_, outgoing_for(owner.user, client_))
+
+    ((raw, flags),) = _sent_copies(server, mailbox_user.name, "Sent")
+    assert "\\Seen" in flags
+    relayed = submission.received[0].message
+    assert f"Message-ID: {relayed['Message-ID']}".encode() in raw
+    assert b"Subject: Your year-end accounts" in raw
+    assert server.message_count(mailbox_user.name, "INBOX") == 0
+
+
+def test_the_folder_marked_sent_wins_over_one_merely_named_sent(
+    owner_client, owner, firm, client_, submission, mailbox_user
+):
+    server = mailbox_user.server
+    server.create_folder(mailbox_user.name, "Sent")
+    server.create_folder(mailbox_user.name, "Gesendet")  # marked \\Sent by the server
+    _imap_mailbox(submission, mailbox_user, firm=firm, owner=owner.user)
+
+    _write(owner_client, client_, outgoing_for(owner.user, client_))
+
+    assert len(_sent_copies(server, mailbox_user.name, "Gesendet")) == 1
+    assert _sent_copies(server, mailbox_user.name, "Sent") == []
+
+
+def test_without_a_sent_folder_the_email_is_sent_and_no_folder_is_made(
+    owner_client, owner, firm, client_, submission, mailbox_user
+):
+    _imap_mailbox(submission, mailbox_user, firm=firm, owner=owner.user)
+
+    response = _write(owner_client, client_, outgoing_for(owner.user, client_))
+
+    assert response.status_code == 302
+    assert len(submission.received) == 1
+    listed = mailbox_user.server.doveadm("mailbox", "list", "-u", mailbox_user.name)
+    assert listed.split() == ["INBOX"]
+
+
+@pytest.mark.parametrize("kind", [MailboxConnection.Kind.GMAIL, MailboxConnection.Kind.MICROSOFT])
+def test_gmail_and_microsoft_file_their_own_copy_so_the_portal_files_none(
+    firm, owner, mailbox_user, kind
+):
+    server = mailbox_user.server
+    server.create_folder(mailbox_user.name, "Sent")
+    connection = MailboxConnectionFactory(
+        firm=firm,
+        owner=owner.user,
+        kind=kind,
+        username=mailbox_user.name,
+        secret=crypto.encrypt(mailbox_user.password),
+        host=server.host,
+        port=server.imap_port,
+        security="none",
+    )
+
+    assert sent_copy_file(connection=connection, raw=b"Subject: x\r\n\r\nHello\r\n") == ""
+    assert server.message_count(mailbox_user.name, "Sent") == 0
 
 
 # --- Gmail over XOAUTH2 -------------------------------------------------------------------

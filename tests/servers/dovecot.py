@@ -299,6 +299,14 @@ class DovecotServer(ImapSetup):
                 "disable_plaintext_auth = no",
                 f"auth_mechanisms = {mechanisms}",
                 f"mail_location = maildir:{self.mail_root}/%u/Maildir",
+                # The default namespace, plus one folder LIST marks \Sent (RFC 6154) when a
+                # test creates it: a Sent folder known by its flag, not by its name.
+                "namespace inbox {",
+                "  inbox = yes",
+                "  mailbox Gesendet {",
+                "    special_use = \\Sent",
+                "  }",
+                "}",
                 "pop3_uidl_format = %08Xu%08Xv",
                 # Tests start many short sessions from one address; the default per-IP
                 # limit (10) would refuse some of them.

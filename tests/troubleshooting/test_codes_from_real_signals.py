@@ -507,6 +507,9 @@ PRODUCED_BY = {
     "sync.protocol_unsupported": "test_a_server_without_starttls_is_a_missing_protocol",
     "sync.labels_excluded": "test_a_folder_with_mail_that_is_not_synced_is_reported",
     "sync.uidvalidity_unstable": "test_a_folder_the_server_renumbers_at_every_visit_is_reported",
+    # Produced against Dovecot by removing stored rows, and shown on /problems/ and on the
+    # member's Email Sync with the numbers: tests/mailsync/test_silent_gap.py.
+    "sync.gap": "test_removed_rows_show_with_the_numbers_and_a_recheck_restores_them_once",
     # Produced at Test account by aiosmtpd refusing SMTP AUTH as Microsoft 365 does, and
     # shown on /problems/: tests/mailsync/test_smtp_step.py.
     "send.smtp_auth_disabled": (
