@@ -70,17 +70,18 @@ def inline_image_for_token(
         return None
     if (token_client, token_message) != (client_pk, message_pk) or not isinstance(content_id, str):
         return None
-    raw = (
+    message = (
         Message.objects.filter(
             pk=message_pk,
             firm_id=firm_pk,
             client_links__client_id=client_pk,
             client_links__client__firm_id=firm_pk,
         )
-        .values_list("raw", flat=True)
+        .only("pk", "raw_sha256")
         .first()
     )
-    return inline_image(bytes(raw), content_id) if raw is not None else None
+    # The raw mail lives in the blob store; the row only names it.
+    return inline_image(bytes(message.raw), content_id) if message is not None else None
 
 
 # --- the message page ------------------------------------------------------------------------

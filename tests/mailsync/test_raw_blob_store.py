@@ -179,10 +179,10 @@ def _migrate(target: list[tuple[str, str]]) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_moves_existing_raw_mail_into_the_blob_store(firm):
     latest = MigrationExecutor(db).loader.graph.leaf_nodes("mailsync")
-    _migrate([("mailsync", "0007_message_raw_sha256")])
+    _migrate([("mailsync", "0008_message_raw_sha256")])
     try:
         old_state = MigrationExecutor(db).loader.project_state(
-            [("mailsync", "0007_message_raw_sha256")]
+            [("mailsync", "0008_message_raw_sha256")]
         )
         OldMessage = old_state.apps.get_model("mailsync", "Message")
         raws = [f"Subject: old {n}\r\n\r\nStored in the row.\r\n".encode() for n in range(5)]
@@ -195,7 +195,7 @@ def test_the_migration_moves_existing_raw_mail_into_the_blob_store(firm):
         ref = blob_put(bytes(first.raw))
         OldMessage.objects.filter(pk=first.pk).update(raw_sha256=ref.sha256, raw=None)
 
-        _migrate([("mailsync", "0008_message_raw_to_blob_store")])
+        _migrate([("mailsync", "0009_message_raw_to_blob_store")])
 
         assert not OldMessage.objects.exclude(raw=None).exists()
         moved = sorted(OldMessage.objects.values_list("key", "raw_sha256"))

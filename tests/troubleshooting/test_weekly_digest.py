@@ -77,6 +77,7 @@ def office(db):
         problem_code="sync.connection",
         problem_first_seen=seen,
         problem_last_seen=seen,
+        consecutive_failures=MailboxConnection.CONNECTION_PROBLEM_FAILURES,  # not a blip
     )
     return firm, owner.user, member.user, colleague.user
 
