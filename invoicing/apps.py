@@ -11,7 +11,7 @@ class InvoicingConfig(AppConfig):
 
         # Celery autodiscovers only `tasks.py`; importing the events task module here
         # registers its tasks in every process that loads Django, workers included.
-        from invoicing import tasks_events  # noqa: F401
+        from invoicing import simulator, tasks_events  # noqa: F401
         from invoicing.webhooks import tracking_received
 
         tracking.connect(tracking_received, dispatch_uid="invoicing.tracking_received")
