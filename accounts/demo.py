@@ -105,4 +105,13 @@ def seed_demo(*, clients: int = 50) -> tuple[Firm, list[DemoLogin]]:
             document.file.save(document.original_name, ContentFile(body), save=False)
             document.sha256 = hashlib.sha256(body).hexdigest()
             document.save()
+    from accounts.demo_story import story_seed
+
+    user_model = get_user_model()
+    story_seed(
+        firm=firm,
+        owner=user_model.objects.get(email="owner@demo.test"),
+        member=user_model.objects.get(email="anna.staff@demo.test"),
+        other_member=user_model.objects.get(email="mikko.staff@demo.test"),
+    )
     return firm, DEMO_USERS
