@@ -114,3 +114,26 @@ def test_later_outcomes_are_queued_as_a_task_when_not_held(firm, settings, monke
 def test_other_addresses_are_kept_in_the_outbox_as_sent(firm):
     delivery = _send_to(firm, "anyone-else")
     assert delivery.status == S.SENT
+
+
+def test_with_the_simulator_the_demo_people_can_send_a_test_to_themselves():
+    """The embedded run allows `.test` without being told, so "Send a test to myself"
+    works for owner@demo.test (a fresh interpreter: the settings decide at import)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "ADDRESS_ALLOWED_SPECIAL_DOMAINS"},
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DEBUG": "1",
+        "EMAIL_BACKEND": "invoicing.simulator.SimulatorBackend",
+    }
+    code = (
+        "import django; django.setup(); from portal.addresses import validate_address; "
+        "print(validate_address('owner@demo.test').normalized)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "owner@demo.test", result.stderr[-2000:]

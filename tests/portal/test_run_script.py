@@ -51,7 +51,7 @@ def _alive(pid: int) -> bool:
 
 def _answers(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=2) as response:
             return response.status == 200
     except urllib.error.HTTPError as exc:
         return exc.code in (200, 503)  # the status page answers 503 until the worker reports
@@ -69,7 +69,7 @@ def test_run_sh_answers_on_its_port_and_sigterm_stops_everything_it_started(tmp_
     }
     env.update(PORT=str(port), PORTAL_VAR_DIR=str(tmp_path))
     log = (tmp_path / "run.log").open("wb")
-    process = subprocess.Popen(  # noqa: S603
+    process = subprocess.Popen(
         ["bash", "scripts/run.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
     )
     started: set[int] = set()
