@@ -56,7 +56,11 @@ def _user(email: str, first: str, last: str, **extra: bool) -> object:
 def seed_demo(*, clients: int = 50) -> tuple[Firm, list[DemoLogin]]:
     firm, _created = Firm.objects.get_or_create(
         slug=DEMO_FIRM_SLUG,
-        defaults={"name": "Demo Accounting", "sender_name": "Demo Accounting"},
+        defaults={
+            "name": "Demo Accounting",
+            "sender_name": "Demo Accounting",
+            "reply_to_email": "office@demo-accounting.test",
+        },
     )
     names = {"owner": ("Olivia", "Owner"), "anna": ("Anna", "Staff"), "mikko": ("Mikko", "Staff")}
     for login in DEMO_USERS:

@@ -52,6 +52,7 @@ STORY_CLIENTS = [
 
 
 def story_seed(*, firm: Firm, owner: object, member: object, other_member: object) -> None:
+    _billing(firm)
     clients = {
         name: _story_client(firm, name, contact, address)
         for name, contact, address, _w in STORY_CLIENTS
@@ -67,6 +68,9 @@ def _story_client(firm: Firm, name: str, contact_name: str, address: str) -> Cli
         firm=firm, display_name=name, defaults={"kind": Client.Kind.COMPANY}
     )
     if created:
+        Client.objects.filter(pk=client.pk).update(
+            billing_address=f"{name}\nMain Street 1", tax_id=f"DEMO-{client.pk:05d}"
+        )
         contact = Contact.objects.create(client=client, name=contact_name)
         valid = validate_address(address, check_deliverability=False)
         ContactAddress.objects.create(
@@ -78,6 +82,23 @@ def _story_client(firm: Firm, name: str, contact_name: str, address: str) -> Cli
             receives_invoices=True,
         )
     return client
+
+
+def _billing(firm: Firm) -> None:
+    from invoicing.models import FirmBillingSettings
+    from invoicing.services import billing_settings_update
+
+    if FirmBillingSettings.objects.filter(firm=firm).exists():
+        return
+    billing_settings_update(
+        firm=firm,
+        legal_name="Demo Accounting Ltd",
+        address="Storgata 1\n0155 Oslo\nNorway",
+        tax_id="NO 999 999 999 MVA",
+        bank_details="Demo Accounting Ltd\nIBAN NO93 8601 1117 947\nBIC DNBANOKK",
+        payment_instructions="Payment within 14 days.",
+        currency="EUR",
+    )
 
 
 def _invoices(firm: Firm, owner: object, clients: dict[str, Client]) -> None:

@@ -161,14 +161,10 @@ def _owner_banner_context(request: HttpRequest) -> dict[str, object]:
     firm = getattr(request, "firm", None)
     if firm is None or getattr(request, "member_role", None) != "owner":
         return {}
-    from accounts.support import active_grant
-
-    grant = active_grant(firm)
-    if grant is None:
+    until = firm.support_access_until
+    if until is None or until <= timezone.now():
         return {}
     return {
-        "editor_access_grant": grant,
-        "editor_access_until": date_format(
-            timezone.localtime(grant.expires_at), "SHORT_DATETIME_FORMAT"
-        ),
+        "editor_access_on": True,
+        "editor_access_until": date_format(timezone.localtime(until), "SHORT_DATETIME_FORMAT"),
     }

@@ -849,7 +849,9 @@ def _group_claim(ids: Sequence[int]) -> _Group:
         claimed = sorted(
             Delivery.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(pk__in=list(ids), status=S.QUEUED)
-            .select_related("invoice__firm", "invoice__client"),
+            # The firm's billing details too: the email's frame shows them, and it is built
+            # in a thread that must not query.
+            .select_related("invoice__firm__billing_settings", "invoice__client"),
             key=lambda d: order[d.pk],
         )
         # The invoices as they are now, locked against a void or a payment until this claim
@@ -1501,11 +1503,25 @@ def invoice_paid_notify_owners(*, invoice: Invoice) -> None:
 
 
 def billing_settings_update(
-    *, firm: Firm, payment_instructions: str, currency: str
+    *,
+    firm: Firm,
+    payment_instructions: str,
+    currency: str,
+    legal_name: str = "",
+    address: str = "",
+    tax_id: str = "",
+    bank_details: str = "",
 ) -> FirmBillingSettings:
     found, _created = FirmBillingSettings.objects.update_or_create(
         firm=firm,
-        defaults={"payment_instructions": payment_instructions, "currency": currency.upper()},
+        defaults={
+            "payment_instructions": payment_instructions,
+            "currency": currency.upper(),
+            "legal_name": legal_name.strip(),
+            "address": address.strip(),
+            "tax_id": tax_id.strip(),
+            "bank_details": bank_details.strip(),
+        },
     )
     return found
 
