@@ -16,8 +16,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.models import Role
 from mailsync import selectors, services, tasks
 from mailsync.account_check import AccountCheck, check_account
-from mailsync.check_words import plain_failure
 from mailsync.adapters import Credentials, ServerSettings
+from mailsync.check_words import plain_failure
 from mailsync.crypto import CredentialsUnavailable
 from mailsync.errors import SMTP_AUTH_DISABLED, SyncError
 from mailsync.forms import ConnectionForm, FolderForm, IgnoreAddressForm, LinkAddressForm

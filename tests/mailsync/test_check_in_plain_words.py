@@ -41,7 +41,8 @@ def test_an_unknown_server_name_is_named_not_quoted_as_errno():
 
 
 def test_authenticationfailed_reads_as_a_refused_password():
-    error = classify(imaplib.IMAP4.error("[AUTHENTICATIONFAILED] Invalid credentials"), step="login")
+    refusal = imaplib.IMAP4.error("[AUTHENTICATIONFAILED] Invalid credentials")
+    error = classify(refusal, step="login")
     plain = plain_failure(error)
     assert plain.message.startswith("The server refused the user name or password")
     assert plain.guide_url.endswith("#sync.auth_failed")
