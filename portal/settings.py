@@ -214,6 +214,8 @@ LANGUAGES = [
 ]
 LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_I18N = True
+# English times without "p.m." (portal/formats/en): no "p.m.." at the end of a sentence.
+FORMAT_MODULE_PATH = ["portal.formats"]
 USE_TZ = True
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 
