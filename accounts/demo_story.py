@@ -151,10 +151,8 @@ def _invoices(firm: Firm, owner: object, clients: dict[str, Client]) -> None:
 
 
 def _synced_mail(firm: Firm, member: object) -> None:
-    from mailsync.engine import Fetched, SyncReport, _commit_batch, _lz4_available
-    from mailsync.models import MailboxConnection, MailboxFolder
-    from mailsync.parsing import messages_parse
-    from mailsync.services import connection_create
+    from mailsync.models import MailboxConnection
+    from mailsync.services import connection_create, connection_record_success
 
     if MailboxConnection.objects.filter(firm=firm, email_address="anna.staff@demo.test").exists():
         return
@@ -169,13 +167,20 @@ def _synced_mail(firm: Firm, member: object) -> None:
         username="anna.staff@demo.test",
         password="demo-mailbox-password",  # noqa: S106 - a demo mailbox nobody can reach
     )
+    imported = _store_samples(connection, sorted(SAMPLE_MAIL.glob("*.eml")))
+    connection_record_success(connection=connection, imported=imported)
+
+
+def _store_samples(connection: object, paths: list[Path]) -> int:
+    """Store sample messages as a sync of the connection's INBOX stores what it fetched."""
+    from mailsync.engine import Fetched, SyncReport, _commit_batch, _lz4_available
+    from mailsync.models import MailboxFolder
+    from mailsync.parsing import messages_parse
+
     folder = MailboxFolder.objects.get(connection=connection, name="INBOX")
     MailboxFolder.objects.filter(pk=folder.pk).update(uidvalidity=1)
     folder.uidvalidity = 1
-    raws = [
-        path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-        for path in sorted(SAMPLE_MAIL.glob("*.eml"))
-    ]
+    raws = [_crlf(path.read_bytes()) for path in paths]
     items = [Fetched(raw=raw, internaldate=None, uid=uid) for uid, raw in enumerate(raws, start=1)]
     parsed, _cpu = messages_parse([(item.raw, item.internaldate) for item in items])
     # The sync's own store step: messages, sources, links to clients, attachments as documents.
@@ -188,9 +193,11 @@ def _synced_mail(firm: Firm, member: object) -> None:
         last_uid=len(items),
         lz4=_lz4_available(),
     )
-    from mailsync.services import connection_record_success
+    return len(items)
 
-    connection_record_success(connection=connection, imported=len(items))
+
+def _crlf(raw: bytes) -> bytes:
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def _failing_mailbox(firm: Firm, member: object) -> None:
@@ -212,6 +219,8 @@ def _failing_mailbox(firm: Firm, member: object) -> None:
         username=address,
         password="old-password",  # noqa: S106 - the password the server no longer takes
     )
+    # Mail it synced before: the clients it reaches show the failing mailbox and its member.
+    _store_samples(connection, [SAMPLE_MAIL / "03-nowak-reply.eml"])
     # What the server said when the member's password was changed elsewhere.
     error = classify(
         imaplib.IMAP4.error("[AUTHENTICATIONFAILED] Authentication failed."), step="login"

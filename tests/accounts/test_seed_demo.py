@@ -90,6 +90,16 @@ def test_a_mailbox_needs_re_authentication_naming_its_member(seeded):
     assert mailbox.owner.email == "mikko.staff@demo.test"
 
 
+def test_the_failing_mailbox_is_named_on_a_client_it_reaches(seeded, client):
+    from django.contrib.auth import get_user_model
+
+    client.force_login(get_user_model().objects.get(email="owner@demo.test"))
+    nowak = Client.objects.get(display_name="Nowak Bakery")
+    body = client.get(f"/clients/{nowak.pk}/problems/").content.decode()
+    assert "sync.auth_failed" in body
+    assert "Mikko" in body
+
+
 def test_a_domain_check_has_a_record_to_publish(seeded):
     run = DomainCheckRun.objects.get()
     assert run.failures
