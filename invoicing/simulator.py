@@ -35,6 +35,7 @@ from django.conf import settings
 from django.core.mail.message import EmailMessage
 from django.utils import timezone
 
+from invoicing.emails import DELIVERY_METADATA_KEY
 from portal.mail_outbox import OutboxBackend
 
 SIMULATOR_DOMAIN = "simulator.demo.test"
@@ -106,7 +107,8 @@ class SimulatorBackend(OutboxBackend):
         message_id = str(message.extra_headers.get("Message-ID") or "")
         if not message_id:
             message_id = str(kept.message()["Message-ID"] or "")
-        token = str((getattr(message, "metadata", None) or {}).get("portal_delivery") or "")
+        metadata = getattr(message, "metadata", None) or {}
+        token = str(metadata.get(DELIVERY_METADATA_KEY) or "")
         statuses = {}
         for address in accepted:
             esp_id = f"sim-{secrets.token_hex(12)}"
@@ -178,7 +180,7 @@ def _esp_event(outcome: LaterOutcome) -> None:
         event_id=f"{outcome.esp_message_id}:{outcome.kind}",
         message_id=outcome.esp_message_id,
         recipient=outcome.recipient,
-        metadata={"portal_delivery": outcome.delivery_token} if outcome.delivery_token else {},
+        metadata={DELIVERY_METADATA_KEY: outcome.delivery_token} if outcome.delivery_token else {},
         description="Simulated by the demo mail simulator",
         esp_event={"simulator": outcome.kind},
     )

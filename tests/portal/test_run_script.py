@@ -67,7 +67,7 @@ def test_run_sh_answers_on_its_port_and_sigterm_stops_everything_it_started(tmp_
         for key, value in os.environ.items()
         if not key.startswith(("DATABASE_URL", "DJANGO_", "CELERY_", "EMAIL_", "SITE_URL"))
     }
-    env.update(PORT=str(port), PORTAL_VAR_DIR=str(tmp_path))
+    env.update(PORT=str(port), PORTAL_VAR_DIR=str(tmp_path), RUN_SKIP_INSTALL="1")
     log = (tmp_path / "run.log").open("wb")
     process = subprocess.Popen(
         ["bash", "scripts/run.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
