@@ -56,7 +56,11 @@ def _user(email: str, first: str, last: str, **extra: bool) -> object:
 def seed_demo(*, clients: int = 50) -> tuple[Firm, list[DemoLogin]]:
     firm, _created = Firm.objects.get_or_create(
         slug=DEMO_FIRM_SLUG,
-        defaults={"name": "Demo Accounting", "sender_name": "Demo Accounting"},
+        defaults={
+            "name": "Demo Accounting",
+            "sender_name": "Demo Accounting",
+            "reply_to_email": "office@demo-accounting.test",
+        },
     )
     names = {"owner": ("Olivia", "Owner"), "anna": ("Anna", "Staff"), "mikko": ("Mikko", "Staff")}
     for login in DEMO_USERS:
@@ -105,4 +109,13 @@ def seed_demo(*, clients: int = 50) -> tuple[Firm, list[DemoLogin]]:
             document.file.save(document.original_name, ContentFile(body), save=False)
             document.sha256 = hashlib.sha256(body).hexdigest()
             document.save()
+    from accounts.demo_story import story_seed
+
+    user_model = get_user_model()
+    story_seed(
+        firm=firm,
+        owner=user_model.objects.get(email="owner@demo.test"),
+        member=user_model.objects.get(email="anna.staff@demo.test"),
+        other_member=user_model.objects.get(email="mikko.staff@demo.test"),
+    )
     return firm, DEMO_USERS

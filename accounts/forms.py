@@ -65,6 +65,14 @@ class ProfileForm(forms.ModelForm):
         model = User
         fields = ["first_name", "last_name", "language", "problems_digest"]
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        # Empty means "whatever the language menu says", which a row of dashes does not say.
+        self.fields["language"].choices = [
+            ("", _("As chosen in the language menu")),
+            *settings.LANGUAGES,
+        ]
+
 
 class FirmProfileForm(forms.ModelForm):
     owners_must_use_mfa = forms.BooleanField(

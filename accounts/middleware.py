@@ -149,8 +149,22 @@ def _apply_user_language(request: HttpRequest) -> None:
 def support_banner_context(request: HttpRequest) -> dict[str, object]:
     grant = getattr(request, "support_grant", None)
     if grant is None:
-        return {}
+        return _owner_banner_context(request)
     return {
         "support_grant": grant,
         "support_until": date_format(timezone.localtime(grant.expires_at), "SHORT_DATETIME_FORMAT"),
+    }
+
+
+def _owner_banner_context(request: HttpRequest) -> dict[str, object]:
+    """An owner is told, on every page, while the support team may enter the firm."""
+    firm = getattr(request, "firm", None)
+    if firm is None or getattr(request, "member_role", None) != "owner":
+        return {}
+    until = firm.support_access_until
+    if until is None or until <= timezone.now():
+        return {}
+    return {
+        "editor_access_on": True,
+        "editor_access_until": date_format(timezone.localtime(until), "SHORT_DATETIME_FORMAT"),
     }

@@ -228,6 +228,8 @@ def grant_create(*, firm: Firm, granted_by: User, expires_at: datetime) -> Suppo
     grant = SupportGrant.objects.create(firm=firm, granted_by=granted_by, expires_at=expires_at)
     audit(firm=firm, kind=AuditEntry.Kind.GRANTED, actor=granted_by, grant=grant)
     transaction.on_commit(lambda: send_support_access_granted_email(grant=grant))
+    # Read by the owners' banner on every page, from the firm the request has loaded anyway.
+    Firm.objects.filter(pk=firm.pk).update(support_access_until=expires_at)
     return grant
 
 
@@ -240,6 +242,9 @@ def grant_revoke(*, grant: SupportGrant, revoked_by: User) -> None:
     grant.revoked_by = revoked_by
     grant.save(update_fields=["revoked_at", "revoked_by"])
     audit(firm=grant.firm, kind=AuditEntry.Kind.REVOKED, actor=revoked_by, grant=grant)
+    Firm.objects.filter(pk=grant.firm_id, support_access_until=grant.expires_at).update(
+        support_access_until=None
+    )
 
 
 def support_grant_for_session(request: HttpRequest) -> SupportGrant | None:

@@ -191,10 +191,10 @@ def _flood(
 
     from anymail.signals import AnymailTrackingEvent
     from django.db import connections
-    from invoicing.tasks_events import webhook_event_process_task
-    from invoicing.webhooks import stable_event_id, tracking_event_payload
+    from invoicing.delivery.tasks import webhook_event_process_task
 
-    from invoicing.models import WebhookEvent
+    from invoicing.delivery.models import WebhookEvent
+    from invoicing.delivery.webhooks import stable_event_id, tracking_event_payload
 
     try:
         batch = max(rate // 10, 1)
@@ -243,7 +243,7 @@ def phase_run(
     import redis
     from django.db import connections
 
-    from invoicing.models import WebhookEvent
+    from invoicing.delivery.models import WebhookEvent
     from mailsync.models import MailboxConnection, MailboxFolder, Message, MessageSource
     from mailsync.tasks import dispatch_due
 

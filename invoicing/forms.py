@@ -168,8 +168,19 @@ class SuppressionRemovalForm(forms.Form):
 class BillingSettingsForm(forms.ModelForm):
     class Meta:
         model = FirmBillingSettings
-        fields = ["payment_instructions", "currency"]
-        widgets = {"payment_instructions": forms.Textarea(attrs={"rows": 6})}
+        fields = [
+            "legal_name",
+            "address",
+            "tax_id",
+            "bank_details",
+            "payment_instructions",
+            "currency",
+        ]
+        widgets = {
+            "payment_instructions": forms.Textarea(attrs={"rows": 4}),
+            "address": forms.Textarea(attrs={"rows": 3}),
+            "bank_details": forms.Textarea(attrs={"rows": 3}),
+        }
 
     def clean_currency(self) -> str:
         currency = self.cleaned_data["currency"].strip().upper()

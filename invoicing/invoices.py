@@ -134,10 +134,24 @@ def invoice_void(*, invoice: Invoice) -> Invoice:
 
 
 def billing_settings_update(
-    *, firm: Firm, payment_instructions: str, currency: str
+    *,
+    firm: Firm,
+    payment_instructions: str,
+    currency: str,
+    legal_name: str = "",
+    address: str = "",
+    tax_id: str = "",
+    bank_details: str = "",
 ) -> FirmBillingSettings:
     found, _created = FirmBillingSettings.objects.update_or_create(
         firm=firm,
-        defaults={"payment_instructions": payment_instructions, "currency": currency.upper()},
+        defaults={
+            "payment_instructions": payment_instructions,
+            "currency": currency.upper(),
+            "legal_name": legal_name.strip(),
+            "address": address.strip(),
+            "tax_id": tax_id.strip(),
+            "bank_details": bank_details.strip(),
+        },
     )
     return found

@@ -177,6 +177,20 @@ class FirmBillingSettings(models.Model):
         help_text=_("Shown on the Pay Now page: bank account, reference to quote, and so on."),
     )
     currency = models.CharField(_("default currency"), max_length=3, default="EUR")
+    # What an invoice must say about who issues it: printed, on Pay Now and in the email.
+    legal_name = models.CharField(
+        _("business name on invoices"),
+        max_length=200,
+        blank=True,
+        help_text=_("Your firm's registered name, if it differs from its name in the portal."),
+    )
+    address = models.TextField(_("business address"), blank=True)
+    tax_id = models.CharField(_("business or VAT ID"), max_length=50, blank=True)
+    bank_details = models.TextField(
+        _("bank details"),
+        blank=True,
+        help_text=_("Account holder, IBAN and BIC (or account number): where clients transfer to."),
+    )
 
     class Meta:
         verbose_name = _("billing settings")

@@ -1,5 +1,10 @@
+import time
+
 from django.apps import AppConfig
 from django.utils.translation import gettext_lazy as _
+
+# When this process loaded Django: the status page says "starting" for a while after it.
+STARTED_AT = time.time()
 
 
 class PortalConfig(AppConfig):

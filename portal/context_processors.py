@@ -8,5 +8,7 @@ def portal(request: HttpRequest) -> dict[str, object]:
     return {
         "current_firm": getattr(request, "firm", None),
         "member_role": getattr(request, "member_role", None),
-        "outbox_enabled": settings.EMAIL_BACKEND == "portal.mail_outbox.OutboxBackend",
+        # The local outbox, alone or with the mail simulator around it.
+        "outbox_enabled": settings.EMAIL_BACKEND
+        in ("portal.mail_outbox.OutboxBackend", settings.SIMULATOR_BACKEND),
     }

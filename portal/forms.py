@@ -20,7 +20,8 @@ from portal.models import Client, ContactAddress
 class ClientForm(forms.ModelForm):
     class Meta:
         model = Client
-        fields = ["display_name", "kind", "status", "language"]
+        fields = ["display_name", "kind", "status", "language", "billing_address", "tax_id"]
+        widgets = {"billing_address": forms.Textarea(attrs={"rows": 3})}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -33,6 +33,9 @@ class Firm(models.Model):
     # (troubleshooting writes it). Invoices leave from the firm's domain only while this
     # equals `sending_domain`, so changing the domain falls back to the platform's sender.
     sending_domain_verified = models.CharField(max_length=253, blank=True, editable=False)
+    # Until when the support team may enter (`accounts.support`'s grants keep it): the
+    # owners' banner reads it here, with no query of its own.
+    support_access_until = models.DateTimeField(null=True, blank=True, editable=False)
     # What the firm's clients read (invoice emails) unless a client has a language of its own;
     # blank means the portal's LANGUAGE_CODE.
     language = models.CharField(
@@ -122,6 +125,9 @@ class Client(models.Model):
         choices=settings.LANGUAGES,
         help_text=_("The language of invoice emails to this client. Empty: the firm's language."),
     )
+    # Printed on the client's invoices.
+    billing_address = models.TextField(_("billing address"), blank=True)
+    tax_id = models.CharField(_("business or VAT ID"), max_length=50, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 

@@ -18,10 +18,23 @@ from portal.models import Client, Contact, ContactAddress, Document, Firm, Heart
 
 
 def client_create(
-    *, firm: Firm, display_name: str, kind: str, status: str = "active", language: str = ""
+    *,
+    firm: Firm,
+    display_name: str,
+    kind: str,
+    status: str = "active",
+    language: str = "",
+    billing_address: str = "",
+    tax_id: str = "",
 ) -> Client:
     return Client.objects.create(
-        firm=firm, display_name=display_name, kind=kind, status=status, language=language
+        firm=firm,
+        display_name=display_name,
+        kind=kind,
+        status=status,
+        language=language,
+        billing_address=billing_address,
+        tax_id=tax_id,
     )
 
 

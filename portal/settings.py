@@ -215,6 +215,8 @@ LANGUAGES = [
 ]
 LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_I18N = True
+# English times without "p.m." (portal/formats/en): no "p.m.." at the end of a sentence.
+FORMAT_MODULE_PATH = ["portal.formats"]
 USE_TZ = True
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 
@@ -274,6 +276,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Outbound mail: the local outbox by default (mail is kept and shown in the browser). Set
 # EMAIL_BACKEND to an anymail backend (with ANYMAIL_* settings) or to Django's SMTP backend.
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "portal.mail_outbox.OutboxBackend")
+SIMULATOR_BACKEND = "invoicing.delivery.simulator.SimulatorBackend"
+# The mail simulator (README): how long after a send its later answers (delivered, a bounce
+# report, a complaint) arrive.
+EMAIL_SIMULATOR_DELAY_SECONDS = env_int("EMAIL_SIMULATOR_DELAY_SECONDS", 15)
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
@@ -379,6 +385,9 @@ PORTAL_DKIM_SELECTORS = [
 # enabled, because the embedded run may have no DNS at all.
 ADDRESS_CHECK_DELIVERABILITY = env_bool("ADDRESS_CHECK_DELIVERABILITY", False)
 ADDRESS_ALLOWED_SPECIAL_DOMAINS = env_list("ADDRESS_ALLOWED_SPECIAL_DOMAINS")
+if EMAIL_BACKEND == SIMULATOR_BACKEND and "test" not in ADDRESS_ALLOWED_SPECIAL_DOMAINS:
+    # The simulator's addresses and the demo's people are under the reserved `.test`.
+    ADDRESS_ALLOWED_SPECIAL_DOMAINS = [*ADDRESS_ALLOWED_SPECIAL_DOMAINS, "test"]
 
 # DNS: one resolver configuration for every lookup the portal makes (address checks, domain
 # checks). Empty nameservers means the system resolver.

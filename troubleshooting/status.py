@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db.models import Count, Max, Min, Q
 from django.db.models.functions import Coalesce
@@ -13,14 +13,28 @@ from django_celery_beat.models import PeriodicTask
 from invoicing.delivery.models import Delivery, WebhookEvent
 from mailsync.errors import SEND_CODES
 from mailsync.models import MailboxConnection
+from portal.apps import STARTED_AT
 from portal.models import Heartbeat
 from troubleshooting.models import Incident
 from troubleshooting.selectors import connection_blip
 
 STALE_AFTER = timedelta(minutes=5)
+ACCEPTED = (
+    "sent",
+    "deferred",
+    "delivered",
+    "opened",
+    "clicked",
+    "soft_bounced",
+    "bounced",
+    "complained",
+)
 # A mailbox with no problem syncs every few minutes (MAILSYNC_POLL_SECONDS); one that has not
 # for this long means the platform's sync is stuck, not the mailbox.
 SYNC_LAG_LIMIT = timedelta(hours=1)
+# After a start the worker and beat report within a minute (the heartbeat task runs every
+# minute, at once when beat starts): until then, a missing worker is "starting", not down.
+STARTING_FOR = timedelta(seconds=90)
 
 
 @dataclass
@@ -36,6 +50,7 @@ class Status:
     mailboxes_failing: int = 0
     # How long ago the longest-waiting problem-free mailbox last synced (None: no mailbox).
     oldest_sync_lag: timedelta | None = None
+    starting: bool = False
 
     @property
     def sending_works(self) -> bool:
@@ -77,12 +92,17 @@ class Status:
             "oldest_sync_lag_seconds": (
                 int(self.oldest_sync_lag.total_seconds()) if self.oldest_sync_lag else None
             ),
+            "starting": self.starting,
         }
 
 
-def platform_status(*, now: datetime | None = None) -> Status:
+def platform_status(*, now: datetime | None = None, started: datetime | None = None) -> Status:
+    """``started``: when this web process started (default: when it loaded Django)."""
     now = now or timezone.now()
-    heartbeat = Heartbeat.objects.filter(name="worker").values_list("last_seen", flat=True).first()
+    if started is None:
+        started = datetime.fromtimestamp(STARTED_AT, tz=UTC)
+    heartbeat = _worker_seen()
+    alive = heartbeat is not None and now - heartbeat < STALE_AFTER
     beat = PeriodicTask.objects.filter(enabled=True).aggregate(last=Max("last_run_at"))["last"]
     hour_ago = now - timedelta(hours=1)
     recent = Delivery.objects.filter(created__gte=hour_ago, is_test=False)
@@ -100,14 +120,21 @@ def platform_status(*, now: datetime | None = None) -> Status:
         ),
     )
     return Status(
-        workers_alive=bool(heartbeat and now - heartbeat < STALE_AFTER),
+        workers_alive=alive,
         worker_last_seen=heartbeat,
         beat_last_run=beat,
         backlog=backlog,
-        sent_last_hour=recent.exclude(status__in=["queued", "failed"]).count(),
+        # Handed over and taken by the mail system; refused, blocked or cancelled emails and
+        # those still waiting or of unknown outcome were not sent.
+        sent_last_hour=recent.filter(status__in=ACCEPTED).count(),
         failed_last_hour=recent.filter(status="failed").count(),
         incidents=list(Incident.objects.filter(active=True).values_list("message", flat=True)),
         mailboxes_syncing=sync["syncing"],
         mailboxes_failing=sync["failing"],
         oldest_sync_lag=max(now - sync["oldest"], timedelta(0)) if sync["oldest"] else None,
+        starting=not alive and now - started < STARTING_FOR,
     )
+
+
+def _worker_seen() -> datetime | None:
+    return Heartbeat.objects.filter(name="worker").values_list("last_seen", flat=True).first()

@@ -260,7 +260,9 @@ def _group_claim(ids: Sequence[int]) -> _Group:
         claimed = sorted(
             Delivery.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(pk__in=list(ids), status=S.QUEUED)
-            .select_related("invoice__firm", "invoice__client"),
+            # The firm's billing details too: the email's frame shows them, and it is built
+            # in a thread that must not query.
+            .select_related("invoice__firm__billing_settings", "invoice__client"),
             key=lambda d: order[d.pk],
         )
         # The invoices as they are now, locked against a void or a payment until this claim

@@ -19,5 +19,10 @@ class OfflineProvider(PaymentProvider):
         settings = billing_settings_get(firm=invoice.firm)
         return PaymentOffer(
             template="invoicing/payments/offline.html",
-            context={"instructions": settings.payment_instructions, "invoice": invoice},
+            context={
+                "instructions": settings.payment_instructions,
+                "bank_details": settings.bank_details,
+                "billing": settings,  # the page shows the firm's details from it too
+                "invoice": invoice,
+            },
         )

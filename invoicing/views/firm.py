@@ -91,11 +91,7 @@ def billing_settings(request: HttpRequest) -> HttpResponse:
     current = billing_settings_get(firm=request.firm)
     form = BillingSettingsForm(request.POST or None, instance=current)
     if request.method == "POST" and form.is_valid():
-        billing_settings_update(
-            firm=request.firm,
-            payment_instructions=form.cleaned_data["payment_instructions"],
-            currency=form.cleaned_data["currency"],
-        )
+        billing_settings_update(firm=request.firm, **form.cleaned_data)
         messages.success(request, _("Billing settings saved."))
         return redirect("invoicing:billing_settings")
     status = 400 if request.method == "POST" else 200

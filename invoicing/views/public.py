@@ -19,6 +19,7 @@ from invoicing.paylinks import pay_link_find, pay_link_viewed
 from invoicing.payments import provider_for_firm
 from invoicing.payments.link_requests import pay_link_request_new
 from invoicing.payments.recording import invoice_paid_amount
+from invoicing.selectors import billing_settings_get
 
 
 class HttpResponseSeeOther(HttpResponseRedirect):
@@ -75,9 +76,14 @@ def pay(request: HttpRequest, token: str) -> HttpResponse:
     offer = None
     if invoice.status != Invoice.Status.PAID:
         offer = provider_for_firm(invoice.firm_id).offer(invoice=invoice)
+    # The firm's invoice details; the offline offer read them already.
+    billing = offer.context.get("billing") if offer is not None else None
+    if billing is None:
+        billing = billing_settings_get(firm=invoice.firm)
     context = {
         "invoice": invoice,
         "firm": invoice.firm,
+        "billing": billing,
         "lines": list(invoice.lines.all()),
         "paid_amount": invoice_paid_amount(invoice=invoice),
         "offer": offer,

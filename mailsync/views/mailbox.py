@@ -16,6 +16,7 @@ from accounts.models import Role
 from mailsync import selectors, services, tasks
 from mailsync.account_check import AccountCheck, check_account
 from mailsync.adapters import Credentials, ServerSettings
+from mailsync.check_words import plain_failure
 from mailsync.crypto import CredentialsUnavailable
 from mailsync.errors import SMTP_AUTH_DISABLED, SyncError
 from mailsync.forms.mailbox import ConnectionForm, FolderForm, IgnoreAddressForm, LinkAddressForm
@@ -190,6 +191,12 @@ def credentials(request: HttpRequest) -> HttpResponse:
                 pk = connection.pk
                 transaction.on_commit(lambda: tasks.sync_mailbox.delay(pk))
                 return _back(connection)
+    plain = None
+    if result is not None and result.error is not None:
+        plain = plain_failure(result.error, host=str(form.cleaned_data.get("host") or ""))
+    elif result is not None:
+        # A test that passed keeps the password typed, so Save needs no retyping.
+        form.fields["password"].widget.render_value = True
     steps = [
         {
             "name": step.name,
@@ -209,6 +216,7 @@ def credentials(request: HttpRequest) -> HttpResponse:
             "result": result,
             "steps": steps,
             "failed_code": result.error.code if result and result.error else "",
+            "plain": plain,
             "failed_step": result.failed_step if result else None,
             # Reading works; only sending failed. Saving is allowed for send_problem, and
             # for any other SMTP failure once the member ticks "Save without sending".

@@ -9,7 +9,8 @@ import pytest
 from django.urls import reverse
 
 from accounts.models import AuditEntry
-from invoicing.models import Delivery, PayLink
+from invoicing.delivery.models import Delivery
+from invoicing.models import PayLink
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing import factories
 from tests.invoicing.factories import invoice_with_lines

@@ -152,10 +152,17 @@ def test_many_workers_storing_one_attachment_together_make_one_document(firm):
 
 def test_the_migration_merges_existing_duplicates_into_the_oldest(firm):
     executor = MigrationExecutor(db_connection)
-    executor.migrate([("portal", "0004_firm_sending_domain_verified")])
+    target = ("portal", "0004_firm_sending_domain_verified")
+    executor.migrate([target])
     try:
-        client = ClientFactory(firm=firm)
-        other = ClientFactory(firm=firm)
+        # Clients as that schema has them (later migrations add columns to the table).
+        old_client = executor.loader.project_state(target).apps.get_model("portal", "Client")
+        client, other = (
+            Client.objects.only("pk", "firm_id").get(
+                pk=old_client.objects.create(firm_id=firm.pk, display_name=name).pk
+            )
+            for name in ("Birch", "Cedar")
+        )
         same = "a" * 64
         oldest = DocumentFactory(client=client, sha256=same, original_name="first.pdf")
         newer = DocumentFactory(client=client, sha256=same, original_name="second.pdf")
