@@ -92,7 +92,10 @@ class Journey:
         assert not serious, f"{name} ({page.url}): accessibility violations {serious}"
 
     def close(self) -> None:
-        for context in self._contexts:
+        # Each page as it was left, so a failed journey shows where it stopped.
+        for n, context in enumerate(self._contexts, start=1):
+            for m, page in enumerate(context.pages, start=1):
+                page.screenshot(path=str(self.folder / f"last-{n}-{m}.png"), full_page=True)
             context.close()
 
 
