@@ -91,11 +91,11 @@ class Journey:
         self.checked.append(page.url)
         assert not serious, f"{name} ({page.url}): accessibility violations {serious}"
 
-    def close(self) -> None:
-        # Each page as it was left, so a failed journey shows where it stopped.
+    def close(self, *, failed: bool) -> None:
         for n, context in enumerate(self._contexts, start=1):
-            for m, page in enumerate(context.pages, start=1):
-                page.screenshot(path=str(self.folder / f"last-{n}-{m}.png"), full_page=True)
+            if failed:  # each page as it was left, so a failed journey shows where it stopped
+                for m, page in enumerate(context.pages, start=1):
+                    page.screenshot(path=str(self.folder / f"failed-{n}-{m}.png"), full_page=True)
             context.close()
 
 
@@ -119,4 +119,13 @@ def journey(browser, axe_source, request):
     folder.mkdir(parents=True, exist_ok=True)
     trip = Journey(browser, folder, axe_source)
     yield trip
-    trip.close()
+    report = getattr(request.node, "journey_call_report", None)
+    trip.close(failed=report is None or report.failed)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.journey_call_report = report
+    return report
