@@ -90,6 +90,10 @@ def test_a_hard_bounce_is_explained_fixed_in_place_resent_and_cleared(
     expect(page.locator("article.problem", has_text=UNKNOWN)).to_have_count(0)
     journey.step(page, "the problem is cleared")
 
+    page.goto(live_server.url + "/invoices/")
+    expect(page.locator("main")).to_contain_text("Birch Dental")
+    journey.step(page, "the invoice list")
+
 
 def _sent_to_the_client(firm, smtp) -> tuple[Invoice, str]:
     """Two invoices sent through the portal to two clients; the first one's Pay Now link,

@@ -63,3 +63,6 @@ def test_sign_up_verify_create_the_firm_and_add_a_client(journey, live_server):
         "b@y.com",
         "c@z.com",
     ]
+    page.goto(live_server.url + "/clients/")
+    expect(page.locator("main")).to_contain_text("Rowan Ltd")
+    journey.step(page, "the client list")
