@@ -16,14 +16,14 @@ from pathlib import Path
 from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
+
+from invoicing.delivery import simulator
 from invoicing.delivery.sender import deliveries_send
 from invoicing.invoices import LineData, invoice_create, invoice_void
+from invoicing.models import Invoice, PayLink
 from invoicing.paylinks import pay_link_viewed
 from invoicing.payments.recording import payment_record
 from invoicing.sending import invoice_send
-
-from invoicing.delivery import simulator
-from invoicing.models import Invoice, PayLink
 from portal.addresses import validate_address
 from portal.models import Client, Contact, ContactAddress, Firm
 
@@ -82,7 +82,6 @@ def _story_client(firm: Firm, name: str, contact_name: str, address: str) -> Cli
 
 def _billing(firm: Firm) -> None:
     from invoicing.invoices import billing_settings_update
-
     from invoicing.models import FirmBillingSettings
 
     if FirmBillingSettings.objects.filter(firm=firm).exists():

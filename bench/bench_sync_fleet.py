@@ -191,9 +191,9 @@ def _flood(
 
     from anymail.signals import AnymailTrackingEvent
     from django.db import connections
-    from invoicing.delivery.tasks import webhook_event_process_task
 
     from invoicing.delivery.models import WebhookEvent
+    from invoicing.delivery.tasks import webhook_event_process_task
     from invoicing.delivery.webhooks import stable_event_id, tracking_event_payload
 
     try:

@@ -35,6 +35,20 @@ else
   missing+=("Courier-IMAP/POP3 (runs in a mount namespace: needs root)")
 fi
 
+# axe-core (the accessibility checker the browser journeys inject into every page) comes
+# from the npm registry into var/npm (git-ignored); Debian's nodejs lacks npm, hence both.
+if ! command -v npm >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null || true
+fi
+if [ ! -f var/npm/node_modules/axe-core/axe.min.js ]; then
+  if command -v npm >/dev/null; then
+    npm install --silent --no-audit --no-fund --prefix var/npm axe-core@4 >/dev/null \
+      || missing+=("axe-core (npm install failed)")
+  else
+    missing+=("axe-core (npm is missing: apt-get install nodejs npm)")
+  fi
+fi
+
 if [ -z "${DATABASE_URL:-}" ]; then
   if command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; then
     export DATABASE_URL="postgres://postgres@127.0.0.1:5432/portal"

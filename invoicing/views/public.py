@@ -28,8 +28,10 @@ class HttpResponseSeeOther(HttpResponseRedirect):
 
 
 def _public(response: HttpResponse) -> HttpResponse:
-    # The token is in the URL: never pass it on to another site in a Referer.
-    response["Referrer-Policy"] = "no-referrer"
+    # The token is in the URL: never pass it on to another site in a Referer. Not
+    # "no-referrer": under it Chromium sends `Origin: null` with the page's own forms (Pay by
+    # card, ask for a new link), which Django's CSRF check refuses.
+    response["Referrer-Policy"] = "same-origin"
     response["X-Robots-Tag"] = "noindex"
     return response
 

@@ -3,9 +3,15 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 
+from accounts.support import is_support_user
+
 
 def home(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
+        # Support staff belong to no firm: where they sign in to is the list of firms that
+        # let them in (not the "no firm" page the client list would show).
+        if getattr(request, "firm", None) is None and is_support_user(request.user):
+            return redirect("accounts:support")
         return redirect("portal:client_list")
     return redirect("account_login")
 

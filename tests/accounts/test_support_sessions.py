@@ -138,6 +138,11 @@ def test_every_change_made_by_support_is_audited(support, grant, firm, support_u
     assert AuditEntry.objects.filter(kind="entered", actor=support_user).exists()
 
 
+def test_support_staff_land_on_the_firms_that_let_them_in(support):
+    response = support.get(reverse("portal:home"))
+    assert response["Location"] == reverse("accounts:support")
+
+
 def test_entry_and_exit_are_audited(support, grant, support_user):
     with freeze_time(START):
         _enter(support, grant)

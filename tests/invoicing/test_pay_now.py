@@ -65,7 +65,7 @@ def test_it_shows_the_one_invoice_and_how_to_pay(client, firm):
     assert "120.00 EUR" in body
     assert "IBAN FI00 1234" in body
     assert "Other client&#x27;s line" not in body and "Other client's line" not in body
-    assert response["Referrer-Policy"] == "no-referrer"
+    assert response["Referrer-Policy"] == "same-origin"
 
 
 def test_opening_it_records_viewed_but_changes_no_payment(client, firm):

@@ -4,11 +4,11 @@ portal records each answer through the code that handles the real one."""
 from __future__ import annotations
 
 import pytest
-from invoicing.delivery.sender import deliveries_send
-from invoicing.sending import invoice_send
-from invoicing.delivery.simulator import SIMULATOR_DOMAIN, outcomes_held, outcomes_run
 
 from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression, WebhookEvent
+from invoicing.delivery.sender import deliveries_send
+from invoicing.delivery.simulator import SIMULATOR_DOMAIN, outcomes_held, outcomes_run
+from invoicing.sending import invoice_send
 from portal.models import OutboxEmail
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing.factories import invoice_with_lines
