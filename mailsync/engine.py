@@ -201,18 +201,22 @@ def message_store(
     did, or None when the message was stored before. A concurrent insert of the same key is
     safe: `get_or_create` reads the winner's row in a savepoint. ``occurrence`` tells apart
     messages without a Message-ID that share a key (see `_message_identities`)."""
+    participants = sorted(parsed.addresses)
+    # With the index at hand the message is stored already flagged as linked (no UPDATE).
+    client_ids = (
+        message_client_ids(participants=participants, index=index) if index is not None else None
+    )
     message, created = Message.objects.get_or_create(
         firm_id=firm_id,
         key=parsed.key,
         occurrence=occurrence,
-        defaults=message_fields(parsed, raw),
+        defaults={**message_fields(parsed, raw), "linked": bool(client_ids)},
     )
     if not created:
         return message, None
-    participants = sorted(parsed.addresses)
-    if index is None:
+    if client_ids is None:
         index = clients_by_address(firm_id=firm_id, addresses=participants)
-    client_ids = message_client_ids(participants=participants, index=index)
+        client_ids = message_client_ids(participants=participants, index=index)
     if not client_ids:
         return message, LinkResult()
     return message, message_link(
@@ -538,6 +542,15 @@ def _store_batch(
             firm_id=firm_id, key__in={key for key, _occurrence in idents}
         ).values_list("key", "occurrence", "pk")
     }
+    # The new messages' clients are looked up before they are stored, so each goes in
+    # with its `linked` flag already right.
+    addresses = {
+        address
+        for ident, (parsed, _item) in zip(idents, parsed_items, strict=True)
+        if ident not in known
+        for address in parsed.addresses
+    }
+    index = clients_by_address(firm_id=firm_id, addresses=addresses) if addresses else {}
     to_create: dict[Identity, Message] = {}
     for ident, (parsed, item) in zip(idents, parsed_items, strict=True):
         if ident not in known and ident not in to_create:
@@ -545,6 +558,7 @@ def _store_batch(
                 firm_id=firm_id,
                 key=ident[0],
                 occurrence=ident[1],
+                linked=bool(message_client_ids(participants=parsed.addresses, index=index)),
                 **message_fields(parsed, item.raw),
             )
     if to_create:
@@ -584,13 +598,6 @@ def _store_batch(
     new = 0
     to_link: list[tuple[Message, set[int], list]] = []
     first_seen: set[Identity] = set()
-    addresses = {
-        address
-        for ident, (parsed, _item) in zip(idents, parsed_items, strict=True)
-        if ident in to_create
-        for address in parsed.addresses
-    }
-    index = clients_by_address(firm_id=firm_id, addresses=addresses) if addresses else {}
     for ident, (parsed, _item) in zip(idents, parsed_items, strict=True):
         if ident not in to_create or ident in first_seen:
             report.duplicates += 1

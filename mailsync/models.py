@@ -194,6 +194,10 @@ class Message(models.Model):
     parse_error = models.BooleanField(default=False)
     parse_error_detail = models.TextField(blank=True)
     created = models.DateTimeField(auto_now_add=True)
+    # Whether the message has a client link: kept by mailsync.linking in the same
+    # transaction as the links (the only code that adds or drops them), so unlinked mail is
+    # found through the partial index below instead of checking every message for a link.
+    linked = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         ordering = ["-date", "-pk"]
@@ -201,6 +205,11 @@ class Message(models.Model):
             models.UniqueConstraint(
                 fields=["firm", "key", "occurrence"], name="message_unique_key_occurrence"
             )
+        ]
+        indexes = [
+            # Unlinked mail (mailsync.selectors.unlinked_addresses, the dashboard's
+            # unlinked summary, the sync.not_linked count): a firm's unlinked messages only.
+            models.Index(fields=["firm"], condition=Q(linked=False), name="message_unlinked_idx"),
         ]
 
     def __str__(self) -> str:
@@ -244,10 +253,21 @@ class MessageClientLink(models.Model):
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="client_links")
     client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
     created = models.DateTimeField(auto_now_add=True)
+    # The message's date, copied when the link is written (a message's date never changes
+    # once stored), so a client's newest mail is one index range of its links.
+    message_date = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["message", "client"], name="messageclientlink_unique")
+        ]
+        indexes = [
+            # A client's Email tab (mailsync.selectors.client_threads): its newest links in
+            # the messages' order (-date, -pk; NULL dates first, as PostgreSQL sorts them).
+            models.Index(
+                fields=["client", "-message_date", "-message"],
+                name="messageclientlink_newest_idx",
+            ),
         ]
 
     def __str__(self) -> str:

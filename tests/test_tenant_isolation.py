@@ -20,7 +20,7 @@ from django.utils import timezone
 from accounts.models import Invitation, Membership, Role, SupportGrant, hash_token
 from invoicing.delivery.models import Delivery, Suppression
 from invoicing.models import Invoice, InvoiceLine, PayLink, Payment
-from mailsync.models import IgnoredAddress, MailboxConnection, Message, MessageClientLink
+from mailsync.models import IgnoredAddress, MailboxConnection, Message
 from portal.models import Client, Contact, ContactAddress, Document, OutboxEmail
 from tests.factories import (
     ClientFactory,
@@ -31,6 +31,7 @@ from tests.factories import (
     MembershipFactory,
     UserFactory,
 )
+from tests.mailsync.factories import MessageClientLinkFactory
 
 # Pages that hold no firm's data: sign-in, sign-up and own-account pages of allauth, the
 # language switch, and Django's admin (staff only; its own test checks members are refused).
@@ -158,7 +159,7 @@ def firm_a(db) -> FirmA:
     message = Message.objects.create(
         firm=firm, key="a" * 64, subject="SECRET-SYNCED-SUBJECT-A", thread_key="a", raw=b""
     )
-    MessageClientLink.objects.create(message=message, client=client)
+    MessageClientLinkFactory(message=message, client=client)
     return FirmA(
         client,
         contact,
