@@ -208,8 +208,12 @@ class Message(models.Model):
         ]
         indexes = [
             # Unlinked mail (mailsync.selectors.unlinked_addresses, the dashboard's
-            # unlinked summary, the sync.not_linked count): a firm's unlinked messages only.
-            models.Index(fields=["firm"], condition=Q(linked=False), name="message_unlinked_idx"),
+            # unlinked summary, the sync.not_linked count): a firm's unlinked messages only;
+            # with the id, a member's view probes it per message of their mailboxes without
+            # reading the (mostly linked) messages' rows.
+            models.Index(
+                fields=["firm", "id"], condition=Q(linked=False), name="message_unlinked_idx"
+            ),
         ]
 
     def __str__(self) -> str:

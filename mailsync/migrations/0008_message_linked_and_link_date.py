@@ -61,7 +61,7 @@ class Migration(migrations.Migration):
         migrations.RunPython(fill, migrations.RunPython.noop),
         migrations.AddIndex(
             model_name='message',
-            index=models.Index(condition=models.Q(('linked', False)), fields=['firm'], name='message_unlinked_idx'),
+            index=models.Index(condition=models.Q(('linked', False)), fields=['firm', 'id'], name='message_unlinked_idx'),
         ),
         migrations.AddIndex(
             model_name='messageclientlink',
