@@ -4,7 +4,8 @@
 (its problem is then not current; troubleshooting.selectors._current_deliveries).
 
 The database keeps it: a trigger after each inserted delivery marks the older deliveries
-to that client address, and one after each deleted delivery recomputes them (a delivery is
+to that client address (and the new row itself when a newer one is already there, as in a
+bulk load), and one after each deleted delivery recomputes them (a delivery is
 only deleted with its invoice or firm). Deliveries are written one by one, in bulk and by
 COPY (`seed_scale`); a trigger covers them all in the writer's transaction without a query
 of its own. Existing rows are filled in batches of ids, each its own transaction.
@@ -23,16 +24,22 @@ NEWER = (
 
 POSTGRESQL = [
     (
-        """
+        f"""
         CREATE FUNCTION invoicing_delivery_supersede() RETURNS trigger AS $$
         BEGIN
-            UPDATE invoicing_delivery SET superseded = TRUE
-            WHERE firm_id = NEW.firm_id AND normalized = NEW.normalized
-              AND client_id = NEW.client_id AND created < NEW.created AND NOT superseded;
+            IF NOT NEW.is_test THEN
+                UPDATE invoicing_delivery SET superseded = TRUE
+                WHERE firm_id = NEW.firm_id AND normalized = NEW.normalized
+                  AND client_id = NEW.client_id AND created < NEW.created AND NOT superseded;
+            END IF;
+            -- A row written with an older date than one already there (a bulk load) is
+            -- superseded from the start.
+            UPDATE invoicing_delivery d SET superseded = TRUE
+            WHERE d.id = NEW.id AND {NEWER};
             RETURN NULL;
         END $$ LANGUAGE plpgsql;
         CREATE TRIGGER invoicing_delivery_supersede AFTER INSERT ON invoicing_delivery
-            FOR EACH ROW WHEN (NOT NEW.is_test) EXECUTE FUNCTION invoicing_delivery_supersede();
+            FOR EACH ROW EXECUTE FUNCTION invoicing_delivery_supersede();
         """,
         """
         DROP TRIGGER IF EXISTS invoicing_delivery_supersede ON invoicing_delivery;
@@ -69,6 +76,15 @@ SQLITE = [
         END
         """,
         "DROP TRIGGER IF EXISTS invoicing_delivery_supersede",
+    ),
+    (
+        f"""
+        CREATE TRIGGER invoicing_delivery_superseded_on_arrival AFTER INSERT
+        ON invoicing_delivery FOR EACH ROW BEGIN
+            UPDATE invoicing_delivery AS d SET superseded = 1 WHERE d.id = NEW.id AND {NEWER};
+        END
+        """,
+        "DROP TRIGGER IF EXISTS invoicing_delivery_superseded_on_arrival",
     ),
     (
         f"""

@@ -618,7 +618,9 @@ class Seeder:
                 participants = " " + " ".join(dict.fromkeys([sender, *recipients])) + " "
                 created = date + datetime.timedelta(minutes=rng.randint(1, 30))
                 for client_id in linked:
-                    links.append((self.ids(MessageClientLink), message_id, client_id, created))
+                    links.append(
+                        (self.ids(MessageClientLink), message_id, client_id, created, date)
+                    )
                 sources.append(
                     (
                         self.ids(MessageSource),
@@ -655,16 +657,20 @@ class Seeder:
                     False,
                     "",
                     created,
+                    bool(linked),
                 )
 
         columns = (
             "id", "firm_id", "key", "message_id", "subject", "from_name", "from_address",
             "to_addresses", "cc_addresses", "reply_to_addresses", "participants", "date",
             "in_reply_to", "references", "thread_key", "snippet", "text_body", "raw", "size",
-            "parse_error", "parse_error_detail", "created",
+            "parse_error", "parse_error_detail", "created", "linked",
         )  # fmt: skip
         copy_rows(Message, columns, rows())
-        copy_rows(MessageClientLink, ("id", "message_id", "client_id", "created"), links)
+        # The stored link state the linking code keeps (mailsync migration 0008).
+        copy_rows(
+            MessageClientLink, ("id", "message_id", "client_id", "created", "message_date"), links
+        )
         copy_rows(
             MessageSource,
             ("id", "message_id", "connection_id", "folder_id", "uid", "uidl", "created"),
