@@ -202,10 +202,10 @@ def message_store(
     safe: `get_or_create` reads the winner's row in a savepoint. ``occurrence`` tells apart
     messages without a Message-ID that share a key (see `_message_identities`)."""
     participants = sorted(parsed.addresses)
-    # With the index at hand the message is stored already flagged as linked (no UPDATE).
-    client_ids = (
-        message_client_ids(participants=participants, index=index) if index is not None else None
-    )
+    # The clients are looked up first so the message is stored already flagged as linked.
+    if index is None:
+        index = clients_by_address(firm_id=firm_id, addresses=participants)
+    client_ids = message_client_ids(participants=participants, index=index)
     message, created = Message.objects.get_or_create(
         firm_id=firm_id,
         key=parsed.key,
@@ -214,9 +214,6 @@ def message_store(
     )
     if not created:
         return message, None
-    if client_ids is None:
-        index = clients_by_address(firm_id=firm_id, addresses=participants)
-        client_ids = message_client_ids(participants=participants, index=index)
     if not client_ids:
         return message, LinkResult()
     return message, message_link(
