@@ -136,7 +136,6 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('invoicing', '0005_exactly_once_sending_and_payments'),
-        ('portal', '0008_scale_indexes'),
     ]
 
     operations = [

@@ -44,7 +44,6 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('mailsync', '0007_sender_image_allowance'),
-        ('portal', '0008_scale_indexes'),
     ]
 
     operations = [
