@@ -224,18 +224,19 @@ def message_store(
     if blob is None:
         blob = blob_put(raw)
     blobs_confirm([(blob, raw)])
+    participants = sorted(parsed.addresses)
+    # The clients are looked up first so the message is stored already flagged as linked.
+    if index is None:
+        index = clients_by_address(firm_id=firm_id, addresses=participants)
+    client_ids = message_client_ids(participants=participants, index=index)
     message, created = Message.objects.get_or_create(
         firm_id=firm_id,
         key=parsed.key,
         occurrence=occurrence,
-        defaults=message_fields(parsed, blob=blob),
+        defaults={**message_fields(parsed, blob=blob), "linked": bool(client_ids)},
     )
     if not created:
         return message, None
-    participants = sorted(parsed.addresses)
-    if index is None:
-        index = clients_by_address(firm_id=firm_id, addresses=participants)
-    client_ids = message_client_ids(participants=participants, index=index)
     if not client_ids:
         return message, LinkResult()
     return message, message_link(
@@ -562,6 +563,15 @@ def _store_batch(
             firm_id=firm_id, key__in={key for key, _occurrence in idents}
         ).values_list("key", "occurrence", "pk")
     }
+    # The new messages' clients are looked up before they are stored, so each goes in
+    # with its `linked` flag already right.
+    addresses = {
+        address
+        for ident, (parsed, _item) in zip(idents, parsed_items, strict=True)
+        if ident not in known
+        for address in parsed.addresses
+    }
+    index = clients_by_address(firm_id=firm_id, addresses=addresses) if addresses else {}
     to_create: dict[Identity, Message] = {}
     for ident, (parsed, item) in zip(idents, parsed_items, strict=True):
         if ident not in known and ident not in to_create:
@@ -569,6 +579,7 @@ def _store_batch(
                 firm_id=firm_id,
                 key=ident[0],
                 occurrence=ident[1],
+                linked=bool(message_client_ids(participants=parsed.addresses, index=index)),
                 **message_fields(parsed, blob=item.stored()),
             )
     if to_create:
@@ -611,13 +622,6 @@ def _store_batch(
     new = 0
     to_link: list[tuple[Message, set[int], list]] = []
     first_seen: set[Identity] = set()
-    addresses = {
-        address
-        for ident, (parsed, _item) in zip(idents, parsed_items, strict=True)
-        if ident in to_create
-        for address in parsed.addresses
-    }
-    index = clients_by_address(firm_id=firm_id, addresses=addresses) if addresses else {}
     for ident, (parsed, _item) in zip(idents, parsed_items, strict=True):
         if ident not in to_create or ident in first_seen:
             report.duplicates += 1

@@ -101,8 +101,13 @@ def message_link(
     if stale:
         # The client's documents stay: nothing synced is ever lost.
         MessageClientLink.objects.filter(message=message, client_id__in=stale).delete()
+    if message.linked != bool(client_ids):
+        message.linked = bool(client_ids)
+        Message.objects.filter(pk=message.pk).update(linked=message.linked)
     for client_id in sorted(client_ids - existing):
-        MessageClientLink.objects.create(message=message, client_id=client_id)
+        MessageClientLink.objects.create(
+            message=message, client_id=client_id, message_date=message.date
+        )
         result.links += 1
         for attachment in attachments:
             if attachment.inline_image:
@@ -133,26 +138,37 @@ def messages_link_new(
     yet, so there is nothing to look up or drop. Each attachment is hashed once; existing
     documents for the batch's (client, sha256) pairs are read in one query, and a document
     written for one message of the batch is reused by the later ones.
+
+    Messages created with ``linked`` already set (the sync engine knows their clients
+    before it stores them) cost nothing more; others are flagged in one UPDATE.
     """
     result = LinkResult()
     links: list[MessageClientLink] = []
     pending: list[_PendingAttachment] = []
+    unflagged: list[int] = []
     for message, client_ids, attachments in items:
         if not client_ids:
             continue
+        if not message.linked:
+            message.linked = True
+            unflagged.append(message.pk)
         files = [
             (attachment, attachment.sha256)
             for attachment in attachments
             if not attachment.inline_image  # signatures and logos are not client documents
         ]
         for client_id in sorted(client_ids):
-            links.append(MessageClientLink(message=message, client_id=client_id))
+            links.append(
+                MessageClientLink(message=message, client_id=client_id, message_date=message.date)
+            )
             for attachment, digest in files:
                 pending.append(
                     _PendingAttachment(
                         message, client_id, attachment, digest, len(attachment.content)
                     )
                 )
+    if unflagged:
+        Message.objects.filter(pk__in=unflagged).update(linked=True)
     if links:
         MessageClientLink.objects.bulk_create(links, ignore_conflicts=True)
         result.links += len(links)

@@ -241,6 +241,10 @@ class Message(models.Model):
     parse_error = models.BooleanField(default=False)
     parse_error_detail = models.TextField(blank=True)
     created = models.DateTimeField(auto_now_add=True)
+    # Whether the message has a client link: kept by mailsync.linking in the same
+    # transaction as the links (the only code that adds or drops them), so unlinked mail is
+    # found through the partial index below instead of checking every message for a link.
+    linked = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         ordering = ["-date", "-pk"]
@@ -253,6 +257,13 @@ class Message(models.Model):
             # Serves the blob sweep's reference check (portal.blobs._referenced:
             # raw_sha256 IN (...)).
             models.Index(fields=["raw_sha256"], name="message_raw_sha256_idx"),
+            # Unlinked mail (mailsync.selectors.unlinked_addresses, the dashboard's
+            # unlinked summary, the sync.not_linked count): a firm's unlinked messages only;
+            # with the id, a member's view probes it per message of their mailboxes without
+            # reading the (mostly linked) messages' rows.
+            models.Index(
+                fields=["firm", "id"], condition=Q(linked=False), name="message_unlinked_idx"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -313,10 +324,21 @@ class MessageClientLink(models.Model):
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="client_links")
     client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
     created = models.DateTimeField(auto_now_add=True)
+    # The message's date, copied when the link is written (a message's date never changes
+    # once stored), so a client's newest mail is one index range of its links.
+    message_date = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["message", "client"], name="messageclientlink_unique")
+        ]
+        indexes = [
+            # A client's Email tab (mailsync.selectors.client_threads): its newest links in
+            # the messages' order (-date, -pk; NULL dates first, as PostgreSQL sorts them).
+            models.Index(
+                fields=["client", "-message_date", "-message"],
+                name="messageclientlink_newest_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -164,13 +164,13 @@ class Thread:
 def client_threads(*, client: Client, limit: int = 200) -> list[Thread]:
     """The client's latest messages grouped into threads (References / In-Reply-To), newest
     thread first. Two queries: messages, and their attachments for this client."""
-    # The newest ids first, from the indexes alone (portal migration 0005: the links by
-    # client, each message's date beside its id), then only those rows: a client with tens
-    # of thousands of messages does not have every one of them read.
+    # The newest ids first, from one range of the links' index (each link carries its
+    # message's date: messageclientlink_newest_idx), then only those rows: a client with
+    # tens of thousands of messages does not have every one of them read.
     newest = (
-        Message.objects.filter(client_links__client=client)
-        .order_by("-date", "-pk")
-        .values("pk")[:limit]
+        MessageClientLink.objects.filter(client=client)
+        .order_by("-message_date", "-message_id")
+        .values("message_id")[:limit]
     )
     messages = list(
         Message.objects.filter(pk__in=Subquery(newest))
@@ -219,7 +219,7 @@ def _address_rows_postgresql(firm: Firm, viewer: User | None) -> list[UnlinkedAd
     """One row per address of the firm's unlinked mail, counted by PostgreSQL itself: it
     splits `participants` into addresses, so what comes back grows with the number of
     correspondents, not of messages (one query)."""
-    message, link = Message._meta.db_table, MessageClientLink._meta.db_table
+    message = Message._meta.db_table
     source, mailbox = MessageSource._meta.db_table, MailboxConnection._meta.db_table
     params: list[object] = [firm.pk]
     seen_by = ""
@@ -235,7 +235,7 @@ def _address_rows_postgresql(firm: Firm, viewer: User | None) -> list[UnlinkedAd
         FROM {message} m
         CROSS JOIN LATERAL unnest(string_to_array(btrim(m.participants), ' ')) AS a(address)
         WHERE m.firm_id = %s AND m.participants <> ''
-          AND NOT EXISTS (SELECT 1 FROM {link} l WHERE l.message_id = m.id){seen_by}
+          AND NOT m.linked{seen_by}
         GROUP BY a.address
     """  # noqa: S608 (table names from the models; the values are parameters)
     with db_connection.cursor() as cursor:
@@ -251,8 +251,7 @@ def _address_rows_portable(firm: Firm, viewer: User | None) -> list[UnlinkedAddr
     """The same rows on any database (SQLite has no way to split a string in a query): the
     database groups unlinked messages by their participants (messages between the same
     people share a row), and the addresses are counted here (one query)."""
-    linked = MessageClientLink.objects.filter(message=OuterRef("pk"))
-    messages = Message.objects.filter(firm=firm)
+    messages = Message.objects.filter(firm=firm, linked=False)
     if viewer is not None:
         messages = messages.filter(
             Exists(
@@ -262,8 +261,7 @@ def _address_rows_portable(firm: Firm, viewer: User | None) -> list[UnlinkedAddr
             )
         )
     groups = (
-        messages.filter(~Exists(linked))
-        .exclude(participants="")
+        messages.exclude(participants="")
         .order_by()
         .values_list("participants")
         .annotate(Count("pk"), Max("date"), Max("pk"), Min("created"), Max("created"))

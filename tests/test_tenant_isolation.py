@@ -25,7 +25,6 @@ from mailsync.models import (
     MailboxConnection,
     MailboxFolder,
     Message,
-    MessageClientLink,
 )
 from portal.models import Client, Contact, ContactAddress, Document, OutboxEmail
 from tests.factories import (
@@ -37,6 +36,7 @@ from tests.factories import (
     MembershipFactory,
     UserFactory,
 )
+from tests.mailsync.factories import MessageClientLinkFactory
 
 # Pages that hold no firm's data: sign-in, sign-up and own-account pages of allauth, the
 # language switch, and Django's admin (staff only; its own test checks members are refused).
@@ -164,7 +164,7 @@ def firm_a(db) -> FirmA:
     message = Message.objects.create(
         firm=firm, key="a" * 64, subject="SECRET-SYNCED-SUBJECT-A", thread_key="a", raw=b""
     )
-    MessageClientLink.objects.create(message=message, client=client)
+    MessageClientLinkFactory(message=message, client=client)
     return FirmA(
         client,
         contact,

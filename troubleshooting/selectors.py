@@ -77,13 +77,9 @@ class Problem:
 
 
 def _current_deliveries(qs: QuerySet[Delivery]) -> QuerySet[Delivery]:
-    """Deliveries with a problem that no later delivery to the same client address replaced."""
-    newer = Delivery.objects.filter(
-        client_id=OuterRef("client_id"),
-        normalized=OuterRef("normalized"),
-        is_test=False,
-        created__gt=OuterRef("created"),
-    )
+    """Deliveries with a problem that no later delivery to the same client address replaced
+    (`Delivery.superseded`, kept by the database as deliveries are written: the current
+    ones are one partial index, delivery_current_problem_idx, not every problem ever)."""
     # Fixing a contact's address lifts the old address's problem for that client: only
     # addresses the client still has can speak for it.
     still_on_client = ContactAddress.objects.filter(
@@ -92,9 +88,9 @@ def _current_deliveries(qs: QuerySet[Delivery]) -> QuerySet[Delivery]:
         normalized=OuterRef("normalized"),
     )
     return (
-        qs.filter(is_test=False)
+        qs.filter(is_test=False, superseded=False)
         .exclude(problem_code="")
-        .filter(~Exists(newer), Exists(still_on_client))
+        .filter(Exists(still_on_client))
     )
 
 

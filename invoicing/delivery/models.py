@@ -52,6 +52,11 @@ class Delivery(models.Model):
     # A stable problem code (PROBLEMS.md) while this delivery is in trouble, else "".
     problem_code = models.CharField(max_length=60, blank=True)
     is_test = models.BooleanField(default=False)
+    # True once a later real (not test) delivery to the same client address exists: its
+    # problem, if any, is no longer current. Kept by the database itself (triggers of
+    # migration invoicing 0006 on insert and delete), so every path that writes deliveries,
+    # one by one, in bulk or by COPY, keeps it without a query of its own.
+    superseded = models.BooleanField(default=False, db_default=False)
     message_id = models.CharField(max_length=255, blank=True, db_index=True)
     esp_message_id = models.CharField(max_length=255, blank=True, db_index=True)
     verp_token = models.CharField(max_length=40, unique=True)
@@ -75,6 +80,13 @@ class Delivery(models.Model):
                 fields=["firm", "problem_code"],
                 condition=~Q(problem_code=""),
                 name="delivery_problem_idx",
+            ),
+            # Current delivery problems (troubleshooting.selectors._current_deliveries: the
+            # Problems dashboard's counts, a code's cards): only problems nothing replaced.
+            models.Index(
+                fields=["firm", "problem_code"],
+                condition=~Q(problem_code="") & Q(superseded=False, is_test=False),
+                name="delivery_current_problem_idx",
             ),
             # Serves the watchdog: claims in flight, oldest first (normally none or a few).
             models.Index(

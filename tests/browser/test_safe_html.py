@@ -19,12 +19,11 @@ from django.conf import settings
 from django.test import Client as HttpClient
 from django.urls import reverse
 
-from mailsync.models import MessageClientLink
 from portal.html_render import SafeHtml
 from tests.browser.conftest import ARGS, CHROMIUM
 from tests.factories import ClientFactory
 from tests.hostile_html import hostile_html, mime_message
-from tests.mailsync.factories import MessageFactory
+from tests.mailsync.factories import MessageClientLinkFactory, MessageFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -161,7 +160,7 @@ def mail(owner, firm):
         message = MessageFactory(
             firm=firm, raw=mime_message(html), from_address="client@client.test"
         )
-        MessageClientLink.objects.create(message=message, client=client)
+        MessageClientLinkFactory(message=message, client=client)
         return reverse("mailsync:message", args=[client.pk, message.pk])
 
     return make

@@ -12,7 +12,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from mailsync import crypto, services
-from mailsync.models import MailboxConnection, MailboxFolder, Message
+from mailsync.models import MailboxConnection, MailboxFolder, Message, MessageClientLink
 from tests.factories import FirmFactory, UserFactory
 
 TEST_KEY = Fernet.generate_key().decode()
@@ -78,3 +78,21 @@ def connect_mailbox(firm, user, *, kind: str = "imap", owner=None) -> MailboxCon
         username=user.name,
         password=user.password,
     )
+
+
+class MessageClientLinkFactory(factory.django.DjangoModelFactory):
+    """A client link as mailsync.linking writes one: the message's date on the link and
+    the message flagged as linked."""
+
+    class Meta:
+        model = MessageClientLink
+        skip_postgeneration_save = True
+
+    message = factory.SubFactory(MessageFactory)
+    message_date = factory.LazyAttribute(lambda o: o.message.date)
+
+    @factory.post_generation
+    def flag_message(self, create: bool, extracted: object, **kwargs: object) -> None:
+        if create and not self.message.linked:
+            Message.objects.filter(pk=self.message_id).update(linked=True)
+            self.message.linked = True

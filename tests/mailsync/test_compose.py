@@ -35,6 +35,7 @@ from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.mailsync.factories import (
     MailboxConnectionFactory,
     MailboxFolderFactory,
+    MessageClientLinkFactory,
     MessageFactory,
     fernet_key,  # noqa: F401
 )
@@ -183,7 +184,7 @@ def test_a_reply_carries_in_reply_to_references_and_a_re_subject(
         date=timezone.now() - datetime.timedelta(days=1),
     )
     for message in (earlier, question):
-        MessageClientLink.objects.create(message=message, client=client_)
+        MessageClientLinkFactory(message=message, client=client_)
     url = reverse("mailsync:reply", args=[client_.pk, question.pk])
 
     assert url in _email_tab(owner_client, client_)  # "Reply" on the thread
@@ -237,7 +238,7 @@ def test_535_5_7_139_shows_send_smtp_auth_disabled_on_the_client(
     connection = _mailbox(submission, firm=firm, owner=owner.user, address="ann@alder.test")
     # Mail with this client came through this mailbox, so its problems touch the client.
     synced = MessageFactory(firm=firm, participants=" bea@bakery.test ")
-    MessageClientLink.objects.create(message=synced, client=client_)
+    MessageClientLinkFactory(message=synced, client=client_)
     folder = MailboxFolderFactory(connection=connection)
     MessageSource.objects.create(message=synced, connection=connection, folder=folder, uid=1)
     submission.disable_smtp_auth(connection.username)

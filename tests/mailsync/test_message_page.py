@@ -13,7 +13,7 @@ from django.urls import reverse
 from mailsync.models import ImageSender, MessageClientLink
 from tests.factories import ClientFactory, FirmFactory
 from tests.hostile_html import PNG, mime_message
-from tests.mailsync.factories import MessageFactory
+from tests.mailsync.factories import MessageClientLinkFactory, MessageFactory
 
 LETTER = (
     "<p>Dear accountant,</p><table><tr><td style='padding:4px'>Balance</td><td>1 234,00</td>"
@@ -31,7 +31,7 @@ def _message(firm, client, raw: bytes, *, sender: str = "client@client.test", **
     message = MessageFactory(
         firm=firm, raw=raw, from_address=sender, text_body="Plain text version", **fields
     )
-    MessageClientLink.objects.create(message=message, client=client)
+    MessageClientLinkFactory(message=message, client=client)
     return message
 
 
@@ -126,7 +126,7 @@ def test_an_inline_image_url_works_for_no_other_message_or_client(owner_client, 
     srcdoc = _srcdoc(owner_client.get(_url(client_, message)).content.decode())
     token = re.search(r"/inline/([^/\"]+)/", srcdoc).group(1)
     other_client = ClientFactory(firm=firm)
-    MessageClientLink.objects.create(message=message, client=other_client)
+    MessageClientLinkFactory(message=message, client=other_client)
 
     def status(client_pk, message_pk, token_):
         url = reverse("mailsync:message_inline", args=[client_pk, message_pk, token_])

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from mailsync.models import MailboxConnection, Message, MessageAttachment, MessageClientLink
+from mailsync.models import MailboxConnection, Message, MessageAttachment
 from tests.factories import ClientFactory, DocumentFactory
 from tests.mailsync.factories import (
     MailboxConnectionFactory,
     MailboxFolderFactory,
+    MessageClientLinkFactory,
     MessageFactory,
     fernet_key,  # noqa: F401
 )
@@ -170,7 +171,7 @@ def _client_with_mail(firm, count: int):
         message = MessageFactory(
             firm=firm, subject=f"Question {n}", thread_key=f"t{n % 3}", key=f"{n:064d}"
         )
-        MessageClientLink.objects.create(message=message, client=client)
+        MessageClientLinkFactory(message=message, client=client)
         MessageAttachment.objects.create(
             message=message,
             client=client,

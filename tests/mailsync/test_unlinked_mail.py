@@ -25,6 +25,7 @@ from portal.models import ContactAddress, Document
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.mailsync.factories import (
     MailboxConnectionFactory,
+    MessageClientLinkFactory,
     MessageFactory,
     fernet_key,  # noqa: F401
 )
@@ -115,7 +116,7 @@ def test_the_firms_own_mailboxes_and_members_are_not_listed(owner_client, firm, 
 
 def test_mail_already_on_a_client_is_not_listed(owner_client, firm, mailbox):
     message = _mail(firm, "linked@birch.test")
-    MessageClientLink.objects.create(message=message, client=ClientFactory(firm=firm))
+    MessageClientLinkFactory(message=message, client=ClientFactory(firm=firm))
 
     page = _page(owner_client)
 
@@ -164,7 +165,7 @@ def test_postgresql_counts_addresses_as_the_portable_path_does(firm, mailbox):
     _mail(firm, "anna@birch.test", "bob@cedar.test", days_ago=1)
     _mail(firm, "bob@cedar.test", "carl@dune.test", "anna@birch.test", days_ago=7)
     _mail(firm, "undated@dune.test", date=None)
-    MessageClientLink.objects.create(
+    MessageClientLinkFactory(
         message=_mail(firm, "linked@birch.test"), client=ClientFactory(firm=firm)
     )
 

@@ -620,7 +620,9 @@ class Seeder:
                 participants = " " + " ".join(dict.fromkeys([sender, *recipients])) + " "
                 created = date + datetime.timedelta(minutes=rng.randint(1, 30))
                 for client_id in linked:
-                    links.append((self.ids(MessageClientLink), message_id, client_id, created))
+                    links.append(
+                        (self.ids(MessageClientLink), message_id, client_id, created, date)
+                    )
                 sources.append(
                     (
                         self.ids(MessageSource),
@@ -664,6 +666,7 @@ class Seeder:
                     False,
                     "",
                     created,
+                    bool(linked),
                 )
 
         columns = (
@@ -671,14 +674,17 @@ class Seeder:
             "subject", "from_name", "from_address", "to_addresses", "cc_addresses",
             "reply_to_addresses", "participants", "date", "in_reply_to", "references",
             "thread_key", "snippet", "text_body", "raw_sha256", "size", "parse_error",
-            "parse_error_detail", "created",
+            "parse_error_detail", "created", "linked",
         )  # fmt: skip
         # The raw mail goes to the blob store (written in parallel, 2,000 at a time) before
         # the rows that name it are committed.
         pending_blobs: list[bytes] = []
         copy_rows(Message, columns, rows())
         blobs_put_many(pending_blobs)
-        copy_rows(MessageClientLink, ("id", "message_id", "client_id", "created"), links)
+        # The stored link state the linking code keeps (mailsync.linking).
+        copy_rows(
+            MessageClientLink, ("id", "message_id", "client_id", "created", "message_date"), links
+        )
         copy_rows(
             MessageSource,
             ("id", "message_id", "connection_id", "folder_id", "uid", "uidl", "created"),
