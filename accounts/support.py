@@ -69,6 +69,7 @@ SUPPORT_ALLOWED_VIEWS = frozenset(
         "invoicing:invoice_send_test",
         "invoicing:payment_record",
         "invoicing:delivery_resend",
+        "invoicing:pay_link_revoke",
         "invoicing:client_invoices",
         "invoicing:suppressions",
         "invoicing:suppression_remove",

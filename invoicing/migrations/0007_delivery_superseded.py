@@ -21,6 +21,8 @@ NEWER = (
     "EXISTS (SELECT 1 FROM invoicing_delivery n WHERE n.client_id = d.client_id"
     " AND n.normalized = d.normalized AND NOT n.is_test AND n.created > d.created)"
 )
+# SQLite allows no table alias in a trigger's UPDATE: the same test on the table's own name.
+NEWER_UNALIASED = NEWER.replace("d.", "invoicing_delivery.")
 
 POSTGRESQL = [
     (
@@ -81,7 +83,8 @@ SQLITE = [
         f"""
         CREATE TRIGGER invoicing_delivery_superseded_on_arrival AFTER INSERT
         ON invoicing_delivery FOR EACH ROW BEGIN
-            UPDATE invoicing_delivery AS d SET superseded = 1 WHERE d.id = NEW.id AND {NEWER};
+            UPDATE invoicing_delivery SET superseded = 1
+            WHERE invoicing_delivery.id = NEW.id AND {NEWER_UNALIASED};
         END
         """,
         "DROP TRIGGER IF EXISTS invoicing_delivery_superseded_on_arrival",
@@ -90,9 +93,9 @@ SQLITE = [
         f"""
         CREATE TRIGGER invoicing_delivery_unsupersede AFTER DELETE ON invoicing_delivery
         FOR EACH ROW WHEN NOT OLD.is_test BEGIN
-            UPDATE invoicing_delivery AS d SET superseded = {NEWER}
-            WHERE d.firm_id = OLD.firm_id AND d.normalized = OLD.normalized
-              AND d.client_id = OLD.client_id AND d.created < OLD.created AND d.superseded;
+            UPDATE invoicing_delivery SET superseded = {NEWER_UNALIASED}
+            WHERE firm_id = OLD.firm_id AND normalized = OLD.normalized
+              AND client_id = OLD.client_id AND created < OLD.created AND superseded;
         END
         """,
         "DROP TRIGGER IF EXISTS invoicing_delivery_unsupersede",
@@ -125,8 +128,8 @@ def fill(apps, schema_editor):
             return
         for start in range(low, high + 1, BATCH):
             cursor.execute(
-                f"UPDATE {TABLE} AS d SET superseded = TRUE"  # noqa: S608
-                f" WHERE d.id BETWEEN %s AND %s AND {NEWER}",
+                f"UPDATE {TABLE} SET superseded = TRUE"  # noqa: S608
+                f" WHERE {TABLE}.id BETWEEN %s AND %s AND {NEWER_UNALIASED}",
                 [start, start + BATCH - 1],
             )
 

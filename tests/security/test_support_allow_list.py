@@ -59,6 +59,7 @@ EXPECTED_REACHABLE = {
             "invoice_send_test",
             "payment_record",
             "delivery_resend",
+            "pay_link_revoke",
             "client_invoices",
             "suppressions",
             "suppression_remove",
