@@ -79,6 +79,23 @@ wait
 """
 
 
+def _session_members(session: int) -> list[int]:
+    """Live processes of a session (from /proc), zombies left out."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the command's closing parenthesis: state, ppid, pgrp, session, ...
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 3 and fields[3] == str(session) and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
 def courier_root() -> Path:
     """Where ``scripts/courier_packages.sh`` unpacked Courier's packages."""
     return Path(os.environ.get("PORTAL_COURIER_ROOT", "/var/cache/portal-tests/courier"))
@@ -175,16 +192,18 @@ class CourierServer(ImapSetup):
     def stop(self, timeout: float = 10.0) -> None:
         if self._process is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._process.pid, signal.SIGTERM)
-        try:
+        # couriertcpd moves into a process group of its own, so a signal to the launcher's
+        # group misses it; everything it started stays in the launcher's session, though.
+        session = self._process.pid
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in _session_members(session):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + timeout / 2
+            while _session_members(session) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self._process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait(timeout=timeout)
-        # couriertcpd's children (one per session) are in the same process group.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._process.pid, signal.SIGKILL)
         self._process = None
 
     def __enter__(self) -> CourierServer:
