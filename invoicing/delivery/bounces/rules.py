@@ -17,7 +17,7 @@ uses, so a derived status always says it was derived.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import lru_cache
 
@@ -543,30 +543,11 @@ def classify_bounce(raw: bytes) -> BounceResult:
 
 
 def classify_report(report: ParsedReport) -> BounceResult:
-    if report.kind == "feedback":
+    # Complaints and auto-replies are not bounces, but say whose mail they are about.
+    not_a_bounce = {"feedback": Reason.COMPLAINT, "auto_reply": Reason.AUTO_REPLY}
+    if report.kind in not_a_bounce:
         first = report.recipients[0].recipient if report.recipients else None
-        return BounceResult(
-            is_bounce=False,
-            recipient=first,
-            action=None,
-            status=None,
-            reply_code=None,
-            hard=None,
-            reason=Reason.COMPLAINT.value,
-            diagnostic=None,
-        )
-    if report.kind == "auto_reply":
-        first = report.recipients[0].recipient if report.recipients else None
-        return BounceResult(
-            is_bounce=False,
-            recipient=first,
-            action=None,
-            status=None,
-            reply_code=None,
-            hard=None,
-            reason=Reason.AUTO_REPLY.value,
-            diagnostic=None,
-        )
+        return replace(NOT_A_BOUNCE, recipient=first, reason=not_a_bounce[report.kind].value)
     if report.kind not in ("dsn", "text") or not report.recipients:
         return NOT_A_BOUNCE
     results = tuple(_classify_recipient(facts, report) for facts in report.recipients)
