@@ -15,7 +15,11 @@ from mailsync.engine import mailbox_sync
 from mailsync.models import MailboxConnection
 from mailsync.tasks import remind_reauth
 from tests.factories import UserFactory
-from tests.mailsync.factories import MailboxConnectionFactory, fernet_key  # noqa: F401
+from tests.mailsync.factories import (  # noqa: F401
+    MailboxConnectionFactory,
+    connect_mailbox,
+    fernet_key,
+)
 
 postgresql_only = pytest.mark.skipif(
     db_connection.vendor != "postgresql", reason="row locking needs PostgreSQL"
@@ -28,18 +32,7 @@ def _site(settings):
 
 
 def _mailbox(firm, user, owner):
-    server = user.server
-    return services.connection_create(
-        firm=firm,
-        owner=owner,
-        kind="imap",
-        email_address=f"{user.name}@firm.test",
-        host=server.host,
-        port=server.imap_port,
-        security="none",
-        username=user.name,
-        password=user.password,
-    )
+    return connect_mailbox(firm, user, owner=owner)
 
 
 def _age_notice(connection, hours):

@@ -17,25 +17,14 @@ from mailsync.engine import mailbox_sync
 from mailsync.models import MailboxFolder, Message, MessageSource
 from tests.factories import UserFactory
 from tests.invoicing.factories import tasks_run_inline  # noqa: F401
-from tests.mailsync.factories import fernet_key  # noqa: F401
+from tests.mailsync.factories import connect_mailbox, fernet_key  # noqa: F401
 from troubleshooting.catalogue import guide_for
 
 TITLE = str(guide_for("sync.gap").title)
 
 
 def _mailbox(firm, user, owner):
-    server = user.server
-    return services.connection_create(
-        firm=firm,
-        owner=owner,
-        kind="imap",
-        email_address=f"{user.name}@firm.test",
-        host=server.host,
-        port=server.imap_port,
-        security="none",
-        username=user.name,
-        password=user.password,
-    )
+    return connect_mailbox(firm, user, owner=owner)
 
 
 def _append(mailbox_user, make_message, count: int) -> None:
