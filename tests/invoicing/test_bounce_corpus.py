@@ -43,27 +43,28 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bounces"
 
 # Agreement with the labels, in messages, that a change must not go below (set from what the
 # classifier reaches; raise them when it does better). Where we knowingly differ from the
-# labels: they follow Sisimai, which calls some "user unknown" answers "filtered" (soft) by
-# per-MTA rules, and names Final-Recipient where we name Original-Recipient (the address we
+# labels: they follow Sisimai, which calls "user unknown" answers "filtered" (soft) unless
+# the report shows they were refused at RCPT TO or carry x.1.1, where we call them soft only
+# on evidence (DATA, an empty address slot, a status of another class), and names Final-Recipient where we name Original-Recipient (the address we
 # sent to). The measurement runs on mail no rule was written for; see issue #12.
 FLOORS: dict[str, dict[str, int]] = {
     "bounces": {
         "is_bounce": 145,
-        "hard": 138,
+        "hard": 141,
         "recipient": 138,
-        "status": 140,
+        "status": 141,
         "reply_code": 136,
         "action": 134,
-        "reason": 129,
+        "reason": 132,
     },
     "bounces-more": {
         "is_bounce": 194,
-        "hard": 181,
+        "hard": 183,
         "recipient": 189,
-        "status": 175,
+        "status": 176,
         "reply_code": 176,
         "action": 177,
-        "reason": 172,
+        "reason": 174,
     },
 }
 CORPORA = {"bounces": BOUNCES, "bounces-more": BOUNCES_MORE}

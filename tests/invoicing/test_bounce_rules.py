@@ -186,6 +186,58 @@ def test_it_keeps_an_unknown_user_reported_after_data_soft() -> None:
     assert result.hard is False
 
 
+def test_it_keeps_an_unknown_user_reply_with_an_empty_address_slot_soft() -> None:
+    # "550 : User unknown" is how carriers' address filters answer after DATA.
+    result = classify_bounce(dsn("5.0.0", "550 : User unknown"))
+    assert result.hard is False
+
+
+def test_it_treats_an_unknown_user_reply_that_echoes_the_address_as_hard() -> None:
+    result = classify_bounce(dsn("5.0.0", "550 <client@example.com>: User unknown"))
+    assert result.hard is True
+    assert result.reason == Reason.USER_UNKNOWN
+
+
+def test_it_believes_a_mailbox_status_over_unknown_user_prose_without_rcpt() -> None:
+    # 5.2.1 says the mailbox refused this message, not that it does not exist.
+    result = classify_bounce(dsn("5.2.1", "550 5.2.1 Unknown user client@example.com"))
+    assert result.hard is False
+
+
+def test_it_does_not_read_the_5_5_0_relays_write_for_a_bare_550_as_evidence() -> None:
+    result = classify_bounce(dsn("5.5.0", "550 Requested action not taken: mailbox unavailable"))
+    assert result.hard is True
+    assert result.reason == Reason.USER_UNKNOWN
+
+
+def test_it_gives_each_recipient_of_a_prose_report_its_own_reason() -> None:
+    # Exim-style report listing recipients without blank lines between them.
+    body = (
+        "A message that you sent could not be delivered to one or more of\n"
+        "its recipients. This is a permanent error. The following address\n"
+        "failed:\n\n"
+        '"first@example.com":\n'
+        "SMTP error from remote server after RCPT command:\n"
+        "host: mx.example.com\n"
+        "5.1.1 <first@example.com>... User Unknown\n"
+        '"second@example.com":\n'
+        "SMTP error from remote server after RCPT command:\n"
+        "host: mx.example.com\n"
+        "5.2.2 <second@example.com>... Mailbox Full\n"
+    )
+    report = EmailMessage()
+    report["From"] = "Mail Delivery System <mailer-daemon@mail.example.net>"
+    report["To"] = "billing@firm.example"
+    report["Subject"] = "Mail delivery failed: returning message to sender"
+    report.set_content(body)
+    result = classify_bounce(report.as_bytes())
+    by_recipient = {r.recipient: r for r in result.recipients}
+    assert by_recipient["first@example.com"].reason == Reason.USER_UNKNOWN
+    assert by_recipient["first@example.com"].hard is True
+    assert by_recipient["second@example.com"].reason == Reason.MAILBOX_FULL
+    assert by_recipient["second@example.com"].hard is False
+
+
 def test_it_lists_every_reason_in_the_closed_public_list() -> None:
     assert set(REASONS) == {
         "user_unknown",

@@ -15,6 +15,7 @@ easier to keep when the whole parser is read together.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 from dataclasses import dataclass, field, replace
 from email.header import decode_header, make_header
@@ -605,9 +606,13 @@ def _cut_at_original(text: str) -> str:
     return text
 
 
-def _block_after(text: str, start: int) -> str:
-    """The text from ``start`` up to the next blank line (a recipient's explanation)."""
-    rest = text[start : start + 1500]
+def _block_after(text: str, start: int, stop: int | None = None) -> str:
+    """The text from ``start`` up to the next blank line (a recipient's explanation).
+
+    ``stop`` is where the next recipient's entry begins: reports that list recipients
+    without blank lines between them must not lend one recipient's reason to another.
+    """
+    rest = text[start : min(start + 1500, stop if stop is not None else len(text))]
     lines = rest.split("\n")[:15]
     out: list[str] = []
     for i, line in enumerate(lines):
@@ -648,10 +653,14 @@ def _text_recipients(text: str, excluded: set[str]) -> list[tuple[str, str]]:
         add(match.group(1), _block_after(text, match.end()))
         if found:
             break
-    for match in ADDRESS_LINE_RE.finditer(text):
+    lines = list(itertools.islice(ADDRESS_LINE_RE.finditer(text), MAX_RECIPIENTS * 4))
+    for i, match in enumerate(lines):
         if len(found) >= MAX_RECIPIENTS:
             break
-        add(match.group(1), match.group(2) + "\n" + _block_after(text, match.end()))
+        # The entry ends where a line names another address, blank line or not.
+        address = match.group(1).lower()
+        stop = next((m.start() for m in lines[i + 1 :] if m.group(1).lower() != address), None)
+        add(match.group(1), match.group(2) + "\n" + _block_after(text, match.end(), stop))
     if not found:
         # "User's mailbox is full: <addr>" - a cause, a colon, then the address.
         for match in COLON_ADDRESS_RE.finditer(text):
@@ -969,7 +978,7 @@ def _header_digest(msg: Message) -> str:
 
 def _family_recipients(family: MtaFamily, text: str, excluded: set[str]) -> list[tuple[str, str]]:
     """(recipient, explanation) pairs by ``family``'s own patterns, in document order."""
-    found: list[tuple[int, str, str]] = []
+    found: list[tuple[int, int, str]] = []
     seen: set[str] = set()
     for pattern in family.recipients:
         for match in pattern.finditer(text):
@@ -977,14 +986,21 @@ def _family_recipients(family: MtaFamily, text: str, excluded: set[str]) -> list
             if address in seen or address in excluded:
                 continue
             seen.add(address)
-            found.append((match.start(), address, _block_after(text, match.end())))
+            found.append((match.start(), match.end(), address))
             if len(found) >= MAX_RECIPIENTS:
                 break
         if found:
             # The first pattern that finds anything is the family's own layout.
             break
-    found.sort(key=lambda item: item[0])
-    return [(address, block) for _, address, block in found]
+    found.sort()
+    stops: list[int | None] = [start for start, _, _ in found[1:]]
+    stops.append(None)
+    if not found:
+        return []
+    return [
+        (address, _block_after(text, end, stop))
+        for (_, end, address), stop in zip(found, stops, strict=True)
+    ]
 
 
 VERP_LOCAL_RE = re.compile(

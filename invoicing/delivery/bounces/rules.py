@@ -307,9 +307,10 @@ def _match_specific(text: str | None, status: str | None, command: str | None) -
             return "rejected"
         if (
             detail == "userunknown"
-            and command == "DATA"
+            and command != "RCPT"
             and STATUS_TO_DETAIL.get(status or "") != "userunknown"
             and not DIRECTORY_REJECT_RE.search(text)
+            and (command == "DATA" or _not_about_the_address(status, text))
         ):
             # "Unknown user" after the recipient was accepted is how several carriers'
             # content filters answer; it does not prove the mailbox is gone. Refused at
@@ -317,6 +318,23 @@ def _match_specific(text: str | None, status: str | None, command: str | None) -
             return "filtered"
         return detail
     return None
+
+
+# "550 : User unknown": the reply has an empty slot where servers refusing RCPT TO put the
+# address they refuse. Carriers whose address filters answer after DATA reply this way.
+EMPTY_ADDRESS_REPLY_RE = re.compile(r"[^\w.][45]\d\d:? +(?:<> *)?: *(?:user|recipient) unknown")
+
+
+def _not_about_the_address(status: str | None, text: str) -> bool:
+    """Signs that an "unknown user" answer was not the verdict of a directory lookup."""
+    if EMPTY_ADDRESS_REPLY_RE.search(text):
+        return True
+    # An explicit status of another class (mailbox 2, system 3, content 6, policy 7) is the
+    # server saying what kind of failure this was, whatever its prose says. Not so undefined
+    # (x.0.x), address (x.1.x), network (x.4.x: 5.4.1 is a directory edge block) and protocol
+    # (x.5.x: relays write 5.5.0 for any bare 550 reply).
+    subject = (status or "").split(".")[1:2]
+    return subject in (["2"], ["3"], ["6"], ["7"]) and not is_derived_status(status)
 
 
 def _address_failure_confirmed(status: str | None, command: str | None) -> bool:
