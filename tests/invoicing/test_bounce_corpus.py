@@ -46,7 +46,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "bounces"
 # labels: they follow Sisimai, which calls "user unknown" answers "filtered" (soft) unless
 # the report shows they were refused at RCPT TO or carry x.1.1, where we call them soft only
 # on evidence (DATA, an empty address slot, a status of another class);
-# and they name Final-Recipient where we name Original-Recipient (the address we sent to). The measurement runs on mail no rule was written for; see issue #12.
+# and they name Final-Recipient where we name Original-Recipient (the address we sent to).
+# The measurement runs on mail no rule was written for; see issue #12.
 FLOORS: dict[str, dict[str, int]] = {
     "bounces": {
         "is_bounce": 145,
