@@ -61,7 +61,7 @@ FLOORS: dict[str, dict[str, int]] = {
     "bounces-more": {
         "is_bounce": 194,
         "hard": 183,
-        "recipient": 189,
+        "recipient": 190,
         "status": 176,
         "reply_code": 176,
         "action": 177,

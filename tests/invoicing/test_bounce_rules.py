@@ -238,6 +238,23 @@ def test_it_gives_each_recipient_of_a_prose_report_its_own_reason() -> None:
     assert by_recipient["second@example.com"].hard is False
 
 
+def test_it_names_a_quoted_local_part_the_same_however_the_report_spells_it() -> None:
+    quoted = classify_bounce(
+        dsn("5.1.1", "550 5.1.1 User unknown", recipient='"Jo..Smith"@Example.com')
+    )
+    bare = classify_bounce(
+        dsn("5.1.1", "550 5.1.1 User unknown", recipient="jo..smith@example.com")
+    )
+    assert quoted.recipient == bare.recipient == '"jo..smith"@example.com'
+
+
+def test_it_drops_quotes_that_protect_nothing() -> None:
+    result = classify_bounce(
+        dsn("5.1.1", "550 5.1.1 User unknown", recipient='"jo.smith"@example.com')
+    )
+    assert result.recipient == "jo.smith@example.com"
+
+
 def test_it_lists_every_reason_in_the_closed_public_list() -> None:
     assert set(REASONS) == {
         "user_unknown",

@@ -191,6 +191,9 @@ def fold(text: str | None) -> str | None:
 
 
 BRACKETED_ADDRESS_RE = re.compile(r"<\s*([^<>\s]+@[^<>\s]+?)\s*>")
+# RFC 5321 quoted local part: "john..doe"@example.com is one address, not john..doe@.
+QUOTED_ADDRESS_RE = re.compile(r'"((?:[^"\\\r\n]|\\.){1,64})"@([A-Za-z0-9.-]+[A-Za-z0-9])')
+DOT_ATOM_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 
 
 def extract_address(value: str | None) -> str | None:
@@ -204,15 +207,24 @@ def extract_address(value: str | None) -> str | None:
         head, _, tail = value.partition(";")
         if "@" not in head or "@" in tail:
             value = tail
+    if '"@' in value:
+        quoted = QUOTED_ADDRESS_RE.search(value)
+        if quoted:
+            local, domain = quoted.group(1).lower(), quoted.group(2).lower()
+            # Quotes that protect nothing are dropped, so both spellings are one address.
+            return f"{local}@{domain}" if DOT_ATOM_RE.match(local) else f'"{local}"@{domain}'
     bracketed = BRACKETED_ADDRESS_RE.search(value) if "<" in value else None
     match = ADDRESS_RE.search(bracketed.group(1) if bracketed else value)
     if not match:
         return None
-    address = match.group(0).strip(".'\"").lower()
+    address = match.group(0).strip("'\"").lower()
     local, _, domain = address.rpartition("@")
+    local, domain = local.lstrip("."), domain.rstrip(".")
     if not local or not domain:
         return None
-    return address
+    # The canonical spelling (RFC 5321 4.1.2): a local part that is not a dot-atom
+    # ("neko..nyaan") is quoted, so both ways a report writes it name one address.
+    return f"{local}@{domain}" if DOT_ATOM_RE.match(local) else f'"{local}"@{domain}'
 
 
 def find_status(text: str | None, klass: str | None = None) -> str | None:
