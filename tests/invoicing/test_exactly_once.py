@@ -334,7 +334,7 @@ def test_a_sender_that_lost_its_lease_sends_nothing_more_and_records_nothing_ove
     assert _recipients(smtp) == ["r0@client.test"]
 
     # The slow sender wakes up: at its next renewal it finds its lease gone.
-    slow.renewed = 0.0
+    slow.renewed = float("-inf")  # not 0.0: monotonic time starts near 0 on a fresh boot
     connection = sender.get_connection()
     connection.open()
     outcomes: dict[int, sender._Outcome] = {}
