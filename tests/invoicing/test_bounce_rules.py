@@ -255,6 +255,61 @@ def test_it_drops_quotes_that_protect_nothing() -> None:
     assert result.recipient == "jo.smith@example.com"
 
 
+def _prose(subject: str, body: str, sender: str = "MAILER-DAEMON@mx.example.net") -> bytes:
+    report = EmailMessage()
+    report["From"] = sender
+    report["To"] = "billing@firm.example"
+    report["Subject"] = subject
+    report.set_content(body)
+    return report.as_bytes()
+
+
+def test_it_recognises_a_prose_bounce_by_the_smtp_reply_it_quotes() -> None:
+    raw = _prose(
+        "Undelivered Mail Returned to Sender",
+        "<client@example.com>: host mx.example.com[192.0.2.1] said: 550 5.2.1 The\n"
+        "    account is disabled. (in reply to RCPT TO command)\n",
+    )
+    result = classify_bounce(raw)
+    assert result.is_bounce is True
+    assert result.recipient == "client@example.com"
+    assert result.status == "5.2.1"
+
+
+def test_it_reads_a_japanese_report_that_the_address_does_not_exist_as_hard() -> None:
+    raw = _prose(
+        "\u914d\u4fe1\u4e0d\u80fd\u306e\u304a\u77e5\u3089\u305b",
+        "\u4ee5\u4e0b\u306e\u30a2\u30c9\u30ec\u30b9\u3078\u306e\u30e1\u30fc\u30eb\u306f"
+        "\u914d\u4fe1\u3067\u304d\u307e\u305b\u3093\u3067\u3057\u305f\u3002\n\n"
+        "\u5b9b\u5148: client@example.jp\n"
+        "\u7406\u7531: \u30e1\u30fc\u30eb\u30a2\u30c9\u30ec\u30b9\u306f"
+        "\u5b58\u5728\u3057\u307e\u305b\u3093\u3002\n",
+    )
+    result = classify_bounce(raw)
+    assert result.is_bounce is True
+    assert result.recipient == "client@example.jp"
+    assert result.reason == Reason.USER_UNKNOWN
+    assert result.hard is True
+
+
+def test_it_reads_a_domino_directory_miss_as_user_unknown_not_a_blocklist() -> None:
+    raw = _prose(
+        "DELIVERY FAILURE: User client (client@example.com) not listed in Domino Directory",
+        "Your message\n\n  Subject: Invoice\n\nwas not delivered to:\n\n  client@example.com\n\n"
+        "because:\n\n  User client (client@example.com) not listed in Domino Directory\n",
+        sender="Postmaster@example.com",
+    )
+    result = classify_bounce(raw)
+    assert result.reason == Reason.USER_UNKNOWN
+    assert result.hard is True
+
+
+def test_it_reads_an_unknown_user_in_german_as_hard() -> None:
+    result = classify_bounce(dsn("5.0.0", "550 Empfaenger unbekannt"))
+    assert result.reason == Reason.USER_UNKNOWN
+    assert result.hard is True
+
+
 def test_it_lists_every_reason_in_the_closed_public_list() -> None:
     assert set(REASONS) == {
         "user_unknown",

@@ -130,7 +130,10 @@ BOUNCE_PHRASE_RE = re.compile(
     r"could not send message for|delivery (?:attempts|problem|report|error)|"
     r"\u9001\u4fe1\u3067\u304d\u307e\u305b\u3093|"  # Japanese: "could not be sent"
     "\u914d\u9001\u3067\u304d\u307e\u305b\u3093|"  # "could not be delivered"
-    "\u5b9b\u5148\u4e0d\u660e",  # "addressee unknown"
+    "\u5b9b\u5148\u4e0d\u660e|"  # "addressee unknown"
+    "\u914d\u4fe1\u3067\u304d\u307e\u305b\u3093|"  # "could not be delivered" (to a mailbox)
+    # A quoted SMTP failure reply: "host ... said: 550 5.2.1 ...", "550-5.1.1 ...".
+    r"said: ?[45]\d\d|(?<![\d.])[45]\d\d[ -][45]\.\d{1,3}\.\d{1,3}(?![\d.])",
 )
 
 

@@ -261,7 +261,7 @@ TEXT_RULES: tuple[tuple[str, Phrases | re.Pattern[str]], ...] = (
             r"[^a-z0-9_]dnsbl\b",
             r"spamhaus",
             r"spamcop",
-            r"listed (?:at|in|on|by)",
+            r"(?<!not )listed (?:at|in|on|by)",  # a blocklist; "not listed in" is a directory
             r"client host (?:\[[^\]]*\] )?(?:blocked|rejected)",
             r"(?:ip|host) (?:address )?(?:\w+ )?(?:is )?(?:blocked|blacklisted)",
             r"adresse ip source bloquee",
@@ -419,6 +419,25 @@ TEXT_RULES: tuple[tuple[str, Phrases | re.Pattern[str]], ...] = (
             r"mailbox not found",
             r"user (?:account )?(?:is )?(?:expired|unavailable)",
             r"no (?:such )?recipient here",
+            # Lotus Notes/Domino looks the address up in its directory (the NAB).
+            r"not listed in (?:the )?(?:domino )?directory",
+            r"not listed in (?:the )?public name (?:&|and) address book",
+            # The same verdict in the languages servers most often answer in.
+            r"(?:empf(?:\u00e4|ae)nger|benutzer|adresse|postfach) (?:ist )?unbekannt",
+            r"unbekannte[rs]? (?:empf(?:\u00e4|ae)nger|benutzer|adresse)",
+            r"destinataire inconnu",
+            r"(?:adresse|utilisateur|bo\u00eete(?: aux lettres)?) (?:de destination )?"
+            r"(?:inconnue?|inexistante?)",
+            r"usuario (?:desconocido|inexistente|no existe)",
+            r"(?:usu\u00e1rio|destinat\u00e1rio) (?:desconhecido|inexistente)",
+            r"utente (?:sconosciuto|inesistente)",
+            r"nessun utente",
+            r"(?:adres|gebruiker|ontvanger) (?:is )?onbekend",
+            r"(?:u\u017cytkownik|adresat) nie istnieje",
+            r"nieznany (?:u\u017cytkownik|adresat)",
+            # Japanese: "(the address) does not exist", "addressee unknown".
+            "\u5b58\u5728\u3057\u307e\u305b\u3093",
+            "\u5b9b\u5148\u4e0d\u660e",
         ),
     ),
     (
