@@ -56,16 +56,16 @@ FLOORS: dict[str, dict[str, int]] = {
         "status": 141,
         "reply_code": 136,
         "action": 134,
-        "reason": 132,
+        "reason": 136,
     },
     "bounces-more": {
         "is_bounce": 194,
-        "hard": 183,
+        "hard": 185,
         "recipient": 190,
         "status": 176,
         "reply_code": 176,
         "action": 177,
-        "reason": 174,
+        "reason": 178,
     },
 }
 CORPORA = {"bounces": BOUNCES, "bounces-more": BOUNCES_MORE}

@@ -30,6 +30,7 @@ from .dsn import (
     fold,
     parse_report,
 )
+from .server_codes import remote_host_from_text, server_detail
 from .vocabulary import DIRECTORY_REJECT_RE, GENERIC_TEXT_RULES, TEXT_RULES, Prefiltered
 
 __all__ = [
@@ -265,8 +266,26 @@ def classify_failure(
     diagnostic: str | None,
     command: str | None = None,
     context: str | None = None,
+    remote_host: str | None = None,
+    recipient_domain: str | None = None,
 ) -> str:
-    """The fine-grained cause of one failed delivery (``"undefined"`` when unrecognised)."""
+    """The fine-grained cause of one failed delivery (``"undefined"`` when unrecognised).
+
+    ``remote_host`` (the server that answered) and ``recipient_domain`` let a large
+    provider's own codes and wording decide first (see ``server_codes``).
+    """
+    # A provider's own code first, then the generic reading.
+    detail = server_detail(diagnostic, remote_host, recipient_domain, status, command)
+    return detail or _generic_failure(status, reply_code, diagnostic, command, context)
+
+
+def _generic_failure(
+    status: str | None,
+    reply_code: str | None,
+    diagnostic: str | None,
+    command: str | None,
+    context: str | None,
+) -> str:
     texts = [t for t in (diagnostic, context) if t]
     # The server's own words first, then its status code, then the reporting MTA's prose.
     detail = _match_specific(diagnostic, status, command)
@@ -465,11 +484,15 @@ def _classify_recipient(facts: DeliveryFacts, report: ParsedReport) -> Recipient
         action = "delayed" if temporary and report.kind == "text" else "failed"
     context = _short(report.text)
     command = smtp_command(diagnostic, report.text[:4000])
-    detail = classify_failure(status, reply_code, diagnostic, command, context)
+    remote_host = facts.remote_mta or remote_host_from_text(report.text[:4000])
+    domain = (facts.recipient or "").rpartition("@")[2] or None
+    provider = server_detail(diagnostic, remote_host, domain, status, command)
+    detail = provider or _generic_failure(status, reply_code, diagnostic, command, context)
     if action == "delayed" and detail in ("undefined", "networkerror", "systemerror"):
         detail = "expired"
     elif (
-        action == "failed"
+        not provider
+        and action == "failed"
         and detail in ("undefined", "networkerror", "systemerror", "toomanyconn")
         and ((status or "").startswith("4") or (status is None and (reply_code or "")[:1] == "4"))
     ):
