@@ -217,7 +217,11 @@ def _decide(verdict: BounceResult, facts: RecipientResult) -> tuple[str, str, st
     if facts.reason == "delivered":
         return S.DELIVERED, "delivered", None
     outcome = failure_outcome(
-        facts.reply_code, _real_status(facts.status), facts.diagnostic, hard=bool(facts.hard)
+        facts.reply_code,
+        _real_status(facts.status),
+        facts.diagnostic,
+        hard=bool(facts.hard),
+        recipient=facts.recipient,
     )
     if facts.action == "delayed" and outcome.kind != S.BOUNCED:
         # The sending server is still trying: a delay, not a bounce (yet).

@@ -59,12 +59,20 @@ class Outcome:
     problem_code: str  # "" when nothing is wrong
 
 
+def recipient_domain(address: str | None) -> str | None:
+    """The domain of ``address``, lower-cased; None for no address."""
+    if not address or "@" not in address:
+        return None
+    return address.rpartition("@")[2].lower() or None
+
+
 def classify_reply(
     reply_code: str | None,
     status_code: str | None,
     diagnostic: str | None,
     *,
     command: str | None = None,
+    recipient: str | None = None,
 ) -> Outcome:
     """Decide hard/soft/policy for an SMTP reply or a bounce's status and text.
 
@@ -73,7 +81,14 @@ def classify_reply(
     policy". Anything not recognised is soft, because calling an address dead on a guess
     would block a client who is reachable.
     """
-    reason = classify_failure(status_code or None, reply_code or None, diagnostic or None, command)
+    reason = classify_failure(
+        status_code or None,
+        reply_code or None,
+        diagnostic or None,
+        command,
+        # The recipient's provider reads its own error codes (see bounces.server_codes).
+        recipient_domain=recipient_domain(recipient),
+    )
     permanent = (status_code or "").startswith("5") or (
         not status_code and (reply_code or "").startswith("5")
     )

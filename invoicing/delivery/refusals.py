@@ -40,7 +40,9 @@ def smtp_refusal_record(
     diagnostic = as_text(text)
     found = _ENHANCED_STATUS.match(diagnostic)
     status = found.group(1) if found else ""
-    outcome = classify_reply(str(code), status, diagnostic, command=command)
+    outcome = classify_reply(
+        str(code), status, diagnostic, command=command, recipient=delivery.address
+    )
     delivery_event_record(
         delivery=delivery,
         locked=locked,

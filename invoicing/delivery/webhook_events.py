@@ -44,6 +44,7 @@ from invoicing.delivery.events import (
     Outcome,
     classify_reply,
     delivery_event_record,
+    recipient_domain,
 )
 from invoicing.delivery.models import Delivery, DeliveryEvent, WebhookEvent
 from invoicing.emails import DELIVERY_METADATA_KEY
@@ -89,6 +90,7 @@ def failure_outcome(
     diagnostic: str | None,
     *,
     hard: bool | None = None,
+    recipient: str | None = None,
 ) -> Outcome:
     """Our verdict on one failed delivery attempt.
 
@@ -98,9 +100,17 @@ def failure_outcome(
     that already ran them (the DSN reader) pass their verdict.
     """
     command = smtp_command(diagnostic) if diagnostic else None
-    outcome = classify_reply(reply_code, status_code, diagnostic, command=command)
+    outcome = classify_reply(
+        reply_code, status_code, diagnostic, command=command, recipient=recipient
+    )
     if hard is None:
-        detail = classify_failure(status_code, reply_code, diagnostic, command)
+        detail = classify_failure(
+            status_code,
+            reply_code,
+            diagnostic,
+            command,
+            recipient_domain=recipient_domain(recipient),
+        )
         hard = bool(status_code or reply_code) and is_hard(detail, status_code, reply_code)
     if outcome.kind == S.BOUNCED and not hard:
         if outcome.reason in POLICY_DETAILS:
@@ -272,7 +282,9 @@ def _event_fields(stored: WebhookEvent, payload: Mapping[str, Any]) -> dict[str,
         reason = (payload.get("reject_reason") or "")[:40]
         diagnostic = payload.get("description") or ""
     else:
-        outcome = failure_outcome(reply_code, status_code, diagnostic)
+        outcome = failure_outcome(
+            reply_code, status_code, diagnostic, recipient=payload.get("recipient") or None
+        )
         kind, reason, problem_code = outcome.kind, outcome.reason, outcome.problem_code
         if event_type == "deferred" and kind == S.SOFT_BOUNCED:
             # Still being retried by the ESP: a delay, not a bounce (yet).

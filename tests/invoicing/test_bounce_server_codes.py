@@ -5,6 +5,7 @@ from __future__ import annotations
 from invoicing.delivery.bounces import Reason, classify_bounce
 from invoicing.delivery.bounces.rules import classify_failure
 from invoicing.delivery.bounces.server_codes import remote_host_from_text, server_detail
+from invoicing.delivery.events import classify_reply
 
 from .test_bounce_rules import dsn
 
@@ -160,3 +161,13 @@ def test_the_remote_host_is_read_from_a_sendmail_transcript() -> None:
 
 def test_text_without_a_provider_code_is_left_to_the_generic_rules() -> None:
     assert server_detail("550 5.1.1 <client@example.com>: User unknown", "mx.example.com") is None
+
+
+def test_an_smtp_refusal_is_read_with_the_recipients_provider_codes() -> None:
+    # The sending path and ESP webhooks know the recipient, not the remote host.
+    at_qq = classify_reply("550", "", "550 Ip frequency limited", recipient="client@qq.com")
+    elsewhere = classify_reply(
+        "550", "", "550 Ip frequency limited", recipient="client@example.com"
+    )
+    assert at_qq.reason == "toomanyconn"
+    assert elsewhere.reason != "toomanyconn"
