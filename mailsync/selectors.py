@@ -16,7 +16,6 @@ from django.db.models import (
     Prefetch,
     Q,
     QuerySet,
-    Subquery,
 )
 from django.db.models.functions import Lower
 
@@ -161,19 +160,46 @@ class Thread:
         return self.messages[-1]
 
 
-def client_threads(*, client: Client, limit: int = 200) -> list[Thread]:
-    """The client's latest messages grouped into threads (References / In-Reply-To), newest
-    thread first. Two queries: messages, and their attachments for this client."""
-    # The newest ids first, from one range of the links' index (each link carries its
-    # message's date: messageclientlink_newest_idx), then only those rows: a client with
-    # tens of thousands of messages does not have every one of them read.
-    newest = (
+EMAIL_TAB_PAGE_SIZE = 50
+
+
+@dataclass
+class ThreadPage:
+    """One page of a client's Email tab: its threads, and whether older mail follows."""
+
+    threads: list[Thread]
+    number: int
+    has_older: bool
+
+
+def client_threads_page(*, client: Client, number: int = 1) -> ThreadPage:
+    """Page ``number`` of the client's mail, newest first, EMAIL_TAB_PAGE_SIZE messages a
+    page (a thread that spans two pages shows its part on each). Three queries: the page's
+    message ids, the messages, and their attachments for this client."""
+    size = EMAIL_TAB_PAGE_SIZE
+    number = min(max(1, number), 1_000_000)  # an offset the database can hold
+    # The ids from one range of the links' index (each link carries its message's date:
+    # messageclientlink_newest_idx): a client with tens of thousands of messages does not
+    # have every one of them read. One more than a page tells whether older mail follows.
+    ids = list(
         MessageClientLink.objects.filter(client=client)
         .order_by("-message_date", "-message_id")
-        .values("message_id")[:limit]
+        .values_list("message_id", flat=True)[(number - 1) * size : number * size + 1]
     )
+    return ThreadPage(
+        threads=client_threads(client=client, message_ids=ids[:size]),
+        number=number,
+        has_older=len(ids) > size,
+    )
+
+
+def client_threads(*, client: Client, message_ids: list[int]) -> list[Thread]:
+    """The given messages of the client grouped into threads (References / In-Reply-To),
+    newest thread first. Two queries: messages, and their attachments for this client."""
+    if not message_ids:
+        return []
     messages = list(
-        Message.objects.filter(pk__in=Subquery(newest))
+        Message.objects.filter(pk__in=message_ids)
         .defer("participants")
         .prefetch_related(
             Prefetch(

@@ -322,10 +322,19 @@ def status(request: HttpRequest, connection_pk: int) -> HttpResponse:
 @member_required
 def client_email(request: HttpRequest, client_pk: int) -> HttpResponse:
     client = get_client_for_member(request, client_pk)
+    try:
+        number = int(request.GET.get("page", "1"))
+    except ValueError:
+        number = 1
+    page = selectors.client_threads_page(client=client, number=number)
+    if not page.threads and page.number > 1:
+        # Past the oldest mail (a stale link, or mail unlinked since): the newest page.
+        return redirect("mailsync:client_email", client.pk)
     context = {
         "client": client,
         "tab": "email",
-        "threads": selectors.client_threads(client=client),
+        "page": page,
+        "threads": page.threads,
         "failing": selectors.connections_failing_for_client(client=client),
     }
     return render(request, "mailsync/client_email.html", context)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 from django.urls import reverse
 
 from mailsync.models import MailboxConnection, Message, MessageAttachment
+from mailsync.selectors import EMAIL_TAB_PAGE_SIZE
 from tests.factories import ClientFactory, DocumentFactory
 from tests.mailsync.factories import (
     MailboxConnectionFactory,
@@ -16,7 +19,7 @@ from tests.mailsync.factories import (
 )
 
 CONNECT = reverse("mailsync:credentials")
-QUERIES = 7  # see test_the_email_tab_query_count_does_not_grow_with_messages
+QUERIES = 8  # see test_the_email_tab_query_count_does_not_grow_with_messages
 
 
 def _form(mailbox_user, **extra) -> dict:
@@ -209,10 +212,51 @@ def test_the_email_tab_query_count_does_not_grow_with_messages(
     url = reverse("mailsync:client_email", args=[client.pk])
     owner_client.get(url)  # warm the session
 
-    # session, user, membership (with firm), client, messages, their
+    # session, user, membership (with firm), client, the page's message ids, messages, their
     # attachments (prefetch), failing mailboxes linked to the client: 3 or 30 messages alike.
     with django_assert_num_queries(QUERIES):
         assert owner_client.get(url).status_code == 200
+
+
+def _client_with_dated_mail(firm, count: int):
+    client = ClientFactory(firm=firm)
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    for n in range(count):
+        message = MessageFactory(
+            firm=firm, subject=f"Letter {n:03d}", date=start + datetime.timedelta(hours=n)
+        )
+        MessageClientLinkFactory(message=message, client=client)
+    return client
+
+
+def test_the_email_tab_shows_the_newest_page_and_links_to_older_email(owner_client, firm):
+    client = _client_with_dated_mail(firm, EMAIL_TAB_PAGE_SIZE + 2)
+
+    page = owner_client.get(reverse("mailsync:client_email", args=[client.pk])).content.decode()
+
+    assert f"Letter {EMAIL_TAB_PAGE_SIZE + 1:03d}" in page and "Letter 002" in page
+    assert "Letter 001" not in page and "Letter 000" not in page
+    assert "?page=2" in page and "Older email" in page
+    assert "Newer email" not in page
+
+
+def test_the_older_page_shows_the_rest_and_links_back_to_newer_email(owner_client, firm):
+    client = _client_with_dated_mail(firm, EMAIL_TAB_PAGE_SIZE + 2)
+    url = reverse("mailsync:client_email", args=[client.pk])
+
+    page = owner_client.get(f"{url}?page=2").content.decode()
+
+    assert "Letter 001" in page and "Letter 000" in page and "Letter 002" not in page
+    assert "Newer email" in page and "Older email" not in page
+
+
+def test_a_page_past_the_oldest_email_goes_back_to_the_newest(owner_client, firm):
+    client = _client_with_dated_mail(firm, 3)
+    url = reverse("mailsync:client_email", args=[client.pk])
+
+    assert owner_client.get(f"{url}?page=9").url == url
+    assert owner_client.get(f"{url}?page=x").status_code == 200
+    assert owner_client.get(f"{url}?page={10**30}").url == url
 
 
 def test_a_failing_mailbox_linked_to_the_client_names_the_member(owner_client, firm, staff):
