@@ -268,3 +268,24 @@ def test_a_failing_mailbox_linked_to_the_client_names_the_member(owner_client, f
     page = owner_client.get(reverse("mailsync:client_email", args=[client.pk])).content.decode()
 
     assert str(staff.user) in page and "Re-authenticate" in page
+
+
+def test_a_failing_mailbox_without_this_clients_mail_says_nothing_here(
+    owner_client, firm, staff, owner
+):
+    client = _client_with_dated_mail(firm, 1)
+    other_client = _client_with_dated_mail(firm, 1)
+    linked = MailboxConnectionFactory(
+        firm=firm, owner=staff.user, health="needs_reauth", email_address="staff@firm.test"
+    )
+    unrelated = MailboxConnectionFactory(
+        firm=firm, owner=owner.user, health="needs_settings", email_address="boss@firm.test"
+    )
+    for connection, message_client in ((linked, client), (unrelated, other_client)):
+        folder = MailboxFolderFactory(connection=connection)
+        message = Message.objects.get(client_links__client=message_client)
+        connection.sources.create(message=message, folder=folder, uid=1)
+
+    page = owner_client.get(reverse("mailsync:client_email", args=[client.pk])).content.decode()
+
+    assert "staff@firm.test" in page and "boss@firm.test" not in page
