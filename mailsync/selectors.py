@@ -55,32 +55,38 @@ def connections_shared(*, firm: Firm) -> list[MailboxConnection]:
 
 def connections_failing_for_client(*, client: Client) -> list[MailboxConnection]:
     """Active mailboxes that are failing and whose mail links to this client: one query
-    when none is failing (the usual case), two otherwise, however much mail there is.
-
-    The failing mailboxes come first (few); then each is asked, with its id written into
-    the query, whether any of its mail is this client's, stopping at the first. Asked as one
-    correlated EXISTS, PostgreSQL hashed every message of each mailbox (0.1-0.4 s for a
-    client with 11,000 messages); with the id known it walks two indexes and stops."""
+    when none is failing (the usual case), two otherwise, however much mail there is."""
     failing = list(
         MailboxConnection.objects.filter(firm_id=client.firm_id, intent=Intent.ACTIVE)
         .exclude(health=MailboxConnection.Health.OK)
         .select_related("owner")
         .defer("secret")
     )
-    if not failing:
+    return connections_holding_client_mail(failing, client=client)
+
+
+def connections_holding_client_mail(
+    connections: list[MailboxConnection], *, client: Client
+) -> list[MailboxConnection]:
+    """Those of ``connections`` (a few) that synced any of this client's mail; one query.
+
+    Each mailbox is asked with its id written into the query, stopping at the first match.
+    Asked as one correlated EXISTS, PostgreSQL hashed every message of each mailbox (0.1-0.4
+    s for a client with 11,000 messages); with the id known it walks two indexes and stops."""
+    if not connections:
         return []
     client_messages = MessageClientLink.objects.filter(client=client).values("message_id")
     probes = [
         MessageSource.objects.filter(connection_id=connection.pk, message_id__in=client_messages)
         .order_by()
         .values_list("connection_id", flat=True)[:1]
-        for connection in failing
+        for connection in connections
     ]
     if db_connection.features.supports_slicing_ordering_in_compound:
         found = set(probes[0].union(*probes[1:], all=True))
-    else:  # SQLite: one small query per failing mailbox
+    else:  # SQLite: one small query per mailbox
         found = {pk for probe in probes for pk in probe}
-    return [connection for connection in failing if connection.pk in found]
+    return [connection for connection in connections if connection.pk in found]
 
 
 # Folders that never hold client mail the member would want synced (deleted, spam, drafts,

@@ -35,8 +35,12 @@ from django.utils import timezone
 
 from invoicing.delivery.models import Delivery, DeliveryEvent
 from invoicing.models import Invoice, InvoiceLine
-from mailsync.models import MailboxConnection, MessageSource
-from mailsync.selectors import folders_to_report, unlinked_summary
+from mailsync.models import MailboxConnection
+from mailsync.selectors import (
+    connections_holding_client_mail,
+    folders_to_report,
+    unlinked_summary,
+)
 from portal.addresses import AddressError, check_characters, validate_address
 from portal.models import Client, ContactAddress, Firm
 from troubleshooting.catalogue import Guide, Kind, guide_for
@@ -493,12 +497,8 @@ def problems_for_client(client: Client) -> list[Problem]:
     deliveries = _current_deliveries(Delivery.objects.filter(client=client))
     problems = _delivery_problems(deliveries, client.firm)
     # A failing mailbox touches every client whose mail came through it.
-    touching = _failing_connections(client.firm).filter(
-        Exists(
-            MessageSource.objects.filter(
-                connection=OuterRef("pk"), message__client_links__client=client
-            )
-        )
+    touching = connections_holding_client_mail(
+        list(_failing_connections(client.firm)), client=client
     )
     problems += _mailbox_problems(touching, client)
     problems += _dead_domain_problems(client.firm, client, known=problems)
