@@ -359,7 +359,7 @@ def _back_to_unlinked(request: HttpRequest) -> HttpResponse:
 @member_required
 def unlinked(request: HttpRequest) -> HttpResponse:
     """Addresses in synced mail that reached no client, newest first, to link or ignore."""
-    rows = selectors.unlinked_addresses(firm=request.firm, viewer=request.user)
+    rows = selectors.unlinked_addresses_cached(firm=request.firm, viewer=request.user)
     page = Paginator(rows, UNLINKED_PER_PAGE).get_page(request.GET.get("page"))
     selectors.unlinked_addresses_describe(page.object_list)
     return render(request, "mailsync/unlinked.html", {"page": page})

@@ -149,6 +149,29 @@ def test_the_page_runs_the_same_queries_however_much_unlinked_mail(
         owner_client.get(UNLINKED)
 
 
+def test_the_list_is_counted_once_a_minute_not_on_every_load(
+    owner_client, firm, mailbox, django_assert_num_queries
+):
+    _mail(firm, "anna@birch.test")
+    assert "anna@birch.test" in _page(owner_client)
+    _mail(firm, "bert@cedar.test")  # synced a moment later
+
+    # session, user, membership+firm, the page's sample subjects: no grouping again
+    with django_assert_num_queries(4):
+        page = _page(owner_client)
+    assert "bert@cedar.test" not in page  # shows within UNLINKED_ROWS_SECONDS
+
+
+def test_linking_or_ignoring_shows_in_the_list_at_once(owner_client, firm, mailbox):
+    _mail(firm, "news@shop.test")
+    _mail(firm, "anna@birch.test")
+    assert "news@shop.test" in _page(owner_client)
+
+    owner_client.post(reverse("mailsync:unlinked_ignore"), {"address": "news@shop.test"})
+
+    assert "news@shop.test" not in _page(owner_client).split("<tbody>")[1]
+
+
 def test_the_sync_not_linked_problem_opens_this_page(owner_client, firm, mailbox):
     _mail(firm, "anna@birch.test")
 
