@@ -60,6 +60,12 @@ def pages(firm_slug: str) -> list[tuple[str, str]]:
         Delivery.objects.filter(firm=firm).exclude(problem_code="").order_by("-created").first()
     )
     invoice = Invoice.objects.filter(firm=firm, deliveries__isnull=False).order_by("-number")[0]
+    newest_message = (
+        MessageClientLink.objects.filter(client_id=busiest)
+        .order_by("-message_date", "-message_id")
+        .values_list("message_id", flat=True)
+        .first()
+    )
     some_client = Client.objects.filter(firm=firm).order_by("pk")[len(firm_slug)]
     owner = firm.memberships.get(role="owner").user_id
     return [
@@ -70,6 +76,8 @@ def pages(firm_slug: str) -> list[tuple[str, str]]:
         ("client list, search", "/clients/?q=birch"),
         ("client list, search of an address", "/clients/?q=anna.1%40"),
         ("busiest client's Email tab", f"/clients/{busiest}/email/"),
+        ("busiest client's Email tab, page 20", f"/clients/{busiest}/email/?page=20"),
+        ("a message of the busiest client", f"/clients/{busiest}/email/{newest_message}/"),
         ("Problems dashboard", "/problems/"),
         ("Problems: delivery", "/problems/?kind=delivery"),
         ("Problems: mailbox sync", "/problems/?kind=sync"),
