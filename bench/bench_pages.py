@@ -1,6 +1,8 @@
 """The portal's pages at scale: one request, then 16 concurrent connections, per page.
 
     manage.py seed_scale                 # once, into the database DATABASE_URL names
+                                         # (and the blob store under PORTAL_VAR_DIR: the
+                                         # message page reads its raw mail; use the same)
     .venv/bin/python bench/bench_pages.py [--seconds 30] [--connections 16] [--only NAME,...]
 
 Serves the portal with gunicorn as gunicorn.conf.py configures it, on loopback, over the
