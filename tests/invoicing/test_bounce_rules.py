@@ -310,6 +310,29 @@ def test_it_reads_an_unknown_user_in_german_as_hard() -> None:
     assert result.hard is True
 
 
+def test_it_lists_every_recipient_of_a_sendmail_v5_transcript_with_its_own_verdict() -> None:
+    raw = _prose(
+        "Returned mail: User unknown",
+        "   ----- Transcript of session follows -----\n"
+        "... while talking to mx.example.com.:\n"
+        ">>> RCPT To:<first@example.com>\n"
+        "<<< 550 <first@example.com>... User unknown\n"
+        "550 first@example.com... User unknown\n"
+        ">>> RCPT To:<second@example.com>\n"
+        "<<< 452 <second@example.com>... Mailbox full\n"
+        "452 second@example.com... Mailbox full\n"
+        "421 example.com (smtp)... Deferred: Connection timed out\n\n"
+        "   ----- Unsent message follows -----\n"
+        "From: billing@firm.example\nTo: first@example.com, second@example.com\n\nHello\n",
+    )
+    result = classify_bounce(raw)
+    by_recipient = {r.recipient: r for r in result.recipients}
+    assert list(by_recipient) == ["first@example.com", "second@example.com"]
+    assert by_recipient["first@example.com"].hard is True
+    assert by_recipient["second@example.com"].reason == Reason.MAILBOX_FULL
+    assert by_recipient["second@example.com"].hard is False
+
+
 def test_it_lists_every_reason_in_the_closed_public_list() -> None:
     assert set(REASONS) == {
         "user_unknown",

@@ -994,6 +994,7 @@ def _header_digest(msg: Message) -> str:
 def _family_recipients(family: MtaFamily, text: str, excluded: set[str]) -> list[tuple[str, str]]:
     """(recipient, explanation) pairs by ``family``'s own patterns, in document order."""
     found: list[tuple[int, int, str]] = []
+    verdicts: dict[str, str] = {}
     seen: set[str] = set()
     for pattern in family.recipients:
         for match in pattern.finditer(text):
@@ -1002,6 +1003,12 @@ def _family_recipients(family: MtaFamily, text: str, excluded: set[str]) -> list
                 continue
             seen.add(address)
             found.append((match.start(), match.end(), address))
+            groups = match.groupdict()
+            if groups.get("why") is not None:
+                why = groups["why"].strip()
+                # "554 <a@b>... 550 Host unknown": the remote server's own code is inside.
+                code = "" if re.match(r"[245]\d\d\b", why) else groups.get("code") or ""
+                verdicts[address] = f"{code} {why}".strip()
             if len(found) >= MAX_RECIPIENTS:
                 break
         if found:
@@ -1013,7 +1020,7 @@ def _family_recipients(family: MtaFamily, text: str, excluded: set[str]) -> list
     if not found:
         return []
     return [
-        (address, _block_after(text, end, stop))
+        (address, verdicts[address] if address in verdicts else _block_after(text, end, stop))
         for (_, end, address), stop in zip(found, stops, strict=True)
     ]
 

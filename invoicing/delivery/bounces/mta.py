@@ -36,7 +36,9 @@ class MtaFamily:
     ``headers`` is matched against a digest of the report's own headers (From, Subject,
     X-Mailer, Received, Message-Id), ``body`` against the first lines of its prose; either
     one matching identifies the family. ``recipients`` find the failed addresses in the prose
-    (group ``addr``) in the order the server lists them.
+    (group ``addr``) in the order the server lists them; a pattern with a ``why`` group
+    reads a one-line verdict (the code, if grouped as ``code``, and the reason) and nothing
+    after it.
     """
 
     name: str
@@ -79,14 +81,20 @@ MTA_FAMILIES: tuple[MtaFamily, ...] = (
         None,
         _rx(
             r"the original message was received at|"
-            r"-{3,} the following addresses had (?:permanent fatal|transient non-fatal) errors"
+            r"-{3,} the following addresses had (?:permanent fatal|transient non-fatal) errors|"
+            # Sendmail V5 and its descendants: a transcript, then the unsent message.
+            r"-{3,} transcript of session follows -{3,}"
         ),
         (
             _rx(
                 r"-{3,} the following addresses had (?:permanent fatal|transient non-fatal) "
                 rf"errors -{{3,}}\s*\n[ \t]*<?(?P<addr>{_ADDR})"
             ),
-            _rx(rf"^[0-9]{{3}}[ -](?:[0-9.]+ )?<(?P<addr>{_ADDR})>\.\.\."),
+            # Sendmail's own verdict lines, one per refused recipient: "550 <a@b>... why"
+            # (V5 writes the address without brackets).
+            _rx(
+                rf"^(?P<code>[0-9]{{3}})[ -](?:[0-9.]+ )?<?(?P<addr>{_ADDR})>?\.\.\.(?P<why>[^\n]*)"
+            ),
         ),
     ),
     MtaFamily(
