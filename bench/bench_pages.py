@@ -210,7 +210,8 @@ def main() -> None:
     with benchkit.temp_dir("bench-pages-") as work:
         env = benchkit.portal_env(
             database_url=database_url,
-            var_dir=work,
+            # The blob store seed_scale wrote (the message page reads raw mail from it).
+            var_dir=Path(os.environ["PORTAL_VAR_DIR"]) if "PORTAL_VAR_DIR" in os.environ else work,
             BENCH_FLOOR_VIEW="1",
             CACHE_URL=args.cache,
             # The bench signs the owner in with a session row, without a second factor.
