@@ -12,6 +12,7 @@ import binascii
 import codecs
 import datetime
 import email
+import email.feedparser
 import email.message
 import email.parser
 import email.utils
@@ -743,6 +744,193 @@ def _received_date(msg: EmailMessage) -> datetime.datetime | None:
     return newest
 
 
+# --- fewer lines for the feed parser ----------------------------------------------------------
+# The feed parser reads a message line by line (a Python-level readline, a boundary match per
+# open multipart, a list append): most of its time on real mail goes to the lines of text
+# bodies and base64 attachments, which it only joins back into payload strings. So before
+# parsing, each run of lines that can only be content is replaced by one placeholder line,
+# and after parsing the runs are put back into every payload, preamble and epilogue. Why
+# the tree is the same as the parser builds from the message itself:
+#
+# A "content line" has text (without its line ending) that is not empty, does not start
+# with white space, "-" or "From ", and holds no ":". The parser reads such a line as a
+# header (headerRE needs ":", a leading blank or "From "), nor as the blank line ending a
+# header block, nor as a boundary ("--..."): in a header block it ends the block (pushed
+# back, with the same defect whichever such line it is); elsewhere it is content. A run
+# starts at a content line and goes on up to (not including) the next line that starts
+# with "-", or the last line ending of the message. After its first line the parser is in
+# a body (a single part's, or a multipart's preamble or epilogue), where only a boundary
+# (a line starting with "--") or the end ends it: every line of the run is content there,
+# whatever it holds. One exception: the body of message/delivery-status is header blocks
+# separated by blank lines, so a message with a part that may be of that type is parsed
+# again as it is (any Content-Type value holding "delivery" or an encoded word counts);
+# so is a message whose shortened form fails to parse (a recursion too deep, say). The
+# placeholder is a content line itself, and each run's last line ending stays in place
+# (the parser takes it off before a boundary). tests/mailsync/test_parsing_same_result.py
+# compares whole results with plain policy.default parsing.
+_RUN_START = re.compile(r"[\r\n]((?!From )[^\s:\-][^\r\n:]*(?:\r\n|\r|\n))")
+_RUN_MIN_CHARS = 160  # shorter runs are left as they are (not worth a placeholder)
+_PLACEHOLDER = "\x00\x00mailsync-run-"  # + index + "\x00"
+_PLACEHOLDER_AT = re.compile("\x00\x00mailsync-run-([0-9]+)\x00")
+
+
+def _collapse_runs(text: str) -> tuple[str, list[str]]:
+    """``text`` with each run of content lines (see above) as one placeholder line, and the
+    runs (each without its last line ending), by placeholder index."""
+    runs: list[str] = []
+    if _PLACEHOLDER in text:
+        return text, runs
+    out: list[str] = []
+    copied = 0
+    size = len(text)
+    # Where the next line starting with "-" begins, after a line feed and after a lone
+    # carriage return (``size`` when there is none; looked up again once passed).
+    dash_lf = dash_cr = -1
+    match = _RUN_START.search(text)
+    while match is not None:
+        start = match.start(1)
+        after = match.end(1) - 1  # the first line's last character (a line ending)
+        if dash_lf < after:
+            found = text.find("\n-", after)
+            dash_lf = size if found < 0 else found
+        if dash_cr < after:
+            found = text.find("\r-", after)
+            dash_cr = size if found < 0 else found
+        if min(dash_lf, dash_cr) < size:
+            end = min(dash_lf, dash_cr) + 1
+        else:  # up to the last line ending of the message
+            end = max(text.rfind("\n", start), text.rfind("\r", start)) + 1
+        if end - start >= _RUN_MIN_CHARS:
+            run = text[start:end]
+            ending = "\r\n" if run.endswith("\r\n") else run[-1]
+            out.append(text[copied:start])
+            out.append(f"{_PLACEHOLDER}{len(runs)}\x00{ending}")
+            runs.append(run[: -len(ending)])
+            copied = end
+        if end >= size:
+            break
+        match = _RUN_START.search(text, end - 1 if end > start else start + 1)
+    if not runs:
+        return text, runs
+    out.append(text[copied:])
+    return "".join(out), runs
+
+
+def _restore_runs(msg: email.message.Message, runs: list[str]) -> bool:
+    """Put the collapsed runs back into every string the parser kept from a body; False
+    (the tree is not to be used) where a part may be message/delivery-status."""
+
+    def put_back(value: str) -> str:
+        return _PLACEHOLDER_AT.sub(lambda match: runs[int(match.group(1))], value)
+
+    stack = [msg]
+    while stack:
+        part = stack.pop()
+        for name, value in part._headers:
+            if name.lower() == "content-type" and (
+                type(value) is not str or "=?" in value or "delivery" in value.lower()
+            ):
+                return False
+        payload = part._payload
+        if isinstance(payload, list):
+            stack.extend(payload)
+        elif isinstance(payload, str) and _PLACEHOLDER in payload:
+            part._payload = put_back(payload)
+        for name in ("preamble", "epilogue"):
+            value = getattr(part, name)
+            if value is not None and _PLACEHOLDER in value:
+                setattr(part, name, put_back(value))
+    return True
+
+
+class _LineBuffer(email.feedparser.BufferedSubFile):
+    """The feed parser's line buffer, checking a line against the pushed "end of part"
+    matchers only when one of them could match it.
+
+    The feed parser pushes two kinds: a multipart's boundary (``boundaryre.match``: the line
+    starts with "--" and the boundary) and, in message/delivery-status, the blank line
+    (``NLCRE.match``: the line starts with CR or LF). A line starting with anything else
+    matches neither, so it is returned at once instead of being matched once per open
+    multipart (quadratic in the nesting: a part nested 300 deep checked every line 300
+    times). Same lines, same answers; and no extra call frame (this replaces readline), so a
+    message nests exactly as deep before the recursion limit as with the stdlib's.
+    """
+
+    def readline(self):  # type: ignore[no-untyped-def]
+        if not self._lines:
+            if self._closed:
+                return ""
+            return email.feedparser.NeedMoreData
+        line = self._lines.popleft()
+        if line[:1] in ("-", "\r", "\n") and line:
+            for ateof in reversed(self._eofstack):
+                if ateof(line):
+                    self._lines.appendleft(line)
+                    return ""
+        return line
+
+
+class _FeedParser(email.feedparser.FeedParser):
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._input = _LineBuffer()  # the parse generator is not started yet
+
+
+class _Parser(email.parser.Parser):
+    def parse(self, fp, headersonly=False):  # type: ignore[no-untyped-def]
+        # email.parser.Parser.parse with _FeedParser.
+        feedparser = _FeedParser(self._class, policy=self.policy)
+        if headersonly:
+            feedparser._set_headersonly()
+        while data := fp.read(8192):
+            feedparser.feed(data)
+        return feedparser.close()
+
+
+def _bytes_parser(parse_policy: policy.EmailPolicy) -> email.parser.BytesParser:
+    parser = email.parser.BytesParser(policy=parse_policy)
+    parser.parser = _Parser(policy=parse_policy)
+    return parser
+
+
+def _message_from_bytes(
+    raw: bytes, parse_policy: policy.EmailPolicy, headers: _RememberingHeaders
+) -> EmailMessage:
+    """``email.message_from_bytes(raw, policy=parse_policy)``, with runs of content lines
+    fed to the parser as one line each (see _RUN_START), else the message as it is; through
+    _LineBuffer either way, with the call depth of message_from_bytes."""
+    collapsed, runs = _collapse_runs(raw.decode("ASCII", errors="surrogateescape"))
+    if runs:
+        try:
+            # One call deeper into the parser than below: a message nested deeply enough
+            # to exhaust the recursion limit there surely does so here, and is then parsed
+            # as it is below.
+            msg = _parse_text_deeper(collapsed, parse_policy)
+        except Exception:
+            msg = None
+        if msg is not None and _restore_runs(msg, runs):
+            assert isinstance(msg, EmailMessage)
+            return msg
+        headers.cut.clear()  # counted again by the parse below
+    msg = _bytes_parser(parse_policy).parsebytes(raw)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def _parse_text_deeper(text: str, parse_policy: policy.EmailPolicy) -> email.message.Message:
+    # _message_from_bytes, _parse_text_deeper, _parse_text, parsestr: one frame more than
+    # _message_from_bytes, parsebytes, parsestr.
+    return _parse_text(text, parse_policy)
+
+
+def _parse_text(text: str, parse_policy: policy.EmailPolicy) -> email.message.Message:
+    return _Parser(policy=parse_policy).parsestr(text)
+
+
+# Two line endings in a row: a blank line (CRLF, CR or LF, as the feed parser splits lines).
+_BLANK_LINE = re.compile(rb"(?>\r\n|\r|\n)(?>\r\n|\r|\n)")
+
+
 def _parse_tree(raw: bytes, headers: _RememberingHeaders, errors: list[str]) -> EmailMessage:
     """The message's MIME tree, or only its header when the body is too big a tree to parse
     (too many parts, or nested deeper than the parser's recursion allows)."""
@@ -752,12 +940,15 @@ def _parse_tree(raw: bytes, headers: _RememberingHeaders, errors: list[str]) -> 
         errors.append(f"structure: {boundaries} MIME boundary lines: body not read")
     else:
         try:
-            msg = email.message_from_bytes(raw, policy=parse_policy)
-            assert isinstance(msg, EmailMessage)
-            return msg
+            return _message_from_bytes(raw, parse_policy, headers)
         except RecursionError:
             errors.append("structure: MIME parts nested too deeply: body not read")
-    msg = email.parser.BytesParser(policy=parse_policy).parsebytes(raw, headersonly=True)
+    # Header only: the parser would read every line after the header block into a payload
+    # that is dropped below, so it is given the message up to its first blank line (the
+    # header block ends there at the latest).
+    blank = _BLANK_LINE.search(raw)
+    head = raw if blank is None or raw[:1] in b"\r\n" else raw[: blank.end()]
+    msg = _bytes_parser(parse_policy).parsebytes(head, headersonly=True)
     msg.set_payload("")  # the body is in ``raw``; nothing below reads it as text
     assert isinstance(msg, EmailMessage)
     return msg

@@ -383,3 +383,115 @@ def test_raw_values_the_shortcut_takes_get_policy_defaults_answers(bench_message
 
         assert _structural_answers(shortcut) == _structural_answers(reference), value
     assert taken > 100  # the shortcut is the common case, not a corner
+
+
+# --- runs of content lines fed to the parser as one line (parsing._collapse_runs) -------------
+
+_TEXT = "Line one of the body.\nLine two, longer than the first one.\n\nAnother paragraph.\n" * 4
+COLLAPSE_EDGES = [
+    # Runs before a boundary (the last line ending belongs to it), in preamble and epilogue.
+    (
+        "From: a@x.test\nSubject: runs\nContent-Type: multipart/mixed; boundary=b\n\n"
+        + _TEXT
+        + "--b\nContent-Type: text/plain\n\n"
+        + _TEXT
+        + "\n\n--b\nContent-Type: application/pdf; name=a.pdf\n"
+        + "Content-Transfer-Encoding: base64\n\n"
+        + "QUJD" * 19
+        + "\n" * 1
+        + ("QUJD" * 19 + "\n") * 20
+        + "--b--\n"
+        + _TEXT
+    ),
+    # CRLF, and a lone CR before a "-" line and inside a run.
+    (
+        "From: a@x.test\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n"
+        + _TEXT.replace("\n", "\r\n")
+        + "text\rmore text with a lone CR in it, and longer than a line is\r\n" * 4
+        + "tail\r--b\r\nContent-Type: text/html\r\n\r\n"
+        + _TEXT.replace("\n", "\r\n")
+        + "--b--"
+    ),
+    # A header block ended by a content line; a message/rfc822 part whose body has no header.
+    (
+        "From: a@x.test\nContent-Type: multipart/mixed; boundary=b\nnot a header line\n"
+        + _TEXT
+        + "--b\nContent-Type: message/rfc822\nnot a header either\n\nFrom: c@y.test\n"
+        + "Subject: inside\n\n"
+        + _TEXT
+        + "--b\nContent-Type: message/rfc822\n\nFrom: d@y.test\n\n"
+        + _TEXT
+        + "--b--\n"
+    ),
+    # message/delivery-status: blank lines are structure there (parsed as it is).
+    (
+        "From: MAILER-DAEMON@x.test\nContent-Type: multipart/report; "
+        "report-type=delivery-status; boundary=b\n\n--b\nContent-Type: text/plain\n\n"
+        + _TEXT
+        + "--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; x.test\n"
+        + "Original envelope text without a colon, long enough to be a run of lines\n"
+        + "and another line of it\n\nFinal-Recipient: rfc822; b@y.test\nAction: failed\n"
+        + "Status: 5.1.1\n\n--b--\n"
+    ),
+    (
+        "From: a@x.test\nContent-Type: multipart/mixed; boundary=b\n\n--b\n"
+        "Content-Type: =?us-ascii?q?message/delivery-status?=\n\nReporting-MTA: dns; x\n"
+        + _TEXT
+        + "\nAction: failed\n\n--b--\n"
+    ),
+    # The placeholder's own text in the message; a body with no final line ending.
+    "From: a@x.test\n\n" + _TEXT + "\x00\x00mailsync-run-0\x00\n" + _TEXT,
+    "From: a@x.test\nFrom here on: a header\n\n" + _TEXT + "no line ending at the end",
+    # Runs that start with "From " or hold ":" are not content lines.
+    "From: a@x.test\n\nFrom the desk of someone\n" + _TEXT + "Note: a colon\n" + _TEXT,
+]
+
+
+def _tree(msg: EmailMessage) -> list:
+    return [
+        (
+            part.raw_items() and list(part.raw_items()),
+            part._payload if isinstance(part._payload, str) else None,
+            part.preamble,
+            part.epilogue,
+            [type(defect) for defect in part.defects],
+            part.get_content_type(),
+        )
+        for part in msg.walk()
+    ]
+
+
+@pytest.mark.parametrize("text", COLLAPSE_EDGES)
+def test_collapsed_runs_give_the_parsers_own_tree(text):
+    raw = text.encode("utf-8")
+    headers = parsing._RememberingHeaders()
+
+    shortened = parsing._message_from_bytes(raw, parsing._policy(headers), headers)
+
+    assert _tree(shortened) == _tree(email.message_from_bytes(raw, policy=policy.default))
+    assert message_parse(raw) == reference_parse(raw)
+
+
+def test_collapsing_takes_most_lines_of_the_benchmark_mail(bench_messages):
+    lines = shortened = 0
+    for raw in bench_messages:
+        text = raw.decode("ascii", "surrogateescape")
+        lines += text.count("\n")
+        shortened += parsing._collapse_runs(text)[0].count("\n")
+        headers = parsing._RememberingHeaders()
+        tree = _tree(parsing._message_from_bytes(raw, parsing._policy(headers), headers))
+        assert tree == _tree(email.message_from_bytes(raw, policy=policy.default))
+    assert shortened < lines / 3
+
+
+def test_a_message_nested_too_deeply_is_still_read_header_only():
+    body = "Content-Type: text/plain\n\ninnermost\n"
+    for level in range(1500):
+        head = f'Content-Type: multipart/mixed; boundary="n{level}"\n\n'
+        body = f"{head}--n{level}\n{body}\n--n{level}--\n"
+    raw = f"From: a@x.test\nSubject: deep\nMessage-ID: <deep@x.test>\n{body}".encode()
+
+    parsed = message_parse(raw)
+
+    assert "structure: MIME parts nested too deeply: body not read" in parsed.errors
+    assert parsed.subject == "deep" and parsed.message_id == "deep@x.test"
