@@ -8,7 +8,14 @@ import tracemalloc
 
 import pytest
 
-from mailsync.parsing import HEADER_MAX_CHARS, bytes_decode, charset_codec, message_parse
+from mailsync import parsing
+from mailsync.parsing import (
+    HEADER_MAX_CHARS,
+    MAX_MULTIPARTS,
+    bytes_decode,
+    charset_codec,
+    message_parse,
+)
 
 ARRIVED = datetime.datetime(2025, 3, 5, 14, 30, tzinfo=datetime.UTC)
 
@@ -298,7 +305,32 @@ def test_a_huge_header_is_read_up_to_a_bound_and_flagged():
     assert any(f"first {HEADER_MAX_CHARS}" in error for error in parsed.errors)
 
 
-def test_parts_nested_too_deeply_keep_the_header_and_are_flagged():
+def _nested(levels: int) -> bytes:
+    body = "Content-Type: text/plain\r\n\r\ninnermost\r\n"
+    for level in range(levels):
+        boundary = f"b{level}"
+        body = (
+            f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'
+            f"--{boundary}\r\n{body}\r\n--{boundary}--\r\n"
+        )
+    return f"From: a@client.test\r\nSubject: Deep\r\nMessage-ID: <deep@x>\r\n{body}".encode()
+
+
+def test_more_multipart_sections_than_the_bound_keep_the_header_and_are_flagged():
+    parsed = message_parse(_nested(MAX_MULTIPARTS + 1))
+
+    assert (parsed.subject, parsed.from_address) == ("Deep", "a@client.test")
+    assert f"structure: {MAX_MULTIPARTS + 1} multipart sections: body not read" in parsed.errors
+
+
+def test_nesting_within_the_bound_is_read_to_the_innermost_part():
+    parsed = message_parse(_nested(MAX_MULTIPARTS - 1))
+
+    assert parsed.errors == [] and parsed.text.strip() == "innermost"
+
+
+def test_parts_nested_too_deeply_keep_the_header_and_are_flagged(monkeypatch):
+    monkeypatch.setattr(parsing, "MAX_MULTIPARTS", 10**6)  # reach the parser's own limit
     body = "Content-Type: text/plain\r\n\r\ninnermost\r\n"
     for level in range(1500):
         boundary = f"b{level}"
