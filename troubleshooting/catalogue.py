@@ -501,8 +501,9 @@ GUIDES: tuple[Guide, ...] = (
                 "mail passes."
             ),
         ),
-        # Gmail does not tell senders, so this is inferred: shown on the invoices that went
-        # to a Google-served domain while the firm's domain does not align (DMARC fails).
+        # Gmail does not tell senders, so this is inferred: shown on the invoices that left
+        # From the firm's own domain to a Google-served domain while that domain does not
+        # align (DMARC fails). Mail From the platform's address passes the platform's DMARC.
         (Action.RECHECK_DNS, Action.SEND_TEST),
     ),
     Guide(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -371,11 +372,18 @@ def firm_domain_misaligned(firm: Firm) -> bool:
     return run is not None and run.domain == firm.sending_domain and not run.aligned
 
 
-def flagged_dangerous_addresses(firm: Firm, addresses: set[str]) -> set[str]:
-    """Of these (normalized) addresses, those whose mail Gmail is likely to flag as
-    dangerous: their domain's mail is served by Google (MX, from the address domain checks)
-    while the firm's sending domain does not align (DMARC fails for the portal's mail)."""
-    if not addresses or not firm_domain_misaligned(firm):
+def flagged_dangerous_addresses(firm: Firm, deliveries: Iterable[Delivery]) -> set[str]:
+    """Of these deliveries' (normalized) addresses, those whose mail Gmail is likely to flag
+    as dangerous: it left From the firm's own domain, that domain does not align (DMARC
+    fails for it), and the address's domain is served by Google (MX, from the address
+    domain checks). Mail that left From the platform's address passes the platform's DMARC,
+    whatever the firm's domain says; a delivery claimed before the From domain was recorded
+    is counted as the firm's."""
+    if not firm_domain_misaligned(firm):
+        return set()
+    own = firm.sending_domain.lower()
+    addresses = {d.normalized for d in deliveries if d.from_domain in ("", own)}
+    if not addresses:
         return set()
     domains = {address.rsplit("@", 1)[-1] for address in addresses}
     google = {
@@ -399,7 +407,9 @@ def _flagged_dangerous_problems(client: Client, *, known: list[Problem] = ()) ->
         .order_by("-created", "-pk")
     ):
         newest.setdefault(delivery.normalized, delivery)
-    flagged = flagged_dangerous_addresses(client.firm, set(newest) - reported)
+    flagged = flagged_dangerous_addresses(
+        client.firm, [d for normalized, d in newest.items() if normalized not in reported]
+    )
     guide = guide_for("delivery.flagged_dangerous")
     return [
         Problem(

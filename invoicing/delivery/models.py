@@ -57,6 +57,11 @@ class Delivery(models.Model):
     # migration invoicing 0006 on insert and delete), so every path that writes deliveries,
     # one by one, in bulk or by COPY, keeps it without a query of its own.
     superseded = models.BooleanField(default=False, db_default=False)
+    # The domain of the From the email left with, set when the sender claims it: the firm's
+    # own once its domain authenticates the portal's mail, else the platform's. Whether
+    # the recipient's provider judges the mail by the firm's DMARC depends on it. Empty:
+    # claimed before this was recorded.
+    from_domain = models.CharField(max_length=253, blank=True, default="", db_default="")
     message_id = models.CharField(max_length=255, blank=True, db_index=True)
     esp_message_id = models.CharField(max_length=255, blank=True, db_index=True)
     verp_token = models.CharField(max_length=40, unique=True)

@@ -44,6 +44,8 @@ from invoicing.emails import Envelope, InvoiceEmailBuilder, PreparedEmail
 from invoicing.enqueue import webhook_events_match_soon
 from invoicing.models import Invoice, InvoiceLine, PayLink
 from invoicing.paylinks import pay_links_issue
+from portal.emails import platform_domain
+from portal.models import Firm
 
 logger = logging.getLogger(__name__)
 
@@ -253,6 +255,13 @@ class _Later:
         return self._value
 
 
+def _from_domain(firm: Firm) -> str:
+    """The domain the email's From will have (invoicing.emails._sender decides it the same
+    way, from the same firm row)."""
+    own = firm.own_sender_address()
+    return own.rpartition("@")[2].lower() if own else platform_domain()
+
+
 def _group_claim(ids: Sequence[int]) -> _Group:
     """Step 1: claim the queued ones among ``ids``, store their links, mark them sending."""
     order = {pk: position for position, pk in enumerate(ids)}
@@ -305,11 +314,20 @@ def _group_claim(ids: Sequence[int]) -> _Group:
         now = timezone.now()
         tokens = pay_links_issue(deliveries=deliveries, now=now)
         lease = secrets.token_hex(16)
-        Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).update(
-            status=S.SENDING, claimed_at=now, updated=now, lease_token=lease
-        )
+        by_domain: dict[str, list[Delivery]] = {}
         for delivery in deliveries:
-            delivery.status, delivery.claimed_at, delivery.lease_token = S.SENDING, now, lease
+            by_domain.setdefault(_from_domain(delivery.invoice.firm), []).append(delivery)
+        for from_domain, claimed_here in by_domain.items():
+            Delivery.objects.filter(pk__in=[d.pk for d in claimed_here]).update(
+                status=S.SENDING,
+                claimed_at=now,
+                updated=now,
+                lease_token=lease,
+                from_domain=from_domain,
+            )
+            for delivery in claimed_here:
+                delivery.status, delivery.claimed_at, delivery.lease_token = S.SENDING, now, lease
+                delivery.from_domain = from_domain
     return _Group(deliveries, tokens, lines, lease=lease, renewed=time.monotonic())
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from invoicing.delivery.models import Delivery
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing import factories
 from tests.invoicing.factories import invoice_with_lines
@@ -58,6 +59,7 @@ def test_a_firm_whose_domain_passes_the_checks_sends_from_its_own_address(
     received = smtp.for_recipient("anna@koivu.test")
     assert str(received.message["From"]) == "Lehto Accounting <office@firm.test>"
     assert received.mail_from.endswith("@bounce.test")  # bounces still come to us
+    assert Delivery.objects.get(address="anna@koivu.test").from_domain == "firm.test"
 
 
 def test_a_firm_whose_domain_fails_the_checks_sends_from_the_platform(
@@ -71,6 +73,7 @@ def test_a_firm_whose_domain_fails_the_checks_sends_from_the_platform(
     received = smtp.for_recipient("anna@koivu.test")
     assert str(received.message["From"]) == "Lehto Accounting <no-reply@portal.test>"
     assert str(received.message["Reply-To"]) == "office@firm.test"
+    assert Delivery.objects.get(address="anna@koivu.test").from_domain == "portal.test"
 
 
 def test_firm_settings_say_which_address_invoices_leave_from(

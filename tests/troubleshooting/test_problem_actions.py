@@ -239,10 +239,12 @@ def _recipients_zone(**firm_records):
     }
 
 
-def _sent_invoice(firm):
+def _sent_invoice(firm, from_domain: str = "alder.test"):
     client = ClientFactory(firm=firm, display_name="Birch Dental")
     google = _delivery(client, "anna@birch.test", status="delivered")
     other = _delivery(client, "ola@maple.test", status="delivered")
+    Delivery.objects.filter(client=client).update(from_domain=from_domain)
+    google.refresh_from_db()
     return client, google, other
 
 
@@ -273,6 +275,17 @@ def test_a_google_served_recipient_of_a_misaligned_domain_gets_the_warning_on_th
     problems = _problems_page(owner_client, client)
     assert _shows(problems, "delivery.flagged_dangerous")
     assert "anna@birch.test" in problems and "ola@maple.test" not in problems
+
+
+@pytest.mark.usefixtures("portal_dns")
+def test_no_warning_for_mail_that_left_from_the_platforms_address(owner_client, firm, dns_zone):
+    # The firm's domain does not align, so its invoices leave From the platform's address,
+    # which passes the platform's own DMARC: Gmail has nothing to warn about.
+    client, google, _other = _sent_invoice(firm, from_domain="portal.test")
+    _checked(firm, dns_zone, _recipients_zone())
+
+    assert _warnings(_page(owner_client, google.invoice.get_absolute_url())) == 0
+    assert not _shows(_problems_page(owner_client, client), "delivery.flagged_dangerous")
 
 
 @pytest.mark.usefixtures("portal_dns")

@@ -48,8 +48,8 @@ def guide_link(code: str) -> str:
 def flagged_dangerous(invoice, timelines) -> dict:
     """{normalized address: guide} for the invoice's recipients Gmail is likely to warn
     about (a fixed number of queries for the whole invoice)."""
-    addresses = {t.normalized for t in timelines if not t.latest.is_test}
-    flagged = flagged_dangerous_addresses(invoice.firm, addresses)
+    latest = [t.latest for t in timelines if not t.latest.is_test]
+    flagged = flagged_dangerous_addresses(invoice.firm, latest)
     guide = catalogue.guide_for("delivery.flagged_dangerous")
     return {address: guide for address in flagged}
 
