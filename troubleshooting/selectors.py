@@ -421,15 +421,15 @@ def _flagged_dangerous_problems(client: Client, *, known: list[Problem] = ()) ->
 def _no_recipient_problems(firm: Firm, client: Client | None = None) -> list[Problem]:
     """Clients with invoices to send (drafts with lines, open ones to resend) and no address
     that receives invoices: every send of them goes to nobody, so it is a problem on the
-    client, not only the message shown at the moment someone pressed Send."""
-    clients = Client.objects.filter(firm=firm).filter(
+    client, not only the message shown at the moment someone pressed Send.
+
+    Reads only the clients with no such address: `Client.invoice_addresses`, kept by the
+    database, is 0 for them (index client_no_invoice_address_idx)."""
+    clients = Client.objects.filter(firm=firm, invoice_addresses=0).filter(
         Exists(
             Invoice.objects.filter(
                 client_id=OuterRef("pk"), status__in=("draft", "sent", "viewed")
             ).filter(Exists(InvoiceLine.objects.filter(invoice_id=OuterRef("pk"))))
-        ),
-        ~Exists(
-            ContactAddress.objects.filter(contact__client_id=OuterRef("pk"), receives_invoices=True)
         ),
     )
     if client is not None:
