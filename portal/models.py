@@ -128,6 +128,11 @@ class Client(models.Model):
     # Printed on the client's invoices.
     billing_address = models.TextField(_("billing address"), blank=True)
     tax_id = models.CharField(_("business or VAT ID"), max_length=50, blank=True)
+    # How many of the client's contact addresses receive invoices. The database keeps it
+    # (triggers of portal migration 0012 on portal_contactaddress, portal_contact and this
+    # table recount it on every write, whoever writes: forms, bulk_create, update(), deletes,
+    # COPY); a value written here from Python is replaced by the count. Read, never written.
+    invoice_addresses = models.PositiveIntegerField(default=0, db_default=0, editable=False)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -137,6 +142,13 @@ class Client(models.Model):
         indexes = [
             # Serves the client list: a firm's clients by status, ordered by name.
             models.Index(Lower("display_name"), "firm", "status", name="client_firm_name_idx"),
+            # Serves troubleshooting.selectors._no_recipient_problems (the Problems
+            # dashboard): a firm's clients with no address that receives invoices.
+            models.Index(
+                fields=["firm"],
+                condition=models.Q(invoice_addresses=0),
+                name="client_no_invoice_address_idx",
+            ),
         ]
 
     def __str__(self) -> str:
