@@ -96,6 +96,10 @@ def test_the_unlinked_mail_count_is_not_recounted_on_every_load(owner_client, fi
     first, second = queries(), queries()
     # The summary comes from the cache until an address is linked, ignored or restored,
     # or five minutes passed.
-    # (the count is the query that reads the firm's unlinked messages by their stored flag)
-    assert any("NOT m.linked" in sql for sql in first)
-    assert not any("NOT m.linked" in sql for sql in second)
+    # (the count is the query that reads the firm's unlinked messages by their stored flag:
+    # raw SQL on PostgreSQL, the ORM's "linked" filter on SQLite)
+    def counts(sql: str) -> bool:
+        return "NOT m.linked" in sql or ("mailsync_message" in sql and '."linked"' in sql)
+
+    assert any(counts(sql) for sql in first)
+    assert not any(counts(sql) for sql in second)
