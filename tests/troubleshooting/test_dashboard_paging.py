@@ -94,6 +94,7 @@ def test_the_unlinked_mail_count_is_not_recounted_on_every_load(owner_client, fi
         return [q["sql"] for q in captured.captured_queries]
 
     first, second = queries(), queries()
+
     # The summary comes from the cache until an address is linked, ignored or restored,
     # or five minutes passed.
     # (the count is the query that reads the firm's unlinked messages by their stored flag:
