@@ -37,14 +37,13 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from invoicing.delivery.bounces.dsn import find_last_status, find_reply_code
-from invoicing.delivery.bounces.rules import classify_failure, is_hard, smtp_command
+from invoicing.delivery.bounces.rules import is_hard, smtp_command
 from invoicing.delivery.events import (
     POLICY_REASONS,
     SPAM_REASONS,
     Outcome,
     classify_reply,
     delivery_event_record,
-    recipient_domain,
 )
 from invoicing.delivery.models import Delivery, DeliveryEvent, WebhookEvent
 from invoicing.emails import DELIVERY_METADATA_KEY
@@ -104,14 +103,8 @@ def failure_outcome(
         reply_code, status_code, diagnostic, command=command, recipient=recipient
     )
     if hard is None:
-        detail = classify_failure(
-            status_code,
-            reply_code,
-            diagnostic,
-            command,
-            recipient_domain=recipient_domain(recipient),
-        )
-        hard = bool(status_code or reply_code) and is_hard(detail, status_code, reply_code)
+        # classify_reply's reason is the bounce rules' detail for this reply.
+        hard = bool(status_code or reply_code) and is_hard(outcome.reason, status_code, reply_code)
     if outcome.kind == S.BOUNCED and not hard:
         if outcome.reason in POLICY_DETAILS:
             return Outcome(S.REJECTED, outcome.reason, "delivery.rejected_policy")
