@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from invoicing.delivery.bounces import classify_failure
+from invoicing.delivery.bounces.dsn import address_domain
 from invoicing.delivery.models import Delivery, DeliveryEvent
 from invoicing.delivery.suppression import suppression_rules_apply
 
@@ -59,13 +60,6 @@ class Outcome:
     problem_code: str  # "" when nothing is wrong
 
 
-def recipient_domain(address: str | None) -> str | None:
-    """The domain of ``address``, lower-cased; None for no address."""
-    if not address or "@" not in address:
-        return None
-    return address.rpartition("@")[2].lower() or None
-
-
 def classify_reply(
     reply_code: str | None,
     status_code: str | None,
@@ -87,7 +81,7 @@ def classify_reply(
         diagnostic or None,
         command,
         # The recipient's provider reads its own error codes (see bounces.server_codes).
-        recipient_domain=recipient_domain(recipient),
+        recipient_domain=address_domain(recipient),
     )
     permanent = (status_code or "").startswith("5") or (
         not status_code and (reply_code or "").startswith("5")

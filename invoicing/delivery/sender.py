@@ -34,6 +34,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
 from invoicing.delivery import pipelining as smtp_pipelining
+from invoicing.delivery.bounces.dsn import address_domain
 from invoicing.delivery.events import delivery_event_record
 from invoicing.delivery.models import Delivery, DeliveryEvent
 from invoicing.delivery.outbox import delivery_record_not_sent, delivery_record_suppressed
@@ -259,7 +260,7 @@ def _from_domain(firm: Firm) -> str:
     """The domain the email's From will have (invoicing.emails._sender decides it the same
     way, from the same firm row)."""
     own = firm.own_sender_address()
-    return own.rpartition("@")[2].lower() if own else platform_domain()
+    return address_domain(own) or platform_domain()
 
 
 def _group_claim(ids: Sequence[int]) -> _Group:

@@ -230,6 +230,13 @@ def extract_address(value: str | None) -> str | None:
     return f"{local}@{domain}" if DOT_ATOM_RE.match(local) else f'"{local}"@{domain}'
 
 
+def address_domain(address: str | None) -> str | None:
+    """The domain of ``address``, lower-cased; None for no address."""
+    if not address or "@" not in address:
+        return None
+    return address.rpartition("@")[2].lower() or None
+
+
 def find_status(text: str | None, klass: str | None = None) -> str | None:
     """First plausible enhanced status code in ``text`` (of class ``klass`` if given)."""
     if not text:

@@ -24,6 +24,7 @@ from functools import lru_cache
 from .dsn import (
     DeliveryFacts,
     ParsedReport,
+    address_domain,
     find_last_status,
     find_reply_code,
     find_status,
@@ -485,8 +486,9 @@ def _classify_recipient(facts: DeliveryFacts, report: ParsedReport) -> Recipient
     context = _short(report.text)
     command = smtp_command(diagnostic, report.text[:4000])
     remote_host = facts.remote_mta or remote_host_from_text(report.text[:4000])
-    domain = (facts.recipient or "").rpartition("@")[2] or None
-    provider = server_detail(diagnostic, remote_host, domain, status, command)
+    provider = server_detail(
+        diagnostic, remote_host, address_domain(facts.recipient), status, command
+    )
     detail = provider or _generic_failure(status, reply_code, diagnostic, command, context)
     if action == "delayed" and detail in ("undefined", "networkerror", "systemerror"):
         detail = "expired"
