@@ -1022,13 +1022,11 @@ def _family_recipients(family: MtaFamily, text: str, excluded: set[str]) -> list
             # The first pattern that finds anything is the family's own layout.
             break
     found.sort()
-    stops: list[int | None] = [start for start, _, _ in found[1:]]
-    stops.append(None)
-    if not found:
-        return []
+    # Each entry ends where the next one starts (the last, where the text does).
+    stops = [start for start, _, _ in found[1:]] + [len(text)]
     return [
         (address, verdicts[address] if address in verdicts else _block_after(text, end, stop))
-        for (_, end, address), stop in zip(found, stops, strict=True)
+        for (_, end, address), stop in zip(found, stops, strict=False)
     ]
 
 
