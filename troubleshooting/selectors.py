@@ -37,6 +37,7 @@ from django.utils import timezone
 
 from invoicing.delivery.models import Delivery, DeliveryEvent
 from invoicing.models import Invoice, InvoiceLine
+from invoicing.selectors import OPEN_STATUSES
 from mailsync.models import MailboxConnection
 from mailsync.selectors import (
     connections_holding_client_mail,
@@ -429,7 +430,8 @@ def _flagged_dangerous_problems(client: Client, *, known: list[Problem] = ()) ->
     ]
 
 
-WAITING = ("draft", "sent", "viewed")  # invoices still to be sent or resent
+# Invoices still to be sent (drafts) or resent (open ones).
+WAITING = (Invoice.Status.DRAFT, *OPEN_STATUSES)
 
 
 def _no_recipient_problems(firm: Firm, client: Client | None = None) -> list[Problem]:
