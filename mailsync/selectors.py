@@ -389,8 +389,16 @@ UNLINKED_SUMMARY_SECONDS = 300
 _NO_SUMMARY = "none"
 
 
+_GENERATION_KEY = "mailsync:unlinked-generation:{}"
+
+
+def _generation(firm_pk: int) -> int:
+    """The firm's unlinked-mail generation: cached counts of another generation are stale."""
+    return cache.get(_GENERATION_KEY.format(firm_pk), 0)
+
+
 def _summary_key(firm_pk: int) -> str:
-    return f"mailsync:unlinked-summary:{firm_pk}"
+    return f"mailsync:unlinked-summary:{firm_pk}:{_generation(firm_pk)}"
 
 
 def unlinked_summary(*, firm: Firm) -> UnlinkedSummary | None:
@@ -399,7 +407,8 @@ def unlinked_summary(*, firm: Firm) -> UnlinkedSummary | None:
     mail was synced. From the cache when counted in the last UNLINKED_SUMMARY_SECONDS;
     otherwise two queries, whatever the volume (one when there is no unlinked mail).
     """
-    cached = cache.get(_summary_key(firm.pk))
+    key = _summary_key(firm.pk)
+    cached = cache.get(key)
     if cached is not None:
         return None if cached == _NO_SUMMARY else cached
     rows = unlinked_addresses(firm=firm)
@@ -412,16 +421,15 @@ def unlinked_summary(*, firm: Firm) -> UnlinkedSummary | None:
         if rows
         else None
     )
-    cache.set(_summary_key(firm.pk), summary or _NO_SUMMARY, UNLINKED_SUMMARY_SECONDS)
+    cache.set(key, summary or _NO_SUMMARY, UNLINKED_SUMMARY_SECONDS)
     return summary
 
 
 def unlinked_summary_forget(*, firm: Firm) -> None:
     """Count the summary and the unlinked-mail list afresh next time (an address was
     linked, ignored or restored)."""
-    cache.delete(_summary_key(firm.pk))
-    # A new generation: every member's cached list of the firm is out of date at once.
-    cache.set(_generation_key(firm.pk), time.time_ns(), None)
+    # A new generation: the summary and every member's cached list are out of date at once.
+    cache.set(_GENERATION_KEY.format(firm.pk), time.time_ns(), None)
 
 
 # The unlinked-mail page groups every unlinked message of the firm by address (50,000
@@ -431,15 +439,10 @@ def unlinked_summary_forget(*, firm: Firm) -> None:
 UNLINKED_ROWS_SECONDS = 60
 
 
-def _generation_key(firm_pk: int) -> str:
-    return f"mailsync:unlinked-generation:{firm_pk}"
-
-
 def unlinked_addresses_cached(*, firm: Firm, viewer: User) -> list[UnlinkedAddress]:
     """`unlinked_addresses` for ``viewer``, from the cache when counted in the last
     UNLINKED_ROWS_SECONDS and nothing was linked, ignored or restored since."""
-    generation = cache.get(_generation_key(firm.pk), 0)
-    key = f"mailsync:unlinked-rows:{firm.pk}:{viewer.pk}:{generation}"
+    key = f"mailsync:unlinked-rows:{firm.pk}:{viewer.pk}:{_generation(firm.pk)}"
     rows = cache.get(key)
     if rows is None:
         rows = unlinked_addresses(firm=firm, viewer=viewer)
