@@ -559,9 +559,12 @@ def _firm_sync_problems(firm: Firm) -> list[Problem]:
 
 # --- the firm's Problems dashboard: counts first, cards on demand -------------------------
 
-CARDS_INLINE = 1  # newest card shown under each delivery code on the dashboard (an example)
+# A delivery code with at most this many problems shows its cards on the dashboard; one
+# with more shows its count and first clients, and its cards a page at a time (?code=).
+# Small firms keep their one-click fixes in view; a large one does not pay for examples.
+CARDS_INLINE = 3
 CARDS_PER_PAGE = 25  # cards per page of one code (?code=)
-CLIENTS_SHOWN = 20  # affected clients named under each code
+CLIENTS_SHOWN = 10  # affected clients named under each code
 
 
 @dataclass
@@ -719,7 +722,7 @@ def dashboard_groups(
         checks = _bad_domains(firm)
         # One row per (code, source, client shown); totals repeat on each row of a source.
         totals: dict[tuple[str, bool], tuple[int, int]] = {}
-        newest: list[int] = []
+        newest: list[tuple[str, int]] = []
         for (
             source,
             code,
@@ -738,13 +741,15 @@ def dashboard_groups(
             if named and all(c.pk != client_pk for c in group.clients):
                 group.clients.append(Client(pk=client_pk, display_name=name, firm=firm))
             if newest_pk is not None:
-                newest.append(newest_pk)
+                newest.append((code, newest_pk))
         for (code, _source), (problems, clients) in totals.items():
             groups[code].count += problems
             groups[code].client_count += clients
-        # The cards: the newest problems found above, read by primary key.
-        cards = _delivery_problems(Delivery.objects.filter(pk__in=newest), firm) if newest else []
-        if checks and "delivery.invalid_address" in groups:
+        # The cards of the codes with few problems, read by primary key.
+        inline = [pk for code, pk in newest if groups[code].count <= CARDS_INLINE]
+        cards = _delivery_problems(Delivery.objects.filter(pk__in=inline), firm) if inline else []
+        dead = groups.get("delivery.invalid_address")
+        if checks and dead is not None and dead.count <= CARDS_INLINE:
             addresses = (
                 _dead_domain_addresses(firm, checks)
                 .select_related("contact__client")

@@ -32,13 +32,20 @@ def _page(http, **params) -> str:
     return unescape(response.content.decode())
 
 
-def test_the_dashboard_counts_every_problem_but_shows_only_the_newest_cards(owner_client, firm):
+def test_a_code_with_many_problems_shows_its_count_and_a_link_to_its_cards(owner_client, firm):
     _bounced_clients(firm, CARDS_INLINE + 4)
     page = _page(owner_client)
     assert f'<span class="badge">{CARDS_INLINE + 4}</span>' in page
-    assert page.count("Save and resend") == CARDS_INLINE
+    assert "Save and resend" not in page
     assert f"Show all {CARDS_INLINE + 4} problems" in page
     assert "?code=delivery.hard_bounce" in page
+
+
+def test_a_code_with_few_problems_shows_its_cards_with_their_fixes(owner_client, firm):
+    _bounced_clients(firm, CARDS_INLINE)
+    page = _page(owner_client)
+    assert page.count("Save and resend") == CARDS_INLINE
+    assert "Show all" not in page
 
 
 def test_the_dashboard_names_the_first_clients_and_counts_the_rest(owner_client, firm):
