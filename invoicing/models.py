@@ -13,10 +13,10 @@ from decimal import ROUND_HALF_UP, Decimal
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
-from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from portal.links import url_id
 from portal.models import Client, Firm
 
 
@@ -62,7 +62,7 @@ class Invoice(models.Model):
         return f"#{self.number}"
 
     def get_absolute_url(self) -> str:
-        return reverse("invoicing:invoice_detail", args=[self.pk])
+        return url_id("invoicing:invoice_detail", self.pk)
 
     @property
     def total(self) -> Decimal:

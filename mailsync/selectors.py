@@ -222,7 +222,19 @@ def client_threads(*, client: Client, message_ids: list[int]) -> list[Thread]:
         return []
     messages = list(
         Message.objects.filter(pk__in=message_ids)
-        .defer("participants")
+        # What the tab shows: a thread's messages carry long reference lists and address
+        # lists (JSON) that it never reads.
+        .only(
+            "thread_key",
+            "subject",
+            "from_name",
+            "from_address",
+            "date",
+            "date_source",
+            "parse_error",
+            "snippet",
+            "text_body",
+        )
         .prefetch_related(
             Prefetch(
                 "attachments",

@@ -9,9 +9,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
-from django.urls import reverse
 from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext_lazy as _
+
+from portal.links import url_id
 
 
 def validate_time_zone(value: str) -> None:
@@ -155,7 +156,7 @@ class Client(models.Model):
         return self.display_name
 
     def get_absolute_url(self) -> str:
-        return reverse("portal:client_detail", args=[self.pk])
+        return url_id("portal:client_detail", self.pk)
 
 
 class Contact(models.Model):
