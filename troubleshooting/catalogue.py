@@ -76,6 +76,11 @@ class Guide:
     not_detectable_because: Promise | None = None
     severity: int = field(default=2)  # 1 informational, 2 needs attention, 3 mail is lost
 
+    @property
+    def fixers_text(self) -> str:
+        """Who can fix it, in the active language ("The client; The client's IT ...")."""
+        return "; ".join(str(FIXER_LABELS[fixer]) for fixer in self.fixers)
+
 
 GUIDES: tuple[Guide, ...] = (
     # Mailbox sync (incoming)

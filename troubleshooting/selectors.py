@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 from django.core.paginator import Page, Paginator
 from django.db.models import (
@@ -34,6 +35,7 @@ from django.db.models import (
 from django.db.models.functions import Lower, RowNumber
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.text import slugify
 
 from invoicing.delivery.models import Delivery, DeliveryEvent
 from invoicing.models import Invoice, InvoiceLine
@@ -81,6 +83,11 @@ class Problem:
     @property
     def kind(self) -> str:
         return self.guide.kind
+
+    @cached_property
+    def anchor(self) -> str:
+        """The subject as a part of HTML ids (the card's record and note fields)."""
+        return slugify(self.subject)
 
 
 def _current_deliveries(qs: QuerySet[Delivery]) -> QuerySet[Delivery]:

@@ -26,7 +26,7 @@ from portal.ratelimits import RateLimited, hit, limited_response
 from portal.redirects import next_path, redirect_next
 from portal.services import contact_address_update
 from portal.tenancy import get_client_for_member, member_required, roles_required
-from troubleshooting.catalogue import FIXER_LABELS, GUIDES, Kind, guide_for
+from troubleshooting.catalogue import GUIDES, Kind, guide_for
 from troubleshooting.selectors import (
     code_page,
     dashboard_groups,
@@ -52,7 +52,6 @@ def client_problems(request: HttpRequest, client_pk: int) -> HttpResponse:
         "tab": "problems",
         "problems": problems_for_client(client),
         "domain_failures": run.failures if run else [],
-        "fixer_labels": FIXER_LABELS,
     }
     return render(request, "troubleshooting/client_problems.html", context)
 
@@ -84,16 +83,13 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "kinds": list(Kind),
         "total": sum(g.count for g in groups),
         "run": run,
-        "fixer_labels": FIXER_LABELS,
     }
     return render(request, "troubleshooting/dashboard.html", context)
 
 
 @member_required
 def guides(request: HttpRequest) -> HttpResponse:
-    return render(
-        request, "troubleshooting/guides.html", {"guides": GUIDES, "fixer_labels": FIXER_LABELS}
-    )
+    return render(request, "troubleshooting/guides.html", {"guides": GUIDES})
 
 
 @member_required
