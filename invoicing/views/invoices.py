@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.db.models import prefetch_related_objects
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -30,6 +29,7 @@ from invoicing.selectors import (
 )
 from invoicing.views.access import get_invoice_for_member
 from mailsync.selectors import clients_for_linking
+from portal.paging import CappedPaginator
 from portal.tenancy import clients_for, get_client_for_member, member_required
 
 PAYMENT_ROLES = (Role.OWNER, Role.ADMIN)
@@ -69,7 +69,7 @@ def invoice_list_view(request: HttpRequest) -> HttpResponse:
         issued_to=data.get("issued_to"),
         overdue_on=today if data.get("overdue") else None,
     )
-    page = Paginator(invoices, settings.INVOICES_PER_PAGE).get_page(request.GET.get("page"))
+    page = CappedPaginator(invoices, settings.INVOICES_PER_PAGE).get_page(request.GET.get("page"))
     # The pager's links keep every filter; only the page number changes.
     query = request.GET.copy()
     query.pop("page", None)
