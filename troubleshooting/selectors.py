@@ -722,7 +722,8 @@ def dashboard_groups(
     domain_run: DomainCheckRun | None = None,
 ) -> list[ProblemGroup]:
     """The dashboard: every problem code with its count and first clients (counted in SQL),
-    and a few cards each; a fixed number of queries, whatever the firm's history.
+    and the cards of the codes with at most CARDS_INLINE problems (firm-level kinds: all);
+    a fixed number of queries, whatever the firm's history.
     ``member``: only the problems of that member's mailboxes."""
     groups: dict[str, ProblemGroup] = {}
     if kind in (None, Kind.DELIVERY) and member is None:

@@ -58,8 +58,9 @@ def client_problems(request: HttpRequest, client_pk: int) -> HttpResponse:
 
 @member_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    """Counts per problem code and the clients they touch first, a few cards each; one
-    code's cards page by page under ``?code=``. Costs what it shows, not the firm's history."""
+    """Counts per problem code and the clients they touch first, with the cards of the
+    codes that have few problems; one code's cards page by page under ``?code=``. Costs
+    what it shows, not the firm's history."""
     kind = request.GET.get("kind") or None
     if kind not in (None, *Kind):
         kind = None

@@ -1,5 +1,5 @@
-"""The Problems dashboard costs what it shows: counts per code and the first clients, a
-few cards each, and one code's cards a page at a time."""
+"""The Problems dashboard costs what it shows: counts per code and the first clients, the
+cards of codes with few problems, and one code's cards a page at a time."""
 
 from __future__ import annotations
 
