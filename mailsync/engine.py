@@ -51,7 +51,7 @@ from mailsync.linking import (
     messages_link_new,
 )
 from mailsync.models import MailboxConnection, MailboxFolder, Message, MessageSource
-from mailsync.parsing import ParsedMessage, messages_parse, parse_process_init
+from mailsync.parsing import ParsedMessage, messages_parse, parse_process_init, text_snippet
 from portal.blobs import BlobRef, blob_put, blobs_confirm, blobs_put_many
 
 logger = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ def message_fields(
         "in_reply_to": parsed.in_reply_to,
         "references": " ".join(parsed.references),
         "thread_key": parsed.thread_key,
-        "snippet": " ".join(parsed.text.split())[:300],
+        "snippet": text_snippet(parsed.text),
         "text_body": parsed.text[:200_000],
         "raw_sha256": blob.sha256,
         "size": blob.size,

@@ -44,6 +44,7 @@ __all__ = [
     "messages_parse",
     "safe_filename",
     "sender_fingerprint",
+    "text_snippet",
 ]
 
 # Bounds on what one message may cost to parse (the raw bytes are always kept whole).
@@ -701,6 +702,23 @@ def _body_and_attachments(msg: EmailMessage, parsed: ParsedMessage) -> None:
 
 def _fingerprint_text(value: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
+
+
+def text_snippet(text: str, size: int = 300) -> str:
+    """The first ``size`` characters of ``text`` with its whitespace runs as single spaces:
+    ``" ".join(text.split())[:size]``, reading only as much of ``text`` as that needs (a
+    body can be 200,000 characters; splitting all of it for a 300-character snippet cost
+    more than the rest of the message's row)."""
+    end = size * 4
+    while end < len(text):
+        words = text[:end].split()
+        if not text[end - 1].isspace() and not text[end].isspace():
+            words = words[:-1]  # the last word may go on past ``end``
+        joined = " ".join(words)
+        if len(joined) >= size:
+            return joined[:size]
+        end *= 4
+    return " ".join(text.split())[:size]
 
 
 def sender_fingerprint(date: datetime.datetime | None, from_address: str, subject: str) -> str:

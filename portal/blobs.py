@@ -147,7 +147,8 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
-def _threads() -> ThreadPoolExecutor:
+def io_threads() -> ThreadPoolExecutor:
+    """The process's pool for file writes that wait on the disk (blobs, documents)."""
     global _pool
     with _pool_lock:
         if _pool is None:
@@ -162,7 +163,7 @@ def blobs_put_many(datas: list[bytes]) -> list[BlobRef]:
         return [blob_put(data) for data in datas]
     storage = blob_storage()
     if not isinstance(storage, BlobFileSystemStorage):
-        return list(_threads().map(blob_put, datas))
+        return list(io_threads().map(blob_put, datas))
 
     def put(data: bytes) -> tuple[BlobRef, list[str]]:
         digest = hashlib.sha256(data).hexdigest()
@@ -171,9 +172,9 @@ def blobs_put_many(datas: list[bytes]) -> list[BlobRef]:
             return BlobRef(digest, len(data), existed=True), []
         return BlobRef(digest, len(data), existed=False), storage.write_durable(name, [data])
 
-    results = list(_threads().map(put, datas))
+    results = list(io_threads().map(put, datas))
     folders = {folder for _ref, changed in results for folder in changed}
-    list(_threads().map(_fsync_dir, sorted(folders, key=len, reverse=True)))
+    list(io_threads().map(_fsync_dir, sorted(folders, key=len, reverse=True)))
     return [ref for ref, _changed in results]
 
 

@@ -14,6 +14,7 @@ from django.db import connection as db
 from django.utils import timezone
 
 from portal.addresses import ValidAddress
+from portal.blobs import io_threads
 from portal.models import Client, Contact, ContactAddress, Document, Firm, Heartbeat
 
 
@@ -231,9 +232,8 @@ def documents_store_bulk(
     missing = {key[0] for key in to_write} - clients.keys()
     if missing:  # deleted meanwhile: fail before writing any file
         raise Client.DoesNotExist(f"clients {sorted(missing)} do not exist")
-    new: list[Document] = []
-    for (client_id, digest), file in to_write.items():
-        document = _document_new(
+    new = [
+        _document_new(
             client=clients[client_id],
             name=file.name,
             content_type=file.content_type,
@@ -241,9 +241,16 @@ def documents_store_bulk(
             sha256=digest,
             source=source,
         )
+        for (client_id, digest), file in to_write.items()
+    ]
+
+    def write(document: Document, file: DocumentFile) -> None:
         # The model's upload_to names the file (a random name under the firm's folder).
         document.file.save(file.name or "document", ContentFile(file.content), save=False)
-        new.append(document)
+
+    # Each write mostly waits on the file system (a new file, its folder, a lock): a sync's
+    # batch writes its files side by side (724 files of a 10k sync: 1.3 s one at a time).
+    list(io_threads().map(write, new, to_write.values()))
     inserted = _documents_insert_new(new)
     documents.update(inserted)
     lost = [document for key, document in zip(to_write, new, strict=True) if key not in inserted]
