@@ -26,9 +26,16 @@ def _halves(
     return (head, tail) if marker and str(_MARKER) not in tail else None
 
 
+@lru_cache(maxsize=1024)
+def _fixed(viewname: str, urlconf: str | None, prefix: str, language: str | None) -> str:
+    return reverse(viewname, urlconf=urlconf)
+
+
 def url_id(viewname: str, *args: int) -> str:
-    """``reverse(viewname, args=args)`` for integer ids, reversing once per name, leading
-    ids, URLconf, script prefix and language."""
+    """``reverse(viewname, args=args)`` for integer ids (or none), reversing once per name,
+    leading ids, URLconf, script prefix and language."""
+    if not args:
+        return _fixed(viewname, get_urlconf(), get_script_prefix(), get_language())
     *fixed, last = args
     halves = _halves(viewname, tuple(fixed), get_urlconf(), get_script_prefix(), get_language())
     if halves is None:

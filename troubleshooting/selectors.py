@@ -33,7 +33,6 @@ from django.db.models import (
     Window,
 )
 from django.db.models.functions import Lower, RowNumber
-from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -47,6 +46,7 @@ from mailsync.selectors import (
     unlinked_summary,
 )
 from portal.addresses import AddressError, check_characters, validate_address
+from portal.links import url_id
 from portal.models import Client, ContactAddress, Firm
 from troubleshooting.catalogue import Guide, Kind, guide_for
 from troubleshooting.models import AddressDomainCheck, DomainCheckRun, ProblemNote
@@ -120,8 +120,8 @@ def _delivery_problems(deliveries: QuerySet[Delivery], firm: Firm) -> list[Probl
     # Where each address lives now, for the "Edit address" action (one query for all).
     address_urls = (
         {
-            (a.contact.client_id, a.normalized): reverse(
-                "portal:address_edit", args=[a.contact.client_id, a.pk]
+            (a.contact.client_id, a.normalized): url_id(
+                "portal:address_edit", a.contact.client_id, a.pk
             )
             for a in ContactAddress.objects.filter(
                 firm=firm, normalized__in={d.normalized for d in deliveries}
@@ -472,7 +472,7 @@ def _no_recipient_problems(firm: Firm, client: Client | None = None) -> list[Pro
                 occurrences=found.waiting,
                 client=found,
                 detail={"no_recipient": True},
-                edit_address_url=reverse("portal:client_detail", args=[found.pk]),
+                edit_address_url=url_id("portal:client_detail", found.pk),
             )
         )
     return problems
@@ -633,8 +633,8 @@ def _address_problems(
                 client=address.contact.client,
                 address=address.address,
                 detail={"summary": check.summary, "answers": check.answers},
-                edit_address_url=reverse(
-                    "portal:address_edit", args=[address.contact.client_id, address.pk]
+                edit_address_url=url_id(
+                    "portal:address_edit", address.contact.client_id, address.pk
                 ),
             )
         )

@@ -30,6 +30,15 @@ def test_a_link_by_id_is_the_same_in_every_language():
         assert url_id("invoicing:invoice_detail", 3) == expected
 
 
+def test_a_link_without_ids_follows_the_script_prefix():
+    assert url_id("troubleshooting:mark_handled") == reverse("troubleshooting:mark_handled")
+    set_script_prefix("/portal/")
+    try:
+        assert url_id("troubleshooting:mark_handled") == "/portal/problems/handled/"
+    finally:
+        clear_script_prefix()
+
+
 def _render(source: str, **context) -> str:
     return engines["django"].from_string("{% load links %}" + source).render(context)
 
