@@ -373,22 +373,25 @@ def served_by_google(answers: list) -> bool:
     return any(rtype == "MX" and _GOOGLE_MX.search(text.strip()) for _n, rtype, text in answers)
 
 
-def firm_domain_misaligned(firm: Firm) -> bool:
-    """The firm's sending domain was checked and neither SPF nor DKIM aligns with it."""
+def firm_domain_misaligned(firm: Firm, domain_run: DomainCheckRun | object | None = ...) -> bool:
+    """The firm's sending domain was checked and neither SPF nor DKIM aligns with it
+    (``domain_run``: the firm's latest check, when the caller has read it)."""
     if not firm.sending_domain:
         return False
-    run = latest_domain_run(firm)
+    run = latest_domain_run(firm) if domain_run is ... else domain_run
     return run is not None and run.domain == firm.sending_domain and not run.aligned
 
 
-def flagged_dangerous_addresses(firm: Firm, deliveries: Iterable[Delivery]) -> set[str]:
+def flagged_dangerous_addresses(
+    firm: Firm, deliveries: Iterable[Delivery], *, domain_run: DomainCheckRun | object | None = ...
+) -> set[str]:
     """Of these deliveries' (normalized) addresses, those whose mail Gmail is likely to flag
     as dangerous: it left From the firm's own domain, that domain does not align (DMARC
     fails for it), and the address's domain is served by Google (MX, from the address
     domain checks). Mail that left From the platform's address passes the platform's DMARC,
     whatever the firm's domain says; a delivery claimed before the From domain was recorded
     is counted as the firm's."""
-    if not firm_domain_misaligned(firm):
+    if not firm_domain_misaligned(firm, domain_run):
         return set()
     own = firm.sending_domain.lower()
     addresses = {d.normalized for d in deliveries if d.from_domain in ("", own)}
@@ -403,10 +406,12 @@ def flagged_dangerous_addresses(firm: Firm, deliveries: Iterable[Delivery]) -> s
     return {address for address in addresses if address.rsplit("@", 1)[-1] in google}
 
 
-def _flagged_dangerous_problems(client: Client, *, known: list[Problem] = ()) -> list[Problem]:
+def _flagged_dangerous_problems(
+    client: Client, *, known: list[Problem] = (), domain_run: DomainCheckRun | None
+) -> list[Problem]:
     """The client's invoices that reached a Google-served mailbox while the firm's domain
     does not align: one problem per address, on its newest such email."""
-    if not firm_domain_misaligned(client.firm):
+    if not firm_domain_misaligned(client.firm, domain_run):
         return []
     reported = {p.delivery.normalized for p in known if p.delivery}
     newest: dict[str, Delivery] = {}
@@ -417,7 +422,9 @@ def _flagged_dangerous_problems(client: Client, *, known: list[Problem] = ()) ->
     ):
         newest.setdefault(delivery.normalized, delivery)
     flagged = flagged_dangerous_addresses(
-        client.firm, [d for normalized, d in newest.items() if normalized not in reported]
+        client.firm,
+        [d for normalized, d in newest.items() if normalized not in reported],
+        domain_run=domain_run,
     )
     guide = guide_for("delivery.flagged_dangerous")
     return [
@@ -515,7 +522,12 @@ def _attach_notes(firm: Firm, problems: list[Problem]) -> list[Problem]:
     return problems
 
 
-def problems_for_client(client: Client) -> list[Problem]:
+def problems_for_client(
+    client: Client, *, domain_run: DomainCheckRun | object | None = ...
+) -> list[Problem]:
+    """Every open problem touching ``client`` (``domain_run``: the firm's latest domain
+    check, when the caller has read it already)."""
+    run = latest_domain_run(client.firm) if domain_run is ... else domain_run
     deliveries = _current_deliveries(Delivery.objects.filter(client=client))
     problems = _delivery_problems(deliveries, client.firm)
     # A failing mailbox touches every client whose mail came through it.
@@ -524,7 +536,7 @@ def problems_for_client(client: Client) -> list[Problem]:
     )
     problems += _mailbox_problems(touching, client)
     problems += _dead_domain_problems(client.firm, client, known=problems)
-    problems += _flagged_dangerous_problems(client, known=problems)
+    problems += _flagged_dangerous_problems(client, known=problems, domain_run=run)
     problems += _no_recipient_problems(client.firm, client)
     return _attach_notes(client.firm, problems)
 

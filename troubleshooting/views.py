@@ -50,7 +50,7 @@ def client_problems(request: HttpRequest, client_pk: int) -> HttpResponse:
     context = {
         "client": client,
         "tab": "problems",
-        "problems": problems_for_client(client),
+        "problems": problems_for_client(client, domain_run=run),
         "domain_failures": run.failures if run else [],
     }
     return render(request, "troubleshooting/client_problems.html", context)

@@ -278,6 +278,23 @@ def test_a_google_served_recipient_of_a_misaligned_domain_gets_the_warning_on_th
 
 
 @pytest.mark.usefixtures("portal_dns")
+def test_the_problems_tab_reads_the_domain_check_once_when_the_domain_does_not_align(
+    owner_client, firm, dns_zone, django_assert_num_queries
+):
+    client, _google, _other = _sent_invoice(firm)
+    _checked(firm, dns_zone, _recipients_zone())
+    # session, user, membership+firm, client, domain check, current deliveries (none: no
+    # events or addresses to read), failing mailboxes, dead address domains, the client's
+    # reached deliveries, the Google check of their domains, invoices that can go to nobody,
+    # notes: the latest domain check is read once and handed on, not once per question.
+    with django_assert_num_queries(12) as queries:
+        page = _problems_page(owner_client, client)
+    domain_runs = [q for q in queries.captured_queries if "domaincheckrun" in q["sql"]]
+    assert len(domain_runs) == 1
+    assert _shows(page, "delivery.flagged_dangerous")
+
+
+@pytest.mark.usefixtures("portal_dns")
 def test_no_warning_for_mail_that_left_from_the_platforms_address(owner_client, firm, dns_zone):
     # The firm's domain does not align, so its invoices leave From the platform's address,
     # which passes the platform's own DMARC: Gmail has nothing to warn about.
