@@ -15,7 +15,7 @@ import re
 import pytest
 from django.db import connection
 
-CREATE_TRIGGER = re.compile(r"CREATE TRIGGER (\w+)")
+CREATE_TRIGGER = re.compile(r"CREATE (?:CONSTRAINT )?TRIGGER (\w+)")
 
 
 PROJECT_APPS = ("accounts", "invoicing", "mailsync", "portal", "troubleshooting")

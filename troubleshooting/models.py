@@ -144,3 +144,26 @@ class DigestSent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}@{self.firm_id} {self.iso_year}-W{self.iso_week:02d}"
+
+
+class DeliveryProblemsVersion(models.Model):
+    """A number the database raises whenever anything the Problems dashboard's delivery
+    counts read changes for a firm: a delivery's problem state, a contact address, which
+    client a contact belongs to, a client's name, a checked address domain. Counts cached
+    under one version are current for as long as the version stands (see
+    troubleshooting.selectors.delivery_code_counts).
+
+    Kept by triggers (migration 0006), so every writer counts: forms, tasks, ``update()``,
+    COPY. The row is raised when the writing transaction commits (a deferred trigger), so
+    a version that is visible means every change it stands for is committed, and writers
+    of one firm queue for the row only for the moment of their commit.
+
+    ``firm_id`` holds no foreign key: a firm's deletion leaves its row behind, harmless
+    (the cache key also names the firm's creation time, so a reused id starts afresh).
+    """
+
+    firm_id = models.BigIntegerField(primary_key=True)
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.firm_id}: {self.version}"
