@@ -223,7 +223,8 @@ def client_threads(*, client: Client, message_ids: list[int]) -> list[Thread]:
     messages = list(
         Message.objects.filter(pk__in=message_ids)
         # What the tab shows: a thread's messages carry long reference lists and address
-        # lists (JSON) that it never reads.
+        # lists (JSON) that it never reads, and their text is loaded when a preview is
+        # opened (mailsync:message_text): 50 replies quoting their thread are megabytes.
         .only(
             "thread_key",
             "subject",
@@ -233,7 +234,6 @@ def client_threads(*, client: Client, message_ids: list[int]) -> list[Thread]:
             "date_source",
             "parse_error",
             "snippet",
-            "text_body",
         )
         .prefetch_related(
             Prefetch(

@@ -32,6 +32,12 @@ urlpatterns = [
         views_message.message,
         name="message",
     ),
+    # Its text, for the Email tab's expanded preview (loaded when opened).
+    path(
+        "clients/<int:client_pk>/email/<int:message_pk>/text/",
+        views_message.message_text,
+        name="message_text",
+    ),
     path(
         "clients/<int:client_pk>/email/<int:message_pk>/images/",
         views_message.message_images,

@@ -82,6 +82,7 @@ SECRETS = [
     "SECRET-INVOICE-LINE-A",
     "secret.blocked@a-client.test",
     "SECRET-SYNCED-SUBJECT-A",
+    "SECRET-SYNCED-TEXT-A",
     "secret-mailbox-a@firm-a.test",
 ]
 
@@ -162,7 +163,12 @@ def firm_a(db) -> FirmA:
         username="secret-mailbox-a@firm-a.test",
     )
     message = Message.objects.create(
-        firm=firm, key="a" * 64, subject="SECRET-SYNCED-SUBJECT-A", thread_key="a", raw=b""
+        firm=firm,
+        key="a" * 64,
+        subject="SECRET-SYNCED-SUBJECT-A",
+        text_body="SECRET-SYNCED-TEXT-A",
+        thread_key="a",
+        raw=b"",
     )
     MessageClientLinkFactory(message=message, client=client)
     return FirmA(

@@ -53,6 +53,21 @@ def message(request: HttpRequest, client_pk: int, message_pk: int) -> HttpRespon
 
 
 @member_required
+@require_GET
+def message_text(request: HttpRequest, client_pk: int, message_pk: int) -> HttpResponse:
+    """The message's text alone: what the Email tab shows when a preview is opened (the tab
+    does not carry the text of all its messages)."""
+    client = get_client_for_member(request, client_pk)
+    message = get_object_or_404(
+        Message.objects.only("pk", "text_body"),
+        pk=message_pk,
+        firm=request.firm,
+        client_links__client=client,
+    )
+    return render(request, "mailsync/_message_text.html", {"message": message})
+
+
+@member_required
 @require_POST
 def message_images(request: HttpRequest, client_pk: int, message_pk: int) -> HttpResponse:
     """Show (``show=1``) or stop showing remote images from the message's sender, firm-wide."""

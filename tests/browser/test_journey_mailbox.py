@@ -130,6 +130,9 @@ def test_connect_an_imap_mailbox_and_its_mail_reaches_the_client(
     expect(page.locator("main")).to_contain_text("Receipts for November")
     expect(page.locator("main")).to_contain_text("receipts-november.pdf")
     journey.step(page, "the message and its attachment on the client")
+    page.locator("details summary").first.click()  # the text is loaded when opened
+    expect(page.locator("details pre.body").first).to_contain_text("the papers you asked for")
+    journey.step(page, "the message's text opened on the Email tab")
     page.goto(f"{live_server.url}/clients/{client.pk}/documents/")
     expect(page.locator("main")).to_contain_text("receipts-november.pdf")
     journey.step(page, "the attachment among the client's documents")

@@ -195,6 +195,30 @@ def test_the_email_tab_shows_threads_messages_and_attachments(owner_client, firm
     assert reverse("portal:document_download", args=[client.pk, client.documents.get().pk]) in page
 
 
+def test_the_email_tab_loads_a_messages_text_when_its_preview_is_opened(owner_client, firm):
+    client = _client_with_mail(firm, 1)
+    message = Message.objects.get(subject="Question 0")
+    Message.objects.filter(pk=message.pk).update(text_body="Dear Nora,\n> quoted <history>")
+
+    page = owner_client.get(reverse("mailsync:client_email", args=[client.pk])).content.decode()
+    text = owner_client.get(reverse("mailsync:message_text", args=[client.pk, message.pk]))
+
+    assert "quoted" not in page  # 50 messages quoting their threads would be megabytes
+    assert reverse("mailsync:message_text", args=[client.pk, message.pk]) in page
+    assert text.status_code == 200
+    assert "Dear Nora,\n&gt; quoted &lt;history&gt;" in text.content.decode()
+
+
+def test_a_messages_text_is_not_served_through_another_client(owner_client, firm):
+    _client_with_mail(firm, 1)  # the message is linked to that client only
+    other = ClientFactory(firm=firm)
+    message = Message.objects.get(subject="Question 0")
+
+    response = owner_client.get(reverse("mailsync:message_text", args=[other.pk, message.pk]))
+
+    assert response.status_code == 404
+
+
 def test_the_email_tab_says_when_a_message_had_no_date_of_its_own(owner_client, firm):
     client = _client_with_mail(firm, 2)
     Message.objects.filter(subject="Question 1").update(date_source=Message.DateSource.SERVER)
