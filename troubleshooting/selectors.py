@@ -471,6 +471,8 @@ def _no_recipient_problems(firm: Firm, client: Client | None = None) -> list[Pro
         Exists(waiting.filter(Exists(InvoiceLine.objects.filter(invoice_id=OuterRef("pk"))))),
     )
     if client is not None:
+        if client.invoice_addresses:
+            return []  # as read with the client: it has an address that receives invoices
         clients = clients.filter(pk=client.pk)
     guide = guide_for("delivery.not_sent_rejected_document")
     problems = []

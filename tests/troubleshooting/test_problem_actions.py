@@ -285,9 +285,9 @@ def test_the_problems_tab_reads_the_domain_check_once_when_the_domain_does_not_a
     _checked(firm, dns_zone, _recipients_zone())
     # session, user, membership+firm, client, domain check, current deliveries (none: no
     # events or addresses to read), failing mailboxes, dead address domains, the client's
-    # reached deliveries, the Google check of their domains, invoices that can go to nobody,
-    # notes: the latest domain check is read once and handed on, not once per question.
-    with django_assert_num_queries(12) as queries:
+    # reached deliveries, the Google check of their domains, notes: the latest domain check
+    # is read once and handed on, not once per question.
+    with django_assert_num_queries(11) as queries:
         page = _problems_page(owner_client, client)
     domain_runs = [q for q in queries.captured_queries if "domaincheckrun" in q["sql"]]
     assert len(domain_runs) == 1
