@@ -6,6 +6,7 @@ sender". The message is reached through the member's firm and the client: otherw
 from __future__ import annotations
 
 from django.contrib import messages
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -15,18 +16,26 @@ from django.views.decorators.http import require_GET, require_POST
 from mailsync import display
 from mailsync.models import Message, MessageAttachment
 from portal.html_render import allow_frame
+from portal.models import Client
 from portal.tenancy import get_client_for_member, member_required
+
+
+def _client_message(
+    request: HttpRequest, client_pk: int, message_pk: int, messages: QuerySet[Message]
+) -> tuple[Client, Message]:
+    """The member's client and one of its messages (from ``messages``), else 404."""
+    client = get_client_for_member(request, client_pk)
+    message = get_object_or_404(
+        messages, pk=message_pk, firm=request.firm, client_links__client=client
+    )
+    return client, message
 
 
 @member_required
 @require_GET
 def message(request: HttpRequest, client_pk: int, message_pk: int) -> HttpResponse:
-    client = get_client_for_member(request, client_pk)
-    message = get_object_or_404(
-        Message.objects.defer("participants"),
-        pk=message_pk,
-        firm=request.firm,
-        client_links__client=client,
+    client, message = _client_message(
+        request, client_pk, message_pk, Message.objects.defer("participants")
     )
     prefix = request.build_absolute_uri(
         reverse("mailsync:message_inline", args=[client.pk, message.pk, "-"])
@@ -57,12 +66,8 @@ def message(request: HttpRequest, client_pk: int, message_pk: int) -> HttpRespon
 def message_text(request: HttpRequest, client_pk: int, message_pk: int) -> HttpResponse:
     """The message's text alone: what the Email tab shows when a preview is opened (the tab
     does not carry the text of all its messages)."""
-    client = get_client_for_member(request, client_pk)
-    message = get_object_or_404(
-        Message.objects.only("pk", "text_body"),
-        pk=message_pk,
-        firm=request.firm,
-        client_links__client=client,
+    _client, message = _client_message(
+        request, client_pk, message_pk, Message.objects.only("pk", "text_body")
     )
     return render(request, "mailsync/_message_text.html", {"message": message})
 
@@ -71,12 +76,8 @@ def message_text(request: HttpRequest, client_pk: int, message_pk: int) -> HttpR
 @require_POST
 def message_images(request: HttpRequest, client_pk: int, message_pk: int) -> HttpResponse:
     """Show (``show=1``) or stop showing remote images from the message's sender, firm-wide."""
-    client = get_client_for_member(request, client_pk)
-    message = get_object_or_404(
-        Message.objects.only("pk", "from_address"),
-        pk=message_pk,
-        firm=request.firm,
-        client_links__client=client,
+    client, message = _client_message(
+        request, client_pk, message_pk, Message.objects.only("pk", "from_address")
     )
     if not message.from_address:
         raise Http404
