@@ -70,6 +70,26 @@ def test_the_client_list_runs_the_same_queries_however_many_clients(
         owner_client.get(reverse("portal:client_list"))
 
 
+@pytest.mark.parametrize("count", [4, 60])
+@pytest.mark.parametrize(
+    "params",
+    [{"q": "bakery"}, {"q": "anna@"}, {"sort": "-created"}, {"sort": "name", "page": 2}],
+    ids=["search by name", "search by address", "sorted", "sorted, page 2"],
+)
+def test_searching_sorting_and_paging_run_the_same_queries_however_many_clients(
+    owner_client, firm, count, params, django_assert_num_queries, settings
+):
+    settings.CLIENTS_PER_PAGE = 2  # page 2 exists at either size
+    for n in range(count):
+        client = ClientFactory(firm=firm, display_name=f"Bakery {n:03d}")
+        ContactAddressFactory(contact=ContactFactory(client=client), address=f"anna@b{n}.test")
+    # as the plain list: session, user, membership+firm, count for the pager, the page of
+    # clients, the page's contact counts, the page's problem badges
+    with django_assert_num_queries(7):
+        response = owner_client.get(reverse("portal:client_list"), params)
+    assert len(response.context["page"].object_list) == 2
+
+
 @pytest.mark.parametrize("count", [2, 30])
 def test_the_contacts_tab_runs_the_same_queries_however_many_contacts(
     owner_client, firm, count, django_assert_num_queries

@@ -178,6 +178,28 @@ def test_the_problems_tab_runs_the_same_queries_however_many_problems(
         owner_client.get(reverse("troubleshooting:client_problems", args=[client.pk]))
 
 
+# Per filter: session, user, membership+firm, domain run, then
+#   delivery: dead address domains, SET CONSTRAINTS (the test's transaction), the counts'
+#     version, the counts per code (not cached yet), clients whose invoices can go to
+#     nobody, members;
+#   sync (all mailboxes, or one member's): failing mailboxes, folders with mail left out,
+#     the unlinked-mail count (not cached yet), members;
+#   domain: members (the domain run holds the checks).
+FILTER_QUERIES = [({"kind": "delivery"}, 10), ({"kind": "sync"}, 8), ({"kind": "domain"}, 5)]
+
+
+@pytest.mark.parametrize("count", [CARDS_INLINE + 1, 40])
+@pytest.mark.parametrize(("params", "queries"), [*FILTER_QUERIES, ("member", 8)])
+def test_each_dashboard_filter_runs_the_same_queries_however_many_problems(
+    owner_client, firm, owner, count, params, queries, django_assert_num_queries
+):
+    for n in range(count):
+        _bounce(_delivery(ClientFactory(firm=firm), f"p{n}@gone.test"))
+    params = {"member": owner.user_id} if params == "member" else params
+    with django_assert_num_queries(queries):
+        owner_client.get(reverse("troubleshooting:dashboard"), params)
+
+
 def test_a_problem_can_be_marked_as_handled_with_a_note(owner_client, bounced_client, owner):
     delivery = Delivery.objects.get(client=bounced_client)
     owner_client.post(
