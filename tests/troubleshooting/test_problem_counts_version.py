@@ -183,6 +183,25 @@ def test_the_version_is_raised_when_the_writer_commits_not_before():
 
 @postgresql_only
 @pytest.mark.django_db(transaction=True)
+def test_a_writer_that_fails_midway_leaves_the_version_and_the_cached_counts_alone():
+    firm = FirmFactory()
+    client = ClientFactory(firm=firm, display_name="Birch Dental")
+    delivery = _delivery(client, "anna@birch.test")
+    Delivery.objects.filter(pk=delivery.pk).update(problem_code="delivery.hard_bounce")
+    assert _counted(firm)
+    before = _version(firm.pk)
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Delivery.objects.filter(pk=delivery.pk).update(problem_code="")
+        raise RuntimeError("the worker dies before its commit")
+
+    assert _version(firm.pk) == before
+    assert not _counted(firm)
+    assert _counts(firm)["delivery.hard_bounce"][0] == 1
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
 def test_writers_of_one_firm_committing_at_once_each_raise_the_version():
     firm = FirmFactory()
     clients = [ClientFactory(firm=firm) for _ in range(2)]
