@@ -53,8 +53,9 @@ DOMAIN_CHANGED = (
     " OR OLD.firm_id IS DISTINCT FROM NEW.firm_id"
 )
 
-# (table, trigger name suffix, event, condition or None) for the tables that have firm_id.
-BY_FIRM = [
+# (table, trigger name suffix, event, condition or None). Every table has firm_id but
+# portal_contact, whose firm is its client's.
+TRIGGERS = [
     ("invoicing_delivery", "insert", "INSERT", "NEW.problem_code <> ''"),
     ("invoicing_delivery", "delete", "DELETE", "OLD.problem_code <> ''"),
     ("invoicing_delivery", "update", "UPDATE", DELIVERY_CHANGED),
@@ -65,6 +66,7 @@ BY_FIRM = [
     ("troubleshooting_addressdomaincheck", "insert", "INSERT", None),
     ("troubleshooting_addressdomaincheck", "delete", "DELETE", None),
     ("troubleshooting_addressdomaincheck", "update", "UPDATE", DOMAIN_CHANGED),
+    ("portal_contact", "update", "UPDATE", CONTACT_CHANGED),
 ]
 
 
@@ -73,16 +75,13 @@ def name(table: str, suffix: str) -> str:
 
 
 # The names SET CONSTRAINTS takes (troubleshooting.selectors reads this list).
-CONSTRAINT_TRIGGERS = [name(table, suffix) for table, suffix, _e, _c in BY_FIRM] + [
-    name("portal_contact", "update")
-]
+CONSTRAINT_TRIGGERS = [name(table, suffix) for table, suffix, _e, _c in TRIGGERS]
 
 
 def _postgresql_trigger(table: str, suffix: str, event: str, condition: str | None) -> str:
     when = f"WHEN ({condition})" if condition else ""
-    function = "troubleshooting_problems_version_contact" if table == "portal_contact" else (
-        "troubleshooting_problems_version_firm"
-    )
+    of = "contact" if table == "portal_contact" else "firm"
+    function = f"troubleshooting_problems_version_{of}"
     return f"""
         CREATE CONSTRAINT TRIGGER {name(table, suffix)}
             AFTER {event} ON {table} DEFERRABLE INITIALLY DEFERRED
@@ -118,11 +117,10 @@ POSTGRESQL = [
             RETURN NULL;
         END $$ LANGUAGE plpgsql;
         """
-        + "".join(_postgresql_trigger(*trigger) for trigger in BY_FIRM)
-        + _postgresql_trigger("portal_contact", "update", "UPDATE", CONTACT_CHANGED),
+        + "".join(_postgresql_trigger(*trigger) for trigger in TRIGGERS),
         "".join(
             f"DROP TRIGGER IF EXISTS {name(table, suffix)} ON {table};"
-            for table, suffix, _e, _c in [*BY_FIRM, ("portal_contact", "update", "", None)]
+            for table, suffix, _e, _c in TRIGGERS
         )
         + "DROP FUNCTION IF EXISTS troubleshooting_problems_version_firm();"
         + "DROP FUNCTION IF EXISTS troubleshooting_problems_version_contact();",
@@ -159,10 +157,7 @@ def _sqlite_trigger(table: str, suffix: str, event: str, condition: str | None) 
     )
 
 
-SQLITE = [
-    _sqlite_trigger(*trigger)
-    for trigger in [*BY_FIRM, ("portal_contact", "update", "UPDATE", CONTACT_CHANGED)]
-]
+SQLITE = [_sqlite_trigger(*trigger) for trigger in TRIGGERS]
 
 
 def _pairs(schema_editor):
