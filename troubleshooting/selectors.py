@@ -173,6 +173,12 @@ def latest_domain_run(firm: Firm) -> DomainCheckRun | None:
     return DomainCheckRun.objects.filter(firm=firm).order_by("-created").first()
 
 
+def _domain_run(firm: Firm, given: DomainCheckRun | object | None) -> DomainCheckRun | None:
+    """``given``, the firm's latest domain check as a caller already read it (None: there is
+    none), or read now when the caller passed ``...`` (it had not read it)."""
+    return latest_domain_run(firm) if given is ... else given  # type: ignore[return-value]
+
+
 def _domain_problems(run: DomainCheckRun | None) -> list[Problem]:
     if run is None:
         return []
@@ -387,7 +393,7 @@ def firm_domain_misaligned(firm: Firm, domain_run: DomainCheckRun | object | Non
     (``domain_run``: the firm's latest check, when the caller has read it)."""
     if not firm.sending_domain:
         return False
-    run = latest_domain_run(firm) if domain_run is ... else domain_run
+    run = _domain_run(firm, domain_run)
     return run is not None and run.domain == firm.sending_domain and not run.aligned
 
 
@@ -538,7 +544,7 @@ def problems_for_client(
 ) -> list[Problem]:
     """Every open problem touching ``client`` (``domain_run``: the firm's latest domain
     check, when the caller has read it already)."""
-    run = latest_domain_run(client.firm) if domain_run is ... else domain_run
+    run = _domain_run(client.firm, domain_run)
     deliveries = _current_deliveries(Delivery.objects.filter(client=client))
     problems = _delivery_problems(deliveries, client.firm)
     # A failing mailbox touches every client whose mail came through it.
@@ -573,7 +579,7 @@ def problems_for_firm(
     if kind in (None, Kind.SYNC) and not client_id:
         problems += _firm_sync_problems(firm)
     if kind in (None, Kind.DOMAIN) and not client_id:
-        run = latest_domain_run(firm) if domain_run is ... else domain_run
+        run = _domain_run(firm, domain_run)
         problems += _domain_problems(run) + _firm_settings_problems(firm)
     return _attach_notes(firm, problems)
 
