@@ -9,6 +9,7 @@ language), so a link is always what ``reverse()`` would give.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
 
 from django.urls import get_script_prefix, get_urlconf, reverse
@@ -41,3 +42,12 @@ def url_id(viewname: str, *args: int) -> str:
     if halves is None:
         return reverse(viewname, args=args)
     return f"{halves[0]}{int(last)}{halves[1]}"
+
+
+def url_ids(viewname: str, ids: Iterable[int]) -> list[str]:
+    """``url_id(viewname, pk)`` for each of ``ids``, asking the cache once for all."""
+    halves = _halves(viewname, (), get_urlconf(), get_script_prefix(), get_language())
+    if halves is None:
+        return [reverse(viewname, args=[pk]) for pk in ids]
+    head, tail = halves
+    return [f"{head}{int(pk)}{tail}" for pk in ids]

@@ -7,7 +7,7 @@ from django.template import engines
 from django.urls import clear_script_prefix, reverse, set_script_prefix
 from django.utils import translation
 
-from portal.links import url_id
+from portal.links import url_id, url_ids
 
 
 @pytest.mark.parametrize("ids", [(1, 2), (5, 918273645), (123456, 0)])
@@ -28,6 +28,21 @@ def test_a_link_by_id_is_the_same_in_every_language():
     with translation.override("fi"):
         expected = reverse("invoicing:invoice_detail", args=[3])
         assert url_id("invoicing:invoice_detail", 3) == expected
+
+
+def test_links_to_many_ids_are_each_the_reversed_url():
+    assert url_ids("portal:client_detail", [3, 41, 7]) == [
+        reverse("portal:client_detail", args=[pk]) for pk in (3, 41, 7)
+    ]
+
+
+def test_links_to_many_ids_follow_the_script_prefix():
+    url_ids("portal:client_detail", [7])
+    set_script_prefix("/portal/")
+    try:
+        assert url_ids("portal:client_detail", [7]) == ["/portal/clients/7/"]
+    finally:
+        clear_script_prefix()
 
 
 def test_a_link_without_ids_follows_the_script_prefix():

@@ -86,6 +86,27 @@ def test_the_problems_tab_explains_a_hard_bounce_with_its_fix(owner_client, boun
     assert "5.1.1" in body
 
 
+def test_a_cards_technical_details_give_what_the_receiving_server_said(
+    owner_client, bounced_client
+):
+    body = owner_client.get(
+        reverse("troubleshooting:client_problems", args=[bounced_client.pk])
+    ).content.decode()
+    assert "<dt>SMTP reply code</dt><dd>550</dd>" in body
+    assert "<dt>Enhanced status</dt><dd>5.1.1</dd>" in body
+    assert "<dt>Occurrences</dt><dd>1</dd>" in body
+    assert "<dt>Server reply</dt><dd><pre>550 5.1.1 &lt;x&gt;: Recipient address" in body
+
+
+def test_a_cards_technical_details_are_in_the_members_language(owner, owner_client, bounced_client):
+    owner.user.language = "fi"
+    owner.user.save()
+    body = owner_client.get(
+        reverse("troubleshooting:client_problems", args=[bounced_client.pk])
+    ).content.decode()
+    assert "<dt>SMTP-vastauskoodi</dt><dd>550</dd>" in body
+
+
 def test_a_later_successful_delivery_to_the_address_clears_the_problem(
     owner_client, bounced_client
 ):
@@ -125,6 +146,22 @@ def test_the_dashboard_groups_problems_by_code_with_affected_clients(
     assert "The email you sent did not reach the recipient" in body
     assert "Delivery is delayed for now" in body
     assert body.index("Clients affected:") < body.index("Birch Dental")
+
+
+def test_the_dashboard_links_each_affected_client_to_its_problems(
+    owner_client, firm, bounced_client
+):
+    body = owner_client.get(reverse("troubleshooting:dashboard")).content.decode()
+    link = reverse("troubleshooting:client_problems", args=[bounced_client.pk])
+    assert f'<a href="{link}">Birch Dental</a>' in body
+
+
+def test_the_dashboard_escapes_client_names(owner_client, firm):
+    client = ClientFactory(firm=firm, display_name="<b>Bold & Co</b>")
+    _bounce(_delivery(client, "x@bold.test"))
+    body = owner_client.get(reverse("troubleshooting:dashboard")).content.decode()
+    assert "&lt;b&gt;Bold &amp; Co&lt;/b&gt;" in body
+    assert "<b>Bold" not in body
 
 
 def test_the_dashboard_filters_by_kind(owner_client, firm, bounced_client):

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from django import template
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils import formats
+from django.utils.html import format_html, format_html_join
 
 from mailsync.models import MailboxConnection
+from portal.links import url_ids
 from troubleshooting import catalogue
 from troubleshooting.selectors import flagged_dangerous_addresses
 
@@ -72,3 +74,31 @@ def first_resend_action(guide) -> str:
 @register.simple_tag
 def security_choices() -> list[tuple[str, str]]:
     return MailboxConnection.Security.choices
+
+
+@register.filter
+def technical_details(problem) -> str:
+    """A problem card's technical rows (``Problem.technical``) as ``<dt>``/``<dd>`` pairs,
+    values shown as the template would (localized, escaped). Joined here: a template loop
+    over them cost more than the rest of a card's details."""
+    return format_html_join(
+        "",
+        "<dt>{}</dt><dd>{}</dd>",
+        (
+            (
+                label,
+                format_html("<pre>{}</pre>", value) if preformatted else formats.localize(value),
+            )
+            for label, value, preformatted in problem.technical()
+        ),
+    )
+
+
+@register.filter
+def client_links(clients) -> str:
+    """ "Clients affected" under a problem code: each client's name linked to its Problems
+    tab, comma-separated (a template loop over a dashboard's hundred names took 3 ms)."""
+    urls = url_ids("troubleshooting:client_problems", [c.pk for c in clients])
+    return format_html_join(
+        ", ", '<a href="{}">{}</a>', zip(urls, (c.display_name for c in clients), strict=True)
+    )
