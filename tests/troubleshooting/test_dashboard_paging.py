@@ -111,3 +111,20 @@ def test_the_unlinked_mail_count_is_not_recounted_on_every_load(owner_client, fi
 
     assert any(counts(sql) for sql in first)
     assert not any(counts(sql) for sql in second)
+
+
+def test_a_page_of_one_codes_cards_explains_the_code_once(owner_client, firm):
+    _bounced_clients(firm, 5)
+    page = _page(owner_client, code="delivery.hard_bounce")
+    assert page.count("Save and resend") == 5
+    assert page.count("Correct the contact and resend.") == 1
+    assert page.index("Correct the contact and resend.") < page.index("Save and resend")
+
+
+def test_a_clients_problems_tab_explains_each_card(owner_client, firm):
+    (client,) = _bounced_clients(firm, 1)
+    _bounce(_delivery(client, "second@client.test"))
+    response = owner_client.get(reverse("troubleshooting:client_problems", args=[client.pk]))
+    page = unescape(response.content.decode())
+    assert page.count("Save and resend") == 2
+    assert page.count("Correct the contact and resend.") == 2
