@@ -815,10 +815,13 @@ def _version_triggers() -> str:
     return ", ".join(migration.CONSTRAINT_TRIGGERS)
 
 
-def delivery_code_counts(firm: Firm, checks: dict[str, AddressDomainCheck]) -> list[tuple]:
+def delivery_code_counts(
+    firm: Firm, checks: dict[str, AddressDomainCheck] | None = None
+) -> list[tuple]:
     """``_delivery_code_counts``, from the cache while the firm's DeliveryProblemsVersion
     is the one they were counted under (one primary-key read instead of two windowed
-    queries). The version is read first: counts cached under it were counted after it."""
+    queries). The version is read first: counts cached under it were counted after it.
+    ``checks``: the firm's failed address-domain checks, if the caller has read them."""
     if db.in_atomic_block and db.vendor == "postgresql":
         # Inside a transaction, its own changes raise the version only at its commit: ask
         # for them now, so that it reads counts with its own changes in.
@@ -832,7 +835,7 @@ def delivery_code_counts(firm: Firm, checks: dict[str, AddressDomainCheck]) -> l
     key = f"troubleshooting:delivery-counts:{firm.pk}:{firm.created.timestamp()}:{version or 0}"
     rows = cache.get(key)
     if rows is None:
-        rows = _delivery_code_counts(firm, checks)
+        rows = _delivery_code_counts(firm, _bad_domains(firm) if checks is None else checks)
         cache.set(key, rows, COUNTS_SECONDS)
     return rows
 
@@ -918,23 +921,29 @@ def code_page(firm: Firm, code: str, page_number: str | int | None) -> tuple[Pro
     """One delivery code's problems, a page of cards at a time (newest first); the
     firm-level kinds have few problems and show in full on the dashboard."""
     guide = guide_for(code)
-    deliveries = _current_deliveries(Delivery.objects.filter(firm=firm, problem_code=code))
-    checks = _bad_domains(firm) if code == "delivery.invalid_address" else {}
-    addresses = _dead_domain_addresses(firm, checks) if checks else ContactAddress.objects.none()
-    delivery_count = deliveries.count()
-    total = delivery_count + (addresses.count() if checks else 0)
+    # Counted as the dashboard counts them (from its cache): a code's badge and its pages
+    # agree, and the windowed count is not run again for each page.
+    counts = {
+        source: problems for source, c, problems, *_ in delivery_code_counts(firm) if c == code
+    }
+    delivery_count, address_count = counts.get(False, 0), counts.get(True, 0)
+    total = delivery_count + address_count
     page = Paginator(range(total), CARDS_PER_PAGE).get_page(page_number)
     start, end = page.start_index() - 1, page.end_index()
     problems: list[Problem] = []
     if total == 0:
         return ProblemGroup(guide, problems), page
     if start < delivery_count:
+        deliveries = _current_deliveries(Delivery.objects.filter(firm=firm, problem_code=code))
         problems += _delivery_problems(
             deliveries.order_by("-created", "-pk")[start : min(end, delivery_count)], firm
         )
-    if checks and end > delivery_count:
-        shown = addresses.select_related("contact__client").order_by(
-            "contact__client__display_name", "pk"
+    if address_count and end > delivery_count:
+        checks = _bad_domains(firm)
+        shown = (
+            _dead_domain_addresses(firm, checks)
+            .select_related("contact__client")
+            .order_by("contact__client__display_name", "pk")
         )[max(start - delivery_count, 0) : end - delivery_count]
         problems += _address_problems(list(shown), checks)
     _attach_notes(firm, problems)
