@@ -71,22 +71,38 @@ def connections_holding_client_mail(
 ) -> list[MailboxConnection]:
     """Those of ``connections`` (a few) that synced any of this client's mail; one query.
 
-    Each mailbox is asked with its id written into the query, stopping at the first match.
-    Asked as one correlated EXISTS, PostgreSQL hashed every message of each mailbox (0.1-0.4
-    s for a client with 11,000 messages); with the id known it walks two indexes and stops."""
+    Each mailbox is asked on its own, stopping at its first message of the client (on
+    PostgreSQL a LATERAL subquery with LIMIT 1 per mailbox id). Asked as one correlated
+    EXISTS, PostgreSQL hashed every message of each mailbox (0.1-0.4 s for a client with
+    11,000 messages). A UNION of one probe per mailbox answered as fast in the database but
+    cost 2 ms to build for 4 mailboxes, and 22 ms for 30; the LATERAL query, 0.5-1.5 ms."""
     if not connections:
         return []
-    client_messages = MessageClientLink.objects.filter(client=client).values("message_id")
-    probes = [
-        MessageSource.objects.filter(connection_id=connection.pk, message_id__in=client_messages)
-        .order_by()
-        .values_list("connection_id", flat=True)[:1]
-        for connection in connections
-    ]
-    if db_connection.features.supports_slicing_ordering_in_compound:
-        found = set(probes[0].union(*probes[1:], all=True))
+    ids = [connection.pk for connection in connections]
+    if db_connection.vendor == "postgresql":
+        sql = f"""
+            SELECT mailbox.id FROM unnest(%s::bigint[]) AS mailbox(id)
+            CROSS JOIN LATERAL (
+                SELECT 1 FROM {MessageSource._meta.db_table} source
+                WHERE source.connection_id = mailbox.id AND source.message_id IN (
+                    SELECT link.message_id FROM {MessageClientLink._meta.db_table} link
+                    WHERE link.client_id = %s
+                )
+                LIMIT 1
+            ) AS holds
+        """  # noqa: S608 (table names from the models; the values are parameters)
+        with db_connection.cursor() as cursor:
+            cursor.execute(sql, [ids, client.pk])
+            found = {row[0] for row in cursor.fetchall()}
     else:  # SQLite: one small query per mailbox
-        found = {pk for probe in probes for pk in probe}
+        client_messages = MessageClientLink.objects.filter(client=client).values("message_id")
+        found = {
+            pk
+            for pk in ids
+            if MessageSource.objects.filter(connection_id=pk, message_id__in=client_messages)
+            .order_by()
+            .exists()
+        }
     return [connection for connection in connections if connection.pk in found]
 
 
