@@ -257,7 +257,9 @@ def client_threads(*, client: Client, message_ids: list[int]) -> list[Thread]:
         .prefetch_related(
             Prefetch(
                 "attachments",
-                queryset=MessageAttachment.objects.filter(client=client).select_related("document"),
+                queryset=MessageAttachment.objects.filter(client=client).only(
+                    "message", "document", "filename"
+                ),
                 to_attr="client_attachments",
             )
         )

@@ -195,6 +195,16 @@ def test_the_email_tab_shows_threads_messages_and_attachments(owner_client, firm
     assert reverse("portal:document_download", args=[client.pk, client.documents.get().pk]) in page
 
 
+def test_an_attachment_too_large_to_store_is_named_without_a_link(owner_client, firm):
+    client = _client_with_mail(firm, 1)
+    MessageAttachment.objects.update(document=None, filename="scan-600MB.tiff")
+
+    page = owner_client.get(reverse("mailsync:client_email", args=[client.pk])).content.decode()
+
+    assert 'scan-600MB.tiff <span class="muted">(too large to store)</span>' in page
+    assert "/download" not in page
+
+
 def test_the_email_tab_loads_a_messages_text_when_its_preview_is_opened(owner_client, firm):
     client = _client_with_mail(firm, 1)
     message = Message.objects.get(subject="Question 0")
