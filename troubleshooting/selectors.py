@@ -52,6 +52,7 @@ from mailsync.selectors import (
     unlinked_summary,
 )
 from portal.addresses import AddressError, check_characters, validate_address
+from portal.dates import datetime_text
 from portal.links import url_id
 from portal.models import Client, ContactAddress, Firm
 from troubleshooting.catalogue import Guide, Kind, guide_for
@@ -148,7 +149,7 @@ class Problem:
 
 def _short_datetime(value: datetime) -> str:
     """As the template filter ``date:"SHORT_DATETIME_FORMAT"`` shows it."""
-    return formats.date_format(timezone.template_localtime(value), "SHORT_DATETIME_FORMAT")
+    return datetime_text(value, "SHORT_DATETIME_FORMAT")
 
 
 def _current_deliveries(qs: QuerySet[Delivery]) -> QuerySet[Delivery]:
