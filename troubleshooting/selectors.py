@@ -854,7 +854,6 @@ def dashboard_groups(
     ``member``: only the problems of that member's mailboxes."""
     groups: dict[str, ProblemGroup] = {}
     if kind in (None, Kind.DELIVERY) and member is None:
-        checks = _bad_domains(firm)
         # One row per (code, source, client shown); totals repeat on each row of a source.
         totals: dict[tuple[str, bool], tuple[int, int]] = {}
         newest: list[tuple[str, int]] = []
@@ -867,7 +866,7 @@ def dashboard_groups(
             name,
             named,
             newest_pk,
-        ) in delivery_code_counts(firm, checks):
+        ) in delivery_code_counts(firm):
             guide = guide_for(code)
             if guide is None:
                 continue
@@ -883,8 +882,14 @@ def dashboard_groups(
         # The cards of the codes with few problems, read by primary key.
         inline = [pk for code, pk in newest if groups[code].count <= CARDS_INLINE]
         cards = _delivery_problems(Delivery.objects.filter(pk__in=inline), firm) if inline else []
+        # Addresses on dead domains were counted (source True): their cards need the checks.
         dead = groups.get("delivery.invalid_address")
-        if checks and dead is not None and dead.count <= CARDS_INLINE:
+        checks = (
+            _bad_domains(firm)
+            if ("delivery.invalid_address", True) in totals and dead.count <= CARDS_INLINE
+            else {}
+        )
+        if checks:
             addresses = (
                 _dead_domain_addresses(firm, checks)
                 .select_related("contact__client")
