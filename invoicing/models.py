@@ -65,15 +65,6 @@ class Invoice(models.Model):
         return url_id("invoicing:invoice_detail", self.pk)
 
     @property
-    def status_label(self) -> str:
-        """``get_status_display()`` without rebuilding the choices on each call (a list of
-        invoices shows fifty)."""
-        try:
-            return self.Status(self.status).label
-        except ValueError:
-            return self.status
-
-    @property
     def total(self) -> Decimal:
         return sum((line.amount for line in self.lines.all()), Decimal("0.00"))
 

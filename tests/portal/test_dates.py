@@ -9,7 +9,6 @@ from django.conf import settings
 from django.template import engines
 from django.utils import formats, timezone, translation
 
-from invoicing.models import Invoice
 from portal.dates import datetime_text
 
 
@@ -78,11 +77,3 @@ def test_the_filter_shows_a_datetime_as_the_page_would():
 
 def test_no_date_shows_nothing():
     assert _render("{{ day|short_date }}", day=None) == ""
-
-
-@pytest.mark.parametrize("language", [code for code, _name in settings.LANGUAGES])
-def test_an_invoices_status_label_is_its_display_name(language):
-    with translation.override(language):
-        for status in Invoice.Status.values:
-            invoice = Invoice(status=status)
-            assert invoice.status_label == invoice.get_status_display()
