@@ -106,11 +106,9 @@ class Problem:
         known. Built here, not in the card's template: there, a dozen conditions and three
         dates were half of what a page of cards took to render."""
         detail = self.detail
-        first_seen = _short_datetime(self.first_seen)
-        last_seen = first_seen if self.last_seen == self.first_seen else None
         rows: list[tuple[str, object, bool]] = [
-            (gettext("First seen"), first_seen, False),
-            (gettext("Last seen"), last_seen or _short_datetime(self.last_seen), False),
+            (gettext("First seen"), datetime_text(self.first_seen, "SHORT_DATETIME_FORMAT"), False),
+            (gettext("Last seen"), datetime_text(self.last_seen, "SHORT_DATETIME_FORMAT"), False),
             (gettext("Occurrences"), self.occurrences, False),
         ]
         for key, label in (
@@ -121,7 +119,8 @@ class Problem:
             if detail.get(key):
                 rows.append((label, detail[key], False))
         if detail.get("next_attempt"):
-            rows.append((gettext("Next attempt"), _short_datetime(detail["next_attempt"]), False))
+            when = datetime_text(detail["next_attempt"], "SHORT_DATETIME_FORMAT")
+            rows.append((gettext("Next attempt"), when, False))
         if detail.get("source"):
             rows.append((gettext("Reported by"), detail["source"], False))
         if detail.get("diagnostic"):
@@ -145,11 +144,6 @@ class Problem:
             answers = "".join(f"{name} {rtype} {text}\n" for name, rtype, text in detail["answers"])
             rows.append((gettext("DNS answers"), answers, True))
         return rows
-
-
-def _short_datetime(value: datetime) -> str:
-    """As the template filter ``date:"SHORT_DATETIME_FORMAT"`` shows it."""
-    return datetime_text(value, "SHORT_DATETIME_FORMAT")
 
 
 def _current_deliveries(qs: QuerySet[Delivery]) -> QuerySet[Delivery]:
@@ -414,7 +408,7 @@ def _dead_domain_problems(
     """Contact addresses on domains that take no mail, found before anything bounced
     (addresses whose delivery already reported a problem are left to that problem)."""
     reported = {(p.client.pk, p.delivery.normalized) for p in known if p.delivery and p.client}
-    checks = {c.domain: c for c in AddressDomainCheck.objects.filter(firm=firm, ok=False)}
+    checks = _bad_domains(firm)
     if not checks:
         return []
     on_bad_domain = Q()
@@ -816,13 +810,10 @@ def _version_triggers() -> str:
     return ", ".join(migration.CONSTRAINT_TRIGGERS)
 
 
-def delivery_code_counts(
-    firm: Firm, checks: dict[str, AddressDomainCheck] | None = None
-) -> list[tuple]:
+def delivery_code_counts(firm: Firm) -> list[tuple]:
     """``_delivery_code_counts``, from the cache while the firm's DeliveryProblemsVersion
     is the one they were counted under (one primary-key read instead of two windowed
-    queries). The version is read first: counts cached under it were counted after it.
-    ``checks``: the firm's failed address-domain checks, if the caller has read them."""
+    queries). The version is read first: counts cached under it were counted after it."""
     if db.in_atomic_block and db.vendor == "postgresql":
         # Inside a transaction, its own changes raise the version only at its commit: ask
         # for them now, so that it reads counts with its own changes in.
@@ -836,7 +827,7 @@ def delivery_code_counts(
     key = f"troubleshooting:delivery-counts:{firm.pk}:{firm.created.timestamp()}:{version or 0}"
     rows = cache.get(key)
     if rows is None:
-        rows = _delivery_code_counts(firm, _bad_domains(firm) if checks is None else checks)
+        rows = _delivery_code_counts(firm, _bad_domains(firm))
         cache.set(key, rows, COUNTS_SECONDS)
     return rows
 
