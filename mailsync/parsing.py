@@ -494,11 +494,16 @@ def _clean(text: str) -> str:
     as UTF-8 when valid, else windows-1252 (as mail clients show them), and NULs go
     (PostgreSQL text cannot hold them)."""
     if not text.isascii():
-        text = _SURROGATES.sub(_raw_bytes_text, text)
         try:
+            # Text with no surrogate at all encodes: nothing to replace. Asked first, as the
+            # scan for surrogates cost ten times the encoding on every non-ASCII body.
             text.encode("utf-8")
-        except UnicodeEncodeError:  # lone UTF-16 surrogates from a broken encoded-word
-            text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        except UnicodeEncodeError:
+            text = _SURROGATES.sub(_raw_bytes_text, text)
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # lone UTF-16 surrogates from a broken encoded-word
+                text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     return text.replace("\x00", "")
 
 

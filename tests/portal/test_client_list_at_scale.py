@@ -45,6 +45,18 @@ def test_the_search_finds_a_client_by_a_contacts_name(owner_client, firm):
     assert "Cedar Farm" not in body
 
 
+def test_the_search_finds_no_client_of_another_firm_by_its_contacts(owner_client, firm):
+    other = ClientFactory(display_name="Other Firm's Birch")
+    ContactAddressFactory(
+        contact=ContactFactory(client=other, name="Ingrid Halvorsen"), address="ih@birch.test"
+    )
+    ClientFactory(firm=firm, display_name="Cedar Farm")
+    for query in ("halvor", "birch", "ih@birch"):
+        body = owner_client.get(LIST, {"q": query}).content.decode()
+        assert "Other Firm" not in body
+        assert "No client matches" in body
+
+
 def test_a_client_with_several_matching_contacts_is_listed_once(owner_client, firm):
     client = ClientFactory(firm=firm, display_name="Birch Dental")
     for n in range(3):
