@@ -1,0 +1,33 @@
+"""gunicorn.conf.py, the production server's settings, as gunicorn reads them."""
+
+from __future__ import annotations
+
+import gc
+import os
+import runpy
+
+from django.conf import settings
+
+
+def _conf() -> dict:
+    return runpy.run_path(str(settings.BASE_DIR / "gunicorn.conf.py"))
+
+
+def test_workers_are_threaded_with_persistent_database_connections(monkeypatch):
+    monkeypatch.setenv("DATABASE_CONN_MAX_AGE", "")  # so that the test's end restores it
+    monkeypatch.delenv("DATABASE_CONN_MAX_AGE")
+    conf = _conf()
+    assert conf["worker_class"] == "gthread"
+    assert conf["wsgi_app"] == "portal.wsgi:application"
+    assert os.environ["DATABASE_CONN_MAX_AGE"] == "60"
+
+
+def test_a_loaded_worker_freezes_its_objects_out_of_the_collector():
+    gc.collect()
+    before = gc.get_freeze_count()
+    try:
+        _conf()["post_worker_init"](worker=None)
+        assert gc.get_freeze_count() > before
+        assert gc.get_freeze_count() > 10_000  # Django and the project, not a handful
+    finally:
+        gc.unfreeze()
