@@ -45,6 +45,14 @@ def test_the_search_finds_a_client_by_a_contacts_name(owner_client, firm):
     assert "Cedar Farm" not in body
 
 
+def test_a_search_too_short_for_the_trigram_index_still_finds_names(owner_client, firm):
+    ClientFactory(firm=firm, display_name="Birch Dental")
+    ClientFactory(firm=firm, display_name="Cedar Farm")
+    body = owner_client.get(LIST, {"q": "bi"}).content.decode()
+    assert "Birch Dental" in body
+    assert "Cedar Farm" not in body
+
+
 def test_the_search_finds_no_client_of_another_firm_by_its_contacts(owner_client, firm):
     other = ClientFactory(display_name="Other Firm's Birch")
     ContactAddressFactory(
