@@ -524,7 +524,53 @@ def _raw_header(msg: EmailMessage, name: str) -> list[str]:
     return [str(value) for key, value in msg.raw_items() if key.lower() == name.lower()]
 
 
+# A header value for which policy.default's header object provably says back the value
+# itself (its ``str()``), so the object need not be built: printable ASCII (tabs of folds
+# too) with neither an encoded word nor a value cut to HEADER_MAX_CHARS. For an unstructured header (In-Reply-To,
+# References) ``get_unstructured`` splits such a value into white space and words and joins
+# them again unchanged; a Message-ID only when it is one plain "<dot-atom@dot-atom>" (the
+# msg-id parser keeps only the first id of several, and reads obsolete forms its own way).
+# tests/mailsync/test_parsing_same_result.py compares both ways on every such value of the
+# conformance corpus, the benchmark's mail and generated text.
+_UNSTRUCTURED = frozenset({"in-reply-to", "references"})
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_MSG_ID = re.compile(rf"<{_ATEXT}(?:\.{_ATEXT})*@{_ATEXT}(?:\.{_ATEXT})*>")
+
+
+def _first_raw(msg: EmailMessage, name: str) -> str | None:
+    """The first ``name`` header's value as policy.default hands it to its header class
+    (unfolded), or None: absent, or not a plain string."""
+    lower = name.lower()
+    for key, value in msg.raw_items():
+        if key.lower() == lower:
+            return "".join(_LINESEP.split(value)) if type(value) is str else None
+    return None
+
+
+def _plain_text_header(msg: EmailMessage, name: str) -> str | None:
+    """``str(msg.get(name))`` when that is provably the raw value (see _UNSTRUCTURED); None
+    when only the header object can say."""
+    lower = name.lower()
+    if lower not in _UNSTRUCTURED and lower != "message-id":
+        return None
+    value = _first_raw(msg, name)
+    if (
+        value is None
+        or len(value) > HEADER_MAX_CHARS
+        or not value.isascii()
+        or not value.replace("\t", " ").isprintable()  # folds keep their tabs
+        or "=?" in value
+    ):
+        return None
+    if lower == "message-id" and not _PLAIN_MSG_ID.fullmatch(value):
+        return None
+    return value
+
+
 def _text_header(msg: EmailMessage, name: str, errors: list[str]) -> str:
+    plain = _plain_text_header(msg, name)
+    if plain is not None:
+        return " ".join(plain.split())
     try:
         value = msg.get(name)
         return "" if value is None else _clean(" ".join(str(value).split()))
@@ -746,8 +792,17 @@ def sender_fingerprint(date: datetime.datetime | None, from_address: str, subjec
 
 def _header_date(msg: EmailMessage, errors: list[str]) -> datetime.datetime | None:
     try:
-        header = msg.get("Date")
-        date = getattr(header, "datetime", None) if header is not None else None
+        value = _first_raw(msg, "Date")
+        if value is not None and len(value) <= HEADER_MAX_CHARS:
+            # policy.default's DateHeader without building it: the same call on the same
+            # value, and no date where it finds none (empty, or unreadable: ValueError).
+            try:
+                date = email.utils.parsedate_to_datetime(value) if value else None
+            except ValueError:
+                date = None
+        else:  # absent, an object set through the API, or cut to HEADER_MAX_CHARS
+            header = msg.get("Date")
+            date = getattr(header, "datetime", None) if header is not None else None
     except Exception as exc:
         errors.append(f"Date: {exc}")
         return None

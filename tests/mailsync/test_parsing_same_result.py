@@ -5,6 +5,7 @@ unchanged (it reuses only the pure string helpers of ``mailsync.parsing``)."""
 
 from __future__ import annotations
 
+import datetime
 import email
 import hashlib
 import os
@@ -14,6 +15,8 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from mailsync import parsing
 from mailsync.parsing import (
@@ -21,7 +24,6 @@ from mailsync.parsing import (
     ParsedMessage,
     _clean,
     _file_name,
-    _header_date,
     _html_to_text,
     _ids,
     _normalized,
@@ -53,6 +55,18 @@ def _reference_text_header(msg: EmailMessage, name: str, errors: list[str]) -> s
         errors.append(f"{name}: {exc}")
         raw = _raw_header(msg, name)
         return _clean(" ".join(raw[0].split())) if raw else ""
+
+
+def _reference_header_date(msg: EmailMessage, errors: list[str]):
+    try:
+        header = msg.get("Date")
+        date = getattr(header, "datetime", None) if header is not None else None
+    except Exception as exc:
+        errors.append(f"Date: {exc}")
+        return None
+    if date is not None and date.tzinfo is None:
+        date = date.replace(tzinfo=datetime.UTC)
+    return date
 
 
 def _reference_addresses(msg: EmailMessage, name: str, errors: list[str]) -> list:
@@ -159,7 +173,7 @@ def reference_parse(raw: bytes) -> ParsedMessage:
     parsed.reply_to = _reference_address_list(msg, "Reply-To", errors)
     parsed.in_reply_to = normalize_message_id(_reference_text_header(msg, "In-Reply-To", errors))
     parsed.references = _ids(_reference_text_header(msg, "References", errors))[:50]
-    header_date = _header_date(msg, errors)
+    header_date = _reference_header_date(msg, errors)
     parsed.date, parsed.date_source = header_date, ""
     if header_date is None:
         parsed.date = _received_date(msg)
@@ -223,6 +237,56 @@ ODD = (
     + "--b--\r\n"
 )
 
+# Message-IDs, In-Reply-To, References and Date values on both sides of the plain-header
+# shortcut: folds with tabs, comments, two ids, obsolete and quoted forms, encoded words,
+# 8-bit bytes, control characters, odd and empty dates. (A value over HEADER_MAX_CHARS is
+# cut on purpose, unlike policy.default: see the tests at the end.)
+_ID_VALUES = [
+    "<plain.id@host.test>",
+    "<a!#$%&'*+/=?^_`{|}~-z@x.test>",
+    " <leading-space@x.test>",
+    "<trailing-space@x.test> ",
+    "<one@x.test> <two@x.test>",
+    "<with (comment)@x.test>",
+    "(comment) <c@x.test>",
+    '<"quoted local"@x.test>',
+    "<dots..twice@x.test>",
+    "<literal@[10.0.0.1]>",
+    "<=?utf-8?q?enc?=@x.test>",
+    "no-angle@x.test",
+    "<unclosed@x.test",
+    "",
+    "<a\x01b@x.test>",
+    "<caf\xe9@x.test>",
+    "<folded@x.test>\r\n\t(after a fold)",
+    "<root@x.test>\r\n\t<a0@x.test>\r\n <a1@x.test>",
+    "=?utf-8?q?<encoded@x.test>?=",
+]
+_DATE_VALUES = [
+    "Tue, 04 Mar 2025 09:15:00 +0100",
+    "Tue, 04 Mar 2025 09:15:00 -0000",
+    "4 Mar 2025 09:15 +0100 (CET)",
+    "Tue,\r\n 04 Mar 2025\r\n\t09:15:00 +0100",
+    "Tue, 04 Mar 25 09:15:00 EST",
+    "Tue, 31 Feb 2025 09:15:00 +0100",
+    "Tue, 04 Mar 2025 25:61:00 +0100",
+    "yesterday-ish",
+    "",
+    "Tue, 04 Mar 2025 09:15:00 +\xe9100",
+]
+IDS_AND_DATES = [
+    (
+        f"From: a@x.test\r\nMessage-ID: {value}\r\nIn-Reply-To: {value}\r\n"
+        f"References: {value}\r\nDate: {date}\r\nSubject: ids\r\n\r\nbody\r\n"
+    ).encode("utf-8", "surrogateescape")
+    for value, date in zip(
+        _ID_VALUES, _DATE_VALUES * (len(_ID_VALUES) // len(_DATE_VALUES) + 1), strict=False
+    )
+] + [
+    f"From: a@x.test\r\nDate: {date}\r\nSubject: dates\r\n\r\nbody\r\n".encode()
+    for date in _DATE_VALUES
+]
+
 MESSAGES = [
     # Addresses with encoded display names, a Cc list, a reply.
     (
@@ -262,6 +326,7 @@ MESSAGES = [
     b"--r--\r\n",
     # Every part of it an edge of the structural-header shortcut; 8-bit bytes in one.
     ODD.encode("utf-8"),
+    *IDS_AND_DATES,
 ]
 
 
@@ -496,3 +561,53 @@ def test_a_message_nested_too_deeply_is_still_read_header_only(monkeypatch):
 
     assert "structure: MIME parts nested too deeply: body not read" in parsed.errors
     assert parsed.subject == "deep" and parsed.message_id == "deep@x.test"
+
+
+# Header values as they come: ASCII letters, the id punctuation, spaces, tabs, control
+# characters, encoded-word starts and a few non-ASCII letters.
+_HEADER_TEXT = st.text(
+    alphabet=st.sampled_from(list('ab.@<>()"[]\\ \t=?!#%-_\x01\x7fé')), max_size=40
+)
+
+
+@given(value=_HEADER_TEXT, name=st.sampled_from(["Message-ID", "In-Reply-To", "References"]))
+@example(value="<a.b@c.d>", name="Message-ID")
+@example(value="<a!#%-_=b@c.d>", name="Message-ID")
+@example(value="<a@b.c>\t(note)", name="Message-ID")
+@example(value="<a@b.c>\t<d@e.f>", name="References")
+def test_a_header_read_from_its_raw_value_says_what_policy_default_says(value, name):
+    msg = EmailMessage(policy=policy.default)
+    msg._headers.append((name, value))  # as the parser stores it: unparsed
+    plain = parsing._plain_text_header(msg, name)
+    if plain is not None:
+        assert plain == str(msg.get(name))
+
+
+@given(value=_HEADER_TEXT | st.sampled_from(["Tue, 04 Mar 2025 09:15:00 +0100", ""]))
+def test_a_date_read_from_its_raw_value_is_policy_defaults_date(value):
+    msg = EmailMessage(policy=policy.default)
+    msg._headers.append(("Date", value))
+    errors: list[str] = []
+    try:
+        expected = getattr(msg.get("Date"), "datetime", None)
+    except Exception as exc:
+        expected = f"Date: {exc}"
+    date = parsing._header_date(msg, errors)
+    if errors:
+        assert errors == [expected]
+    else:
+        assert date == (
+            expected.replace(tzinfo=datetime.UTC)
+            if expected is not None and expected.tzinfo is None
+            else expected
+        )
+
+
+@pytest.mark.parametrize("name", ["Date", "References", "Message-ID"])
+def test_a_header_over_the_limit_is_still_cut_and_said_so(name):
+    value = "<" + "long" * 5000 + "@x.test>" if name != "Date" else "Tue, 04 Mar 2025" + " " * 20000
+    raw = f"From: a@x.test\r\n{name}: {value}\r\nSubject: long\r\n\r\nbody\r\n".encode()
+    parsed = message_parse(raw)
+    assert f"{name}: {len(value)} characters, only the first {parsing.HEADER_MAX_CHARS} read" in (
+        parsed.errors
+    )
