@@ -528,8 +528,9 @@ def _raw_header(msg: EmailMessage, name: str) -> list[str]:
 # itself (its ``str()``), so the object need not be built: printable ASCII (tabs of folds
 # too) with neither an encoded word nor a value cut to HEADER_MAX_CHARS. For an
 # unstructured header (In-Reply-To, References) ``get_unstructured`` splits such a value
-# into white space and words and joins them again unchanged; a Message-ID only when it is one plain "<dot-atom@dot-atom>" (the
-# msg-id parser keeps only the first id of several, and reads obsolete forms its own way).
+# into white space and words and joins them again unchanged; a Message-ID only when it is
+# one plain "<dot-atom@dot-atom>" (the msg-id parser keeps only the first id of several,
+# and reads obsolete forms its own way).
 # tests/mailsync/test_parsing_same_result.py compares both ways on every such value of the
 # conformance corpus, the benchmark's mail and generated text.
 _UNSTRUCTURED = frozenset({"in-reply-to", "references"})
