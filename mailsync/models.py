@@ -207,7 +207,9 @@ class Message(models.Model):
         RECEIVED = "received", _("the newest Received header")
         NONE = "none", _("no date")
 
-    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: message_unique_key_occurrence and message_unlinked_idx lead with
+    # the firm (every index is one more write for each of the sync's inserted rows).
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="+", db_index=False)
     # sha256 of the normalised Message-ID with the sender's fingerprint, or of what the
     # sender wrote when it has none (see mailsync.parsing.message_key).
     key = models.CharField(max_length=64)
@@ -231,7 +233,9 @@ class Message(models.Model):
     date_source = models.CharField(max_length=10, choices=DateSource.choices, blank=True)
     in_reply_to = models.TextField(blank=True)
     references = models.TextField(blank=True)
-    thread_key = models.CharField(max_length=64, db_index=True)
+    # Read with the messages and grouped in Python (mailsync.selectors.client_threads); no
+    # query looks messages up by it, so it has no index.
+    thread_key = models.CharField(max_length=64)
     snippet = models.CharField(max_length=300, blank=True)
     text_body = models.TextField(blank=True)
     # sha256 of the raw RFC 5322 bytes, kept in the blob store (portal.blobs), not here.
@@ -322,7 +326,8 @@ class MessageSource(models.Model):
 
 class MessageClientLink(models.Model):
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="client_links")
-    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: messageclientlink_newest_idx leads with the client.
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+", db_index=False)
     created = models.DateTimeField(auto_now_add=True)
     # The message's date, copied when the link is written (a message's date never changes
     # once stored), so a client's newest mail is one index range of its links.
