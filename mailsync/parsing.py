@@ -200,6 +200,16 @@ _NEEDS_PARSER = object()  # marker: only policy.default's header object gives th
 _LINESEP = re.compile(r"\n|\r")  # what policy.default's header_fetch_parse removes
 
 
+def _first_raw(msg: email.message.Message, name: str) -> object:
+    """The first ``name`` header's value as policy.default hands it to its header class
+    (unfolded); None if absent; _NEEDS_PARSER for a header object set through the API."""
+    lower = name.lower()
+    for key, value in msg._headers:
+        if key.lower() == lower:
+            return "".join(_LINESEP.split(value)) if type(value) is str else _NEEDS_PARSER
+    return None
+
+
 class _StructuralMessage(EmailMessage):
     """``EmailMessage`` that answers the Content-Type and Content-Disposition questions the
     feed parser and ``message_parse`` ask (type, disposition, boundary, file name, charset)
@@ -214,13 +224,11 @@ class _StructuralMessage(EmailMessage):
 
     def _plain_structural(self, name: str) -> object:
         """The first ``name`` header's unfolded raw value, None if absent, or _NEEDS_PARSER."""
-        for key, value in self._headers:
-            if key.lower() == name:
-                if type(value) is not str:  # a header object set through the API
-                    return _NEEDS_PARSER
-                plain = _plain_structural_value(name, "".join(_LINESEP.split(value)))
-                return _NEEDS_PARSER if plain is None else plain
-        return None
+        value = _first_raw(self, name)
+        if type(value) is not str:
+            return value
+        plain = _plain_structural_value(name, value)
+        return _NEEDS_PARSER if plain is None else plain
 
     def get_content_type(self) -> str:
         value = self._plain_structural("content-type")
@@ -538,16 +546,6 @@ _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_MSG_ID = re.compile(rf"<{_ATEXT}(?:\.{_ATEXT})*@{_ATEXT}(?:\.{_ATEXT})*>")
 
 
-def _first_raw(msg: EmailMessage, name: str) -> str | None:
-    """The first ``name`` header's value as policy.default hands it to its header class
-    (unfolded), or None: absent, or not a plain string."""
-    lower = name.lower()
-    for key, value in msg.raw_items():
-        if key.lower() == lower:
-            return "".join(_LINESEP.split(value)) if type(value) is str else None
-    return None
-
-
 def _plain_text_header(msg: EmailMessage, name: str) -> str | None:
     """``str(msg.get(name))`` when that is provably the raw value (see _UNSTRUCTURED); None
     when only the header object can say."""
@@ -556,7 +554,7 @@ def _plain_text_header(msg: EmailMessage, name: str) -> str | None:
         return None
     value = _first_raw(msg, name)
     if (
-        value is None
+        type(value) is not str
         or len(value) > HEADER_MAX_CHARS
         or not value.isascii()
         or not value.replace("\t", " ").isprintable()  # folds keep their tabs
@@ -794,7 +792,7 @@ def sender_fingerprint(date: datetime.datetime | None, from_address: str, subjec
 def _header_date(msg: EmailMessage, errors: list[str]) -> datetime.datetime | None:
     try:
         value = _first_raw(msg, "Date")
-        if value is not None and len(value) <= HEADER_MAX_CHARS:
+        if type(value) is str and len(value) <= HEADER_MAX_CHARS:
             # policy.default's DateHeader without building it: the same call on the same
             # value, and no date where it finds none (empty, or unreadable: ValueError).
             try:
