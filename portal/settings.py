@@ -233,6 +233,12 @@ BLOB_STORAGE = env_str("BLOB_STORAGE", "filesystem")
 # A blob no row names is deleted by the periodic sweep only once it is this old: a writer
 # writes the blob before it commits the row, so a younger orphan may be about to be named.
 BLOB_SWEEP_GRACE_HOURS = env_int("BLOB_SWEEP_GRACE_HOURS", 24)
+# S3Storage options the blob store always has, whatever bucket it is given.
+BLOB_S3_OPTIONS = {
+    "default_acl": "private",
+    "querystring_auth": True,
+    "file_overwrite": True,  # content-addressed: same name, same bytes
+}
 if BLOB_STORAGE == "filesystem":
     _BLOBS = {
         "BACKEND": "portal.blobs.BlobFileSystemStorage",
@@ -242,15 +248,13 @@ elif BLOB_STORAGE == "s3":
     _BLOBS = {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
+            **BLOB_S3_OPTIONS,
             "bucket_name": env_str("BLOB_S3_BUCKET", ""),
             "endpoint_url": env_str("BLOB_S3_ENDPOINT_URL", "") or None,
             "region_name": env_str("BLOB_S3_REGION", "") or None,
             "access_key": env_str("BLOB_S3_ACCESS_KEY_ID", "") or None,
             "secret_key": env_str("BLOB_S3_SECRET_ACCESS_KEY", "") or None,
             "location": env_str("BLOB_S3_PREFIX", ""),
-            "default_acl": "private",
-            "querystring_auth": True,
-            "file_overwrite": True,  # content-addressed: same name, same bytes
         },
     }
     if not _BLOBS["OPTIONS"]["bucket_name"]:

@@ -9,7 +9,7 @@ import pytest
 
 from mailsync.adapters import Credentials, ServerSettings
 from mailsync.netguard import Guard
-from tests.servers import dovecot_fixtures
+from tests.servers import dovecot_fixtures, s3
 from tests.servers.dovecot_fixtures import MailboxUser
 
 # The test servers listen on loopback, which the portal refuses unless allowed explicitly.
@@ -18,6 +18,9 @@ LOOPBACK = Guard(allow_private=True)
 # The session's Dovecot and a fresh user per test (see tests/servers/dovecot_fixtures.py).
 dovecot = dovecot_fixtures.dovecot
 mailbox_user = dovecot_fixtures.mailbox_user
+# An S3-compatible bucket for the blob store's S3 backend (see tests/servers/s3.py).
+s3_server = s3.s3_server
+s3_blob_store = s3.s3_blob_store
 
 _message_ids = itertools.count(1)
 

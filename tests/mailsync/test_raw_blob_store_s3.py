@@ -1,0 +1,122 @@
+"""Raw mail in an S3-compatible bucket (BLOB_STORAGE=s3): the blob store's rules hold there
+as on the file system. Against a loopback S3 server (tests/servers/s3.py, through
+tests/mailsync/conftest.py)."""
+
+from __future__ import annotations
+
+import datetime
+import html
+
+import pytest
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from mailsync.engine import mailbox_sync
+from mailsync.models import Message
+from portal.blobs import BlobMissing, blob_name, blob_put, blob_read, blobs_confirm, blobs_sweep
+from tests.factories import ClientFactory
+from tests.hostile_html import mime_message
+from tests.mailsync.factories import (  # noqa: F401
+    MessageClientLinkFactory,
+    MessageFactory,
+    fernet_key,
+)
+from tests.mailsync.test_engine import _connect, _mail
+
+LATER = datetime.timedelta(days=3)  # past the sweep's grace period
+
+
+def _sweep_later() -> int:
+    """The sweep as it runs days after the blobs were written (S3 keeps its own times)."""
+    return blobs_sweep(now=timezone.now() + LATER)
+
+
+@pytest.mark.django_db
+def test_a_synced_message_keeps_its_raw_mail_in_the_bucket(firm, mailbox_user, s3_blob_store):
+    raw = _mail("Kept in S3", message_id="s3-kept@c.test")
+    mailbox_user.server.append(mailbox_user.name, raw)
+
+    mailbox_sync(_connect(firm, mailbox_user))
+
+    message = Message.objects.get()
+    assert s3_blob_store.keys() == [blob_name(message.raw_sha256)]
+    assert message.raw.replace(b"\r\n", b"\n") == raw.replace(b"\r\n", b"\n")
+
+
+@pytest.mark.django_db
+def test_a_message_page_shows_the_html_it_reads_from_the_bucket(owner_client, firm, s3_blob_store):
+    client = ClientFactory(firm=firm)
+    message = MessageFactory(
+        firm=firm, raw=mime_message("<p>Figures <b>attached</b> for Q3</p>"), text_body="Figures"
+    )
+    MessageClientLinkFactory(message=message, client=client)
+
+    page = owner_client.get(reverse("mailsync:message", args=[client.pk, message.pk]))
+
+    assert page.status_code == 200
+    assert "<b>attached</b>" in html.unescape(page.content.decode())
+    assert s3_blob_store.keys() == [blob_name(message.raw_sha256)]
+
+
+@pytest.mark.django_db
+def test_the_same_mail_twice_is_one_object_in_the_bucket(firm, s3_blob_store):
+    raw = b"Subject: twice\r\n\r\nThe same bytes.\r\n"
+
+    first, second = blob_put(raw), blob_put(raw)
+
+    assert first.sha256 == second.sha256
+    assert not first.existed and second.existed
+    assert s3_blob_store.keys() == [blob_name(first.sha256)]
+
+
+@pytest.mark.django_db
+def test_a_blob_missing_from_the_bucket_is_reported_as_missing(s3_blob_store):
+    with pytest.raises(BlobMissing):
+        blob_read("0" * 64)
+
+
+@pytest.mark.django_db
+def test_the_sweep_keeps_a_blob_a_message_names_and_deletes_the_orphan(firm, s3_blob_store):
+    named = MessageFactory(firm=firm, raw=b"Subject: named\r\n\r\nStill used.\r\n")
+    orphan = blob_put(b"Subject: orphan\r\n\r\nLeft by a crash.\r\n")
+
+    assert blobs_sweep() == 0  # both younger than the grace period
+    assert _sweep_later() == 1
+
+    assert s3_blob_store.keys() == [blob_name(named.raw_sha256)]
+    assert blob_read(named.raw_sha256).endswith(b"Still used.\r\n")
+    with pytest.raises(BlobMissing):
+        blob_read(orphan.sha256)
+
+
+@pytest.mark.django_db
+def test_deleting_one_of_two_messages_sharing_a_blob_keeps_it_in_the_bucket(firm, s3_blob_store):
+    raw = b"Subject: shared\r\n\r\nThe same bytes twice.\r\n"
+    first = MessageFactory(firm=firm, raw=raw)
+    second = MessageFactory(firm=firm, raw=raw)
+
+    first.delete()
+    _sweep_later()
+
+    assert Message.objects.get(pk=second.pk).raw == raw
+
+
+@pytest.mark.django_db
+def test_a_writer_reusing_an_orphan_the_sweep_deleted_puts_it_back_in_the_bucket(
+    firm, s3_blob_store
+):
+    raw = b"Subject: orphan\r\n\r\nReused after a crash.\r\n"
+    blob_put(raw)
+    reused = blob_put(raw)  # the writer finds the orphan...
+    assert reused.existed
+    assert _sweep_later() == 1  # ...which the sweep deletes before the writer commits
+
+    with transaction.atomic():
+        blobs_confirm([(reused, raw)])
+        message = Message.objects.create(
+            firm=firm, key=reused.sha256, thread_key="t", raw_sha256=reused.sha256, size=reused.size
+        )
+
+    assert Message.objects.get(pk=message.pk).raw == raw
+    assert s3_blob_store.keys() == [blob_name(reused.sha256)]

@@ -1,0 +1,132 @@
+"""An S3-compatible object store on loopback, for the blob store's S3 backend.
+
+moto's standalone server (``moto_server``) speaks S3's REST API over HTTP; the portal reaches
+it as it reaches any S3-compatible store in production: django-storages' ``S3Storage`` with
+boto3, an endpoint URL and keys. MinIO would be the closer production stand-in, but it is in
+neither Debian's packages nor PyPI here, and building it from source would take longer than
+the whole test run.
+
+Name the fixtures in a conftest.py (as tests/mailsync/conftest.py does)::
+
+    s3_server = s3.s3_server
+    s3_blob_store = s3.s3_blob_store
+
+``s3_server`` runs once per session on a free port; ``s3_blob_store`` gives each test a new,
+empty bucket and points the portal's blob store at it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.servers.dovecot_fixtures import require
+
+__all__ = ["S3Bucket", "S3Server", "s3_blob_store", "s3_server"]
+
+ACCESS_KEY = "portal-test-access"
+SECRET_KEY = "portal-test-secret"  # a loopback server's test key
+REGION = "eu-north-1"
+_buckets = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        )
+
+
+@dataclass(frozen=True)
+class S3Bucket:
+    server: S3Server
+    name: str
+
+    def keys(self) -> list[str]:
+        listed = self.server.client().list_objects_v2(Bucket=self.name)
+        return sorted(item["Key"] for item in listed.get("Contents", []))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _missing() -> str | None:
+    try:
+        import boto3  # noqa: F401
+        import storages  # noqa: F401
+    except ImportError as exc:
+        return f"the S3 blob store tests need django-storages[s3] and boto3 ({exc})"
+    if shutil.which("moto_server", path=str(Path(sys.executable).parent)) is None:
+        return "moto_server is not installed (pip install 'moto[server]')"
+    return None
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    require(_missing())
+    port = _free_port()
+    command = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "AWS_DEFAULT_REGION": REGION},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("the loopback S3 server did not start")
+                time.sleep(0.1)
+        yield S3Server(f"http://127.0.0.1:{port}")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_blob_store(s3_server: S3Server, settings) -> S3Bucket:
+    """A new bucket, and the portal's blob store in it, as BLOB_STORAGE=s3 configures it."""
+    bucket = S3Bucket(s3_server, f"portal-blobs-{os.getpid()}-{next(_buckets)}")
+    s3_server.client().create_bucket(
+        Bucket=bucket.name, CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    options = {
+        **settings.BLOB_S3_OPTIONS,
+        "bucket_name": bucket.name,
+        "endpoint_url": s3_server.endpoint,
+        "region_name": REGION,
+        "access_key": ACCESS_KEY,
+        "secret_key": SECRET_KEY,
+    }
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "blobs": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options},
+    }
+    return bucket
