@@ -29,6 +29,7 @@ import datetime
 import hashlib
 import logging
 import os
+import posixpath
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -215,14 +216,28 @@ def blobs_confirm(items: Iterable[tuple[BlobRef, bytes]]) -> None:
             storage.save(blob_name(ref.sha256), ContentFile(data))
 
 
-def _walk(storage: Storage, folder: str) -> Iterator[str]:
+def _walk(storage: Storage, folder: str) -> Iterator[tuple[str, datetime.datetime | None]]:
+    """Every blob under ``folder``: (sha256, its modified time when the listing gives it).
+
+    An S3 bucket is listed flat, a page of 1,000 keys per request, with each key's time:
+    walked folder by folder through ``listdir`` it took a request per folder (65,536 for
+    sha256/ab/cd/) and then one more per blob for its age. A file system is walked
+    (its ages are asked only of the few blobs that may go)."""
+    bucket = getattr(storage, "bucket", None)  # django-storages' S3Storage
+    if bucket is not None:
+        prefix = posixpath.join(storage.location, folder) + "/"
+        for item in bucket.objects.filter(Prefix=prefix):
+            name = item.key.rsplit("/", 1)[-1]
+            if len(name) == 64 and not name.startswith("."):
+                yield name, item.last_modified
+        return
     try:
         directories, files = storage.listdir(folder)
-    except FileNotFoundError:  # nothing stored yet (S3 lists an absent prefix as empty)
+    except FileNotFoundError:  # nothing stored yet
         return
     for name in files:
         if len(name) == 64 and not name.startswith("."):
-            yield name
+            yield name, None
     for directory in directories:
         yield from _walk(storage, f"{folder}/{directory}")
 
@@ -252,17 +267,31 @@ def blobs_sweep(
 ) -> int:
     """Delete blobs no row names and older than ``grace`` (``BLOB_SWEEP_GRACE_HOURS``);
     returns how many. Safe to run beside writers (see the module docstring) and twice at
-    once; a run stopped midway simply leaves the rest for the next."""
+    once; a run stopped midway simply leaves the rest for the next.
+
+    Each chunk of listed blobs costs one query for the rows naming them; only the blobs
+    none names (orphans, rare) are then asked their age and checked again under the lock.
+    Named blobs cost no request to the store and never take the lock."""
     if grace is None:
         grace = datetime.timedelta(hours=settings.BLOB_SWEEP_GRACE_HOURS)
     cutoff = (now or timezone.now()) - grace
     storage = blob_storage()
     deleted = 0
-    pending: list[str] = []
+    pending: list[tuple[str, datetime.datetime | None]] = []
 
-    def sweep(digests: list[str]) -> int:
-        # Old and unreferenced outside the lock first (cheap), then again under it.
-        candidates = [d for d in digests if _older_than(storage, blob_name(d), cutoff)]
+    def sweep(listed: list[tuple[str, datetime.datetime | None]]) -> int:
+        # Unnamed and old outside the lock first (cheap), then both again under it.
+        referenced = _referenced([digest for digest, _modified in listed])
+        candidates = [
+            digest
+            for digest, modified in listed
+            if digest not in referenced
+            and (
+                modified < cutoff
+                if modified is not None
+                else _older_than(storage, blob_name(digest), cutoff)
+            )
+        ]
         if not candidates:
             return 0
         gone = 0
@@ -278,8 +307,8 @@ def blobs_sweep(
                     gone += 1
         return gone
 
-    for digest in _walk(storage, PREFIX):
-        pending.append(digest)
+    for listed in _walk(storage, PREFIX):
+        pending.append(listed)
         if len(pending) >= chunk:
             deleted += sweep(pending)
             pending = []

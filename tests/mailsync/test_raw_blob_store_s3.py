@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import html
+from collections import Counter
 
 import pytest
 from django.db import transaction
@@ -14,7 +15,15 @@ from django.utils import timezone
 
 from mailsync.engine import mailbox_sync
 from mailsync.models import Message
-from portal.blobs import BlobMissing, blob_name, blob_put, blob_read, blobs_confirm, blobs_sweep
+from portal.blobs import (
+    BlobMissing,
+    blob_name,
+    blob_put,
+    blob_read,
+    blob_storage,
+    blobs_confirm,
+    blobs_sweep,
+)
 from tests.factories import ClientFactory
 from tests.hostile_html import mime_message
 from tests.mailsync.factories import (  # noqa: F401
@@ -120,3 +129,36 @@ def test_a_writer_reusing_an_orphan_the_sweep_deleted_puts_it_back_in_the_bucket
 
     assert Message.objects.get(pk=message.pk).raw == raw
     assert s3_blob_store.keys() == [blob_name(reused.sha256)]
+
+
+def _requests_during(action) -> Counter:  # type: ignore[no-untyped-def]
+    """The S3 operations (ListObjectsV2, HeadObject...) ``action`` sends, by name."""
+    sent: Counter = Counter()
+
+    def count(event_name: str, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        sent[event_name.rsplit(".", 1)[-1]] += 1
+
+    events = blob_storage().connection.meta.client.meta.events
+    events.register("before-send.s3", count)
+    try:
+        action()
+    finally:
+        events.unregister("before-send.s3", count)
+    return sent
+
+
+@pytest.mark.django_db
+def test_the_sweep_asks_the_bucket_nothing_about_each_blob_a_message_names(firm, s3_blob_store):
+    for n in range(30):
+        MessageFactory(firm=firm, raw=f"Subject: kept {n}\r\n\r\nNamed.\r\n".encode())
+    orphans = [blob_put(f"Subject: orphan {n}\r\n\r\nLeft.\r\n".encode()) for n in range(2)]
+    deleted: list[int] = []
+
+    sent = _requests_during(lambda: deleted.append(_sweep_later()))
+
+    assert deleted == [2]
+    # One page of the listing, then only the orphans: their age again under the lock, and
+    # their deletion. Thirty named blobs cost no request each.
+    assert sent == Counter(ListObjects=1, HeadObject=2, DeleteObject=2)
+    assert len(s3_blob_store.keys()) == 30
+    assert not {blob_name(o.sha256) for o in orphans} & set(s3_blob_store.keys())
