@@ -162,3 +162,23 @@ def test_the_sweep_asks_the_bucket_nothing_about_each_blob_a_message_names(firm,
     assert sent == Counter(ListObjects=1, HeadObject=2, DeleteObject=2)
     assert len(s3_blob_store.keys()) == 30
     assert not {blob_name(o.sha256) for o in orphans} & set(s3_blob_store.keys())
+
+
+@pytest.mark.django_db
+def test_the_sweep_touches_only_its_own_prefix_of_a_shared_bucket(firm, s3_blob_store, settings):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "blobs": {
+            **settings.STORAGES["blobs"],
+            "OPTIONS": {**settings.STORAGES["blobs"]["OPTIONS"], "location": "portal"},
+        },
+    }
+    orphan = blob_put(b"Subject: orphan\r\n\r\nOurs, unnamed.\r\n")
+    foreign = f"other-app/{blob_name('f' * 64)}"
+    s3_blob_store.server.client().put_object(Bucket=s3_blob_store.name, Key=foreign, Body=b"x")
+
+    assert _sweep_later() == 1
+
+    assert s3_blob_store.keys() == [foreign]
+    with pytest.raises(BlobMissing):
+        blob_read(orphan.sha256)
