@@ -233,38 +233,56 @@ BLOB_STORAGE = env_str("BLOB_STORAGE", "filesystem")
 # A blob no row names is deleted by the periodic sweep only once it is this old: a writer
 # writes the blob before it commits the row, so a younger orphan may be about to be named.
 BLOB_SWEEP_GRACE_HOURS = env_int("BLOB_SWEEP_GRACE_HOURS", 24)
-# S3Storage options the blob store always has, whatever bucket it is given.
-BLOB_S3_OPTIONS = {
-    "default_acl": "private",
-    "querystring_auth": True,
-    "file_overwrite": True,  # content-addressed: same name, same bytes
-}
+# S3Storage options both stores kept in a bucket always have: private objects, reached only
+# through the portal's firm-checked views (no public URLs).
+S3_OPTIONS = {"default_acl": "private", "querystring_auth": True}
+# ... and the blob store's: content-addressed, so the same name is the same bytes.
+BLOB_S3_OPTIONS = {**S3_OPTIONS, "file_overwrite": True}
+
+
+def _s3_storage(name: str, options: dict[str, object]) -> dict[str, object]:
+    """django-storages' S3Storage for a store ``name`` (BLOB, MEDIA) configured by its
+    ``{name}_S3_*`` variables."""
+    bucket = env_str(f"{name}_S3_BUCKET", "")
+    if not bucket:
+        raise ImproperlyConfigured(f"{name}_STORAGE=s3 needs {name}_S3_BUCKET")
+    return {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            **options,
+            "bucket_name": bucket,
+            "endpoint_url": env_str(f"{name}_S3_ENDPOINT_URL", "") or None,
+            "region_name": env_str(f"{name}_S3_REGION", "") or None,
+            "access_key": env_str(f"{name}_S3_ACCESS_KEY_ID", "") or None,
+            "secret_key": env_str(f"{name}_S3_SECRET_ACCESS_KEY", "") or None,
+            "location": env_str(f"{name}_S3_PREFIX", ""),
+        },
+    }
+
+
 if BLOB_STORAGE == "filesystem":
     _BLOBS = {
         "BACKEND": "portal.blobs.BlobFileSystemStorage",
         "OPTIONS": {"location": str(BLOB_ROOT), "base_url": None},
     }
 elif BLOB_STORAGE == "s3":
-    _BLOBS = {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            **BLOB_S3_OPTIONS,
-            "bucket_name": env_str("BLOB_S3_BUCKET", ""),
-            "endpoint_url": env_str("BLOB_S3_ENDPOINT_URL", "") or None,
-            "region_name": env_str("BLOB_S3_REGION", "") or None,
-            "access_key": env_str("BLOB_S3_ACCESS_KEY_ID", "") or None,
-            "secret_key": env_str("BLOB_S3_SECRET_ACCESS_KEY", "") or None,
-            "location": env_str("BLOB_S3_PREFIX", ""),
-        },
-    }
-    if not _BLOBS["OPTIONS"]["bucket_name"]:
-        raise ImproperlyConfigured("BLOB_STORAGE=s3 needs BLOB_S3_BUCKET")
+    _BLOBS = _s3_storage("BLOB", BLOB_S3_OPTIONS)
 else:
     raise ImproperlyConfigured("BLOB_STORAGE must be 'filesystem' or 's3'")
+# Client documents (uploads, and the attachments of client mail): files under MEDIA_ROOT, or
+# an S3-compatible bucket with MEDIA_STORAGE=s3, which several machines share like the blobs.
+MEDIA_STORAGE = env_str("MEDIA_STORAGE", "filesystem")
+if MEDIA_STORAGE == "filesystem":
+    _MEDIA: dict[str, object] = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+elif MEDIA_STORAGE == "s3":
+    # Stored under random names (portal.models._document_path): never overwritten.
+    _MEDIA = _s3_storage("MEDIA", {**S3_OPTIONS, "file_overwrite": False})
+else:
+    raise ImproperlyConfigured("MEDIA_STORAGE must be 'filesystem' or 's3'")
 if BLOB_SWEEP_GRACE_HOURS < 1:
     raise ImproperlyConfigured("BLOB_SWEEP_GRACE_HOURS must be at least 1")
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": _MEDIA,
     "blobs": _BLOBS,
     "staticfiles": {
         "BACKEND": (

@@ -18,9 +18,10 @@ LOOPBACK = Guard(allow_private=True)
 # The session's Dovecot and a fresh user per test (see tests/servers/dovecot_fixtures.py).
 dovecot = dovecot_fixtures.dovecot
 mailbox_user = dovecot_fixtures.mailbox_user
-# An S3-compatible bucket for the blob store's S3 backend (see tests/servers/s3.py).
+# S3-compatible buckets for the raw mail and the documents (see tests/servers/s3.py).
 s3_server = s3.s3_server
 s3_blob_store = s3.s3_blob_store
+s3_document_store = s3.s3_document_store
 
 _message_ids = itertools.count(1)
 

@@ -10,9 +10,11 @@ Name the fixtures in a conftest.py (as tests/mailsync/conftest.py does)::
 
     s3_server = s3.s3_server
     s3_blob_store = s3.s3_blob_store
+    s3_document_store = s3.s3_document_store
 
-``s3_server`` runs once per session on a free port; ``s3_blob_store`` gives each test a new,
-empty bucket and points the portal's blob store at it.
+``s3_server`` runs once per session on a free port; ``s3_blob_store`` and
+``s3_document_store`` give each test a new, empty bucket and point the portal's blob store
+(raw mail) or its client documents at it.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import pytest
 
 from tests.servers.dovecot_fixtures import require
 
-__all__ = ["S3Bucket", "S3Server", "s3_blob_store", "s3_server"]
+__all__ = ["S3Bucket", "S3Server", "s3_blob_store", "s3_document_store", "s3_server"]
 
 ACCESS_KEY = "portal-test-access"
 SECRET_KEY = "portal-test-secret"  # a loopback server's test key
@@ -110,23 +112,42 @@ def s3_server() -> Iterator[S3Server]:
         process.wait(timeout=10)
 
 
+def _bucket(server: S3Server) -> S3Bucket:
+    bucket = S3Bucket(server, f"portal-{os.getpid()}-{next(_buckets)}")
+    server.client().create_bucket(
+        Bucket=bucket.name, CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    return bucket
+
+
+def _storage(server: S3Server, bucket: S3Bucket, options: dict) -> dict:
+    """The store as the portal's settings configure it for a bucket (portal.settings)."""
+    return {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            **options,
+            "bucket_name": bucket.name,
+            "endpoint_url": server.endpoint,
+            "region_name": REGION,
+            "access_key": ACCESS_KEY,
+            "secret_key": SECRET_KEY,
+        },
+    }
+
+
 @pytest.fixture
 def s3_blob_store(s3_server: S3Server, settings) -> S3Bucket:
     """A new bucket, and the portal's blob store in it, as BLOB_STORAGE=s3 configures it."""
-    bucket = S3Bucket(s3_server, f"portal-blobs-{os.getpid()}-{next(_buckets)}")
-    s3_server.client().create_bucket(
-        Bucket=bucket.name, CreateBucketConfiguration={"LocationConstraint": REGION}
-    )
-    options = {
-        **settings.BLOB_S3_OPTIONS,
-        "bucket_name": bucket.name,
-        "endpoint_url": s3_server.endpoint,
-        "region_name": REGION,
-        "access_key": ACCESS_KEY,
-        "secret_key": SECRET_KEY,
-    }
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "blobs": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options},
-    }
+    bucket = _bucket(s3_server)
+    blobs = _storage(s3_server, bucket, settings.BLOB_S3_OPTIONS)
+    settings.STORAGES = {**settings.STORAGES, "blobs": blobs}
+    return bucket
+
+
+@pytest.fixture
+def s3_document_store(s3_server: S3Server, settings) -> S3Bucket:
+    """A new bucket, and the client documents in it, as MEDIA_STORAGE=s3 configures it."""
+    bucket = _bucket(s3_server)
+    documents = _storage(s3_server, bucket, {**settings.S3_OPTIONS, "file_overwrite": False})
+    settings.STORAGES = {**settings.STORAGES, "default": documents}
     return bucket

@@ -1,6 +1,7 @@
-"""Raw mail in an S3-compatible bucket (BLOB_STORAGE=s3): the blob store's rules hold there
-as on the file system. Against a loopback S3 server (tests/servers/s3.py, through
-tests/mailsync/conftest.py)."""
+"""Raw mail (BLOB_STORAGE=s3) and client documents (MEDIA_STORAGE=s3) in S3-compatible
+buckets, as several machines share them: the blob store's rules hold there as on the file
+system, and documents arrive, download and go as on the disk. Against a loopback S3 server
+(tests/servers/s3.py, through tests/mailsync/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import html
 from collections import Counter
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -24,14 +26,15 @@ from portal.blobs import (
     blobs_confirm,
     blobs_sweep,
 )
-from tests.factories import ClientFactory
+from portal.models import Document
+from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.hostile_html import mime_message
 from tests.mailsync.factories import (  # noqa: F401
     MessageClientLinkFactory,
     MessageFactory,
     fernet_key,
 )
-from tests.mailsync.test_engine import _connect, _mail
+from tests.mailsync.test_engine import _connect, _mail, _with_attachment
 
 LATER = datetime.timedelta(days=3)  # past the sweep's grace period
 
@@ -182,3 +185,39 @@ def test_the_sweep_touches_only_its_own_prefix_of_a_shared_bucket(firm, s3_blob_
     assert s3_blob_store.keys() == [foreign]
     with pytest.raises(BlobMissing):
         blob_read(orphan.sha256)
+
+
+@pytest.mark.django_db
+def test_attachments_of_client_mail_become_documents_in_the_bucket(
+    firm, mailbox_user, s3_blob_store, s3_document_store
+):
+    client = ClientFactory(firm=firm)
+    ContactAddressFactory(contact=ContactFactory(client=client), address="client@client.test")
+    pdf = b"%PDF-1.4 year-end accounts " * 200
+    mailbox_user.server.append(
+        mailbox_user.name, _with_attachment("Accounts", "s3-doc@c", pdf, "accounts.pdf")
+    )
+
+    report = mailbox_sync(_connect(firm, mailbox_user))
+
+    document = Document.objects.get(client=client)
+    assert report.documents == 1 and document.original_name == "accounts.pdf"
+    assert s3_document_store.keys() == [document.file.name]
+    with document.file.open("rb") as stored:
+        assert stored.read() == pdf
+
+
+@pytest.mark.django_db
+def test_a_document_uploaded_to_the_bucket_downloads_with_its_name(
+    staff_client, firm, s3_document_store
+):
+    client = ClientFactory(firm=firm)
+    upload = SimpleUploadedFile("ledger.csv", b"a,b\n1,2\n", "text/csv")
+
+    staff_client.post(reverse("portal:document_upload", args=[client.pk]), {"file": upload})
+
+    document = Document.objects.get(client=client)
+    assert s3_document_store.keys() == [document.file.name]
+    response = staff_client.get(reverse("portal:document_download", args=[client.pk, document.pk]))
+    assert b"".join(response.streaming_content) == b"a,b\n1,2\n"
+    assert 'filename="ledger.csv"' in response["Content-Disposition"]
