@@ -26,6 +26,17 @@ def members_of(firm: Firm) -> QuerySet[Membership]:
     return Membership.objects.filter(firm=firm).select_related("user").order_by("user__email")
 
 
+def member_choices(firm: Firm) -> list[tuple[int, str]]:
+    """The firm's members as a filter's options, by email: (user id, the name ``User``
+    shows itself by), read as four columns rather than every member's whole user row."""
+    return [
+        (user_id, f"{first} {last}".strip() or email)
+        for user_id, first, last, email in Membership.objects.filter(firm=firm)
+        .order_by("user__email")
+        .values_list("user_id", "user__first_name", "user__last_name", "user__email")
+    ]
+
+
 def open_invitations_of(firm: Firm) -> QuerySet[Invitation]:
     return Invitation.objects.filter(firm=firm, accepted_at=None, revoked_at=None)
 

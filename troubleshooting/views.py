@@ -10,7 +10,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from accounts.models import Role
-from accounts.selectors import members_of
+from accounts.selectors import member_choices
 from invoicing.delivery.models import Delivery
 from invoicing.invoices import InvoiceError
 from invoicing.sending import delivery_resend
@@ -75,7 +75,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     else:
         groups = dashboard_groups(request.firm, kind=kind, member=member_pk, domain_run=run)
     context = {
-        "members": members_of(request.firm),
+        "members": member_choices(request.firm),
         "member": member_pk,
         "groups": groups,
         "code": guide.code if page else None,

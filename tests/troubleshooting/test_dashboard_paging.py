@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from tests.factories import ClientFactory
+from tests.factories import ClientFactory, MembershipFactory, UserFactory
 from tests.troubleshooting.test_problem_pages import _bounce, _delivery
 from troubleshooting.selectors import CARDS_INLINE, CARDS_PER_PAGE, CLIENTS_SHOWN
 
@@ -141,3 +141,17 @@ def test_a_codes_page_shows_a_new_problem_at_once(owner_client, firm):
     assert page.count("Save and resend") == 3
     assert "Later 000" in page
     assert '<span class="badge">3</span>' in page
+
+
+def test_the_mailbox_filter_names_each_member_by_name_or_else_address(owner_client, firm):
+    named = MembershipFactory(
+        firm=firm, user=UserFactory(first_name="Ana", last_name="Birch", email="a@firm.test")
+    )
+    unnamed = MembershipFactory(
+        firm=firm, user=UserFactory(first_name="", last_name="", email="b@firm.test")
+    )
+
+    page = _page(owner_client, member=unnamed.user_id)
+
+    assert f'<option value="{named.user_id}" >Ana Birch</option>' in page
+    assert f'<option value="{unnamed.user_id}" selected>b@firm.test</option>' in page
