@@ -141,7 +141,7 @@ def s3(count: int, orphans: int) -> None:
             Bucket="sweep", CreateBucketConfiguration={"LocationConstraint": REGION}
         )
         blobs = {
-            "BACKEND": "storages.backends.s3.S3Storage",
+            "BACKEND": settings.BLOB_S3_BACKEND,
             "OPTIONS": {
                 **settings.BLOB_S3_OPTIONS,
                 "bucket_name": "sweep",

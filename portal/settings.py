@@ -233,6 +233,9 @@ BLOB_STORAGE = env_str("BLOB_STORAGE", "filesystem")
 # A blob no row names is deleted by the periodic sweep only once it is this old: a writer
 # writes the blob before it commits the row, so a younger orphan may be about to be named.
 BLOB_SWEEP_GRACE_HOURS = env_int("BLOB_SWEEP_GRACE_HOURS", 24)
+# django-storages' S3Storage, with one boto3 connection per process (portal/s3.py).
+BLOB_S3_BACKEND = "portal.s3.BlobS3Storage"
+MEDIA_S3_BACKEND = "portal.s3.SharedS3Storage"
 # S3Storage options both stores kept in a bucket always have: private objects, reached only
 # through the portal's firm-checked views (no public URLs).
 S3_OPTIONS = {"default_acl": "private", "querystring_auth": True}
@@ -240,14 +243,14 @@ S3_OPTIONS = {"default_acl": "private", "querystring_auth": True}
 BLOB_S3_OPTIONS = {**S3_OPTIONS, "file_overwrite": True}
 
 
-def _s3_storage(name: str, options: dict[str, object]) -> dict[str, object]:
+def _s3_storage(name: str, backend: str, options: dict[str, object]) -> dict[str, object]:
     """django-storages' S3Storage for a store ``name`` (BLOB, MEDIA) configured by its
     ``{name}_S3_*`` variables."""
     bucket = env_str(f"{name}_S3_BUCKET", "")
     if not bucket:
         raise ImproperlyConfigured(f"{name}_STORAGE=s3 needs {name}_S3_BUCKET")
     return {
-        "BACKEND": "storages.backends.s3.S3Storage",
+        "BACKEND": backend,
         "OPTIONS": {
             **options,
             "bucket_name": bucket,
@@ -266,7 +269,7 @@ if BLOB_STORAGE == "filesystem":
         "OPTIONS": {"location": str(BLOB_ROOT), "base_url": None},
     }
 elif BLOB_STORAGE == "s3":
-    _BLOBS = _s3_storage("BLOB", BLOB_S3_OPTIONS)
+    _BLOBS = _s3_storage("BLOB", BLOB_S3_BACKEND, BLOB_S3_OPTIONS)
 else:
     raise ImproperlyConfigured("BLOB_STORAGE must be 'filesystem' or 's3'")
 # Client documents (uploads, and the attachments of client mail): files under MEDIA_ROOT, or
@@ -276,7 +279,7 @@ if MEDIA_STORAGE == "filesystem":
     _MEDIA: dict[str, object] = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
 elif MEDIA_STORAGE == "s3":
     # Stored under random names (portal.models._document_path): never overwritten.
-    _MEDIA = _s3_storage("MEDIA", {**S3_OPTIONS, "file_overwrite": False})
+    _MEDIA = _s3_storage("MEDIA", MEDIA_S3_BACKEND, {**S3_OPTIONS, "file_overwrite": False})
 else:
     raise ImproperlyConfigured("MEDIA_STORAGE must be 'filesystem' or 's3'")
 if BLOB_SWEEP_GRACE_HOURS < 1:

@@ -24,7 +24,9 @@ from portal.blobs import (
     blob_read,
     blob_storage,
     blobs_confirm,
+    blobs_put_many,
     blobs_sweep,
+    io_threads,
 )
 from portal.models import Document
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
@@ -221,3 +223,16 @@ def test_a_document_uploaded_to_the_bucket_downloads_with_its_name(
     response = staff_client.get(reverse("portal:document_download", args=[client.pk, document.pk]))
     assert b"".join(response.streaming_content) == b"a,b\n1,2\n"
     assert 'filename="ledger.csv"' in response["Content-Disposition"]
+
+
+@pytest.mark.django_db
+def test_threads_writing_blobs_share_one_connection_to_the_bucket(s3_blob_store):
+    datas = [f"Subject: {n}\r\n\r\nIn parallel.\r\n".encode() for n in range(40)]
+
+    refs = blobs_put_many(datas)  # from the I/O pool's threads
+    seen = set()
+    for _ in io_threads().map(lambda _n: seen.add(id(blob_storage().connection)), range(16)):
+        pass
+
+    assert len(s3_blob_store.keys()) == 40 and not any(ref.existed for ref in refs)
+    assert seen == {id(blob_storage().connection)}

@@ -120,10 +120,10 @@ def _bucket(server: S3Server) -> S3Bucket:
     return bucket
 
 
-def _storage(server: S3Server, bucket: S3Bucket, options: dict) -> dict:
+def _storage(server: S3Server, bucket: S3Bucket, backend: str, options: dict) -> dict:
     """The store as the portal's settings configure it for a bucket (portal.settings)."""
     return {
-        "BACKEND": "storages.backends.s3.S3Storage",
+        "BACKEND": backend,
         "OPTIONS": {
             **options,
             "bucket_name": bucket.name,
@@ -139,7 +139,7 @@ def _storage(server: S3Server, bucket: S3Bucket, options: dict) -> dict:
 def s3_blob_store(s3_server: S3Server, settings) -> S3Bucket:
     """A new bucket, and the portal's blob store in it, as BLOB_STORAGE=s3 configures it."""
     bucket = _bucket(s3_server)
-    blobs = _storage(s3_server, bucket, settings.BLOB_S3_OPTIONS)
+    blobs = _storage(s3_server, bucket, settings.BLOB_S3_BACKEND, settings.BLOB_S3_OPTIONS)
     settings.STORAGES = {**settings.STORAGES, "blobs": blobs}
     return bucket
 
@@ -148,6 +148,7 @@ def s3_blob_store(s3_server: S3Server, settings) -> S3Bucket:
 def s3_document_store(s3_server: S3Server, settings) -> S3Bucket:
     """A new bucket, and the client documents in it, as MEDIA_STORAGE=s3 configures it."""
     bucket = _bucket(s3_server)
-    documents = _storage(s3_server, bucket, {**settings.S3_OPTIONS, "file_overwrite": False})
+    options = {**settings.S3_OPTIONS, "file_overwrite": False}
+    documents = _storage(s3_server, bucket, settings.MEDIA_S3_BACKEND, options)
     settings.STORAGES = {**settings.STORAGES, "default": documents}
     return bucket
