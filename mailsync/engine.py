@@ -52,7 +52,7 @@ from mailsync.linking import (
 )
 from mailsync.models import MailboxConnection, MailboxFolder, Message, MessageSource
 from mailsync.parsing import ParsedMessage, messages_parse, parse_process_init, text_snippet
-from portal.blobs import BlobRef, blob_put, blobs_confirm, blobs_put_many
+from portal.blobs import BlobRef, BlobStoreUnavailable, blob_put, blobs_confirm, blobs_put_many
 
 logger = logging.getLogger(__name__)
 
@@ -1303,6 +1303,11 @@ def mailbox_sync(
         report.errors += 1
         report.problems.append(str(exc))
         logger.error("mailbox %s: %s", connection.pk, exc)
+    except BlobStoreUnavailable as exc:
+        report.errors += 1
+        report.problems.append(f"the blob store failed: {exc}")
+        logger.error("mailbox %s: the blob store failed, retrying later: %s", connection.pk, exc)
+        services.connection_retry_later(connection=connection)
     except SyncInterrupted as stop:
         logger.info("mailbox %s: sync stopped (%s)", connection.pk, stop.reason)
         connection.refresh_from_db()

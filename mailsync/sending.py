@@ -52,7 +52,7 @@ from mailsync.models import MailboxConnection, Message, OutgoingAddress, Outgoin
 from mailsync.netguard import guard_from_settings
 from mailsync.parsing import message_parse
 from mailsync.presets import preset_for_host
-from portal.blobs import blob_put
+from portal.blobs import BlobStoreUnavailable, blob_put
 from portal.headers import check_header_text
 from portal.models import Client
 
@@ -387,10 +387,13 @@ class SendResult:
     # The member's Sent folder the portal filed a copy in ("" when the provider files its
     # own copy, or filing failed: the email was sent all the same).
     sent_folder: str = ""
+    # Sent, but the portal's own copy could not be stored (the blob store failed).
+    not_kept: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.message is not None
+        """The email went out (whether or not the portal could keep its copy)."""
+        return self.message is not None or self.not_kept
 
 
 def send_failure_record(*, connection: MailboxConnection, error: SyncError) -> None:
@@ -476,9 +479,17 @@ def email_send(
     logger.info(
         "user %s sent a message to client %s from mailbox %s", member.pk, client.pk, connection.pk
     )
-    message = _store_sent(firm_id=client.firm_id, raw=raw)
+    try:
+        message = _store_sent(firm_id=client.firm_id, raw=raw)
+    except BlobStoreUnavailable as exc:
+        # The email is out: failing now would only invite the member to send it again.
+        logger.error("message sent by user %s to client %s not kept: %s", member.pk, client.pk, exc)
+        message = None
     return SendResult(
-        message=message, refused=refused, sent_folder=sent_copy_file(connection=connection, raw=raw)
+        message=message,
+        refused=refused,
+        sent_folder=sent_copy_file(connection=connection, raw=raw),
+        not_kept=message is None,
     )
 
 

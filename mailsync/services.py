@@ -290,6 +290,20 @@ def connection_record_success(*, connection: MailboxConnection, imported: int) -
     connection.refresh_from_db()
 
 
+# A sync the blob store failed (portal.blobs.BlobStoreUnavailable) is tried again after about
+# this long: the platform's trouble, so the mailbox's own health and backoff stay as they are.
+STORE_RETRY = datetime.timedelta(minutes=5)
+
+
+def connection_retry_later(*, connection: MailboxConnection) -> None:
+    """The sync could not store what it fetched: try again in a few minutes (not every
+    minute, which would fetch the same mail from the member's server again and again),
+    recording nothing against the mailbox."""
+    retry = timezone.now() + STORE_RETRY * random.uniform(0.8, 1.2)
+    MailboxConnection.objects.filter(pk=connection.pk).update(next_attempt_at=retry)
+    connection.refresh_from_db()
+
+
 def _backoff(failures: int) -> datetime.timedelta:
     delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(failures - 1, 0))
     # ±20% jitter so mailboxes on one server that failed together do not retry together.

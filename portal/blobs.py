@@ -60,6 +60,29 @@ class BlobMissing(Exception):
     database without the blob store)."""
 
 
+class BlobStoreUnavailable(Exception):
+    """The store could not take a blob (a full or read-only disk, a bucket out of reach or
+    refusing the keys): the platform's trouble, not a mailbox's. Nothing naming the blob was
+    committed; the write is simply tried again later."""
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """What the configured backends raise when the store itself fails."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # no S3 backend installed (requirements-s3.txt)
+        return (OSError,)
+    return (OSError, BotoCoreError, ClientError)
+
+
+@contextlib.contextmanager
+def _writing() -> Iterator[None]:
+    try:
+        yield
+    except _store_errors() as exc:
+        raise BlobStoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
 class BlobFileSystemStorage(FileSystemStorage):
     """The file system store: atomic, durable writes; an existing name is never renamed.
 
@@ -130,13 +153,15 @@ class BlobRef:
 
 
 def blob_put(data: bytes, *, sha256: str | None = None) -> BlobRef:
-    """Store ``data`` (durably, before returning) unless the store has it already."""
+    """Store ``data`` (durably, before returning) unless the store has it already;
+    BlobStoreUnavailable if the store fails."""
     digest = sha256 or hashlib.sha256(data).hexdigest()
     storage = blob_storage()
     name = blob_name(digest)
-    if storage.exists(name):
-        return BlobRef(digest, len(data), existed=True)
-    storage.save(name, ContentFile(data))
+    with _writing():
+        if storage.exists(name):
+            return BlobRef(digest, len(data), existed=True)
+        storage.save(name, ContentFile(data))
     return BlobRef(digest, len(data), existed=False)
 
 
@@ -159,7 +184,7 @@ def io_threads() -> ThreadPoolExecutor:
 
 def blobs_put_many(datas: list[bytes]) -> list[BlobRef]:
     """``blob_put`` for each of ``datas`` (in order), written in parallel; every blob is
-    durable when this returns."""
+    durable when this returns (BlobStoreUnavailable if the store fails)."""
     if len(datas) <= 1:
         return [blob_put(data) for data in datas]
     storage = blob_storage()
@@ -173,9 +198,10 @@ def blobs_put_many(datas: list[bytes]) -> list[BlobRef]:
             return BlobRef(digest, len(data), existed=True), []
         return BlobRef(digest, len(data), existed=False), storage.write_durable(name, [data])
 
-    results = list(io_threads().map(put, datas))
-    folders = {folder for _ref, changed in results for folder in changed}
-    list(io_threads().map(_fsync_dir, sorted(folders, key=len, reverse=True)))
+    with _writing():
+        results = list(io_threads().map(put, datas))
+        folders = {folder for _ref, changed in results for folder in changed}
+        list(io_threads().map(_fsync_dir, sorted(folders, key=len, reverse=True)))
     return [ref for ref, _changed in results]
 
 
@@ -211,9 +237,10 @@ def blobs_confirm(items: Iterable[tuple[BlobRef, bytes]]) -> None:
         raise RuntimeError("blobs_confirm must run inside the transaction that commits the rows")
     _lock(shared=True)
     storage = blob_storage()
-    for ref, data in reused:
-        if not storage.exists(blob_name(ref.sha256)):
-            storage.save(blob_name(ref.sha256), ContentFile(data))
+    with _writing():
+        for ref, data in reused:
+            if not storage.exists(blob_name(ref.sha256)):
+                storage.save(blob_name(ref.sha256), ContentFile(data))
 
 
 def _walk(storage: Storage, folder: str) -> Iterator[tuple[str, datetime.datetime | None]]:

@@ -263,6 +263,14 @@ def _compose(request: HttpRequest, client: Client, *, reply_to: Message | None) 
             result = None
         if result is not None and result.ok:
             messages.success(request, _("Email sent."))
+            if result.not_kept:
+                messages.warning(
+                    request,
+                    _(
+                        "The portal could not keep its copy of this email just now, so it may "
+                        "not show on this client's Email tab. Do not send it again."
+                    ),
+                )
             for address, reply_text in result.refused.items():
                 messages.warning(
                     request,

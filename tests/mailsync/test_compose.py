@@ -592,3 +592,24 @@ def test_the_compose_page_query_count_does_not_grow_with_contacts_or_mailboxes(
     # addresses (with their mailboxes), the member's choice for the client, contact addresses.
     with django_assert_num_queries(9):
         assert owner_client.get(url).status_code == 200
+
+
+def test_an_email_sent_while_the_blob_store_fails_is_reported_sent_not_failed(
+    owner_client, owner, firm, client_, submission, settings, tmp_path
+):
+    _mailbox(submission, firm=firm, owner=owner.user, address="ann@alder.test")
+    sender = outgoing_for(owner.user, client_)
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_bytes(b"")
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "blobs": {**settings.STORAGES["blobs"], "OPTIONS": {"location": str(not_a_folder)}},
+    }
+
+    response = _write(owner_client, client_, sender)
+
+    assert response.status_code == 302  # to the Email tab, as for any sent email
+    assert len(submission.received) == 1
+    tab = _email_tab(owner_client, client_)
+    assert "Email sent." in tab and "Do not send it again." in tab
+    assert not Message.objects.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import threading
 import time
@@ -10,6 +11,7 @@ import pytest
 from django.db import connection as db
 from django.db import connections, transaction
 from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
 
 from mailsync import engine
 from mailsync.engine import mailbox_sync
@@ -202,3 +204,31 @@ def test_the_migration_moves_existing_raw_mail_into_the_blob_store(firm):
         assert [blob_read(sha256) for _key, sha256 in moved] == raws
     finally:
         _migrate([("mailsync", name) for _app, name in latest])
+
+
+@pytest.mark.django_db
+def test_a_disk_that_takes_no_blobs_delays_the_sync_without_blaming_the_mailbox(
+    firm, mailbox_user, settings, tmp_path
+):
+    mailbox_user.server.append(mailbox_user.name, _mail("Later", message_id="disk@c.test"))
+    connection = _connect(firm, mailbox_user)
+    working = settings.STORAGES
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_bytes(b"")
+    settings.STORAGES = {
+        **working,
+        "blobs": {**working["blobs"], "OPTIONS": {"location": str(not_a_folder / "blobs")}},
+    }
+
+    report = mailbox_sync(connection)
+
+    connection.refresh_from_db()
+    assert not Message.objects.exists()
+    assert (connection.health, connection.problem_code) == ("ok", "")
+    assert connection.next_attempt_at > timezone.now() + datetime.timedelta(minutes=3)
+    assert "blob store" in report.problems[0]
+
+    settings.STORAGES = working
+    mailbox_sync(connection)
+
+    assert Message.objects.get().subject == "Later"

@@ -236,3 +236,36 @@ def test_threads_writing_blobs_share_one_connection_to_the_bucket(s3_blob_store)
 
     assert len(s3_blob_store.keys()) == 40 and not any(ref.existed for ref in refs)
     assert seen == {id(blob_storage().connection)}
+
+
+def _out_of_reach(settings) -> dict:  # type: ignore[no-untyped-def]
+    """The blob store's settings as they were, after pointing it at a closed port."""
+    working = settings.STORAGES
+    blobs = working["blobs"]
+    settings.STORAGES = {
+        **working,
+        "blobs": {**blobs, "OPTIONS": {**blobs["OPTIONS"], "endpoint_url": "http://127.0.0.1:9"}},
+    }
+    return working
+
+
+@pytest.mark.django_db
+def test_a_bucket_out_of_reach_delays_the_sync_without_blaming_the_mailbox(
+    firm, mailbox_user, s3_blob_store, settings
+):
+    mailbox_user.server.append(mailbox_user.name, _mail("Later", message_id="later@c.test"))
+    connection = _connect(firm, mailbox_user)
+    working = _out_of_reach(settings)
+
+    report = mailbox_sync(connection)
+
+    connection.refresh_from_db()
+    assert not Message.objects.exists()
+    assert (connection.health, connection.problem_code) == ("ok", "")  # nothing for the member
+    assert connection.next_attempt_at > timezone.now() + datetime.timedelta(minutes=3)
+    assert "blob store" in report.problems[0]
+
+    settings.STORAGES = working
+    mailbox_sync(connection)
+
+    assert Message.objects.get().subject == "Later"
