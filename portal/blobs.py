@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from django.apps import apps
 from django.conf import settings
+from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.db import connection as db
@@ -75,12 +76,30 @@ def _store_errors() -> tuple[type[BaseException], ...]:
     return (OSError, BotoCoreError, ClientError)
 
 
+# When the store last failed a write, for the status page: a cache entry that every process
+# writing blobs shares, cleared by the next write that works in a process that saw a failure
+# (and expiring, in case none writes again).
+FAILED_KEY = "portal:blobs:failed-at"
+FAILED_SHOWN = 3600  # seconds
+_failed_here = threading.Event()
+
+
+def store_failed_at() -> datetime.datetime | None:
+    """When a write to the blob store last failed, if none has worked since."""
+    return cache.get(FAILED_KEY)
+
+
 @contextlib.contextmanager
 def _writing() -> Iterator[None]:
     try:
         yield
     except _store_errors() as exc:
+        cache.set(FAILED_KEY, timezone.now(), FAILED_SHOWN)
+        _failed_here.set()
         raise BlobStoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    if _failed_here.is_set():
+        _failed_here.clear()
+        cache.delete(FAILED_KEY)
 
 
 class BlobFileSystemStorage(FileSystemStorage):

@@ -14,6 +14,7 @@ from invoicing.delivery.models import Delivery, WebhookEvent
 from mailsync.errors import SEND_CODES
 from mailsync.models import MailboxConnection
 from portal.apps import STARTED_AT
+from portal.blobs import store_failed_at
 from portal.models import Heartbeat
 from troubleshooting.models import Incident
 from troubleshooting.selectors import connection_blip
@@ -51,6 +52,8 @@ class Status:
     # How long ago the longest-waiting problem-free mailbox last synced (None: no mailbox).
     oldest_sync_lag: timedelta | None = None
     starting: bool = False
+    # When storing mail last failed (the blob store: a full disk, a bucket out of reach).
+    store_failed_at: datetime | None = None
 
     @property
     def sending_works(self) -> bool:
@@ -69,8 +72,18 @@ class Status:
         return self.oldest_sync_lag is None or self.oldest_sync_lag < SYNC_LAG_LIMIT
 
     @property
+    def storing_works(self) -> bool:
+        return self.store_failed_at is None
+
+    @property
     def ok(self) -> bool:
-        return self.workers_alive and self.sending_works and self.sync_works and not self.incidents
+        return (
+            self.workers_alive
+            and self.sending_works
+            and self.sync_works
+            and self.storing_works
+            and not self.incidents
+        )
 
     def as_dict(self) -> dict:
         def iso(value):
@@ -93,6 +106,8 @@ class Status:
                 int(self.oldest_sync_lag.total_seconds()) if self.oldest_sync_lag else None
             ),
             "starting": self.starting,
+            "storing_works": self.storing_works,
+            "store_failed_at": iso(self.store_failed_at),
         }
 
 
@@ -133,6 +148,7 @@ def platform_status(*, now: datetime | None = None, started: datetime | None = N
         mailboxes_failing=sync["failing"],
         oldest_sync_lag=max(now - sync["oldest"], timedelta(0)) if sync["oldest"] else None,
         starting=not alive and now - started < STARTING_FOR,
+        store_failed_at=store_failed_at(),
     )
 
 

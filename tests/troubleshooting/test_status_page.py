@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from mailsync.models import MailboxConnection
+from portal.blobs import BlobStoreUnavailable, blob_put
 from portal.models import Heartbeat
 from tests.factories import ClientFactory
 from tests.mailsync.factories import MailboxConnectionFactory, fernet_key  # noqa: F401
@@ -89,3 +90,28 @@ def test_a_stopped_mailbox_does_not_count(client, firm):
     )
     code, body = _json(client)
     assert (code, body["mailboxes_syncing"], body["oldest_sync_lag_seconds"]) == (200, 0, None)
+
+
+@pytest.mark.usefixtures("workers_alive")
+def test_mail_the_store_could_not_take_shows_until_a_write_works_again(
+    client, db, settings, tmp_path
+):
+    working = settings.STORAGES
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_bytes(b"")
+    settings.STORAGES = {
+        **working,
+        "blobs": {**working["blobs"], "OPTIONS": {"location": str(not_a_folder)}},
+    }
+    with pytest.raises(BlobStoreUnavailable):
+        blob_put(b"Subject: lost?\r\n\r\nNot stored.\r\n")
+
+    code, body = _json(client)
+    assert (code, body["storing_works"]) == (503, False)
+    assert "could not store mail at" in client.get(STATUS).content.decode()
+
+    settings.STORAGES = working
+    blob_put(b"Subject: again\r\n\r\nStored.\r\n")
+
+    code, body = _json(client)
+    assert (code, body["storing_works"], body["store_failed_at"]) == (200, True, None)
