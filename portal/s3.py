@@ -6,9 +6,12 @@ extra (requirements-s3.txt).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
-from storages.backends.s3 import S3Storage
+from botocore.exceptions import ClientError
+from django.core.files.base import ContentFile, File
+from storages.backends.s3 import S3Storage, _filter_download_params
 from storages.utils import clean_name
 
 
@@ -40,9 +43,9 @@ class SharedS3Storage(S3Storage):
 
 class BlobS3Storage(SharedS3Storage):
     """The blob store's bucket. A blob (one message, written once) goes up as one PutObject
-    on the shared client. S3Storage's own save builds a boto3 Object resource (a
-    class made afresh for each call) and an upload manager for every file: per blob, that
-    was more CPU than the request itself. Gzip (off for blobs) is not applied here."""
+    on the shared client and comes back as one GetObject. S3Storage builds a boto3 Object
+    resource (a class made afresh for each call) and an upload or download manager for every
+    file: per blob, more CPU than the request itself. Gzip (off for blobs) is not applied."""
 
     def _save(self, name: str, content) -> str:  # type: ignore[no-untyped-def]
         cleaned = clean_name(name)
@@ -53,3 +56,22 @@ class BlobS3Storage(SharedS3Storage):
             Bucket=self.bucket_name, Key=key, Body=content.read(), **params
         )
         return cleaned
+
+    def _open(self, name: str, mode: str = "rb") -> File:
+        """A blob is read whole (the message page, the migrations): one GetObject on the
+        shared client, instead of S3File's Object resource and download manager (9 -> 1.6 ms
+        of CPU a read against a loopback bucket)."""
+        if mode != "rb":
+            return super()._open(name, mode)
+        key = self._normalize_name(clean_name(name))
+        params = _filter_download_params(self.get_object_parameters(key))  # as S3Storage reads
+        try:
+            body = self.connection.meta.client.get_object(
+                Bucket=self.bucket_name, Key=key, **params
+            )["Body"]
+        except ClientError as err:
+            if err.response["ResponseMetadata"]["HTTPStatusCode"] == 404:
+                raise FileNotFoundError(f"File does not exist: {name}") from err
+            raise
+        with contextlib.closing(body):
+            return ContentFile(body.read(), name=name)
