@@ -94,12 +94,16 @@ def _writing() -> Iterator[None]:
     try:
         yield
     except _store_errors() as exc:
-        cache.set(FAILED_KEY, timezone.now(), FAILED_SHOWN)
         _failed_here.set()
+        # Only a record for the status page: a cache out of reach too must not hide the
+        # store's own error.
+        with contextlib.suppress(Exception):
+            cache.set(FAILED_KEY, timezone.now(), FAILED_SHOWN)
         raise BlobStoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
     if _failed_here.is_set():
-        _failed_here.clear()
-        cache.delete(FAILED_KEY)
+        with contextlib.suppress(Exception):
+            cache.delete(FAILED_KEY)
+            _failed_here.clear()
 
 
 class BlobFileSystemStorage(FileSystemStorage):
