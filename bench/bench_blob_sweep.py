@@ -6,7 +6,8 @@ A throwaway PostgreSQL database (beside $DATABASE_URL's) gets one message row pe
 the store gets the blobs (small ones: the sweep never reads their bytes) plus ``--orphans``
 that no row names. The sweep then runs as it does days later (every blob past the grace
 period), and deletes exactly the orphans. For the S3 bucket, moto's standalone server on
-loopback (as in the tests; needs ``requirements-dev.txt``) stands in for the store.
+loopback, started as the tests start it (tests/servers/s3.py; needs ``requirements-dev.txt``),
+stands in for the store.
 
 Printed for each store: the sweep's wall and CPU time, its SQL statements, and for S3 the
 requests it sent by operation; in the same run, the baseline: listing the store alone
@@ -19,8 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,8 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import benchkit
-
-REGION = "eu-north-1"
 
 
 def timed(action: Callable[[], object]) -> tuple[object, float, float]:
@@ -111,91 +108,44 @@ def file_system(root: Path, count: int, orphans: int) -> None:
 
 
 def s3(count: int, orphans: int) -> None:
-    import boto3
-    from botocore.config import Config
     from django.conf import settings
     from django.test.utils import override_settings
 
-    port = benchkit.free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        benchkit.wait_until(
-            lambda: _answers(endpoint),
-            seconds=30,
-            what="the loopback S3 server",
-        )
-        keys = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name=REGION,
-            config=Config(max_pool_connections=16),  # one per uploading thread
-            **keys,
-        )
-        client.create_bucket(
-            Bucket="sweep", CreateBucketConfiguration={"LocationConstraint": REGION}
-        )
-        blobs = {
-            "BACKEND": settings.BLOB_S3_BACKEND,
-            "OPTIONS": {
-                **settings.BLOB_S3_OPTIONS,
-                "bucket_name": "sweep",
-                "endpoint_url": endpoint,
-                "region_name": REGION,
-                "access_key": keys["aws_access_key_id"],
-                "secret_key": keys["aws_secret_access_key"],
-            },
-        }
-        with override_settings(STORAGES={**settings.STORAGES, "blobs": blobs}):
-            _s3_sweep(client, count, orphans)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
-def _s3_sweep(client, count: int, orphans: int) -> None:  # type: ignore[no-untyped-def]
     from portal.blobs import blob_name, blob_storage
+    from tests.servers.s3 import bucket_create, requests_during, running_s3_server, store_settings
 
-    named = digests(count, "s3")
-    rows_naming(named)
-    with ThreadPoolExecutor(16) as pool:
-        list(
-            pool.map(
-                lambda d: client.put_object(Bucket="sweep", Key=blob_name(d), Body=b"x" * 64),
-                named + digests(orphans, "s3-orphan"),
+    with running_s3_server() as server:
+        bucket = bucket_create(server)
+        blobs = store_settings(bucket, settings.BLOB_S3_BACKEND, settings.BLOB_S3_OPTIONS)
+        client = server.client(connections=16)  # one per uploading thread
+        named = digests(count, "s3")
+        rows_naming(named)
+        with ThreadPoolExecutor(16) as pool:
+            list(
+                pool.map(
+                    lambda d: client.put_object(
+                        Bucket=bucket.name, Key=blob_name(d), Body=b"x" * 64
+                    ),
+                    named + digests(orphans, "s3-orphan"),
+                )
             )
-        )
 
-    def list_all() -> int:
-        pages = client.get_paginator("list_objects").paginate(Bucket="sweep")
-        return sum(len(page.get("Contents", ())) for page in pages)
+        def list_all() -> int:
+            pages = client.get_paginator("list_objects").paginate(Bucket=bucket.name)
+            return sum(len(page.get("Contents", ())) for page in pages)
 
-    _, listing, _ = timed(list_all)
-    sent: Counter = Counter()
+        _, listing, _ = timed(list_all)
+        sent: Counter = Counter()
 
-    def counted(event_name: str, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        sent[event_name.rsplit(".", 1)[-1]] += 1
+        def sweep_counting_requests() -> int:
+            deleted, requests = requests_during(blob_storage(), sweep_later)
+            sent.update(requests)
+            return deleted
 
-    events = blob_storage().connection.meta.client.meta.events
-    events.register("before-send.s3", counted)
-    swept = timed(lambda: statements_during(sweep_later))
-    requests = ", ".join(f"{name} {n:,}" for name, n in sorted(sent.items()))
-    report("S3 (moto)", count, orphans, listing, swept, f"; requests: {requests}")
-
-
-def _answers(endpoint: str) -> bool:
-    import urllib.request
-
-    try:
-        urllib.request.urlopen(endpoint, timeout=1)  # noqa: S310 - loopback
-    except OSError as exc:
-        return getattr(exc, "code", None) is not None  # an HTTP error is an answer
-    return True
+        with override_settings(STORAGES={**settings.STORAGES, "blobs": blobs}):
+            swept = timed(lambda: statements_during(sweep_counting_requests))
+        requests = ", ".join(f"{name} {n:,}" for name, n in sorted(sent.items()))
+        report("S3 (moto)", count, orphans, listing, swept, f"; requests: {requests}")
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ from tests.mailsync.factories import (  # noqa: F401
     fernet_key,
 )
 from tests.mailsync.test_engine import _connect, _mail, _with_attachment
+from tests.servers.s3 import requests_during
 
 LATER = datetime.timedelta(days=3)  # past the sweep's grace period
 
@@ -136,32 +137,15 @@ def test_a_writer_reusing_an_orphan_the_sweep_deleted_puts_it_back_in_the_bucket
     assert s3_blob_store.keys() == [blob_name(reused.sha256)]
 
 
-def _requests_during(action) -> Counter:  # type: ignore[no-untyped-def]
-    """The S3 operations (ListObjectsV2, HeadObject...) ``action`` sends, by name."""
-    sent: Counter = Counter()
-
-    def count(event_name: str, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        sent[event_name.rsplit(".", 1)[-1]] += 1
-
-    events = blob_storage().connection.meta.client.meta.events
-    events.register("before-send.s3", count)
-    try:
-        action()
-    finally:
-        events.unregister("before-send.s3", count)
-    return sent
-
-
 @pytest.mark.django_db
 def test_the_sweep_asks_the_bucket_nothing_about_each_blob_a_message_names(firm, s3_blob_store):
     for n in range(30):
         MessageFactory(firm=firm, raw=f"Subject: kept {n}\r\n\r\nNamed.\r\n".encode())
     orphans = [blob_put(f"Subject: orphan {n}\r\n\r\nLeft.\r\n".encode()) for n in range(2)]
-    deleted: list[int] = []
 
-    sent = _requests_during(lambda: deleted.append(_sweep_later()))
+    deleted, sent = requests_during(blob_storage(), _sweep_later)
 
-    assert deleted == [2]
+    assert deleted == 2
     # One page of the listing, then only the orphans: their age again under the lock, and
     # their deletion. Thirty named blobs cost no request each.
     assert sent == Counter(ListObjects=1, HeadObject=2, DeleteObject=2)

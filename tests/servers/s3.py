@@ -19,6 +19,7 @@ Name the fixtures in a conftest.py (as tests/mailsync/conftest.py does)::
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -26,28 +27,43 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from tests.servers.dovecot_fixtures import require
 
-__all__ = ["S3Bucket", "S3Server", "s3_blob_store", "s3_document_store", "s3_server"]
+__all__ = [
+    "S3Bucket",
+    "S3Server",
+    "bucket_create",
+    "requests_during",
+    "running_s3_server",
+    "s3_blob_store",
+    "s3_document_store",
+    "s3_server",
+    "store_settings",
+]
 
 ACCESS_KEY = "portal-test-access"
 SECRET_KEY = "portal-test-secret"  # a loopback server's test key
 REGION = "eu-north-1"
 _buckets = itertools.count(1)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class S3Server:
     endpoint: str
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self, *, connections: int = 10):  # type: ignore[no-untyped-def]
+        """A boto3 client of the server (``connections``: its pool, one per thread using it)."""
         import boto3
+        from botocore.config import Config
 
         return boto3.client(
             "s3",
@@ -55,6 +71,7 @@ class S3Server:
             region_name=REGION,
             aws_access_key_id=ACCESS_KEY,
             aws_secret_access_key=SECRET_KEY,
+            config=Config(max_pool_connections=connections),
         )
 
 
@@ -85,9 +102,10 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    require(_missing())
+@contextlib.contextmanager
+def running_s3_server() -> Iterator[S3Server]:
+    """moto's server on a free loopback port, for as long as the block runs (the benches
+    start it this way too); RuntimeError if it does not answer."""
     port = _free_port()
     command = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
     process = subprocess.Popen(
@@ -104,7 +122,7 @@ def s3_server() -> Iterator[S3Server]:
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("the loopback S3 server did not start")
+                    raise RuntimeError("the loopback S3 server did not start") from None
                 time.sleep(0.1)
         yield S3Server(f"http://127.0.0.1:{port}")
     finally:
@@ -112,7 +130,18 @@ def s3_server() -> Iterator[S3Server]:
         process.wait(timeout=10)
 
 
-def _bucket(server: S3Server) -> S3Bucket:
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    require(_missing())
+    try:
+        with running_s3_server() as server:
+            yield server
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+
+
+def bucket_create(server: S3Server) -> S3Bucket:
+    """A new, empty bucket on the server."""
     bucket = S3Bucket(server, f"portal-{os.getpid()}-{next(_buckets)}")
     server.client().create_bucket(
         Bucket=bucket.name, CreateBucketConfiguration={"LocationConstraint": REGION}
@@ -120,14 +149,14 @@ def _bucket(server: S3Server) -> S3Bucket:
     return bucket
 
 
-def _storage(server: S3Server, bucket: S3Bucket, backend: str, options: dict) -> dict:
+def store_settings(bucket: S3Bucket, backend: str, options: dict) -> dict:
     """The store as the portal's settings configure it for a bucket (portal.settings)."""
     return {
         "BACKEND": backend,
         "OPTIONS": {
             **options,
             "bucket_name": bucket.name,
-            "endpoint_url": server.endpoint,
+            "endpoint_url": bucket.server.endpoint,
             "region_name": REGION,
             "access_key": ACCESS_KEY,
             "secret_key": SECRET_KEY,
@@ -138,8 +167,8 @@ def _storage(server: S3Server, bucket: S3Bucket, backend: str, options: dict) ->
 @pytest.fixture
 def s3_blob_store(s3_server: S3Server, settings) -> S3Bucket:
     """A new bucket, and the portal's blob store in it, as BLOB_STORAGE=s3 configures it."""
-    bucket = _bucket(s3_server)
-    blobs = _storage(s3_server, bucket, settings.BLOB_S3_BACKEND, settings.BLOB_S3_OPTIONS)
+    bucket = bucket_create(s3_server)
+    blobs = store_settings(bucket, settings.BLOB_S3_BACKEND, settings.BLOB_S3_OPTIONS)
     settings.STORAGES = {**settings.STORAGES, "blobs": blobs}
     return bucket
 
@@ -147,8 +176,24 @@ def s3_blob_store(s3_server: S3Server, settings) -> S3Bucket:
 @pytest.fixture
 def s3_document_store(s3_server: S3Server, settings) -> S3Bucket:
     """A new bucket, and the client documents in it, as MEDIA_STORAGE=s3 configures it."""
-    bucket = _bucket(s3_server)
+    bucket = bucket_create(s3_server)
     options = {**settings.S3_OPTIONS, "file_overwrite": False}
-    documents = _storage(s3_server, bucket, settings.MEDIA_S3_BACKEND, options)
+    documents = store_settings(bucket, settings.MEDIA_S3_BACKEND, options)
     settings.STORAGES = {**settings.STORAGES, "default": documents}
     return bucket
+
+
+def requests_during(storage, action: Callable[[], T]) -> tuple[T, Counter]:  # type: ignore[no-untyped-def]
+    """What ``action`` returns, and the S3 operations (ListObjects, HeadObject...)
+    ``storage`` sent while it ran, by name."""
+    sent: Counter = Counter()
+
+    def count(event_name: str, **kwargs: object) -> None:
+        sent[event_name.rsplit(".", 1)[-1]] += 1
+
+    events = storage.connection.meta.client.meta.events
+    events.register("before-send.s3", count)
+    try:
+        return action(), sent
+    finally:
+        events.unregister("before-send.s3", count)
