@@ -64,7 +64,13 @@ class User(AbstractUser):
         verbose_name_plural = _("users")
 
     def __str__(self) -> str:
-        return self.get_full_name() or self.email
+        return self.shown_as(self.first_name, self.last_name, self.email)
+
+    @staticmethod
+    def shown_as(first_name: str, last_name: str, email: str) -> str:
+        """How the portal names a person: the full name, else the address (also for rows
+        read as columns, without a User)."""
+        return f"{first_name} {last_name}".strip() or email
 
 
 class Role(models.TextChoices):

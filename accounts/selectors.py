@@ -30,7 +30,7 @@ def member_choices(firm: Firm) -> list[tuple[int, str]]:
     """The firm's members as a filter's options, by email: (user id, the name ``User``
     shows itself by), read as four columns rather than every member's whole user row."""
     return [
-        (user_id, f"{first} {last}".strip() or email)
+        (user_id, User.shown_as(first, last, email))
         for user_id, first, last, email in Membership.objects.filter(firm=firm)
         .order_by("user__email")
         .values_list("user_id", "user__first_name", "user__last_name", "user__email")
