@@ -67,15 +67,17 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     member = request.GET.get("member", "")
     member_pk = int(member) if member.isdigit() else None
     guide = guide_for(request.GET.get("code", ""))
-    run = latest_domain_run(request.firm)
-    page = None
+    page = run = None
     if guide is not None and guide.kind == Kind.DELIVERY:
+        # One code's cards: the domain's checks and the mailbox filter say nothing about
+        # them, so that page leaves both out (and does not read them).
         group, page = code_page(request.firm, guide.code, request.GET.get("page"))
         groups = [group] if group.count else []
     else:
+        run = latest_domain_run(request.firm)
         groups = dashboard_groups(request.firm, kind=kind, member=member_pk, domain_run=run)
     context = {
-        "members": member_choices(request.firm),
+        "members": member_choices(request.firm) if page is None else [],
         "member": member_pk,
         "groups": groups,
         "code": guide.code if page else None,

@@ -6,12 +6,15 @@ from __future__ import annotations
 from html import unescape
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import translation
 
 from tests.factories import ClientFactory, MembershipFactory, UserFactory
 from tests.troubleshooting.test_problem_pages import _bounce, _delivery
+from troubleshooting.catalogue import guide_for
 from troubleshooting.selectors import CARDS_INLINE, CARDS_PER_PAGE, CLIENTS_SHOWN
 
 DASHBOARD = reverse("troubleshooting:dashboard")
@@ -88,13 +91,22 @@ def test_a_codes_page_runs_the_same_queries_however_many_problems(
     owner_client, firm, count, django_assert_num_queries
 ):
     _bounced_clients(firm, count)
-    # session, user, membership+firm, domain run, the counts (as the dashboard's: the test's
-    # pending version raises, the version, and until cached the counts and the failed
-    # domain checks), the page's deliveries, their events, their addresses, notes, members
-    with django_assert_num_queries(13):
-        owner_client.get(DASHBOARD, {"code": "delivery.hard_bounce"})
+    # session, user, membership+firm, the counts (as the dashboard's: the test's pending
+    # version raises, the version, and until cached the counts and the failed domain
+    # checks), the page's deliveries, their events, their addresses, notes
     with django_assert_num_queries(11):
+        owner_client.get(DASHBOARD, {"code": "delivery.hard_bounce"})
+    with django_assert_num_queries(9):
         owner_client.get(DASHBOARD, {"code": "delivery.hard_bounce", "page": 2})
+
+
+def test_a_codes_page_leaves_out_the_mailbox_filter_and_the_domain_checks(owner_client, firm):
+    _bounced_clients(firm, 2)
+    page = _page(owner_client, code="delivery.hard_bounce")
+    assert page.count("Save and resend") == 2
+    assert "Mailboxes of" not in page
+    assert "Sending domain</h2>" not in page
+    assert "Back to all problems" in page
 
 
 def test_the_unlinked_mail_count_is_not_recounted_on_every_load(owner_client, firm):
@@ -141,6 +153,24 @@ def test_a_codes_page_shows_a_new_problem_at_once(owner_client, firm):
     assert page.count("Save and resend") == 3
     assert "Later 000" in page
     assert '<span class="badge">3</span>' in page
+
+
+def test_a_cards_explanation_is_in_the_language_of_each_page(owner_client, firm):
+    (client,) = _bounced_clients(firm, 1)
+    url = reverse("troubleshooting:client_problems", args=[client.pk])
+    why = guide_for("delivery.hard_bounce").why
+    with translation.override("fi"):
+        finnish = str(why)
+
+    owner_client.cookies[settings.LANGUAGE_COOKIE_NAME] = "fi"
+    finnish_page = unescape(owner_client.get(url).content.decode())
+    owner_client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"
+    english_page = unescape(owner_client.get(url).content.decode())
+
+    assert str(why) in english_page
+    assert finnish != str(why)
+    assert finnish in finnish_page
+    assert str(why) not in finnish_page
 
 
 def test_the_mailbox_filter_names_each_member_by_name_or_else_address(owner_client, firm):

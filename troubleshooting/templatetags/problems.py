@@ -7,10 +7,15 @@ catalogue stays the one place a code becomes text.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from django import template
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import formats
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.utils.translation import get_language
 
 from mailsync.models import MailboxConnection
 from portal.links import url_ids
@@ -44,6 +49,22 @@ def guide_link(code: str) -> str:
         return ""
     url = f"{reverse('troubleshooting:guides')}#{guide.code}"
     return format_html('<a class="guide-link" href="{}">{}</a>', url, guide.title)
+
+
+@register.simple_tag
+def guide_text(guide: catalogue.Guide) -> SafeString:
+    """The guide's explanation (what, why, who can fix it, the steps) as a card shows it."""
+    if catalogue.guide_for(guide.code) is not guide:  # not the catalogue's own: not shared
+        return render_to_string("troubleshooting/_guide_text.html", {"guide": guide})
+    return _guide_html(guide.code, get_language())
+
+
+@lru_cache(maxsize=512)
+def _guide_html(code: str, language: str | None) -> SafeString:
+    # The catalogue's words for one code in one language, the same on every card and every
+    # page: rendered once per process instead of once per card (a tenth of a page of cards).
+    guide = catalogue.guide_for(code)
+    return render_to_string("troubleshooting/_guide_text.html", {"guide": guide})
 
 
 @register.simple_tag
