@@ -51,8 +51,21 @@ from mailsync.linking import (
     messages_link_new,
 )
 from mailsync.models import MailboxConnection, MailboxFolder, Message, MessageSource
-from mailsync.parsing import ParsedMessage, messages_parse, parse_process_init, text_snippet
-from portal.blobs import BlobRef, BlobStoreUnavailable, blob_put, blobs_confirm, blobs_put_many
+from mailsync.parsing import (
+    ParsedMessage,
+    messages_parse,
+    parse_process_init,
+    stored_messages_parse,
+    text_snippet,
+)
+from portal.blobs import (
+    BlobRef,
+    BlobStoreUnavailable,
+    blob_paths,
+    blob_put,
+    blobs_confirm,
+    blobs_put_many,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -264,7 +277,7 @@ class ParsedBatch:
 
     def result(self) -> list[ParsedMessage]:
         start = time.perf_counter()
-        parsed: list[ParsedMessage] | None = None
+        parsed: list[ParsedMessage | None] | None = None
         if self._future is not None:
             try:
                 parsed, cpu = self._future.result()
@@ -274,8 +287,15 @@ class ParsedBatch:
                 # here, so parse it in this process and stop using the parse process.
                 self._parser.failed(exc)
         if parsed is None:
-            parsed, cpu = messages_parse([(item.raw, item.internaldate) for item in self._items])
+            parsed = [None] * len(self._items)
+        missing = [i for i, one in enumerate(parsed) if one is None]
+        if missing:  # not parsed there (or a blob file it could not find): parse them here
+            here, cpu = messages_parse(
+                [(self._items[i].raw, self._items[i].internaldate) for i in missing]
+            )
             self._parser.report.add_time("parse_cpu", cpu)
+            for i, one in zip(missing, here, strict=True):
+                parsed[i] = one
         self._parser.report.add_time("parse_wait", time.perf_counter() - start)
         for item, one in zip(self._items, parsed, strict=True):
             if item.truncated:
@@ -335,10 +355,21 @@ class BatchParser:
     def submit(self, items: list[Fetched]) -> ParsedBatch:
         future = None
         if items and self._pool is not None and self._process_ready():
+            # Raw mail already in a blob store on this machine is read there by the parse
+            # process; only the paths go through the pipe (the bytes cost both processes
+            # about 1 s of CPU per 450 MB when sent).
+            written = [item.blob for item in items if item.blob is not None]
+            paths = blob_paths(written) if len(written) == len(items) else None
             try:
-                future = self._pool.submit(
-                    messages_parse, [(item.raw, item.internaldate) for item in items]
-                )
+                if paths is not None:
+                    dates = [item.internaldate for item in items]
+                    future = self._pool.submit(
+                        stored_messages_parse, list(zip(paths, dates, strict=True))
+                    )
+                else:
+                    future = self._pool.submit(
+                        messages_parse, [(item.raw, item.internaldate) for item in items]
+                    )
             except Exception as exc:
                 self.failed(exc)
         return ParsedBatch(self, items, future)

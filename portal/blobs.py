@@ -228,6 +228,15 @@ def blobs_put_many(datas: list[bytes]) -> list[BlobRef]:
     return [ref for ref, _changed in results]
 
 
+def blob_paths(refs: list[BlobRef]) -> list[str] | None:
+    """Where these blobs are on this machine's file system, for a process that reads them
+    itself; None when the store is not a local file system (S3)."""
+    storage = blob_storage()
+    if not isinstance(storage, BlobFileSystemStorage):
+        return None
+    return [storage.path(blob_name(ref.sha256)) for ref in refs]
+
+
 def blob_read(sha256: str) -> bytes:
     """The bytes of one blob; ``BlobMissing`` if the store does not have it."""
     try:

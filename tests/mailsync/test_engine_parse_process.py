@@ -19,6 +19,7 @@ from mailsync import engine, services
 from mailsync.engine import BatchParser, Fetched, SyncReport, mailbox_sync
 from mailsync.models import Message, MessageClientLink, MessageSource
 from mailsync.parsing import message_parse
+from portal.blobs import blob_paths, blobs_put_many
 from portal.models import Document
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, UserFactory
 from tests.mailsync.factories import fernet_key  # noqa: F401
@@ -86,6 +87,41 @@ def test_the_parse_process_gives_what_parsing_here_gives(parser):
     assert parsed == _parsed_here(items)
     assert parsed[1].attachments[0].content == b"%PDF-1.4 " * 500
     assert parsed[2].errors  # malformed: flagged, still parsed
+
+
+def _stored(items: list[Fetched]) -> list[Fetched]:
+    """The items with their raw mail written to the blob store, as the sync writes it."""
+    for item, ref in zip(items, blobs_put_many([item.raw for item in items]), strict=True):
+        item.blob = ref
+    return items
+
+
+def test_the_parse_process_reads_stored_mail_from_the_blob_store(parser, monkeypatch):
+    items = _stored(_batch())
+    sent = []
+    submit = parser._pool.submit
+    monkeypatch.setattr(
+        parser._pool, "submit", lambda fn, *args: sent.append(args) or submit(fn, *args)
+    )
+
+    parsed = parser.submit(items).result()
+
+    assert parsed == _parsed_here(items)
+    # only where each message is went to the process, not its bytes
+    assert [path for path, _date in sent[0][0]] == blob_paths([item.blob for item in items])
+
+
+def test_a_stored_message_whose_blob_file_is_gone_is_parsed_here(parser, caplog):
+    items = _stored(_batch())
+    os.remove(blob_paths([items[1].blob])[0])
+
+    with caplog.at_level(logging.WARNING, logger="mailsync.engine"):
+        parsed = parser.submit(items).result()
+
+    assert parsed == _parsed_here(items)
+    assert parsed[1].attachments[0].content == b"%PDF-1.4 " * 500
+    assert "parse process failed" not in caplog.text  # the process is still in use
+    assert parser.wait_ready(timeout=1)
 
 
 def test_a_truncated_message_is_flagged_wherever_it_is_parsed(parser):
