@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 from django.core.cache import cache
 from django.db import connection as db_connection
@@ -31,6 +32,7 @@ from mailsync.models import (
     MessageSource,
 )
 from portal.addresses import COMMON_DOMAINS, normalize_address
+from portal.cache_once import cached_once
 from portal.models import Client, ContactAddress, Firm
 from portal.selectors import clients_matching
 
@@ -420,7 +422,6 @@ def unlinked_addresses_describe(rows: list[UnlinkedAddress]) -> None:
 # kept in the cache this long, and forgotten at once when a member links, ignores or
 # restores an address (`unlinked_summary_forget`). Newly synced mail shows within it.
 UNLINKED_SUMMARY_SECONDS = 300
-_NO_SUMMARY = "none"
 
 
 _GENERATION_KEY = "mailsync:unlinked-generation:{}"
@@ -432,31 +433,28 @@ def _generation(firm_pk: int) -> int:
 
 
 def _summary_key(firm_pk: int) -> str:
-    return f"mailsync:unlinked-summary:{firm_pk}:{_generation(firm_pk)}"
+    return f"mailsync:unlinked-summary-once:{firm_pk}:{_generation(firm_pk)}"
 
 
 def unlinked_summary(*, firm: Firm) -> UnlinkedSummary | None:
     """What the `sync.not_linked` problem reports: the addresses of unlinked mail that
     nobody has decided about (the firm's own and ignored ones do not count), and when their
     mail was synced. From the cache when counted in the last UNLINKED_SUMMARY_SECONDS;
-    otherwise two queries, whatever the volume (one when there is no unlinked mail).
+    otherwise two queries, whatever the volume (one when there is no unlinked mail), by one
+    request of all those asking at once (`cached_once`).
     """
-    key = _summary_key(firm.pk)
-    cached = cache.get(key)
-    if cached is not None:
-        return None if cached == _NO_SUMMARY else cached
-    rows = unlinked_addresses(firm=firm)
-    summary = (
-        UnlinkedSummary(
+
+    def count() -> UnlinkedSummary | None:
+        rows = unlinked_addresses(firm=firm)
+        if not rows:
+            return None
+        return UnlinkedSummary(
             addresses=len(rows),
             first_seen=min(row.first_synced for row in rows),
             last_seen=max(row.last_synced for row in rows),
         )
-        if rows
-        else None
-    )
-    cache.set(key, summary or _NO_SUMMARY, UNLINKED_SUMMARY_SECONDS)
-    return summary
+
+    return cached_once(_summary_key(firm.pk), count, fresh_seconds=UNLINKED_SUMMARY_SECONDS)
 
 
 def unlinked_summary_forget(*, firm: Firm) -> None:
@@ -476,12 +474,9 @@ UNLINKED_ROWS_SECONDS = 60
 def unlinked_addresses_cached(*, firm: Firm, viewer: User) -> list[UnlinkedAddress]:
     """`unlinked_addresses` for ``viewer``, from the cache when counted in the last
     UNLINKED_ROWS_SECONDS and nothing was linked, ignored or restored since."""
-    key = f"mailsync:unlinked-rows:{firm.pk}:{viewer.pk}:{_generation(firm.pk)}"
-    rows = cache.get(key)
-    if rows is None:
-        rows = unlinked_addresses(firm=firm, viewer=viewer)
-        cache.set(key, rows, UNLINKED_ROWS_SECONDS)
-    return rows
+    key = f"mailsync:unlinked-rows-once:{firm.pk}:{viewer.pk}:{_generation(firm.pk)}"
+    rows = partial(unlinked_addresses, firm=firm, viewer=viewer)
+    return cached_once(key, rows, fresh_seconds=UNLINKED_ROWS_SECONDS)
 
 
 def unlinked_address_name(*, firm: Firm, address: str) -> str:

@@ -438,14 +438,6 @@ MAILSYNC_TIMEOUT = env_float("MAILSYNC_TIMEOUT", 60.0)
 # server is on the local network (and the test suite's loopback servers) switch this on.
 OUTBOUND_ALLOW_PRIVATE_HOSTS = env_bool("OUTBOUND_ALLOW_PRIVATE_HOSTS", False)
 
-# The cache holds rate-limit counters (portal.ratelimits, allauth's login limits). Local
-# memory counts per process; with several web workers point CACHE_URL at Redis
-# (redis://host:6379/1) so every worker counts together.
-CACHE_URL = env_str("CACHE_URL", "")
-if CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
-    CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
-    }
 # Signed ESP webhook posts (Mailgun) older than this are refused as replays.
 WEBHOOK_MAX_AGE_SECONDS = env_int("WEBHOOK_MAX_AGE_SECONDS", 300)
 # Budgets of portal.ratelimits, {action: (per member, per firm, seconds)}; empty: its defaults.
@@ -588,9 +580,10 @@ LOGGING = {
 }
 
 # The cache: each process's own memory, unless CACHE_URL names a Redis database
-# (production: one cache for every web process and worker, so that what the pages keep
-# there, such as the unlinked-mail summary on the Problems dashboard, is counted once and
-# not once per process).
+# (redis://host:6379/1). Production: one cache for every web process and worker, so that
+# rate-limit counters (portal.ratelimits, allauth's login limits) count together and what
+# the pages keep there (portal.cache_once: the unlinked-mail summary, the Problems
+# dashboard's counts) is counted once, not once per process.
 CACHE_URL = env_str("CACHE_URL", "")
 if CACHE_URL:
     CACHES = {

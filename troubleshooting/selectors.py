@@ -18,7 +18,6 @@ from datetime import datetime
 from functools import cached_property
 from typing import NamedTuple
 
-from django.core.cache import cache
 from django.core.paginator import Page, Paginator
 from django.db import connection as db
 from django.db.models import (
@@ -52,6 +51,7 @@ from mailsync.selectors import (
     unlinked_summary,
 )
 from portal.addresses import AddressError, check_characters, validate_address
+from portal.cache_once import cached_once
 from portal.dates import datetime_text
 from portal.links import url_id
 from portal.models import Client, ContactAddress, Firm
@@ -824,12 +824,12 @@ def delivery_code_counts(firm: Firm) -> list[tuple]:
         .values_list("version", flat=True)
         .first()
     )
-    key = f"troubleshooting:delivery-counts:{firm.pk}:{firm.created.timestamp()}:{version or 0}"
-    rows = cache.get(key)
-    if rows is None:
-        rows = _delivery_code_counts(firm, _bad_domains(firm))
-        cache.set(key, rows, COUNTS_SECONDS)
-    return rows
+    key = f"troubleshooting:code-counts:{firm.pk}:{firm.created.timestamp()}:{version or 0}"
+
+    def count() -> list[tuple]:
+        return _delivery_code_counts(firm, _bad_domains(firm))
+
+    return cached_once(key, count, fresh_seconds=COUNTS_SECONDS)
 
 
 def dashboard_groups(

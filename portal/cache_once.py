@@ -1,0 +1,66 @@
+"""Counts worth doing once for everyone who asks at the same moment.
+
+A firm-wide count at scale (the unlinked mail of a million messages, the Problems
+dashboard's counts per code) takes a few hundred milliseconds of database time. Kept in the
+cache, it expires or its key changes (something was linked, a delivery failed), and every
+page load that arrives before the first recount has finished would count again: sixteen
+requests at once made sixteen counts, and each of them waited for all the others (a p95 of
+1.9 s on a page whose median was 150 ms).
+
+``cached_once`` lets one request count while the others either keep showing the count
+they had (it expired: it is at most a few seconds older than it was allowed to be) or,
+when there is none under the key yet, wait for that one count instead of making their own.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
+
+from django.core.cache import cache
+
+T = TypeVar("T")
+
+# How long the others wait for a count in progress before they count for themselves (the
+# one counting may have died, or be stuck on a lock).
+WAIT_SECONDS = 5.0
+# How long one count may claim the recount; then anyone may count again.
+CLAIM_SECONDS = 30
+# An expired count stays this long past its time, to be shown while it is recounted.
+STALE_SECONDS = 300
+_POLL_SECONDS = 0.02
+
+
+def cached_once(key: str, compute: Callable[[], T], *, fresh_seconds: float) -> T:
+    """``compute()``'s value, kept under ``key`` for ``fresh_seconds``; at most one caller
+    at a time computes it again (any value, None included, is kept)."""
+    entry = cache.get(key)
+    now = time.time()
+    if entry is not None and now < entry[0]:
+        return entry[1]
+    claim = f"{key}:computing"
+    token = uuid.uuid4().hex
+    if cache.add(claim, token, timeout=CLAIM_SECONDS):
+        try:
+            return _compute_and_keep(key, compute, fresh_seconds)
+        finally:
+            # Only our own claim: one that outlived CLAIM_SECONDS may be another's by now.
+            if cache.get(claim) == token:
+                cache.delete(claim)
+    if entry is not None:
+        return entry[1]  # expired: shown while the one who claimed it counts again
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(_POLL_SECONDS)
+        entry = cache.get(key)
+        if entry is not None:
+            return entry[1]
+    return _compute_and_keep(key, compute, fresh_seconds)
+
+
+def _compute_and_keep(key: str, compute: Callable[[], T], fresh_seconds: float) -> T:
+    value = compute()
+    cache.set(key, (time.time() + fresh_seconds, value), timeout=fresh_seconds + STALE_SECONDS)
+    return value
