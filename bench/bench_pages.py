@@ -15,6 +15,13 @@ member lookup, no page) runs in the same run as the floor; each page's p95 is al
 multiple of the floor's, and "cost": the floor's requests/s over the page's (one request of
 the page in bare-view requests; steadier between runs than the p95 ratio). Aim: p95 <= 100 ms
 and <= 4x the floor. Asserts nothing.
+
+``--changes-every S``: while each page is driven, every S seconds the bench does to the
+firm what a busy day does to its counts: a member links an address (the unlinked-mail
+counts start again) and a bounce arrives (the firm's DeliveryProblemsVersion is raised, so
+the counts per problem code start again too). The p95 and p99 then include the pages that
+came while the counts were being made again (raising the version is the one other write
+the bench makes: it only makes the next dashboard count afresh).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -159,6 +167,33 @@ def load(port: int, path: str, cookie: str, args: argparse.Namespace, work: Path
     }
 
 
+def firm_changes(firm_slug: str, every: float, stop: threading.Event) -> threading.Thread:
+    """A thread that, every ``every`` seconds until ``stop``, starts the firm's cached
+    counts again as linking an address and a new bounce would."""
+    from django.db import connection
+    from django.db.models import F
+
+    from mailsync.selectors import unlinked_summary_forget
+    from portal.models import Firm
+    from troubleshooting.models import DeliveryProblemsVersion
+
+    firm = Firm.objects.get(slug=firm_slug)
+
+    def change() -> None:
+        try:
+            while not stop.wait(every):
+                unlinked_summary_forget(firm=firm)
+                DeliveryProblemsVersion.objects.filter(firm_id=firm.pk).update(
+                    version=F("version") + 1
+                )
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=change, name="firm-changes", daemon=True)
+    thread.start()
+    return thread
+
+
 def static_settings(work: Path) -> dict[str, str]:
     """portal.settings with STATIC_ROOT in the run's folder, filled by collectstatic (pages
     name their hashed static files; the repository is never written to)."""
@@ -205,6 +240,9 @@ def main() -> None:
         "--cache", default="redis://127.0.0.1:6379/14", help="CACHE_URL; empty: per process"
     )
     parser.add_argument("--single-runs", type=int, default=5, help="requests for 'one req'")
+    parser.add_argument(
+        "--changes-every", type=float, default=0, help="seconds between changes (0: none)"
+    )
     args = parser.parse_args()
     database_url = os.environ.get("DATABASE_URL", "")
     if not database_url.startswith("postgres"):
@@ -237,7 +275,10 @@ def main() -> None:
         server = server_start(port, env)
         print(f"load average before: {Path('/proc/loadavg').read_text().strip()}")
         print(f"wrk, {args.connections} connections, {args.seconds} s per page; gunicorn "
-              f"as gunicorn.conf.py sets it ({os.cpu_count()} cores)\n")  # fmt: skip
+              f"as gunicorn.conf.py sets it ({os.cpu_count()} cores)")  # fmt: skip
+        if args.changes_every:
+            print(f"the firm's counts start again every {args.changes_every:g} s")
+        print()
         header = f"{'page':<36} {'one req':>8} {'p50':>8} {'p95':>8} {'p99':>8} {'req/s':>7}"
         print(header + f" {'x floor':>7} {'cost':>6} {'KB':>6}")
         floor_p95 = floor_rate = None
@@ -247,7 +288,18 @@ def main() -> None:
                 if status != 200:
                     print(f"{name:<36} HTTP {status} for {path}: skipped")
                     continue
-                result = load(port, path, cookie, args, work)
+                stop = threading.Event()
+                changes = (
+                    firm_changes(args.firm, args.changes_every, stop)
+                    if args.changes_every
+                    else None
+                )
+                try:
+                    result = load(port, path, cookie, args, work)
+                finally:
+                    stop.set()
+                    if changes is not None:
+                        changes.join()
                 if floor_p95 is None:
                     floor_p95, floor_rate = result["p95"], result["rate"]
                 ratio = result["p95"] / floor_p95 if floor_p95 else 0
