@@ -14,12 +14,16 @@ when there is none under the key yet, wait for that one count instead of making 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
 from django.core.cache import cache
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -33,28 +37,46 @@ STALE_SECONDS = 300
 _POLL_SECONDS = 0.02
 
 
+class _CacheDown(Exception):
+    """The cache did not answer (Redis out of reach): count without it."""
+
+
+def _cache(method: str, *args: object, **kwargs: object) -> object:
+    try:
+        return getattr(cache, method)(*args, **kwargs)
+    except Exception as exc:  # each backend raises its own errors (redis.ConnectionError, ...)
+        raise _CacheDown(f"{type(exc).__name__}: {exc}") from exc
+
+
 def cached_once(key: str, compute: Callable[[], T], *, fresh_seconds: float) -> T:
     """``compute()``'s value, kept under ``key`` for ``fresh_seconds``; at most one caller
-    at a time computes it again (any value, None included, is kept)."""
-    entry = cache.get(key)
-    now = time.time()
-    if entry is not None and now < entry[0]:
-        return entry[1]
-    claim = f"{key}:computing"
-    token = uuid.uuid4().hex
-    if cache.add(claim, token, timeout=CLAIM_SECONDS):
+    at a time computes it again (any value, None included, is kept). The cache is only a
+    shortcut: when it does not answer, the value is computed here (and logged)."""
+    try:
+        entry = _cache("get", key)
+        if entry is not None and time.time() < entry[0]:
+            return entry[1]
+        claim = f"{key}:computing"
+        token = uuid.uuid4().hex
+        claimed = _cache("add", claim, token, timeout=CLAIM_SECONDS)
+    except _CacheDown as down:
+        logger.warning("cache out of reach (%s): %s counted without it", down, key)
+        return compute()
+    if claimed:
         try:
             return _compute_and_keep(key, compute, fresh_seconds)
         finally:
             # Only our own claim: one that outlived CLAIM_SECONDS may be another's by now.
-            if cache.get(claim) == token:
-                cache.delete(claim)
+            with contextlib.suppress(_CacheDown):
+                if _cache("get", claim) == token:
+                    _cache("delete", claim)
     if entry is not None:
         return entry[1]  # expired: shown while the one who claimed it counts again
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
         time.sleep(_POLL_SECONDS)
-        entry = cache.get(key)
+        with contextlib.suppress(_CacheDown):
+            entry = _cache("get", key)
         if entry is not None:
             return entry[1]
     return _compute_and_keep(key, compute, fresh_seconds)
@@ -62,5 +84,6 @@ def cached_once(key: str, compute: Callable[[], T], *, fresh_seconds: float) -> 
 
 def _compute_and_keep(key: str, compute: Callable[[], T], fresh_seconds: float) -> T:
     value = compute()
-    cache.set(key, (time.time() + fresh_seconds, value), timeout=fresh_seconds + STALE_SECONDS)
+    with contextlib.suppress(_CacheDown):  # kept next time, then
+        _cache("set", key, (time.time() + fresh_seconds, value), fresh_seconds + STALE_SECONDS)
     return value

@@ -109,3 +109,14 @@ def test_a_count_that_fails_lets_the_next_request_count():
         cached_once("k", broken, fresh_seconds=60)
 
     assert cached_once("k", lambda: 3, fresh_seconds=60) == 3
+
+
+def test_a_cache_out_of_reach_costs_a_count_not_the_page(monkeypatch, caplog):
+    def refused(*args, **kwargs):
+        raise ConnectionError("Error 111 connecting to redis:6379. Connection refused.")
+
+    for method in ("get", "add", "set", "delete"):
+        monkeypatch.setattr(cache, method, refused)
+
+    assert cached_once("k", lambda: 9, fresh_seconds=60) == 9
+    assert "cache out of reach" in caplog.text
