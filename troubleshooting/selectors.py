@@ -39,7 +39,7 @@ from django.db.models import (
 from django.db.models.functions import Lower, RowNumber
 from django.utils import formats, timezone
 from django.utils.text import slugify
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_noop
 
 from invoicing.delivery.models import Delivery, DeliveryEvent
 from invoicing.models import Invoice, InvoiceLine
@@ -73,6 +73,15 @@ FAILURE_KINDS = (
     "suppressed",
     "failed",
     "unknown",
+)
+
+
+# The rows of a card's technical details that come from the server's reply, when known
+# (translated when shown: most cards have none of them).
+_REPLY_ROWS = (
+    ("reply_code", gettext_noop("SMTP reply code")),
+    ("status", gettext_noop("Enhanced status")),
+    ("step", gettext_noop("Failed step")),
 )
 
 
@@ -111,13 +120,9 @@ class Problem:
             (gettext("Last seen"), datetime_text(self.last_seen, "SHORT_DATETIME_FORMAT"), False),
             (gettext("Occurrences"), self.occurrences, False),
         ]
-        for key, label in (
-            ("reply_code", gettext("SMTP reply code")),
-            ("status", gettext("Enhanced status")),
-            ("step", gettext("Failed step")),
-        ):
+        for key, label in _REPLY_ROWS:
             if detail.get(key):
-                rows.append((label, detail[key], False))
+                rows.append((gettext(label), detail[key], False))
         if detail.get("next_attempt"):
             when = datetime_text(detail["next_attempt"], "SHORT_DATETIME_FORMAT")
             rows.append((gettext("Next attempt"), when, False))
