@@ -567,6 +567,10 @@ def _message_identities(*, folder: MailboxFolder, parsed_items: list[ParsedItem]
     return idents
 
 
+class _Collided(Exception):
+    """Another worker stored one of the batch's new messages first (the insert failed)."""
+
+
 def _store_batch(
     *,
     connection: MailboxConnection,
@@ -583,8 +587,9 @@ def _store_batch(
     SELECT), the new messages (one INSERT returning their ids per few MiB), the sources (one
     INSERT, conflicts ignored: the unique constraints guard them), the client index (one
     SELECT), the links and attachments of the new messages (see ``messages_link_new``). If
-    another worker inserts one of the same messages meanwhile, the batch falls back to
-    storing its messages one by one, which handles that race.
+    another worker inserts one of the same messages meanwhile, _Collided ends the caller's
+    transaction (``_commit_batch`` then stores the batch again, one message at a time,
+    which handles that race).
     """
     firm_id = connection.firm_id
     idents = _message_identities(folder=folder, parsed_items=parsed_items)
@@ -620,14 +625,12 @@ def _store_batch(
             for ident, (_parsed, item) in zip(idents, parsed_items, strict=True)
             if ident in to_create
         )
+        # No savepoint around it (two round trips a batch): a collision is rare, and
+        # redoing the whole batch's transaction is as correct.
         try:
-            with transaction.atomic():
-                created_messages = _insert_messages(list(to_create.values()), lz4=lz4, copy=copy)
-        except IntegrityError:
-            # A concurrent sync of another mailbox of the firm stored one of them first.
-            return _store_batch_one_by_one(
-                connection=connection, folder=folder, parsed_items=parsed_items, report=report
-            )
+            created_messages = _insert_messages(list(to_create.values()), lz4=lz4, copy=copy)
+        except IntegrityError as exc:
+            raise _Collided from exc
         if any(message.pk is None for message in created_messages):
             # A database that cannot return ids from a bulk insert: read them back.
             ids = {
@@ -724,16 +727,46 @@ def _commit_batch(
     copy: bool = False,
     lease_token: str = "",
 ) -> None:
+    parsed_items = list(zip(parsed, items, strict=True))
+    try:
+        _commit_batch_once(
+            connection, folder, parsed_items, report, last_uid, lease_token, lz4=lz4, copy=copy
+        )
+    except _Collided:
+        # A concurrent sync of another mailbox of the firm stored one of the same messages
+        # first; this transaction is gone, so the batch goes again, one message at a time.
+        _commit_batch_once(
+            connection, folder, parsed_items, report, last_uid, lease_token, one_by_one=True
+        )
+
+
+def _commit_batch_once(
+    connection: MailboxConnection,
+    folder: MailboxFolder,
+    parsed_items: list[ParsedItem],
+    report: SyncReport,
+    last_uid: int | None,
+    lease_token: str,
+    *,
+    lz4: bool = False,
+    copy: bool = False,
+    one_by_one: bool = False,
+) -> None:
     with transaction.atomic():
         _lease_check(connection.pk, lease_token)
-        new = _store_batch(
-            connection=connection,
-            folder=folder,
-            parsed_items=list(zip(parsed, items, strict=True)),
-            report=report,
-            lz4=lz4,
-            copy=copy,
-        )
+        if one_by_one:
+            new = _store_batch_one_by_one(
+                connection=connection, folder=folder, parsed_items=parsed_items, report=report
+            )
+        else:
+            new = _store_batch(
+                connection=connection,
+                folder=folder,
+                parsed_items=parsed_items,
+                report=report,
+                lz4=lz4,
+                copy=copy,
+            )
         if last_uid is not None:
             # Only forward, and only in the numbering the batch was fetched in: a batch of
             # an older UIDVALIDITY must not leave its UIDs on a re-read folder.
@@ -745,7 +778,7 @@ def _commit_batch(
             folder.last_uid = max(folder.last_uid, last_uid)
         MailboxConnection.objects.filter(pk=connection.pk).update(
             messages_imported=F("messages_imported") + new,
-            progress_done=F("progress_done") + len(items),
+            progress_done=F("progress_done") + len(parsed_items),
         )
 
 
