@@ -364,10 +364,11 @@ def test_credentials_rotate_to_the_newest_key(firm, settings, fernet_key):  # no
 # lease check in a savepoint) and one batch (10): the lease check (a locked read of the
 # connection; a run holding a lease also renews it), the batch's keys already known, the
 # messages, their sources, the client index, the links, the cursor, the progress, and the
-# savepoint around the batch (none around its INSERT: see engine._Collided). PostgreSQL adds a check for lz4 once per run and
-# a SET LOCAL per batch (see engine._insert_messages), and stores the messages as a SELECT of
-# their ids from the sequence and a COPY (see engine._copy_messages). Two more, whatever the
-# batch: the silent-gap check reads the folder's source rows and records its counts.
+# savepoint around the batch (none around its INSERT: see engine._Collided). PostgreSQL
+# adds a check for lz4 once per run and a SET LOCAL per batch (see engine._insert_messages),
+# and stores the messages as a SELECT of their ids from the sequence and a COPY (see
+# engine._copy_messages). Two more, whatever the batch: the silent-gap check reads the
+# folder's source rows and records its counts.
 QUERIES_FOR_ONE_BATCH = {"sqlite": 27, "postgresql": 30}
 
 
