@@ -14,6 +14,7 @@ from django.db import connection as db_connection
 from mailsync import engine
 from mailsync.engine import SyncReport, mailbox_sync
 from mailsync.models import MailboxConnection, Message, MessageClientLink, MessageSource
+from tests.db_locks import someone_waits_for_a_lock
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.mailsync.factories import connect_mailbox, fernet_key  # noqa: F401
 from tests.servers.dovecot_fixtures import MailboxUser
@@ -60,15 +61,6 @@ class Worker(threading.Thread):
             db_connection.close()
 
 
-def _waiting_on_a_lock() -> bool:
-    with db_connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        return cursor.fetchone()[0] > 0
-
-
 def test_the_same_mail_synced_by_two_workers_at_once_is_stored_once(
     firm, dovecot, mailbox_user, monkeypatch, settings
 ):
@@ -105,7 +97,7 @@ def test_the_same_mail_synced_by_two_workers_at_once_is_stored_once(
     assert inserted.wait(60)
     second.start()  # inserts the same messages: waits for the first's transaction
     deadline = time.monotonic() + 60
-    while not _waiting_on_a_lock():
+    while not someone_waits_for_a_lock():
         assert time.monotonic() < deadline, "the second worker never waited"
         time.sleep(0.05)
     go_on.set()

@@ -22,6 +22,7 @@ from django.db.migrations.executor import MigrationExecutor
 from mailsync.models import MessageAttachment
 from portal.models import Client, Document
 from portal.services import DocumentFile, document_get_or_store, documents_store_bulk
+from tests.db_locks import someone_waits_for_a_lock
 from tests.factories import ClientFactory, DocumentFactory
 from tests.mailsync.factories import MessageFactory
 
@@ -55,15 +56,6 @@ def _store_one(client: Client, name: str) -> int:
     return document.pk
 
 
-def _waiting_for_a_lock() -> bool:
-    with db_connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        return cursor.fetchone()[0] > 0
-
-
 def _race(store: Callable[[Client, str], int], client: Client) -> list[int]:
     """The first sync stores the file and holds its transaction open until the second one,
     which found no document either, is blocked on the insert; then both commit."""
@@ -93,7 +85,7 @@ def _race(store: Callable[[Client, str], int], client: Client) -> list[int]:
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + 30
-    while not _waiting_for_a_lock() and time.monotonic() < deadline:
+    while not someone_waits_for_a_lock() and time.monotonic() < deadline:
         time.sleep(0.02)
     second_blocked.set()
     for thread in threads:

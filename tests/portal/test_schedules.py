@@ -16,6 +16,7 @@ from django_celery_beat.models import CrontabSchedule, IntervalSchedule, Periodi
 from portal.models import Heartbeat
 from portal.schedules import PREFIX, SCHEDULES, Schedule, schedules_apply
 from portal.tasks import heartbeat
+from tests.db_locks import someone_waits_for_a_lock
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -82,15 +83,6 @@ def _one_of_each() -> None:
         assert IntervalSchedule.objects.filter(every=every, period="seconds").count() == 1
 
 
-def _someone_waits_for_a_lock() -> bool:
-    with db_connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        return cursor.fetchone()[0] > 0
-
-
 @postgresql_only
 @pytest.mark.django_db(transaction=True)
 def test_a_second_run_during_the_first_waits_and_changes_nothing():
@@ -123,7 +115,7 @@ def test_a_second_run_during_the_first_waits_and_changes_nothing():
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + 30
-    while not _someone_waits_for_a_lock() and time.monotonic() < deadline:
+    while not someone_waits_for_a_lock() and time.monotonic() < deadline:
         time.sleep(0.02)
     second_waiting.set()
     for thread in threads:
