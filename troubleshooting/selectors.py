@@ -169,28 +169,44 @@ def _current_deliveries(qs: QuerySet[Delivery]) -> QuerySet[Delivery]:
     )
 
 
-def _delivery_problems(deliveries: QuerySet[Delivery], firm: Firm) -> list[Problem]:
-    deliveries = deliveries.select_related("invoice", "client").prefetch_related(
-        Prefetch(
-            "events",
-            queryset=DeliveryEvent.objects.filter(kind__in=FAILURE_KINDS).order_by("occurred_at"),
-            to_attr="failures",
+def _with_failures(deliveries: QuerySet[Delivery]) -> list[Delivery]:
+    """The deliveries, each with its invoice, client and ``failures`` (oldest first)."""
+    return list(
+        deliveries.select_related("invoice", "client").prefetch_related(
+            Prefetch(
+                "events",
+                queryset=DeliveryEvent.objects.filter(kind__in=FAILURE_KINDS).order_by(
+                    "occurred_at"
+                ),
+                to_attr="failures",
+            )
         )
     )
-    deliveries = list(deliveries)
-    # Where each address lives now, for the "Edit address" action (one query for all).
-    address_urls = (
-        {
-            (a.contact.client_id, a.normalized): url_id(
-                "portal:address_edit", a.contact.client_id, a.pk
-            )
-            for a in ContactAddress.objects.filter(
+
+
+def _delivery_problems(
+    deliveries: QuerySet[Delivery] | list[Delivery],
+    firm: Firm,
+    *,
+    addresses: list[ContactAddress] | None = None,
+) -> list[Problem]:
+    """The deliveries' problem cards (a list: as `_with_failures` read it). ``addresses``:
+    every address of the deliveries' clients, when the caller has read them."""
+    if isinstance(deliveries, QuerySet):
+        deliveries = _with_failures(deliveries)
+    if addresses is None and deliveries:
+        addresses = list(
+            ContactAddress.objects.filter(
                 firm=firm, normalized__in={d.normalized for d in deliveries}
             ).select_related("contact")
-        }
-        if deliveries
-        else {}
-    )
+        )
+    # Where each address lives now, for the "Edit address" action.
+    address_urls = {
+        (a.contact.client_id, a.normalized): url_id(
+            "portal:address_edit", a.contact.client_id, a.pk
+        )
+        for a in addresses or ()
+    }
     problems = []
     for delivery in deliveries:
         guide = guide_for(delivery.problem_code)
@@ -407,12 +423,9 @@ def _unlinked_mail_problem(firm: Firm) -> list[Problem]:
     ]
 
 
-def _dead_domain_problems(
-    firm: Firm, client: Client | None = None, *, known: list[Problem] = ()
-) -> list[Problem]:
+def _dead_domain_problems(firm: Firm, *, known: list[Problem] = ()) -> list[Problem]:
     """Contact addresses on domains that take no mail, found before anything bounced
     (addresses whose delivery already reported a problem are left to that problem)."""
-    reported = {(p.client.pk, p.delivery.normalized) for p in known if p.delivery and p.client}
     checks = _bad_domains(firm)
     if not checks:
         return []
@@ -422,8 +435,27 @@ def _dead_domain_problems(
     addresses = ContactAddress.objects.filter(on_bad_domain, firm=firm).select_related(
         "contact__client"
     )
-    if client is not None:
-        addresses = addresses.filter(contact__client=client)
+    return _unreported_address_problems(list(addresses), checks, known)
+
+
+def _client_dead_domain_problems(
+    client: Client,
+    addresses: list[ContactAddress],
+    checks: dict[str, AddressDomainCheck],
+    *,
+    known: list[Problem] = (),
+) -> list[Problem]:
+    """`_dead_domain_problems` of one client, from its addresses as the caller read them."""
+    on_bad_domain = [a for a in addresses if a.normalized.rsplit("@", 1)[-1] in checks]
+    for address in on_bad_domain:
+        address.contact.client = client
+    return _unreported_address_problems(on_bad_domain, checks, known)
+
+
+def _unreported_address_problems(
+    addresses: list[ContactAddress], checks: dict[str, AddressDomainCheck], known: list[Problem]
+) -> list[Problem]:
+    reported = {(p.client.pk, p.delivery.normalized) for p in known if p.delivery and p.client}
     unreported = [a for a in addresses if (a.contact.client_id, a.normalized) not in reported]
     return _address_problems(unreported, checks)
 
@@ -597,14 +629,26 @@ def problems_for_client(
     """Every open problem touching ``client`` (``domain_run``: the firm's latest domain
     check, when the caller has read it already)."""
     run = _domain_run(client.firm, domain_run)
-    deliveries = _current_deliveries(Delivery.objects.filter(client=client))
-    problems = _delivery_problems(deliveries, client.firm)
+    checks = _bad_domains(client.firm)
+    deliveries = _with_failures(_current_deliveries(Delivery.objects.filter(client=client)))
+    # The client's addresses, read once for the cards' "Edit address" links and for the
+    # addresses on domains that take no mail (and not at all when neither can show).
+    addresses = (
+        list(
+            ContactAddress.objects.filter(
+                firm_id=client.firm_id, contact__client=client
+            ).select_related("contact")
+        )
+        if deliveries or checks
+        else []
+    )
+    problems = _delivery_problems(deliveries, client.firm, addresses=addresses)
     # A failing mailbox touches every client whose mail came through it.
     touching = connections_holding_client_mail(
         list(_failing_connections(client.firm)), client=client
     )
     problems += _mailbox_problems(touching, client)
-    problems += _dead_domain_problems(client.firm, client, known=problems)
+    problems += _client_dead_domain_problems(client, addresses, checks, known=problems)
     problems += _flagged_dangerous_problems(client, known=problems, domain_run=run)
     problems += _no_recipient_problems(client.firm, client)
     return _attach_notes(client.firm, problems)

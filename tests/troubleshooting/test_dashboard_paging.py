@@ -145,6 +145,35 @@ def test_a_clients_problems_tab_explains_each_card(owner_client, firm):
     assert page.count("Correct the contact and resend.") == 2
 
 
+def test_a_clients_problems_tab_reads_its_addresses_once_for_fixes_and_dead_domains(
+    owner_client, firm
+):
+    from django.utils import timezone
+
+    from portal.models import ContactAddress
+    from tests.factories import ContactAddressFactory, ContactFactory
+    from troubleshooting.models import AddressDomainCheck
+
+    (client,) = _bounced_clients(firm, 1)
+    ContactAddressFactory(contact=ContactFactory(client=client), address="ola@dead.test")
+    AddressDomainCheck.objects.create(
+        firm=firm, domain="dead.test", ok=False, summary="No mail server", checked=timezone.now()
+    )
+    bounced = ContactAddress.objects.get(normalized="gone0@client.test")
+
+    with CaptureQueriesContext(connection) as queries:
+        response = owner_client.get(reverse("troubleshooting:client_problems", args=[client.pk]))
+    page = unescape(response.content.decode())
+
+    assert page.count("Save and resend") == 1
+    assert reverse("portal:address_edit", args=[client.pk, bounced.pk]) in page
+    assert "ola@dead.test" in page and "The address cannot receive email" in page
+    reads = [
+        q for q in queries.captured_queries if q["sql"].startswith('SELECT "portal_contactaddress"')
+    ]
+    assert len(reads) == 1
+
+
 def test_a_codes_page_shows_a_new_problem_at_once(owner_client, firm):
     _bounced_clients(firm, 2)
     assert _page(owner_client, code="delivery.hard_bounce").count("Save and resend") == 2
