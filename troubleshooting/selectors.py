@@ -32,7 +32,6 @@ from django.db.models import (
     Prefetch,
     Q,
     QuerySet,
-    Subquery,
     Value,
     Window,
 )
@@ -555,35 +554,47 @@ def _no_recipient_problems(firm: Firm, client: Client | None = None) -> list[Pro
     Reads only the clients with no such address: `Client.invoice_addresses`, kept by the
     database, is 0 for them (index client_no_invoice_address_idx). Their invoices are
     counted per client found (index on invoice.client_id), not joined and grouped: a join
-    let the planner read every invoice of the firm once a few hundred clients showed."""
-    waiting = Invoice.objects.filter(client_id=OuterRef("pk"), status__in=WAITING).order_by()
+    let the planner read every invoice of the firm once a few hundred clients showed. The
+    counting is a second query, asked only when a client was found: most firms have none,
+    and the page then pays for the one plain query (the counts as subqueries of it cost a
+    millisecond of building and planning on every dashboard)."""
+    waiting = Invoice.objects.filter(status__in=WAITING).order_by()
     clients = Client.objects.filter(firm=firm, invoice_addresses=0).filter(
-        Exists(waiting.filter(Exists(InvoiceLine.objects.filter(invoice_id=OuterRef("pk"))))),
+        Exists(
+            waiting.filter(client_id=OuterRef("pk")).filter(
+                Exists(InvoiceLine.objects.filter(invoice_id=OuterRef("pk")))
+            )
+        ),
     )
     if client is not None:
         if client.invoice_addresses:
             return []  # as read with the client: it has an address that receives invoices
         clients = clients.filter(pk=client.pk)
+    found = list(clients.order_by("pk"))
+    if not found:
+        return []
+    counts = {
+        row["client_id"]: row
+        for row in waiting.filter(client_id__in=[c.pk for c in found])
+        .values("client_id")
+        .annotate(waiting=Count("pk"), since=Min("created"))
+    }
     guide = guide_for("delivery.not_sent_rejected_document")
-    problems = []
-    for found in clients.annotate(
-        waiting=Subquery(waiting.values("client_id").annotate(n=Count("pk")).values("n")),
-        since=Subquery(waiting.values("client_id").annotate(m=Min("created")).values("m")),
-    ).order_by("pk"):
-        problems.append(
-            Problem(
-                code=guide.code,
-                guide=guide,
-                subject=f"client:{found.pk}:no_recipient",
-                first_seen=found.since,
-                last_seen=timezone.now(),
-                occurrences=found.waiting,
-                client=found,
-                detail={"no_recipient": True},
-                edit_address_url=url_id("portal:client_detail", found.pk),
-            )
+    now = timezone.now()
+    return [
+        Problem(
+            code=guide.code,
+            guide=guide,
+            subject=f"client:{found_client.pk}:no_recipient",
+            first_seen=counts[found_client.pk]["since"],
+            last_seen=now,
+            occurrences=counts[found_client.pk]["waiting"],
+            client=found_client,
+            detail={"no_recipient": True},
+            edit_address_url=url_id("portal:client_detail", found_client.pk),
         )
-    return problems
+        for found_client in found
+    ]
 
 
 def _firm_settings_problems(firm: Firm) -> list[Problem]:
