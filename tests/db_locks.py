@@ -1,8 +1,16 @@
-"""Races in tests: whether another connection is waiting on a row or index lock."""
+"""Races in tests: whether another connection is waiting on a row or index lock, and a
+mark for the tests that need PostgreSQL's concurrency."""
 
 from __future__ import annotations
 
+import pytest
 from django.db import connection
+
+
+def only_on_postgresql(reason: str) -> pytest.MarkDecorator:
+    """Skip the test on SQLite (CI's embedded step), which runs one writer at a time and
+    has no row locks, deferred triggers or advisory locks; CI runs it on PostgreSQL."""
+    return pytest.mark.skipif(connection.vendor != "postgresql", reason=reason)
 
 
 def someone_waits_for_a_lock() -> bool:

@@ -37,6 +37,7 @@ from invoicing.models import Invoice, PayLink, Payment
 from invoicing.payments.recording import payment_record
 from invoicing.sending import delivery_resend, invoice_send, invoices_send_bulk
 from invoicing.tasks import invoice_paid_notify_task
+from tests.db_locks import only_on_postgresql
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing import factories
 from tests.invoicing.factories import invoice_with_lines
@@ -48,10 +49,7 @@ tasks_run_inline = factories.tasks_run_inline
 
 S = Delivery.Status
 
-postgresql_only = pytest.mark.skipif(
-    db_connection.vendor != "postgresql",
-    reason="row locks are PostgreSQL's; SQLite runs one writer at a time",
-)
+postgresql_only = only_on_postgresql("row locks are PostgreSQL's; SQLite runs one writer at a time")
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from mailsync import services, tasks
 from mailsync.models import MailboxConnection
+from tests.db_locks import only_on_postgresql
 from tests.mailsync.factories import MailboxConnectionFactory, fernet_key  # noqa: F401
 
 HOST = "mail.hosted.test"
@@ -156,10 +157,7 @@ def test_one_mailbox_is_still_synced_by_one_worker_at_a_time(db):
 
 # --- real concurrency: separate database connections racing on PostgreSQL ----------------
 
-postgresql_only = pytest.mark.skipif(
-    db_connection.vendor != "postgresql",
-    reason="row locks are PostgreSQL's; SQLite runs one writer at a time",
-)
+postgresql_only = only_on_postgresql("row locks are PostgreSQL's; SQLite runs one writer at a time")
 
 
 def _claim_in_own_connection(pk: int, results: dict, barrier: threading.Barrier | None = None):

@@ -14,6 +14,7 @@ from mailsync import services
 from mailsync.engine import mailbox_sync
 from mailsync.models import MailboxConnection
 from mailsync.tasks import remind_reauth
+from tests.db_locks import only_on_postgresql
 from tests.factories import UserFactory
 from tests.mailsync.factories import (  # noqa: F401
     MailboxConnectionFactory,
@@ -21,9 +22,7 @@ from tests.mailsync.factories import (  # noqa: F401
     fernet_key,
 )
 
-postgresql_only = pytest.mark.skipif(
-    db_connection.vendor != "postgresql", reason="row locking needs PostgreSQL"
-)
+postgresql_only = only_on_postgresql("row locking needs PostgreSQL")
 
 
 @pytest.fixture(autouse=True)

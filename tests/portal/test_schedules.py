@@ -16,7 +16,7 @@ from django_celery_beat.models import CrontabSchedule, IntervalSchedule, Periodi
 from portal.models import Heartbeat
 from portal.schedules import PREFIX, SCHEDULES, Schedule, schedules_apply
 from portal.tasks import heartbeat
-from tests.db_locks import someone_waits_for_a_lock
+from tests.db_locks import only_on_postgresql, someone_waits_for_a_lock
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,9 +71,7 @@ def test_a_task_rescheduled_by_hand_gets_its_declared_interval_back(db):
 
 # --- two deploys at once: real concurrent transactions on PostgreSQL -----------------------
 
-postgresql_only = pytest.mark.skipif(
-    db_connection.vendor != "postgresql", reason="concurrent writers and advisory locks"
-)
+postgresql_only = only_on_postgresql("concurrent writers and advisory locks")
 
 
 def _one_of_each() -> None:

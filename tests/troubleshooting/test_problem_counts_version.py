@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from invoicing.delivery.models import Delivery
 from portal.models import Client, Contact, ContactAddress
+from tests.db_locks import only_on_postgresql
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, FirmFactory
 from tests.troubleshooting.test_problem_pages import _bounce, _delivery
 from troubleshooting.models import AddressDomainCheck, DeliveryProblemsVersion
@@ -144,9 +145,7 @@ def test_a_status_change_without_a_problem_change_leaves_the_cached_counts_in_pl
 
 # --- committed by other transactions (real commits: the triggers are deferred) -------------
 # PostgreSQL only: SQLite has one writer at a time and raises the version at once.
-postgresql_only = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="deferred triggers and concurrent writers"
-)
+postgresql_only = only_on_postgresql("deferred triggers and concurrent writers")
 
 
 def _version(firm_pk: int) -> int:
