@@ -66,6 +66,7 @@ from portal.blobs import (
     blobs_confirm,
     blobs_put_many,
 )
+from portal.bulk_insert import rows_insert
 
 logger = logging.getLogger(__name__)
 
@@ -641,13 +642,16 @@ def _store_batch(
             }
             for message in created_messages:
                 message.pk = ids[(message.key, message.occurrence)]
-    MessageSource.objects.bulk_create(
+    rows_insert(
+        MessageSource,
+        ("connection_id", "folder_id", "message_id", "uid", "uidl"),
         [
-            MessageSource(
-                connection=connection,
-                folder=folder,
-                message_id=known[ident] if ident in known else to_create[ident].pk,
-                **({"uid": item.uid} if item.uid is not None else {"uidl": item.uidl}),
+            (
+                connection.pk,
+                folder.pk,
+                known[ident] if ident in known else to_create[ident].pk,
+                item.uid,
+                item.uidl if item.uid is None else "",
             )
             for ident, (_parsed, item) in zip(idents, parsed_items, strict=True)
         ],

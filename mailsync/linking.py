@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from mailsync.models import Message, MessageAttachment, MessageClientLink
 from mailsync.parsing import ParsedAttachment
+from portal.bulk_insert import rows_insert
 from portal.models import Client, ContactAddress, Document
 from portal.services import DocumentFile, document_get_or_store, documents_store_bulk
 
@@ -143,7 +145,7 @@ def messages_link_new(
     before it stores them) cost nothing more; others are flagged in one UPDATE.
     """
     result = LinkResult()
-    links: list[MessageClientLink] = []
+    links: list[tuple[int, int, datetime | None]] = []  # message, client, message date
     pending: list[_PendingAttachment] = []
     unflagged: list[int] = []
     for message, client_ids, attachments in items:
@@ -158,9 +160,7 @@ def messages_link_new(
             if not attachment.inline_image  # signatures and logos are not client documents
         ]
         for client_id in sorted(client_ids):
-            links.append(
-                MessageClientLink(message=message, client_id=client_id, message_date=message.date)
-            )
+            links.append((message.pk, client_id, message.date))
             for attachment, digest in files:
                 pending.append(
                     _PendingAttachment(
@@ -170,7 +170,12 @@ def messages_link_new(
     if unflagged:
         Message.objects.filter(pk__in=unflagged).update(linked=True)
     if links:
-        MessageClientLink.objects.bulk_create(links, ignore_conflicts=True)
+        rows_insert(
+            MessageClientLink,
+            ("message_id", "client_id", "message_date"),
+            links,
+            ignore_conflicts=True,
+        )
         result.links += len(links)
     if not pending:
         return result

@@ -73,7 +73,7 @@ def test_a_crash_between_blob_write_and_commit_leaves_no_row_and_the_sweep_remov
     def crash(*args, **kwargs):
         raise RuntimeError("worker killed after the blobs were written")
 
-    monkeypatch.setattr(engine.MessageSource.objects, "bulk_create", crash)
+    monkeypatch.setattr(engine, "rows_insert", crash)  # the sources, after the messages
     with pytest.raises(RuntimeError):
         mailbox_sync(connection)
 
