@@ -34,15 +34,15 @@ def rows_insert(
     meta = model._meta
     by_attname = {field.attname: field for field in meta.concrete_fields}
     fields = [by_attname[column] for column in columns]
+    if connection.vendor != "postgresql":
+        objects = [model(**dict(zip(columns, row, strict=True))) for row in rows]
+        model.objects.bulk_create(objects, ignore_conflicts=ignore_conflicts)
+        return
     now_fields = [
         field
         for field in meta.concrete_fields
         if getattr(field, "auto_now_add", False) and field.attname not in columns
     ]
-    if connection.vendor != "postgresql":
-        objects = [model(**dict(zip(columns, row, strict=True))) for row in rows]
-        model.objects.bulk_create(objects, ignore_conflicts=ignore_conflicts)
-        return
     quote = connection.ops.quote_name
     names = [quote(field.column) for field in fields] + [quote(f.column) for f in now_fields]
     arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in fields)

@@ -184,15 +184,10 @@ def _with_failures(deliveries: QuerySet[Delivery]) -> list[Delivery]:
 
 
 def _delivery_problems(
-    deliveries: QuerySet[Delivery] | list[Delivery],
-    firm: Firm,
-    *,
-    addresses: list[ContactAddress] | None = None,
+    deliveries: list[Delivery], firm: Firm, *, addresses: list[ContactAddress] | None = None
 ) -> list[Problem]:
-    """The deliveries' problem cards (a list: as `_with_failures` read it). ``addresses``:
+    """The problem cards of ``deliveries`` (as `_with_failures` reads them). ``addresses``:
     every address of the deliveries' clients, when the caller has read them."""
-    if isinstance(deliveries, QuerySet):
-        deliveries = _with_failures(deliveries)
     if addresses is None and deliveries:
         addresses = list(
             ContactAddress.objects.filter(
@@ -680,7 +675,7 @@ def problems_for_firm(
         deliveries = _current_deliveries(Delivery.objects.filter(firm=firm))
         if client_id:
             deliveries = deliveries.filter(client_id=client_id)
-        problems += _delivery_problems(deliveries, firm)
+        problems += _delivery_problems(_with_failures(deliveries), firm)
         problems += _dead_domain_problems(firm, known=problems)
         problems += _no_recipient_problems(firm) if not client_id else []
     if kind in (None, Kind.SYNC) and not client_id:
@@ -932,7 +927,11 @@ def dashboard_groups(
             groups[code].client_count += clients
         # The cards of the codes with few problems, read by primary key.
         inline = [pk for code, pk in newest if groups[code].count <= CARDS_INLINE]
-        cards = _delivery_problems(Delivery.objects.filter(pk__in=inline), firm) if inline else []
+        cards = (
+            _delivery_problems(_with_failures(Delivery.objects.filter(pk__in=inline)), firm)
+            if inline
+            else []
+        )
         # Addresses on dead domains were counted (source True): their cards need the checks.
         dead = groups.get("delivery.invalid_address")
         checks = (
@@ -992,9 +991,8 @@ def code_page(firm: Firm, code: str, page_number: str | int | None) -> tuple[Pro
         return ProblemGroup(guide, problems), page
     if start < delivery_count:
         deliveries = _current_deliveries(Delivery.objects.filter(firm=firm, problem_code=code))
-        problems += _delivery_problems(
-            deliveries.order_by("-created", "-pk")[start : min(end, delivery_count)], firm
-        )
+        shown = deliveries.order_by("-created", "-pk")[start : min(end, delivery_count)]
+        problems += _delivery_problems(_with_failures(shown), firm)
     if address_count and end > delivery_count:
         checks = _bad_domains(firm)
         shown = (
