@@ -218,6 +218,37 @@ def _libc_syncfs():  # type: ignore[no-untyped-def]
 _SYNCFS = _libc_syncfs()
 
 
+def file_durable(storage: Storage, name: str) -> None:
+    """Put one file written to a local file system ``storage`` (and its name) on the disk;
+    other stores keep what they acknowledged."""
+    if not isinstance(storage, FileSystemStorage):
+        return
+    path = storage.path(name)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _fsync_dir(os.path.dirname(path))
+
+
+@contextlib.contextmanager
+def files_durable(storage: Storage) -> Iterator[None]:
+    """The files written to ``storage`` inside the block are on the disk when it ends (one
+    syncfs for all of them), for a local file system store where syncfs(2) exists; other
+    stores (S3 acknowledges a write once it is kept) are left as they are."""
+    if _SYNCFS is None or not isinstance(storage, FileSystemStorage):
+        yield
+        return
+    os.makedirs(storage.location, exist_ok=True)
+    root = os.open(storage.location, os.O_RDONLY)  # before the writes: see write_batch_durable
+    try:
+        yield
+        _syncfs(root)
+    finally:
+        os.close(root)
+
+
 def _syncfs(fd: int) -> None:
     """Flush the file system that holds ``fd`` (data and metadata) to the disk."""
     if _SYNCFS(fd) != 0:

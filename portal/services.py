@@ -14,7 +14,7 @@ from django.db import connection as db
 from django.utils import timezone
 
 from portal.addresses import ValidAddress
-from portal.blobs import io_threads
+from portal.blobs import file_durable, files_durable, io_threads
 from portal.models import Client, Contact, ContactAddress, Document, Firm, Heartbeat
 
 
@@ -139,6 +139,8 @@ def document_get_or_store(
         uploaded_by=uploaded_by,
     )
     document.file.save(upload.name or "document", upload, save=False)
+    # On the disk before its row is committed: a power cut must not leave an empty file.
+    file_durable(document.file.storage, document.file.name)
     try:
         with transaction.atomic():
             document.save()
@@ -250,7 +252,10 @@ def documents_store_bulk(
 
     # Each write mostly waits on the file system (a new file, its folder, a lock): a sync's
     # batch writes its files side by side (724 files of a 10k sync: 1.3 s one at a time).
-    list(io_threads().map(write, new, to_write.values()))
+    # Synced before the caller commits the rows naming them: a power cut must not leave a
+    # client's document as an empty file.
+    with files_durable(Document._meta.get_field("file").storage):
+        list(io_threads().map(write, new, to_write.values()))
     inserted = _documents_insert_new(new)
     documents.update(inserted)
     lost = [document for key, document in zip(to_write, new, strict=True) if key not in inserted]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db.models import Model
 
+from portal import blobs
 from portal.models import Client, Document
 from portal.services import DocumentFile, document_store, documents_store_bulk
 from tests.factories import ClientFactory
@@ -113,3 +116,41 @@ def test_a_deleted_client_fails_the_call(firm):
 
     with pytest.raises(Client.DoesNotExist):
         documents_store_bulk(files=[_file(client, b"y"), gone])
+
+
+@pytest.mark.skipif(blobs._SYNCFS is None, reason="syncfs(2) is Linux's")
+def test_a_disk_that_cannot_sync_the_files_stores_no_document_rows(firm, monkeypatch):
+    client = ClientFactory(firm=firm)
+    synced: list[int] = []
+
+    def failing(fd: int) -> None:
+        synced.append(fd)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(blobs, "_syncfs", failing)
+
+    with pytest.raises(OSError, match="Input/output error"):
+        documents_store_bulk(files=[_file(client, b"%PDF one"), _file(client, b"%PDF two")])
+
+    assert len(synced) == 1  # one sync for the batch's files, before any row
+    assert not Document.objects.filter(client=client).exists()
+
+
+def test_an_uploaded_file_is_on_the_disk_before_its_row_is_saved(firm, monkeypatch):
+    client = ClientFactory(firm=firm)
+    order: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        order.append("fsync")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(
+        Document, "save", lambda self, *a, **k: order.append("row") or Model.save(self, *a, **k)
+    )
+
+    document = document_store(client=client, upload=SimpleUploadedFile("a.pdf", b"%PDF a"))
+
+    assert order == ["fsync", "fsync", "row"]  # the file, its folder, then the row
+    assert Document.objects.get(pk=document.pk).size == 6
