@@ -856,32 +856,40 @@ _PLACEHOLDER = "\x00\x00mailsync-run-"  # + index + "\x00"
 _PLACEHOLDER_AT = re.compile("\x00\x00mailsync-run-([0-9]+)\x00")
 
 
+def _line_ending_before_dash(text: str, at: int) -> int:
+    """The first index from ``at`` of a line ending ("\\n" or "\\r") followed by "-", or
+    ``len(text)``. One pass over the dashes: searching "\\n-" and then "\\r-" stopped at
+    every line ending of the message twice (base64 has no "-" at all), a sixth of the
+    parse process's time on the sync bench's mail."""
+    found = text.find("-", at + 1)
+    while found >= 0 and text[found - 1] not in "\r\n":
+        found = text.find("-", found + 1)
+    return found - 1 if found >= 0 else len(text)
+
+
 def _collapse_runs(text: str) -> tuple[str, list[str]]:
     """``text`` with each run of content lines (see above) as one placeholder line, and the
     runs (each without its last line ending), by placeholder index."""
     runs: list[str] = []
-    if _PLACEHOLDER in text:
+    # A NUL is looked for first: one character is found several times faster than the
+    # placeholder, and mail almost never holds one.
+    if "\x00" in text and _PLACEHOLDER in text:
         return text, runs
     out: list[str] = []
     copied = 0
     size = len(text)
-    # Where the next line starting with "-" begins, after a line feed and after a lone
-    # carriage return (``size`` when there is none; looked up again once passed).
-    dash_lf = dash_cr = -1
+    # The line ending before the next line that starts with "-" (``size`` when there is
+    # none; looked up again once passed).
+    dash = -1
     match = _RUN_START.search(text)
     while match is not None:
         start = match.start(1)
         after = match.end(1) - 1  # the first line's last character (a line ending)
-        if dash_lf < after:
-            found = text.find("\n-", after)
-            dash_lf = size if found < 0 else found
-        if dash_cr < after:
-            found = text.find("\r-", after)
-            dash_cr = size if found < 0 else found
-        if min(dash_lf, dash_cr) < size:
-            end = min(dash_lf, dash_cr) + 1
-        else:  # up to the last line ending of the message
-            end = max(text.rfind("\n", start), text.rfind("\r", start)) + 1
+        if dash < after:
+            dash = _line_ending_before_dash(text, after)
+        # Up to that line ending, or else to the last line ending of the message.
+        last = dash if dash < size else max(text.rfind("\n", start), text.rfind("\r", start))
+        end = last + 1
         if end - start >= _RUN_MIN_CHARS:
             run = text[start:end]
             ending = "\r\n" if run.endswith("\r\n") else run[-1]

@@ -509,6 +509,21 @@ COLLAPSE_EDGES = [
     "From: a@x.test\nFrom here on: a header\n\n" + _TEXT + "no line ending at the end",
     # Runs that start with "From " or hold ":" are not content lines.
     "From: a@x.test\n\nFrom the desk of someone\n" + _TEXT + "Note: a colon\n" + _TEXT,
+    # Dashes inside lines do not end a run; one at the start of a line (LF, CRLF, lone CR)
+    # does.
+    "From: a@x.test\n\n"
+    + "A well-known, hyphen-rich line - with dashes -- inside it, long enough -\n" * 4
+    + "- a line that starts with a dash\n"
+    + _TEXT
+    + "-\n"
+    + _TEXT,
+    "From: a@x.test\r\n\r\n"
+    + "Text with a-dash and another - here, long enough to be a run of lines\r\n" * 4
+    + "line\r- after a lone carriage return\r\n"
+    + "and -- more\r\n" * 20
+    + "\r\n-- \r\nA signature",
+    # A NUL that is not the placeholder's.
+    "From: a@x.test\n\n" + _TEXT + "a \x00 NUL inside a line\n" + _TEXT,
 ]
 
 
