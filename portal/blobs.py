@@ -38,7 +38,7 @@ import os
 import posixpath
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -137,17 +137,10 @@ class BlobFileSystemStorage(FileSystemStorage):
         full_path = self.path(name)
         directory = os.path.dirname(full_path)
         changed = [directory]
-        if not os.path.isdir(directory):
-            os.makedirs(directory, exist_ok=True)
+        temporary, created = self._temporary_write(full_path, chunks, fsync=True)
+        if created:
             changed += [os.path.dirname(directory), os.path.dirname(os.path.dirname(directory))]
-        fd, temporary = tempfile.mkstemp(dir=directory, prefix=TEMPORARY_PREFIX)
         try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    out.write(chunk)
-                out.flush()
-                os.fdatasync(out.fileno())
-            os.chmod(temporary, self.file_permissions_mode or 0o644)
             os.replace(temporary, full_path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -161,35 +154,49 @@ class BlobFileSystemStorage(FileSystemStorage):
         fsync per blob and per folder. The per-blob fsyncs cost the machine about 0.5 ms of
         CPU each, some 4.5 s of a 10k mailbox sync that the parse process and PostgreSQL
         were waiting for (bench/README.md: "a batch's blobs synced together")."""
-        os.makedirs(self.location, exist_ok=True)
-        # Opened before writing: syncfs reports the write-back errors since the descriptor
-        # was opened, so one the kernel met while flushing our pages early is not missed.
-        root = os.open(self.location, os.O_RDONLY)
         pending: list[tuple[str, str]] = []  # (temporary, final path) not renamed yet
+        with _file_system_sync(self.location) as sync:
+            try:
+                for name, data in blobs.items():
+                    full_path = self.path(name)
+                    temporary, _created = self._temporary_write(full_path, [data], fsync=False)
+                    pending.append((temporary, full_path))
+                sync()  # every temporary file's bytes are on the disk
+                while pending:
+                    temporary, full_path = pending[-1]
+                    os.replace(temporary, full_path)
+                    pending.pop()
+                sync()  # and the names
+            except BaseException:
+                for temporary, _full_path in pending:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(temporary)
+                raise
+
+    def _temporary_write(
+        self, full_path: str, chunks: Iterable[bytes], *, fsync: bool
+    ) -> tuple[str, bool]:
+        """A temporary file beside ``full_path`` (its folder made if missing) holding
+        ``chunks``, its data fsynced if ``fsync``; returns its path and whether the folder
+        was made. A failed write leaves no temporary file."""
+        directory = os.path.dirname(full_path)
+        created = not os.path.isdir(directory)
+        if created:
+            os.makedirs(directory, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=directory, prefix=TEMPORARY_PREFIX)
         try:
-            for name, data in blobs.items():
-                full_path = self.path(name)
-                directory = os.path.dirname(full_path)
-                if not os.path.isdir(directory):
-                    os.makedirs(directory, exist_ok=True)
-                fd, temporary = tempfile.mkstemp(dir=directory, prefix=TEMPORARY_PREFIX)
-                pending.append((temporary, full_path))
-                with os.fdopen(fd, "wb") as out:
-                    out.write(data)
-                os.chmod(temporary, self.file_permissions_mode or 0o644)
-            _syncfs(root)  # every temporary file's bytes are on the disk
-            while pending:
-                temporary, full_path = pending[-1]
-                os.replace(temporary, full_path)
-                pending.pop()
-            _syncfs(root)  # and the names
+            with os.fdopen(fd, "wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                if fsync:
+                    out.flush()
+                    os.fdatasync(out.fileno())
+            os.chmod(temporary, self.file_permissions_mode or 0o644)
         except BaseException:
-            for temporary, _full_path in pending:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(temporary)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
             raise
-        finally:
-            os.close(root)
+        return temporary, created
 
 
 # A blob being written; what a crash leaves of one is removed by the sweep.
@@ -240,11 +247,21 @@ def files_durable(storage: Storage) -> Iterator[None]:
     if _SYNCFS is None or not isinstance(storage, FileSystemStorage):
         yield
         return
-    os.makedirs(storage.location, exist_ok=True)
-    root = os.open(storage.location, os.O_RDONLY)  # before the writes: see write_batch_durable
-    try:
+    with _file_system_sync(storage.location) as sync:
         yield
-        _syncfs(root)
+        sync()
+
+
+@contextlib.contextmanager
+def _file_system_sync(location: str) -> Iterator[Callable[[], None]]:
+    """A function that puts the file system holding ``location`` on the disk (syncfs).
+    The folder is opened on entering, before the caller writes: syncfs reports the
+    write-back errors met since the descriptor was opened, so one the kernel met while
+    flushing the caller's pages early is not missed."""
+    os.makedirs(location, exist_ok=True)
+    root = os.open(location, os.O_RDONLY)
+    try:
+        yield lambda: _syncfs(root)
     finally:
         os.close(root)
 
