@@ -423,10 +423,7 @@ def _dead_domain_problems(firm: Firm, *, known: list[Problem] = ()) -> list[Prob
     checks = _bad_domains(firm)
     if not checks:
         return []
-    on_bad_domain = Q()
-    for domain in checks:
-        on_bad_domain |= Q(normalized__endswith=f"@{domain}")
-    addresses = ContactAddress.objects.filter(on_bad_domain, firm=firm).select_related(
+    addresses = ContactAddress.objects.filter(_on_bad_domain(checks), firm=firm).select_related(
         "contact__client"
     )
     return _unreported_address_problems(list(addresses), checks, known)
@@ -440,7 +437,7 @@ def _client_dead_domain_problems(
     known: list[Problem] = (),
 ) -> list[Problem]:
     """`_dead_domain_problems` of one client, from its addresses as the caller read them."""
-    on_bad_domain = [a for a in addresses if a.normalized.rsplit("@", 1)[-1] in checks]
+    on_bad_domain = [a for a in addresses if _is_on_bad_domain(a, checks)]
     for address in on_bad_domain:
         address.contact.client = client
     return _unreported_address_problems(on_bad_domain, checks, known)
@@ -743,9 +740,6 @@ def _dead_domain_addresses(
     """Contact addresses on domains that take no mail, unless a current delivery problem
     of the same client and address already speaks for them (SQL, for counting and paging).
     The suffix match uses the trigram index on ContactAddress.normalized."""
-    on_bad_domain = Q()
-    for domain in checks:
-        on_bad_domain |= Q(normalized__endswith=f"@{domain}")
     reported = _current_deliveries(
         Delivery.objects.filter(
             firm_id=OuterRef("firm_id"),
@@ -753,7 +747,22 @@ def _dead_domain_addresses(
             normalized=OuterRef("normalized"),
         )
     )
-    return ContactAddress.objects.filter(on_bad_domain, firm=firm).filter(~Exists(reported))
+    return ContactAddress.objects.filter(_on_bad_domain(checks), firm=firm).filter(
+        ~Exists(reported)
+    )
+
+
+def _on_bad_domain(checks: dict[str, AddressDomainCheck]) -> Q:
+    """Contact addresses whose domain (after the last "@") is one of ``checks``'."""
+    condition = Q()
+    for domain in checks:
+        condition |= Q(normalized__endswith=f"@{domain}")
+    return condition
+
+
+def _is_on_bad_domain(address: ContactAddress, checks: dict[str, AddressDomainCheck]) -> bool:
+    """`_on_bad_domain` for an address already read."""
+    return address.normalized.rsplit("@", 1)[-1] in checks
 
 
 def _address_problems(
