@@ -49,9 +49,21 @@ def _time_text(moment: datetime.time, format_string: str, language: str | None) 
     return dateformat.time_format(moment, format_string)
 
 
+@lru_cache(maxsize=64)
+def _date_only(format_string: str) -> bool:
+    """Whether a format reads nothing of a moment but its day (no time, no time zone)."""
+    return not any(c in _TIME or c in _WHOLE for c in _FORMAT_CHARS.findall(format_string))
+
+
 def short_date(day: datetime.date) -> str:
-    """``{{ day|date:"SHORT_DATE_FORMAT" }}`` for a date (not a datetime)."""
-    return _date_text(day, formats.get_format("SHORT_DATE_FORMAT"), get_language())
+    """``{{ day|date:"SHORT_DATE_FORMAT" }}`` for a date, or for a datetime already in the
+    time zone it is shown in (the day it falls on there)."""
+    format_string = formats.get_format("SHORT_DATE_FORMAT")
+    if isinstance(day, datetime.datetime):
+        if not _date_only(format_string):
+            return dateformat.format(day, format_string)
+        day = day.date()
+    return _date_text(day, format_string, get_language())
 
 
 def datetime_text(value: datetime.datetime, format_name: str = "DATETIME_FORMAT") -> str:

@@ -15,8 +15,8 @@ register = template.Library()
 
 @register.filter(expects_localtime=True)
 def short_date(value: datetime.date | None) -> str:
-    """``value|date:"SHORT_DATE_FORMAT"``."""
-    if type(value) is not datetime.date:  # a datetime (or nothing): as the date filter does
+    """``value|date:"SHORT_DATE_FORMAT"`` (a datetime comes in local time already)."""
+    if not isinstance(value, datetime.date):  # nothing, or text: as the date filter does
         return date_filter(value, "SHORT_DATE_FORMAT")
     return dates.short_date(value)
 

@@ -58,6 +58,14 @@ def test_a_datetime_reads_as_the_date_filter_writes_it(language, format_name):
             assert datetime_text(moment, format_name) == formats.date_format(local, format_name)
 
 
+@pytest.mark.parametrize("language", [code for code, _name in settings.LANGUAGES])
+def test_a_datetime_s_short_date_reads_as_the_date_filter_writes_it(language):
+    with translation.override(language), timezone.override("Pacific/Auckland"):
+        for moment in _moments()[::5]:
+            expected = _render('{{ moment|date:"SHORT_DATE_FORMAT" }}', moment=moment)
+            assert _render("{{ moment|short_date }}", moment=moment) == expected
+
+
 @pytest.mark.parametrize("format_string", ["Y-m-d H:i:s", "H:i j.n.Y", "c", "r", "N j, P", "D"])
 def test_any_format_reads_as_the_date_filter_writes_it(format_string):
     with timezone.override("America/New_York"):
