@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from decimal import Decimal
 
 from django.db.models import Prefetch, QuerySet
+from django.utils.safestring import SafeString
 
 from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression
 from invoicing.models import FirmBillingSettings, Invoice, InvoiceLine
+from portal.choices import choice_label
 from portal.models import ContactAddress, Firm
+from portal.rows import rendered_rows
 
 # An invoice the client still owes: sent or opened, not paid, not void.
 OPEN_STATUSES = (Invoice.Status.SENT, Invoice.Status.VIEWED)
@@ -56,6 +61,47 @@ def invoice_list(
     if overdue_on:
         invoices = invoices.filter(status__in=OPEN_STATUSES, due_date__lt=overdue_on)
     return invoices.order_by("-number")
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceRow:
+    """One invoice as a list shows it (invoicing/_invoice_row.html reads this and nothing
+    else, and is rendered once per content: portal.rows)."""
+
+    pk: int
+    number: int
+    client_name: str | None  # None: the list is the client's own
+    issue_date: date
+    due_date: date
+    status: str
+    status_label: str
+    overdue: bool
+    total: Decimal
+    currency: str
+
+    @classmethod
+    def of(cls, invoice: Invoice, *, today: date | None, with_client: bool) -> InvoiceRow:
+        """``invoice`` as `invoice_list` reads it; ``today`` None: no invoice is overdue."""
+        return cls(
+            pk=invoice.pk,
+            number=invoice.number,
+            client_name=invoice.client.display_name if with_client else None,
+            issue_date=invoice.issue_date,
+            due_date=invoice.due_date,
+            status=invoice.status,
+            status_label=choice_label(invoice, "status"),
+            overdue=bool(today and invoice.due_date < today and invoice.status in OPEN_STATUSES),
+            total=invoice.total,
+            currency=invoice.currency,
+        )
+
+
+def invoice_rows(
+    invoices: Iterable[Invoice], *, today: date | None, with_client: bool = True
+) -> list[SafeString]:
+    """The HTML rows of a list of invoices (invoicing/_table.html shows them)."""
+    rows = [InvoiceRow.of(i, today=today, with_client=with_client) for i in invoices]
+    return rendered_rows("invoicing/_invoice_row.html", rows)
 
 
 def invoice_recipients(*, invoice: Invoice) -> list[ContactAddress]:

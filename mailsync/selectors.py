@@ -186,10 +186,40 @@ def folders_with_gap(*, firm: Firm) -> list[MailboxFolder]:
     return list(_folders_of_active_mailboxes(firm, _folders_gap_filter()))
 
 
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    """What one email shows on a client's Email tab (mailsync/_message_row.html reads this
+    and nothing else: portal.rows renders it once per content)."""
+
+    client_pk: int
+    pk: int
+    sender: str
+    date: datetime.datetime | None
+    undated: bool  # no Date header: shown with the time the server received it
+    unreadable: bool
+    snippet: str
+    attachments: tuple[tuple[int | None, str], ...]  # (document id, file name)
+
+    @classmethod
+    def of(cls, message: Message, client: Client) -> MessageRow:
+        """``message`` as `client_threads` reads it (with ``client_attachments``)."""
+        return cls(
+            client_pk=client.pk,
+            pk=message.pk,
+            sender=message.from_name or message.from_address,
+            date=message.date,
+            undated=message.date_source in ("server", "received"),
+            unreadable=bool(message.parse_error),
+            snippet=message.snippet,
+            attachments=tuple((a.document_id, a.filename) for a in message.client_attachments),
+        )
+
+
 @dataclass
 class Thread:
     key: str
     messages: list[Message] = field(default_factory=list)
+    rows: list[str] = field(default_factory=list)  # the messages' HTML, as a page shows them
 
     @property
     def subject(self) -> str:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from django.db.models import Q, QuerySet
 
+from portal.choices import choice_label
 from portal.models import Client, Contact, ContactAddress, Firm
 
 # pg_trgm finds a LIKE pattern through its index only from three word characters in a row.
@@ -37,3 +39,29 @@ def clients_matching(clients: QuerySet[Client], *, firm: Firm, query: str) -> Qu
             ).values("contact__client_id")
         )
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRow:
+    """One client as the client list shows it (portal/clients/_row.html reads this and
+    nothing else, and is rendered once per content: portal.rows)."""
+
+    pk: int
+    display_name: str
+    kind_label: str
+    status_label: str
+    contact_count: int
+    problem_count: int
+
+    @classmethod
+    def of(cls, client: Client) -> ClientRow:
+        """``client`` with the list's counts set on it (``contact_count``, and
+        ``problem_count`` where the Problems app counted)."""
+        return cls(
+            pk=client.pk,
+            display_name=client.display_name,
+            kind_label=choice_label(client, "kind"),
+            status_label=choice_label(client, "status"),
+            contact_count=client.contact_count,
+            problem_count=getattr(client, "problem_count", 0),
+        )

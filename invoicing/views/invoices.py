@@ -25,6 +25,7 @@ from invoicing.selectors import (
     billing_settings_get,
     invoice_all_refused,
     invoice_list,
+    invoice_rows,
     invoice_timelines,
 )
 from invoicing.views.access import get_invoice_for_member
@@ -70,12 +71,14 @@ def invoice_list_view(request: HttpRequest) -> HttpResponse:
         overdue_on=today if data.get("overdue") else None,
     )
     page = CappedPaginator(invoices, settings.INVOICES_PER_PAGE).get_page(request.GET.get("page"))
+    rows = invoice_rows(page.object_list, today=today)
     # The pager's links keep every filter; only the page number changes.
     query = request.GET.copy()
     query.pop("page", None)
     query.pop("client_q", None)
     context = {
         "page": page,
+        "rows": rows,
         "filters": filters,
         "filter_query": query.urlencode(),
         "today": today,
@@ -89,15 +92,11 @@ def invoice_list_view(request: HttpRequest) -> HttpResponse:
 def client_invoices(request: HttpRequest, client_pk: int) -> HttpResponse:
     client = get_client_for_member(request, client_pk)
     invoices = invoice_list(firm=request.firm, client_id=client.pk)
+    rows = invoice_rows(invoices, today=timezone.localdate(), with_client=False)
     return render(
         request,
         "invoicing/client_tab.html",
-        {
-            "client": client,
-            "tab": "invoices",
-            "invoices": invoices,
-            "today": timezone.localdate(),
-        },
+        {"client": client, "tab": "invoices", "invoices": invoices, "rows": rows},
     )
 
 

@@ -16,7 +16,8 @@ from django.views.decorators.http import require_http_methods
 
 from portal.forms import ClientForm, ContactForm, DocumentUploadForm
 from portal.models import Client, Contact, ContactAddress
-from portal.selectors import clients_matching
+from portal.rows import rendered_rows
+from portal.selectors import ClientRow, clients_matching
 from portal.services import client_create
 from portal.tenancy import clients_for, get_client_for_member, member_required
 
@@ -71,7 +72,8 @@ def client_list(request: HttpRequest) -> HttpResponse:
     for annotate in _page_annotations():
         annotate(shown)
     page.object_list = shown
-    context = {"page": page, "query": query, "show": show, "sort": sort}
+    rows = rendered_rows("portal/clients/_row.html", [ClientRow.of(c) for c in shown])
+    context = {"page": page, "rows": rows, "query": query, "show": show, "sort": sort}
     template = "portal/clients/_list.html" if request.headers.get("HX-Request") else None
     return render(request, template or "portal/clients/list.html", context)
 
