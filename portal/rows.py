@@ -8,35 +8,52 @@ its HTML is a pure function of the row, the language, the time zone and the URL 
 Nothing needs forgetting: a changed row is another key, and a process holds only HTML made
 by its own templates and code.
 
-Not for rows that carry a form (a CSRF token belongs to one person) or read the request.
+A row may carry forms: its ``{% csrf_token %}`` is rendered as a stand-in, and each page
+puts its own request's token in its place (the token belongs to one person; the HTML is
+everyone's). Anything else of the request a row shows (the page's path, the member's role)
+belongs in the row.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Hashable, Iterable
 from functools import lru_cache
 
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from django.http import HttpRequest
+from django.middleware.csrf import get_token
 from django.template.loader import get_template
 from django.urls import get_script_prefix, get_urlconf
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import get_language
 
-# About a kilobyte each: at most ~20 MB of HTML per process.
+# About a kilobyte each (a problem card, four): some 20-40 MB of HTML per process at most.
 ROWS_KEPT = 20_000
+# The CSRF token's stand-in while a row is rendered for everyone: hex like a token, and
+# drawn afresh by each process, so that no content can spell it.
+_CSRF_SLOT = secrets.token_hex(20)
 
 
-def rendered_rows(template_name: str, rows: Iterable[Hashable]) -> list[SafeString]:
-    """Each row rendered by ``template_name`` (which reads ``row`` and nothing else)."""
+def rendered_rows(
+    template_name: str, rows: Iterable[Hashable], *, request: HttpRequest | None = None
+) -> list[SafeString]:
+    """Each row rendered by ``template_name`` (which reads ``row`` and nothing else);
+    ``request``: the page's, whose CSRF token the rows' forms carry."""
     if settings.DEBUG:
         # A developer edits templates while the server runs: render them as they are now.
         template = get_template(template_name)
-        return [mark_safe(template.render({"row": row})) for row in rows]  # noqa: S308
-    where = (get_language(), timezone.get_current_timezone_name(), get_script_prefix())
-    return [_rendered(template_name, row, *where, get_urlconf()) for row in rows]
+        html = [template.render({"row": row, "csrf_token": _CSRF_SLOT}) for row in rows]
+    else:
+        where = (get_language(), timezone.get_current_timezone_name(), get_script_prefix())
+        html = [_rendered(template_name, row, *where, get_urlconf()) for row in rows]
+    if request is None:
+        return html
+    token = get_token(request)
+    return [mark_safe(text.replace(_CSRF_SLOT, token)) for text in html]  # noqa: S308
 
 
 @lru_cache(maxsize=ROWS_KEPT)
@@ -49,7 +66,7 @@ def _rendered(
     urlconf: str | None,
 ) -> SafeString:
     # Rendered under the language, time zone and prefix the key names: the caller's own.
-    return mark_safe(get_template(template_name).render({"row": row}))  # noqa: S308
+    return get_template(template_name).render({"row": row, "csrf_token": _CSRF_SLOT})
 
 
 @receiver(setting_changed)

@@ -720,6 +720,7 @@ class ProblemGroup:
     count: int = 0
     client_count: int = 0
     clients: list[AffectedClient] = field(default_factory=list)
+    cards: list[str] = field(default_factory=list)  # the problems' HTML, as a page shows them
 
     @property
     def more(self) -> int:

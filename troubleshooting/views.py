@@ -26,6 +26,7 @@ from portal.ratelimits import RateLimited, hit, limited_response
 from portal.redirects import next_path, redirect_next
 from portal.services import contact_address_update
 from portal.tenancy import get_client_for_member, member_required, roles_required
+from troubleshooting.cards import problem_cards
 from troubleshooting.catalogue import GUIDES, Kind, guide_for
 from troubleshooting.selectors import (
     code_page,
@@ -47,10 +48,12 @@ def _back(request: HttpRequest) -> HttpResponse:
 def client_problems(request: HttpRequest, client_pk: int) -> HttpResponse:
     client = get_client_for_member(request, client_pk)
     run = latest_domain_run(request.firm)
+    problems = problems_for_client(client, domain_run=run)
     context = {
         "client": client,
         "tab": "problems",
-        "problems": problems_for_client(client, domain_run=run),
+        "problems": problems,
+        "cards": problem_cards(problems, request=request),
         "domain_failures": run.failures if run else [],
     }
     return render(request, "troubleshooting/client_problems.html", context)
@@ -76,6 +79,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     else:
         run = latest_domain_run(request.firm)
         groups = dashboard_groups(request.firm, kind=kind, member=member_pk, domain_run=run)
+    for group in groups:
+        group.cards = problem_cards(
+            group.problems, request=request, show_client=True, guide_above=True
+        )
     context = {
         "members": member_choices(request.firm) if page is None else [],
         "member": member_pk,

@@ -59,6 +59,12 @@ def guide_text(guide: catalogue.Guide) -> SafeString:
     return _guide_html(guide.code, get_language())
 
 
+@register.simple_tag
+def guide_text_of(code: str) -> SafeString:
+    """`guide_text` of the catalogue's guide for ``code``."""
+    return _guide_html(code, get_language())
+
+
 @lru_cache(maxsize=512)
 def _guide_html(code: str, language: str | None) -> SafeString:
     # The catalogue's words for one code in one language, the same on every card and every
@@ -98,13 +104,13 @@ def security_choices() -> list[tuple[str, str]]:
 
 
 @register.filter
-def technical_details(problem) -> str:
-    """A problem card's technical rows (``Problem.technical``) as ``<dt>``/``<dd>`` pairs,
-    values shown as the template would (localized, escaped). Joined here: a template loop
-    over them cost more than the rest of a card's details (and format_html per row, half
-    of what is left)."""
+def technical_rows(rows) -> str:
+    """A problem card's technical rows (``Problem.technical``: label, value, preformatted)
+    as ``<dt>``/``<dd>`` pairs, values shown as the template would (localized, escaped).
+    Joined here: a template loop over them cost more than the rest of a card's details (and
+    format_html per row, half of what is left)."""
     html = []
-    for label, value, preformatted in problem.technical():
+    for label, value, preformatted in rows:
         shown = conditional_escape(value if preformatted else formats.localize(value))
         shown = f"<pre>{shown}</pre>" if preformatted else shown
         html.append(f"<dt>{conditional_escape(label)}</dt><dd>{shown}</dd>")
