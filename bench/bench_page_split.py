@@ -28,15 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import benchkit
-from bench_pages import pages, static_settings
+from bench_pages import pages, seeded_portal_env
 
 
 def _explain(cursor, sql: str, params: object) -> tuple[float, float]:
@@ -139,19 +137,8 @@ def main() -> None:
         "--cache", default="redis://127.0.0.1:6379/14", help="CACHE_URL; empty: per process"
     )
     args = parser.parse_args()
-    database_url = os.environ.get("DATABASE_URL", "")
-    if not database_url.startswith("postgres"):
-        raise SystemExit("set DATABASE_URL to the PostgreSQL database seed_scale filled")
     with benchkit.temp_dir("bench-split-") as work:
-        env = benchkit.portal_env(
-            database_url=database_url,
-            var_dir=Path(os.environ["PORTAL_VAR_DIR"]) if "PORTAL_VAR_DIR" in os.environ else work,
-            BENCH_FLOOR_VIEW="1",
-            CACHE_URL=args.cache,
-            MFA_REQUIRED_FOR_OWNERS="0",
-        )
-        env.update(static_settings(work))
-        os.environ.update(env)
+        seeded_portal_env(work, cache=args.cache)
         import django
 
         django.setup()

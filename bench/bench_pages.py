@@ -212,6 +212,27 @@ def static_settings(work: Path) -> dict[str, str]:
     return env
 
 
+def seeded_portal_env(work: Path, *, cache: str) -> dict[str, str]:
+    """The portal's environment over the database `seed_scale` filled (``DATABASE_URL``),
+    set in ``os.environ`` as well: its blob store, the bare view on, the shared cache, the
+    owner signed in without a second factor, static files collected into ``work``."""
+    database_url = os.environ.get("DATABASE_URL", "")
+    if not database_url.startswith("postgres"):
+        raise SystemExit("set DATABASE_URL to the PostgreSQL database seed_scale filled")
+    env = benchkit.portal_env(
+        database_url=database_url,
+        # The blob store seed_scale wrote (the message page reads raw mail from it).
+        var_dir=Path(os.environ["PORTAL_VAR_DIR"]) if "PORTAL_VAR_DIR" in os.environ else work,
+        BENCH_FLOOR_VIEW="1",
+        CACHE_URL=cache,
+        # The bench signs the owner in with a session row, without a second factor.
+        MFA_REQUIRED_FOR_OWNERS="0",
+    )
+    env.update(static_settings(work))
+    os.environ.update(env)
+    return env
+
+
 def server_start(port: int, env: dict[str, str]) -> subprocess.Popen:
     gunicorn = Path(benchkit.PYTHON).parent / "gunicorn"
     command = [str(gunicorn), "-c", str(benchkit.REPO_ROOT / "gunicorn.conf.py")]
@@ -244,21 +265,8 @@ def main() -> None:
         "--changes-every", type=float, default=0, help="seconds between changes (0: none)"
     )
     args = parser.parse_args()
-    database_url = os.environ.get("DATABASE_URL", "")
-    if not database_url.startswith("postgres"):
-        raise SystemExit("set DATABASE_URL to the PostgreSQL database seed_scale filled")
     with benchkit.temp_dir("bench-pages-") as work:
-        env = benchkit.portal_env(
-            database_url=database_url,
-            # The blob store seed_scale wrote (the message page reads raw mail from it).
-            var_dir=Path(os.environ["PORTAL_VAR_DIR"]) if "PORTAL_VAR_DIR" in os.environ else work,
-            BENCH_FLOOR_VIEW="1",
-            CACHE_URL=args.cache,
-            # The bench signs the owner in with a session row, without a second factor.
-            MFA_REQUIRED_FOR_OWNERS="0",
-        )
-        env.update(static_settings(work))
-        os.environ.update(env)
+        env = seeded_portal_env(work, cache=args.cache)
         import django
 
         django.setup()
