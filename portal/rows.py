@@ -31,8 +31,9 @@ from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import get_language
 
-# About a kilobyte each (a problem card, four): some 20-40 MB of HTML per process at most.
-ROWS_KEPT = 20_000
+# A list row is about a kilobyte of HTML, a problem card four: 10-40 MB per process at most,
+# some 200 pages of 50 rows.
+ROWS_KEPT = 10_000
 # The CSRF token's stand-in while a row is rendered for everyone: hex like a token, and
 # drawn afresh by each process, so that no content can spell it.
 _CSRF_SLOT = secrets.token_hex(20)
