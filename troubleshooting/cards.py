@@ -1,9 +1,11 @@
-"""Problem cards as rows rendered once for what they show (portal.rows).
+"""The Problems pages' cards and code headings as rows rendered once for what they show
+(portal.rows).
 
 A card's template took 0.4 ms a card on every view: a page of 25 cards, a third of its
 time. `CardRow` holds everything a card shows, the parts of the page and the member that
 change it included (the page's path for the forms' way back, the member's role, whether
-they may fix the mailbox), and troubleshooting/_card.html reads nothing else.
+they may fix the mailbox), and troubleshooting/_card.html reads nothing else. A code's
+heading (its count, the clients it touches, its guide) is a `GroupRow`, around its cards.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from django.utils.safestring import SafeString
 
 from accounts.models import Role
 from portal.rows import rendered_rows
-from troubleshooting.selectors import Problem
+from troubleshooting.selectors import AffectedClient, Problem, ProblemGroup
 from troubleshooting.templatetags.problems import first_resend_action
 
 CARD_TEMPLATE = "troubleshooting/_card.html"
+GROUP_HEAD_TEMPLATE = "troubleshooting/_group_head.html"
+GROUP_FOOT_TEMPLATE = "troubleshooting/_group_foot.html"
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,3 +165,45 @@ def problem_cards(
         for position, problem in enumerate(problems, start=1)
     ]
     return rendered_rows(CARD_TEMPLATE, rows, request=request)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRow:
+    """A problem code on the Problems page, above and below its cards."""
+
+    code: str
+    title: str
+    count: int
+    clients: tuple[AffectedClient, ...]
+    more_clients: int
+    has_cards: bool  # the guide's text comes first; without cards, its one-line "what"
+    what: str
+    more: int  # problems beyond the cards shown: "Show all" links the code's pages
+    on_code_page: bool
+
+    @classmethod
+    def of(cls, group: ProblemGroup, *, on_code_page: bool) -> GroupRow:
+        return cls(
+            code=group.guide.code,
+            title=str(group.guide.title),
+            count=group.count,
+            clients=tuple(group.clients),
+            more_clients=group.more_clients,
+            has_cards=bool(group.problems),
+            what=str(group.guide.what),
+            more=group.more,
+            on_code_page=on_code_page,
+        )
+
+
+def problem_groups(groups: list[ProblemGroup], *, request: HttpRequest, on_code_page: bool) -> None:
+    """Set each group's ``head``, ``cards`` and ``foot`` HTML, as ``request``'s page shows
+    them (the Problems page, or one code's pages)."""
+    rows = [GroupRow.of(group, on_code_page=on_code_page) for group in groups]
+    heads = rendered_rows(GROUP_HEAD_TEMPLATE, rows)
+    feet = rendered_rows(GROUP_FOOT_TEMPLATE, rows)
+    for group, head, foot in zip(groups, heads, feet, strict=True):
+        group.head, group.foot = head, foot
+        group.cards = problem_cards(
+            group.problems, request=request, show_client=True, guide_above=True
+        )

@@ -720,7 +720,10 @@ class ProblemGroup:
     count: int = 0
     client_count: int = 0
     clients: list[AffectedClient] = field(default_factory=list)
-    cards: list[str] = field(default_factory=list)  # the problems' HTML, as a page shows them
+    # The HTML a page shows: above the cards, the cards, below them (troubleshooting.cards).
+    head: str = ""
+    cards: list[str] = field(default_factory=list)
+    foot: str = ""
 
     @property
     def more(self) -> int:

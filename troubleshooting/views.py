@@ -26,7 +26,7 @@ from portal.ratelimits import RateLimited, hit, limited_response
 from portal.redirects import next_path, redirect_next
 from portal.services import contact_address_update
 from portal.tenancy import get_client_for_member, member_required, roles_required
-from troubleshooting.cards import problem_cards
+from troubleshooting.cards import problem_cards, problem_groups
 from troubleshooting.catalogue import GUIDES, Kind, guide_for
 from troubleshooting.selectors import (
     code_page,
@@ -79,10 +79,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     else:
         run = latest_domain_run(request.firm)
         groups = dashboard_groups(request.firm, kind=kind, member=member_pk, domain_run=run)
-    for group in groups:
-        group.cards = problem_cards(
-            group.problems, request=request, show_client=True, guide_above=True
-        )
+    problem_groups(groups, request=request, on_code_page=page is not None)
     context = {
         "members": member_choices(request.firm) if page is None else [],
         "member": member_pk,

@@ -52,16 +52,9 @@ def guide_link(code: str) -> str:
 
 
 @register.simple_tag
-def guide_text(guide: catalogue.Guide) -> SafeString:
-    """The guide's explanation (what, why, who can fix it, the steps) as a card shows it."""
-    if catalogue.guide_for(guide.code) is not guide:  # not the catalogue's own: not shared
-        return render_to_string("troubleshooting/_guide_text.html", {"guide": guide})
-    return _guide_html(guide.code, get_language())
-
-
-@register.simple_tag
 def guide_text_of(code: str) -> SafeString:
-    """`guide_text` of the catalogue's guide for ``code``."""
+    """The explanation of the catalogue's guide for ``code`` (what, why, who can fix it,
+    the steps) as a card shows it."""
     return _guide_html(code, get_language())
 
 
