@@ -16,6 +16,7 @@ belongs in the row.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Hashable, Iterable
 from functools import lru_cache
@@ -30,6 +31,8 @@ from django.urls import get_script_prefix, get_urlconf
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import get_language
+
+logger = logging.getLogger(__name__)
 
 # A list row is about a kilobyte of HTML, a problem card four: 10-40 MB per process at most,
 # some 200 pages of 50 rows.
@@ -49,12 +52,31 @@ def rendered_rows(
         template = get_template(template_name)
         html = [template.render({"row": row, "csrf_token": _CSRF_SLOT}) for row in rows]
     else:
-        where = (get_language(), timezone.get_current_timezone_name(), get_script_prefix())
-        html = [_rendered(template_name, row, *where, get_urlconf()) for row in rows]
+        where = (
+            get_language(),
+            timezone.get_current_timezone_name(),
+            get_script_prefix(),
+            get_urlconf(),
+        )
+        html = [_rendered_or_not(template_name, row, where) for row in rows]
     if request is None:
         return html
     token = get_token(request)
     return [mark_safe(text.replace(_CSRF_SLOT, token)) for text in html]  # noqa: S308
+
+
+def _rendered_or_not(template_name: str, row: Hashable, where: tuple) -> SafeString:
+    try:
+        return _rendered(template_name, row, *where)
+    except TypeError:
+        try:
+            hash(row)
+        except TypeError:
+            # A row holding something unhashable (a list, a dict) is a bug in its builder:
+            # the page still shows it, rendered afresh, and the log says which row.
+            logger.warning("row not kept, unhashable: %s", type(row).__name__)
+            return get_template(template_name).render({"row": row, "csrf_token": _CSRF_SLOT})
+        raise  # the template's own error
 
 
 @lru_cache(maxsize=ROWS_KEPT)

@@ -128,3 +128,12 @@ def test_the_email_tab_links_an_attachment_once_it_is_stored(owner_client, firm)
 
     assert reverse("portal:document_download", args=[client.pk, attachment.document_id]) in page
     assert "(too large to store)" not in page
+
+
+def test_a_row_holding_a_list_is_still_shown(caplog):
+    row = _client_row(display_name=["Birch", "Daughters"])  # a bug in a row's builder
+
+    html = rendered_rows(CLIENT_ROW, [row])[0]
+
+    assert "Birch" in html
+    assert "row not kept, unhashable: ClientRow" in caplog.text
