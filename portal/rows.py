@@ -49,8 +49,7 @@ def rendered_rows(
     ``request``: the page's, whose CSRF token the rows' forms carry."""
     if settings.DEBUG:
         # A developer edits templates while the server runs: render them as they are now.
-        template = get_template(template_name)
-        html = [template.render({"row": row, "csrf_token": _CSRF_SLOT}) for row in rows]
+        html = [_render(template_name, row) for row in rows]
     else:
         where = (
             get_language(),
@@ -75,7 +74,7 @@ def _rendered_or_not(template_name: str, row: Hashable, where: tuple) -> SafeStr
             # A row holding something unhashable (a list, a dict) is a bug in its builder:
             # the page still shows it, rendered afresh, and the log says which row.
             logger.warning("row not kept, unhashable: %s", type(row).__name__)
-            return get_template(template_name).render({"row": row, "csrf_token": _CSRF_SLOT})
+            return _render(template_name, row)
         raise  # the template's own error
 
 
@@ -89,6 +88,10 @@ def _rendered(
     urlconf: str | None,
 ) -> SafeString:
     # Rendered under the language, time zone and prefix the key names: the caller's own.
+    return _render(template_name, row)
+
+
+def _render(template_name: str, row: Hashable) -> SafeString:
     return get_template(template_name).render({"row": row, "csrf_token": _CSRF_SLOT})
 
 

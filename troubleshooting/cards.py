@@ -20,7 +20,10 @@ from django.utils.safestring import SafeString
 from accounts.models import Role
 from portal.rows import rendered_rows
 from troubleshooting.selectors import AffectedClient, Problem, ProblemGroup
-from troubleshooting.templatetags.problems import first_resend_action
+
+# Actions whose fix ends in sending the invoice again (the card links the invoice once,
+# beside the first of them).
+_RESEND_ACTIONS = ("edit_address_resend", "resend", "send_test", "request_removal")
 
 CARD_TEMPLATE = "troubleshooting/_card.html"
 GROUP_HEAD_TEMPLATE = "troubleshooting/_group_head.html"
@@ -108,7 +111,7 @@ class CardRow:
             severity=problem.guide.severity,
             title=str(problem.guide.title),
             actions=tuple(problem.guide.actions),
-            first_resend=first_resend_action(problem.guide),
+            first_resend=next((a for a in problem.guide.actions if a in _RESEND_ACTIONS), ""),
             occurrences=problem.occurrences,
             address=problem.address,
             no_recipient=bool(detail.get("no_recipient")),

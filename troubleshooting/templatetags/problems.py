@@ -81,16 +81,6 @@ def get_item(mapping: dict, key: str):
     return mapping.get(key) if mapping else None
 
 
-# Actions whose fix ends in sending the invoice again (the problem card links the invoice
-# once, beside the first of them).
-_RESEND_ACTIONS = ("edit_address_resend", "resend", "send_test", "request_removal")
-
-
-@register.filter
-def first_resend_action(guide) -> str:
-    return next((a for a in guide.actions if a in _RESEND_ACTIONS), "")
-
-
 @register.simple_tag
 def security_choices() -> list[tuple[str, str]]:
     return MailboxConnection.Security.choices
