@@ -3,10 +3,19 @@
 bench (bench/bench_webhook_ingest.py) starts the server with this file too.
 
 - Threaded workers (gthread), 2 per core x 4 threads (``WEB_CONCURRENCY``,
-  ``GUNICORN_THREADS``). They keep connections alive. Sync workers close each one, and at
-  hundreds of posts per second new connections then stalled for 1-3 s (probably ports still
-  in TIME_WAIT; the webhook bench: 574 posts/s with these settings against 270 with 2 sync
-  workers, same machine, back to back; bench/README.md).
+  ``GUNICORN_THREADS``): a worker's core works on while one of its threads waits for
+  PostgreSQL, with fewer processes to hold in memory.
+- A worker takes a connection only when one of its threads is free, and answers it with
+  ``Connection: close`` (``worker_connections`` = threads; ``keepalive = 0``, which gunicorn
+  asks for then). A kept-alive connection stays with whichever worker accepted it, by
+  chance: at 16 connections the four workers' CPU over a run was 54%, 40%, 31% and 22%,
+  and the requests queued in the busiest made the tail. Without keep-alive, p95 was
+  20-30% lower on the four pages tried (three runs each, alternated) at the same
+  requests/s, static files were served twice as fast at 10 connections, and webhook
+  posts/s stayed the same, with none of the 1-3 s connection stalls once seen with sync
+  workers (bench/README.md, "eleventh session"). Behind the proxy the README asks for,
+  the proxy keeps the browsers' connections alive; a new connection over loopback or the
+  LAN costs a fraction of a millisecond.
 - Persistent database connections (``DATABASE_CONN_MAX_AGE``, 60 s unless set): opening a
   PostgreSQL connection per request costs more than the whole webhook post (80 against 375
   posts/s before the webhook changes). Each thread holds one, so PostgreSQL must allow
@@ -27,7 +36,8 @@ wsgi_app = "portal.wsgi:application"
 workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1))))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-keepalive = 5  # seconds an idle kept-alive connection waits for its next request
+worker_connections = threads
+keepalive = 0
 
 # Read by portal.settings in each worker (the workers inherit this process's environment).
 os.environ.setdefault("DATABASE_CONN_MAX_AGE", "60")

@@ -1,7 +1,8 @@
 """Where one request of each page spends its time, in-process, over the seeded firm.
 
     manage.py seed_scale                 # once (see bench_pages.py)
-    .venv/bin/python bench/bench_page_split.py [--runs 20] [--only NAME,...]
+    .venv/bin/python bench/bench_page_split.py [--runs 20] [--only NAME ...]
+    .venv/bin/python bench/bench_page_split.py --only NAME --profile 50   # where, by function
 
 bench_pages.py says what a page costs under load; this says why. For each page of
 bench_pages.py (the same pages, the same signed-in owner), through Django's test client in
@@ -127,12 +128,40 @@ def split(get: Callable[[], object], runs: int, splits: int) -> dict[str, float]
     }
 
 
+def profile(name: str, get: Callable[[], object], requests: int) -> None:
+    """Print where ``requests`` requests of one page spend their time, by cProfile: the
+    functions that take most of it themselves, then most with what they call."""
+    import cProfile
+    import pstats
+
+    for _ in range(2):
+        get()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(requests):
+        get()
+    profiler.disable()
+    print(f"\n=== {name}: {requests} requests, cProfile (times are over all of them)")
+    stats = pstats.Stats(profiler).strip_dirs()
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(40)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=20, help="requests per page; the fastest")
     parser.add_argument("--splits", type=int, default=5, help="timed requests; the median")
     parser.add_argument("--firm", default="scale-main", help="the seeded firm's slug")
-    parser.add_argument("--only", default="", help="comma-separated page names (exact)")
+    parser.add_argument(
+        "--only", action="append", default=[], help="a page's name, exactly; may be repeated"
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of the split: cProfile over N requests of each page, the top functions",
+    )
     parser.add_argument(
         "--cache", default="redis://127.0.0.1:6379/14", help="CACHE_URL; empty: per process"
     )
@@ -151,8 +180,17 @@ def main() -> None:
         client.force_login(firm.memberships.get(role="owner").user)
         measured = pages(args.firm)
         if args.only:
-            wanted = [w.strip() for w in args.only.split(",")]
-            measured = [p for p in measured if p[0].startswith("floor") or p[0] in wanted]
+            unknown = set(args.only) - {name for name, _path in measured}
+            if unknown:
+                raise SystemExit(f"no such page: {', '.join(sorted(unknown))}")
+            measured = [p for p in measured if p[0].startswith("floor") or p[0] in args.only]
+        if args.profile:
+            try:
+                for name, path in measured:
+                    profile(name, lambda path=path: client.get(path), args.profile)
+            finally:
+                client.logout()
+            return
         print(f"in-process, fastest of {args.runs} requests per page, milliseconds")
         print(
             f"{'page':<36} {'total':>6} {'x floor':>7} {'queries':>7} {'sql':>6} "

@@ -3,7 +3,7 @@
     manage.py seed_scale                 # once, into the database DATABASE_URL names
                                          # (and the blob store under PORTAL_VAR_DIR: the
                                          # message page reads its raw mail; use the same)
-    .venv/bin/python bench/bench_pages.py [--seconds 30] [--connections 16] [--only NAME,...]
+    .venv/bin/python bench/bench_pages.py [--seconds 30] [--connections 16] [--only NAME ...]
 
 Serves the portal with gunicorn as gunicorn.conf.py configures it, on loopback, over the
 database `seed_scale` filled (``DATABASE_URL``, PostgreSQL; the bench only reads it, apart
@@ -30,6 +30,7 @@ import argparse
 import http.client
 import os
 import re
+import runpy
 import statistics
 import subprocess
 import sys
@@ -239,15 +240,26 @@ def server_start(port: int, env: dict[str, str]) -> subprocess.Popen:
     command += ["--bind", f"127.0.0.1:{port}", "--log-level", "warning"]
     process = subprocess.Popen(command, cwd=benchkit.REPO_ROOT, env={**os.environ, **env})
 
-    def answers() -> bool:
+    # A worker takes connections only once it has loaded and warmed up (gunicorn.conf.py),
+    # 5-6 s each, and all of them start at once on the bench's cores: measured as soon as
+    # the first one answered, the floor ran on one or two workers of four for the first
+    # half of its time, and its requests/s (the "cost" of every page) came out at half.
+    workers = runpy.run_path(str(benchkit.REPO_ROOT / "gunicorn.conf.py"))["workers"]
+    answered: set[str] = set()
+
+    def all_answer() -> bool:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/bench/floor/")
-            return conn.getresponse().status == 200
+            response = conn.getresponse()
+            if response.status == 200:
+                answered.add(response.getheader("X-Worker", ""))
+            conn.close()
         except OSError:
-            return False
+            pass
+        return len(answered) >= workers
 
-    benchkit.wait_until(answers, seconds=60, what="gunicorn")
+    benchkit.wait_until(all_answer, seconds=120, what=f"all {workers} gunicorn workers")
     return process
 
 
@@ -256,7 +268,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--firm", default="scale-main", help="the seeded firm's slug")
-    parser.add_argument("--only", default="", help="comma-separated page names (exact)")
+    parser.add_argument(
+        "--only", action="append", default=[], help="a page's name, exactly; may be repeated"
+    )
     parser.add_argument(
         "--cache", default="redis://127.0.0.1:6379/14", help="CACHE_URL; empty: per process"
     )
@@ -276,8 +290,10 @@ def main() -> None:
         cookie, session_key = owner_session(args.firm)
         measured = pages(args.firm)
         if args.only:
-            wanted = [w.strip() for w in args.only.split(",")]
-            measured = [p for p in measured if p[0].startswith("floor") or p[0] in wanted]
+            unknown = set(args.only) - {name for name, _path in measured}
+            if unknown:
+                raise SystemExit(f"no such page: {', '.join(sorted(unknown))}")
+            measured = [p for p in measured if p[0].startswith("floor") or p[0] in args.only]
         connections.close_all()
         port = benchkit.free_port()
         server = server_start(port, env)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 
@@ -17,5 +19,8 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def bench_floor(request: HttpRequest) -> HttpResponse:
-    """A bare view for bench/bench_pages.py (enabled by BENCH_FLOOR_VIEW only)."""
-    return HttpResponse("ok", content_type="text/plain")
+    """A bare view for bench/bench_pages.py (enabled by BENCH_FLOOR_VIEW only). It names
+    the process that answered: the bench waits until every worker has."""
+    response = HttpResponse("ok", content_type="text/plain")
+    response["X-Worker"] = str(os.getpid())
+    return response

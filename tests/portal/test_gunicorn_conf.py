@@ -31,3 +31,11 @@ def test_a_loaded_worker_freezes_its_objects_out_of_the_collector():
         assert gc.get_freeze_count() > 10_000  # Django and the project, not a handful
     finally:
         gc.unfreeze()
+
+
+def test_a_worker_takes_a_connection_only_with_a_thread_free_and_keeps_none_alive():
+    """Kept alive, a connection stays with whichever worker took it first, and the workers
+    that took more made the slowest requests (gunicorn.conf.py's docstring)."""
+    conf = _conf()
+    assert conf["worker_connections"] == conf["threads"]
+    assert conf["keepalive"] == 0
