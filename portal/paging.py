@@ -1,9 +1,12 @@
-"""A paginator for long lists that counts no further than it is worth.
+"""Paging long lists at what a page shows.
 
-Counting a firm's 100,000 invoices for "Page 1 of 2,004" read every index entry on every
-load (20-35 ms here, more than the rest of the query). Past ``cap`` rows nobody pages on;
-they filter. So the count stops there: the pager says "Page 3 of more than 200", and the
-pages beyond the cap are reached by narrowing the list.
+- ``CappedPaginator``: counting a firm's 100,000 invoices for "Page 1 of 2,004" read every
+  index entry on every load (20-35 ms here, more than the rest of the query). Past ``cap``
+  rows nobody pages on; they filter. So the count stops there: the pager says "Page 3 of
+  more than 200", and the pages beyond the cap are reached by narrowing the list.
+- ``KeysFirst``: a page far into a list (``OFFSET 4975``) made PostgreSQL read every row
+  before it, table rows included. Its primary keys first, from an index that covers the
+  filter and the order, skip index entries only; then the page's own rows are read.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from functools import cached_property
 
 from django.conf import settings
 from django.core.paginator import Paginator
+from django.db.models import Model, QuerySet
 
 
 class CappedPaginator(Paginator):
@@ -33,3 +37,30 @@ class CappedPaginator(Paginator):
     @property
     def capped(self) -> bool:
         return self._bounded_count > self.cap
+
+
+class KeysFirst:
+    """``queryset`` for a ``Paginator``: a slice of it is read as the primary keys of the
+    slice's rows (one query, ``queryset``'s filters and order), then those rows, in the
+    same order (the same query's subquery). The rows come from the model's base manager:
+    ``select_related``, annotations and deferred fields of ``queryset`` are not carried
+    over. Page 200 of 9,165 clients, with the covering index of portal migration 0013:
+    PostgreSQL's time 5.9-10.7 -> 1.8 ms."""
+
+    ordered = True  # what Paginator checks before it pages (it must be: see __init__)
+
+    def __init__(self, queryset: QuerySet) -> None:
+        if not queryset.query.order_by:
+            raise ValueError("KeysFirst pages a queryset with an explicit order_by()")
+        self.queryset = queryset
+
+    def count(self) -> int:
+        return self.queryset.count()
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __getitem__(self, index: slice) -> list[Model]:
+        keys = self.queryset.values("pk")[index]
+        rows = self.queryset.model._base_manager.using(self.queryset.db).filter(pk__in=keys)
+        return list(rows.order_by(*self.queryset.query.order_by))

@@ -57,7 +57,9 @@ def clients_for(request: HttpRequest) -> QuerySet[Client]:
 
 
 def get_client_for_member(request: HttpRequest, client_pk: int) -> Client:
-    return get_object_or_404(Client.objects.select_related("firm"), pk=client_pk, firm=request.firm)
+    client = get_object_or_404(Client, pk=client_pk, firm=request.firm)
+    client.firm = request.firm  # read with the membership: no join, no second Firm
+    return client
 
 
 def get_contact_for_member(request: HttpRequest, client: Client, contact_pk: int) -> Contact:

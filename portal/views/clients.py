@@ -16,6 +16,7 @@ from django.views.decorators.http import require_http_methods
 
 from portal.forms import ClientForm, ContactForm, DocumentUploadForm
 from portal.models import Client, Contact, ContactAddress
+from portal.paging import KeysFirst
 from portal.rows import rendered_rows
 from portal.selectors import ClientRow, clients_matching
 from portal.services import client_create
@@ -52,9 +53,8 @@ def client_list(request: HttpRequest) -> HttpResponse:
         clients = clients.filter(status=show)
     if query:
         clients = clients_matching(clients, firm=request.firm, query=query)
-    page = Paginator(clients.order_by(*SORTS[sort]), settings.CLIENTS_PER_PAGE).get_page(
-        request.GET.get("page")
-    )
+    paginator = Paginator(KeysFirst(clients.order_by(*SORTS[sort])), settings.CLIENTS_PER_PAGE)
+    page = paginator.get_page(request.GET.get("page"))
     shown = list(page.object_list)
     counts = (
         dict(

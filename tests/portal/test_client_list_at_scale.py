@@ -91,3 +91,23 @@ def test_badges_count_the_shown_clients_problems(owner_client, firm, settings):
     body = owner_client.get(LIST).content.decode()
     assert "2 problems" in body
     assert "Zeta Farm" not in body
+
+
+def test_a_later_page_shows_the_clients_that_follow_in_the_sort(owner_client, firm, settings):
+    settings.CLIENTS_PER_PAGE = 2
+    for name in ("delta", "Alpha", "echo", "Charlie", "bravo"):
+        ClientFactory(firm=firm, display_name=name)
+    ClientFactory(display_name="Another firm's Beta")
+    body = owner_client.get(LIST, {"page": 2}).content.decode()
+    assert body.index("Charlie") < body.index("delta")
+    assert "bravo" not in body and "echo" not in body and "Beta" not in body
+
+
+def test_a_later_page_of_a_search_shows_the_matches_that_follow(owner_client, firm, settings):
+    settings.CLIENTS_PER_PAGE = 1
+    ClientFactory(firm=firm, display_name="Birch Dental")
+    ClientFactory(firm=firm, display_name="Cedar Farm")
+    ContactFactory(client=ClientFactory(firm=firm, display_name="Aspen Ltd"), name="Ann Birch")
+    body = owner_client.get(LIST, {"q": "birch", "page": 2}).content.decode()
+    assert "Birch Dental" in body
+    assert "Aspen Ltd" not in body and "Cedar Farm" not in body
