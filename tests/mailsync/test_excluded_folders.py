@@ -9,7 +9,12 @@ from mailsync.adapters import ImapMailbox
 from mailsync.engine import mailbox_sync
 from mailsync.models import MailboxConnection, MailboxFolder, Message
 from mailsync.selectors import folders_excluded_with_mail
-from tests.mailsync.factories import connect_mailbox, fernet_key  # noqa: F401
+from tests.mailsync.factories import (  # noqa: F401
+    MailboxConnectionFactory,
+    MailboxFolderFactory,
+    connect_mailbox,
+    fernet_key,
+)
 from tests.servers.dovecot_fixtures import MailboxUser
 
 pytestmark = pytest.mark.django_db(transaction=False)
@@ -112,3 +117,17 @@ def test_a_failing_status_does_not_break_the_sync(firm, mailbox_user, monkeypatc
     )
     assert counts == {"INBOX": None, "Gone": None, "Clients": 1}
     assert [f.name for f in folders_excluded_with_mail(firm=firm)] == ["Clients"]
+
+
+def test_a_folder_is_left_out_only_when_its_whole_name_is_a_non_client_one(firm):
+    connection = MailboxConnectionFactory(firm=firm)
+    for name in ("[Gmail]/Spam", "[Google Mail]/Sent Mail", "inbox/JUNK E-MAIL", "Bin"):
+        MailboxFolderFactory(connection=connection, name=name, enabled=False, messages=3)
+    for name in ("Sent to clients", "Old Trash Invoices", "[Gmail]/Clients", "Binders"):
+        MailboxFolderFactory(connection=connection, name=name, enabled=False, messages=3)
+    assert sorted(f.name for f in folders_excluded_with_mail(firm=firm)) == [
+        "Binders",
+        "Old Trash Invoices",
+        "Sent to clients",
+        "[Gmail]/Clients",
+    ]
