@@ -34,6 +34,12 @@ def test_an_unordered_queryset_is_refused(firm):
         KeysFirst(Client.objects.filter(firm=firm))
 
 
+def test_a_queryset_that_reads_more_than_plain_rows_is_refused(firm):
+    # Its later pages would come without what its first page has.
+    with pytest.raises(ValueError, match="plain rows"):
+        KeysFirst(Client.objects.filter(firm=firm).select_related("firm").order_by("pk"))
+
+
 def _clients(firm, count: int) -> None:
     for n in range(count):
         ClientFactory(firm=firm, display_name=f"Client {n:02}")
