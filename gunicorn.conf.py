@@ -10,8 +10,9 @@ bench (bench/bench_webhook_ingest.py) starts the server with this file too.
   asks for then). A kept-alive connection stays with whichever worker accepted it, by
   chance: at 16 connections the four workers' CPU over a run was 54%, 40%, 31% and 22%,
   and the requests queued in the busiest made the tail. Without keep-alive, p95 was
-  20-30% lower on the four pages tried (three runs each, alternated) at the same
-  requests/s, static files were served twice as fast at 10 connections, and webhook
+  20-30% lower on four heavier pages (three runs each, alternated) and no longer swung
+  from run to run on four lighter ones, for about 5% fewer requests a second (each one a
+  new connection); static files were served twice as fast at 10 connections, and webhook
   posts/s stayed the same, with none of the 1-3 s connection stalls once seen with sync
   workers (bench/README.md, "eleventh session"). Behind the proxy the README asks for,
   the proxy keeps the browsers' connections alive; a new connection over loopback or the
