@@ -32,8 +32,12 @@ S = Delivery.Status
 NOT_COUNTED = (Payment.Problem.VOID_INVOICE, Payment.Problem.CURRENCY_MISMATCH)
 
 
-def invoice_paid_amount(*, invoice: Invoice) -> Decimal:
-    """What the client paid toward this invoice, in its currency."""
+def invoice_paid_amount(*, invoice: Invoice, payments: list[Payment] | None = None) -> Decimal:
+    """What the client paid toward this invoice, in its currency. ``payments``: all of the
+    invoice's payments, when the caller has read them (summed here, not again in SQL)."""
+    if payments is not None:
+        counted = [p.amount for p in payments if p.problem_code not in NOT_COUNTED]
+        return sum(counted, Decimal("0.00"))
     return invoice.payments.exclude(problem_code__in=NOT_COUNTED).aggregate(total=Sum("amount"))[
         "total"
     ] or Decimal("0.00")

@@ -206,6 +206,7 @@ def invoice_detail(request: HttpRequest, invoice_pk: int) -> HttpResponse:
     prefetch_related_objects([invoice], "lines")
     timelines = invoice_timelines(invoice=invoice)
     _label_timelines(timelines)
+    payments = list(invoice.payments.select_related("recorded_by"))
     can_record_payment = request.member_role in PAYMENT_ROLES and (
         invoice.status in (Invoice.Status.SENT, Invoice.Status.VIEWED)
         # A send with no outcome yet (or an unknown one): the client may be paying already.
@@ -218,8 +219,8 @@ def invoice_detail(request: HttpRequest, invoice_pk: int) -> HttpResponse:
         "all_refused": invoice.status == Invoice.Status.DRAFT
         and invoice_all_refused(timelines=timelines),
         "overdue": invoice.status in OPEN_STATUSES and invoice.due_date < timezone.localdate(),
-        "payments": list(invoice.payments.select_related("recorded_by")),
-        "paid_amount": invoice_paid_amount(invoice=invoice),
+        "payments": payments,
+        "paid_amount": invoice_paid_amount(invoice=invoice, payments=payments),
         "payment_form": PaymentForm() if can_record_payment else None,
     }
     return render(request, "invoicing/detail.html", context)

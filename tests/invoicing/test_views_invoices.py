@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime
+from decimal import Decimal
 
 import pytest
 from django.urls import reverse
 from django.utils import timezone
 
 from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression
-from invoicing.models import Invoice
+from invoicing.models import Invoice, Payment
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing.factories import InvoiceFactory, invoice_with_lines
 
@@ -220,3 +221,18 @@ def test_the_printable_invoice_marks_drafts_and_paid_ones(owner_client, firm, st
     invoice = invoice_with_lines(client=ClientFactory(firm=firm), status=status)
     body = owner_client.get(reverse("invoicing:invoice_print", args=[invoice.pk])).content
     assert f">{mark}</p>" in body.decode()
+
+
+def test_paid_so_far_leaves_out_payments_that_do_not_count(owner_client, firm, owner):
+    invoice = invoice_with_lines(client=ClientFactory(firm=firm), status="sent", currency="EUR")
+    for amount, problem in (("40.00", ""), ("2.50", ""), ("99.00", "payment.currency_mismatch")):
+        Payment.objects.create(
+            invoice=invoice,
+            provider="offline",
+            amount=Decimal(amount),
+            currency="EUR",
+            problem_code=problem,
+            recorded_by=owner.user,
+        )
+    body = owner_client.get(invoice.get_absolute_url()).content.decode()
+    assert "Paid so far: 42.50 EUR" in body
