@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import benchkit
-from bench_pages import pages, seeded_portal_env
+from bench_pages import pages_named, seeded_portal_env
 
 
 def _explain(cursor, sql: str, params: object) -> tuple[float, float]:
@@ -178,12 +178,7 @@ def main() -> None:
         firm = Firm.objects.get(slug=args.firm)
         client = Client(HTTP_HOST="127.0.0.1")
         client.force_login(firm.memberships.get(role="owner").user)
-        measured = pages(args.firm)
-        if args.only:
-            unknown = set(args.only) - {name for name, _path in measured}
-            if unknown:
-                raise SystemExit(f"no such page: {', '.join(sorted(unknown))}")
-            measured = [p for p in measured if p[0].startswith("floor") or p[0] in args.only]
+        measured = pages_named(args.firm, args.only)
         if args.profile:
             try:
                 for name, path in measured:

@@ -213,6 +213,15 @@ def static_settings(work: Path) -> dict[str, str]:
     return env
 
 
+def pages_named(firm_slug: str, only: list[str]) -> list[tuple[str, str]]:
+    """`pages`, the floor and those named in ``only`` when it names any (``--only``)."""
+    measured = pages(firm_slug)
+    unknown = set(only) - {name for name, _path in measured}
+    if unknown:
+        raise SystemExit(f"no such page: {', '.join(sorted(unknown))}")
+    return [p for p in measured if not only or p[0].startswith("floor") or p[0] in only]
+
+
 def seeded_portal_env(work: Path, *, cache: str) -> dict[str, str]:
     """The portal's environment over the database `seed_scale` filled (``DATABASE_URL``),
     set in ``os.environ`` as well: its blob store, the bare view on, the shared cache, the
@@ -288,12 +297,7 @@ def main() -> None:
         from django.db import connections
 
         cookie, session_key = owner_session(args.firm)
-        measured = pages(args.firm)
-        if args.only:
-            unknown = set(args.only) - {name for name, _path in measured}
-            if unknown:
-                raise SystemExit(f"no such page: {', '.join(sorted(unknown))}")
-            measured = [p for p in measured if p[0].startswith("floor") or p[0] in args.only]
+        measured = pages_named(args.firm, args.only)
         connections.close_all()
         port = benchkit.free_port()
         server = server_start(port, env)

@@ -60,9 +60,6 @@ class KeysFirst:
     def count(self) -> int:
         return self.queryset.count()
 
-    def __len__(self) -> int:
-        return self.count()
-
     def __getitem__(self, index: slice) -> list[Model]:
         if not index.start:
             return list(self.queryset[index])
