@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from functools import lru_cache
 
 from django.conf import settings
@@ -62,6 +62,24 @@ def rendered_rows(
         return html
     token = get_token(request)
     return [mark_safe(text.replace(_CSRF_SLOT, token)) for text in html]  # noqa: S308
+
+
+def rendered_row_groups(
+    template_name: str,
+    groups: Iterable[Sequence[Hashable]],
+    *,
+    request: HttpRequest | None = None,
+) -> list[list[SafeString]]:
+    """``rendered_rows`` of each group of rows (a page of several lists: an Email tab's
+    threads, the Problems page's codes), in one pass: the language, time zone and CSRF
+    token are read once for the page, not once for each group."""
+    groups = list(groups)
+    html = rendered_rows(template_name, [row for group in groups for row in group], request=request)
+    rendered, start = [], 0
+    for group in groups:
+        rendered.append(html[start : start + len(group)])
+        start += len(group)
+    return rendered
 
 
 def _rendered_or_not(template_name: str, row: Hashable, where: tuple) -> SafeString:

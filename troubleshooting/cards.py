@@ -18,7 +18,7 @@ from django.template.loader import render_to_string
 from django.utils.safestring import SafeString
 
 from accounts.models import Role
-from portal.rows import rendered_rows
+from portal.rows import rendered_row_groups, rendered_rows
 from troubleshooting.selectors import AffectedClient, Problem, ProblemGroup
 
 # Actions whose fix ends in sending the invoice again (the card links the invoice once,
@@ -149,15 +149,15 @@ class CardRow:
         )
 
 
-def problem_cards(
+def card_rows(
     problems: list[Problem],
     *,
     request: HttpRequest,
     show_client: bool = False,
     guide_above: bool = False,
-) -> list[SafeString]:
+) -> list[CardRow]:
     """The cards of ``problems`` in order, as ``request``'s page shows them."""
-    rows = [
+    return [
         CardRow.of(
             problem,
             position=position,
@@ -167,7 +167,11 @@ def problem_cards(
         )
         for position, problem in enumerate(problems, start=1)
     ]
-    return rendered_rows(CARD_TEMPLATE, rows, request=request)
+
+
+def problem_cards(problems: list[Problem], *, request: HttpRequest) -> list[SafeString]:
+    """The HTML of ``card_rows`` (a client's Problems tab)."""
+    return rendered_rows(CARD_TEMPLATE, card_rows(problems, request=request), request=request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,8 +209,13 @@ def problem_groups(groups: list[ProblemGroup], *, request: HttpRequest, on_code_
     rows = [GroupRow.of(group, on_code_page=on_code_page) for group in groups]
     heads = rendered_rows(GROUP_HEAD_TEMPLATE, rows)
     feet = rendered_rows(GROUP_FOOT_TEMPLATE, rows)
-    for group, head, foot in zip(groups, heads, feet, strict=True):
-        group.head, group.foot = head, foot
-        group.cards = problem_cards(
-            group.problems, request=request, show_client=True, guide_above=True
-        )
+    cards = rendered_row_groups(
+        CARD_TEMPLATE,
+        [
+            card_rows(group.problems, request=request, show_client=True, guide_above=True)
+            for group in groups
+        ],
+        request=request,
+    )
+    for group, head, foot, html in zip(groups, heads, feet, cards, strict=True):
+        group.head, group.cards, group.foot = head, html, foot

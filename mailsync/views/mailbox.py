@@ -26,7 +26,7 @@ from mailsync.presets import preset_for_host
 from portal.addresses import normalize_address
 from portal.ratelimits import RateLimited, hit
 from portal.redirects import next_path, redirect_next
-from portal.rows import rendered_rows
+from portal.rows import rendered_row_groups
 from portal.tenancy import get_client_for_member, member_required
 
 # Steps of the account check, in words a member understands (lazy: the member's language).
@@ -331,11 +331,12 @@ def client_email(request: HttpRequest, client_pk: int) -> HttpResponse:
     if not page.threads and page.number > 1:
         # Past the oldest mail (a stale link, or mail unlinked since): the newest page.
         return redirect("mailsync:client_email", client.pk)
-    for thread in page.threads:
-        thread.rows = rendered_rows(
-            "mailsync/_message_row.html",
-            [selectors.MessageRow.of(m, client) for m in thread.messages],
-        )
+    rows = rendered_row_groups(
+        "mailsync/_message_row.html",
+        [[selectors.MessageRow.of(m, client) for m in thread.messages] for thread in page.threads],
+    )
+    for thread, html in zip(page.threads, rows, strict=True):
+        thread.rows = html
     context = {
         "client": client,
         "tab": "email",

@@ -13,7 +13,7 @@ from django.utils import timezone, translation
 
 from mailsync.models import MessageAttachment
 from mailsync.selectors import MessageRow
-from portal.rows import rendered_rows
+from portal.rows import rendered_row_groups, rendered_rows
 from portal.selectors import ClientRow
 from tests.factories import ClientFactory, DocumentFactory
 from tests.mailsync.factories import MessageClientLinkFactory, MessageFactory
@@ -137,3 +137,11 @@ def test_a_row_holding_a_list_is_still_shown(caplog):
 
     assert "Birch" in html
     assert "row not kept, unhashable: ClientRow" in caplog.text
+
+
+def test_rows_rendered_in_groups_come_back_in_their_groups_as_each_alone():
+    first, second = _client_row(display_name="Alpha"), _client_row(display_name="Beta")
+    grouped = rendered_row_groups(CLIENT_ROW, [[first], [], [second, first]])
+    alone = [rendered_rows(CLIENT_ROW, group) for group in ([first], [], [second, first])]
+    assert grouped == alone
+    assert "Beta" in grouped[2][0] and "Alpha" in grouped[2][1]
