@@ -3,6 +3,7 @@
     manage.py seed_scale                 # once (see bench_pages.py)
     .venv/bin/python bench/bench_page_split.py [--runs 20] [--only NAME ...]
     .venv/bin/python bench/bench_page_split.py --only NAME --profile 50   # where, by function
+    .venv/bin/python bench/bench_page_split.py --only NAME --statements   # each query, timed
 
 bench_pages.py says what a page costs under load; this says why. For each page of
 bench_pages.py (the same pages, the same signed-in owner), through Django's test client in
@@ -147,6 +148,26 @@ def profile(name: str, get: Callable[[], object], requests: int) -> None:
     stats.sort_stats("cumulative").print_stats(40)
 
 
+def statements(name: str, get: Callable[[], object]) -> None:
+    """Print each statement of one request of a page: its wait, PostgreSQL's planning and
+    execution, whether a template ran it, and the start of its SQL."""
+    from django.db import connection
+
+    for _ in range(2):
+        get()
+    ran, _rendered = _one_request(get)
+    print(f"\n=== {name}: {len(ran)} statements (ms: wait, plan, run; T: run by a template)")
+    with connection.cursor() as cursor:
+        for sql, params, seconds, inside in ran:
+            plan = run = 0.0
+            if sql.lstrip().upper().startswith(("SELECT", "WITH")):
+                plan, run = _explain(cursor, sql, params)
+            print(
+                f"{seconds * 1000:6.2f} {plan:6.2f} {run:6.2f} {'T' if inside else ' '} "
+                f"{' '.join(sql.split())[:110]}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=20, help="requests per page; the fastest")
@@ -165,6 +186,11 @@ def main() -> None:
     parser.add_argument(
         "--cache", default="redis://127.0.0.1:6379/14", help="CACHE_URL; empty: per process"
     )
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="instead of the split: each statement of one request of each page, timed",
+    )
     args = parser.parse_args()
     with benchkit.temp_dir("bench-split-") as work:
         seeded_portal_env(work, cache=args.cache)
@@ -179,6 +205,13 @@ def main() -> None:
         client = Client(HTTP_HOST="127.0.0.1")
         client.force_login(firm.memberships.get(role="owner").user)
         measured = pages_named(args.firm, args.only)
+        if args.statements:
+            try:
+                for name, path in measured:
+                    statements(name, lambda path=path: client.get(path))
+            finally:
+                client.logout()
+            return
         if args.profile:
             try:
                 for name, path in measured:
