@@ -535,7 +535,7 @@ def clients_for_linking(
     query = query.strip()
     domain = address.rpartition("@")[2]
     if query:
-        clients = clients_matching(clients, firm=firm, query=query)
+        clients = clients_matching(clients, query=query)
     elif domain and domain not in COMMON_DOMAINS:
         clients = clients.filter(
             Exists(

@@ -134,6 +134,11 @@ class Client(models.Model):
     # table recount it on every write, whoever writes: forms, bulk_create, update(), deletes,
     # COPY); a value written here from Python is replaced by the count. Read, never written.
     invoice_addresses = models.PositiveIntegerField(default=0, db_default=0, editable=False)
+    # What a client search matches (portal.selectors.clients_matching): the name, the
+    # contacts' names and their addresses, one to a line, in capitals, under one trigram
+    # index. Kept by the database like invoice_addresses (triggers of portal migration
+    # 0014). Read, never written.
+    search_text = models.TextField(default="", db_default="", editable=False)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 

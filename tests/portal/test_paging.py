@@ -7,7 +7,7 @@ from django.core.paginator import Paginator
 from django.db.models.functions import Lower
 
 from portal.models import Client
-from portal.paging import KeysFirst, KeysFirstPaginator
+from portal.paging import KeysFirst
 from tests.factories import ClientFactory
 
 
@@ -38,53 +38,3 @@ def test_a_queryset_that_reads_more_than_plain_rows_is_refused(firm):
     # Its later pages would come without what its first page has.
     with pytest.raises(ValueError, match="plain rows"):
         KeysFirst(Client.objects.filter(firm=firm).select_related("firm").order_by("pk"))
-
-
-def _clients(firm, count: int) -> None:
-    for n in range(count):
-        ClientFactory(firm=firm, display_name=f"Client {n:02}")
-
-
-def test_counted_with_its_keys_a_page_holds_what_the_plain_query_pages_to(firm):
-    for name in ("delta", "Alpha", "echo", "Charlie", "bravo", "alpha", "foxtrot"):
-        ClientFactory(firm=firm, display_name=name)
-    ordered = Client.objects.filter(firm=firm).order_by(Lower("display_name"), "pk")
-    plain = Paginator(ordered, 3)
-    for number in plain.page_range:
-        paginator = KeysFirstPaginator(ordered, 3, count_with_keys=True)
-        page = paginator.get_page(number)
-        assert (list(page), paginator.count, page.has_next()) == (
-            list(plain.page(number)),
-            7,
-            number < 3,
-        )
-
-
-def test_counted_with_its_keys_a_page_is_two_queries(firm, django_assert_num_queries):
-    _clients(firm, 30)
-    paginator = KeysFirstPaginator(
-        Client.objects.filter(firm=firm).order_by("pk"), 5, count_with_keys=True
-    )
-    with django_assert_num_queries(2):  # the keys with the count, then the page's rows
-        page = paginator.get_page(4)
-        assert (len(page), paginator.num_pages) == (5, 6)
-
-
-def test_counted_with_its_keys_a_page_past_the_end_is_the_last_page(firm):
-    _clients(firm, 7)
-    paginator = KeysFirstPaginator(
-        Client.objects.filter(firm=firm).order_by("pk"), 5, count_with_keys=True
-    )
-    page = paginator.get_page(9)
-    assert (page.number, len(page)) == (2, 2)
-
-
-def test_counted_with_its_keys_nothing_found_is_an_empty_first_page(
-    firm, django_assert_num_queries
-):
-    paginator = KeysFirstPaginator(
-        Client.objects.filter(firm=firm).order_by("pk"), 5, count_with_keys=True
-    )
-    with django_assert_num_queries(1):  # the keys' query found none
-        page = paginator.get_page("not a number")
-    assert (page.number, list(page), paginator.count) == (1, [], 0)
