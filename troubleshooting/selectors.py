@@ -152,20 +152,11 @@ class Problem:
 
 def _current_deliveries(qs: QuerySet[Delivery]) -> QuerySet[Delivery]:
     """Deliveries with a problem that no later delivery to the same client address replaced
-    (`Delivery.superseded`, kept by the database as deliveries are written: the current
-    ones are one partial index, delivery_current_problem_idx, not every problem ever)."""
-    # Fixing a contact's address lifts the old address's problem for that client: only
-    # addresses the client still has can speak for it.
-    still_on_client = ContactAddress.objects.filter(
-        firm_id=OuterRef("firm_id"),
-        contact__client_id=OuterRef("client_id"),
-        normalized=OuterRef("normalized"),
-    )
-    return (
-        qs.filter(is_test=False, superseded=False)
-        .exclude(problem_code="")
-        .filter(Exists(still_on_client))
-    )
+    (`Delivery.superseded`), to an address the client still has (`Delivery.address_kept`:
+    fixing a contact's address lifts the old address's problem for that client). Both are
+    kept by the database: the current problems are one partial index,
+    delivery_current_problem_idx, not every problem ever."""
+    return qs.filter(is_test=False, superseded=False, address_kept=True).exclude(problem_code="")
 
 
 def _with_failures(deliveries: QuerySet[Delivery]) -> list[Delivery]:

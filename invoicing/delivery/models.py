@@ -57,6 +57,11 @@ class Delivery(models.Model):
     # migration invoicing 0006 on insert and delete), so every path that writes deliveries,
     # one by one, in bulk or by COPY, keeps it without a query of its own.
     superseded = models.BooleanField(default=False, db_default=False)
+    # Whether the client still has this address (a contact of it with the same normalized
+    # address): a problem of an address the client no longer has is not current. Kept by
+    # the database (triggers of migration invoicing 0009 on this table, the contacts and
+    # their addresses). Read, never written.
+    address_kept = models.BooleanField(default=True, db_default=True, editable=False)
     # The domain of the From the email left with, set when the sender claims it: the firm's
     # own once its domain authenticates the portal's mail, else the platform's. Whether
     # the recipient's provider judges the mail by the firm's DMARC depends on it. Empty:
@@ -87,10 +92,12 @@ class Delivery(models.Model):
                 name="delivery_problem_idx",
             ),
             # Current delivery problems (troubleshooting.selectors._current_deliveries: the
-            # Problems dashboard's counts, a code's cards): only problems nothing replaced.
+            # Problems dashboard's counts, a code's cards): only problems nothing replaced,
+            # of addresses the client still has.
             models.Index(
                 fields=["firm", "problem_code"],
-                condition=~Q(problem_code="") & Q(superseded=False, is_test=False),
+                condition=~Q(problem_code="")
+                & Q(superseded=False, is_test=False, address_kept=True),
                 name="delivery_current_problem_idx",
             ),
             # Serves the watchdog: claims in flight, oldest first (normally none or a few).

@@ -1,0 +1,304 @@
+"""`Delivery.address_kept`, "the client still has this address", always says what the
+contacts' addresses say, whoever writes them (invoicing migration 0009's triggers): a
+problem of an address the client no longer has is not current."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from invoicing.delivery.models import Delivery
+from invoicing.models import Invoice
+from portal.models import Client, Contact, ContactAddress
+from tests.db_locks import only_on_postgresql, someone_waits_for_a_lock
+from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, FirmFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _send(client: Client, address: str) -> Delivery:
+    """A delivery to `address` as written when an invoice goes out (the address need not be
+    the client's: a test to myself, or an address since removed)."""
+    invoice = Invoice.objects.filter(client=client).first() or Invoice.objects.create(
+        firm=client.firm,
+        client=client,
+        number=Invoice.objects.count() + 1,
+        due_date=timezone.localdate() + timedelta(days=14),
+        status="sent",
+    )
+    return Delivery.objects.create(
+        firm=client.firm,
+        invoice=invoice,
+        client=client,
+        address=address,
+        normalized=address.lower(),
+        verp_token=secrets.token_hex(8),
+    )
+
+
+def _kept(delivery: Delivery) -> bool:
+    return Delivery.objects.values_list("address_kept", flat=True).get(pk=delivery.pk)
+
+
+def _on(client: Client, address: str) -> ContactAddress:
+    return ContactAddressFactory(contact=ContactFactory(client=client), address=address)
+
+
+def test_a_delivery_to_one_of_the_clients_addresses_is_kept():
+    client = ClientFactory()
+    _on(client, "anna@birch.test")
+    assert _kept(_send(client, "Anna@Birch.test"))
+
+
+def test_a_delivery_to_an_address_the_client_does_not_have_is_not_kept():
+    assert not _kept(_send(ClientFactory(), "someone@else.test"))
+
+
+def test_the_same_address_on_another_client_does_not_keep_it():
+    client = ClientFactory()
+    _on(ClientFactory(firm=client.firm), "anna@birch.test")
+    assert not _kept(_send(client, "anna@birch.test"))
+
+
+def test_deleting_the_address_unkeeps_its_deliveries_and_adding_it_back_keeps_them():
+    client = ClientFactory()
+    address = _on(client, "anna@birch.test")
+    delivery = _send(client, "anna@birch.test")
+    address.delete()
+    assert not _kept(delivery)
+    _on(client, "anna@birch.test")
+    assert _kept(delivery)
+
+
+def test_another_contact_with_the_same_address_keeps_it_when_one_goes():
+    client = ClientFactory()
+    first = _on(client, "anna@birch.test")
+    _on(client, "anna@birch.test")
+    delivery = _send(client, "anna@birch.test")
+    first.delete()
+    assert _kept(delivery)
+
+
+def test_correcting_an_address_unkeeps_the_old_ones_deliveries():
+    client = ClientFactory()
+    address = _on(client, "anna@brich.test")
+    old = _send(client, "anna@brich.test")
+    earlier = _send(client, "anna@birch.test")  # sent to the right one by hand, once
+    address.address = address.normalized = "anna@birch.test"
+    address.save()
+    assert (_kept(old), _kept(earlier)) == (False, True)
+
+
+def test_a_contact_moved_to_another_client_takes_its_addresses_along():
+    before = ClientFactory()
+    after = ClientFactory(firm=before.firm)
+    address = _on(before, "anna@birch.test")
+    on_before, on_after = _send(before, "anna@birch.test"), _send(after, "anna@birch.test")
+    Contact.objects.filter(pk=address.contact_id).update(client=after)
+    assert (_kept(on_before), _kept(on_after)) == (False, True)
+
+
+def test_an_address_moved_to_another_clients_contact_goes_with_it():
+    before = ClientFactory()
+    after = ClientFactory(firm=before.firm)
+    address = _on(before, "anna@birch.test")
+    on_before, on_after = _send(before, "anna@birch.test"), _send(after, "anna@birch.test")
+    address.contact = ContactFactory(client=after)
+    address.save()
+    assert (_kept(on_before), _kept(on_after)) == (False, True)
+
+
+def test_a_contact_deleted_before_its_addresses_in_raw_sql_unkeeps_them():
+    """Within a transaction the foreign key is only checked at commit, so a raw delete may
+    take the contact first; the contact's own trigger answers then."""
+    client = ClientFactory()
+    address = _on(client, "anna@birch.test")
+    delivery = _send(client, "anna@birch.test")
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM portal_contact WHERE id = %s", [address.contact_id])
+        assert not _kept(delivery)
+        cursor.execute("DELETE FROM portal_contactaddress WHERE id = %s", [address.pk])
+    assert not _kept(delivery)
+
+
+def test_addresses_made_in_bulk_keep_their_deliveries():
+    client = ClientFactory()
+    delivery = _send(client, "p1@bulk.test")
+    contact = ContactFactory(client=client)
+    ContactAddress.objects.bulk_create(
+        [
+            ContactAddress(firm_id=client.firm_id, contact=contact, address=a, normalized=a)
+            for a in ("p0@bulk.test", "p1@bulk.test")
+        ]
+    )
+    assert _kept(delivery)
+
+
+def test_a_delivery_moved_to_another_client_is_answered_again():
+    client = ClientFactory()
+    _on(client, "anna@birch.test")
+    delivery = _send(ClientFactory(firm=client.firm), "anna@birch.test")
+    Delivery.objects.filter(pk=delivery.pk).update(client=client)
+    assert _kept(delivery)
+
+
+def test_a_value_written_from_python_is_replaced_by_the_answer():
+    client = ClientFactory()
+    _on(client, "anna@birch.test")
+    delivery = _send(client, "anna@birch.test")
+    Delivery.objects.filter(pk=delivery.pk).update(address_kept=False)
+    assert _kept(delivery)
+
+
+@pytest.mark.django_db(transaction=True)
+@only_on_postgresql("real concurrent writers")
+def test_a_delivery_written_while_its_address_is_deleted_waits_and_is_not_kept():
+    """The sender read the address before it was deleted; its delivery's trigger finds the
+    address row locked by the deletion, waits for it to commit, then finds it gone."""
+    client = ClientFactory()
+    address = _on(client, "anna@birch.test")
+    deleted = threading.Event()
+    sender_waits = threading.Event()
+    written: list[Delivery] = []
+    errors: list[BaseException] = []
+
+    def deleting() -> None:
+        try:
+            with transaction.atomic():
+                ContactAddress.objects.filter(pk=address.pk).delete()
+                deleted.set()
+                assert sender_waits.wait(timeout=30)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            deleted.set()
+            connection.close()
+
+    def sending() -> None:
+        try:
+            assert deleted.wait(timeout=30)
+            with transaction.atomic():
+                written.append(_send(client, "anna@birch.test"))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deleting), threading.Thread(target=sending)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while not someone_waits_for_a_lock() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sender_waits.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors
+    assert not _kept(written[0])
+
+
+# --- the property: any mix of writes, then every delivery's flag says the truth -----------
+
+
+def _assert_every_flag_is_true(firm) -> None:
+    on_client = ContactAddress.objects.filter(
+        firm_id=OuterRef("firm_id"),
+        contact__client_id=OuterRef("client_id"),
+        normalized=OuterRef("normalized"),
+    )
+    for pk, stored, truth in (
+        Delivery.objects.filter(firm=firm)
+        .annotate(truth=Exists(on_client))
+        .values_list("pk", "address_kept", "truth")
+    ):
+        assert stored == truth, f"delivery {pk}: address_kept={stored}, truth {truth}"
+
+
+CLIENTS = st.integers(0, 2)
+ADDRESSES = st.sampled_from(["a@x.test", "b@x.test", "c@y.test"])
+PICK = st.integers(0, 100)
+
+STEP = st.one_of(
+    st.tuples(st.just("add address"), PICK, ADDRESSES),
+    st.tuples(st.just("add contact"), CLIENTS),
+    st.tuples(st.just("send"), CLIENTS, ADDRESSES),
+    st.tuples(st.just("change address"), PICK, ADDRESSES),
+    st.tuples(st.just("move contact"), PICK, CLIENTS),
+    st.tuples(st.just("move contacts in bulk"), CLIENTS, CLIENTS),
+    st.tuples(st.just("move address"), PICK, PICK),
+    st.tuples(st.just("delete address"), PICK),
+    st.tuples(st.just("delete addresses of a client"), CLIENTS),
+    st.tuples(st.just("delete contact"), PICK),
+)
+
+
+def _nth(queryset, n: int):
+    rows = list(queryset.order_by("pk"))
+    return rows[n % len(rows)] if rows else None
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=st.lists(STEP, min_size=1, max_size=10))
+def test_address_kept_always_says_whether_the_client_has_the_address(steps):
+    firm = FirmFactory()
+    clients = [ClientFactory(firm=firm) for _ in range(3)]
+    contacts = Contact.objects.filter(client__firm=firm)
+    addresses = ContactAddress.objects.filter(firm=firm)
+    ContactFactory(client=clients[0])
+    for step in steps:
+        kind = step[0]
+        if kind == "add address":
+            contact = _nth(contacts, step[1])
+            if (
+                contact is not None
+                and not addresses.filter(contact=contact, normalized=step[2]).exists()
+            ):
+                ContactAddressFactory(contact=contact, address=step[2])
+        elif kind == "add contact":
+            ContactFactory(client=clients[step[1]])
+        elif kind == "send":
+            _send(clients[step[1]], step[2])
+        elif kind == "change address":
+            address = _nth(addresses, step[1])
+            if (
+                address is not None
+                and not addresses.filter(contact=address.contact, normalized=step[2]).exists()
+            ):
+                address.address = address.normalized = step[2]
+                address.save()
+        elif kind == "move contact":
+            contact = _nth(contacts, step[1])
+            if contact is not None:
+                contact.client = clients[step[2]]
+                contact.save()
+        elif kind == "move contacts in bulk":
+            contacts.filter(client=clients[step[1]]).update(client=clients[step[2]])
+        elif kind == "move address":
+            address, contact = _nth(addresses, step[1]), _nth(contacts, step[2])
+            if address is not None and contact is not None:
+                clash = addresses.filter(contact=contact, normalized=address.normalized)
+                if not clash.exclude(pk=address.pk).exists():
+                    address.contact = contact
+                    address.save()
+        elif kind == "delete address":
+            address = _nth(addresses, step[1])
+            if address is not None:
+                address.delete()
+        elif kind == "delete addresses of a client":
+            addresses.filter(contact__client=clients[step[1]]).delete()
+        else:
+            contact = _nth(contacts, step[1])
+            if contact is not None:
+                contact.delete()
+        _assert_every_flag_is_true(firm)
