@@ -13,6 +13,8 @@ of its own. Existing rows are filled in batches of ids, each its own transaction
 
 from django.db import migrations, models
 
+from portal.migration_ops import in_batches, vendor_triggers
+
 BATCH = 50_000
 TABLE = "invoicing_delivery"
 
@@ -103,35 +105,10 @@ SQLITE = [
 ]
 
 
-def _run(schema_editor, statements: list[str]) -> None:
-    for sql in statements:
-        schema_editor.execute(sql)
-
-
-def triggers_create(apps, schema_editor):
-    vendor = schema_editor.connection.vendor
-    pairs = POSTGRESQL if vendor == "postgresql" else SQLITE if vendor == "sqlite" else []
-    _run(schema_editor, [forward for forward, _backward in pairs])
-
-
-def triggers_drop(apps, schema_editor):
-    vendor = schema_editor.connection.vendor
-    pairs = POSTGRESQL if vendor == "postgresql" else SQLITE if vendor == "sqlite" else []
-    _run(schema_editor, [backward for _forward, backward in pairs])
-
-
-def fill(apps, schema_editor):
-    with schema_editor.connection.cursor() as cursor:
-        cursor.execute(f"SELECT MIN(id), MAX(id) FROM {TABLE}")  # noqa: S608
-        low, high = cursor.fetchone()
-        if low is None:
-            return
-        for start in range(low, high + 1, BATCH):
-            cursor.execute(
-                f"UPDATE {TABLE} SET superseded = TRUE"  # noqa: S608
-                f" WHERE {TABLE}.id BETWEEN %s AND %s AND {NEWER_UNALIASED}",
-                [start, start + BATCH - 1],
-            )
+FILL = (
+    f"UPDATE {TABLE} SET superseded = TRUE"  # noqa: S608
+    f" WHERE {TABLE}.id BETWEEN %s AND %s AND {NEWER_UNALIASED}"
+)
 
 
 class Migration(migrations.Migration):
@@ -147,8 +124,8 @@ class Migration(migrations.Migration):
             name='superseded',
             field=models.BooleanField(db_default=False, default=False),
         ),
-        migrations.RunPython(triggers_create, triggers_drop),
-        migrations.RunPython(fill, migrations.RunPython.noop),
+        vendor_triggers(postgresql=POSTGRESQL, sqlite=SQLITE),
+        in_batches(TABLE, FILL, batch=BATCH),
         migrations.AddIndex(
             model_name='delivery',
             index=models.Index(condition=models.Q(models.Q(('problem_code', ''), _negated=True), ('is_test', False), ('superseded', False)), fields=['firm', 'problem_code'], name='delivery_current_problem_idx'),

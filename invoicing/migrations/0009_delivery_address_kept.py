@@ -34,6 +34,8 @@ moves, and each of those raises the version already (troubleshooting migration 0
 from django.db import migrations, models
 from django.db.models import Q
 
+from portal.migration_ops import in_batches, vendor_triggers
+
 BATCH = 50_000
 
 # "The client of delivery `d` has a contact with d's address."
@@ -235,41 +237,6 @@ SQLITE = [
 ]
 
 
-def _run(schema_editor, statements: list[str]) -> None:
-    for sql in statements:
-        schema_editor.execute(sql)
-
-
-def _pairs(schema_editor):
-    vendor = schema_editor.connection.vendor
-    return POSTGRESQL if vendor == "postgresql" else SQLITE if vendor == "sqlite" else []
-
-
-def triggers_create(apps, schema_editor):
-    _run(schema_editor, [forward for forward, _backward in _pairs(schema_editor)])
-
-
-def triggers_drop(apps, schema_editor):
-    _run(schema_editor, [backward for _forward, backward in _pairs(schema_editor)])
-
-
-def fill(apps, schema_editor):
-    """The column starts TRUE: the deliveries whose address left the client are asked (their
-    trigger answers), in batches of ids."""
-    with schema_editor.connection.cursor() as cursor:
-        cursor.execute("SELECT MIN(id), MAX(id) FROM invoicing_delivery")
-        low, high = cursor.fetchone()
-        if low is None:
-            return
-        for start in range(low, high + 1, BATCH):
-            cursor.execute(
-                touch("id BETWEEN %s AND %s AND NOT " + kept("invoicing_delivery")),
-                [start, start + BATCH - 1],
-            )
-
-
-
-
 class Migration(migrations.Migration):
     atomic = False
 
@@ -297,8 +264,14 @@ class Migration(migrations.Migration):
                 )
             ],
         ),
-        migrations.RunPython(triggers_create, triggers_drop),
-        migrations.RunPython(fill, migrations.RunPython.noop),
+        vendor_triggers(postgresql=POSTGRESQL, sqlite=SQLITE),
+        # The column starts TRUE: the deliveries whose address left the client are asked
+        # (their trigger answers).
+        in_batches(
+            "invoicing_delivery",
+            touch("id BETWEEN %s AND %s AND NOT " + kept("invoicing_delivery")),
+            batch=BATCH,
+        ),
         migrations.RemoveIndex(model_name="delivery", name="delivery_current_problem_idx"),
         migrations.AddIndex(
             model_name="delivery",

@@ -23,6 +23,8 @@ Existing rows are filled in batches of ids, each its own transaction.
 
 from django.db import migrations, models
 
+from portal.migration_ops import in_batches, vendor_triggers
+
 BATCH = 20_000
 
 
@@ -227,40 +229,13 @@ SQLITE = [
 ]
 
 
-def _run(schema_editor, statements: list[str]) -> None:
-    for sql in statements:
-        schema_editor.execute(sql)
-
-
-def _pairs(schema_editor):
-    vendor = schema_editor.connection.vendor
-    return POSTGRESQL if vendor == "postgresql" else SQLITE if vendor == "sqlite" else []
-
-
-def triggers_create(apps, schema_editor):
-    _run(schema_editor, [forward for forward, _backward in _pairs(schema_editor)])
-
-
-def triggers_drop(apps, schema_editor):
-    _run(schema_editor, [backward for _forward, backward in _pairs(schema_editor)])
-
-
-def fill(apps, schema_editor):
-    """Only clients with an invoice address differ from the column's default of 0."""
-    with schema_editor.connection.cursor() as cursor:
-        cursor.execute("SELECT MIN(id), MAX(id) FROM portal_client")
-        low, high = cursor.fetchone()
-        if low is None:
-            return
-        for start in range(low, high + 1, BATCH):
-            cursor.execute(
-                f"UPDATE portal_client SET invoice_addresses = {count('portal_client.id')}"  # noqa: S608
-                " WHERE portal_client.id BETWEEN %s AND %s"
-                " AND EXISTS (SELECT 1 FROM portal_contactaddress a"
-                " JOIN portal_contact c ON c.id = a.contact_id"
-                " WHERE c.client_id = portal_client.id AND a.receives_invoices)",
-                [start, start + BATCH - 1],
-            )
+FILL = (
+    f"UPDATE portal_client SET invoice_addresses = {count('portal_client.id')}"
+    " WHERE portal_client.id BETWEEN %s AND %s"
+    " AND EXISTS (SELECT 1 FROM portal_contactaddress a"
+    " JOIN portal_contact c ON c.id = a.contact_id"
+    " WHERE c.client_id = portal_client.id AND a.receives_invoices)"
+)  # only clients with an invoice address differ from the column's default of 0
 
 
 class Migration(migrations.Migration):
@@ -276,8 +251,8 @@ class Migration(migrations.Migration):
             name='invoice_addresses',
             field=models.PositiveIntegerField(db_default=0, default=0, editable=False),
         ),
-        migrations.RunPython(triggers_create, triggers_drop),
-        migrations.RunPython(fill, migrations.RunPython.noop),
+        vendor_triggers(postgresql=POSTGRESQL, sqlite=SQLITE),
+        in_batches("portal_client", FILL, batch=BATCH),
         migrations.AddIndex(
             model_name='client',
             index=models.Index(condition=models.Q(('invoice_addresses', 0)), fields=['firm'], name='client_no_invoice_address_idx'),

@@ -35,6 +35,8 @@ import importlib
 
 from django.db import migrations, models
 
+from portal.migration_ops import in_batches, vendor_triggers
+
 PostgreSQLOnly = importlib.import_module("portal.migrations.0008_scale_indexes").PostgreSQLOnly
 
 BATCH = 5_000
@@ -226,39 +228,6 @@ SQLITE = [
 ]
 
 
-def _run(schema_editor, statements: list[str]) -> None:
-    for sql in statements:
-        schema_editor.execute(sql)
-
-
-def _pairs(schema_editor):
-    vendor = schema_editor.connection.vendor
-    return POSTGRESQL if vendor == "postgresql" else SQLITE if vendor == "sqlite" else []
-
-
-def triggers_create(apps, schema_editor):
-    _run(schema_editor, [forward for forward, _backward in _pairs(schema_editor)])
-
-
-def triggers_drop(apps, schema_editor):
-    _run(schema_editor, [backward for _forward, backward in _pairs(schema_editor)])
-
-
-def fill(apps, schema_editor):
-    """Every existing client, in batches of ids (each its own transaction): writing the
-    column fires the rebuild."""
-    with schema_editor.connection.cursor() as cursor:
-        cursor.execute("SELECT MIN(id), MAX(id) FROM portal_client")
-        low, high = cursor.fetchone()
-        if low is None:
-            return
-        for start in range(low, high + 1, BATCH):
-            cursor.execute(
-                f"{touch('id BETWEEN %s AND %s')}",
-                [start, start + BATCH - 1],
-            )
-
-
 SEARCH_INDEX = "ON portal_client USING gin (search_text gin_trgm_ops)"
 OLD_INDEXES = [
     ("client_name_trgm_idx", "ON portal_client USING gin (upper(display_name::text) gin_trgm_ops)"),
@@ -290,8 +259,9 @@ class Migration(migrations.Migration):
                 )
             ],
         ),
-        migrations.RunPython(triggers_create, triggers_drop),
-        migrations.RunPython(fill, migrations.RunPython.noop),
+        vendor_triggers(postgresql=POSTGRESQL, sqlite=SQLITE),
+        # Every existing client: writing the column fires the rebuild.
+        in_batches("portal_client", touch("id BETWEEN %s AND %s"), batch=BATCH),
         PostgreSQLOnly(
             # Client search (portal.selectors.clients_matching): search_text contains the
             # query in capitals.

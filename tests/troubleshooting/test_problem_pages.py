@@ -24,9 +24,12 @@ from troubleshooting.selectors import CARDS_INLINE
 DASHBOARD_QUERIES = 17
 
 
-def _delivery(client, address, **extra):
-    """A delivery to `address`, which is (still) one of the client's contact addresses."""
-    if not ContactAddress.objects.filter(contact__client=client, normalized=address.lower()):
+def _delivery(client, address, *, add_address: bool = True, **extra):
+    """A delivery to `address`, which is (still) one of the client's contact addresses
+    (``add_address=False``: as it is, perhaps not one of them)."""
+    if add_address and not ContactAddress.objects.filter(
+        contact__client=client, normalized=address.lower()
+    ):
         ContactAddressFactory(contact=ContactFactory(client=client), address=address)
     invoice = Invoice.objects.filter(client=client).first() or Invoice.objects.create(
         firm=client.firm,

@@ -26,6 +26,8 @@ plain AFTER triggers.
 
 from django.db import migrations, models
 
+from portal.migration_ops import vendor_triggers
+
 TABLE = "troubleshooting_deliveryproblemsversion"
 
 DELIVERY_CHANGED = (
@@ -160,21 +162,6 @@ def _sqlite_trigger(table: str, suffix: str, event: str, condition: str | None) 
 SQLITE = [_sqlite_trigger(*trigger) for trigger in TRIGGERS]
 
 
-def _pairs(schema_editor):
-    vendor = schema_editor.connection.vendor
-    return POSTGRESQL if vendor == "postgresql" else SQLITE if vendor == "sqlite" else []
-
-
-def triggers_create(apps, schema_editor):
-    for forward, _backward in _pairs(schema_editor):
-        schema_editor.execute(forward)
-
-
-def triggers_drop(apps, schema_editor):
-    for _forward, backward in _pairs(schema_editor):
-        schema_editor.execute(backward)
-
-
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -191,5 +178,5 @@ class Migration(migrations.Migration):
                 ("version", models.BigIntegerField(default=0)),
             ],
         ),
-        migrations.RunPython(triggers_create, triggers_drop, elidable=False),
+        vendor_triggers(postgresql=POSTGRESQL, sqlite=SQLITE),
     ]
