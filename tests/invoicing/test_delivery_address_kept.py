@@ -4,9 +4,6 @@ problem of an address the client no longer has is not current."""
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
@@ -16,7 +13,7 @@ from hypothesis import strategies as st
 from invoicing.delivery.models import Delivery
 from portal.models import Client, Contact, ContactAddress
 from tests.contact_writes import CLIENTS, PICK, STEPS, FirmRows, nth
-from tests.db_locks import only_on_postgresql, someone_waits_for_a_lock
+from tests.db_locks import only_on_postgresql, second_meets_first
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, FirmFactory
 from tests.troubleshooting.test_problem_pages import _delivery
 
@@ -150,44 +147,15 @@ def test_a_delivery_written_while_its_address_is_deleted_waits_and_is_not_kept()
     address row locked by the deletion, waits for it to commit, then finds it gone."""
     client = ClientFactory()
     address = _on(client, "anna@birch.test")
-    deleted = threading.Event()
-    sender_waits = threading.Event()
-    written: list[Delivery] = []
-    errors: list[BaseException] = []
 
-    def deleting() -> None:
-        try:
-            with transaction.atomic():
-                ContactAddress.objects.filter(pk=address.pk).delete()
-                deleted.set()
-                assert sender_waits.wait(timeout=30)
-        except BaseException as exc:  # reported by the main thread
-            errors.append(exc)
-        finally:
-            deleted.set()
-            connection.close()
+    def sending() -> Delivery:
+        with transaction.atomic():
+            return _send(client, "anna@birch.test")
 
-    def sending() -> None:
-        try:
-            assert deleted.wait(timeout=30)
-            with transaction.atomic():
-                written.append(_send(client, "anna@birch.test"))
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=deleting), threading.Thread(target=sending)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 30
-    while not someone_waits_for_a_lock() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    sender_waits.set()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert not errors
-    assert not _kept(written[0])
+    _deleted, written = second_meets_first(
+        lambda: ContactAddress.objects.filter(pk=address.pk).delete(), sending
+    )
+    assert not _kept(written)
 
 
 # --- the property: any mix of writes, then every delivery's flag says the truth -----------

@@ -4,15 +4,12 @@ names and addresses), always says what the rows say, whoever writes them (portal
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 
 from portal.models import Client, Contact, ContactAddress
 from portal.selectors import clients_matching
-from tests.db_locks import only_on_postgresql, someone_waits_for_a_lock
+from tests.db_locks import only_on_postgresql, second_meets_first
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, FirmFactory
 
 pytestmark = pytest.mark.django_db
@@ -152,40 +149,10 @@ def test_two_transactions_adding_contacts_to_one_client_at_once_both_count():
     """The second writer's rebuild waits for the first one's lock on the client row, and
     then reads what the first committed: neither contact is lost from the text."""
     client = ClientFactory(display_name="Birch Dental")
-    first_added = threading.Event()
-    second_waits = threading.Event()
-    errors: list[BaseException] = []
 
-    def first() -> None:
-        try:
-            with transaction.atomic():
-                ContactFactory(client=client, name="Ingrid")
-                first_added.set()
-                assert second_waits.wait(timeout=30)
-        except BaseException as exc:  # reported by the main thread
-            errors.append(exc)
-        finally:
-            first_added.set()
-            connection.close()
+    def lars() -> None:
+        with transaction.atomic():
+            ContactFactory(client=client, name="Lars")
 
-    def second() -> None:
-        try:
-            assert first_added.wait(timeout=30)
-            with transaction.atomic():
-                ContactFactory(client=client, name="Lars")
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 30
-    while not someone_waits_for_a_lock() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    second_waits.set()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert not errors
+    second_meets_first(lambda: ContactFactory(client=client, name="Ingrid"), lars)
     assert _stored(client) == ["BIRCH DENTAL", "INGRID", "LARS", ""]

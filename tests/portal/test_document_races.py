@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
@@ -22,7 +21,7 @@ from django.db.migrations.executor import MigrationExecutor
 from mailsync.models import MessageAttachment
 from portal.models import Client, Document
 from portal.services import DocumentFile, document_get_or_store, documents_store_bulk
-from tests.db_locks import someone_waits_for_a_lock
+from tests.db_locks import second_meets_first
 from tests.factories import ClientFactory, DocumentFactory
 from tests.mailsync.factories import MessageFactory
 
@@ -59,38 +58,12 @@ def _store_one(client: Client, name: str) -> int:
 def _race(store: Callable[[Client, str], int], client: Client) -> list[int]:
     """The first sync stores the file and holds its transaction open until the second one,
     which found no document either, is blocked on the insert; then both commit."""
-    results: dict[str, int] = {}
-    first_stored = threading.Event()
-    second_blocked = threading.Event()
 
-    def first() -> None:
-        try:
-            with transaction.atomic():
-                results["first"] = store(client, "from-mailbox-a.pdf")
-                first_stored.set()
-                assert second_blocked.wait(timeout=30)
-        finally:
-            first_stored.set()
-            db_connection.close()
+    def second() -> int:
+        with transaction.atomic():
+            return store(client, "from-mailbox-b.pdf")
 
-    def second() -> None:
-        try:
-            assert first_stored.wait(timeout=30)
-            with transaction.atomic():
-                results["second"] = store(client, "from-mailbox-b.pdf")
-        finally:
-            db_connection.close()
-
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 30
-    while not someone_waits_for_a_lock() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    second_blocked.set()
-    for thread in threads:
-        thread.join(timeout=60)
-    return [results["first"], results["second"]]
+    return list(second_meets_first(lambda: store(client, "from-mailbox-a.pdf"), second))
 
 
 @pytest.mark.parametrize("store", [_store_bulk, _store_one], ids=["batch", "one by one"])

@@ -3,20 +3,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.db import connection as db_connection
-from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from portal.models import Heartbeat
 from portal.schedules import PREFIX, SCHEDULES, Schedule, schedules_apply
 from portal.tasks import heartbeat
-from tests.db_locks import only_on_postgresql, someone_waits_for_a_lock
+from tests.db_locks import only_on_postgresql, second_meets_first
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,42 +81,8 @@ def _one_of_each() -> None:
 @postgresql_only
 @pytest.mark.django_db(transaction=True)
 def test_a_second_run_during_the_first_waits_and_changes_nothing():
-    errors: list[BaseException] = []
-    first_applied = threading.Event()
-    second_waiting = threading.Event()
-
-    def first() -> None:
-        try:
-            with transaction.atomic():
-                schedules_apply()
-                first_applied.set()
-                assert second_waiting.wait(timeout=30)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            first_applied.set()
-            db_connection.close()
-
-    def second() -> None:
-        try:
-            assert first_applied.wait(timeout=30)
-            schedules_apply()  # finds no interval committed yet: only a lock keeps it right
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            db_connection.close()
-
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 30
-    while not someone_waits_for_a_lock() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    second_waiting.set()
-    for thread in threads:
-        thread.join(timeout=60)
-
-    assert errors == []
+    # The second finds no interval committed yet: only a lock keeps it right.
+    second_meets_first(schedules_apply, schedules_apply)
     _one_of_each()
 
 
