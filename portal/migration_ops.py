@@ -9,7 +9,7 @@ state for existing rows in batches of ids.
 
 from __future__ import annotations
 
-from django.db import migrations
+from django.db import migrations, models
 
 Pairs = list[tuple[str, str]]
 
@@ -49,3 +49,21 @@ def in_batches(table: str, sql: str, *, batch: int) -> migrations.RunPython:
                 cursor.execute(sql, [start, start + batch - 1])
 
     return migrations.RunPython(fill, migrations.RunPython.noop)
+
+
+def add_field_in_place(
+    model_name: str, field_name: str, field: models.Field, *, table: str, column: str
+) -> migrations.SeparateDatabaseAndState:
+    """AddField as ``ALTER TABLE table ADD COLUMN column`` (``column``: its name and SQL
+    definition, with a constant default): Django's AddField remakes an SQLite table (a
+    copy, then a rename), which other tables' triggers naming it do not survive."""
+    name = column.split()[0]
+    return migrations.SeparateDatabaseAndState(
+        database_operations=[
+            migrations.RunSQL(
+                f"ALTER TABLE {table} ADD COLUMN {column}",
+                f"ALTER TABLE {table} DROP COLUMN {name}",
+            )
+        ],
+        state_operations=[migrations.AddField(model_name=model_name, name=field_name, field=field)],
+    )

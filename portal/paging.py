@@ -65,8 +65,8 @@ class KeysFirst:
             return list(self.queryset[index])
         return self.rows(self.queryset.values("pk")[index])
 
-    def rows(self, keys: QuerySet | list) -> list[Model]:
-        """The rows of ``keys`` (a subquery, or a list), in the queryset's order."""
+    def rows(self, keys: QuerySet) -> list[Model]:
+        """The rows of ``keys`` (a subquery of primary keys), in the queryset's order."""
         rows = self.queryset.model._base_manager.using(self.queryset.db).filter(pk__in=keys)
         return list(rows.order_by(*self.queryset.query.order_by))
 

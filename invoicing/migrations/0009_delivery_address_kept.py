@@ -34,7 +34,7 @@ moves, and each of those raises the version already (troubleshooting migration 0
 from django.db import migrations, models
 from django.db.models import Q
 
-from portal.migration_ops import in_batches, vendor_triggers
+from portal.migration_ops import add_field_in_place, in_batches, vendor_triggers
 
 BATCH = 50_000
 
@@ -76,7 +76,8 @@ def of_contacts_addresses(contact: str, client: str) -> str:
     )
 
 
-MOVED = "client_id, normalized, firm_id"
+# The columns whose change moves a delivery to another client address.
+MOVING_COLUMNS = "client_id, normalized, firm_id"
 ADDRESS_CHANGED = (
     "OLD.normalized <> NEW.normalized OR OLD.contact_id <> NEW.contact_id"
     " OR OLD.firm_id <> NEW.firm_id"
@@ -96,7 +97,7 @@ POSTGRESQL = [
             RETURN NEW;
         END $$ LANGUAGE plpgsql;
         CREATE TRIGGER invoicing_delivery_address_kept
-            BEFORE INSERT OR UPDATE OF {MOVED}, address_kept ON invoicing_delivery
+            BEFORE INSERT OR UPDATE OF {MOVING_COLUMNS}, address_kept ON invoicing_delivery
             FOR EACH ROW EXECUTE FUNCTION invoicing_delivery_address_kept();
         """,
         """
@@ -179,7 +180,7 @@ SQLITE = [
     (
         f"""
         CREATE TRIGGER invoicing_delivery_address_kept_update
-        AFTER UPDATE OF {MOVED}, address_kept ON invoicing_delivery
+        AFTER UPDATE OF {MOVING_COLUMNS}, address_kept ON invoicing_delivery
         FOR EACH ROW BEGIN {_SQLITE_ANSWER}; END
         """,
         "DROP TRIGGER IF EXISTS invoicing_delivery_address_kept_update",
@@ -246,23 +247,12 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        # Added in place (ADD COLUMN with a constant default): Django's AddField remakes an
-        # SQLite table, which the triggers naming invoicing_delivery do not survive.
-        migrations.SeparateDatabaseAndState(
-            database_operations=[
-                migrations.RunSQL(
-                    "ALTER TABLE invoicing_delivery"
-                    " ADD COLUMN address_kept boolean NOT NULL DEFAULT TRUE",
-                    "ALTER TABLE invoicing_delivery DROP COLUMN address_kept",
-                )
-            ],
-            state_operations=[
-                migrations.AddField(
-                    model_name="delivery",
-                    name="address_kept",
-                    field=models.BooleanField(db_default=True, default=True, editable=False),
-                )
-            ],
+        add_field_in_place(
+            "delivery",
+            "address_kept",
+            models.BooleanField(db_default=True, default=True, editable=False),
+            table="invoicing_delivery",
+            column="address_kept boolean NOT NULL DEFAULT TRUE",
         ),
         vendor_triggers(postgresql=POSTGRESQL, sqlite=SQLITE),
         # The column starts TRUE: the deliveries whose address left the client are asked

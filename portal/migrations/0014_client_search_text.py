@@ -35,7 +35,7 @@ import importlib
 
 from django.db import migrations, models
 
-from portal.migration_ops import in_batches, vendor_triggers
+from portal.migration_ops import add_field_in_place, in_batches, vendor_triggers
 
 PostgreSQLOnly = importlib.import_module("portal.migrations.0008_scale_indexes").PostgreSQLOnly
 
@@ -241,23 +241,12 @@ class Migration(migrations.Migration):
     dependencies = [("portal", "0013_client_list_name_idx_covers_name")]
 
     operations = [
-        # Added in place: Django's AddField remakes an SQLite table (a copy, then a rename),
-        # which the other tables' triggers of migration 0012 that name portal_client do not
-        # survive. ADD COLUMN with a constant default is the same column on both.
-        migrations.SeparateDatabaseAndState(
-            database_operations=[
-                migrations.RunSQL(
-                    "ALTER TABLE portal_client ADD COLUMN search_text text NOT NULL DEFAULT ''",
-                    "ALTER TABLE portal_client DROP COLUMN search_text",
-                )
-            ],
-            state_operations=[
-                migrations.AddField(
-                    model_name="client",
-                    name="search_text",
-                    field=models.TextField(db_default="", default="", editable=False),
-                )
-            ],
+        add_field_in_place(
+            "client",
+            "search_text",
+            models.TextField(db_default="", default="", editable=False),
+            table="portal_client",
+            column="search_text text NOT NULL DEFAULT ''",
         ),
         vendor_triggers(postgresql=POSTGRESQL, sqlite=SQLITE),
         # Every existing client: writing the column fires the rebuild.
