@@ -75,6 +75,10 @@ FAILURE_KINDS = (
 )
 
 
+# The codes of the problems found on addresses and clients rather than on deliveries.
+INVALID_ADDRESS = "delivery.invalid_address"
+NO_RECIPIENT = "delivery.not_sent_rejected_document"
+
 # The rows of a card's technical details that come from the server's reply, when known
 # (translated when shown: most cards have none of them).
 _REPLY_ROWS = (
@@ -529,40 +533,39 @@ def _flagged_dangerous_problems(
 WAITING = (Invoice.Status.DRAFT, *OPEN_STATUSES)
 
 
-def _no_recipient_problems(firm: Firm, client: Client | None = None) -> list[Problem]:
+def _no_recipient_clients(firm: Firm) -> QuerySet[Client]:
     """Clients with invoices to send (drafts with lines, open ones to resend) and no address
     that receives invoices: every send of them goes to nobody, so it is a problem on the
     client, not only the message shown at the moment someone pressed Send.
 
-    Reads only the clients with no such address: `Client.invoice_addresses`, kept by the
-    database, is 0 for them (index client_no_invoice_address_idx). Their invoices are
-    counted per client found (index on invoice.client_id), not joined and grouped: a join
-    let the planner read every invoice of the firm once a few hundred clients showed. The
-    counting is a second query, asked only when a client was found: most firms have none,
-    and the page then pays for the one plain query (the counts as subqueries of it cost a
-    millisecond of building and planning on every dashboard)."""
+    Only the clients with no such address are read: `Client.invoice_addresses`, kept by
+    the database, is 0 for them (index client_no_invoice_address_idx)."""
     waiting = Invoice.objects.filter(status__in=WAITING).order_by()
-    clients = Client.objects.filter(firm=firm, invoice_addresses=0).filter(
+    return Client.objects.filter(firm=firm, invoice_addresses=0).filter(
         Exists(
             waiting.filter(client_id=OuterRef("pk")).filter(
                 Exists(InvoiceLine.objects.filter(invoice_id=OuterRef("pk")))
             )
         ),
     )
-    if client is not None:
-        if client.invoice_addresses:
-            return []  # as read with the client: it has an address that receives invoices
-        clients = clients.filter(pk=client.pk)
-    found = list(clients.order_by("pk"))
+
+
+def _no_recipient_problems(clients: Iterable[Client]) -> list[Problem]:
+    """The cards of ``clients`` (of `_no_recipient_clients`). Their invoices are counted
+    per client found (index on invoice.client_id), not joined and grouped: a join let the
+    planner read every invoice of the firm once a few hundred clients showed; and only
+    when a client was found (most firms have none)."""
+    found = list(clients)
     if not found:
         return []
     counts = {
         row["client_id"]: row
-        for row in waiting.filter(client_id__in=[c.pk for c in found])
+        for row in Invoice.objects.filter(status__in=WAITING, client_id__in=[c.pk for c in found])
+        .order_by()
         .values("client_id")
         .annotate(waiting=Count("pk"), since=Min("created"))
     }
-    guide = guide_for("delivery.not_sent_rejected_document")
+    guide = guide_for(NO_RECIPIENT)
     now = timezone.now()
     return [
         Problem(
@@ -577,7 +580,14 @@ def _no_recipient_problems(firm: Firm, client: Client | None = None) -> list[Pro
             edit_address_url=url_id("portal:client_detail", found_client.pk),
         )
         for found_client in found
+        if found_client.pk in counts  # changed since it was found: no longer waiting
     ]
+
+
+def _client_no_recipient_problems(client: Client) -> list[Problem]:
+    if client.invoice_addresses:
+        return []  # as read with the client: it has an address that receives invoices
+    return _no_recipient_problems(_no_recipient_clients(client.firm).filter(pk=client.pk))
 
 
 def _firm_settings_problems(firm: Firm) -> list[Problem]:
@@ -644,7 +654,7 @@ def problems_for_client(
     problems += _mailbox_problems(touching, client)
     problems += _client_dead_domain_problems(client, addresses, checks, known=problems)
     problems += _flagged_dangerous_problems(client, known=problems, domain_run=run)
-    problems += _no_recipient_problems(client.firm, client)
+    problems += _client_no_recipient_problems(client)
     return _attach_notes(client.firm, problems)
 
 
@@ -665,7 +675,8 @@ def problems_for_firm(
             deliveries = deliveries.filter(client_id=client_id)
         problems += _delivery_problems(_with_failures(deliveries), firm)
         problems += _dead_domain_problems(firm, known=problems)
-        problems += _no_recipient_problems(firm) if not client_id else []
+        if not client_id:
+            problems += _no_recipient_problems(_no_recipient_clients(firm).order_by("pk"))
     if kind in (None, Kind.SYNC) and not client_id:
         problems += _firm_sync_problems(firm)
     if kind in (None, Kind.DOMAIN) and not client_id:
@@ -768,8 +779,8 @@ def _address_problems(
         check = checks[address.normalized.rsplit("@", 1)[-1]]
         problems.append(
             Problem(
-                code="delivery.invalid_address",
-                guide=guide_for("delivery.invalid_address"),
+                code=INVALID_ADDRESS,
+                guide=guide_for(INVALID_ADDRESS),
                 subject=f"address:{address.pk}",
                 first_seen=check.checked,
                 last_seen=check.checked,
@@ -792,12 +803,19 @@ class _Total(Func):
     output_field = IntegerField()
 
 
+# Where a delivery code's problems come from, in the order its pages show them: deliveries
+# (newest first), addresses on domains that take no mail, clients nobody can send to.
+DELIVERIES, ADDRESSES, CLIENTS = "deliveries", "addresses", "clients"
+
+
 def _delivery_code_counts(firm: Firm, checks: dict[str, AddressDomainCheck]) -> list[tuple]:
-    """The dashboard's delivery part in one query, grouped and ranked in SQL: one row per
-    (code, client) among the first CLIENTS_SHOWN clients of each code by name or the
-    CARDS_INLINE clients with its newest problem, as (False, code, problems of the code,
-    clients of the code, client pk, client name, shown by name, newest delivery pk or None).
-    Addresses on dead domains count under delivery.invalid_address (one more query)."""
+    """The dashboard's delivery part, grouped and ranked in SQL: one row per (code, client)
+    among the first CLIENTS_SHOWN clients of each code by name or the CARDS_INLINE clients
+    with its newest problem, as (source, code, problems of the code from that source,
+    clients of the code, client pk, client name, shown by name, newest delivery pk or
+    None). Deliveries in one query; addresses on dead domains (under
+    delivery.invalid_address) and clients nobody can send to (under
+    delivery.not_sent_rejected_document) in one more each."""
     rows = (
         _current_deliveries(Delivery.objects.filter(firm=firm))
         .order_by()
@@ -830,7 +848,7 @@ def _delivery_code_counts(firm: Firm, checks: dict[str, AddressDomainCheck]) -> 
         )
     )
     result = [
-        (False, code, problems, clients, pk, name, rank <= CLIENTS_SHOWN,
+        (DELIVERIES, code, problems, clients, pk, name, rank <= CLIENTS_SHOWN,
          newest_pk if recent <= CARDS_INLINE else None)
         for code, problems, clients, pk, name, rank, recent, newest_pk in rows
     ]  # fmt: skip
@@ -853,25 +871,62 @@ def _delivery_code_counts(firm: Firm, checks: dict[str, AddressDomainCheck]) -> 
                 "problems", "clients", "contact__client_id", "contact__client__display_name"
             )
         )
-        result += [(True, "delivery.invalid_address", *row, True, None) for row in dead]
+        result += [(ADDRESSES, INVALID_ADDRESS, *row, True, None) for row in dead]
+    unreachable = (
+        _no_recipient_clients(firm)
+        .annotate(
+            rank=Window(RowNumber(), order_by=[Lower("display_name"), "pk"]),
+            clients=Window(_Total(Value(1))),
+        )
+        .filter(rank__lte=CLIENTS_SHOWN)
+        .values_list("clients", "pk", "display_name")
+    )
+    result += [
+        (CLIENTS, NO_RECIPIENT, clients, clients, pk, name, True, None)
+        for clients, pk, name in unreachable
+    ]
     return result
+
+
+def _source_problems(firm: Firm, code: str, source: str, start: int, end: int) -> list[Problem]:
+    """Problems ``start`` to ``end`` of one code from one source, in the order its pages
+    show them."""
+    if source == DELIVERIES:
+        deliveries = _current_deliveries(Delivery.objects.filter(firm=firm, problem_code=code))
+        shown = deliveries.order_by("-created", "-pk")[start:end]
+        return _delivery_problems(_with_failures(shown), firm)
+    if source == ADDRESSES:
+        checks = _bad_domains(firm)
+        addresses = (
+            _dead_domain_addresses(firm, checks)
+            .select_related("contact__client")
+            .order_by("contact__client__display_name", "pk")
+        )
+        return _address_problems(list(addresses[start:end]), checks)
+    clients = _no_recipient_clients(firm).order_by(Lower("display_name"), "pk")
+    return _no_recipient_problems(clients[start:end])
 
 
 # Counts cached under a DeliveryProblemsVersion are current while it stands; this only
 # bounds how long an unused entry stays in the cache.
 COUNTS_SECONDS = 3600
+# The form of the cached rows: a new one when `_delivery_code_counts` changes them.
+COUNTS_FORM = 2
 
 
 @functools.cache
 def _version_triggers() -> str:
     """The version's deferred triggers, by name (they are named with their SQL)."""
-    migration = importlib.import_module("troubleshooting.migrations.0006_delivery_problems_version")
-    return ", ".join(migration.CONSTRAINT_TRIGGERS)
+    names: list[str] = []
+    for module in ("0006_delivery_problems_version", "0007_problems_version_no_recipient"):
+        migration = importlib.import_module(f"troubleshooting.migrations.{module}")
+        names += migration.CONSTRAINT_TRIGGERS
+    return ", ".join(names)
 
 
 def delivery_code_counts(firm: Firm) -> list[tuple]:
     """``_delivery_code_counts``, from the cache while the firm's DeliveryProblemsVersion
-    is the one they were counted under (one primary-key read instead of two windowed
+    is the one they were counted under (one primary-key read instead of three windowed
     queries). The version is read first: counts cached under it were counted after it."""
     if db.in_atomic_block and db.vendor == "postgresql":
         # Inside a transaction, its own changes raise the version only at its commit: ask
@@ -883,7 +938,10 @@ def delivery_code_counts(firm: Firm) -> list[tuple]:
         .values_list("version", flat=True)
         .first()
     )
-    key = f"troubleshooting:code-counts:{firm.pk}:{firm.created.timestamp()}:{version or 0}"
+    key = (
+        f"troubleshooting:code-counts:{COUNTS_FORM}:{firm.pk}:{firm.created.timestamp()}"
+        f":{version or 0}"
+    )
 
     def count() -> list[tuple]:
         return _delivery_code_counts(firm, _bad_domains(firm))
@@ -905,7 +963,7 @@ def dashboard_groups(
     groups: dict[str, ProblemGroup] = {}
     if kind in (None, Kind.DELIVERY) and member is None:
         # One row per (code, source, client shown); totals repeat on each row of a source.
-        totals: dict[tuple[str, bool], tuple[int, int]] = {}
+        totals: dict[tuple[str, str], tuple[int, int]] = {}
         newest: list[tuple[str, int]] = []
         for (
             source,
@@ -929,32 +987,20 @@ def dashboard_groups(
         for (code, _source), (problems, clients) in totals.items():
             groups[code].count += problems
             groups[code].client_count += clients
-        # The cards of the codes with few problems, read by primary key.
+        # The cards of the codes with few problems: deliveries read by primary key, the
+        # other sources (each of one code) as a code's page reads them.
         inline = [pk for code, pk in newest if groups[code].count <= CARDS_INLINE]
         cards = (
             _delivery_problems(_with_failures(Delivery.objects.filter(pk__in=inline)), firm)
             if inline
             else []
         )
-        # Addresses on dead domains were counted (source True): their cards need the checks.
-        dead = groups.get("delivery.invalid_address")
-        checks = (
-            _bad_domains(firm)
-            if ("delivery.invalid_address", True) in totals and dead.count <= CARDS_INLINE
-            else {}
-        )
-        if checks:
-            addresses = (
-                _dead_domain_addresses(firm, checks)
-                .select_related("contact__client")
-                .order_by("contact__client__display_name", "pk")[:CARDS_INLINE]
-            )
-            cards += _address_problems(list(addresses), checks)
+        for code, source in totals:
+            if source != DELIVERIES and groups[code].count <= CARDS_INLINE:
+                cards += _source_problems(firm, code, source, 0, CARDS_INLINE)
         for problem in cards:
             groups[problem.code].problems.append(problem)
     small: list[Problem] = []  # kinds bounded by the firm's set-up: built in full
-    if kind in (None, Kind.DELIVERY) and member is None:
-        small += _no_recipient_problems(firm)
     if kind in (None, Kind.SYNC):
         problems = _firm_sync_problems(firm)
         if member is not None:
@@ -978,33 +1024,26 @@ def dashboard_groups(
 
 
 def code_page(firm: Firm, code: str, page_number: str | int | None) -> tuple[ProblemGroup, Page]:
-    """One delivery code's problems, a page of cards at a time (newest first); the
-    firm-level kinds have few problems and show in full on the dashboard."""
+    """One delivery code's problems, a page of cards at a time (deliveries newest first,
+    then the code's other sources); the firm-level kinds have few problems and show in
+    full on the dashboard."""
     guide = guide_for(code)
     # Counted as the dashboard counts them (from its cache): a code's badge and its pages
     # agree, and the windowed count is not run again for each page.
     counts = {
         source: problems for source, c, problems, *_ in delivery_code_counts(firm) if c == code
     }
-    delivery_count, address_count = counts.get(False, 0), counts.get(True, 0)
-    total = delivery_count + address_count
+    total = sum(counts.values())
     page = Paginator(range(total), CARDS_PER_PAGE).get_page(page_number)
     start, end = page.start_index() - 1, page.end_index()
     problems: list[Problem] = []
-    if total == 0:
-        return ProblemGroup(guide, problems), page
-    if start < delivery_count:
-        deliveries = _current_deliveries(Delivery.objects.filter(firm=firm, problem_code=code))
-        shown = deliveries.order_by("-created", "-pk")[start : min(end, delivery_count)]
-        problems += _delivery_problems(_with_failures(shown), firm)
-    if address_count and end > delivery_count:
-        checks = _bad_domains(firm)
-        shown = (
-            _dead_domain_addresses(firm, checks)
-            .select_related("contact__client")
-            .order_by("contact__client__display_name", "pk")
-        )[max(start - delivery_count, 0) : end - delivery_count]
-        problems += _address_problems(list(shown), checks)
+    offset = 0
+    for source in (DELIVERIES, ADDRESSES, CLIENTS):
+        count = counts.get(source, 0)
+        low, high = max(start - offset, 0), min(end - offset, count)
+        if low < high:
+            problems += _source_problems(firm, code, source, low, high)
+        offset += count
     _attach_notes(firm, problems)
     return ProblemGroup(guide, problems, count=total), page
 

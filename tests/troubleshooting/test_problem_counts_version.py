@@ -14,9 +14,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from invoicing.delivery.models import Delivery
+from invoicing.models import Invoice, InvoiceLine
 from portal.models import Client, Contact, ContactAddress
 from tests.db_locks import only_on_postgresql
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, FirmFactory
+from tests.invoicing.factories import invoice_with_lines
 from tests.troubleshooting.test_problem_pages import _bounce, _delivery
 from troubleshooting.models import AddressDomainCheck, DeliveryProblemsVersion
 from troubleshooting.selectors import dashboard_groups
@@ -139,6 +141,71 @@ def test_a_status_change_without_a_problem_change_leaves_the_cached_counts_in_pl
     assert _counted(firm)
 
     Delivery.objects.filter(client=client).update(updated=timezone.now() + timedelta(seconds=1))
+
+    assert not _counted(firm)
+
+
+# --- clients nobody can send invoices to (counted with the delivery problems) ---------
+
+NO_RECIPIENT = "delivery.not_sent_rejected_document"
+
+
+def _unreachable(firm, name: str) -> Client:
+    """A client whose only address does not receive invoices."""
+    client = ClientFactory(firm=firm, display_name=name)
+    ContactAddressFactory(
+        contact=ContactFactory(client=client), address="anna@birch.test", receives_invoices=False
+    )
+    return client
+
+
+def test_a_draft_for_a_client_nobody_can_receive_counts_at_once(firm):
+    client = _unreachable(firm, "Birch Dental")
+    assert NO_RECIPIENT not in _counts(firm)
+
+    invoice_with_lines(client=client)
+
+    assert _counts(firm)[NO_RECIPIENT] == (1, ["Birch Dental"])
+
+
+def test_an_address_that_receives_invoices_lifts_the_client_at_once(firm):
+    client = _unreachable(firm, "Birch Dental")
+    invoice_with_lines(client=client)
+    assert NO_RECIPIENT in _counts(firm)
+
+    ContactAddress.objects.filter(contact__client=client).update(receives_invoices=True)
+
+    assert NO_RECIPIENT not in _counts(firm)
+
+
+def test_a_voided_draft_lifts_the_client_at_once(firm):
+    client = _unreachable(firm, "Birch Dental")
+    invoice = invoice_with_lines(client=client)
+    assert NO_RECIPIENT in _counts(firm)
+
+    Invoice.objects.filter(pk=invoice.pk).update(status=Invoice.Status.VOID)
+
+    assert NO_RECIPIENT not in _counts(firm)
+
+
+def test_a_draft_left_without_lines_lifts_the_client_at_once(firm):
+    client = _unreachable(firm, "Birch Dental")
+    invoice = invoice_with_lines(client=client)
+    assert NO_RECIPIENT in _counts(firm)
+
+    InvoiceLine.objects.filter(invoice=invoice).delete()
+
+    assert NO_RECIPIENT not in _counts(firm)
+
+
+def test_invoices_of_clients_that_can_receive_them_leave_the_cached_counts_in_place(firm):
+    _bounced(firm, "Birch Dental", "anna@birch.test")
+    client = ClientFactory(firm=firm, display_name="Maple Bakery")
+    ContactAddressFactory(contact=ContactFactory(client=client), address="ola@maple.test")
+    assert _counted(firm)
+
+    invoice = invoice_with_lines(client=client)
+    Invoice.objects.filter(pk=invoice.pk).update(status=Invoice.Status.SENT)
 
     assert not _counted(firm)
 
