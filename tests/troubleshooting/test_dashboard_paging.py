@@ -106,9 +106,7 @@ def test_a_few_clients_nobody_can_send_to_show_their_cards(owner_client, firm):
     assert page.count("1 invoice cannot be sent to anyone") == CARDS_INLINE
 
 
-def test_a_codes_pages_show_its_deliveries_then_its_clients_nobody_can_send_to(
-    owner_client, firm
-):
+def test_a_codes_pages_show_its_deliveries_then_its_clients_nobody_can_send_to(owner_client, firm):
     code = "delivery.not_sent_rejected_document"
     refused = ClientFactory(firm=firm, display_name="Refused Ltd")
     delivery = _delivery(refused, "anna@refused.test")
