@@ -3,7 +3,9 @@
 - ``CappedPaginator``: counting a firm's 100,000 invoices for "Page 1 of 2,004" read every
   index entry on every load (20-35 ms here, more than the rest of the query). Past ``cap``
   rows nobody pages on; they filter. So the count stops there: the pager says "Page 3 of
-  more than 200", and the pages beyond the cap are reached by narrowing the list.
+  more than 50", and the pages beyond the cap are reached by narrowing the list. The cap
+  was 10,000 rows: counting them still took 2.1 ms of PostgreSQL's time on every load of
+  the list, against 0.6 ms for 2,500 (50 pages of 50).
 - ``KeysFirst``: a page far into a list (``OFFSET 4975``) made PostgreSQL read every row
   before it, table rows included. Its primary keys first, from an index that covers the
   filter and the order, skip index entries only; then the page's own rows are read.

@@ -335,8 +335,8 @@ ANYMAIL = {
 # Invoices: how long a Pay Now link works, and the invoice list's page size.
 PAY_LINK_DAYS = env_int("PAY_LINK_DAYS", 60)
 INVOICES_PER_PAGE = env_int("INVOICES_PER_PAGE", 50)
-# Long lists count this many rows at most ("Page 3 of more than 200"): portal.paging.
-LIST_COUNT_CAP = env_int("LIST_COUNT_CAP", 10_000)
+# Long lists count this many rows at most ("Page 3 of more than 50"): portal.paging.
+LIST_COUNT_CAP = env_int("LIST_COUNT_CAP", 2_500)
 
 # Card payments through Stripe Checkout, on while STRIPE_SECRET_KEY is set. The webhook
 # (/webhooks/stripe/) is refused until STRIPE_WEBHOOK_SECRET (its endpoint's whsec_...) is set.
