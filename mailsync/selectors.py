@@ -7,12 +7,14 @@ import re
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from typing import NamedTuple
 
 from django.core.cache import cache
 from django.db import connection as db_connection
 from django.db.models import (
     Count,
     Exists,
+    FilteredRelation,
     Max,
     Min,
     OuterRef,
@@ -132,16 +134,19 @@ _NON_CLIENT_FOLDER_PATTERN = "^({})({})$".format(
 )
 
 
-def _folders_excluded_filter() -> Q:
-    return Q(enabled=False, messages__gt=0) & ~Q(name__iregex=_NON_CLIENT_FOLDER_PATTERN)
+def _folders_excluded_filter(via: str = "") -> Q:
+    """``via``: the path from the queried model to the folder ("folders__" from a mailbox)."""
+    return Q(**{f"{via}enabled": False, f"{via}messages__gt": 0}) & ~Q(
+        **{f"{via}name__iregex": _NON_CLIENT_FOLDER_PATTERN}
+    )
 
 
-def _folders_gap_filter() -> Q:
-    return Q(enabled=True, gap_missing__gt=0)
+def _folders_gap_filter(via: str = "") -> Q:
+    return Q(**{f"{via}enabled": True, f"{via}gap_missing__gt": 0})
 
 
-def _folders_renumbered_filter() -> Q:
-    return Q(enabled=True, uidvalidity_unstable_since__isnull=False)
+def _folders_renumbered_filter(via: str = "") -> Q:
+    return Q(**{f"{via}enabled": True, f"{via}uidvalidity_unstable_since__isnull": False})
 
 
 def _folders_of_active_mailboxes(firm: Firm, condition: Q) -> QuerySet[MailboxFolder]:
@@ -161,32 +166,51 @@ def folders_excluded_with_mail(*, firm: Firm) -> list[MailboxFolder]:
     return list(_folders_of_active_mailboxes(firm, _folders_excluded_filter()))
 
 
-def folders_to_report(
-    *, firm: Firm
-) -> tuple[list[MailboxFolder], list[MailboxFolder], list[MailboxFolder]]:
-    """In one query: the folders of `folders_excluded_with_mail`; the synced folders whose
-    server renumbers them at every visit (sync.uidvalidity_unstable), read by date window
-    until the numbers hold again; and those of `folders_with_gap` (sync.gap)."""
-    excluded: list[MailboxFolder] = []
-    renumbered: list[MailboxFolder] = []
-    gaps: list[MailboxFolder] = []
-    condition = _folders_excluded_filter() | _folders_renumbered_filter() | _folders_gap_filter()
-    for folder in _folders_of_active_mailboxes(firm, condition):
+class MailboxTrouble(NamedTuple):
+    """What the Problems pages report of a firm's mailboxes (each with its ``owner``; each
+    folder with its ``connection``)."""
+
+    failing: list[MailboxConnection]  # a problem worth showing (`problem_shown`)
+    excluded: list[MailboxFolder]  # of `folders_excluded_with_mail`
+    renumbered: list[MailboxFolder]  # renumbered at every visit (sync.uidvalidity_unstable)
+    gaps: list[MailboxFolder]  # synced, where the server holds mail the portal lacks (sync.gap)
+
+
+def mailbox_trouble(*, firm: Firm) -> MailboxTrouble:
+    """The firm's active mailboxes with a problem and the folders to report, in one query:
+    each mailbox that has either, once per such folder (a LEFT JOIN of the folders that
+    match). Two queries, mailboxes then folders, cost the Problems pages a millisecond more
+    of building and compiling, for a handful of rows."""
+    flagged = (
+        _folders_excluded_filter("folders__")
+        | _folders_renumbered_filter("folders__")
+        | _folders_gap_filter("folders__")
+    )
+    rows = (
+        MailboxConnection.objects.filter(firm=firm, intent=Intent.ACTIVE)
+        .annotate(flagged=FilteredRelation("folders", condition=flagged))
+        .filter(~Q(problem_code="") | Q(flagged__isnull=False))
+        .select_related("owner", "flagged")
+        .defer("secret")
+        .order_by("email_address", "pk", "flagged__name")
+    )
+    trouble = MailboxTrouble([], [], [], [])
+    for connection in rows:
+        if connection.problem_shown and all(c.pk != connection.pk for c in trouble.failing):
+            trouble.failing.append(connection)
+        # Set by select_related when the row has a folder, absent when it has none.
+        folder = getattr(connection, "flagged", None)
+        if folder is None:
+            continue
+        folder.connection = connection
         if not folder.enabled:
-            excluded.append(folder)
+            trouble.excluded.append(folder)
             continue
         if folder.uidvalidity_unstable_since is not None:
-            renumbered.append(folder)
+            trouble.renumbered.append(folder)
         if folder.gap_missing and folder.gap_missing > 0:
-            gaps.append(folder)
-    return excluded, renumbered, gaps
-
-
-def folders_with_gap(*, firm: Firm) -> list[MailboxFolder]:
-    """Synced folders of the firm's active mailboxes where the last silent-gap check found
-    mail on the server that the portal lacks (sync.gap). One query; each folder comes with
-    ``connection`` and its ``owner``."""
-    return list(_folders_of_active_mailboxes(firm, _folders_gap_filter()))
+            trouble.gaps.append(folder)
+    return trouble
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ from invoicing.selectors import OPEN_STATUSES
 from mailsync.models import MailboxConnection
 from mailsync.selectors import (
     connections_holding_client_mail,
-    folders_to_report,
+    mailbox_trouble,
     unlinked_summary,
 )
 from portal.addresses import AddressError, check_characters, validate_address
@@ -303,15 +303,6 @@ def _mailbox_problems(connections, client: Client | None = None) -> list[Problem
             )
         )
     return problems
-
-
-def _folder_problems(firm: Firm) -> list[Problem]:
-    excluded, renumbered, gaps = folders_to_report(firm=firm)
-    return (
-        _excluded_folder_problems(excluded)
-        + _renumbered_folder_problems(renumbered)
-        + _folder_gap_problems(gaps)
-    )
 
 
 def _excluded_folder_problems(excluded: list) -> list[Problem]:
@@ -687,9 +678,12 @@ def problems_for_firm(
 
 def _firm_sync_problems(firm: Firm) -> list[Problem]:
     """Mailbox problems: bounded by the firm's mailboxes, not by its history."""
+    trouble = mailbox_trouble(firm=firm)
     return (
-        _mailbox_problems(_failing_connections(firm))
-        + _folder_problems(firm)
+        _mailbox_problems(trouble.failing)
+        + _excluded_folder_problems(trouble.excluded)
+        + _renumbered_folder_problems(trouble.renumbered)
+        + _folder_gap_problems(trouble.gaps)
         + _unlinked_mail_problem(firm)
     )
 

@@ -1,0 +1,113 @@
+"""The Problems page reads a firm's mailboxes with a problem and their folders to report in
+one query (mailsync.selectors.mailbox_trouble): each card still shows once, with its own
+mailbox, whatever mix of mailbox and folder trouble there is."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from html import unescape
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from mailsync.models import MailboxConnection
+from tests.mailsync.factories import (  # noqa: F401 (fernet_key: a fixture)
+    MailboxConnectionFactory,
+    MailboxFolderFactory,
+    fernet_key,
+)
+
+pytestmark = pytest.mark.django_db
+
+SYNC = reverse("troubleshooting:dashboard")
+
+
+def _sync_page(http) -> str:
+    return unescape(http.get(SYNC, {"kind": "sync"}).content.decode())
+
+
+def _cards(page: str, code: str) -> int:
+    return page.count(f'<span class="badge">{code}</span>')
+
+
+def _mailbox(firm, owner, address: str, **fields) -> MailboxConnection:
+    return MailboxConnectionFactory(firm=firm, owner=owner.user, email_address=address, **fields)
+
+
+def _refused(firm, owner, address: str) -> MailboxConnection:
+    return _mailbox(
+        firm,
+        owner,
+        address,
+        problem_code="sync.auth_failed",
+        problem_first_seen=timezone.now(),
+        consecutive_failures=1,
+    )
+
+
+def test_a_failing_mailbox_with_folders_left_out_shows_one_card_of_each(owner_client, firm, owner):
+    mailbox = _refused(firm, owner, "anna@firm.test")
+    MailboxFolderFactory(connection=mailbox, name="Clients", enabled=False, messages=3)
+    MailboxFolderFactory(connection=mailbox, name="Archive", enabled=False, messages=5)
+
+    page = _sync_page(owner_client)
+
+    assert _cards(page, "sync.auth_failed") == 1
+    assert _cards(page, "sync.labels_excluded") == 1
+    assert "Archive (5), Clients (3)" in page
+
+
+def test_folders_of_a_healthy_mailbox_show_without_a_mailbox_card(owner_client, firm, owner):
+    mailbox = _mailbox(firm, owner, "anna@firm.test")
+    MailboxFolderFactory(connection=mailbox, name="Clients", enabled=False, messages=3)
+    MailboxFolderFactory(connection=mailbox, name="INBOX", gap_missing=4)
+
+    page = _sync_page(owner_client)
+
+    assert _cards(page, "sync.labels_excluded") == 1
+    assert _cards(page, "sync.gap") == 1
+    assert "anna@firm.test" in page
+    assert "sync.auth_failed" not in page
+
+
+def test_a_connection_blip_is_left_out_but_its_folders_are_not(owner_client, firm, owner):
+    mailbox = _mailbox(
+        firm,
+        owner,
+        "anna@firm.test",
+        problem_code="sync.connection",
+        problem_first_seen=timezone.now() - timedelta(minutes=2),
+        consecutive_failures=1,
+    )
+    MailboxFolderFactory(connection=mailbox, name="Clients", enabled=False, messages=3)
+
+    page = _sync_page(owner_client)
+
+    assert _cards(page, "sync.labels_excluded") == 1
+    assert _cards(page, "sync.connection") == 0
+
+
+def test_each_mailbox_shows_its_own_trouble(owner_client, firm, owner):
+    failing = _refused(firm, owner, "anna@firm.test")
+    healthy = _mailbox(firm, owner, "ola@firm.test")
+    MailboxFolderFactory(connection=healthy, name="Clients", enabled=False, messages=2)
+    MailboxFolderFactory(connection=failing, name="INBOX")  # nothing to report
+
+    page = _sync_page(owner_client)
+
+    failing_card = page[page.index('<span class="badge">sync.auth_failed</span>') :]
+    assert "anna@firm.test" in failing_card.split("</article>")[0]
+    folders_card = page[page.index('<span class="badge">sync.labels_excluded</span>') :]
+    assert "ola@firm.test" in folders_card.split("</article>")[0]
+
+
+def test_folders_of_a_removed_mailbox_are_not_reported(owner_client, firm, owner):
+    mailbox = _refused(firm, owner, "anna@firm.test")
+    MailboxFolderFactory(connection=mailbox, name="Clients", enabled=False, messages=3)
+    MailboxConnection.objects.filter(pk=mailbox.pk).update(intent=MailboxConnection.Intent.REMOVED)
+
+    page = _sync_page(owner_client)
+
+    assert "sync.auth_failed" not in page
+    assert "sync.labels_excluded" not in page
