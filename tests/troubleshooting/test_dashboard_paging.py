@@ -227,6 +227,31 @@ def test_a_clients_problems_tab_reads_its_addresses_once_for_fixes_and_dead_doma
     assert len(reads) == 1
 
 
+def test_a_clients_problems_tab_flags_only_addresses_on_the_dead_domain_itself(owner_client, firm):
+    from django.utils import timezone
+
+    from tests.factories import ContactAddressFactory, ContactFactory
+    from troubleshooting.models import AddressDomainCheck
+
+    client = ClientFactory(firm=firm, display_name="Birch Dental")
+    contact = ContactFactory(client=client)
+    for address in ("ola@dead.test", "anna@notdead.test", "eva@mail.dead.test"):
+        ContactAddressFactory(contact=contact, address=address, is_primary=False)
+    AddressDomainCheck.objects.create(
+        firm=firm, domain="dead.test", ok=False, summary="No mail server", checked=timezone.now()
+    )
+
+    page = unescape(
+        owner_client.get(
+            reverse("troubleshooting:client_problems", args=[client.pk])
+        ).content.decode()
+    )
+
+    assert page.count("The address cannot receive email") == 1
+    assert "ola@dead.test" in page
+    assert "anna@notdead.test" not in page and "eva@mail.dead.test" not in page
+
+
 def test_a_codes_page_shows_a_new_problem_at_once(owner_client, firm):
     _bounced_clients(firm, 2)
     assert _page(owner_client, code="delivery.hard_bounce").count("Save and resend") == 2
