@@ -7,6 +7,7 @@ from datetime import timedelta
 from html import unescape
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -20,8 +21,10 @@ from troubleshooting.models import DomainCheckRun, Incident, ProblemNote
 from troubleshooting.selectors import CARDS_INLINE
 
 # The test's own transaction asks for its pending version raises first (SET CONSTRAINTS, see
-# troubleshooting.selectors.delivery_code_counts); a request in production does not.
-DASHBOARD_QUERIES = 16
+# troubleshooting.selectors.delivery_code_counts; PostgreSQL only, where they are deferred);
+# a request in production does not.
+PENDING_RAISES = int(connection.vendor == "postgresql")
+DASHBOARD_QUERIES = 15 + PENDING_RAISES
 
 
 def _delivery(client, address, *, add_address: bool = True, **extra):
@@ -225,7 +228,11 @@ def test_the_problems_tab_runs_the_same_queries_however_many_problems(
 #   sync (all mailboxes, or one member's): the mailboxes and folders with a problem, the
 #     unlinked-mail count (not cached yet), members;
 #   domain: members (the domain run holds the checks).
-FILTER_QUERIES = [({"kind": "delivery"}, 10), ({"kind": "sync"}, 7), ({"kind": "domain"}, 5)]
+FILTER_QUERIES = [
+    ({"kind": "delivery"}, 9 + PENDING_RAISES),
+    ({"kind": "sync"}, 7),
+    ({"kind": "domain"}, 5),
+]
 
 
 @pytest.mark.parametrize("count", [CARDS_INLINE + 1, 40])
