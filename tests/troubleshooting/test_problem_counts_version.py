@@ -295,3 +295,34 @@ def test_writers_of_one_firm_committing_at_once_each_raise_the_version():
     assert errors == []
     assert _version(firm.pk) == before + 2
     assert _counts(firm)["delivery.hard_bounce"][0] == 2
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_drafts_for_clients_nobody_can_receive_committed_at_once_are_both_counted():
+    firm = FirmFactory()
+    clients = [_unreachable(firm, f"Client {n}") for n in range(2)]
+    assert NO_RECIPIENT not in _counts(firm)  # cached under the version before the drafts
+    before = _version(firm.pk)
+    both_written = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def write(client: Client) -> None:
+        try:
+            with transaction.atomic():
+                invoice_with_lines(client=client)
+                both_written.wait(timeout=10)  # both hold their draft, then commit
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=write, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert errors == []
+    assert _version(firm.pk) >= before + 2
+    assert _counts(firm)[NO_RECIPIENT] == (2, ["Client 0", "Client 1"])
