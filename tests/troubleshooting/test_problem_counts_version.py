@@ -5,6 +5,7 @@ DeliveryProblemsVersion on every such write, whoever writes it."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 import pytest
@@ -228,6 +229,31 @@ def _read_version(firm_pk: int, seen: list[int]) -> None:
         connection.close()
 
 
+def _commit_at_once(writes: Iterable[Callable[[], object]]) -> None:
+    """Run each write in a transaction of its own thread; all of them hold what they wrote
+    until every one has written, then commit together. A thread's error fails the test."""
+    writes = list(writes)
+    all_written = threading.Barrier(len(writes))
+    errors: list[BaseException] = []
+
+    def run(write: Callable[[], object]) -> None:
+        try:
+            with transaction.atomic():
+                write()
+                all_written.wait(timeout=10)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(write,)) for write in writes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+
+
 @postgresql_only
 @pytest.mark.django_db(transaction=True)
 def test_the_version_is_raised_when_the_writer_commits_not_before():
@@ -273,26 +299,14 @@ def test_writers_of_one_firm_committing_at_once_each_raise_the_version():
     clients = [ClientFactory(firm=firm) for _ in range(2)]
     deliveries = [_delivery(client, f"p{n}@birch.test") for n, client in enumerate(clients)]
     before = _version(firm.pk)
-    both_written = threading.Barrier(2)
-    errors: list[BaseException] = []
 
-    def write(delivery: Delivery) -> None:
-        try:
-            with transaction.atomic():
-                Delivery.objects.filter(pk=delivery.pk).update(problem_code="delivery.hard_bounce")
-                both_written.wait(timeout=10)  # both hold their delivery row, then commit
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+    _commit_at_once(
+        lambda delivery=delivery: Delivery.objects.filter(pk=delivery.pk).update(
+            problem_code="delivery.hard_bounce"
+        )
+        for delivery in deliveries
+    )
 
-    threads = [threading.Thread(target=write, args=(d,)) for d in deliveries]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-
-    assert errors == []
     assert _version(firm.pk) == before + 2
     assert _counts(firm)["delivery.hard_bounce"][0] == 2
 
@@ -304,25 +318,8 @@ def test_drafts_for_clients_nobody_can_receive_committed_at_once_are_both_counte
     clients = [_unreachable(firm, f"Client {n}") for n in range(2)]
     assert NO_RECIPIENT not in _counts(firm)  # cached under the version before the drafts
     before = _version(firm.pk)
-    both_written = threading.Barrier(2)
-    errors: list[BaseException] = []
 
-    def write(client: Client) -> None:
-        try:
-            with transaction.atomic():
-                invoice_with_lines(client=client)
-                both_written.wait(timeout=10)  # both hold their draft, then commit
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+    _commit_at_once(lambda client=client: invoice_with_lines(client=client) for client in clients)
 
-    threads = [threading.Thread(target=write, args=(client,)) for client in clients]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-
-    assert errors == []
-    assert _version(firm.pk) >= before + 2
+    assert _version(firm.pk) >= before + 2  # an invoice and its lines raise it each
     assert _counts(firm)[NO_RECIPIENT] == (2, ["Client 0", "Client 1"])
