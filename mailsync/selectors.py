@@ -134,36 +134,18 @@ _NON_CLIENT_FOLDER_PATTERN = "^({})({})$".format(
 )
 
 
-def _folders_excluded_filter(via: str = "") -> Q:
-    """``via``: the path from the queried model to the folder ("folders__" from a mailbox)."""
-    return Q(**{f"{via}enabled": False, f"{via}messages__gt": 0}) & ~Q(
-        **{f"{via}name__iregex": _NON_CLIENT_FOLDER_PATTERN}
+def _folders_to_report() -> Q:
+    """A mailbox's folders the Problems pages report (a condition on its ``folders``):
+    switched off with mail in them, leaving out trash, spam, drafts and sent
+    (sync.labels_excluded); synced and renumbered at every visit
+    (sync.uidvalidity_unstable); synced with mail on the server the portal lacks
+    (sync.gap)."""
+    excluded = Q(folders__enabled=False, folders__messages__gt=0) & ~Q(
+        folders__name__iregex=_NON_CLIENT_FOLDER_PATTERN
     )
-
-
-def _folders_gap_filter(via: str = "") -> Q:
-    return Q(**{f"{via}enabled": True, f"{via}gap_missing__gt": 0})
-
-
-def _folders_renumbered_filter(via: str = "") -> Q:
-    return Q(**{f"{via}enabled": True, f"{via}uidvalidity_unstable_since__isnull": False})
-
-
-def _folders_of_active_mailboxes(firm: Firm, condition: Q) -> QuerySet[MailboxFolder]:
-    return (
-        MailboxFolder.objects.filter(connection__firm=firm, connection__intent=Intent.ACTIVE)
-        .filter(condition)
-        .select_related("connection__owner")
-        .defer("connection__secret")
-        .order_by("connection__email_address", "connection_id", "name")
-    )
-
-
-def folders_excluded_with_mail(*, firm: Firm) -> list[MailboxFolder]:
-    """Switched-off folders of the firm's active mailboxes that held mail at the last sync
-    (sync.labels_excluded), leaving out trash, spam, drafts and sent folders. One query;
-    each folder comes with ``connection`` and its ``owner``."""
-    return list(_folders_of_active_mailboxes(firm, _folders_excluded_filter()))
+    renumbered = Q(folders__enabled=True, folders__uidvalidity_unstable_since__isnull=False)
+    gap = Q(folders__enabled=True, folders__gap_missing__gt=0)
+    return excluded | renumbered | gap
 
 
 class MailboxTrouble(NamedTuple):
@@ -171,7 +153,9 @@ class MailboxTrouble(NamedTuple):
     folder with its ``connection``)."""
 
     failing: list[MailboxConnection]  # a problem worth showing (`problem_shown`)
-    excluded: list[MailboxFolder]  # of `folders_excluded_with_mail`
+    # Switched off, with mail at the last sync, not named as trash, spam, drafts or sent
+    # (sync.labels_excluded).
+    excluded: list[MailboxFolder]
     renumbered: list[MailboxFolder]  # renumbered at every visit (sync.uidvalidity_unstable)
     gaps: list[MailboxFolder]  # synced, where the server holds mail the portal lacks (sync.gap)
 
@@ -181,14 +165,9 @@ def mailbox_trouble(*, firm: Firm) -> MailboxTrouble:
     each mailbox that has either, once per such folder (a LEFT JOIN of the folders that
     match). Two queries, mailboxes then folders, cost the Problems pages a millisecond more
     of building and compiling, for a handful of rows."""
-    flagged = (
-        _folders_excluded_filter("folders__")
-        | _folders_renumbered_filter("folders__")
-        | _folders_gap_filter("folders__")
-    )
     rows = (
         MailboxConnection.objects.filter(firm=firm, intent=Intent.ACTIVE)
-        .annotate(flagged=FilteredRelation("folders", condition=flagged))
+        .annotate(flagged=FilteredRelation("folders", condition=_folders_to_report()))
         .filter(~Q(problem_code="") | Q(flagged__isnull=False))
         .select_related("owner", "flagged")
         .defer("secret")

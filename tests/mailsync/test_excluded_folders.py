@@ -8,7 +8,7 @@ from mailsync import services
 from mailsync.adapters import ImapMailbox
 from mailsync.engine import mailbox_sync
 from mailsync.models import MailboxConnection, MailboxFolder, Message
-from mailsync.selectors import folders_excluded_with_mail
+from mailsync.selectors import mailbox_trouble
 from tests.mailsync.factories import (  # noqa: F401
     MailboxConnectionFactory,
     MailboxFolderFactory,
@@ -38,6 +38,11 @@ def _folder_with_mail(user: MailboxUser, name: str, count: int) -> None:
         user.server.append(user.name, _mail(f"{name} {n}"), folder=name)
 
 
+def _excluded(firm) -> list[MailboxFolder]:
+    """The folders the Problems pages report as switched off with mail in them."""
+    return mailbox_trouble(firm=firm).excluded
+
+
 def test_a_switched_off_folder_with_mail_is_reported_with_its_count(
     firm, mailbox_user, django_assert_num_queries
 ):
@@ -50,7 +55,7 @@ def test_a_switched_off_folder_with_mail_is_reported_with_its_count(
     assert not folder.enabled and folder.messages == 3
     owner = connection.owner
     with django_assert_num_queries(1):
-        found = folders_excluded_with_mail(firm=firm)
+        found = _excluded(firm)
         assert [(f.name, f.messages, f.connection.owner) for f in found] == [("Clients", 3, owner)]
 
 
@@ -63,7 +68,7 @@ def test_a_folder_switched_on_is_no_longer_reported(firm, mailbox_user):
     mailbox_sync(connection)
 
     assert Message.objects.count() == 3
-    assert folders_excluded_with_mail(firm=firm) == []
+    assert _excluded(firm) == []
 
 
 def test_trash_spam_drafts_and_sent_folders_are_never_reported(firm, mailbox_user):
@@ -75,18 +80,18 @@ def test_trash_spam_drafts_and_sent_folders_are_never_reported(firm, mailbox_use
     mailbox_sync(connection)
 
     assert MailboxFolder.objects.get(connection=connection, name="Trash").messages == 1
-    assert [f.name for f in folders_excluded_with_mail(firm=firm)] == ["Clients"]
+    assert [f.name for f in _excluded(firm)] == ["Clients"]
 
 
 def test_folders_of_a_stopped_mailbox_are_not_reported(firm, mailbox_user):
     _folder_with_mail(mailbox_user, "Clients", 2)
     connection = _connect(firm, mailbox_user)
     mailbox_sync(connection)
-    assert folders_excluded_with_mail(firm=firm) != []
+    assert _excluded(firm) != []
 
     services.connection_stop(connection=connection)
 
-    assert folders_excluded_with_mail(firm=firm) == []
+    assert _excluded(firm) == []
 
 
 def test_a_failing_status_does_not_break_the_sync(firm, mailbox_user, monkeypatch):
@@ -116,7 +121,7 @@ def test_a_failing_status_does_not_break_the_sync(firm, mailbox_user, monkeypatc
         MailboxFolder.objects.filter(connection=connection).values_list("name", "messages")
     )
     assert counts == {"INBOX": None, "Gone": None, "Clients": 1}
-    assert [f.name for f in folders_excluded_with_mail(firm=firm)] == ["Clients"]
+    assert [f.name for f in _excluded(firm)] == ["Clients"]
 
 
 def test_a_folder_is_left_out_only_when_its_whole_name_is_a_non_client_one(firm):
@@ -125,7 +130,7 @@ def test_a_folder_is_left_out_only_when_its_whole_name_is_a_non_client_one(firm)
         MailboxFolderFactory(connection=connection, name=name, enabled=False, messages=3)
     for name in ("Sent to clients", "Old Trash Invoices", "[Gmail]/Clients", "Binders"):
         MailboxFolderFactory(connection=connection, name=name, enabled=False, messages=3)
-    assert sorted(f.name for f in folders_excluded_with_mail(firm=firm)) == [
+    assert sorted(f.name for f in _excluded(firm)) == [
         "Binders",
         "Old Trash Invoices",
         "Sent to clients",
