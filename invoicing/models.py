@@ -84,8 +84,13 @@ class InvoiceLine(models.Model):
 
     @property
     def amount(self) -> Decimal:
-        # Half-cents round up, as invoices and accountants expect (not banker's rounding).
-        return (self.quantity * self.unit_price).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        return line_amount(self.quantity, self.unit_price)
+
+
+def line_amount(quantity: Decimal, unit_price: Decimal) -> Decimal:
+    """What one invoice line comes to. Half-cents round up, as invoices and accountants
+    expect (not banker's rounding)."""
+    return (quantity * unit_price).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
 class PayLink(models.Model):

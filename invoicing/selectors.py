@@ -11,7 +11,7 @@ from django.db.models import Prefetch, QuerySet
 from django.utils.safestring import SafeString
 
 from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression
-from invoicing.models import FirmBillingSettings, Invoice, InvoiceLine
+from invoicing.models import FirmBillingSettings, Invoice, InvoiceLine, line_amount
 from portal.choices import choice_label
 from portal.models import ContactAddress, Firm
 from portal.rows import rendered_rows
@@ -32,23 +32,16 @@ def invoice_list(
     issued_to: date | None = None,
     overdue_on: date | None = None,
 ) -> QuerySet[Invoice]:
-    """The firm's invoices with their clients and lines (one query for all the lines).
+    """The firm's invoices with their clients' names, as `invoice_rows` shows them.
 
     ``overdue_on``: only invoices still open whose due date is before that day.
-    Totals are summed in Python from the prefetched lines rather than in SQL, so the list
-    rounds every line exactly as `InvoiceLine.amount` does on every database backend.
     """
     invoices = (
         Invoice.objects.filter(firm=firm)
-        # What a row shows (number, dates, status, total, the client's name): a page of
-        # whole invoices, clients and lines was 200 model instances full of timestamps.
+        # What a row shows (number, dates, status, the client's name): a page of whole
+        # invoices, clients and lines was 200 model instances full of timestamps.
         .only(*LIST_FIELDS, "client__display_name")
         .select_related("client")
-        .prefetch_related(
-            Prefetch(
-                "lines", queryset=InvoiceLine.objects.only("invoice", "quantity", "unit_price")
-            )
-        )
     )
     if status:
         invoices = invoices.filter(status=status)
@@ -80,7 +73,9 @@ class InvoiceRow:
     currency: str
 
     @classmethod
-    def of(cls, invoice: Invoice, *, today: date | None, with_client: bool) -> InvoiceRow:
+    def of(
+        cls, invoice: Invoice, *, total: Decimal, today: date | None, with_client: bool
+    ) -> InvoiceRow:
         """``invoice`` as `invoice_list` reads it; ``today`` None: no invoice is overdue."""
         return cls(
             pk=invoice.pk,
@@ -91,7 +86,7 @@ class InvoiceRow:
             status=invoice.status,
             status_label=choice_label(invoice, "status"),
             overdue=bool(today and invoice.due_date < today and invoice.status in OPEN_STATUSES),
-            total=invoice.total,
+            total=total,
             currency=invoice.currency,
         )
 
@@ -100,8 +95,31 @@ def invoice_rows(
     invoices: Iterable[Invoice], *, today: date | None, with_client: bool = True
 ) -> list[SafeString]:
     """The HTML rows of a list of invoices (invoicing/_table.html shows them)."""
-    rows = [InvoiceRow.of(i, today=today, with_client=with_client) for i in invoices]
+    invoices = list(invoices)
+    totals = invoice_totals([invoice.pk for invoice in invoices])
+    rows = [
+        InvoiceRow.of(i, total=totals[i.pk], today=today, with_client=with_client) for i in invoices
+    ]
     return rendered_rows("invoicing/_invoice_row.html", rows)
+
+
+def invoice_totals(invoice_ids: list[int]) -> dict[int, Decimal]:
+    """What each invoice comes to, in one query: `Invoice.total` without model instances.
+
+    Summed here, line by line, rather than in SQL, so that each line is rounded exactly as
+    `InvoiceLine.amount` rounds it on every database backend (SQLite keeps decimals as
+    floats). Plain rows, not prefetched lines: a prefetched line points back at its invoice,
+    and a page of 50 invoices left some 1,600 objects in reference cycles that only the
+    garbage collector frees; its full collections, every few dozen pages, held a worker for
+    10-30 ms (the invoice list's p95 was 2.5 times its median).
+    """
+    totals = dict.fromkeys(invoice_ids, Decimal("0.00"))
+    lines = InvoiceLine.objects.filter(invoice_id__in=invoice_ids).values_list(
+        "invoice_id", "quantity", "unit_price"
+    )
+    for invoice_id, quantity, unit_price in lines.order_by():
+        totals[invoice_id] += line_amount(quantity, unit_price)
+    return totals
 
 
 def invoice_recipients(*, invoice: Invoice) -> list[ContactAddress]:

@@ -150,6 +150,24 @@ def test_the_list_shows_totals_computed_like_the_invoice(owner_client, firm):
     assert f"{invoice.total} EUR" in body
 
 
+def test_the_list_shows_an_invoice_without_lines_as_zero(owner_client, firm):
+    InvoiceFactory(client=ClientFactory(firm=firm), number=41)
+    body = owner_client.get(reverse("invoicing:invoice_list")).content.decode()
+    assert "0.00 EUR" in body
+
+
+def test_the_clients_tab_shows_each_invoices_own_total(owner_client, firm):
+    client = ClientFactory(firm=firm)
+    first, second = InvoiceFactory(client=client), InvoiceFactory(client=client)
+    InvoiceLineFactory(invoice=first, quantity=Decimal("3"), unit_price=Decimal("33.33"))
+    InvoiceLineFactory(invoice=first, quantity=Decimal("0.5"), unit_price=Decimal("0.05"))
+    InvoiceLineFactory(invoice=second, quantity=Decimal("1"), unit_price=Decimal("7.50"))
+    url = reverse("invoicing:client_invoices", args=[client.pk])
+    body = owner_client.get(url).content.decode()
+    assert "100.02 EUR" in body  # 99.99 and 0.025 rounded up
+    assert "7.50 EUR" in body
+
+
 @pytest.mark.parametrize("count", [3, 60])
 def test_the_list_runs_the_same_queries_however_many_invoices(
     owner_client, firm, count, django_assert_num_queries
@@ -158,7 +176,7 @@ def test_the_list_runs_the_same_queries_however_many_invoices(
         for _ in range(count // 3):
             invoice_with_lines(client=client, lines=2)
     # session, user, membership+firm, count for the pager, the page of invoices with their
-    # clients, the lines of that page (the client filter is a search box: no client list)
+    # clients, the totals of that page (the client filter is a search box: no client list)
     with django_assert_num_queries(6):
         response = owner_client.get(reverse("invoicing:invoice_list"))
     assert response.status_code == 200
