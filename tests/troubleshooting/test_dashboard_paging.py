@@ -280,6 +280,16 @@ def test_a_cards_explanation_is_in_the_language_of_each_page(owner_client, firm)
     assert str(why) not in finnish_page
 
 
+def test_the_mailbox_filter_escapes_a_members_name(owner_client, firm):
+    member = MembershipFactory(
+        firm=firm, user=UserFactory(first_name="<b>Ana</b>", last_name="", email="a@firm.test")
+    )
+
+    page = owner_client.get(DASHBOARD).content.decode()
+
+    assert f'<option value="{member.user_id}">&lt;b&gt;Ana&lt;/b&gt;</option>' in page
+
+
 def test_the_mailbox_filter_names_each_member_by_name_or_else_address(owner_client, firm):
     named = MembershipFactory(
         firm=firm, user=UserFactory(first_name="Ana", last_name="Birch", email="a@firm.test")
@@ -290,5 +300,5 @@ def test_the_mailbox_filter_names_each_member_by_name_or_else_address(owner_clie
 
     page = _page(owner_client, member=unnamed.user_id)
 
-    assert f'<option value="{named.user_id}" >Ana Birch</option>' in page
+    assert f'<option value="{named.user_id}">Ana Birch</option>' in page
     assert f'<option value="{unnamed.user_id}" selected>b@firm.test</option>' in page

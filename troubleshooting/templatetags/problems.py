@@ -101,6 +101,17 @@ def technical_rows(rows) -> str:
 
 
 @register.filter
+def member_options(members: list[tuple[int, str]], chosen: int | None) -> str:
+    """The member filter's ``<option>`` elements, the chosen member's selected (a template
+    loop over a firm's thirty members took half a millisecond on every Problems page)."""
+    return format_html_join(
+        "",
+        '<option value="{}"{}>{}</option>',
+        ((pk, mark_safe(" selected") if pk == chosen else "", name) for pk, name in members),
+    )
+
+
+@register.filter
 def client_links(clients) -> str:
     """ "Clients affected" under a problem code: each client's name linked to its Problems
     tab, comma-separated (a template loop over a dashboard's hundred names took 3 ms)."""
