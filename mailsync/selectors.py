@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime
 import re
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from functools import partial
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 from django.core.cache import cache
 from django.db import connection as db_connection
@@ -23,6 +24,8 @@ from django.db.models import (
     QuerySet,
 )
 from django.db.models.functions import Lower
+from django.http import HttpRequest
+from django.utils.safestring import SafeString
 
 from accounts.models import User
 from mailsync.models import (
@@ -37,6 +40,7 @@ from mailsync.models import (
 from portal.addresses import COMMON_DOMAINS, normalize_address
 from portal.cache_once import cached_once
 from portal.models import Client, ContactAddress, Firm
+from portal.rows import rendered_rows
 from portal.selectors import clients_matching
 
 Intent = MailboxConnection.Intent
@@ -437,6 +441,30 @@ def unlinked_addresses(*, firm: Firm, viewer: User | None = None) -> list[Unlink
     return rows
 
 
+@dataclass(frozen=True, slots=True)
+class UnlinkedRow:
+    """One address as the unlinked-mail page shows it (mailsync/_unlinked_row.html reads
+    this and nothing else, and is rendered once per content: portal.rows)."""
+
+    address: str
+    name: str
+    messages: int
+    latest: datetime.datetime | None
+    subject: str
+    next_path: str  # the page the Ignore button comes back to
+
+    @classmethod
+    def of(cls, row: UnlinkedAddress, *, next_path: str) -> UnlinkedRow:
+        """``row`` after `unlinked_addresses_describe` filled it in."""
+        return cls(row.address, row.name, row.messages, row.latest, row.subject, next_path)
+
+
+def unlinked_rows(rows: list[UnlinkedAddress], *, request: HttpRequest) -> list[SafeString]:
+    """The HTML rows of one page of unlinked addresses, for ``request``'s member."""
+    shown = [UnlinkedRow.of(row, next_path=request.get_full_path()) for row in rows]
+    return rendered_rows("mailsync/_unlinked_row.html", shown, request=request)
+
+
 def unlinked_addresses_describe(rows: list[UnlinkedAddress]) -> None:
     """Fill in the sample subject and display name of one page of rows (one query)."""
     if not rows:
@@ -507,12 +535,42 @@ def unlinked_summary_forget(*, firm: Firm) -> None:
 UNLINKED_ROWS_SECONDS = 60
 
 
-def unlinked_addresses_cached(*, firm: Firm, viewer: User) -> list[UnlinkedAddress]:
+class UnlinkedRows(Sequence[UnlinkedAddress]):
+    """A member's unlinked addresses as the cache keeps them: a tuple of plain tuples,
+    each made an `UnlinkedAddress` only when a page reads it. A busy member has a thousand
+    addresses or more and a page shows 25: unpickling a thousand dataclass instances on
+    every view took longer than the page's queries."""
+
+    def __init__(self, rows: tuple[tuple, ...]) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> UnlinkedAddress: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[UnlinkedAddress]: ...
+    def __getitem__(self, index: int | slice) -> UnlinkedAddress | list[UnlinkedAddress]:
+        if isinstance(index, slice):
+            return [UnlinkedAddress(*row) for row in self._rows[index]]
+        return UnlinkedAddress(*self._rows[index])
+
+
+def _unlinked_address_tuples(*, firm: Firm, viewer: User) -> tuple[tuple, ...]:
+    names = [f.name for f in fields(UnlinkedAddress)]
+    rows = unlinked_addresses(firm=firm, viewer=viewer)
+    return tuple(tuple(getattr(row, name) for name in names) for row in rows)
+
+
+def unlinked_addresses_cached(*, firm: Firm, viewer: User) -> UnlinkedRows:
     """`unlinked_addresses` for ``viewer``, from the cache when counted in the last
     UNLINKED_ROWS_SECONDS and nothing was linked, ignored or restored since."""
-    key = f"mailsync:unlinked-rows-once:{firm.pk}:{viewer.pk}:{_generation(firm.pk)}"
-    rows = partial(unlinked_addresses, firm=firm, viewer=viewer)
-    return cached_once(key, rows, fresh_seconds=UNLINKED_ROWS_SECONDS)
+    # The key names the tuples' form: a process of the last release reading them (or this
+    # one reading its dataclasses) during a deploy would misread them.
+    key = f"mailsync:unlinked-tuples-once:{firm.pk}:{viewer.pk}:{_generation(firm.pk)}"
+    rows = partial(_unlinked_address_tuples, firm=firm, viewer=viewer)
+    return UnlinkedRows(cached_once(key, rows, fresh_seconds=UNLINKED_ROWS_SECONDS))
 
 
 def unlinked_address_name(*, firm: Firm, address: str) -> str:

@@ -369,7 +369,8 @@ def unlinked(request: HttpRequest) -> HttpResponse:
     rows = selectors.unlinked_addresses_cached(firm=request.firm, viewer=request.user)
     page = Paginator(rows, UNLINKED_PER_PAGE).get_page(request.GET.get("page"))
     selectors.unlinked_addresses_describe(page.object_list)
-    return render(request, "mailsync/unlinked.html", {"page": page})
+    rows = selectors.unlinked_rows(page.object_list, request=request)
+    return render(request, "mailsync/unlinked.html", {"page": page, "rows": rows})
 
 
 @member_required

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import re
 from email.message import EmailMessage
 from html import unescape
 
 import pytest
 from django.db import connection as db_connection
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -134,6 +136,23 @@ def test_the_list_is_paginated(owner_client, firm, mailbox):
     assert "sender25@birch.test" not in first
     assert "sender25@birch.test" in second and "sender29@birch.test" in second
     assert "Page 1 of 2 · 30 addresses" in first
+
+
+def test_ignoring_on_a_later_page_comes_back_to_that_page(owner, firm, mailbox):
+    for n in range(30):
+        _mail(firm, f"sender{n:02d}@birch.test", days_ago=n)
+    http = Client(enforce_csrf_checks=True)
+    http.force_login(owner.user)
+
+    page = http.get(UNLINKED, {"page": 2}).content.decode()
+    form = re.search(r'action="/mail/unlinked/ignore/">(.*?)</form>', page, re.S).group(1)
+    fields = dict(re.findall(r'name="([^"]+)" value="([^"]*)"', form))
+    response = http.post(reverse("mailsync:unlinked_ignore"), fields)
+
+    assert fields["next"] == f"{UNLINKED}?page=2"
+    assert response.status_code == 302
+    assert response.url == f"{UNLINKED}?page=2"
+    assert IgnoredAddress.objects.filter(firm=firm, normalized=fields["address"]).exists()
 
 
 @pytest.mark.parametrize("senders", [3, 60])
