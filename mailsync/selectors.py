@@ -461,7 +461,8 @@ class UnlinkedRow:
 
 def unlinked_rows(rows: list[UnlinkedAddress], *, request: HttpRequest) -> list[SafeString]:
     """The HTML rows of one page of unlinked addresses, for ``request``'s member."""
-    shown = [UnlinkedRow.of(row, next_path=request.get_full_path()) for row in rows]
+    next_path = request.get_full_path()
+    shown = [UnlinkedRow.of(row, next_path=next_path) for row in rows]
     return rendered_rows("mailsync/_unlinked_row.html", shown, request=request)
 
 

@@ -366,8 +366,8 @@ def _back_to_unlinked(request: HttpRequest) -> HttpResponse:
 @member_required
 def unlinked(request: HttpRequest) -> HttpResponse:
     """Addresses in synced mail that reached no client, newest first, to link or ignore."""
-    rows = selectors.unlinked_addresses_cached(firm=request.firm, viewer=request.user)
-    page = Paginator(rows, UNLINKED_PER_PAGE).get_page(request.GET.get("page"))
+    addresses = selectors.unlinked_addresses_cached(firm=request.firm, viewer=request.user)
+    page = Paginator(addresses, UNLINKED_PER_PAGE).get_page(request.GET.get("page"))
     selectors.unlinked_addresses_describe(page.object_list)
     rows = selectors.unlinked_rows(page.object_list, request=request)
     return render(request, "mailsync/unlinked.html", {"page": page, "rows": rows})
