@@ -14,10 +14,13 @@ from portal.env import env_bool, env_int, env_str
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _settings_with(env: dict[str, str]) -> subprocess.CompletedProcess:
+def _settings_with(
+    env: dict[str, str], *, code: str = "import django; django.setup()"
+) -> subprocess.CompletedProcess:
+    """``code`` run in a new interpreter over ``portal.settings`` with ``env`` added."""
     clean = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG")}
     return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
+        [sys.executable, "-c", code],
         env={**clean, "DJANGO_SETTINGS_MODULE": "portal.settings", **env},
         cwd=ROOT,
         capture_output=True,
