@@ -14,7 +14,13 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import Role
 from invoicing.delivery.models import Delivery
-from invoicing.forms import InvoiceFilterForm, InvoiceForm, LineFormSet, PaymentForm, line_initial
+from invoicing.forms import (
+    InvoiceFilterForm,
+    InvoiceForm,
+    LineFormSet,
+    empty_payment_form_html,
+    line_initial,
+)
 from invoicing.invoices import InvoiceError, invoice_create, invoice_update, invoice_void
 from invoicing.models import Invoice
 from invoicing.payments.link_requests import LINK_REQUESTED
@@ -221,7 +227,7 @@ def invoice_detail(request: HttpRequest, invoice_pk: int) -> HttpResponse:
         "overdue": invoice.status in OPEN_STATUSES and invoice.due_date < timezone.localdate(),
         "payments": payments,
         "paid_amount": invoice_paid_amount(invoice=invoice, payments=payments),
-        "payment_form": PaymentForm() if can_record_payment else None,
+        "payment_form": empty_payment_form_html() if can_record_payment else None,
     }
     return render(request, "invoicing/detail.html", context)
 

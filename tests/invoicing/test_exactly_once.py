@@ -495,6 +495,19 @@ def test_an_offline_payment_form_submitted_twice_records_one_payment(firm, owner
     assert list(Payment.objects.values_list("amount", flat=True)) == [Decimal("50.00")]
 
 
+def test_two_views_of_the_invoice_are_two_payments_of_the_same_amount(firm, owner, owner_client):
+    invoice = invoice_with_lines(
+        client=_client_with(firm, "anna@client.test"), status=Invoice.Status.SENT
+    )
+    url = reverse("invoicing:payment_record", args=[invoice.pk])
+    for reference in ("cash", "bank 42"):  # two payments, each typed into a fresh page
+        page = owner_client.get(invoice.get_absolute_url()).content.decode()
+        key = page.split('name="submission" value="')[1].split('"')[0]
+        owner_client.post(url, {"amount": "10.00", "reference": reference, "submission": key})
+
+    assert sorted(Payment.objects.values_list("reference", flat=True)) == ["bank 42", "cash"]
+
+
 @postgresql_only
 @pytest.mark.django_db(transaction=True)
 def test_an_offline_payment_submitted_twice_at_once_records_one_payment(firm):

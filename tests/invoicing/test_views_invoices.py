@@ -145,6 +145,20 @@ def test_an_overdue_invoice_says_so(owner_client, firm):
     assert 'class="badge overdue"' in body
 
 
+def test_the_payment_form_speaks_the_members_language(owner_client, owner, firm):
+    invoice = invoice_with_lines(client=ClientFactory(firm=firm), status=Invoice.Status.SENT)
+    english = owner_client.get(invoice.get_absolute_url()).content.decode()
+    owner.user.language = "fi"
+    owner.user.save(update_fields=["language"])
+
+    finnish = owner_client.get(invoice.get_absolute_url()).content.decode()
+
+    assert '<label for="id_amount">Amount received:</label>' in english
+    assert "Vastaanotettu summa" in finnish
+    assert "Amount received" not in finnish
+    assert 'name="amount" min="0.01" step="0.01" required id="id_amount"' in finnish
+
+
 def test_opened_is_labelled_approximate_on_the_timeline(owner_client, firm):
     client = ClientFactory(firm=firm)
     invoice = invoice_with_lines(client=client, status=Invoice.Status.SENT)
