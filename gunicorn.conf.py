@@ -2,9 +2,22 @@
 ``gunicorn portal.wsgi`` in the repository (or pass ``-c gunicorn.conf.py``). The webhook
 bench (bench/bench_webhook_ingest.py) starts the server with this file too.
 
-- Threaded workers (gthread), 2 per core x 4 threads (``WEB_CONCURRENCY``,
-  ``GUNICORN_THREADS``): a worker's core works on while one of its threads waits for
-  PostgreSQL, with fewer processes to hold in memory.
+- Threaded workers (gthread), one more than the cores x 2 threads (``WEB_CONCURRENCY``,
+  ``GUNICORN_THREADS``): 3 x 2 on this 2-core machine. A worker with a thread free takes
+  the next connection even while its other threads are busy, so by chance one worker holds
+  several requests while another holds one, and the requests in the busy one take several
+  times as long: with 4 workers x 4 threads the p95 was 1.5x the median. With fewer
+  requests in flight the kernel hands each connection to the next free worker, first come
+  first served. Measured at 16 connections on 2 cores (bench/README.md, "fifteenth
+  session", 2-6 alternated runs each), the client list's p95 and requests/s: 4 x 4, 133-156
+  ms and 162-190/s; 4 x 2, 115-127 ms; 4 x 1, 97-114 ms and 162-188/s; 3 x 2, 101-108 ms
+  and 181-193/s (the best of both on every page tried; a client's Problems tab 151-171 ms
+  against 205-225); 6 or 8 workers of one thread ran 10-20% fewer requests a second.
+  Webhook posts took the same with 2 threads as with 4 (one thread: 12% fewer). Two threads
+  rather than one because some views wait on a member's mail server (an email written on
+  the Email tab goes out over their SMTP server; "Test settings" logs in; up to 20 s each
+  when a server does not answer): 6 slots per host hold more of those than 4 before every
+  page waits behind them.
 - A worker takes a connection only when one of its threads is free, and answers it with
   ``Connection: close`` (``worker_connections`` = threads; ``keepalive = 0``, which gunicorn
   asks for then). A kept-alive connection stays with whichever worker accepted it, by
@@ -20,7 +33,7 @@ bench (bench/bench_webhook_ingest.py) starts the server with this file too.
 - Persistent database connections (``DATABASE_CONN_MAX_AGE``, 60 s unless set): opening a
   PostgreSQL connection per request costs more than the whole webhook post (80 against 375
   posts/s before the webhook changes). Each thread holds one, so PostgreSQL must allow
-  workers x threads connections per web host (16 here).
+  workers x threads connections per web host (6 here).
 - Each worker loads its views, catalogues and templates before it accepts a connection
   (``post_worker_init``, portal.warmup): in a fresh worker the first request took 0.4-0.6 s
   and the first Problems page 1.3 s, with every request behind it waiting.
@@ -34,9 +47,9 @@ import gc
 import os
 
 wsgi_app = "portal.wsgi:application"
-workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1))))
+workers = int(os.environ.get("WEB_CONCURRENCY", str((os.cpu_count() or 1) + 1)))
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = int(os.environ.get("GUNICORN_THREADS", "2"))
 worker_connections = threads
 keepalive = 0
 

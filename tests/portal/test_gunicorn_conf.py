@@ -39,3 +39,20 @@ def test_a_worker_takes_a_connection_only_with_a_thread_free_and_keeps_none_aliv
     conf = _conf()
     assert conf["worker_connections"] == conf["threads"]
     assert conf["keepalive"] == 0
+
+
+def test_a_host_runs_one_worker_more_than_its_cores_of_two_requests_each(monkeypatch):
+    """More requests in flight let one worker gather them while another idles (the
+    docstring's measurements)."""
+    monkeypatch.delenv("GUNICORN_THREADS", raising=False)
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    conf = _conf()
+    assert (conf["workers"], conf["threads"], conf["worker_connections"]) == (3, 2, 2)
+
+
+def test_the_environment_sets_workers_and_threads(monkeypatch):
+    monkeypatch.setenv("WEB_CONCURRENCY", "5")
+    monkeypatch.setenv("GUNICORN_THREADS", "1")
+    conf = _conf()
+    assert (conf["workers"], conf["threads"], conf["worker_connections"]) == (5, 1, 1)
