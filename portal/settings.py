@@ -594,9 +594,10 @@ if CACHE_URL:
     }
     # Sessions read from the shared cache and written through to the database: one query
     # fewer on every request (the session row; 0.2-0.3 ms of the bare view's 2.6 in
-    # process). Only with a shared cache: with each process's own memory, a session signed
-    # out in one process would stay signed in, from its cache, in the others.
-    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    # process; portal/sessions.py: the cache only a shortcut). Only with a shared cache:
+    # with each process's own memory, a session signed out in one process would stay
+    # signed in, from its cache, in the others.
+    SESSION_ENGINE = "portal.sessions"
 
 CLIENTS_PER_PAGE = env_int("CLIENTS_PER_PAGE", 25)
 # bench/bench_pages.py's floor: a bare view at /bench/floor/ (never on in production).
