@@ -273,6 +273,7 @@ def _failing_connections(firm: Firm) -> QuerySet[MailboxConnection]:
         .exclude(problem_code="")
         .exclude(connection_blip())
         .select_related("owner")
+        .defer("secret")  # an OAuth token pair can be kilobytes; no card shows it
     )
 
 
