@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from django.core.cache import cache
+from django.core.cache.backends.base import BaseCache
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +38,19 @@ STALE_SECONDS = 300
 _POLL_SECONDS = 0.02
 
 
-class _CacheDown(Exception):
-    """The cache did not answer (Redis out of reach): count without it."""
+class CacheDown(Exception):
+    """The cache did not answer (Redis out of reach): do without it."""
 
 
-def _cache(method: str, *args: object, **kwargs: object) -> object:
+def cache_call(
+    method: str, *args: object, using: BaseCache | None = None, **kwargs: object
+) -> object:
+    """``using.method(*args, **kwargs)`` (the default cache unless ``using``); whatever
+    the backend raises when it does not answer is raised as `CacheDown`."""
     try:
-        return getattr(cache, method)(*args, **kwargs)
+        return getattr(cache if using is None else using, method)(*args, **kwargs)
     except Exception as exc:  # each backend raises its own errors (redis.ConnectionError, ...)
-        raise _CacheDown(f"{type(exc).__name__}: {exc}") from exc
+        raise CacheDown(f"{type(exc).__name__}: {exc}") from exc
 
 
 def cached_once(key: str, compute: Callable[[], T], *, fresh_seconds: float) -> T:
@@ -53,13 +58,13 @@ def cached_once(key: str, compute: Callable[[], T], *, fresh_seconds: float) -> 
     at a time computes it again (any value, None included, is kept). The cache is only a
     shortcut: when it does not answer, the value is computed here (and logged)."""
     try:
-        entry = _cache("get", key)
+        entry = cache_call("get", key)
         if entry is not None and time.time() < entry[0]:
             return entry[1]
         claim = f"{key}:computing"
         token = uuid.uuid4().hex
-        claimed = _cache("add", claim, token, timeout=CLAIM_SECONDS)
-    except _CacheDown as down:
+        claimed = cache_call("add", claim, token, timeout=CLAIM_SECONDS)
+    except CacheDown as down:
         logger.warning("cache out of reach (%s): %s counted without it", down, key)
         return compute()
     if claimed:
@@ -67,16 +72,16 @@ def cached_once(key: str, compute: Callable[[], T], *, fresh_seconds: float) -> 
             return _compute_and_keep(key, compute, fresh_seconds)
         finally:
             # Only our own claim: one that outlived CLAIM_SECONDS may be another's by now.
-            with contextlib.suppress(_CacheDown):
-                if _cache("get", claim) == token:
-                    _cache("delete", claim)
+            with contextlib.suppress(CacheDown):
+                if cache_call("get", claim) == token:
+                    cache_call("delete", claim)
     if entry is not None:
         return entry[1]  # expired: shown while the one who claimed it counts again
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
         time.sleep(_POLL_SECONDS)
-        with contextlib.suppress(_CacheDown):
-            entry = _cache("get", key)
+        with contextlib.suppress(CacheDown):
+            entry = cache_call("get", key)
         if entry is not None:
             return entry[1]
     return _compute_and_keep(key, compute, fresh_seconds)
@@ -84,6 +89,6 @@ def cached_once(key: str, compute: Callable[[], T], *, fresh_seconds: float) -> 
 
 def _compute_and_keep(key: str, compute: Callable[[], T], fresh_seconds: float) -> T:
     value = compute()
-    with contextlib.suppress(_CacheDown):  # kept next time, then
-        _cache("set", key, (time.time() + fresh_seconds, value), fresh_seconds + STALE_SECONDS)
+    with contextlib.suppress(CacheDown):  # kept next time, then
+        cache_call("set", key, (time.time() + fresh_seconds, value), fresh_seconds + STALE_SECONDS)
     return value

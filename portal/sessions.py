@@ -17,6 +17,8 @@ import logging
 from django.contrib.sessions.backends.cached_db import SessionStore as CachedDBStore
 from django.contrib.sessions.backends.db import SessionStore as DBStore
 
+from portal.cache_once import CacheDown, cache_call
+
 logger = logging.getLogger(__name__)
 
 CACHE_SECONDS = 300
@@ -54,7 +56,7 @@ class SessionStore(CachedDBStore):
 
     def _cache_call(self, method: str, *args: object) -> object:
         try:
-            return getattr(self._cache, method)(*args)
-        except Exception:  # each backend raises its own errors (redis.ConnectionError, ...)
-            logger.warning("session cache did not answer (%s); the database did", method)
+            return cache_call(method, *args, using=self._cache)
+        except CacheDown as down:
+            logger.warning("session cache did not answer (%s: %s); the database did", method, down)
             return None
