@@ -540,3 +540,75 @@ class ImageSender(models.Model):
 
     def __str__(self) -> str:
         return self.normalized
+
+
+class WrittenEmail(models.Model):
+    """An email a member wrote to a client on the Email tab, kept from the moment they press
+    Send until a worker on the send queue has sent it (`mailsync.written`).
+
+    The page never waits on the member's mail server: a server that does not answer would
+    hold a web worker for the send's whole timeout. Each rendering of the form carries its
+    own ``submission_key``, unique per member, so a double click or a browser's retry keeps
+    one row and sends one email. A row leaves "queued" for "sending" in one conditional
+    update, so a redelivered or duplicated task sends nothing; a worker that died while
+    "sending" leaves it "unknown" (it may have gone out), never sent twice.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Waiting to be sent")
+        SENDING = "sending", _("Sending")
+        SENT = "sent", _("Sent")
+        FAILED = "failed", _("Not sent")
+        UNKNOWN = "unknown", _("Outcome unknown")
+
+    # Failures that are not a server's answer (`SendResult.no_server`,
+    # `SendResult.credentials_unavailable`), kept in ``failure_code`` beside the classified ones.
+    NO_SERVER = "no_server"
+    CREDENTIALS_UNAVAILABLE = "credentials_unavailable"
+    SENDER_GONE = "sender_gone"
+    BAD_HEADER = "bad_header"
+
+    firm = models.ForeignKey(Firm, on_delete=models.CASCADE, related_name="+")
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    member = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    sender = models.ForeignKey(
+        OutgoingAddress, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reply_to = models.ForeignKey(Message, null=True, on_delete=models.SET_NULL, related_name="+")
+    recipients = models.JSONField(default=list)  # validated addresses, in the form's order
+    subject = models.CharField(max_length=500)
+    body = models.TextField()
+    submission_key = models.CharField(max_length=64)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    created = models.DateTimeField(default=timezone.now)
+    claimed_at = models.DateTimeField(null=True)
+    finished_at = models.DateTimeField(null=True)
+    # Why it was not sent: a `mailsync.errors` code, or one of the constants above.
+    failure_code = models.CharField(max_length=64, blank=True)
+    failure_step = models.CharField(max_length=32, blank=True)
+    failure_detail = models.TextField(blank=True)
+    refused = models.JSONField(default=dict)  # recipient -> the server's reply
+    message = models.ForeignKey(Message, null=True, on_delete=models.SET_NULL, related_name="+")
+    not_kept = models.BooleanField(default=False)  # sent, but the portal's copy was not stored
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["member", "submission_key"], name="writtenemail_one_per_submission"
+            )
+        ]
+        indexes = [
+            # The watchdog's query: rows still waiting or sending, by age.
+            models.Index(
+                fields=["status", "created"],
+                condition=Q(status__in=["queued", "sending"]),
+                name="writtenemail_open_idx",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} ({self.status})"
+
+    @property
+    def done(self) -> bool:
+        return self.status not in (self.Status.QUEUED, self.Status.SENDING)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from mailsync import services
+from mailsync import services, written
 from mailsync.engine import mailbox_sync
+from mailsync.written import written_email_send
 
 
 @shared_task(name="mailsync.sync_mailbox", ignore_result=True, acks_late=True)
@@ -56,3 +57,16 @@ def remind_reauth() -> None:
     """Hourly: remind members whose mailbox still needs re-authentication (at most daily)."""
     for pk in services.connections_reauth_reminders_due():
         services.connection_reauth_notify(pk=pk)
+
+
+@shared_task(name="mailsync.send_written_email", ignore_result=True, acks_late=True)
+def send_written_email(written_id: int) -> None:
+    """Send an email a member wrote on a client's Email tab (once: see mailsync.written)."""
+    written_email_send(written_id)
+
+
+@shared_task(name="mailsync.written_emails_watch", ignore_result=True)
+def written_emails_watch() -> None:
+    """Every minute: queue again written emails whose task was lost; those whose worker
+    stopped mid-send become "unknown"."""
+    written.written_emails_watch()

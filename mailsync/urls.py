@@ -77,6 +77,11 @@ urlpatterns = [
         name="reply",
     ),
     path(
+        "clients/<int:client_pk>/email/written/<int:written_pk>/",
+        views_outgoing.written_email,
+        name="written_email",
+    ),
+    path(
         "clients/<int:client_pk>/email/sender/",
         views_outgoing.client_sender,
         name="client_sender",

@@ -38,6 +38,8 @@ SCHEDULES = [
     # after contacts' addresses changed (portal cannot call mailsync, so mailsync looks).
     Schedule("sync due mailboxes", "mailsync.dispatch_due", 60),
     Schedule("release stuck mailbox syncs", "mailsync.release_stuck_leases", 600),
+    # Emails written on a client's Email tab whose task was lost, or whose worker stopped.
+    Schedule("watch emails written to clients", "mailsync.written_emails_watch", 60),
     Schedule("re-link mail to changed contact addresses", "mailsync.relink_changed_addresses", 300),
     # Blobs (raw mail) no row names and older than BLOB_SWEEP_GRACE_HOURS: orphans of a
     # crash between blob write and commit, or of deleted messages.

@@ -509,6 +509,9 @@ CELERY_TASK_ROUTES = {
     "invoicing.pay_link_request_notify": {"queue": "send"},
     "invoicing.requeue_stale_deliveries": {"queue": "send"},
     "invoicing.expire_stuck_sending": {"queue": "send"},
+    # Emails members write on a client's Email tab, and their watchdog.
+    "mailsync.send_written_email": {"queue": "send"},
+    "mailsync.written_emails_watch": {"queue": "send"},
     # What the ESPs and the bounce mailbox tell us about sent mail.
     "invoicing.process_webhook_event": {"queue": "webhooks"},
     "invoicing.sweep_webhook_events": {"queue": "webhooks"},

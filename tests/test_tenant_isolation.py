@@ -25,6 +25,7 @@ from mailsync.models import (
     MailboxConnection,
     MailboxFolder,
     Message,
+    WrittenEmail,
 )
 from portal.models import Client, Contact, ContactAddress, Document, OutboxEmail
 from tests.factories import (
@@ -84,6 +85,8 @@ SECRETS = [
     "SECRET-SYNCED-SUBJECT-A",
     "SECRET-SYNCED-TEXT-A",
     "secret-mailbox-a@firm-a.test",
+    "SECRET-WRITTEN-SUBJECT-A",
+    "SECRET-WRITTEN-BODY-A",
 ]
 
 
@@ -210,6 +213,21 @@ PARAMETERS = {
     # A folder of firm A's mailbox (Re-check this folder, after a silent gap).
     "folder_pk": lambda a: (
         MailboxFolder.objects.get_or_create(connection=a.connection, name="INBOX")[0].pk
+    ),
+    # An email firm A's owner wrote to its client (where Send leads: its outcome).
+    "written_pk": lambda a: (
+        WrittenEmail.objects.get_or_create(
+            firm=a.client.firm,
+            client=a.client,
+            member=a.owner.user,
+            submission_key="firm-a",
+            defaults={
+                "recipients": ["secret.address@a-client.test"],
+                "subject": "SECRET-WRITTEN-SUBJECT-A",
+                "body": "SECRET-WRITTEN-BODY-A",
+                "status": WrittenEmail.Status.FAILED,
+            },
+        )[0].pk
     ),
     # Firm A's synced message on its client (Reply on the client's Email tab).
     "message_pk": lambda a: Message.objects.get(firm=a.client.firm).pk,

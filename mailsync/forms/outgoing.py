@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
@@ -92,6 +94,15 @@ class ComposeForm(forms.Form):
     )
     subject = forms.CharField(label=_("Subject"), max_length=500)
     body = forms.CharField(label=_("Message"), widget=forms.Textarea(attrs={"rows": 14}))
+    # One per rendering of the form: pressing Send twice (or a browser posting it again)
+    # sends one email (mailsync.written).
+    submission = forms.CharField(
+        widget=forms.HiddenInput,
+        max_length=64,
+        error_messages={
+            "required": _("This form is out of date. Check what you wrote and press Send again.")
+        },
+    )
 
     def __init__(
         self,
@@ -101,6 +112,8 @@ class ComposeForm(forms.Form):
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if not self.is_bound:
+            self.initial["submission"] = secrets.token_urlsafe(24)
         self._senders = {str(a.pk): a for a in senders}
         self._addresses = {str(a.pk): a for a in addresses}
         self.fields["sender"].choices = [(str(a.pk), _address_label(a)) for a in senders]

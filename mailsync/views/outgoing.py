@@ -26,7 +26,9 @@ from mailsync.forms.outgoing import (
     SenderAddressForm,
     SendingServerForm,
 )
-from mailsync.models import MailboxConnection, Message
+from mailsync.models import MailboxConnection, Message, WrittenEmail
+from mailsync.written import written_email_queue, written_email_result
+from portal.addresses import normalize_address
 from portal.headers import HeaderTextError
 from portal.models import Client, ContactAddress
 from portal.ratelimits import RateLimited, hit
@@ -230,26 +232,40 @@ def _initial(
     return initial
 
 
-def _compose(request: HttpRequest, client: Client, *, reply_to: Message | None) -> HttpResponse:
-    resolution = outgoing.outgoing_resolve(request.user, client)
-    senders = resolution.available
-    addresses = list(
-        ContactAddress.objects.filter(firm=request.firm, contact__client=client)
+def _client_addresses(client: Client) -> list[ContactAddress]:
+    return list(
+        ContactAddress.objects.filter(firm=client.firm, contact__client=client)
         .select_related("contact")
         .order_by("contact__name", "-is_primary", "address")
     )
+
+
+def _compose(request: HttpRequest, client: Client, *, reply_to: Message | None) -> HttpResponse:
+    resolution = outgoing.outgoing_resolve(request.user, client)
+    addresses = _client_addresses(client)
     resolved = resolution.address
     form = ComposeForm(
         request.POST or None,
-        senders=senders,
+        senders=resolution.available,
         addresses=addresses,
         initial=_initial(addresses, reply_to, resolved.pk if resolved else None),
     )
-    result: sending.SendResult | None = None
-    if request.method == "POST" and senders and form.is_valid():
+    if request.method == "POST" and resolution.available and form.is_valid():
         data = form.cleaned_data
         try:
-            result = sending.email_send(
+            # What the worker will build, built now: a sender's stored name that cannot be
+            # a header is the member's to fix here, not a failure to poll for.
+            sending.email_build(
+                sender=data["sender"],
+                recipients=data["recipients"],
+                subject=data["subject"],
+                body=data["body"],
+                reply_to=reply_to,
+            )
+        except HeaderTextError as exc:
+            form.add_error("sender", str(exc))
+        else:
+            written = written_email_queue(
                 member=request.user,
                 client=client,
                 sender=data["sender"],
@@ -257,29 +273,29 @@ def _compose(request: HttpRequest, client: Client, *, reply_to: Message | None) 
                 subject=data["subject"],
                 body=data["body"],
                 reply_to=reply_to,
+                submission_key=data["submission"],
             )
-        except HeaderTextError as exc:  # the sender's stored name (the subject is checked)
-            form.add_error("sender", str(exc))
-            result = None
-        if result is not None and result.ok:
-            messages.success(request, _("Email sent."))
-            if result.not_kept:
-                messages.warning(
-                    request,
-                    _(
-                        "The portal could not keep its copy of this email just now, so it may "
-                        "not show on this client's Email tab. Do not send it again."
-                    ),
-                )
-            for address, reply_text in result.refused.items():
-                messages.warning(
-                    request,
-                    _("The server refused %(address)s: %(reply)s")
-                    % {"address": address, "reply": reply_text},
-                )
-            return redirect("mailsync:client_email", client.pk)
+            return redirect("mailsync:written_email", client.pk, written.pk)
+    return _compose_page(request, client, form, resolution, reply_to=reply_to)
+
+
+def _compose_page(
+    request: HttpRequest,
+    client: Client,
+    form: ComposeForm,
+    resolution: outgoing.Resolution,
+    *,
+    reply_to: Message | None,
+    written: WrittenEmail | None = None,
+) -> HttpResponse:
+    """The compose page: the form, and why an earlier press of Send did not send."""
+    result = written_email_result(written) if written is not None else None
     # The address the page talks about: the one just tried, else the resolved one.
-    sender = getattr(form, "cleaned_data", {}).get("sender") or resolved
+    sender = (
+        (written.sender if written is not None else None)
+        or getattr(form, "cleaned_data", {}).get("sender")
+        or resolution.address
+    )
     failure = _failure(result.error) if result is not None and result.error is not None else None
     return render(
         request,
@@ -289,19 +305,91 @@ def _compose(request: HttpRequest, client: Client, *, reply_to: Message | None) 
             "tab": "email",
             "form": form,
             "reply_to": reply_to,
-            "senders": senders,
+            "senders": resolution.available,
             "resolution": resolution,
             "sender": sender,
             "send_problem": _send_problem_of(sender),
             "result": result,
+            "written": written,
             "failure": failure,
             "invalid_recipient_code": INVALID_RECIPIENT_CHARS if form.invalid_characters else "",
             "sender_form": ClientSenderForm(
-                senders=senders,
+                senders=resolution.available,
                 initial={"address": str(resolution.chosen.pk) if resolution.chosen else ""},
             ),
         },
     )
+
+
+@member_required
+@require_http_methods(["GET"])
+def written_email(request: HttpRequest, client_pk: int, written_pk: int) -> HttpResponse:
+    """Where Send leads: "Sending..." until a worker has sent the email (the page asks again
+    every second), then the client's Email tab; if it was not sent, the compose page again
+    with everything that was written and why."""
+    client = get_client_for_member(request, client_pk)
+    written = get_object_or_404(
+        WrittenEmail.objects.select_related("sender__connection", "reply_to"),
+        pk=written_pk,
+        firm=request.firm,
+        client=client,
+        member=request.user,
+    )
+    if request.headers.get("HX-Request"):
+        response = render(
+            request, "mailsync/_written_status.html", {"client": client, "written": written}
+        )
+        if written.done:
+            response["HX-Redirect"] = request.path  # the whole page shows the outcome
+        return response
+    if not written.done:
+        return render(
+            request,
+            "mailsync/written_status.html",
+            {"client": client, "tab": "email", "written": written},
+        )
+    if written.status == WrittenEmail.Status.SENT:
+        _sent_messages(request, written)
+        return redirect("mailsync:client_email", client.pk)
+    # Not sent, or not known to be: the form again, filled in, with a new submission key.
+    resolution = outgoing.outgoing_resolve(request.user, client)
+    addresses = _client_addresses(client)
+    form = ComposeForm(
+        senders=resolution.available,
+        addresses=addresses,
+        initial={
+            "sender": str(written.sender_id or ""),
+            "recipients": _address_pks(addresses, written.recipients),
+            "subject": written.subject,
+            "body": written.body,
+        },
+    )
+    return _compose_page(
+        request, client, form, resolution, reply_to=written.reply_to, written=written
+    )
+
+
+def _address_pks(addresses: list[ContactAddress], recipients: list[str]) -> list[str]:
+    wanted = {normalize_address(r) for r in recipients}
+    return [str(a.pk) for a in addresses if a.normalized in wanted]
+
+
+def _sent_messages(request: HttpRequest, written: WrittenEmail) -> None:
+    messages.success(request, _("Email sent."))
+    if written.not_kept:
+        messages.warning(
+            request,
+            _(
+                "The portal could not keep its copy of this email just now, so it may "
+                "not show on this client's Email tab. Do not send it again."
+            ),
+        )
+    for address, reply_text in written.refused.items():
+        messages.warning(
+            request,
+            _("The server refused %(address)s: %(reply)s")
+            % {"address": address, "reply": reply_text},
+        )
 
 
 def _send_problem_of(address) -> dict | None:

@@ -9,6 +9,7 @@ import pytest
 
 from mailsync.adapters import Credentials, ServerSettings
 from mailsync.netguard import Guard
+from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.servers import dovecot_fixtures, s3
 from tests.servers.dovecot_fixtures import MailboxUser
 
@@ -72,3 +73,13 @@ def pop3_settings(mailbox_user: MailboxUser) -> ServerSettings:
 @pytest.fixture
 def credentials(mailbox_user: MailboxUser) -> Credentials:
     return Credentials(password=mailbox_user.password)
+
+
+# A client with two addresses, for writing to from the Email tab.
+@pytest.fixture
+def client_(firm):
+    client = ClientFactory(firm=firm, display_name="Birch Bakery")
+    contact = ContactFactory(client=client, name="Bea Birch")
+    ContactAddressFactory(contact=contact, address="bea@bakery.test", is_primary=True)
+    ContactAddressFactory(contact=contact, address="orders@bakery.test", is_primary=False)
+    return client

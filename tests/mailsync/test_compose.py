@@ -39,10 +39,11 @@ from tests.mailsync.factories import (
     MessageFactory,
     fernet_key,  # noqa: F401
 )
+from tests.mailsync.writing import compose_url, press_send
+from tests.mailsync.writing import sending_mailbox as _mailbox
 from tests.servers import oauth_server as oauth_fixtures
 from tests.servers import smtp_auth
 from tests.servers.oauth_server import OAuthTokenServer
-from tests.servers.smtp_auth import SubmissionServer
 
 # The loopback submission server (session-wide) and a clean slate per test; the same
 # for the OAuth2 token endpoint.
@@ -50,35 +51,6 @@ submission_server = smtp_auth.submission_server
 submission = smtp_auth.submission
 oauth_server = oauth_fixtures.oauth_server
 oauth_token_endpoint = oauth_fixtures.oauth_token_endpoint
-
-
-@pytest.fixture
-def client_(firm):
-    client = ClientFactory(firm=firm, display_name="Birch Bakery")
-    contact = ContactFactory(client=client, name="Bea Birch")
-    ContactAddressFactory(contact=contact, address="bea@bakery.test", is_primary=True)
-    ContactAddressFactory(contact=contact, address="orders@bakery.test", is_primary=False)
-    return client
-
-
-def _mailbox(
-    submission: SubmissionServer, *, firm, owner, address: str, password: str = "", **extra
-) -> MailboxConnection:
-    login = extra.pop("username", address.split("@")[0])
-    password = password or f"pw-{login}"
-    submission.add_user(login, password, sends_as=(address,))
-    connection = MailboxConnectionFactory(
-        firm=firm,
-        owner=owner,
-        email_address=address,
-        username=login,
-        secret=crypto.encrypt(password),
-        **extra,
-    )
-    OutgoingServer.objects.create(
-        connection=connection, host=submission.host, port=submission.port, security="none"
-    )
-    return connection
 
 
 def _address_pks(client, *addresses: str) -> list[str]:
@@ -94,7 +66,7 @@ def _write(http, client, sender: OutgoingAddress, *, to=("bea@bakery.test",), **
         "body": "Dear Bea,\n\nThe accounts are ready.\n\nAnn",
     }
     data.update(fields)
-    return http.post(reverse("mailsync:compose", args=[client.pk]), data)
+    return press_send(http, compose_url(client), data)
 
 
 def _checked(page: str) -> list[str]:
@@ -193,7 +165,8 @@ def test_a_reply_carries_in_reply_to_references_and_a_re_subject(
     orders = _address_pks(client_, "orders@bakery.test")[0]
     assert _checked(form) == [orders]  # the address the question came from
     sender = outgoing_for(owner.user, client_)
-    response = owner_client.post(
+    response = press_send(
+        owner_client,
         url,
         {
             "sender": sender.pk,
@@ -303,8 +276,9 @@ def test_an_address_with_a_forbidden_character_is_not_sent_and_the_character_is_
     bad = ContactAddressFactory(contact=client_.contacts.get(), address="bea>@bakery.test")
     sender = outgoing_for(owner.user, client_)
 
-    response = owner_client.post(
-        reverse("mailsync:compose", args=[client_.pk]),
+    response = press_send(
+        owner_client,
+        compose_url(client_),
         {"sender": sender.pk, "recipients": [bad.pk], "subject": "Hello", "body": "Hi"},
     )
 
@@ -363,8 +337,9 @@ def test_an_outsider_cannot_send_as_another_firms_mailbox(
     target = ContactAddressFactory(contact=ContactFactory(client=own_client))
 
     on_their_client = _write(outsider_client, client_, theirs)
-    on_own_client = outsider_client.post(
-        reverse("mailsync:compose", args=[own_client.pk]),
+    on_own_client = press_send(
+        outsider_client,
+        compose_url(own_client),
         {"sender": theirs.pk, "recipients": [target.pk], "subject": "x", "body": "x"},
     )
     choose = outsider_client.post(

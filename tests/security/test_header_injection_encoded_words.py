@@ -19,6 +19,7 @@ from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.invoicing import factories as invoicing_factories
 from tests.invoicing.factories import invoice_with_lines
 from tests.mailsync.factories import MailboxConnectionFactory
+from tests.mailsync.writing import compose_url, press_send
 from tests.servers import smtp as smtp_fixtures
 from tests.servers import smtp_auth
 
@@ -97,7 +98,7 @@ def _write(http, client, sender, **fields):
     address = client.contacts.get().addresses.get()
     data = {"sender": sender.pk, "recipients": [address.pk], "subject": "Hi", "body": "Hello"}
     data.update(fields)
-    return http.post(reverse("mailsync:compose", args=[client.pk]), data)
+    return press_send(http, compose_url(client), data)
 
 
 @pytest.mark.parametrize("subject", ENCODED)
