@@ -79,6 +79,7 @@ SUPPORT_ALLOWED_VIEWS = frozenset(
         "mailsync:message_images",
         "mailsync:compose",
         "mailsync:reply",
+        "mailsync:written_email",
         "mailsync:client_sender",
         "mailsync:unlinked",
         "mailsync:unlinked_choose_client",

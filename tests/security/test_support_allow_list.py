@@ -73,6 +73,7 @@ EXPECTED_REACHABLE = {
             "message_images",
             "compose",
             "reply",
+            "written_email",
             "client_sender",
             "unlinked",
             "unlinked_choose_client",
