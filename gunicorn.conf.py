@@ -14,10 +14,11 @@ bench (bench/bench_webhook_ingest.py) starts the server with this file too.
   and 181-193/s (the best of both on every page tried; a client's Problems tab 151-171 ms
   against 205-225); 6 or 8 workers of one thread ran 10-20% fewer requests a second.
   Webhook posts took the same with 2 threads as with 4 (one thread: 12% fewer). Two threads
-  rather than one because some views wait on a member's mail server (an email written on
-  the Email tab goes out over their SMTP server, "Test settings" logs in: 20-30 s each when
-  a server does not answer): 6 slots per host hold more of those than 4 before every page
-  waits behind them.
+  rather than one because a few views wait on a member's mail server ("Test account", a
+  sending server's or a new sending address's test: 20-30 s when it does not answer). Such
+  a request takes the process's one slot for it (mailsync.server_waits), so the other
+  thread is always free for pages; an email written on the Email tab is sent by a worker,
+  never in the request (mailsync.written).
 - A worker takes a connection only when one of its threads is free, and answers it with
   ``Connection: close`` (``worker_connections`` = threads; ``keepalive = 0``, which gunicorn
   asks for then). A kept-alive connection stays with whichever worker accepted it, by

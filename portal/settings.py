@@ -432,6 +432,10 @@ MAILSYNC_BATCH_SIZE = env_int("MAILSYNC_BATCH_SIZE", 150)
 MAILSYNC_MAX_ATTACHMENT_BYTES = env_int("MAILSYNC_MAX_ATTACHMENT_BYTES", 25 * 1024 * 1024)
 MAILSYNC_POLL_SECONDS = env_int("MAILSYNC_POLL_SECONDS", 300)
 MAILSYNC_TIMEOUT = env_float("MAILSYNC_TIMEOUT", 60.0)
+# Web requests of one process that may wait on a member's mail server at once ("Test
+# account", a sending server's or address's test): the rest of its threads stay free for
+# pages (mailsync.server_waits).
+MAIL_SERVER_WAITS_PER_PROCESS = env_int("MAIL_SERVER_WAITS_PER_PROCESS", 1)
 # Mail servers members type (Test account, sync, sending, the shared mailbox) must be on
 # the public internet: private, loopback, link-local and reserved addresses are refused so
 # the portal cannot be used to probe its own network. On-premises installations whose mail

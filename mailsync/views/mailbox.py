@@ -23,6 +23,7 @@ from mailsync.forms.mailbox import ConnectionForm, FolderForm, IgnoreAddressForm
 from mailsync.models import IgnoredAddress, MailboxConnection, MailboxFolder
 from mailsync.netguard import guard_from_settings
 from mailsync.presets import preset_for_host
+from mailsync.server_waits import MailServerBusy, mail_server_wait
 from portal.addresses import normalize_address
 from portal.ratelimits import RateLimited, hit
 from portal.redirects import next_path, redirect_next
@@ -101,6 +102,59 @@ def _send_problem(result: AccountCheck) -> SyncError | None:
     return None
 
 
+def _save_checked(
+    request: HttpRequest,
+    form: ConnectionForm,
+    connection: MailboxConnection | None,
+    *,
+    shared: bool,
+    smtp_checked: bool,
+    send_problem: SyncError | None,
+) -> HttpResponse | None:
+    """Save the mailbox whose check passed (or failed only at sending, by the provider's
+    policy): the page to go to next, or None with the reason on the form."""
+    data = form.cleaned_data
+    try:
+        if connection is not None:
+            services.connection_reauthenticate(
+                connection=connection,
+                password=data["password"],
+                smtp_checked=smtp_checked,
+                send_problem=send_problem,
+            )
+            messages.success(request, _("Signed in again. Sync resumes where it stopped."))
+        else:
+            connection = services.connection_create(
+                firm=request.firm,
+                owner=None if shared else request.user,
+                kind=data["kind"],
+                email_address=data["email_address"],
+                host=data["host"],
+                port=data["port"],
+                security=data["security"],
+                username=data["username"],
+                password=data["password"],
+                send_problem=send_problem,
+            )
+            messages.success(request, _("Mailbox connected. The first sync starts now."))
+        if send_problem is not None:
+            messages.warning(
+                request,
+                _(
+                    "Mail will be synced, but the provider refuses sending from this "
+                    "mailbox (authenticated SMTP is switched off). Ask your IT "
+                    "administrator to enable it, then Re-authenticate."
+                ),
+            )
+    except CredentialsUnavailable as exc:
+        form.add_error(None, str(exc))
+    else:
+        pk = connection.pk
+        transaction.on_commit(lambda: tasks.sync_mailbox.delay(pk))
+        return _back(connection)
+    return None
+
+
 @member_required
 @require_http_methods(["GET", "POST"])
 def credentials(request: HttpRequest) -> HttpResponse:
@@ -147,51 +201,29 @@ def credentials(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and limited is None and form.is_valid():
         data = form.cleaned_data
         smtp_checked = form.checks_smtp
-        result = _check(data, smtp=smtp_checked)
-        send_problem = _send_problem(result)
-        if connection is not None and result.ok and smtp_checked:
-            # SMTP login worked for this mailbox: sending is allowed again, whether or not
-            # the member saves the new password.
-            services.connection_send_problem_clear(connection=connection)
-        if (result.ok or send_problem is not None) and request.POST.get("action") == "save":
-            try:
-                if connection is not None:
-                    services.connection_reauthenticate(
-                        connection=connection,
-                        password=data["password"],
-                        smtp_checked=smtp_checked,
-                        send_problem=send_problem,
-                    )
-                    messages.success(request, _("Signed in again. Sync resumes where it stopped."))
-                else:
-                    connection = services.connection_create(
-                        firm=request.firm,
-                        owner=None if shared else request.user,
-                        kind=data["kind"],
-                        email_address=data["email_address"],
-                        host=data["host"],
-                        port=data["port"],
-                        security=data["security"],
-                        username=data["username"],
-                        password=data["password"],
-                        send_problem=send_problem,
-                    )
-                    messages.success(request, _("Mailbox connected. The first sync starts now."))
-                if send_problem is not None:
-                    messages.warning(
-                        request,
-                        _(
-                            "Mail will be synced, but the provider refuses sending from this "
-                            "mailbox (authenticated SMTP is switched off). Ask your IT "
-                            "administrator to enable it, then Re-authenticate."
-                        ),
-                    )
-            except CredentialsUnavailable as exc:
-                form.add_error(None, str(exc))
-            else:
-                pk = connection.pk
-                transaction.on_commit(lambda: tasks.sync_mailbox.delay(pk))
-                return _back(connection)
+        try:
+            with mail_server_wait():
+                result = _check(data, smtp=smtp_checked)
+        except MailServerBusy as busy:
+            form.add_error(None, busy.message)
+            status = 503
+        else:
+            send_problem = _send_problem(result)
+            if connection is not None and result.ok and smtp_checked:
+                # SMTP login worked for this mailbox: sending is allowed again, whether or not
+                # the member saves the new password.
+                services.connection_send_problem_clear(connection=connection)
+            if (result.ok or send_problem is not None) and request.POST.get("action") == "save":
+                saved = _save_checked(
+                    request,
+                    form,
+                    connection,
+                    shared=shared,
+                    smtp_checked=smtp_checked,
+                    send_problem=send_problem,
+                )
+                if saved is not None:
+                    return saved
     plain = None
     if result is not None and result.error is not None:
         plain = plain_failure(result.error, host=str(form.cleaned_data.get("host") or ""))

@@ -27,6 +27,7 @@ from mailsync.forms.outgoing import (
     SendingServerForm,
 )
 from mailsync.models import MailboxConnection, Message, WrittenEmail
+from mailsync.server_waits import MailServerBusy, mail_server_wait
 from mailsync.written import written_email_queue, written_email_result
 from portal.addresses import normalize_address
 from portal.headers import HeaderTextError
@@ -123,11 +124,14 @@ def _address_action(request: HttpRequest, connection: MailboxConnection) -> dict
         if not form.is_valid():
             return {"action": action, "form": form}
         try:
-            added = outgoing.address_add(
-                connection=connection,
-                address=form.cleaned_data["address"],
-                display_name=form.cleaned_data["display_name"],
-            )
+            with mail_server_wait():
+                added = outgoing.address_add(
+                    connection=connection,
+                    address=form.cleaned_data["address"],
+                    display_name=form.cleaned_data["display_name"],
+                )
+        except MailServerBusy as busy:
+            return {"action": action, "form": form, "message": busy.message, "status": 503}
         except outgoing.AddressRefused as exc:
             return {
                 "action": action,
@@ -153,7 +157,11 @@ def _address_action(request: HttpRequest, connection: MailboxConnection) -> dict
             form.add_error(None, limited.message)
             return {"action": action, "form": form, "status": 429}
         try:
-            sending.server_check(connection=connection, **form.cleaned_data)
+            with mail_server_wait():
+                sending.server_check(connection=connection, **form.cleaned_data)
+        except MailServerBusy as busy:
+            form.add_error(None, busy.message)
+            return {"action": action, "form": form, "status": 503}
         except sending.ServerNotAllowed as refused:
             form.add_error(None, refused.message)
             return {"action": action, "form": form}
