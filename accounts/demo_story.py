@@ -150,7 +150,9 @@ def _synced_mail(firm: Firm, member: object) -> None:
     from mailsync.models import MailboxConnection
     from mailsync.services import connection_create, connection_record_success
 
-    if MailboxConnection.objects.filter(firm=firm, email_address="anna.staff@demo.test").exists():
+    existing = MailboxConnection.objects.filter(firm=firm, email_address="anna.staff@demo.test")
+    if existing.exists():
+        _sends_through_demo_server(existing.get())
         return
     connection = connection_create(
         firm=firm,
@@ -165,6 +167,20 @@ def _synced_mail(firm: Firm, member: object) -> None:
     )
     imported = _store_samples(connection, sorted(SAMPLE_MAIL.glob("*.eml")))
     connection_record_success(connection=connection, imported=imported)
+    _sends_through_demo_server(connection)
+
+
+def _sends_through_demo_server(connection: object) -> None:
+    """Anna writes to clients from the Email tab through the demo's sending server
+    (mailsync.demo_smtp, started by scripts/run.sh): what she sends lands in the Outbox."""
+    from django.conf import settings
+
+    from mailsync.models import OutgoingServer
+
+    OutgoingServer.objects.update_or_create(
+        connection=connection,
+        defaults={"host": "127.0.0.1", "port": settings.DEMO_SMTP_PORT, "security": "none"},
+    )
 
 
 def _store_samples(connection: object, paths: list[Path]) -> int:

@@ -436,6 +436,9 @@ MAILSYNC_TIMEOUT = env_float("MAILSYNC_TIMEOUT", 60.0)
 # account", a sending server's or address's test): the rest of its threads stay free for
 # pages (mailsync.server_waits).
 MAIL_SERVER_WAITS_PER_PROCESS = env_int("MAIL_SERVER_WAITS_PER_PROCESS", 1)
+# The demo's sending server on loopback (scripts/run.sh, manage.py demo_smtp): the demo
+# mailboxes send through it, and what they send lands in the local Outbox.
+DEMO_SMTP_PORT = env_int("DEMO_SMTP_PORT", 2525)
 # Mail servers members type (Test account, sync, sending, the shared mailbox) must be on
 # the public internet: private, loopback, link-local and reserved addresses are refused so
 # the portal cannot be used to probe its own network. On-premises installations whose mail

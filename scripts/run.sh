@@ -18,6 +18,10 @@ PORT="${PORT:-8000}"
 # Links in emails (Pay Now, invitations) point at this run, whatever its port.
 export SITE_URL="${SITE_URL:-http://127.0.0.1:${PORT}}"
 export EMAIL_BACKEND="${EMAIL_BACKEND:-invoicing.delivery.simulator.SimulatorBackend}"
+# The demo mailboxes send through the demo's own SMTP server on loopback (manage.py
+# demo_smtp), which the portal refuses to reach unless private hosts are allowed.
+export DEMO_SMTP_PORT="${DEMO_SMTP_PORT:-2525}"
+export OUTBOUND_ALLOW_PRIVATE_HOSTS="${OUTBOUND_ALLOW_PRIVATE_HOSTS:-1}"
 LOG_DIR="${PORTAL_VAR_DIR:-var}/log"
 
 .venv/bin/python manage.py migrate --no-input
@@ -51,6 +55,7 @@ mkdir -p "$LOG_DIR"
 # One worker for every queue (production runs one set of workers per queue; see README).
 start .venv/bin/celery -A portal worker --pool=solo -Q sync,send,webhooks,checks,default \
   --loglevel=INFO > "$LOG_DIR/worker.log" 2>&1
+start .venv/bin/python manage.py demo_smtp > "$LOG_DIR/demo_smtp.log" 2>&1
 start .venv/bin/celery -A portal beat --scheduler django_celery_beat.schedulers:DatabaseScheduler \
   --loglevel=INFO --pidfile= > "$LOG_DIR/beat.log" 2>&1
 
@@ -65,4 +70,4 @@ cat <<TXT
 TXT
 start .venv/bin/python manage.py runserver "127.0.0.1:${PORT}"
 # Returns when the web server ends or a signal arrives (the traps then stop everything).
-wait "${PIDS[2]}"
+wait "${PIDS[3]}"

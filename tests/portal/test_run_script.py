@@ -67,7 +67,12 @@ def test_run_sh_answers_on_its_port_and_sigterm_stops_everything_it_started(tmp_
         for key, value in os.environ.items()
         if not key.startswith(("DATABASE_URL", "DJANGO_", "CELERY_", "EMAIL_", "SITE_URL"))
     }
-    env.update(PORT=str(port), PORTAL_VAR_DIR=str(tmp_path), RUN_SKIP_INSTALL="1")
+    env.update(
+        PORT=str(port),
+        DEMO_SMTP_PORT=str(_free_port()),
+        PORTAL_VAR_DIR=str(tmp_path),
+        RUN_SKIP_INSTALL="1",
+    )
     log = (tmp_path / "run.log").open("wb")
     process = subprocess.Popen(
         ["bash", "scripts/run.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -81,7 +86,7 @@ def test_run_sh_answers_on_its_port_and_sigterm_stops_everything_it_started(tmp_
             time.sleep(0.5)
         time.sleep(1)  # worker and beat are up by now too
         started = _descendants(process.pid)
-        assert len(started) >= 3  # web server, worker, beat
+        assert len(started) >= 4  # web server, worker, beat, the demo's sending server
         output = (tmp_path / "run.log").read_text()
         assert f"http://127.0.0.1:{port}/" in output
         process.send_signal(signal.SIGTERM)
