@@ -8,8 +8,6 @@ never says a word, as a firewalled or overloaded mail server does."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
 from collections.abc import Iterator
 
@@ -22,6 +20,7 @@ from mailsync.server_waits import mail_server_wait
 from tests.mailsync.factories import fernet_key  # noqa: F401
 from tests.mailsync.writing import sending_mailbox
 from tests.servers import smtp_auth
+from tests.servers.silent import SilentServer
 
 submission_server = smtp_auth.submission_server
 submission = smtp_auth.submission
@@ -29,37 +28,6 @@ submission = smtp_auth.submission
 CONNECT = reverse("mailsync:credentials")
 ADDRESSES = reverse("mailsync:sending_addresses")
 BUSY = "Another check with a mail server is still running"
-
-
-class SilentServer:
-    """Accepts connections on loopback and never answers, until closed."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.accepted: list[socket.socket] = []
-        self.connected = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _address = self.listener.accept()
-            except OSError:
-                return  # closed
-            self.accepted.append(conn)
-            self.connected.set()
-
-    def close(self) -> None:
-        # shutdown() wakes the thread blocked in accept(); close() alone would leave the
-        # socket listening until then.
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        for conn in self.accepted:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)  # the client reads the end of the stream
-            conn.close()
 
 
 @pytest.fixture
