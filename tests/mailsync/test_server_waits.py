@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from django.db import connection
 from django.test import Client as HttpClient
 from django.urls import reverse
 
@@ -59,11 +60,14 @@ def test_while_one_test_account_waits_on_a_silent_server_another_answers_at_once
     waiting.force_login(owner.user)
     other.force_login(staff.user)
     answered: list = []
-    first = threading.Thread(
-        target=lambda: answered.append(
-            waiting.post(CONNECT, _test_account(silent_server.port, "ann"))
-        )
-    )
+
+    def press_test_account() -> None:
+        try:
+            answered.append(waiting.post(CONNECT, _test_account(silent_server.port, "ann")))
+        finally:
+            connection.close()  # this thread's own database connection
+
+    first = threading.Thread(target=press_test_account)
     first.start()
     assert silent_server.connected.wait(timeout=10)
 
