@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import re
 import statistics
 import subprocess
@@ -31,7 +32,7 @@ import time
 from urllib.parse import urlencode
 
 import benchkit
-from bench_pages import server_start
+from bench_pages import server_start, static_settings
 from cryptography.fernet import Fernet
 
 from tests.servers.silent import SilentServer
@@ -47,7 +48,8 @@ def _members(count: int, silent_port: int) -> list[tuple[str, int, int]]:
     from django.contrib.sessions.backends.db import SessionStore
 
     from accounts.models import Membership, User
-    from mailsync.models import OutgoingAddress, OutgoingServer
+    from mailsync.models import OutgoingServer
+    from mailsync.outgoing import outgoing_for
     from mailsync.services import connection_create
     from portal.models import Client, Contact, ContactAddress, Firm
 
@@ -80,7 +82,7 @@ def _members(count: int, silent_port: int) -> list[tuple[str, int, int]]:
         session[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
         session[HASH_SESSION_KEY] = user.get_session_auth_hash()
         session.save()
-        sender = OutgoingAddress.objects.get(connection=connection)
+        sender = outgoing_for(user, client)  # the mailbox's own address, made on first use
         cookie = f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
         members.append((cookie, client.pk, sender.pk))
     return members
@@ -141,6 +143,7 @@ def _wrk(port: int, cookie: str, seconds: int, connections: int) -> dict[str, fl
         f"p{p}": float(v) * UNIT[u] for p, v, u in LATENCY.findall(out)
     }
     figures["req/s"] = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    figures["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.search(r"Socket errors: (.*)", out)
     figures["errors"] = errors.group(1) if errors else "none"
     return figures
@@ -163,6 +166,8 @@ def main() -> None:
             MFA_REQUIRED_FOR_OWNERS="0",
             MAILSYNC_FERNET_KEYS=Fernet.generate_key().decode(),
         )
+        os.environ.update(env)
+        env.update(static_settings(work))
         benchkit.django_start(env)
         members = _members(args.senders + args.testers, silent.port)
         from django.db import connections
@@ -216,11 +221,12 @@ def main() -> None:
             server.wait(timeout=30)
             silent.close()
     print(f"\nbare view at {args.connections} connections, {args.seconds} s each (ms)")
-    print(f"{'phase':<34} {'req/s':>8} {'p50':>8} {'p90':>8} {'p99':>8}  errors")
+    print(f"{'phase':<34} {'answered':>8} {'req/s':>8} {'p50':>8} {'p90':>8} {'p99':>8}  errors")
     for name, figures in (("floor", floor), ("while mail servers are silent", during)):
         print(
-            f"{name:<34} {figures['req/s']:>8.0f} {figures.get('p50', 0):>8.1f} "
-            f"{figures.get('p90', 0):>8.1f} {figures.get('p99', 0):>8.1f}  {figures['errors']}"
+            f"{name:<34} {figures['requests']:>8} {figures['req/s']:>8.0f} "
+            f"{figures.get('p50', 0):>8.1f} {figures.get('p90', 0):>8.1f} "
+            f"{figures.get('p99', 0):>8.1f}  {figures['errors']}"
         )
     print("\nthe storm's requests (path, status, seconds)")
     for kind in ("/email/write/", "/connect/"):
