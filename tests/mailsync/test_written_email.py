@@ -271,3 +271,14 @@ def test_the_watchdog_leaves_waiting_and_sending_emails_alone_within_their_time(
 
     assert written_emails_watch() == (0, 0)
     assert set(WrittenEmail.objects.values_list("status", flat=True)) == {"queued", "sending"}
+
+
+def test_asking_for_the_outcome_costs_the_same_few_queries_while_waiting(
+    owner_client, client_, sender, submission, django_assert_num_queries
+):
+    url = owner_client.post(compose_url(client_), _form(client_, sender))["Location"]
+    owner_client.get(url, headers={"HX-Request": "true"})  # the session is warm
+
+    # session, user, membership, client, the email with its sender and mailbox.
+    with django_assert_num_queries(5):
+        owner_client.get(url, headers={"HX-Request": "true"})
