@@ -80,6 +80,7 @@ SUPPORT_ALLOWED_VIEWS = frozenset(
         "mailsync:compose",
         "mailsync:reply",
         "mailsync:written_email",
+        "mailsync:written_dismiss",
         "mailsync:client_sender",
         "mailsync:unlinked",
         "mailsync:unlinked_choose_client",

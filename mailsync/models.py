@@ -590,6 +590,8 @@ class WrittenEmail(models.Model):
     refused = models.JSONField(default=dict)  # recipient -> the server's reply
     message = models.ForeignKey(Message, null=True, on_delete=models.SET_NULL, related_name="+")
     not_kept = models.BooleanField(default=False)  # sent, but the portal's copy was not stored
+    # Taken off the client's Email tab: sent again from its form, or dismissed by the member.
+    dismissed = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
@@ -598,12 +600,18 @@ class WrittenEmail(models.Model):
             )
         ]
         indexes = [
+            # The client's Email tab: this member's emails to this client not (known) sent.
+            models.Index(
+                fields=["client", "member", "created"],
+                condition=Q(dismissed=False) & ~Q(status="sent"),
+                name="writtenemail_unsent_idx",
+            ),
             # The watchdog's query: rows still waiting or sending, by age.
             models.Index(
                 fields=["status", "created"],
                 condition=Q(status__in=["queued", "sending"]),
                 name="writtenemail_open_idx",
-            )
+            ),
         ]
 
     def __str__(self) -> str:

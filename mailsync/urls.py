@@ -82,6 +82,11 @@ urlpatterns = [
         name="written_email",
     ),
     path(
+        "clients/<int:client_pk>/email/written/<int:written_pk>/dismiss/",
+        views_outgoing.written_dismiss,
+        name="written_dismiss",
+    ),
+    path(
         "clients/<int:client_pk>/email/sender/",
         views_outgoing.client_sender,
         name="client_sender",

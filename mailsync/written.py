@@ -41,6 +41,8 @@ SENDING_LEASE = timedelta(minutes=10)
 # A row still queued after this lost its task (a broker restarted without it): queue again.
 # Queueing twice is harmless, the claim sends once.
 REQUEUE_AFTER = timedelta(minutes=2)
+# Emails not sent listed on a client's Email tab, at most.
+UNSENT_SHOWN = 10
 
 
 def _send_soon(written_id: int) -> None:
@@ -59,9 +61,12 @@ def written_email_queue(
     body: str,
     reply_to: Message | None,
     submission_key: str,
+    retry_of: int | None = None,
 ) -> WrittenEmail:
     """Keep the email and queue its sending after commit. The same ``submission_key`` again
-    (a second press of Send on the same form) returns the first press's email, queued once."""
+    (a second press of Send on the same form) returns the first press's email, queued once.
+    ``retry_of``: the member's earlier email this one sends again (from the form its failure
+    gave back): it leaves the client's list of emails not sent."""
     fields = {
         "firm_id": client.firm_id,
         "client": client,
@@ -77,6 +82,8 @@ def written_email_queue(
                 member=member, submission_key=submission_key, **fields
             )
             _send_soon(written.pk)
+            if retry_of is not None:
+                _not_sent(member=member, client=client).filter(pk=retry_of).update(dismissed=True)
     except IntegrityError:
         # The same form posted twice at once: the other request's row stands.
         return WrittenEmail.objects.get(member=member, submission_key=submission_key)
@@ -167,6 +174,31 @@ def written_email_result(written: WrittenEmail) -> sending.SendResult:
         no_server=code == WrittenEmail.NO_SERVER,
         credentials_unavailable=code == WrittenEmail.CREDENTIALS_UNAVAILABLE,
         not_kept=written.not_kept,
+    )
+
+
+def _not_sent(*, member: User, client: Client):
+    return WrittenEmail.objects.filter(
+        member=member, client=client, status__in=[Status.FAILED, Status.UNKNOWN]
+    )
+
+
+def written_emails_unsent(*, member: User, client: Client) -> list[WrittenEmail]:
+    """What the client's Email tab lists for ``member``: their emails to the client still
+    waiting or sending, or not (known to be) sent and not dismissed; newest first. A member
+    who left the page after Send learns there that an email did not go."""
+    return list(
+        WrittenEmail.objects.filter(member=member, client=client, dismissed=False)
+        .exclude(status=Status.SENT)
+        .only("pk", "client_id", "subject", "status", "failure_code", "created")
+        .order_by("-created")[:UNSENT_SHOWN]
+    )
+
+
+def written_email_dismiss(*, member: User, client: Client, written_id: int) -> bool:
+    """Take a failed or unknown email of ``member`` off the client's list; whether it was."""
+    return bool(
+        _not_sent(member=member, client=client).filter(pk=written_id).update(dismissed=True)
     )
 
 

@@ -24,6 +24,7 @@ from mailsync.models import IgnoredAddress, MailboxConnection, MailboxFolder
 from mailsync.netguard import guard_from_settings
 from mailsync.presets import preset_for_host
 from mailsync.server_waits import MailServerBusy, mail_server_wait
+from mailsync.written import written_emails_unsent
 from portal.addresses import normalize_address
 from portal.ratelimits import RateLimited, hit
 from portal.redirects import next_path, redirect_next
@@ -375,6 +376,7 @@ def client_email(request: HttpRequest, client_pk: int) -> HttpResponse:
         "page": page,
         "threads": page.threads,
         "failing": selectors.connections_failing_for_client(client=client),
+        "unsent": written_emails_unsent(member=request.user, client=client),
     }
     return render(request, "mailsync/client_email.html", context)
 

@@ -28,7 +28,7 @@ from mailsync.forms.outgoing import (
 )
 from mailsync.models import MailboxConnection, Message, WrittenEmail
 from mailsync.server_waits import MailServerBusy, mail_server_wait
-from mailsync.written import written_email_queue, written_email_result
+from mailsync.written import written_email_dismiss, written_email_queue, written_email_result
 from portal.addresses import normalize_address
 from portal.headers import HeaderTextError
 from portal.models import Client, ContactAddress
@@ -282,6 +282,7 @@ def _compose(request: HttpRequest, client: Client, *, reply_to: Message | None) 
                 body=data["body"],
                 reply_to=reply_to,
                 submission_key=data["submission"],
+                retry_of=data.get("retry_of"),
             )
             return redirect("mailsync:written_email", client.pk, written.pk)
     return _compose_page(request, client, form, resolution, reply_to=reply_to)
@@ -370,11 +371,23 @@ def written_email(request: HttpRequest, client_pk: int, written_pk: int) -> Http
             "recipients": _address_pks(addresses, written.recipients),
             "subject": written.subject,
             "body": written.body,
+            "retry_of": written.pk,
         },
     )
     return _compose_page(
         request, client, form, resolution, reply_to=written.reply_to, written=written
     )
+
+
+@member_required
+@require_POST
+def written_dismiss(request: HttpRequest, client_pk: int, written_pk: int) -> HttpResponse:
+    """Take an email that was not sent off the client's Email tab (the member's own)."""
+    client = get_client_for_member(request, client_pk)
+    if not written_email_dismiss(member=request.user, client=client, written_id=written_pk):
+        raise Http404
+    messages.success(request, _("Taken off the list of emails not sent."))
+    return redirect("mailsync:client_email", client.pk)
 
 
 def _address_pks(addresses: list[ContactAddress], recipients: list[str]) -> list[str]:

@@ -234,10 +234,7 @@ def test_the_page_asks_again_until_sent_then_opens_the_email_tab(
 def test_an_unreachable_server_gives_the_form_back_with_everything_written(
     owner_client, client_, sender, submission
 ):
-    with socket.socket() as closed:  # a port nothing listens on
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    OutgoingServer.objects.filter(connection=sender.connection).update(port=port)
+    _unreachable(sender)
     form = _form(client_, sender)
 
     url = owner_client.post(compose_url(client_), form)["Location"]
@@ -282,3 +279,77 @@ def test_asking_for_the_outcome_costs_the_same_few_queries_while_waiting(
     # session, user, membership, client, the email with its sender and mailbox.
     with django_assert_num_queries(5):
         owner_client.get(url, headers={"HX-Request": "true"})
+
+
+def _email_tab(http, client) -> str:
+    return _page(http.get(reverse("mailsync:client_email", args=[client.pk])))
+
+
+def _unreachable(sender) -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    OutgoingServer.objects.filter(connection=sender.connection).update(port=port)
+
+
+def test_an_email_that_failed_after_the_member_left_shows_on_the_email_tab(
+    owner_client, client_, sender, submission
+):
+    _unreachable(sender)
+    url = owner_client.post(compose_url(client_), _form(client_, sender))["Location"]
+    waiting = _email_tab(owner_client, client_)  # they left the page at once
+
+    run_send_worker()
+
+    tab = _email_tab(owner_client, client_)
+    assert "Your emails to this client not sent yet" in waiting
+    assert "Waiting to be sent" in waiting
+    assert "Not sent. Open it to see why and send it again." in tab
+    assert url in tab and "sync.connection" in tab
+
+
+def test_sending_it_again_from_its_form_takes_it_off_the_list(
+    owner_client, client_, sender, submission
+):
+    _unreachable(sender)
+    failed_url = owner_client.post(compose_url(client_), _form(client_, sender))["Location"]
+    run_send_worker()
+    form_again = _page(owner_client.get(failed_url))
+    failed = WrittenEmail.objects.get()
+    assert f'name="retry_of" value="{failed.pk}"' in form_again
+    OutgoingServer.objects.filter(connection=sender.connection).update(port=submission.port)
+
+    owner_client.post(compose_url(client_), _form(client_, sender, retry_of=failed.pk))
+    run_send_worker()
+
+    assert len(submission.received) == 1
+    assert "not sent yet" not in _email_tab(owner_client, client_)
+
+
+def test_a_member_can_dismiss_an_email_that_was_not_sent(owner_client, client_, sender, submission):
+    _unreachable(sender)
+    owner_client.post(compose_url(client_), _form(client_, sender))
+    run_send_worker()
+    failed = WrittenEmail.objects.get()
+
+    response = owner_client.post(
+        reverse("mailsync:written_dismiss", args=[client_.pk, failed.pk]), follow=True
+    )
+
+    assert "Taken off the list of emails not sent." in _page(response)
+    assert "not sent yet" not in _page(response)
+
+
+def test_another_member_neither_sees_nor_dismisses_your_emails_not_sent(
+    owner_client, staff_client, client_, sender, submission
+):
+    _unreachable(sender)
+    owner_client.post(compose_url(client_), _form(client_, sender))
+    run_send_worker()
+    failed = WrittenEmail.objects.get()
+
+    dismiss = staff_client.post(reverse("mailsync:written_dismiss", args=[client_.pk, failed.pk]))
+
+    assert "not sent yet" not in _email_tab(staff_client, client_)
+    assert dismiss.status_code == 404
+    assert "not sent yet" in _email_tab(owner_client, client_)

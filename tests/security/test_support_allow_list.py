@@ -74,6 +74,7 @@ EXPECTED_REACHABLE = {
             "compose",
             "reply",
             "written_email",
+            "written_dismiss",
             "client_sender",
             "unlinked",
             "unlinked_choose_client",
