@@ -581,6 +581,8 @@ class WrittenEmail(models.Model):
     submission_key = models.CharField(max_length=64)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     created = models.DateTimeField(default=timezone.now)
+    # When its send task was last queued (the watchdog queues a lost one again).
+    queued_at = models.DateTimeField(default=timezone.now)
     claimed_at = models.DateTimeField(null=True)
     finished_at = models.DateTimeField(null=True)
     # Why it was not sent: a `mailsync.errors` code, or one of the constants above.
@@ -606,9 +608,9 @@ class WrittenEmail(models.Model):
                 condition=Q(dismissed=False) & ~Q(status="sent"),
                 name="writtenemail_unsent_idx",
             ),
-            # The watchdog's query: rows still waiting or sending, by age.
+            # The watchdog's queries: rows still waiting or sending.
             models.Index(
-                fields=["status", "created"],
+                fields=["status", "queued_at"],
                 condition=Q(status__in=["queued", "sending"]),
                 name="writtenemail_open_idx",
             ),

@@ -38,9 +38,12 @@ Status = WrittenEmail.Status
 # Longer than one send can take (connect, log in and send under SEND_TIMEOUT each, then the
 # Sent folder's copy under another): a row "sending" for longer has lost its worker.
 SENDING_LEASE = timedelta(minutes=10)
-# A row still queued after this lost its task (a broker restarted without it): queue again.
-# Queueing twice is harmless, the claim sends once.
+# A row still queued this long after its task was queued lost it (a broker restarted
+# without it): queue it again, at most this often, and at most REQUEUE_MOST rows a run, so
+# that a send queue with no worker for an hour is not flooded with copies. Queueing twice is
+# harmless: the claim sends once.
 REQUEUE_AFTER = timedelta(minutes=2)
+REQUEUE_MOST = 500
 # Emails not sent listed on a client's Email tab, at most.
 UNSENT_SHOWN = 10
 
@@ -207,10 +210,12 @@ def written_emails_watch(now=None) -> tuple[int, int]:
     "unknown" those whose worker stopped while sending. Returns (requeued, unknown)."""
     now = now or timezone.now()
     lost = list(
-        WrittenEmail.objects.filter(
-            status=Status.QUEUED, created__lt=now - REQUEUE_AFTER
-        ).values_list("pk", flat=True)
+        WrittenEmail.objects.filter(status=Status.QUEUED, queued_at__lt=now - REQUEUE_AFTER)
+        .order_by("queued_at")
+        .values_list("pk", flat=True)[:REQUEUE_MOST]
     )
+    if lost:
+        WrittenEmail.objects.filter(pk__in=lost).update(queued_at=now)
     for pk in lost:
         _send_soon(pk)
     unknown = WrittenEmail.objects.filter(

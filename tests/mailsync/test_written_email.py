@@ -201,11 +201,12 @@ def test_an_email_whose_task_was_lost_is_queued_again(
     monkeypatch.setattr(send_written_email, "delay", queued.append)
     written = _queued(owner, client_, sender)  # its task never reached a worker
     WrittenEmail.objects.filter(pk=written.pk).update(
-        created=timezone.now() - REQUEUE_AFTER - datetime.timedelta(seconds=1)
+        queued_at=timezone.now() - REQUEUE_AFTER - datetime.timedelta(seconds=1)
     )
 
     with django_capture_on_commit_callbacks(execute=True):
         assert written_emails_watch() == (1, 0)
+        assert written_emails_watch() == (0, 0)  # not again until REQUEUE_AFTER has passed
     for pk in queued:
         send_written_email(pk)
 
