@@ -14,7 +14,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from mailsync import services, tasks
+from mailsync import selectors, services, tasks
 from mailsync.models import (
     IgnoredAddress,
     MailboxConnection,
@@ -22,7 +22,12 @@ from mailsync.models import (
     MessageClientLink,
     MessageSource,
 )
-from mailsync.selectors import _address_rows_portable, _address_rows_postgresql
+from mailsync.selectors import (
+    UnlinkedAddress,
+    UnlinkedRows,
+    _address_rows_portable,
+    _address_rows_postgresql,
+)
 from portal.models import ContactAddress, Document
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.mailsync.factories import (
@@ -525,3 +530,18 @@ def test_ignoring_in_another_firm_changes_nothing_here(outsider_client, firm, ow
     assert restore.status_code == 404
     assert list(IgnoredAddress.objects.filter(firm=firm)) == [ignored]
     assert _not_linked(firm).occurrences == 1
+
+
+def test_the_cached_rows_give_back_every_address_with_its_dates_to_the_microsecond(
+    monkeypatch,
+):
+    when = datetime.datetime(2026, 12, 7, 9, 30, 1, 123456, tzinfo=datetime.UTC)
+    rows = [
+        UnlinkedAddress("ann@a.test", 2, when, 7, when, when + datetime.timedelta(days=1)),
+        UnlinkedAddress("bob@b.test", 1, None, 8, when, when, "Hello", "Bob"),
+    ]
+    monkeypatch.setattr(selectors, "unlinked_addresses", lambda **_kwargs: rows)
+
+    cached = UnlinkedRows(selectors._unlinked_address_tuples(firm=None, viewer=None))
+
+    assert cached[:2] == rows and cached[1] == rows[1] and len(cached) == 2
