@@ -150,9 +150,11 @@ def _synced_mail(firm: Firm, member: object) -> None:
     from mailsync.models import MailboxConnection
     from mailsync.services import connection_create, connection_record_success
 
-    existing = MailboxConnection.objects.filter(firm=firm, email_address="anna.staff@demo.test")
-    if existing.exists():
-        _sends_through_demo_server(existing.get())
+    existing = MailboxConnection.objects.filter(
+        firm=firm, email_address="anna.staff@demo.test"
+    ).first()
+    if existing is not None:
+        _sends_through_demo_server(existing)
         return
     connection = connection_create(
         firm=firm,

@@ -13,7 +13,6 @@ from celery import shared_task
 
 from mailsync import services, written
 from mailsync.engine import mailbox_sync
-from mailsync.written import written_email_send
 
 
 @shared_task(name="mailsync.sync_mailbox", ignore_result=True, acks_late=True)
@@ -62,7 +61,7 @@ def remind_reauth() -> None:
 @shared_task(name="mailsync.send_written_email", ignore_result=True, acks_late=True)
 def send_written_email(written_id: int) -> None:
     """Send an email a member wrote on a client's Email tab (once: see mailsync.written)."""
-    written_email_send(written_id)
+    written.written_email_send(written_id)
 
 
 @shared_task(name="mailsync.written_emails_watch", ignore_result=True)

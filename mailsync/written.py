@@ -70,19 +70,18 @@ def written_email_queue(
     (a second press of Send on the same form) returns the first press's email, queued once.
     ``retry_of``: the member's earlier email this one sends again (from the form its failure
     gave back): it leaves the client's list of emails not sent."""
-    fields = {
-        "firm_id": client.firm_id,
-        "client": client,
-        "sender": sender,
-        "reply_to": reply_to,
-        "recipients": list(dict.fromkeys(recipients)),
-        "subject": subject,
-        "body": body,
-    }
     try:
         with transaction.atomic():
             written = WrittenEmail.objects.create(
-                member=member, submission_key=submission_key, **fields
+                member=member,
+                submission_key=submission_key,
+                firm_id=client.firm_id,
+                client=client,
+                sender=sender,
+                reply_to=reply_to,
+                recipients=list(dict.fromkeys(recipients)),
+                subject=subject,
+                body=body,
             )
             _send_soon(written.pk)
             if retry_of is not None:

@@ -94,10 +94,10 @@ class ComposeForm(forms.Form):
     )
     subject = forms.CharField(label=_("Subject"), max_length=500)
     body = forms.CharField(label=_("Message"), widget=forms.Textarea(attrs={"rows": 14}))
-    # One per rendering of the form: pressing Send twice (or a browser posting it again)
-    # sends one email (mailsync.written).
     # The earlier email this one sends again, when the form came back from its failure.
     retry_of = forms.IntegerField(widget=forms.HiddenInput, required=False)
+    # One per rendering of the form: pressing Send twice (or a browser posting it again)
+    # sends one email (mailsync.written).
     submission = forms.CharField(
         widget=forms.HiddenInput,
         max_length=64,
