@@ -17,32 +17,25 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from django.db import connection
 
 from mailsync.models import MailboxConnection
-from portal.models import OutboxEmail
+from portal.mail_outbox import outbox_keep
 
 HOST = "127.0.0.1"
 
 
 def _keep(*, login: str, mail_from: str, recipients: list[str], raw: bytes) -> None:
-    """One Outbox entry per recipient, tied to the firm of the mailbox that logged in."""
+    """Keep the email in the Outbox, tied to the firm of the mailbox that logged in."""
     try:
-        _store(login=login, mail_from=mail_from, recipients=recipients, raw=raw)
-    finally:
-        connection.close()  # this thread of asyncio's pool may not run again for long
-
-
-def _store(*, login: str, mail_from: str, recipients: list[str], raw: bytes) -> None:
-    firm_id = (
-        MailboxConnection.objects.filter(username=login).values_list("firm_id", flat=True).first()
-    )
-    subject = str(message_from_bytes(raw, policy=policy.default).get("Subject", ""))
-    for recipient in recipients:
-        OutboxEmail.objects.create(
-            firm_id=firm_id,
-            subject=subject[:998],
-            from_email=mail_from[:998],
-            recipients=recipient,
+        outbox_keep(
+            firm_id=MailboxConnection.objects.filter(username=login)
+            .values_list("firm_id", flat=True)
+            .first(),
+            subject=str(message_from_bytes(raw, policy=policy.default).get("Subject", "")),
+            from_email=mail_from,
+            recipients=recipients,
             raw=raw,
         )
+    finally:
+        connection.close()  # this thread of asyncio's pool may not run again for long
 
 
 class _KeepInOutbox:

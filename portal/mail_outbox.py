@@ -27,26 +27,38 @@ FIRM_HEADER = "X-Portal-Firm"
 
 class OutboxBackend(BaseEmailBackend):
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
-        user_model = get_user_model()
         sent = 0
         for message in email_messages:
             recipients = message.recipients()
             if not recipients:
                 continue
             firm_id = message.extra_headers.get(FIRM_HEADER)
-            users = {u.email.lower(): u for u in user_model.objects.filter(email__in=recipients)}
-            raw = message.message().as_bytes()
-            for recipient in recipients:
-                OutboxEmail.objects.create(
-                    firm_id=int(firm_id) if firm_id and str(firm_id).isdigit() else None,
-                    recipient_user=users.get(recipient.lower()),
-                    subject=str(message.subject)[:998],
-                    from_email=str(message.from_email)[:998],
-                    recipients=recipient,
-                    raw=raw,
-                )
+            outbox_keep(
+                firm_id=int(firm_id) if firm_id and str(firm_id).isdigit() else None,
+                subject=str(message.subject),
+                from_email=str(message.from_email),
+                recipients=recipients,
+                raw=message.message().as_bytes(),
+            )
             sent += 1
         return sent
+
+
+def outbox_keep(
+    *, firm_id: int | None, subject: str, from_email: str, recipients: Sequence[str], raw: bytes
+) -> None:
+    """Keep one email in the outbox, an entry per recipient, each readable by the firm's
+    owners and by the recipient's own user, if they have one."""
+    users = {u.email.lower(): u for u in get_user_model().objects.filter(email__in=recipients)}
+    for recipient in recipients:
+        OutboxEmail.objects.create(
+            firm_id=firm_id,
+            recipient_user=users.get(recipient.lower()),
+            subject=subject[:998],
+            from_email=from_email[:998],
+            recipients=recipient,
+            raw=raw,
+        )
 
 
 # URL names whose one argument is a token that works as a credential on its own.
