@@ -151,7 +151,8 @@ class DeliveryProblemsVersion(models.Model):
     counts read changes for a firm: a delivery's problem state, a contact address, which
     client a contact belongs to, a client's name, a checked address domain. Counts cached
     under one version are current for as long as the version stands (see
-    troubleshooting.selectors.delivery_code_counts).
+    troubleshooting.selectors.delivery_code_counts); delivery cards, while it and `cards`
+    stand (troubleshooting.selectors._cached_cards).
 
     Kept by triggers (migration 0006), so every writer counts: forms, tasks, ``update()``,
     COPY. The row is raised when the writing transaction commits (a deferred trigger), so
@@ -164,6 +165,10 @@ class DeliveryProblemsVersion(models.Model):
 
     firm_id = models.BigIntegerField(primary_key=True)
     version = models.BigIntegerField(default=0)
+    # Raised, beside `version`, when what a delivery problem's card shows changes and the
+    # counts do not (a failure event more, an address as written, a domain checked again;
+    # migration 0008): the cards cached under (version, cards) are current while both stand.
+    cards = models.BigIntegerField(default=0, db_default=0)
 
     def __str__(self) -> str:
-        return f"{self.firm_id}: {self.version}"
+        return f"{self.firm_id}: {self.version}.{self.cards}"

@@ -12,11 +12,11 @@ import functools
 import importlib
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from django.core.paginator import Page, Paginator
 from django.db import connection as db
@@ -38,7 +38,7 @@ from django.db.models import (
 from django.db.models.functions import Lower, RowNumber
 from django.utils import formats, timezone
 from django.utils.text import slugify
-from django.utils.translation import gettext, gettext_noop
+from django.utils.translation import get_language, gettext, gettext_noop
 
 from invoicing.delivery.models import Delivery, DeliveryEvent
 from invoicing.models import Invoice, InvoiceLine
@@ -107,6 +107,16 @@ class Problem:
     @property
     def kind(self) -> str:
         return self.guide.kind
+
+    def __getstate__(self) -> dict:
+        # Cached (`_cached_cards`) without its guide: the catalogue's, found again by code.
+        state = self.__dict__.copy()
+        del state["guide"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.guide = guide_for(self.code)
 
     @cached_property
     def anchor(self) -> str:
@@ -646,26 +656,33 @@ def problems_for_client(
     """Every open problem touching ``client`` (``domain_run``: the firm's latest domain
     check, when the caller has read it already)."""
     run = _domain_run(client.firm, domain_run)
-    checks = _bad_domains(client.firm)
-    deliveries = _with_failures(_current_deliveries(Delivery.objects.filter(client=client)))
-    # The client's addresses, read once for the cards' "Edit address" links and for the
-    # addresses on domains that take no mail (and not at all when neither can show).
-    addresses = (
-        list(
-            ContactAddress.objects.filter(
-                firm_id=client.firm_id, contact__client=client
-            ).select_related("contact")
+
+    def from_addresses() -> tuple[list[Problem], list[Problem]]:
+        """The client's delivery problems, and its addresses on domains that take no mail
+        that no delivery problem reports."""
+        checks = _bad_domains(client.firm)
+        deliveries = _with_failures(_current_deliveries(Delivery.objects.filter(client=client)))
+        # The client's addresses, read once for the cards' "Edit address" links and for
+        # the addresses on domains that take no mail (not at all when neither can show).
+        addresses = (
+            list(
+                ContactAddress.objects.filter(
+                    firm_id=client.firm_id, contact__client=client
+                ).select_related("contact")
+            )
+            if deliveries or checks
+            else []
         )
-        if deliveries or checks
-        else []
-    )
-    problems = _delivery_problems(deliveries, client.firm, addresses=addresses)
+        sent = _delivery_problems(deliveries, client.firm, addresses=addresses)
+        return sent, _client_dead_domain_problems(client, addresses, checks, known=sent)
+
+    version = problems_version(client.firm)
+    sent, dead = _cached_cards(client.firm, version, f"client:{client.pk}", from_addresses)
     # A failing mailbox touches every client whose mail came through it.
     touching = connections_holding_client_mail(
         list(_failing_connections(client.firm)), client=client
     )
-    problems += _mailbox_problems(touching, client)
-    problems += _client_dead_domain_problems(client, addresses, checks, known=problems)
+    problems = sent + _mailbox_problems(touching, client) + dead
     problems += _flagged_dangerous_problems(client, known=problems, domain_run=run)
     problems += _client_no_recipient_problems(client)
     return _attach_notes(client.firm, problems)
@@ -904,21 +921,32 @@ def _delivery_code_counts(firm: Firm, checks: dict[str, AddressDomainCheck]) -> 
     return result
 
 
-def _source_problems(firm: Firm, code: str, source: str, start: int, end: int) -> list[Problem]:
+def _source_problems(
+    firm: Firm, code: str, source: str, start: int, end: int, version: ProblemsVersion
+) -> list[Problem]:
     """Problems ``start`` to ``end`` of one code from one source, in the order its pages
-    show them."""
+    show them (deliveries and addresses from the cache while ``version`` stands)."""
     if source == DELIVERIES:
-        deliveries = _current_deliveries(Delivery.objects.filter(firm=firm, problem_code=code))
-        shown = deliveries.order_by("-created", "-pk")[start:end]
-        return _delivery_problems(_with_failures(shown), firm)
+
+        def deliveries() -> list[Problem]:
+            current = _current_deliveries(Delivery.objects.filter(firm=firm, problem_code=code))
+            shown = current.order_by("-created", "-pk")[start:end]
+            return _delivery_problems(_with_failures(shown), firm)
+
+        return _cached_cards(firm, version, f"{code}:{source}:{start}:{end}", deliveries)
     if source == ADDRESSES:
-        checks = _bad_domains(firm)
-        addresses = (
-            _dead_domain_addresses(firm, checks)
-            .select_related("contact__client")
-            .order_by("contact__client__display_name", "pk")
-        )
-        return _address_problems(list(addresses[start:end]), checks)
+
+        def addresses() -> list[Problem]:
+            checks = _bad_domains(firm)
+            found = (
+                _dead_domain_addresses(firm, checks)
+                .select_related("contact__client")
+                .order_by("contact__client__display_name", "pk")
+            )
+            return _address_problems(list(found[start:end]), checks)
+
+        return _cached_cards(firm, version, f"{code}:{source}:{start}:{end}", addresses)
+    # Not cached: a client's card says it was last seen now (its invoices wait today).
     clients = _no_recipient_clients(firm).order_by(Lower("display_name"), "pk")
     return _no_recipient_problems(clients[start:end])
 
@@ -934,35 +962,73 @@ COUNTS_FORM = 2
 def _version_triggers() -> str:
     """The version's deferred triggers, by name (they are named with their SQL)."""
     names: list[str] = []
-    for module in ("0006_delivery_problems_version", "0007_problems_version_no_recipient"):
+    for module in (
+        "0006_delivery_problems_version",
+        "0007_problems_version_no_recipient",
+        "0008_problems_version_cards",
+    ):
         migration = importlib.import_module(f"troubleshooting.migrations.{module}")
         names += migration.CONSTRAINT_TRIGGERS
     return ", ".join(names)
 
 
-def delivery_code_counts(firm: Firm) -> list[tuple]:
-    """``_delivery_code_counts``, from the cache while the firm's DeliveryProblemsVersion
-    is the one they were counted under (one primary-key read instead of three windowed
-    queries). The version is read first: counts cached under it were counted after it."""
+class ProblemsVersion(NamedTuple):
+    """A firm's `DeliveryProblemsVersion`, read once for a page: ``counts`` keys the
+    delivery counts, ``counts`` and ``cards`` together key the cached cards."""
+
+    counts: int
+    cards: int
+
+
+def problems_version(firm: Firm) -> ProblemsVersion:
+    """The firm's version as it stands. Read before what is cached under it: anything
+    counted or built after this read is at least as new as the version says."""
     if db.in_atomic_block and db.vendor == "postgresql":
         # Inside a transaction, its own changes raise the version only at its commit: ask
-        # for them now, so that it reads counts with its own changes in.
+        # for them now, so that it reads counts and cards with its own changes in.
         with db.cursor() as cursor:
             cursor.execute(f"SET CONSTRAINTS {_version_triggers()} IMMEDIATE")
-    version = (
+    row = (
         DeliveryProblemsVersion.objects.filter(firm_id=firm.pk)
-        .values_list("version", flat=True)
+        .values_list("version", "cards")
         .first()
     )
+    return ProblemsVersion(*row) if row else ProblemsVersion(0, 0)
+
+
+def delivery_code_counts(firm: Firm, version: ProblemsVersion | None = None) -> list[tuple]:
+    """``_delivery_code_counts``, from the cache while the firm's DeliveryProblemsVersion
+    is the one they were counted under (one primary-key read instead of three windowed
+    queries; none when the caller read ``version``)."""
+    version = version or problems_version(firm)
     key = (
         f"troubleshooting:code-counts:{COUNTS_FORM}:{firm.pk}:{firm.created.timestamp()}"
-        f":{version or 0}"
+        f":{version.counts}"
     )
 
     def count() -> list[tuple]:
         return _delivery_code_counts(firm, _bad_domains(firm))
 
     return cached_once(key, count, fresh_seconds=COUNTS_SECONDS)
+
+
+# The form of the cached cards: a new one when `Problem` or what builds one changes.
+CARDS_FORM = 1
+
+T = TypeVar("T")
+
+
+def _cached_cards(firm: Firm, version: ProblemsVersion, what: str, build: Callable[[], T]) -> T:
+    """``build()``'s problems (``what`` names them), from the cache while the firm's
+    ``version`` stands: building a page of delivery cards (the deliveries, their failure
+    events, the clients' addresses, as model objects) was a third of its time. Kept per
+    language: a card's links and the name of who reported a failure are in it. Notes are
+    not cached (`_attach_notes` reads them after)."""
+    key = (
+        f"troubleshooting:cards:{CARDS_FORM}:{firm.pk}:{firm.created.timestamp()}"
+        f":{version.counts}.{version.cards}:{get_language()}:{what}"
+    )
+    return cached_once(key, build, fresh_seconds=COUNTS_SECONDS)
 
 
 def dashboard_groups(
@@ -978,6 +1044,7 @@ def dashboard_groups(
     ``member``: only the problems of that member's mailboxes."""
     groups: dict[str, ProblemGroup] = {}
     if kind in (None, Kind.DELIVERY) and member is None:
+        version = problems_version(firm)
         # One row per (code, source, client shown); totals repeat on each row of a source.
         totals: dict[tuple[str, str], tuple[int, int]] = {}
         newest: list[tuple[str, int]] = []
@@ -990,7 +1057,7 @@ def dashboard_groups(
             name,
             named,
             newest_pk,
-        ) in delivery_code_counts(firm):
+        ) in delivery_code_counts(firm, version):
             guide = guide_for(code)
             if guide is None:
                 continue
@@ -1006,14 +1073,16 @@ def dashboard_groups(
         # The cards of the codes with few problems: deliveries read by primary key, the
         # other sources (each of one code) as a code's page reads them.
         inline = [pk for code, pk in newest if groups[code].count <= CARDS_INLINE]
-        cards = (
-            _delivery_problems(_with_failures(Delivery.objects.filter(pk__in=inline)), firm)
-            if inline
-            else []
-        )
+
+        def inline_cards() -> list[Problem]:
+            deliveries = _with_failures(Delivery.objects.filter(pk__in=inline))
+            return _delivery_problems(deliveries, firm)
+
+        what = "inline:" + ",".join(map(str, sorted(inline)))
+        cards = _cached_cards(firm, version, what, inline_cards) if inline else []
         for code, source in totals:
             if source != DELIVERIES and groups[code].count <= CARDS_INLINE:
-                cards += _source_problems(firm, code, source, 0, CARDS_INLINE)
+                cards += _source_problems(firm, code, source, 0, CARDS_INLINE, version)
         for problem in cards:
             groups[problem.code].problems.append(problem)
     small: list[Problem] = []  # kinds bounded by the firm's set-up: built in full
@@ -1044,10 +1113,13 @@ def code_page(firm: Firm, code: str, page_number: str | int | None) -> tuple[Pro
     then the code's other sources); the firm-level kinds have few problems and show in
     full on the dashboard."""
     guide = guide_for(code)
+    version = problems_version(firm)
     # Counted as the dashboard counts them (from its cache): a code's badge and its pages
     # agree, and the windowed count is not run again for each page.
     counts = {
-        source: problems for source, c, problems, *_ in delivery_code_counts(firm) if c == code
+        source: problems
+        for source, c, problems, *_ in delivery_code_counts(firm, version)
+        if c == code
     }
     total = sum(counts.values())
     page = Paginator(range(total), CARDS_PER_PAGE).get_page(page_number)
@@ -1058,7 +1130,7 @@ def code_page(firm: Firm, code: str, page_number: str | int | None) -> tuple[Pro
         count = counts.get(source, 0)
         low, high = max(start - offset, 0), min(end - offset, count)
         if low < high:
-            problems += _source_problems(firm, code, source, low, high)
+            problems += _source_problems(firm, code, source, low, high, version)
         offset += count
     _attach_notes(firm, problems)
     return ProblemGroup(guide, problems, count=total), page

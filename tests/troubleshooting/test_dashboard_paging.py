@@ -143,14 +143,25 @@ def test_a_codes_page_runs_the_same_queries_however_many_problems(
     owner_client, firm, count, django_assert_num_queries
 ):
     _bounced_clients(firm, count)
-    # session, user, membership+firm, the counts (as the dashboard's: on PostgreSQL the
-    # test's pending version raises, the version, and until cached the failed domain checks, the
-    # deliveries' counts and the clients nobody can send to), the page's deliveries, their
-    # events, their addresses, notes
+    # session, user, membership+firm, the version (on PostgreSQL after the test's pending
+    # raises), until cached the counts (the failed domain checks, the deliveries' counts, the
+    # clients nobody can send to) and the page's cards (its deliveries, their events, their
+    # addresses), notes
     with django_assert_num_queries(11 + (connection.vendor == "postgresql")):
         owner_client.get(DASHBOARD, {"code": "delivery.hard_bounce"})
+    with django_assert_num_queries(5 + (connection.vendor == "postgresql")):
+        owner_client.get(DASHBOARD, {"code": "delivery.hard_bounce"})
+
+
+def test_a_codes_next_page_builds_its_own_cards(owner_client, firm, django_assert_num_queries):
+    _bounced_clients(firm, CARDS_PER_PAGE + 1)
+    owner_client.get(DASHBOARD, {"code": "delivery.hard_bounce"})
+
+    # the counts from the cache, the second page's deliveries, events and addresses built
     with django_assert_num_queries(8 + (connection.vendor == "postgresql")):
-        owner_client.get(DASHBOARD, {"code": "delivery.hard_bounce", "page": 2})
+        page = owner_client.get(DASHBOARD, {"code": "delivery.hard_bounce", "page": 2})
+
+    assert page.content.decode().count('<article class="card problem ') == 1
 
 
 def test_a_codes_page_leaves_out_the_mailbox_filter_and_the_domain_checks(owner_client, firm):

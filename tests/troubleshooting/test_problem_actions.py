@@ -19,7 +19,7 @@ from tests.mailsync.factories import fernet_key  # noqa: F401
 from tests.servers import dovecot_fixtures
 from tests.troubleshooting.dkim_keys import rsa_record
 from tests.troubleshooting.test_codes_from_real_signals import _mailbox, _problems_page, _shows
-from tests.troubleshooting.test_problem_pages import _bounce, _delivery
+from tests.troubleshooting.test_problem_pages import PENDING_RAISES, _bounce, _delivery
 from troubleshooting.catalogue import guide_for
 from troubleshooting.models import DomainCheckRun
 from troubleshooting.services import address_domains_check, domain_checks_run
@@ -283,11 +283,11 @@ def test_the_problems_tab_reads_the_domain_check_once_when_the_domain_does_not_a
 ):
     client, _google, _other = _sent_invoice(firm)
     _checked(firm, dns_zone, _recipients_zone())
-    # session, user, membership+firm, client, domain check, current deliveries (none: no
-    # events or addresses to read), failing mailboxes, dead address domains, the client's
-    # reached deliveries, the Google check of their domains, notes: the latest domain check
-    # is read once and handed on, not once per question.
-    with django_assert_num_queries(11) as queries:
+    # session, user, membership+firm, client, domain check, the version, dead address
+    # domains, current deliveries (none: no events or addresses to read), failing mailboxes,
+    # the client's reached deliveries, the Google check of their domains, notes: the latest
+    # domain check is read once and handed on, not once per question.
+    with django_assert_num_queries(12 + PENDING_RAISES) as queries:
         page = _problems_page(owner_client, client)
     domain_runs = [q for q in queries.captured_queries if "domaincheckrun" in q["sql"]]
     assert len(domain_runs) == 1
