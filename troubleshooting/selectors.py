@@ -1014,6 +1014,9 @@ def delivery_code_counts(firm: Firm, version: ProblemsVersion | None = None) -> 
 
 # The form of the cached cards: a new one when `Problem` or what builds one changes.
 CARDS_FORM = 1
+# Cards are worth keeping only while their version stands; a busy firm raises it often,
+# and each page seen under each version is an entry (about 15 KB for 25 cards).
+CARDS_SECONDS = 600
 
 T = TypeVar("T")
 
@@ -1028,7 +1031,7 @@ def _cached_cards(firm: Firm, version: ProblemsVersion, what: str, build: Callab
         f"troubleshooting:cards:{CARDS_FORM}:{firm.pk}:{firm.created.timestamp()}"
         f":{version.counts}.{version.cards}:{get_language()}:{what}"
     )
-    return cached_once(key, build, fresh_seconds=COUNTS_SECONDS)
+    return cached_once(key, build, fresh_seconds=CARDS_SECONDS)
 
 
 def dashboard_groups(
