@@ -19,9 +19,10 @@ and <= 4x the floor. Asserts nothing.
 ``--changes-every S``: while each page is driven, every S seconds the bench does to the
 firm what a busy day does to its counts: a member links an address (the unlinked-mail
 counts start again) and a bounce arrives (the firm's DeliveryProblemsVersion is raised, so
-the counts per problem code and the cached problem cards start again too). The p95 and p99 then include the pages that
-came while the counts were being made again (raising the version is the one other write
-the bench makes: it only makes the next dashboard count afresh).
+the counts per problem code and the cached problem cards start again too). The p95 and p99
+then include the pages that came while the counts were being made again (raising the
+version is the one other write the bench makes: it only makes the next dashboard count and
+build its cards afresh).
 """
 
 from __future__ import annotations
