@@ -16,7 +16,7 @@ from django.utils import timezone, translation
 
 from invoicing.delivery.models import Delivery, DeliveryEvent
 from invoicing.models import Invoice
-from portal.models import ContactAddress
+from portal.models import Client, ContactAddress
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory, FirmFactory
 from tests.troubleshooting.test_problem_counts_version import _commit_at_once, postgresql_only
 from tests.troubleshooting.test_problem_pages import _bounce, _delivery
@@ -119,7 +119,7 @@ def test_a_renumbered_invoice_shows_at_once(owner_client, bounced):
 def test_a_renamed_client_shows_on_its_cards_at_once(owner_client, bounced):
     _code_page(owner_client)
 
-    type(bounced.client).objects.filter(pk=bounced.client_id).update(display_name="Birch Care")
+    Client.objects.filter(pk=bounced.client_id).update(display_name="Birch Care")
 
     assert "Birch Care" in _code_page(owner_client)
 
