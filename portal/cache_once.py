@@ -10,6 +10,9 @@ requests at once made sixteen counts, and each of them waited for all the others
 ``cached_once`` lets one request count while the others either keep showing the count
 they had (it expired: it is at most a few seconds older than it was allowed to be) or,
 when there is none under the key yet, wait for that one count instead of making their own.
+A count whose key changes with what it counts (a generation) may name a ``meanwhile`` key:
+the last count of any generation, shown instead of waiting while one request counts the
+new one.
 """
 
 from __future__ import annotations
@@ -53,10 +56,16 @@ def cache_call(
         raise CacheDown(f"{type(exc).__name__}: {exc}") from exc
 
 
-def cached_once(key: str, compute: Callable[[], T], *, fresh_seconds: float) -> T:
+def cached_once(
+    key: str, compute: Callable[[], T], *, fresh_seconds: float, meanwhile: str = ""
+) -> T:
     """``compute()``'s value, kept under ``key`` for ``fresh_seconds``; at most one caller
     at a time computes it again (any value, None included, is kept). The cache is only a
-    shortcut: when it does not answer, the value is computed here (and logged)."""
+    shortcut: when it does not answer, the value is computed here (and logged).
+
+    ``meanwhile``: a key that also keeps each value computed; while another caller
+    computes a ``key`` that has no value yet, the one under ``meanwhile`` is returned
+    rather than waited past (only for counts that may lag their change by a moment)."""
     try:
         entry = cache_call("get", key)
         if entry is not None and time.time() < entry[0]:
@@ -69,7 +78,7 @@ def cached_once(key: str, compute: Callable[[], T], *, fresh_seconds: float) -> 
         return compute()
     if claimed:
         try:
-            return _compute_and_keep(key, compute, fresh_seconds)
+            return _compute_and_keep(key, compute, fresh_seconds, meanwhile)
         finally:
             # Only our own claim: one that outlived CLAIM_SECONDS may be another's by now.
             with contextlib.suppress(CacheDown):
@@ -77,6 +86,11 @@ def cached_once(key: str, compute: Callable[[], T], *, fresh_seconds: float) -> 
                     cache_call("delete", claim)
     if entry is not None:
         return entry[1]  # expired: shown while the one who claimed it counts again
+    if meanwhile:
+        with contextlib.suppress(CacheDown):
+            entry = cache_call("get", meanwhile)
+        if entry is not None:
+            return entry[1]  # the last count before the change, while it is counted again
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
         time.sleep(_POLL_SECONDS)
@@ -84,11 +98,16 @@ def cached_once(key: str, compute: Callable[[], T], *, fresh_seconds: float) -> 
             entry = cache_call("get", key)
         if entry is not None:
             return entry[1]
-    return _compute_and_keep(key, compute, fresh_seconds)
+    return _compute_and_keep(key, compute, fresh_seconds, meanwhile)
 
 
-def _compute_and_keep(key: str, compute: Callable[[], T], fresh_seconds: float) -> T:
+def _compute_and_keep(
+    key: str, compute: Callable[[], T], fresh_seconds: float, meanwhile: str = ""
+) -> T:
     value = compute()
+    entry = (time.time() + fresh_seconds, value)
     with contextlib.suppress(CacheDown):  # kept next time, then
-        cache_call("set", key, (time.time() + fresh_seconds, value), fresh_seconds + STALE_SECONDS)
+        cache_call("set", key, entry, fresh_seconds + STALE_SECONDS)
+        if meanwhile:
+            cache_call("set", meanwhile, entry, fresh_seconds + STALE_SECONDS)
     return value

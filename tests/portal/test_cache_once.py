@@ -94,6 +94,33 @@ def test_an_expired_value_is_shown_while_one_request_counts_it_again():
     assert cached_once("k", count, fresh_seconds=60) == "new"
 
 
+def test_a_new_generation_shows_the_last_count_while_one_request_counts_it():
+    cached_once("k:1", lambda: "before the link", fresh_seconds=60, meanwhile="k:last")
+    count = SlowCount("after the link")
+    results: list = []
+    counting = _in_thread(
+        lambda: cached_once("k:2", count, fresh_seconds=60, meanwhile="k:last"), results
+    )
+    assert count.started.wait(10)
+
+    shown_meanwhile = cached_once("k:2", count, fresh_seconds=60, meanwhile="k:last")
+
+    count.finish.set()
+    counting.join(10)
+    assert shown_meanwhile == "before the link"
+    assert results == ["after the link"]
+    assert count.runs == 1
+    assert cached_once("k:2", count, fresh_seconds=60, meanwhile="k:last") == "after the link"
+
+
+def test_the_first_to_ask_after_a_change_counts_afresh():
+    cached_once("k:1", lambda: "before the link", fresh_seconds=60, meanwhile="k:last")
+
+    assert cached_once("k:2", lambda: "after the link", fresh_seconds=60, meanwhile="k:last") == (
+        "after the link"
+    )
+
+
 def test_a_count_that_never_ends_holds_the_others_only_so_long(monkeypatch):
     monkeypatch.setattr(cache_once, "WAIT_SECONDS", 0.2)
     cache.add("k:computing", "someone else's", timeout=30)  # a claim whose count hangs
