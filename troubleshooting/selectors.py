@@ -926,6 +926,7 @@ def _source_problems(
 ) -> list[Problem]:
     """Problems ``start`` to ``end`` of one code from one source, in the order its pages
     show them (deliveries and addresses from the cache while ``version`` stands)."""
+    what = f"{code}:{source}:{start}:{end}"
     if source == DELIVERIES:
 
         def deliveries() -> list[Problem]:
@@ -933,7 +934,7 @@ def _source_problems(
             shown = current.order_by("-created", "-pk")[start:end]
             return _delivery_problems(_with_failures(shown), firm)
 
-        return _cached_cards(firm, version, f"{code}:{source}:{start}:{end}", deliveries)
+        return _cached_cards(firm, version, what, deliveries)
     if source == ADDRESSES:
 
         def addresses() -> list[Problem]:
@@ -945,7 +946,7 @@ def _source_problems(
             )
             return _address_problems(list(found[start:end]), checks)
 
-        return _cached_cards(firm, version, f"{code}:{source}:{start}:{end}", addresses)
+        return _cached_cards(firm, version, what, addresses)
     # Not cached: a client's card says it was last seen now (its invoices wait today).
     clients = _no_recipient_clients(firm).order_by(Lower("display_name"), "pk")
     return _no_recipient_problems(clients[start:end])
@@ -996,11 +997,10 @@ def problems_version(firm: Firm) -> ProblemsVersion:
     return ProblemsVersion(*row) if row else ProblemsVersion(0, 0)
 
 
-def delivery_code_counts(firm: Firm, version: ProblemsVersion | None = None) -> list[tuple]:
+def delivery_code_counts(firm: Firm, version: ProblemsVersion) -> list[tuple]:
     """``_delivery_code_counts``, from the cache while the firm's DeliveryProblemsVersion
-    is the one they were counted under (one primary-key read instead of three windowed
-    queries; none when the caller read ``version``)."""
-    version = version or problems_version(firm)
+    is ``version``, the one they were counted under (the caller's one primary-key read
+    instead of three windowed queries)."""
     key = (
         f"troubleshooting:code-counts:{COUNTS_FORM}:{firm.pk}:{firm.created.timestamp()}"
         f":{version.counts}"
