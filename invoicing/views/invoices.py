@@ -9,11 +9,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import Role
-from invoicing.delivery.models import Delivery
 from invoicing.forms import (
     InvoiceFilterForm,
     InvoiceForm,
@@ -23,32 +21,22 @@ from invoicing.forms import (
 )
 from invoicing.invoices import InvoiceError, invoice_create, invoice_update, invoice_void
 from invoicing.models import Invoice
-from invoicing.payments.link_requests import LINK_REQUESTED
 from invoicing.payments.recording import invoice_may_have_reached_client, invoice_paid_amount
 from invoicing.selectors import (
     OPEN_STATUSES,
-    RecipientTimeline,
     billing_settings_get,
     invoice_all_refused,
     invoice_list,
     invoice_rows,
     invoice_timelines,
 )
+from invoicing.timeline import recipient_rows
 from invoicing.views.access import get_invoice_for_member
 from mailsync.selectors import clients_for_linking
 from portal.paging import CappedPaginator
 from portal.tenancy import clients_for, get_client_for_member, member_required
 
 PAYMENT_ROLES = (Role.OWNER, Role.ADMIN)
-
-# What each delivery state and event is called on the timeline. "Opened" comes from a
-# tracking image: mail apps that block images never report it, and scanners that fetch them
-# report opens nobody made, so it is labelled approximate.
-KIND_LABELS = {
-    **dict(Delivery.Status.choices),
-    Delivery.Status.OPENED: gettext_lazy("Opened (approximate)"),
-    LINK_REQUESTED: gettext_lazy("The client asked for a new link"),
-}
 
 
 @member_required
@@ -183,35 +171,12 @@ def invoice_edit(request: HttpRequest, invoice_pk: int) -> HttpResponse:
     return _form_page(request, form, lines, invoice)
 
 
-def _label_timelines(timelines: list[RecipientTimeline]) -> None:
-    """Put the member-facing words on each delivery and event (all already in memory)."""
-    for timeline in timelines:
-        latest = timeline.latest
-        # The words for latest.problem_code come from the catalogue, through the template
-        # library troubleshooting registers ({% load problems %}): this app only has codes.
-        # The client's latest request for a new link (made from any earlier email's link),
-        # while no email sent after it answered it.
-        requests = [
-            e.occurred_at
-            for d in timeline.deliveries
-            for e in d.events.all()
-            if e.kind == LINK_REQUESTED and e.occurred_at > latest.created
-        ]
-        timeline.link_requested_at = max(requests, default=None)
-        for delivery in timeline.deliveries:
-            delivery.status_label = KIND_LABELS.get(delivery.status, delivery.status)
-            for event in delivery.events.all():
-                event.label = KIND_LABELS.get(event.kind, event.kind)
-                event.approximate = event.kind == Delivery.Status.OPENED
-
-
 @member_required
 def invoice_detail(request: HttpRequest, invoice_pk: int) -> HttpResponse:
     invoice = get_invoice_for_member(request, invoice_pk)
     # Read once: the lines table and `invoice.total` both use them.
     prefetch_related_objects([invoice], "lines")
     timelines = invoice_timelines(invoice=invoice)
-    _label_timelines(timelines)
     payments = list(invoice.payments.select_related("recorded_by"))
     can_record_payment = request.member_role in PAYMENT_ROLES and (
         invoice.status in (Invoice.Status.SENT, Invoice.Status.VIEWED)
@@ -221,7 +186,9 @@ def invoice_detail(request: HttpRequest, invoice_pk: int) -> HttpResponse:
     context = {
         "invoice": invoice,
         "lines": list(invoice.lines.all()),
+        # The troubleshooting app's template tags read the timelines to flag recipients.
         "timelines": timelines,
+        "recipients": recipient_rows(invoice, timelines, role=request.member_role),
         "all_refused": invoice.status == Invoice.Status.DRAFT
         and invoice_all_refused(timelines=timelines),
         "overdue": invoice.status in OPEN_STATUSES and invoice.due_date < timezone.localdate(),
