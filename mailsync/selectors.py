@@ -254,33 +254,34 @@ class ThreadPage:
 
 def client_threads_page(*, client: Client, number: int = 1) -> ThreadPage:
     """Page ``number`` of the client's mail, newest first, EMAIL_TAB_PAGE_SIZE messages a
-    page (a thread that spans two pages shows its part on each). Three queries: the page's
-    message ids, the messages, and their attachments for this client."""
+    page (a thread that spans two pages shows its part on each). Two queries: the page's
+    messages, and their attachments for this client."""
     size = EMAIL_TAB_PAGE_SIZE
     number = min(max(1, number), 1_000_000)  # an offset the database can hold
-    # The ids from one range of the links' index (each link carries its message's date:
-    # messageclientlink_newest_idx): a client with tens of thousands of messages does not
-    # have every one of them read. One more than a page tells whether older mail follows.
-    ids = list(
+    # The page's ids are one range of the client's links' index (each link carries its
+    # message's date: messageclientlink_newest_idx), so a client with tens of thousands of
+    # messages does not have every one of them read; one more than a page tells whether
+    # older mail follows. Asked as a subquery: reading the ids first cost a query more
+    # (building it and a round trip); joining the links to the messages instead made a late
+    # page read every message before it (an OFFSET applies after the join).
+    ids = (
         MessageClientLink.objects.filter(client=client)
         .order_by("-message_date", "-message_id")
-        .values_list("message_id", flat=True)[(number - 1) * size : number * size + 1]
+        .values("message_id")[(number - 1) * size : number * size + 1]
     )
+    # A message's date never changes once stored: in its date's order, as the links are.
+    messages = list(_tab_messages(client).filter(pk__in=ids).order_by("-date", "-pk"))
     return ThreadPage(
-        threads=client_threads(client=client, message_ids=ids[:size]),
+        threads=client_threads(messages[:size]),
         number=number,
-        has_older=len(ids) > size,
+        has_older=len(messages) > size,
     )
 
 
-def client_threads(*, client: Client, message_ids: list[int]) -> list[Thread]:
-    """The given messages of the client grouped into threads (References / In-Reply-To),
-    newest thread first. Two queries: messages, and their attachments for this client
-    (each message's ``client_attachments``)."""
-    if not message_ids:
-        return []
-    messages = list(
-        Message.objects.filter(pk__in=message_ids)
+def _tab_messages(client: Client) -> QuerySet[Message]:
+    """Messages as a client's Email tab reads them, each with its ``client_attachments``."""
+    return (
+        Message.objects
         # What the tab shows: a thread's messages carry long reference lists and address
         # lists (JSON) that it never reads, and their text is loaded when a preview is
         # opened (mailsync:message_text): 50 replies quoting their thread are megabytes.
@@ -305,8 +306,12 @@ def client_threads(*, client: Client, message_ids: list[int]) -> list[Thread]:
                 to_attr="client_attachments",
             )
         )
-        .order_by("-date", "-pk")
     )
+
+
+def client_threads(messages: list[Message]) -> list[Thread]:
+    """A client's ``messages`` (newest first, as `_tab_messages` reads them) grouped into
+    threads (References / In-Reply-To), newest thread first."""
     threads: dict[str, Thread] = {}
     for message in messages:
         threads.setdefault(message.thread_key, Thread(message.thread_key)).messages.append(message)

@@ -19,7 +19,7 @@ from tests.mailsync.factories import (
 )
 
 CONNECT = reverse("mailsync:credentials")
-QUERIES = 9  # see test_the_email_tab_query_count_does_not_grow_with_messages
+QUERIES = 8  # see test_the_email_tab_query_count_does_not_grow_with_messages
 
 
 def _form(mailbox_user, **extra) -> dict:
@@ -246,8 +246,8 @@ def test_the_email_tab_query_count_does_not_grow_with_messages(
     url = reverse("mailsync:client_email", args=[client.pk])
     owner_client.get(url)  # warm the session
 
-    # session, user, membership (with firm), client, the page's message ids, messages, their
-    # attachments (prefetch), failing mailboxes linked to the client, the member's emails to
+    # session, user, membership (with firm), client, the page's messages (by its links),
+    # their attachments (prefetch), failing mailboxes linked to the client, the member's emails to
     # the client not sent yet: 3 or 30 messages alike.
     with django_assert_num_queries(QUERIES):
         assert owner_client.get(url).status_code == 200
