@@ -111,3 +111,44 @@ def test_folders_of_a_removed_mailbox_are_not_reported(owner_client, firm, owner
 
     assert "sync.auth_failed" not in page
     assert "sync.labels_excluded" not in page
+
+
+def _every_kind_of_trouble(firm, owner, n: int) -> None:
+    """Mailbox ``n`` refusing its login, with a folder left out, one renumbered at every
+    visit and one missing mail."""
+    mailbox = _refused(firm, owner, f"member{n}@firm.test")
+    MailboxFolderFactory(connection=mailbox, name="Clients", enabled=False, messages=3)
+    MailboxFolderFactory(
+        connection=mailbox,
+        name="Shared",
+        enabled=True,
+        uidvalidity_unstable_since=timezone.now(),
+        reset_count=4,
+    )
+    MailboxFolderFactory(
+        connection=mailbox,
+        name="INBOX",
+        enabled=True,
+        gap_missing=2,
+        gap_counts={"server_in_window": 12, "portal_in_window": 10},
+    )
+
+
+@pytest.mark.parametrize("mailboxes", [1, 6])
+def test_the_sync_page_reads_the_same_queries_however_many_mailboxes_are_in_trouble(
+    owner_client, firm, owner, mailboxes, django_assert_num_queries
+):
+    for n in range(mailboxes):
+        _every_kind_of_trouble(firm, owner, n)
+    _sync_page(owner_client)  # the session and the unlinked-mail count, cached
+
+    # session, user, membership with firm, the domain check, the mailboxes with their
+    # owners and folders, notes, members; nothing read again for a card (each card names
+    # its member, its mailbox's server and its folders)
+    with django_assert_num_queries(7):
+        page = _sync_page(owner_client)
+
+    for code in ("sync.auth_failed", "sync.labels_excluded", "sync.uidvalidity_unstable"):
+        assert _cards(page, code) == mailboxes
+    assert _cards(page, "sync.gap") == mailboxes
+    assert str(owner.user) in page

@@ -13,7 +13,7 @@ from django import template
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import formats
-from django.utils.html import conditional_escape, format_html, format_html_join
+from django.utils.html import conditional_escape, escape, format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import get_language
 
@@ -103,12 +103,13 @@ def technical_rows(rows) -> str:
 @register.filter
 def member_options(members: list[tuple[int, str]], chosen: int | None) -> str:
     """The member filter's ``<option>`` elements, the chosen member's selected (a template
-    loop over a firm's thirty members took half a millisecond on every Problems page)."""
-    return format_html_join(
-        "",
-        '<option value="{}"{}>{}</option>',
-        ((pk, mark_safe(" selected") if pk == chosen else "", name) for pk, name in members),
+    loop over a firm's thirty members took half a millisecond on every Problems page, and
+    format_html per member, 70 calls each, a fifth of that)."""
+    options = (
+        f'<option value="{int(pk)}"{" selected" if pk == chosen else ""}>{escape(name)}</option>'
+        for pk, name in members
     )
+    return mark_safe("".join(options))  # noqa: S308 (the id is a number, the name escaped)
 
 
 @register.filter
