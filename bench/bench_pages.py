@@ -196,18 +196,19 @@ def firm_changes(firm_slug: str, every: float, stop: threading.Event) -> threadi
     return thread
 
 
-def static_settings(work: Path) -> dict[str, str]:
+def static_settings(work: Path, root: Path = benchkit.REPO_ROOT) -> dict[str, str]:
     """portal.settings with STATIC_ROOT in the run's folder, filled by collectstatic (pages
     name their hashed static files; the repository is never written to)."""
     (work / "bench_pages_settings.py").write_text(
         f"from portal.settings import *  # noqa: F403\nSTATIC_ROOT = {str(work / 'static')!r}\n"
     )
-    sys.path.insert(0, str(work))
+    if root == benchkit.REPO_ROOT:
+        sys.path.insert(0, str(work))
     path = os.pathsep.join(filter(None, [str(work), os.environ.get("PYTHONPATH", "")]))
     env = {"DJANGO_SETTINGS_MODULE": "bench_pages_settings", "PYTHONPATH": path}
     subprocess.run(
         [benchkit.PYTHON, "manage.py", "collectstatic", "--noinput", "-v0"],
-        cwd=benchkit.REPO_ROOT,
+        cwd=root,
         env={**os.environ, **env, "SECRET_KEY": "collectstatic"},
         check=True,
     )
@@ -244,17 +245,21 @@ def seeded_portal_env(work: Path, *, cache: str) -> dict[str, str]:
     return env
 
 
-def server_start(port: int, env: dict[str, str]) -> subprocess.Popen:
+def server_start(
+    port: int, env: dict[str, str], root: Path = benchkit.REPO_ROOT
+) -> subprocess.Popen:
+    """gunicorn serving the checkout at ``root`` (this one unless ``--against`` names
+    another), as its gunicorn.conf.py configures it."""
     gunicorn = Path(benchkit.PYTHON).parent / "gunicorn"
-    command = [str(gunicorn), "-c", str(benchkit.REPO_ROOT / "gunicorn.conf.py")]
+    command = [str(gunicorn), "-c", str(root / "gunicorn.conf.py")]
     command += ["--bind", f"127.0.0.1:{port}", "--log-level", "warning"]
-    process = subprocess.Popen(command, cwd=benchkit.REPO_ROOT, env={**os.environ, **env})
+    process = subprocess.Popen(command, cwd=root, env={**os.environ, **env})
 
     # A worker takes connections only once it has loaded and warmed up (gunicorn.conf.py),
     # 5-6 s each, and all of them start at once on the bench's cores: measured as soon as
     # the first one answered, the floor ran on one or two workers of four for the first
     # half of its time, and its requests/s (the "cost" of every page) came out at half.
-    workers = runpy.run_path(str(benchkit.REPO_ROOT / "gunicorn.conf.py"))["workers"]
+    workers = runpy.run_path(str(root / "gunicorn.conf.py"))["workers"]
     answered: set[str] = set()
 
     def all_answer() -> bool:
@@ -288,6 +293,13 @@ def main() -> None:
     parser.add_argument(
         "--changes-every", type=float, default=0, help="seconds between changes (0: none)"
     )
+    parser.add_argument(
+        "--against",
+        metavar="CHECKOUT",
+        help="another checkout of the portal (a git worktree): serve both, and drive each "
+        "page on each in turn, --rounds slices of --seconds",
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="slices per page and side")
     args = parser.parse_args()
     with benchkit.temp_dir("bench-pages-") as work:
         env = seeded_portal_env(work, cache=args.cache)
@@ -300,6 +312,12 @@ def main() -> None:
         cookie, session_key = owner_session(args.firm)
         measured = pages_named(args.firm, args.only)
         connections.close_all()
+        if args.against:
+            try:
+                compare(args, work, env, cookie, measured)
+            finally:
+                Session.objects.filter(session_key=session_key).delete()
+            return
         port = benchkit.free_port()
         server = server_start(port, env)
         print(f"load average before: {Path('/proc/loadavg').read_text().strip()}")
@@ -355,6 +373,59 @@ def main() -> None:
                 server.wait()
             Session.objects.filter(session_key=session_key).delete()
         print(f"\nload average after: {Path('/proc/loadavg').read_text().strip()}")
+
+
+def compare(
+    args: argparse.Namespace,
+    work: Path,
+    env: dict[str, str],
+    cookie: str,
+    measured: list[tuple[str, str]],
+) -> None:
+    """Each page on this checkout and on ``--against``, in turns: the machine's speed drifts
+    by a tenth or more within minutes, more than most changes it is asked to show, and two
+    whole runs one after the other measure the drift as much as the change. Each side's cost
+    is its own floor's requests/s over the page's (medians of the slices)."""
+    other = Path(args.against).resolve()
+    (work / "against").mkdir()
+    sides = {
+        "this": (benchkit.REPO_ROOT, env),
+        "against": (other, {**env, **static_settings(work / "against", other)}),
+    }
+    ports = {side: benchkit.free_port() for side in sides}
+    servers = {
+        side: server_start(ports[side], side_env, root) for side, (root, side_env) in sides.items()
+    }
+    print(f"{benchkit.REPO_ROOT} (this) against {other}: {args.rounds} turns of {args.seconds} s")
+    print(f"per page and side, {args.connections} connections ({os.cpu_count()} cores)\n")
+    print(f"{'page':<36} {'req/s this':>10} {'against':>8} {'p95 this':>9} {'against':>8}"
+          f" {'cost this':>9} {'against':>8}")  # fmt: skip
+    floor: dict[str, float] = {}
+    try:
+        for name, path in measured:
+            runs: dict[str, list[dict]] = {side: [] for side in sides}
+            for turn in range(args.rounds):
+                for side in sorted(sides, reverse=turn % 2 == 1):
+                    runs[side].append(load(ports[side], path, cookie, args, work))
+            rate = {side: statistics.median(r["rate"] for r in runs[side]) for side in sides}
+            p95 = {side: statistics.median(r["p95"] for r in runs[side]) for side in sides}
+            floor = floor or rate
+            cost = {side: floor[side] / rate[side] if rate[side] else 0 for side in sides}
+            print(
+                f"{name:<36} {rate['this']:>10.1f} {rate['against']:>8.1f} "
+                f"{p95['this']:>7.0f}ms {p95['against']:>6.0f}ms "
+                f"{cost['this']:>8.2f}x {cost['against']:>7.2f}x",
+                flush=True,
+            )
+    finally:
+        for server in servers.values():
+            server.terminate()
+        for server in servers.values():
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
 
 
 if __name__ == "__main__":

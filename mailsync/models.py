@@ -233,7 +233,7 @@ class Message(models.Model):
     date_source = models.CharField(max_length=10, choices=DateSource.choices, blank=True)
     in_reply_to = models.TextField(blank=True)
     references = models.TextField(blank=True)
-    # Read with the messages and grouped in Python (mailsync.selectors.client_threads); no
+    # Read with the messages and grouped in Python (mailsync.selectors.client_threads_page); no
     # query looks messages up by it, so it has no index.
     thread_key = models.CharField(max_length=64)
     snippet = models.CharField(max_length=300, blank=True)
@@ -338,7 +338,7 @@ class MessageClientLink(models.Model):
             models.UniqueConstraint(fields=["message", "client"], name="messageclientlink_unique")
         ]
         indexes = [
-            # A client's Email tab (mailsync.selectors.client_threads): its newest links in
+            # A client's Email tab (mailsync.selectors.client_threads_page): its newest links in
             # the messages' order (-date, -pk; NULL dates first, as PostgreSQL sorts them).
             models.Index(
                 fields=["client", "-message_date", "-message"],

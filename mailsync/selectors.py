@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import re
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from functools import partial
@@ -238,34 +239,32 @@ class MessageRow:
     snippet: str
     attachments: tuple[tuple[int | None, str], ...]  # (document id, file name)
 
-    @classmethod
-    def of(cls, message: Message, client: Client) -> MessageRow:
-        """``message`` as `client_threads` reads it (with ``client_attachments``)."""
-        return cls(
-            client_pk=client.pk,
-            pk=message.pk,
-            sender=message.from_name or message.from_address,
-            date=message.date,
-            undated=message.date_source in ("server", "received"),
-            unreadable=bool(message.parse_error),
-            snippet=message.snippet,
-            attachments=tuple((a.document_id, a.filename) for a in message.client_attachments),
-        )
+
+@dataclass(frozen=True, slots=True)
+class ThreadEnds:
+    """What a thread shows above and below its messages on a client's Email tab (its
+    heading, its Reply button): mailsync/_thread_head.html and _thread_foot.html."""
+
+    client_pk: int
+    subject: str
+    latest_pk: int
 
 
 @dataclass
 class Thread:
+    """A thread's part of one page of a client's Email tab, oldest message first."""
+
     key: str
-    messages: list[Message] = field(default_factory=list)
-    rows: list[str] = field(default_factory=list)  # the messages' HTML, as a page shows them
+    subject: str  # its oldest message's on the page
+    messages: list[MessageRow] = field(default_factory=list)
+    html: str = ""  # as the page shows it: heading, messages, Reply
 
     @property
-    def subject(self) -> str:
-        return self.messages[0].subject if self.messages else ""
-
-    @property
-    def latest(self) -> Message:
+    def latest(self) -> MessageRow:
         return self.messages[-1]
+
+    def ends(self) -> ThreadEnds:
+        return ThreadEnds(self.latest.client_pk, self.subject, self.latest.pk)
 
 
 EMAIL_TAB_PAGE_SIZE = 50
@@ -278,6 +277,24 @@ class ThreadPage:
     threads: list[Thread]
     number: int
     has_older: bool
+
+
+# What the tab shows of a message: a thread's messages carry long reference lists and
+# address lists (JSON) that it never reads, and their text is loaded when a preview is
+# opened (mailsync:message_text): 50 replies quoting their thread are megabytes. Read as
+# plain rows: 50 Message instances and a prefetch of their attachments were half of the
+# page's Python.
+_TAB_FIELDS = (
+    "pk",
+    "thread_key",
+    "subject",
+    "from_name",
+    "from_address",
+    "date",
+    "date_source",
+    "parse_error",
+    "snippet",
+)
 
 
 def client_threads_page(*, client: Client, number: int = 1) -> ThreadPage:
@@ -298,51 +315,48 @@ def client_threads_page(*, client: Client, number: int = 1) -> ThreadPage:
         .values("message_id")[(number - 1) * size : number * size + 1]
     )
     # A message's date never changes once stored: in its date's order, as the links are.
-    messages = list(_tab_messages(client).filter(pk__in=ids).order_by("-date", "-pk"))
+    messages = list(
+        Message.objects.filter(pk__in=ids).order_by("-date", "-pk").values_list(*_TAB_FIELDS)
+    )
     return ThreadPage(
-        threads=client_threads(messages[:size]),
+        threads=_threads(client, messages[:size]),
         number=number,
         has_older=len(messages) > size,
     )
 
 
-def _tab_messages(client: Client) -> QuerySet[Message]:
-    """Messages as a client's Email tab reads them, each with its ``client_attachments``."""
-    return (
-        Message.objects
-        # What the tab shows: a thread's messages carry long reference lists and address
-        # lists (JSON) that it never reads, and their text is loaded when a preview is
-        # opened (mailsync:message_text): 50 replies quoting their thread are megabytes.
-        .only(
-            "thread_key",
-            "subject",
-            "from_name",
-            "from_address",
-            "date",
-            "date_source",
-            "parse_error",
-            "snippet",
-        )
-        # A list per message (to_attr): a related manager's prefetch cache costs a queryset
-        # clone per message, a third of reading a page.
-        .prefetch_related(
-            Prefetch(
-                "attachments",
-                queryset=MessageAttachment.objects.filter(client=client).only(
-                    "message", "document", "filename"
-                ),
-                to_attr="client_attachments",
+def _threads(client: Client, messages: list[tuple]) -> list[Thread]:
+    """``messages`` (`_TAB_FIELDS` rows, newest first) of the client grouped into threads
+    (References / In-Reply-To), newest thread first, each message with the attachments
+    the client got from it (one query)."""
+    attachments: dict[int, list[tuple[int | None, str]]] = defaultdict(list)
+    if messages:
+        for message_id, document_id, filename in (
+            MessageAttachment.objects.filter(
+                client=client, message_id__in=[message[0] for message in messages]
+            )
+            .order_by("pk")
+            .values_list("message_id", "document_id", "filename")
+        ):
+            attachments[message_id].append((document_id, filename))
+    threads: dict[str, Thread] = {}
+    for pk, key, subject, name, address, date, date_source, parse_error, snippet in messages:
+        thread = threads.get(key)
+        if thread is None:
+            thread = threads[key] = Thread(key, subject)
+        thread.subject = subject  # newest first: the oldest message's, in the end
+        thread.messages.append(
+            MessageRow(
+                client_pk=client.pk,
+                pk=pk,
+                sender=name or address,
+                date=date,
+                undated=date_source in ("server", "received"),
+                unreadable=bool(parse_error),
+                snippet=snippet,
+                attachments=tuple(attachments.get(pk, ())),
             )
         )
-    )
-
-
-def client_threads(messages: list[Message]) -> list[Thread]:
-    """A client's ``messages`` (newest first, as `_tab_messages` reads them) grouped into
-    threads (References / In-Reply-To), newest thread first."""
-    threads: dict[str, Thread] = {}
-    for message in messages:
-        threads.setdefault(message.thread_key, Thread(message.thread_key)).messages.append(message)
     for thread in threads.values():
         thread.messages.reverse()  # oldest first inside a thread
     return list(threads.values())

@@ -8,6 +8,7 @@ from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_http_methods, require_POST
@@ -28,7 +29,7 @@ from mailsync.written import written_emails_unsent
 from portal.addresses import normalize_address
 from portal.ratelimits import RateLimited, hit
 from portal.redirects import next_path, redirect_next
-from portal.rows import rendered_row_groups
+from portal.rows import rendered_row_groups, rendered_rows
 from portal.tenancy import get_client_for_member, member_required
 
 # Steps of the account check, in words a member understands (lazy: the member's language).
@@ -364,12 +365,13 @@ def client_email(request: HttpRequest, client_pk: int) -> HttpResponse:
     if not page.threads and page.number > 1:
         # Past the oldest mail (a stale link, or mail unlinked since): the newest page.
         return redirect("mailsync:client_email", client.pk)
-    rows = rendered_row_groups(
-        "mailsync/_message_row.html",
-        [[selectors.MessageRow.of(m, client) for m in thread.messages] for thread in page.threads],
-    )
-    for thread, html in zip(page.threads, rows, strict=True):
-        thread.rows = html
+    threads = page.threads
+    ends = [thread.ends() for thread in threads]
+    heads = rendered_rows("mailsync/_thread_head.html", ends)
+    feet = rendered_rows("mailsync/_thread_foot.html", ends)
+    rows = rendered_row_groups("mailsync/_message_row.html", [t.messages for t in threads])
+    for thread, head, html, foot in zip(threads, heads, rows, feet, strict=True):
+        thread.html = mark_safe(head + "".join(html) + foot)  # noqa: S308 (rendered by templates)
     context = {
         "client": client,
         "tab": "email",

@@ -229,6 +229,39 @@ def test_a_messages_text_is_not_served_through_another_client(owner_client, firm
     assert response.status_code == 404
 
 
+def test_a_reply_to_a_thread_seen_before_shows_under_it_and_takes_the_reply_button(
+    owner_client, firm
+):
+    client = ClientFactory(firm=firm)
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    first = MessageFactory(firm=firm, subject="Year end", thread_key="ye", date=start)
+    MessageClientLinkFactory(message=first, client=client)
+    url = reverse("mailsync:client_email", args=[client.pk])
+    assert reverse("mailsync:reply", args=[client.pk, first.pk]) in _page(owner_client, url)
+
+    reply = MessageFactory(
+        firm=firm,
+        subject="Re: Year end",
+        thread_key="ye",
+        snippet="Here are the receipts",
+        date=start + datetime.timedelta(hours=1),
+    )
+    MessageClientLinkFactory(message=reply, client=client)
+    page = _page(owner_client, url)
+
+    assert page.count('<article class="card thread">') == 1
+    assert "<h2>Year end</h2>" in page
+    assert "Here are the receipts" in page
+    assert reverse("mailsync:reply", args=[client.pk, reply.pk]) in page
+    assert reverse("mailsync:reply", args=[client.pk, first.pk]) not in page
+
+
+def _page(http, url: str) -> str:
+    response = http.get(url)
+    assert response.status_code == 200
+    return response.content.decode()
+
+
 def test_the_email_tab_says_when_a_message_had_no_date_of_its_own(owner_client, firm):
     client = _client_with_mail(firm, 2)
     Message.objects.filter(subject="Question 1").update(date_source=Message.DateSource.SERVER)
