@@ -71,7 +71,8 @@ def connections_failing_for_client(*, client: Client) -> list[MailboxConnection]
         MailboxConnection.objects.filter(firm_id=client.firm_id, intent=Intent.ACTIVE)
         .exclude(health=MailboxConnection.Health.OK)
         .select_related("owner")
-        .defer("secret")
+        # What the tab's banner says of each: whose mailbox, which, what is wrong.
+        .only("email_address", "health", "owner__first_name", "owner__last_name", "owner__email")
     )
     return connections_holding_client_mail(failing, client=client)
 
@@ -223,6 +224,20 @@ def mailbox_trouble(*, firm: Firm) -> MailboxTrouble:
         if folder.gap_missing and folder.gap_missing > 0:
             trouble.gaps.append(folder)
     return trouble
+
+
+@dataclass(frozen=True, slots=True)
+class FailingMailbox:
+    """A mailbox that stopped syncing, as a client's Email tab warns of it
+    (mailsync/_failing_banner.html reads this and nothing else)."""
+
+    member: str  # whose mailbox ("": the firm's shared one)
+    address: str
+    health: str
+
+    @classmethod
+    def of(cls, connection: MailboxConnection) -> FailingMailbox:
+        return cls(str(connection.owner or ""), connection.email_address, connection.health)
 
 
 @dataclass(frozen=True, slots=True)

@@ -377,7 +377,13 @@ def client_email(request: HttpRequest, client_pk: int) -> HttpResponse:
         "tab": "email",
         "page": page,
         "threads": page.threads,
-        "failing": selectors.connections_failing_for_client(client=client),
+        "failing": rendered_rows(
+            "mailsync/_failing_banner.html",
+            [
+                selectors.FailingMailbox.of(connection)
+                for connection in selectors.connections_failing_for_client(client=client)
+            ],
+        ),
         "unsent": written_emails_unsent(member=request.user, client=client),
     }
     return render(request, "mailsync/client_email.html", context)

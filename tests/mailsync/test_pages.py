@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime
+from html import unescape
 
 import pytest
 from django.urls import reverse
 
-from mailsync.models import MailboxConnection, Message, MessageAttachment
+from mailsync.models import MailboxConnection, Message, MessageAttachment, MessageSource
 from mailsync.selectors import EMAIL_TAB_PAGE_SIZE
 from tests.factories import ClientFactory, DocumentFactory
 from tests.mailsync.factories import (
@@ -254,6 +255,57 @@ def test_a_reply_to_a_thread_seen_before_shows_under_it_and_takes_the_reply_butt
     assert "Here are the receipts" in page
     assert reverse("mailsync:reply", args=[client.pk, reply.pk]) in page
     assert reverse("mailsync:reply", args=[client.pk, first.pk]) not in page
+
+
+def _mailbox_holding_mail_of(client, owner, **fields) -> MailboxConnection:
+    """A mailbox of ``owner`` (None: the firm's shared one) that synced a message of
+    ``client``."""
+    connection = MailboxConnectionFactory(firm=client.firm, owner=owner, **fields)
+    folder = MailboxFolderFactory(connection=connection, name="INBOX")
+    message = MessageFactory(firm=client.firm, subject="Receipts")
+    MessageClientLinkFactory(message=message, client=client)
+    MessageSource.objects.create(message=message, connection=connection, folder=folder, uid=1)
+    return connection
+
+
+def test_a_mailbox_that_stopped_syncing_warns_on_the_clients_whose_mail_it_holds(
+    owner_client, owner, firm
+):
+    owner.user.first_name, owner.user.last_name = "Anna", "Berg"
+    owner.user.save()
+    client, other = ClientFactory(firm=firm), ClientFactory(firm=firm)
+    _mailbox_holding_mail_of(
+        client, owner.user, email_address="anna@firm.test", health="needs_reauth"
+    )
+
+    page = _page(owner_client, reverse("mailsync:client_email", args=[client.pk]))
+    elsewhere = _page(owner_client, reverse("mailsync:client_email", args=[other.pk]))
+
+    assert "Emails from anna@firm.test (Anna Berg) stopped syncing" in unescape(page)
+    assert "click Re-authenticate" in page
+    assert "stopped syncing" not in elsewhere
+
+
+def test_the_warning_goes_once_the_mailbox_syncs_again(owner_client, owner, firm):
+    client = ClientFactory(firm=firm)
+    mailbox = _mailbox_holding_mail_of(client, None, health="needs_settings")
+    url = reverse("mailsync:client_email", args=[client.pk])
+    assert "the firm's shared mailbox" in unescape(_page(owner_client, url))
+
+    MailboxConnection.objects.filter(pk=mailbox.pk).update(health="ok")
+
+    assert "stopped syncing" not in _page(owner_client, url)
+
+
+def test_the_warning_speaks_the_members_language(owner_client, owner, firm):
+    client = ClientFactory(firm=firm)
+    _mailbox_holding_mail_of(client, owner.user, health="degraded")
+    url = reverse("mailsync:client_email", args=[client.pk])
+    assert "are delayed" in _page(owner_client, url)
+    owner.user.language = "fi"
+    owner.user.save(update_fields=["language"])
+
+    assert "are delayed" not in _page(owner_client, url)
 
 
 def _page(http, url: str) -> str:
