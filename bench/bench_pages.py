@@ -4,6 +4,7 @@
                                          # (and the blob store under PORTAL_VAR_DIR: the
                                          # message page reads its raw mail; use the same)
     .venv/bin/python bench/bench_pages.py [--seconds 30] [--connections 16] [--only NAME ...]
+    .venv/bin/python bench/bench_pages.py --against ../base --seconds 5 --rounds 4
 
 Serves the portal with gunicorn as gunicorn.conf.py configures it, on loopback, over the
 database `seed_scale` filled (``DATABASE_URL``, PostgreSQL; the bench only reads it, apart
@@ -15,6 +16,13 @@ member lookup, no page) runs in the same run as the floor; each page's p95 is al
 multiple of the floor's, and "cost": the floor's requests/s over the page's (one request of
 the page in bare-view requests; steadier between runs than the p95 ratio). Aim: p95 <= 100 ms
 and <= 4x the floor. Asserts nothing.
+
+``--against CHECKOUT`` compares this checkout with another (a ``git worktree`` of the commit
+before a change, sharing this virtualenv): both are served at once, and each page is driven on
+one, then the other, ``--rounds`` times for ``--seconds`` each, the order swapped every round;
+each side's figures are the medians of its slices, its cost over its own floor. On the 2-core
+machines here the speed of whole runs drifts by 10-25% within minutes, more than most changes
+measure; slices this short, taken in turns, see both sides under the same drift.
 
 ``--changes-every S``: while each page is driven, every S seconds the bench does to the
 firm what a busy day does to its counts: a member links an address (the unlinked-mail
