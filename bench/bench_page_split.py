@@ -4,6 +4,7 @@
     .venv/bin/python bench/bench_page_split.py [--runs 20] [--only NAME ...]
     .venv/bin/python bench/bench_page_split.py --only NAME --profile 50   # where, by function
     .venv/bin/python bench/bench_page_split.py --only NAME --statements   # each query, timed
+    .venv/bin/python bench/bench_page_split.py --calls 20     # Python calls per request
 
 bench_pages.py says what a page costs under load; this says why. For each page of
 bench_pages.py (the same pages, the same signed-in owner), through Django's test client in
@@ -148,6 +149,25 @@ def profile(name: str, get: Callable[[], object], requests: int) -> None:
     stats.sort_stats("cumulative").print_stats(40)
 
 
+def calls(name: str, get: Callable[[], object], requests: int) -> None:
+    """Print the Python function calls one request of a page makes (cProfile's count, the
+    mean of ``requests``). Unlike a time, it does not move with the machine: on the 2-core
+    machines here the fastest of 40 requests of one page moved by a third between runs a
+    minute apart, and a change of a tenth is only seen this way in process."""
+    import cProfile
+    import pstats
+
+    for _ in range(3):
+        get()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(requests):
+        get()
+    profiler.disable()
+    per_request = pstats.Stats(profiler).total_calls / requests
+    print(f"{name:<36} {per_request:>9,.0f}", flush=True)
+
+
 def statements(name: str, get: Callable[[], object]) -> None:
     """Print each statement of one request of a page: its wait, PostgreSQL's planning and
     execution, whether a template ran it, and the start of its SQL."""
@@ -187,6 +207,13 @@ def main() -> None:
         "--cache", default="redis://127.0.0.1:6379/14", help="CACHE_URL; empty: per process"
     )
     parser.add_argument(
+        "--calls",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of the split: Python function calls per request, over N requests",
+    )
+    parser.add_argument(
         "--statements",
         action="store_true",
         help="instead of the split: each statement of one request of each page, timed",
@@ -209,6 +236,14 @@ def main() -> None:
             try:
                 for name, path in measured:
                     statements(name, lambda path=path: client.get(path))
+            finally:
+                client.logout()
+            return
+        if args.calls:
+            print(f"{'page':<36} {'calls/request':>13}")
+            try:
+                for name, path in measured:
+                    calls(name, lambda path=path: client.get(path), args.calls)
             finally:
                 client.logout()
             return

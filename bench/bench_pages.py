@@ -383,6 +383,10 @@ def main() -> None:
         print(f"\nload average after: {Path('/proc/loadavg').read_text().strip()}")
 
 
+# Seconds of the floor driven before each slice of a page (--against).
+FLOOR_SLICE = 2
+
+
 def compare(
     args: argparse.Namespace,
     work: Path,
@@ -393,7 +397,8 @@ def compare(
     """Each page on this checkout and on ``--against``, in turns: the machine's speed drifts
     by a tenth or more within minutes, more than most changes it is asked to show, and two
     whole runs one after the other measure the drift as much as the change. Each side's cost
-    is its own floor's requests/s over the page's (medians of the slices)."""
+    is its own floor's requests/s over the page's, the floor driven for FLOOR_SLICE seconds
+    before each slice of the page (medians of the slices)."""
     other = Path(args.against).resolve()
     (work / "against").mkdir()
     sides = {
@@ -408,16 +413,27 @@ def compare(
     print(f"per page and side, {args.connections} connections ({os.cpu_count()} cores)\n")
     print(f"{'page':<36} {'req/s this':>10} {'against':>8} {'p95 this':>9} {'against':>8}"
           f" {'cost this':>9} {'against':>8}")  # fmt: skip
-    floor: dict[str, float] = {}
+    floor_path = measured[0][1]
+    floor_args = argparse.Namespace(**{**vars(args), "seconds": FLOOR_SLICE})
     try:
         for name, path in measured:
             runs: dict[str, list[dict]] = {side: [] for side in sides}
+            floors: dict[str, list[dict]] = {side: [] for side in sides}
             for turn in range(args.rounds):
                 for side in sorted(sides, reverse=turn % 2 == 1):
+                    if path != floor_path:
+                        # The floor again, just before: the page's cost is over a floor of
+                        # the same minute (the machine's speed drifts within a run).
+                        floors[side].append(load(ports[side], floor_path, cookie, floor_args, work))
                     runs[side].append(load(ports[side], path, cookie, args, work))
             rate = {side: statistics.median(r["rate"] for r in runs[side]) for side in sides}
             p95 = {side: statistics.median(r["p95"] for r in runs[side]) for side in sides}
-            floor = floor or rate
+            floor = {
+                side: statistics.median(r["rate"] for r in floors[side])
+                if floors[side]
+                else rate[side]
+                for side in sides
+            }
             cost = {side: floor[side] / rate[side] if rate[side] else 0 for side in sides}
             print(
                 f"{name:<36} {rate['this']:>10.1f} {rate['against']:>8.1f} "
