@@ -130,11 +130,9 @@ def split(get: Callable[[], object], runs: int, splits: int) -> dict[str, float]
     }
 
 
-def profile(name: str, get: Callable[[], object], requests: int) -> None:
-    """Print where ``requests`` requests of one page spend their time, by cProfile: the
-    functions that take most of it themselves, then most with what they call."""
+def _profiled(get: Callable[[], object], requests: int):
+    """A cProfile of ``requests`` requests, after two to warm up."""
     import cProfile
-    import pstats
 
     for _ in range(2):
         get()
@@ -143,6 +141,15 @@ def profile(name: str, get: Callable[[], object], requests: int) -> None:
     for _ in range(requests):
         get()
     profiler.disable()
+    return profiler
+
+
+def profile(name: str, get: Callable[[], object], requests: int) -> None:
+    """Print where ``requests`` requests of one page spend their time, by cProfile: the
+    functions that take most of it themselves, then most with what they call."""
+    import pstats
+
+    profiler = _profiled(get, requests)
     print(f"\n=== {name}: {requests} requests, cProfile (times are over all of them)")
     stats = pstats.Stats(profiler).strip_dirs()
     stats.sort_stats("tottime").print_stats(25)
@@ -154,17 +161,9 @@ def calls(name: str, get: Callable[[], object], requests: int) -> None:
     mean of ``requests``). Unlike a time, it does not move with the machine: on the 2-core
     machines here the fastest of 40 requests of one page moved by a third between runs a
     minute apart, and a change of a tenth is only seen this way in process."""
-    import cProfile
     import pstats
 
-    for _ in range(3):
-        get()
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for _ in range(requests):
-        get()
-    profiler.disable()
-    per_request = pstats.Stats(profiler).total_calls / requests
+    per_request = pstats.Stats(_profiled(get, requests)).total_calls / requests
     print(f"{name:<36} {per_request:>9,.0f}", flush=True)
 
 
