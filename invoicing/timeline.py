@@ -12,6 +12,7 @@ import datetime
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from django.http import HttpRequest
 from django.utils.functional import Promise
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy
@@ -93,7 +94,7 @@ class RecipientRow:
     link_requested_at: datetime.datetime | None  # a new link asked for and not yet sent
     sends: tuple[SendRow, ...]
     # A guide's (code, title, what) when Gmail is likely to warn about this recipient's
-    # mail; set by the page (`with_flags`), which asks the troubleshooting app.
+    # mail; set by `timeline_html` from what the troubleshooting app says.
     flagged: tuple[str, str, str] | None = None
 
 
@@ -163,7 +164,9 @@ def _send_row(delivery: Delivery, *, role: str) -> SendRow:
     )
 
 
-def timeline_html(rows: list[RecipientRow], flagged: dict[str, Flag], *, request) -> SafeString:
+def timeline_html(
+    rows: list[RecipientRow], flagged: dict[str, Flag], *, request: HttpRequest
+) -> SafeString:
     """The rows' HTML, each recipient Gmail is likely to warn about (``flagged``, by
     normalized address) with its guide's words; the forms carry ``request``'s CSRF token."""
     rows = [
