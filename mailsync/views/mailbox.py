@@ -8,13 +8,12 @@ from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import Role
-from mailsync import selectors, services, tasks
+from mailsync import email_tab, selectors, services, tasks
 from mailsync.account_check import AccountCheck, check_account
 from mailsync.adapters import Credentials, ServerSettings
 from mailsync.check_words import plain_failure
@@ -29,7 +28,6 @@ from mailsync.written import written_emails_unsent
 from portal.addresses import normalize_address
 from portal.ratelimits import RateLimited, hit
 from portal.redirects import next_path, redirect_next
-from portal.rows import rendered_row_groups, rendered_rows
 from portal.tenancy import get_client_for_member, member_required
 
 # Steps of the account check, in words a member understands (lazy: the member's language).
@@ -365,25 +363,13 @@ def client_email(request: HttpRequest, client_pk: int) -> HttpResponse:
     if not page.threads and page.number > 1:
         # Past the oldest mail (a stale link, or mail unlinked since): the newest page.
         return redirect("mailsync:client_email", client.pk)
-    threads = page.threads
-    ends = [thread.ends() for thread in threads]
-    heads = rendered_rows("mailsync/_thread_head.html", ends)
-    feet = rendered_rows("mailsync/_thread_foot.html", ends)
-    rows = rendered_row_groups("mailsync/_message_row.html", [t.messages for t in threads])
-    for thread, head, html, foot in zip(threads, heads, rows, feet, strict=True):
-        thread.html = mark_safe(head + "".join(html) + foot)  # noqa: S308 (rendered by templates)
+    email_tab.threads_html(page.threads)
     context = {
         "client": client,
         "tab": "email",
         "page": page,
         "threads": page.threads,
-        "failing": rendered_rows(
-            "mailsync/_failing_banner.html",
-            [
-                selectors.FailingMailbox.of(connection)
-                for connection in selectors.connections_failing_for_client(client=client)
-            ],
-        ),
+        "failing": email_tab.failing_html(client),
         "unsent": written_emails_unsent(member=request.user, client=client),
     }
     return render(request, "mailsync/client_email.html", context)
