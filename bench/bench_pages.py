@@ -286,6 +286,15 @@ def server_start(
     return process
 
 
+def server_stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:  # workers still busy with a slow page
+        process.kill()
+        process.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=30)
@@ -373,12 +382,7 @@ def main() -> None:
                     flush=True,
                 )
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:  # workers still busy with a slow page
-                server.kill()
-                server.wait()
+            server_stop(server)
             Session.objects.filter(session_key=session_key).delete()
         print(f"\nload average after: {Path('/proc/loadavg').read_text().strip()}")
 
@@ -443,13 +447,7 @@ def compare(
             )
     finally:
         for server in servers.values():
-            server.terminate()
-        for server in servers.values():
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            server_stop(server)
 
 
 if __name__ == "__main__":
