@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 import time
 from collections import defaultdict
@@ -16,7 +17,6 @@ from django.db import connection as db_connection
 from django.db.models import (
     Count,
     Exists,
-    FilteredRelation,
     Max,
     Min,
     OuterRef,
@@ -38,6 +38,7 @@ from mailsync.models import (
     MessageClientLink,
     MessageSource,
 )
+from portal import joined_rows
 from portal.addresses import COMMON_DOMAINS, normalize_address
 from portal.cache_once import cached_once
 from portal.models import Client, ContactAddress, Firm
@@ -140,20 +141,6 @@ _NON_CLIENT_FOLDER_PATTERN = "^({})({})$".format(
 )
 
 
-def _folders_to_report() -> Q:
-    """A mailbox's folders the Problems pages report (a condition on its ``folders``):
-    switched off with mail in them, leaving out trash, spam, drafts and sent
-    (sync.labels_excluded); synced and renumbered at every visit
-    (sync.uidvalidity_unstable); synced with mail on the server the portal lacks
-    (sync.gap)."""
-    excluded = Q(folders__enabled=False, folders__messages__gt=0) & ~Q(
-        folders__name__iregex=_NON_CLIENT_FOLDER_PATTERN
-    )
-    renumbered = Q(folders__enabled=True, folders__uidvalidity_unstable_since__isnull=False)
-    gap = Q(folders__enabled=True, folders__gap_missing__gt=0)
-    return excluded | renumbered | gap
-
-
 class MailboxTrouble(NamedTuple):
     """What the Problems pages report of a firm's mailboxes (each with its ``owner``; each
     folder with its ``connection``)."""
@@ -166,53 +153,94 @@ class MailboxTrouble(NamedTuple):
     gaps: list[MailboxFolder]  # synced, where the server holds mail the portal lacks (sync.gap)
 
 
-# What the Problems pages read of a mailbox with trouble and its owner
-# (`MailboxConnection.problem_shown`, troubleshooting's cards; Django reads a filtered
-# relation's folder whole). Compiling every column of both was a third of building the
-# Problems dashboard's sync part.
-_TROUBLE_FIELDS = (
-    "owner_id",
-    "email_address",
-    "kind",
-    "host",
-    "port",
-    "security",
-    "health",
-    "problem_code",
-    "problem_detail",
-    "problem_step",
-    "problem_first_seen",
-    "problem_last_seen",
-    "consecutive_failures",
-    "last_attempt_at",
-    "last_success_at",
-    "next_attempt_at",
-    "created",
-    "owner__first_name",
-    "owner__last_name",
-    "owner__email",
+# What the Problems pages read of a mailbox with trouble, its owner and its folders to report
+# (`MailboxConnection.problem_shown`, troubleshooting's cards).
+_TROUBLE_PARTS = (
+    joined_rows.Part(
+        MailboxConnection,
+        "c",
+        (
+            "owner_id",
+            "email_address",
+            "kind",
+            "host",
+            "port",
+            "security",
+            "health",
+            "problem_code",
+            "problem_detail",
+            "problem_step",
+            "problem_first_seen",
+            "problem_last_seen",
+            "consecutive_failures",
+            "last_attempt_at",
+            "last_success_at",
+            "next_attempt_at",
+            "created",
+        ),
+    ),
+    joined_rows.Part(User, "u", ("first_name", "last_name", "email")),
+    joined_rows.Part(
+        MailboxFolder,
+        "f",
+        (
+            "connection_id",
+            "name",
+            "enabled",
+            "messages",
+            "reset_count",
+            "uidvalidity_unstable_since",
+            "gap_missing",
+            "gap_counts",
+            "gap_first_seen",
+            "gap_checked_at",
+        ),
+    ),
 )
 
 
-def mailbox_trouble(*, firm: Firm) -> MailboxTrouble:
-    """The firm's active mailboxes with a problem and the folders to report, in one query:
-    each mailbox that has either, once per such folder (a LEFT JOIN of the folders that
-    match). Two queries, mailboxes then folders, cost the Problems pages a millisecond more
-    of building and compiling, for a handful of rows."""
-    rows = (
-        MailboxConnection.objects.filter(firm=firm, intent=Intent.ACTIVE)
-        .annotate(flagged=FilteredRelation("folders", condition=_folders_to_report()))
-        .filter(~Q(problem_code="") | Q(flagged__isnull=False))
-        .select_related("owner", "flagged")
-        .only(*_TROUBLE_FIELDS)
-        .order_by("email_address", "pk", "flagged__name")
+@functools.cache
+def _trouble_sql(vendor: str) -> str:
+    """Each active mailbox of a firm with a problem or a folder to report, once per such
+    folder: switched off with mail in it, leaving out trash, spam, drafts and sent
+    (sync.labels_excluded); synced and renumbered at every visit (sync.uidvalidity_unstable);
+    synced with mail on the server the portal lacks (sync.gap). ``vendor`` only keys the
+    cache: the columns' quoting and the case-blind regex are the backend's."""
+    iregex = db_connection.operators["iregex"] % "%s"
+    return (
+        f"SELECT {joined_rows.columns(_TROUBLE_PARTS)}"  # noqa: S608 (no values in it)
+        f" FROM {MailboxConnection._meta.db_table} c"
+        f" LEFT JOIN {User._meta.db_table} u ON u.id = c.owner_id"
+        f" LEFT JOIN {MailboxFolder._meta.db_table} f ON f.connection_id = c.id AND ("
+        f"  (NOT f.enabled AND f.messages > 0 AND NOT (f.name {iregex}))"
+        "   OR (f.enabled AND f.uidvalidity_unstable_since IS NOT NULL)"
+        "   OR (f.enabled AND f.gap_missing > 0))"
+        " WHERE c.firm_id = %s AND c.intent = %s AND (c.problem_code <> '' OR f.id IS NOT NULL)"
+        " ORDER BY c.email_address, c.id, f.name"
     )
+
+
+def mailbox_trouble(*, firm: Firm) -> MailboxTrouble:
+    """The firm's active mailboxes with a problem and the folders to report, in one query
+    of our own SQL (portal.joined_rows): the same as a filtered relation with
+    ``select_related`` and ``only``, whose building and compiling was 1.3 ms of the 3 ms
+    this took on each Problems page, for a handful of rows."""
     trouble = MailboxTrouble([], [], [], [])
-    for connection in rows:
-        if connection.problem_shown and all(c.pk != connection.pk for c in trouble.failing):
-            trouble.failing.append(connection)
-        # Set by select_related when the row has a folder, absent when it has none.
-        folder = getattr(connection, "flagged", None)
+    rows = joined_rows.select(
+        _trouble_sql(db_connection.vendor),
+        [_NON_CLIENT_FOLDER_PATTERN, firm.pk, Intent.ACTIVE],
+        _TROUBLE_PARTS,
+    )
+    connections: dict[int, MailboxConnection] = {}
+    for connection, owner, folder in rows:
+        if connection.pk in connections:
+            # The same mailbox on each of its folders' rows: one instance for all its cards.
+            connection = connections[connection.pk]
+        else:
+            connections[connection.pk] = connection
+            connection.owner = owner
+            if connection.problem_shown:
+                trouble.failing.append(connection)
         if folder is None:
             continue
         folder.connection = connection

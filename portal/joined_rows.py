@@ -1,0 +1,90 @@
+"""Model instances from one hand-written SELECT that joins several tables.
+
+For a query a busy page runs on every view whose ORM form costs more to build than to run:
+the Problems pages' mailboxes in trouble, a filtered relation with ``select_related`` and
+``only``, took 1.3 ms of Python to build and compile and 0.8 ms to run, for a handful of
+rows. Here the caller writes the FROM, WHERE and ORDER BY (with `Part`'s table aliases),
+the columns are listed from the models, and each value goes through the converters Django
+applies to that field on that database (SQLite's datetimes, JSON), so the instances are the
+ones a queryset with ``only()`` would have built. The SQL must hold for every database the
+portal runs on (PostgreSQL and SQLite): use the backend's ``operators`` for anything that
+differs between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models import Field, Model
+
+
+@dataclass(frozen=True)
+class Part:
+    """One table of the join: its model, its alias in the SQL, and the fields read of it
+    (names or attnames; the primary key is always read: a row whose key is NULL, a LEFT
+    JOIN that found nothing, gives None)."""
+
+    model: type[Model]
+    alias: str
+    names: tuple[str, ...]
+
+    @cached_property
+    def fields(self) -> tuple[Field, ...]:
+        # In the model's own order: Model.from_db fills the deferred ones in by position.
+        wanted = {self.model._meta.get_field(name).attname for name in self.names}
+        wanted.add(self.model._meta.pk.attname)
+        return tuple(f for f in self.model._meta.concrete_fields if f.attname in wanted)
+
+    @cached_property
+    def attnames(self) -> list[str]:
+        return [f.attname for f in self.fields]
+
+    @cached_property
+    def pk_index(self) -> int:
+        return self.fields.index(self.model._meta.pk)
+
+
+def columns(parts: Sequence[Part], *, using: str = DEFAULT_DB_ALIAS) -> str:
+    """The SELECT list for ``parts``, in the order `select` reads it."""
+    quote = connections[using].ops.quote_name
+    return ", ".join(
+        f"{quote(part.alias)}.{quote(field.column)}" for part in parts for field in part.fields
+    )
+
+
+def select(
+    sql: str, params: Sequence[Any], parts: Sequence[Part], *, using: str = DEFAULT_DB_ALIAS
+) -> list[tuple[Model | None, ...]]:
+    """Run ``sql`` (a SELECT of `columns`) and give each row as one instance per part, None
+    for a part the row holds no row of. Relations between them are the caller's to set."""
+    connection = connections[using]
+    converters = []
+    for part in parts:
+        for field in part.fields:
+            column = field.get_col(part.alias)
+            found = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+            converters.append((found, column))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    result = []
+    for row in rows:
+        values = list(row)
+        for i, (found, column) in enumerate(converters):
+            for convert in found:
+                values[i] = convert(values[i], column, connection)
+        instances: list[Model | None] = []
+        start = 0
+        for part in parts:
+            own = values[start : start + len(part.fields)]
+            start += len(part.fields)
+            if own[part.pk_index] is None:
+                instances.append(None)
+            else:
+                instances.append(part.model.from_db(using, part.attnames, own))
+        result.append(tuple(instances))
+    return result
