@@ -27,6 +27,6 @@ def failing_html(client: Client) -> list[SafeString]:
         "mailsync/_failing_banner.html",
         [
             selectors.FailingMailbox.of(connection)
-            for connection in selectors.connections_failing_for_client(client=client)
+            for connection in selectors.failing_mailboxes_of_client(client=client)
         ],
     )

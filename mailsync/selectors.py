@@ -46,6 +46,7 @@ from portal.rows import rendered_rows
 from portal.selectors import clients_matching
 
 Intent = MailboxConnection.Intent
+Health = MailboxConnection.Health
 
 
 def _visible(firm: Firm) -> QuerySet[MailboxConnection]:
@@ -63,59 +64,6 @@ def connections_of_member(*, firm: Firm, user: User) -> list[MailboxConnection]:
 
 def connections_shared(*, firm: Firm) -> list[MailboxConnection]:
     return list(_visible(firm).filter(owner__isnull=True))
-
-
-def connections_failing_for_client(*, client: Client) -> list[MailboxConnection]:
-    """Active mailboxes that are failing and whose mail links to this client: one query
-    when none is failing (the usual case), two otherwise, however much mail there is."""
-    failing = list(
-        MailboxConnection.objects.filter(firm_id=client.firm_id, intent=Intent.ACTIVE)
-        .exclude(health=MailboxConnection.Health.OK)
-        .select_related("owner")
-        # What the tab's banner says of each: whose mailbox, which, what is wrong.
-        .only("email_address", "health", "owner__first_name", "owner__last_name", "owner__email")
-    )
-    return connections_holding_client_mail(failing, client=client)
-
-
-def connections_holding_client_mail(
-    connections: list[MailboxConnection], *, client: Client
-) -> list[MailboxConnection]:
-    """Those of ``connections`` (a few) that synced any of this client's mail; one query.
-
-    Each mailbox is asked on its own, stopping at its first message of the client (on
-    PostgreSQL a LATERAL subquery with LIMIT 1 per mailbox id). Asked as one correlated
-    EXISTS, PostgreSQL hashed every message of each mailbox (0.1-0.4 s for a client with
-    11,000 messages). A UNION of one probe per mailbox answered as fast in the database but
-    cost 2 ms to build for 4 mailboxes, and 22 ms for 30; the LATERAL query, 0.5-1.5 ms."""
-    if not connections:
-        return []
-    ids = [connection.pk for connection in connections]
-    if db_connection.vendor == "postgresql":
-        sql = f"""
-            SELECT mailbox.id FROM unnest(%s::bigint[]) AS mailbox(id)
-            CROSS JOIN LATERAL (
-                SELECT 1 FROM {MessageSource._meta.db_table} source
-                WHERE source.connection_id = mailbox.id AND source.message_id IN (
-                    SELECT link.message_id FROM {MessageClientLink._meta.db_table} link
-                    WHERE link.client_id = %s
-                )
-                LIMIT 1
-            ) AS holds
-        """  # noqa: S608 (table names from the models; the values are parameters)
-        with db_connection.cursor() as cursor:
-            cursor.execute(sql, [ids, client.pk])
-            found = {row[0] for row in cursor.fetchall()}
-    else:  # SQLite: one small query per mailbox
-        client_messages = MessageClientLink.objects.filter(client=client).values("message_id")
-        found = {
-            pk
-            for pk in ids
-            if MessageSource.objects.filter(connection_id=pk, message_id__in=client_messages)
-            .order_by()
-            .exists()
-        }
-    return [connection for connection in connections if connection.pk in found]
 
 
 # Folders that never hold client mail the member would want synced (deleted, spam, drafts,
@@ -252,6 +200,54 @@ def mailbox_trouble(*, firm: Firm) -> MailboxTrouble:
         if folder.gap_missing and folder.gap_missing > 0:
             trouble.gaps.append(folder)
     return trouble
+
+
+@functools.cache
+def _failing_sql(vendor: str, failing: str) -> str:
+    """Active mailboxes of a firm that are failing (``failing``, a condition on ``c``) and
+    hold mail of a client. Whether a mailbox holds any is asked of it alone, stopping at its
+    first message of the client: on PostgreSQL a LATERAL subquery with LIMIT 1 (asked as a
+    correlated EXISTS, PostgreSQL hashed every message of each mailbox: 0.1-0.4 s for a
+    client with 11,000 messages); SQLite runs the EXISTS mailbox by mailbox as written."""
+    probe = (
+        f"SELECT 1 FROM {MessageSource._meta.db_table} s"  # noqa: S608 (no values in it)
+        " WHERE s.connection_id = c.id AND s.message_id IN ("
+        f"  SELECT l.message_id FROM {MessageClientLink._meta.db_table} l"
+        "  WHERE l.client_id = %(client)s"
+        ") LIMIT 1"
+    )
+    lateral, exists = (
+        (f" CROSS JOIN LATERAL ({probe}) holds", "")
+        if vendor == "postgresql"
+        else ("", f" AND EXISTS ({probe})")
+    )
+    return (
+        f"SELECT {joined_rows.columns(_TROUBLE_PARTS[:2])}"  # noqa: S608 (no values in it)
+        f" FROM {MailboxConnection._meta.db_table} c"
+        f" LEFT JOIN {User._meta.db_table} u ON u.id = c.owner_id{lateral}"
+        f" WHERE c.firm_id = %(firm)s AND c.intent = %(intent)s AND {failing}{exists}"
+        " ORDER BY c.email_address, c.id"
+    )
+
+
+def failing_mailboxes_of_client(
+    *, client: Client, with_problem: bool = False
+) -> list[MailboxConnection]:
+    """The firm's active mailboxes that synced mail of ``client`` and are failing (each
+    with its ``owner``): not healthy (the client's Email tab warns of them), or with
+    ``with_problem``, with a problem worth showing (`MailboxConnection.problem_shown`: its
+    card on the client's Problems tab). One query, however much mail there is."""
+    failing = "c.problem_code <> ''" if with_problem else "c.health <> %(ok)s"
+    sql = _failing_sql(db_connection.vendor, failing)
+    params = {"client": client.pk, "firm": client.firm_id, "intent": Intent.ACTIVE}
+    if not with_problem:
+        params["ok"] = Health.OK
+    found = []
+    for connection, owner in joined_rows.select(sql, params, _TROUBLE_PARTS[:2]):
+        connection.owner = owner
+        if connection.problem_shown or not with_problem:
+            found.append(connection)
+    return found
 
 
 @dataclass(frozen=True, slots=True)

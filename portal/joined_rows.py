@@ -13,7 +13,7 @@ differs between them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -57,7 +57,11 @@ def columns(parts: Sequence[Part], *, using: str = DEFAULT_DB_ALIAS) -> str:
 
 
 def select(
-    sql: str, params: Sequence[Any], parts: Sequence[Part], *, using: str = DEFAULT_DB_ALIAS
+    sql: str,
+    params: Sequence[Any] | Mapping[str, Any],
+    parts: Sequence[Part],
+    *,
+    using: str = DEFAULT_DB_ALIAS,
 ) -> list[tuple[Model | None, ...]]:
     """Run ``sql`` (a SELECT of `columns`) and give each row as one instance per part, None
     for a part the row holds no row of. Relations between them are the caller's to set."""

@@ -45,7 +45,7 @@ from invoicing.models import Invoice, InvoiceLine
 from invoicing.selectors import OPEN_STATUSES
 from mailsync.models import MailboxConnection
 from mailsync.selectors import (
-    connections_holding_client_mail,
+    failing_mailboxes_of_client,
     mailbox_trouble,
     unlinked_summary,
 )
@@ -296,16 +296,6 @@ def connection_blip(now: datetime | None = None) -> Q:
     """Mailboxes whose only trouble is a short-lived sync.connection failure (not shown):
     mailsync decides how long a server may be unreachable before it is a problem."""
     return MailboxConnection.blip(now or timezone.now())
-
-
-def _failing_connections(firm: Firm) -> QuerySet[MailboxConnection]:
-    return (
-        MailboxConnection.objects.filter(firm=firm, intent=MailboxConnection.Intent.ACTIVE)
-        .exclude(problem_code="")
-        .exclude(connection_blip())
-        .select_related("owner")
-        .defer("secret")  # an OAuth token pair can be kilobytes; no card shows it
-    )
 
 
 def _mailbox_problems(connections, client: Client | None = None) -> list[Problem]:
@@ -679,9 +669,7 @@ def problems_for_client(
     version = problems_version(client.firm)
     sent, dead = _cached_cards(client.firm, version, f"client:{client.pk}", from_addresses)
     # A failing mailbox touches every client whose mail came through it.
-    touching = connections_holding_client_mail(
-        list(_failing_connections(client.firm)), client=client
-    )
+    touching = failing_mailboxes_of_client(client=client, with_problem=True)
     problems = sent + _mailbox_problems(touching, client) + dead
     problems += _flagged_dangerous_problems(client, known=problems, domain_run=run)
     problems += _client_no_recipient_problems(client)

@@ -332,8 +332,8 @@ def test_the_email_tab_query_count_does_not_grow_with_messages(
     owner_client.get(url)  # warm the session
 
     # session, user, membership (with firm), client, the page's messages (by its links),
-    # their attachments (prefetch), failing mailboxes linked to the client, the member's emails to
-    # the client not sent yet: 3 or 30 messages alike.
+    # their attachments, failing mailboxes that hold the client's mail, the member's emails
+    # to the client not sent yet: 3 or 30 messages alike.
     with django_assert_num_queries(QUERIES):
         assert owner_client.get(url).status_code == 200
 
@@ -409,3 +409,23 @@ def test_a_failing_mailbox_without_this_clients_mail_says_nothing_here(
     page = owner_client.get(reverse("mailsync:client_email", args=[client.pk])).content.decode()
 
     assert "staff@firm.test" in page and "boss@firm.test" not in page
+
+
+@pytest.mark.parametrize("failing", [1, 4])
+def test_failing_mailboxes_cost_the_email_tab_no_query_more(
+    owner_client, firm, staff, failing, django_assert_num_queries
+):
+    client = _client_with_mail(firm, 2)
+    for n in range(failing):
+        connection = MailboxConnectionFactory(
+            firm=firm, owner=staff.user, health="needs_reauth", email_address=f"s{n}@firm.test"
+        )
+        folder = MailboxFolderFactory(connection=connection)
+        connection.sources.create(message=Message.objects.first(), folder=folder, uid=1)
+    url = reverse("mailsync:client_email", args=[client.pk])
+    owner_client.get(url)  # warm the session
+
+    with django_assert_num_queries(QUERIES):
+        page = owner_client.get(url).content.decode()
+
+    assert all(f"s{n}@firm.test" in page for n in range(failing))

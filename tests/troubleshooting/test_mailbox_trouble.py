@@ -8,13 +8,17 @@ from datetime import timedelta
 from html import unescape
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
 from mailsync.models import MailboxConnection
+from tests.factories import ClientFactory
 from tests.mailsync.factories import (  # noqa: F401 (fernet_key: a fixture)
     MailboxConnectionFactory,
     MailboxFolderFactory,
+    MessageClientLinkFactory,
+    MessageFactory,
     fernet_key,
 )
 
@@ -152,3 +156,58 @@ def test_the_sync_page_reads_the_same_queries_however_many_mailboxes_are_in_trou
         assert _cards(page, code) == mailboxes
     assert _cards(page, "sync.gap") == mailboxes
     assert str(owner.user) in page
+
+
+def _brought_mail_of(mailbox: MailboxConnection, client) -> None:
+    message = MessageFactory(firm=client.firm)
+    MessageClientLinkFactory(message=message, client=client)
+    folder = MailboxFolderFactory(connection=mailbox, name=f"INBOX-{message.pk}")
+    mailbox.sources.create(message=message, folder=folder, uid=1)
+
+
+def _problems_tab(http, client) -> str:
+    url = reverse("troubleshooting:client_problems", args=[client.pk])
+    return unescape(http.get(url).content.decode())
+
+
+def test_a_clients_problems_tab_shows_the_failing_mailboxes_that_brought_its_mail(
+    owner_client, firm, owner
+):
+    client = ClientFactory(firm=firm)
+    _brought_mail_of(_refused(firm, owner, "anna@firm.test"), client)
+    _refused(firm, owner, "ola@firm.test")  # none of this client's mail
+    blip = _mailbox(
+        firm,
+        owner,
+        "kari@firm.test",
+        problem_code="sync.connection",
+        problem_first_seen=timezone.now() - timedelta(minutes=2),
+        consecutive_failures=1,
+    )
+    _brought_mail_of(blip, client)
+
+    page = _problems_tab(owner_client, client)
+
+    assert _cards(page, "sync.auth_failed") == 1
+    assert "anna@firm.test" in page and str(owner.user) in page
+    assert "ola@firm.test" not in page
+    assert "kari@firm.test" not in page
+
+
+@pytest.mark.parametrize("mailboxes", [1, 4])
+def test_failing_mailboxes_cost_a_clients_problems_tab_one_query_however_many(
+    owner_client, firm, owner, mailboxes, django_assert_num_queries
+):
+    client = ClientFactory(firm=firm)
+    for n in range(mailboxes):
+        _brought_mail_of(_refused(firm, owner, f"member{n}@firm.test"), client)
+    _problems_tab(owner_client, client)  # the session and the client's delivery cards, cached
+
+    # session, user, membership with firm, client, domain check, the version (and on
+    # PostgreSQL its constraints, in the test's transaction), the failing mailboxes that
+    # brought the client's mail with their owners, whether the client has invoices waiting
+    # with no address to receive them (it has none), notes
+    with django_assert_num_queries(9 + (connection.vendor == "postgresql")):
+        page = _problems_tab(owner_client, client)
+
+    assert _cards(page, "sync.auth_failed") == mailboxes
