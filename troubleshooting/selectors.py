@@ -40,6 +40,7 @@ from django.utils import formats, timezone
 from django.utils.text import slugify
 from django.utils.translation import get_language, gettext, gettext_noop
 
+from accounts.models import User
 from invoicing.delivery.models import Delivery, DeliveryEvent
 from invoicing.models import Invoice, InvoiceLine
 from invoicing.selectors import OPEN_STATUSES
@@ -49,6 +50,7 @@ from mailsync.selectors import (
     mailbox_trouble,
     unlinked_summary,
 )
+from portal import joined_rows
 from portal.addresses import AddressError, check_characters, validate_address
 from portal.cache_once import cached_once
 from portal.dates import datetime_text
@@ -627,13 +629,30 @@ def _firm_settings_problems(firm: Firm) -> list[Problem]:
     return []
 
 
+# What a card shows of a note: its text, who wrote it and when.
+_NOTE_PARTS = (
+    joined_rows.Part(ProblemNote, "n", ("subject", "code", "note", "author_id", "created")),
+    joined_rows.Part(User, "u", ("first_name", "last_name", "email")),
+)
+
+
 def _attach_notes(firm: Firm, problems: list[Problem]) -> list[Problem]:
-    subjects = {p.subject for p in problems}
-    notes = {}
-    for note in ProblemNote.objects.filter(firm=firm, subject__in=subjects).select_related(
-        "author"
-    ):
-        notes.setdefault(note.subject, note)  # newest first by Meta.ordering
+    """Each problem's newest note, if any (one query of our own SQL, portal.joined_rows:
+    built as a queryset with its author, it cost the Problems pages 0.6 ms of Python)."""
+    subjects = sorted({p.subject for p in problems})
+    notes: dict[str, ProblemNote] = {}
+    if subjects:
+        placeholders = ", ".join(["%s"] * len(subjects))
+        sql = (
+            f"SELECT {joined_rows.columns(_NOTE_PARTS)}"  # noqa: S608 (no values in it)
+            f" FROM {ProblemNote._meta.db_table} n"
+            f" LEFT JOIN {User._meta.db_table} u ON u.id = n.author_id"
+            f" WHERE n.firm_id = %s AND n.subject IN ({placeholders})"
+            " ORDER BY n.created DESC, n.id DESC"
+        )
+        for note, author in joined_rows.select(sql, [firm.pk, *subjects], _NOTE_PARTS):
+            note.author = author
+            notes.setdefault(note.subject, note)  # the newest first
     for problem in problems:
         problem.note = notes.get(problem.subject)
     problems.sort(key=lambda p: (p.note is not None, -p.last_seen.timestamp()))
