@@ -4,6 +4,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from accounts.models import Invitation, Membership, User
+from portal import joined_rows
 from portal.models import Firm
 
 SESSION_FIRM_KEY = "firm_id"
@@ -26,15 +27,20 @@ def members_of(firm: Firm) -> QuerySet[Membership]:
     return Membership.objects.filter(firm=firm).select_related("user").order_by("user__email")
 
 
+# What a filter's option shows of a member.
+_MEMBER_PARTS = (joined_rows.Part(User, "u", ("first_name", "last_name", "email")),)
+
+
 def member_choices(firm: Firm) -> list[tuple[int, str]]:
     """The firm's members as a filter's options, by email: (user id, the name ``User``
-    shows itself by), read as four columns rather than every member's whole user row."""
-    return [
-        (user_id, User.shown_as(first, last, email))
-        for user_id, first, last, email in Membership.objects.filter(firm=firm)
-        .order_by("user__email")
-        .values_list("user_id", "user__first_name", "user__last_name", "user__email")
-    ]
+    shows itself by). Our own SQL (portal.joined_rows): the Problems pages show this filter
+    on every view, and the queryset across the membership cost 0.5 ms of Python to build."""
+    sql = (
+        f"SELECT {joined_rows.columns(_MEMBER_PARTS)}"  # noqa: S608 (no values in it)
+        f" FROM {Membership._meta.db_table} m JOIN {User._meta.db_table} u ON u.id = m.user_id"
+        " WHERE m.firm_id = %s ORDER BY u.email, u.id"
+    )
+    return [(user.pk, str(user)) for (user,) in joined_rows.select(sql, [firm.pk], _MEMBER_PARTS)]
 
 
 def open_invitations_of(firm: Firm) -> QuerySet[Invitation]:

@@ -16,7 +16,13 @@ from invoicing.delivery.models import Delivery
 from invoicing.models import Invoice
 from portal.celery import app as celery_app
 from portal.models import ContactAddress, Heartbeat
-from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
+from tests.factories import (
+    ClientFactory,
+    ContactAddressFactory,
+    ContactFactory,
+    MembershipFactory,
+    UserFactory,
+)
 from troubleshooting.models import DomainCheckRun, Incident, ProblemNote
 from troubleshooting.selectors import CARDS_INLINE
 
@@ -414,3 +420,18 @@ def test_a_member_can_send_themself_a_test_email(owner_client, owner, firm):
     assert mail.outbox[-1].to == [owner.user.email]
     assert firm.name in mail.outbox[-1].subject
     assert "A test email is on its way" in unescape(response.content.decode())
+
+
+def test_the_member_filter_names_the_firms_members_by_address(owner_client, firm, owner):
+    named = UserFactory(email="b@firm.test", first_name="Kari", last_name="Nordmann")
+    unnamed = UserFactory(email="a@firm.test", first_name="", last_name="")
+    for user in (named, unnamed):
+        MembershipFactory(firm=firm, user=user, role="staff")
+    MembershipFactory(user=UserFactory(email="outsider@other.test"))  # another firm's
+
+    page = unescape(owner_client.get(reverse("troubleshooting:dashboard")).content.decode())
+
+    assert f'<option value="{unnamed.pk}">a@firm.test</option>' in page
+    assert f'<option value="{named.pk}">Kari Nordmann</option>' in page
+    assert page.index("a@firm.test</option>") < page.index("Kari Nordmann</option>")
+    assert "outsider@other.test" not in page
