@@ -39,15 +39,25 @@ def _mailbox(firm, owner, address: str, **fields) -> MailboxConnection:
     return MailboxConnectionFactory(firm=firm, owner=owner.user, email_address=address, **fields)
 
 
-def _refused(firm, owner, address: str) -> MailboxConnection:
+def _failed_once(firm, owner, address: str, code: str, ago: timedelta) -> MailboxConnection:
     return _mailbox(
         firm,
         owner,
         address,
-        problem_code="sync.auth_failed",
-        problem_first_seen=timezone.now(),
+        problem_code=code,
+        problem_first_seen=timezone.now() - ago,
         consecutive_failures=1,
     )
+
+
+def _refused(firm, owner, address: str) -> MailboxConnection:
+    """A mailbox whose server refused its login."""
+    return _failed_once(firm, owner, address, "sync.auth_failed", timedelta(0))
+
+
+def _blip(firm, owner, address: str) -> MailboxConnection:
+    """A mailbox whose server did not answer once, two minutes ago: not yet a problem."""
+    return _failed_once(firm, owner, address, "sync.connection", timedelta(minutes=2))
 
 
 def test_a_failing_mailbox_with_folders_left_out_shows_one_card_of_each(owner_client, firm, owner):
@@ -76,14 +86,7 @@ def test_folders_of_a_healthy_mailbox_show_without_a_mailbox_card(owner_client, 
 
 
 def test_a_connection_blip_is_left_out_but_its_folders_are_not(owner_client, firm, owner):
-    mailbox = _mailbox(
-        firm,
-        owner,
-        "anna@firm.test",
-        problem_code="sync.connection",
-        problem_first_seen=timezone.now() - timedelta(minutes=2),
-        consecutive_failures=1,
-    )
+    mailbox = _blip(firm, owner, "anna@firm.test")
     MailboxFolderFactory(connection=mailbox, name="Clients", enabled=False, messages=3)
 
     page = _sync_page(owner_client)
@@ -176,14 +179,7 @@ def test_a_clients_problems_tab_shows_the_failing_mailboxes_that_brought_its_mai
     client = ClientFactory(firm=firm)
     _brought_mail_of(_refused(firm, owner, "anna@firm.test"), client)
     _refused(firm, owner, "ola@firm.test")  # none of this client's mail
-    blip = _mailbox(
-        firm,
-        owner,
-        "kari@firm.test",
-        problem_code="sync.connection",
-        problem_first_seen=timezone.now() - timedelta(minutes=2),
-        consecutive_failures=1,
-    )
+    blip = _blip(firm, owner, "kari@firm.test")
     _brought_mail_of(blip, client)
 
     page = _problems_tab(owner_client, client)
