@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import QuerySet
 from django.utils.safestring import SafeString
 
 from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression
-from invoicing.models import FirmBillingSettings, Invoice, InvoiceLine, line_amount
+from invoicing.models import FirmBillingSettings, Invoice, InvoiceLine, PayLink, line_amount
+from portal import joined_rows
 from portal.choices import choice_label
-from portal.models import ContactAddress, Firm
+from portal.models import Contact, ContactAddress, Firm
 from portal.rows import rendered_rows
 
 # An invoice the client still owes: sent or opened, not paid, not void.
@@ -143,33 +145,81 @@ class RecipientTimeline:
     normalized: str
     address: str
     deliveries: list[Delivery] = field(default_factory=list)
-    contact_address: ContactAddress | None = None
+    contact_address_pk: int | None = None  # the client's address it went to, if still there
+    # Each delivery's events newest first, and its Pay Now link (none: sent without one).
+    events: dict[int, list[DeliveryEvent]] = field(default_factory=dict)
+    links: dict[int, PayLink] = field(default_factory=dict)
 
     @property
     def latest(self) -> Delivery:
         return self.deliveries[0]
 
 
+# What an invoice's page reads of its sends: each delivery whole, its link's state, its
+# events as the timeline shows them, and the client's addresses to link to.
+_SEND_PARTS = (
+    joined_rows.Part(Delivery, "d", tuple(f.name for f in Delivery._meta.concrete_fields)),
+    joined_rows.Part(PayLink, "p", ("delivery_id", "revoked_at", "last_viewed_at")),
+)
+_EVENT_PARTS = (
+    joined_rows.Part(
+        DeliveryEvent,
+        "e",
+        ("delivery_id", "kind", "source", "occurred_at", "reply_code", "status_code", "diagnostic"),
+    ),
+)
+_ADDRESS_PARTS = (joined_rows.Part(ContactAddress, "a", ("normalized",)),)
+
+
 def invoice_timelines(*, invoice: Invoice) -> list[RecipientTimeline]:
-    deliveries = (
-        Delivery.objects.filter(invoice=invoice)
-        .select_related("pay_link")
-        .prefetch_related(Prefetch("events", queryset=DeliveryEvent.objects.order_by("-pk")))
-        .order_by("-created", "-pk")
+    """The invoice's sends by recipient (tests apart), newest first. Three queries of our
+    own SQL (portal.joined_rows): as querysets, a related link, a prefetch of the events and
+    the client's addresses as whole rows were 6,000 Python calls, a quarter of the page."""
+    deliveries = joined_rows.select(
+        f"SELECT {joined_rows.columns(_SEND_PARTS)}"  # noqa: S608 (no values in it)
+        f" FROM {Delivery._meta.db_table} d"
+        f" LEFT JOIN {PayLink._meta.db_table} p ON p.delivery_id = d.id"
+        " WHERE d.invoice_id = %s ORDER BY d.created DESC, d.id DESC",
+        [invoice.pk],
+        _SEND_PARTS,
     )
+    events: dict[int, list[DeliveryEvent]] = defaultdict(list)
+    if deliveries:
+        for (event,) in joined_rows.select(
+            f"SELECT {joined_rows.columns(_EVENT_PARTS)}"  # noqa: S608 (no values in it)
+            f" FROM {DeliveryEvent._meta.db_table} e"
+            f" WHERE e.delivery_id IN (SELECT id FROM {Delivery._meta.db_table}"
+            "  WHERE invoice_id = %s) ORDER BY e.id DESC",
+            [invoice.pk],
+            _EVENT_PARTS,
+        ):
+            events[event.delivery_id].append(event)
+    # By normalized address; of several, the last in the client's order (primary first).
     addresses = {
-        a.normalized: a for a in ContactAddress.objects.filter(contact__client_id=invoice.client_id)
+        address.normalized: address.pk
+        for (address,) in joined_rows.select(
+            f"SELECT {joined_rows.columns(_ADDRESS_PARTS)}"  # noqa: S608 (no values in it)
+            f" FROM {ContactAddress._meta.db_table} a"
+            f" JOIN {Contact._meta.db_table} c ON c.id = a.contact_id"
+            " WHERE c.client_id = %s ORDER BY a.is_primary DESC, a.address, a.id",
+            [invoice.client_id],
+            _ADDRESS_PARTS,
+        )
     }
     timelines: dict[tuple[bool, str], RecipientTimeline] = {}
-    for delivery in deliveries:
+    for delivery, link in deliveries:
         key = (delivery.is_test, delivery.normalized)
         if key not in timelines:
             timelines[key] = RecipientTimeline(
                 normalized=delivery.normalized,
                 address=delivery.address,
-                contact_address=None if delivery.is_test else addresses.get(delivery.normalized),
+                contact_address_pk=None if delivery.is_test else addresses.get(delivery.normalized),
             )
-        timelines[key].deliveries.append(delivery)
+        timeline = timelines[key]
+        timeline.deliveries.append(delivery)
+        timeline.events[delivery.pk] = events[delivery.pk]
+        if link is not None:
+            timeline.links[delivery.pk] = link
     return list(timelines.values())
 
 

@@ -101,8 +101,7 @@ class RecipientRow:
 def recipient_rows(
     invoice: Invoice, timelines: list[RecipientTimeline], *, role: str
 ) -> list[RecipientRow]:
-    """The page's rows for ``timelines`` (`invoice_timelines`, events prefetched newest
-    first), for a member of ``role``."""
+    """The page's rows for ``timelines`` (`invoice_timelines`), for a member of ``role``."""
     open_invoice = invoice.status not in (Invoice.Status.VOID, Invoice.Status.PAID)
     rows = []
     for timeline in timelines:
@@ -112,7 +111,7 @@ def recipient_rows(
         requests = [
             event.occurred_at
             for delivery in timeline.deliveries
-            for event in delivery.events.all()
+            for event in timeline.events[delivery.pk]
             if event.kind == LINK_REQUESTED and event.occurred_at > latest.created
         ]
         rows.append(
@@ -128,18 +127,16 @@ def recipient_rows(
                 problem_code=latest.problem_code,
                 can_unblock=latest.status == Delivery.Status.SUPPRESSED and role in UNBLOCK_ROLES,
                 can_resend=open_invoice and not latest.is_test,
-                contact_address_pk=timeline.contact_address.pk
-                if timeline.contact_address
-                else None,
+                contact_address_pk=timeline.contact_address_pk,
                 link_requested_at=max(requests, default=None),
-                sends=tuple(_send_row(d, role=role) for d in timeline.deliveries),
+                sends=tuple(_send_row(d, timeline, role=role) for d in timeline.deliveries),
             )
         )
     return rows
 
 
-def _send_row(delivery: Delivery, *, role: str) -> SendRow:
-    link = getattr(delivery, "pay_link", None)  # absent: a send without a Pay Now link
+def _send_row(delivery: Delivery, timeline: RecipientTimeline, *, role: str) -> SendRow:
+    link = timeline.links.get(delivery.pk)  # absent: a send without a Pay Now link
     return SendRow(
         pk=delivery.pk,
         created=delivery.created,
@@ -153,7 +150,7 @@ def _send_row(delivery: Delivery, *, role: str) -> SendRow:
                 status_code=event.status_code,
                 diagnostic=event.diagnostic,
             )
-            for event in delivery.events.all()
+            for event in timeline.events[delivery.pk]
         ),
         link_viewed_at=link.last_viewed_at if link else None,
         link_revoked_at=link.revoked_at if link else None,
