@@ -5,15 +5,17 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.db.models import prefetch_related_objects
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import Role
 from invoicing.forms import (
     InvoiceFilterForm,
+    InvoiceFilters,
     InvoiceForm,
     LineFormSet,
     empty_payment_form_html,
@@ -34,6 +36,7 @@ from invoicing.timeline import recipient_rows
 from invoicing.views.access import get_invoice_for_member
 from mailsync.selectors import clients_for_linking
 from portal.paging import CappedPaginator
+from portal.rows import rendered_rows
 from portal.tenancy import clients_for, get_client_for_member, member_required
 
 PAYMENT_ROLES = (Role.OWNER, Role.ADMIN)
@@ -74,12 +77,22 @@ def invoice_list_view(request: HttpRequest) -> HttpResponse:
         "page": page,
         "rows": rows,
         "filters": filters,
+        "filter_html": _filter_html(request.GET),
         "filter_query": query.urlencode(),
         "today": today,
         "chosen_client": client,
         **choice_context,
     }
     return render(request, "invoicing/list.html", context)
+
+
+def _filter_html(query: QueryDict) -> list[SafeString]:
+    """The list's filter fields as ``query`` submitted them: the status, then the dates."""
+    shown = InvoiceFilters.of(query)
+    return [
+        rendered_rows(template, [shown])[0]
+        for template in ("invoicing/_filter_status.html", "invoicing/_filter_dates.html")
+    ]
 
 
 @member_required

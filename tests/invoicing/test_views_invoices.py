@@ -106,6 +106,20 @@ def test_a_date_range_ending_before_it_starts_is_explained(owner_client, dated_i
     assert "The end date cannot be before the start date." in response.content.decode()
 
 
+def test_the_filters_show_what_each_request_asked_for(owner_client, dated_invoices):
+    url = reverse("invoicing:invoice_list")
+
+    sent = owner_client.get(url, {"status": "sent", "issued_from": "2026-03-10"}).content.decode()
+    paid = owner_client.get(url, {"status": "paid", "overdue": "on"}).content.decode()
+    plain = owner_client.get(url).content.decode()
+
+    assert '<option value="sent" selected>' in sent and 'value="2026-03-10"' in sent
+    assert '<option value="paid" selected>' in paid and 'value="2026-03-10"' not in paid
+    assert 'id="id_overdue" checked' in paid
+    assert '<option value="" selected>' in plain and 'value="2026-03-10"' not in plain
+    assert 'id="id_overdue" checked' not in plain
+
+
 def test_the_pager_keeps_every_filter(owner_client, firm, settings):
     settings.INVOICES_PER_PAGE = 2
     client = ClientFactory(firm=firm)
