@@ -92,3 +92,16 @@ def select(
                 instances.append(part.model.from_db(using, part.attnames, own))
         result.append(tuple(instances))
     return result
+
+
+def select_from(
+    parts: Sequence[Part],
+    clause: str,
+    params: Sequence[Any] | Mapping[str, Any],
+    *,
+    using: str = DEFAULT_DB_ALIAS,
+) -> list[tuple[Model | None, ...]]:
+    """`select` of ``parts``' `columns` and ``clause``, the rest of the statement (its FROM
+    on)."""
+    sql = f"SELECT {columns(parts, using=using)} {clause}"
+    return select(sql, params, parts, using=using)

@@ -270,12 +270,12 @@ def latest_domain_run(firm: Firm) -> DomainCheckRun | None:
     """The firm's newest domain check. Our own SQL (portal.joined_rows): the Problems pages
     and an invoice's page read it on every view, and the queryset cost more to build than
     the row to read."""
-    sql = (
-        f"SELECT {joined_rows.columns(_RUN_PARTS)}"  # noqa: S608 (no values in it)
-        f" FROM {DomainCheckRun._meta.db_table} r"
-        " WHERE r.firm_id = %s ORDER BY r.created DESC, r.id DESC LIMIT 1"
+    found = joined_rows.select_from(
+        _RUN_PARTS,
+        f"FROM {DomainCheckRun._meta.db_table} r"
+        " WHERE r.firm_id = %s ORDER BY r.created DESC, r.id DESC LIMIT 1",
+        [firm.pk],
     )
-    found = joined_rows.select(sql, [firm.pk], _RUN_PARTS)
     return found[0][0] if found else None
 
 
@@ -659,14 +659,14 @@ def _attach_notes(firm: Firm, problems: list[Problem]) -> list[Problem]:
     notes: dict[str, ProblemNote] = {}
     if subjects:
         placeholders = ", ".join(["%s"] * len(subjects))
-        sql = (
-            f"SELECT {joined_rows.columns(_NOTE_PARTS)}"  # noqa: S608 (no values in it)
-            f" FROM {ProblemNote._meta.db_table} n"
+        for note, author in joined_rows.select_from(
+            _NOTE_PARTS,
+            f"FROM {ProblemNote._meta.db_table} n"
             f" LEFT JOIN {User._meta.db_table} u ON u.id = n.author_id"
             f" WHERE n.firm_id = %s AND n.subject IN ({placeholders})"
-            " ORDER BY n.created DESC, n.id DESC"
-        )
-        for note, author in joined_rows.select(sql, [firm.pk, *subjects], _NOTE_PARTS):
+            " ORDER BY n.created DESC, n.id DESC",
+            [firm.pk, *subjects],
+        ):
             note.author = author
             notes.setdefault(note.subject, note)  # the newest first
     for problem in problems:
