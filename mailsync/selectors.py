@@ -101,9 +101,9 @@ class MailboxTrouble(NamedTuple):
     gaps: list[MailboxFolder]  # synced, where the server holds mail the portal lacks (sync.gap)
 
 
-# What the Problems pages read of a mailbox with trouble, its owner and its folders to report
-# (`MailboxConnection.problem_shown`, troubleshooting's cards).
-_TROUBLE_PARTS = (
+# What the Problems pages and the Email tab read of a failing mailbox and its owner
+# (`MailboxConnection.problem_shown`, troubleshooting's cards, the tab's warning).
+_MAILBOX_PARTS = (
     joined_rows.Part(
         MailboxConnection,
         "c",
@@ -128,6 +128,10 @@ _TROUBLE_PARTS = (
         ),
     ),
     joined_rows.Part(User, "u", ("first_name", "last_name", "email")),
+)
+# ... with the folders the Problems pages report.
+_TROUBLE_PARTS = (
+    *_MAILBOX_PARTS,
     joined_rows.Part(
         MailboxFolder,
         "f",
@@ -147,18 +151,23 @@ _TROUBLE_PARTS = (
 )
 
 
+# A mailbox (``c``) with its owner (``u``; none for the firm's shared mailbox).
+_MAILBOX_WITH_OWNER = (
+    f"FROM {MailboxConnection._meta.db_table} c"
+    f" LEFT JOIN {User._meta.db_table} u ON u.id = c.owner_id"
+)
+
+
 @functools.cache
-def _trouble_sql(vendor: str) -> str:
-    """Each active mailbox of a firm with a problem or a folder to report, once per such
-    folder: switched off with mail in it, leaving out trash, spam, drafts and sent
-    (sync.labels_excluded); synced and renumbered at every visit (sync.uidvalidity_unstable);
-    synced with mail on the server the portal lacks (sync.gap). ``vendor`` only keys the
-    cache: the columns' quoting and the case-blind regex are the backend's."""
+def _trouble_from(vendor: str) -> str:
+    """The statement after its columns: each active mailbox of a firm with a problem or a
+    folder to report, once per such folder: switched off with mail in it, leaving out
+    trash, spam, drafts and sent (sync.labels_excluded); synced and renumbered at every
+    visit (sync.uidvalidity_unstable); synced with mail on the server the portal lacks
+    (sync.gap). ``vendor`` only keys the cache: the case-blind regex is the backend's."""
     iregex = db_connection.operators["iregex"] % "%s"
     return (
-        f"SELECT {joined_rows.columns(_TROUBLE_PARTS)}"  # noqa: S608 (no values in it)
-        f" FROM {MailboxConnection._meta.db_table} c"
-        f" LEFT JOIN {User._meta.db_table} u ON u.id = c.owner_id"
+        f"{_MAILBOX_WITH_OWNER}"
         f" LEFT JOIN {MailboxFolder._meta.db_table} f ON f.connection_id = c.id AND ("
         f"  (NOT f.enabled AND f.messages > 0 AND NOT (f.name {iregex}))"
         "   OR (f.enabled AND f.uidvalidity_unstable_since IS NOT NULL)"
@@ -174,10 +183,10 @@ def mailbox_trouble(*, firm: Firm) -> MailboxTrouble:
     ``select_related`` and ``only``, whose building and compiling was 1.3 ms of the 3 ms
     this took on each Problems page, for a handful of rows."""
     trouble = MailboxTrouble([], [], [], [])
-    rows = joined_rows.select(
-        _trouble_sql(db_connection.vendor),
-        [_NON_CLIENT_FOLDER_PATTERN, firm.pk, Intent.ACTIVE],
+    rows = joined_rows.select_from(
         _TROUBLE_PARTS,
+        _trouble_from(db_connection.vendor),
+        [_NON_CLIENT_FOLDER_PATTERN, firm.pk, Intent.ACTIVE],
     )
     connections: dict[int, MailboxConnection] = {}
     for connection, owner, folder in rows:
@@ -203,12 +212,13 @@ def mailbox_trouble(*, firm: Firm) -> MailboxTrouble:
 
 
 @functools.cache
-def _failing_sql(vendor: str, failing: str) -> str:
-    """Active mailboxes of a firm that are failing (``failing``, a condition on ``c``) and
-    hold mail of a client. Whether a mailbox holds any is asked of it alone, stopping at its
-    first message of the client: on PostgreSQL a LATERAL subquery with LIMIT 1 (asked as a
-    correlated EXISTS, PostgreSQL hashed every message of each mailbox: 0.1-0.4 s for a
-    client with 11,000 messages); SQLite runs the EXISTS mailbox by mailbox as written."""
+def _failing_from(vendor: str, failing: str) -> str:
+    """The statement after its columns: active mailboxes of a firm that are failing
+    (``failing``, a condition on ``c``) and hold mail of a client. Whether a mailbox holds
+    any is asked of it alone, stopping at its first message of the client: on PostgreSQL a
+    LATERAL subquery with LIMIT 1 (asked as a correlated EXISTS, PostgreSQL hashed every
+    message of each mailbox: 0.1-0.4 s for a client with 11,000 messages); SQLite runs the
+    EXISTS mailbox by mailbox as written."""
     probe = (
         f"SELECT 1 FROM {MessageSource._meta.db_table} s"  # noqa: S608 (no values in it)
         " WHERE s.connection_id = c.id AND s.message_id IN ("
@@ -222,9 +232,7 @@ def _failing_sql(vendor: str, failing: str) -> str:
         else ("", f" AND EXISTS ({probe})")
     )
     return (
-        f"SELECT {joined_rows.columns(_TROUBLE_PARTS[:2])}"  # noqa: S608 (no values in it)
-        f" FROM {MailboxConnection._meta.db_table} c"
-        f" LEFT JOIN {User._meta.db_table} u ON u.id = c.owner_id{lateral}"
+        f"{_MAILBOX_WITH_OWNER}{lateral}"
         f" WHERE c.firm_id = %(firm)s AND c.intent = %(intent)s AND {failing}{exists}"
         " ORDER BY c.email_address, c.id"
     )
@@ -238,12 +246,12 @@ def failing_mailboxes_of_client(
     ``with_problem``, with a problem worth showing (`MailboxConnection.problem_shown`: its
     card on the client's Problems tab). One query, however much mail there is."""
     failing = "c.problem_code <> ''" if with_problem else "c.health <> %(ok)s"
-    sql = _failing_sql(db_connection.vendor, failing)
+    clause = _failing_from(db_connection.vendor, failing)
     params = {"client": client.pk, "firm": client.firm_id, "intent": Intent.ACTIVE}
     if not with_problem:
         params["ok"] = Health.OK
     found = []
-    for connection, owner in joined_rows.select(sql, params, _TROUBLE_PARTS[:2]):
+    for connection, owner in joined_rows.select_from(_MAILBOX_PARTS, clause, params):
         connection.owner = owner
         if connection.problem_shown or not with_problem:
             found.append(connection)
