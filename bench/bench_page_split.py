@@ -35,6 +35,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import benchkit
 from bench_pages import pages_named, seeded_portal_env
@@ -231,25 +232,19 @@ def main() -> None:
         client = Client(HTTP_HOST="127.0.0.1")
         client.force_login(firm.memberships.get(role="owner").user)
         measured = pages_named(args.firm, args.only)
+        # Instead of the split, one of these for each page.
+        instead: Callable[[str, Callable[[], object]], None] | None = None
         if args.statements:
-            try:
-                for name, path in measured:
-                    statements(name, lambda path=path: client.get(path))
-            finally:
-                client.logout()
-            return
-        if args.calls:
+            instead = statements
+        elif args.calls:
             print(f"{'page':<36} {'calls/request':>13}")
+            instead = partial(calls, requests=args.calls)
+        elif args.profile:
+            instead = partial(profile, requests=args.profile)
+        if instead is not None:
             try:
                 for name, path in measured:
-                    calls(name, lambda path=path: client.get(path), args.calls)
-            finally:
-                client.logout()
-            return
-        if args.profile:
-            try:
-                for name, path in measured:
-                    profile(name, lambda path=path: client.get(path), args.profile)
+                    instead(name, lambda path=path: client.get(path))
             finally:
                 client.logout()
             return
