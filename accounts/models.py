@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import datetime
 
@@ -11,11 +12,32 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from portal import joined_rows
 from portal.models import Firm
 
 
 class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
+
+    def get(self, *args: object, **kwargs: object) -> User:
+        """``get(pk=<int>)``, the call Django's authentication makes on every request to
+        read the signed-in user, is one SELECT of the row by hand (portal.joined_rows): the
+        queryset took a third of a bare view's Python to build and compile. The instance is
+        the one the queryset gives; any other lookup is the queryset's."""
+        if args or kwargs.keys() != {"pk"} or type(kwargs["pk"]) is not int:
+            return super().get(*args, **kwargs)
+        part = _whole_user()
+        rows = joined_rows.select_from(
+            (part,),
+            f"FROM {self.model._meta.db_table} u WHERE u.id = %s",
+            [kwargs["pk"]],
+            using=self.db,
+        )
+        if not rows:
+            raise self.model.DoesNotExist(
+                f"{self.model._meta.object_name} matching query does not exist."
+            )
+        return rows[0][0]
 
     def _create_user(self, email: str, password: str | None, **extra: object) -> User:
         if not email:
@@ -34,6 +56,11 @@ class UserManager(BaseUserManager["User"]):
         extra["is_staff"] = True
         extra["is_superuser"] = True
         return self._create_user(email, password, **extra)
+
+
+@functools.cache
+def _whole_user() -> joined_rows.Part:
+    return joined_rows.Part(User, "u", tuple(f.name for f in User._meta.concrete_fields))
 
 
 class User(AbstractUser):

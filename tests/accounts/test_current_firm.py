@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from django.urls import reverse
 
-from accounts.models import Role
+from accounts.models import Role, User
 from accounts.selectors import SESSION_FIRM_KEY
 from tests.factories import MembershipFactory, UserFactory
 
@@ -41,3 +42,24 @@ def test_a_user_without_a_firm_acts_for_none(db, client):
     client.force_login(UserFactory())
     response = client.get(reverse("accounts:my_account"))
     assert response.wsgi_request.firm is None
+
+
+def test_the_signed_in_user_read_by_key_is_the_row_the_orm_reads(db):
+    user = UserFactory(language="fi")
+    user.refresh_from_db()
+    read = User.objects.get(pk=user.pk)
+    orm = User.objects.filter(pk=user.pk).get()
+    fields = [f.attname for f in User._meta.concrete_fields]
+    assert [getattr(read, f) for f in fields] == [getattr(orm, f) for f in fields]
+    assert read.last_login == orm.last_login and read.date_joined == orm.date_joined
+
+
+def test_a_user_key_that_is_gone_raises_does_not_exist(db):
+    with pytest.raises(User.DoesNotExist):
+        User.objects.get(pk=987_654_321)
+
+
+def test_a_deleted_user_is_signed_out(owner_client, owner):
+    owner.user.delete()
+    response = owner_client.get(reverse("portal:client_list"))
+    assert response.status_code == 302
