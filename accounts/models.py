@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from datetime import datetime
 
@@ -26,9 +25,8 @@ class UserManager(BaseUserManager["User"]):
         the one the queryset gives; any other lookup is the queryset's."""
         if args or kwargs.keys() != {"pk"} or type(kwargs["pk"]) is not int:
             return super().get(*args, **kwargs)
-        part = _whole_user()
         rows = joined_rows.select_from(
-            (part,),
+            (_WHOLE_USER,),
             f"FROM {self.model._meta.db_table} u WHERE u.id = %s",
             [kwargs["pk"]],
             using=self.db,
@@ -56,11 +54,6 @@ class UserManager(BaseUserManager["User"]):
         extra["is_staff"] = True
         extra["is_superuser"] = True
         return self._create_user(email, password, **extra)
-
-
-@functools.cache
-def _whole_user() -> joined_rows.Part:
-    return joined_rows.Part(User, "u", tuple(f.name for f in User._meta.concrete_fields))
 
 
 class User(AbstractUser):
@@ -98,6 +91,10 @@ class User(AbstractUser):
         """How the portal names a person: the full name, else the address (also for rows
         read as columns, without a User)."""
         return f"{first_name} {last_name}".strip() or email
+
+
+# Every column of a user, as UserManager.get reads the signed-in one.
+_WHOLE_USER = joined_rows.Part(User, "u")
 
 
 class Role(models.TextChoices):

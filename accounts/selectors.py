@@ -13,7 +13,7 @@ SESSION_FIRM_KEY = "firm_id"
 # The membership a request acts for, with its firm: every request of a member reads it.
 _MEMBERSHIP_PARTS = (
     joined_rows.Part(Membership, "m", ("user", "firm", "role", "created")),
-    joined_rows.Part(Firm, "f", tuple(f.name for f in Firm._meta.concrete_fields)),
+    joined_rows.Part(Firm, "f"),
 )
 
 

@@ -25,15 +25,17 @@ from django.db.models import Field, Model
 @dataclass(frozen=True)
 class Part:
     """One table of the join: its model, its alias in the SQL, and the fields read of it
-    (names or attnames; the primary key is always read: a row whose key is NULL, a LEFT
-    JOIN that found nothing, gives None)."""
+    (names or attnames; none: every field; the primary key is always read: a row whose key
+    is NULL, a LEFT JOIN that found nothing, gives None)."""
 
     model: type[Model]
     alias: str
-    names: tuple[str, ...]
+    names: tuple[str, ...] = ()
 
     @cached_property
     def fields(self) -> tuple[Field, ...]:
+        if not self.names:
+            return tuple(self.model._meta.concrete_fields)
         # In the model's own order: Model.from_db fills the deferred ones in by position.
         wanted = {self.model._meta.get_field(name).attname for name in self.names}
         wanted.add(self.model._meta.pk.attname)

@@ -7,12 +7,25 @@ from django.shortcuts import get_object_or_404
 
 from invoicing.delivery.models import Delivery, Suppression
 from invoicing.models import Invoice
+from portal import joined_rows
+from portal.models import Client
+from portal.tenancy import firm_rows_or_404
+
+_INVOICE_AND_CLIENT = (joined_rows.Part(Invoice, "i"), joined_rows.Part(Client, "c"))
 
 
 def get_invoice_for_member(request: HttpRequest, invoice_pk: int) -> Invoice:
-    return get_object_or_404(
-        Invoice.objects.select_related("client", "firm"), pk=invoice_pk, firm=request.firm
+    """The firm's invoice, with its client (and the firm, the request's own), else 404."""
+    invoice, client = firm_rows_or_404(
+        _INVOICE_AND_CLIENT,
+        f"FROM {Invoice._meta.db_table} i JOIN {Client._meta.db_table} c ON c.id = i.client_id"
+        " WHERE i.id = %(pk)s AND i.firm_id = %(firm)s",
+        invoice_pk,
+        request.firm,
     )
+    client.firm = invoice.firm = request.firm
+    invoice.client = client
+    return invoice
 
 
 def get_delivery_for_member(request: HttpRequest, invoice: Invoice, delivery_pk: int) -> Delivery:
