@@ -13,12 +13,14 @@ differs between them.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 
 
@@ -68,19 +70,14 @@ def select(
     """Run ``sql`` (a SELECT of `columns`) and give each row as one instance per part, None
     for a part the row holds no row of. Relations between them are the caller's to set."""
     connection = connections[using]
-    converters = []
-    for part in parts:
-        for field in part.fields:
-            column = field.get_col(part.alias)
-            found = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
-            converters.append((found, column))
+    converters = _converters(connection, tuple(parts))
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     result = []
     for row in rows:
         values = list(row)
-        for i, (found, column) in enumerate(converters):
+        for i, found, column in converters:
             for convert in found:
                 values[i] = convert(values[i], column, connection)
         instances: list[Model | None] = []
@@ -94,6 +91,35 @@ def select(
                 instances.append(part.model.from_db(using, part.attnames, own))
         result.append(tuple(instances))
     return result
+
+
+# The converters of each parts' columns, per database connection (each thread has its own:
+# Django binds converters to a connection's operations), worked out once: for the columns
+# every request reads (the signed-in user, the membership and its firm) working them out
+# was a tenth of a bare view's Python. Weak: a connection goes with its thread.
+_CONVERTERS: weakref.WeakKeyDictionary[BaseDatabaseWrapper, dict] = weakref.WeakKeyDictionary()
+
+
+def _converters(connection: BaseDatabaseWrapper, parts: tuple[Part, ...]) -> list[tuple]:
+    """(column index, converters, column expression) of each column that has converters."""
+    known = _CONVERTERS.get(connection)
+    if known is None:
+        known = _CONVERTERS[connection] = {}
+    found = known.get(parts)
+    if found is None:
+        found = []
+        index = 0
+        for part in parts:
+            for field in part.fields:
+                column = field.get_col(part.alias)
+                own = connection.ops.get_db_converters(column) + column.get_db_converters(
+                    connection
+                )
+                if own:
+                    found.append((index, own, column))
+                index += 1
+        known[parts] = found
+    return found
 
 
 def select_from(
