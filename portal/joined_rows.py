@@ -39,9 +39,17 @@ class Part:
         if not self.names:
             return tuple(self.model._meta.concrete_fields)
         # In the model's own order: Model.from_db fills the deferred ones in by position.
-        wanted = {self.model._meta.get_field(name).attname for name in self.names}
+        wanted = {self._field(name).attname for name in self.names}
         wanted.add(self.model._meta.pk.attname)
         return tuple(f for f in self.model._meta.concrete_fields if f.attname in wanted)
+
+    @cached_property
+    def named_positions(self) -> list[int]:
+        """Where each of ``names`` is among `fields` (`values_from` gives them in that order)."""
+        return [self.fields.index(self._field(name)) for name in self.names]
+
+    def _field(self, name: str) -> Field:
+        return self.model._meta.pk if name == "pk" else self.model._meta.get_field(name)
 
     @cached_property
     def attnames(self) -> list[str]:
@@ -69,6 +77,45 @@ def select(
 ) -> list[tuple[Model | None, ...]]:
     """Run ``sql`` (a SELECT of `columns`) and give each row as one instance per part, None
     for a part the row holds no row of. Relations between them are the caller's to set."""
+    result = []
+    for values in _converted_rows(sql, params, parts, using):
+        instances: list[Model | None] = []
+        start = 0
+        for part in parts:
+            own = values[start : start + len(part.fields)]
+            start += len(part.fields)
+            if own[part.pk_index] is None:
+                instances.append(None)
+            else:
+                instances.append(part.model.from_db(using, part.attnames, own))
+        result.append(tuple(instances))
+    return result
+
+
+def values_from(
+    parts: Sequence[Part],
+    clause: str,
+    params: Sequence[Any] | Mapping[str, Any],
+    *,
+    using: str = DEFAULT_DB_ALIAS,
+) -> list[tuple[Any, ...]]:
+    """The rows of `select_from` as plain values, no instances, as ``values_list`` gives
+    them: each part's ``names`` in the order given ("pk" for the key), each value as the ORM
+    converts it. For a page of many rows read only to be shown."""
+    sql = f"SELECT {columns(parts, using=using)} {clause}"
+    positions = []
+    start = 0
+    for part in parts:
+        positions += [start + i for i in part.named_positions]
+        start += len(part.fields)
+    return [
+        tuple(values[i] for i in positions) for values in _converted_rows(sql, params, parts, using)
+    ]
+
+
+def _converted_rows(
+    sql: str, params: Sequence[Any] | Mapping[str, Any], parts: Sequence[Part], using: str
+) -> list[list[Any]]:
     connection = connections[using]
     converters = _converters(connection, tuple(parts))
     with connection.cursor() as cursor:
@@ -80,16 +127,7 @@ def select(
         for i, found, column in converters:
             for convert in found:
                 values[i] = convert(values[i], column, connection)
-        instances: list[Model | None] = []
-        start = 0
-        for part in parts:
-            own = values[start : start + len(part.fields)]
-            start += len(part.fields)
-            if own[part.pk_index] is None:
-                instances.append(None)
-            else:
-                instances.append(part.model.from_db(using, part.attnames, own))
-        result.append(tuple(instances))
+        result.append(values)
     return result
 
 

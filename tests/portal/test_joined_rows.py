@@ -73,3 +73,20 @@ def test_columns_are_quoted_for_the_database():
     quoted = connection.ops.quote_name("email_address")
 
     assert f"{connection.ops.quote_name('c')}.{quoted}" in joined_rows.columns(PARTS)
+
+
+def test_plain_values_come_in_the_order_named_as_values_list_gives_them(firm):
+    checked = timezone.now() - timedelta(hours=3)
+    mailbox = MailboxConnectionFactory(firm=firm, email_address="anna@firm.test")
+    MailboxFolderFactory(
+        connection=mailbox, name="INBOX", gap_counts={"server": 5}, gap_checked_at=checked
+    )
+    # Not the models' order, and the key by its "pk" name.
+    parts = (joined_rows.Part(MailboxFolder, "f", ("gap_checked_at", "name", "pk", "gap_counts")),)
+
+    rows = joined_rows.values_from(parts, f"FROM {MailboxFolder._meta.db_table} f", [])
+
+    assert rows == list(
+        MailboxFolder.objects.values_list("gap_checked_at", "name", "pk", "gap_counts")
+    )
+    assert rows[0][0] == checked
