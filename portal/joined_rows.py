@@ -171,3 +171,29 @@ def select_from(
     on)."""
     sql = f"SELECT {columns(parts, using=using)} {clause}"
     return select(sql, params, parts, using=using)
+
+
+def counts_per_key(
+    table: str,
+    alias: str,
+    key: str,
+    keys: Sequence[Any],
+    where: str = "",
+    *,
+    using: str = DEFAULT_DB_ALIAS,
+) -> dict[Any, int]:
+    """How many rows of ``table`` (``alias`` in the SQL) each of ``keys``, values of its
+    column ``key``, has among those the condition ``where`` admits; keys with none are
+    left out. A list's count column for the rows it shows (the ORM's ``values`` and
+    ``annotate(Count)`` took 2,300-3,000 calls of Python per page to build)."""
+    if not keys:
+        return {}
+    condition = f" AND ({where})" if where else ""
+    sql = (
+        f"SELECT {alias}.{key}, COUNT(*) FROM {table} {alias}"  # noqa: S608 (no values in it)
+        f" WHERE {alias}.{key} IN ({', '.join(['%s'] * len(keys))}){condition}"
+        f" GROUP BY {alias}.{key}"
+    )
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, list(keys))
+        return dict(cursor.fetchall())

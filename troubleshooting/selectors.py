@@ -175,6 +175,12 @@ def _current_deliveries(qs: QuerySet[Delivery]) -> QuerySet[Delivery]:
     return qs.filter(is_test=False, superseded=False, address_kept=True).exclude(problem_code="")
 
 
+# `_current_deliveries` as SQL over the alias ``t``, for our own queries.
+CURRENT_DELIVERY_SQL = (
+    "NOT t.is_test AND NOT t.superseded AND t.address_kept AND t.problem_code <> ''"
+)
+
+
 # What a delivery's card reads of it, its invoice and its client (`_delivery_problems`,
 # troubleshooting.cards, the digest). Reading every column of the three (the invoice's notes,
 # the client's search text...) cost 0.6-0.8 ms more for a page of 17 cards.
@@ -1167,12 +1173,12 @@ def problem_counts_for_clients(clients: list[Client]) -> None:
     the shown clients only, whatever the firm holds."""
     if not clients:
         return
-    counted = dict(
-        _current_deliveries(Delivery.objects.filter(client_id__in=[c.pk for c in clients]))
-        .order_by()
-        .values("client_id")
-        .annotate(n=Count("pk"))
-        .values_list("client_id", "n")
+    counted = joined_rows.counts_per_key(
+        Delivery._meta.db_table,
+        "t",
+        "client_id",
+        [client.pk for client in clients],
+        CURRENT_DELIVERY_SQL,
     )
     for client in clients:
         client.problem_count = counted.get(client.pk, 0)

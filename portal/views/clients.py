@@ -5,7 +5,7 @@ from functools import lru_cache
 
 from django.conf import settings
 from django.contrib import messages
-from django.db.models import Count, Prefetch
+from django.db.models import Prefetch
 from django.db.models.functions import Lower
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -13,6 +13,7 @@ from django.utils.module_loading import import_string
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
+from portal import joined_rows
 from portal.forms import ClientForm, ContactForm, DocumentUploadForm
 from portal.models import Client, Contact, ContactAddress
 from portal.paging import KeysFirstPaginator
@@ -55,16 +56,8 @@ def client_list(request: HttpRequest) -> HttpResponse:
     paginator = KeysFirstPaginator(clients.order_by(*SORTS[sort]), settings.CLIENTS_PER_PAGE)
     page = paginator.get_page(request.GET.get("page"))
     shown = list(page.object_list)
-    counts = (
-        dict(
-            Contact.objects.filter(client__in=shown)
-            .order_by()
-            .values("client_id")
-            .annotate(n=Count("pk"))
-            .values_list("client_id", "n")
-        )
-        if shown
-        else {}
+    counts = joined_rows.counts_per_key(
+        Contact._meta.db_table, "t", "client_id", [client.pk for client in shown]
     )
     for client in shown:
         client.contact_count = counts.get(client.pk, 0)

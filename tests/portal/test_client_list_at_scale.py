@@ -7,9 +7,11 @@ import datetime
 from django.urls import reverse
 from django.utils import timezone
 
+from invoicing.delivery.models import Delivery
 from portal.models import Client
 from tests.factories import ClientFactory, ContactAddressFactory, ContactFactory
 from tests.troubleshooting.test_problem_pages import _bounce, _delivery
+from troubleshooting.selectors import _current_deliveries
 
 LIST = reverse("portal:client_list")
 
@@ -111,3 +113,18 @@ def test_a_later_page_of_a_search_shows_the_matches_that_follow(owner_client, fi
     body = owner_client.get(LIST, {"q": "birch", "page": 2}).content.decode()
     assert "Birch Dental" in body
     assert "Aspen Ltd" not in body and "Cedar Farm" not in body
+
+
+def test_a_badge_counts_only_the_problems_the_dashboard_counts(owner_client, firm):
+    client = ClientFactory(firm=firm, display_name="Alpha Bakery")
+    _bounce(_delivery(client, "anna@alpha.test"))  # current: counted
+    _bounce(_delivery(client, "test@alpha.test", is_test=True))
+    _bounce(_delivery(client, "old@alpha.test"))
+    _delivery(client, "old@alpha.test")  # a later send to it replaced the bounced one
+    _bounce(_delivery(client, "gone@alpha.test", add_address=False))  # not the client's
+    current = _current_deliveries(Delivery.objects.filter(client=client))
+
+    body = owner_client.get(LIST).content.decode()
+
+    assert current.count() == 1
+    assert "1 problem" in body and "2 problems" not in body
