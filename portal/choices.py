@@ -19,5 +19,9 @@ def _labels(model: type[models.Model], field_name: str) -> dict:
 
 
 def choice_label(instance: models.Model, field_name: str) -> str:
-    value = getattr(instance, field_name)
-    return force_str(_labels(type(instance), field_name).get(value, value), strings_only=True)
+    return value_label(type(instance), field_name, getattr(instance, field_name))
+
+
+def value_label(model: type[models.Model], field_name: str, value: object) -> str:
+    """`choice_label` of a value read as a plain column (``values_list``)."""
+    return force_str(_labels(model, field_name).get(value, value), strings_only=True)

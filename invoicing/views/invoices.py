@@ -103,7 +103,7 @@ def client_invoices(request: HttpRequest, client_pk: int) -> HttpResponse:
     return render(
         request,
         "invoicing/client_tab.html",
-        {"client": client, "tab": "invoices", "invoices": invoices, "rows": rows},
+        {"client": client, "tab": "invoices", "rows": rows},
     )
 
 

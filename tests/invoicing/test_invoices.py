@@ -191,6 +191,21 @@ def test_the_clients_invoices_tab_lists_only_that_clients_invoices(owner_client,
     assert b"#8" not in body
 
 
+def test_a_client_without_invoices_is_told_so(owner_client, firm):
+    client = ClientFactory(firm=firm)
+    InvoiceFactory(client=ClientFactory(firm=firm), number=8)
+    body = owner_client.get(reverse("invoicing:client_invoices", args=[client.pk])).content
+    assert b"This client has no invoices yet." in body
+    assert b"#8" not in body
+
+
+def test_a_filter_that_matches_nothing_says_so(owner_client, firm):
+    InvoiceFactory(client=ClientFactory(firm=firm), number=8, status="draft")
+    body = owner_client.get(reverse("invoicing:invoice_list"), {"status": "paid"}).content
+    assert b"No invoices match." in body
+    assert b"#8" not in body
+
+
 def test_the_printable_view_is_clean(owner_client, firm):
     invoice = invoice_with_lines(client=ClientFactory(firm=firm, display_name="Birch Dental"))
     body = owner_client.get(reverse("invoicing:invoice_print", args=[invoice.pk])).content.decode()
