@@ -1018,11 +1018,15 @@ def problems_version(firm: Firm) -> ProblemsVersion:
         # for them now, so that it reads counts and cards with its own changes in.
         with db.cursor() as cursor:
             cursor.execute(f"SET CONSTRAINTS {_version_triggers()} IMMEDIATE")
-    row = (
-        DeliveryProblemsVersion.objects.filter(firm_id=firm.pk)
-        .values_list("version", "cards")
-        .first()
-    )
+    # By hand: every Problems page reads it first, and the queryset's `first()` (an order
+    # and a limit to build) cost four times the query's own Python.
+    with db.cursor() as cursor:
+        cursor.execute(
+            f"SELECT version, cards FROM {DeliveryProblemsVersion._meta.db_table}"  # noqa: S608
+            " WHERE firm_id = %s",
+            [firm.pk],
+        )
+        row = cursor.fetchone()
     return ProblemsVersion(*row) if row else ProblemsVersion(0, 0)
 
 
