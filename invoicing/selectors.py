@@ -10,8 +10,16 @@ from decimal import Decimal
 from django.db.models import QuerySet
 from django.utils.safestring import SafeString
 
+from accounts.models import User
 from invoicing.delivery.models import Delivery, DeliveryEvent, Suppression
-from invoicing.models import FirmBillingSettings, Invoice, InvoiceLine, PayLink, line_amount
+from invoicing.models import (
+    FirmBillingSettings,
+    Invoice,
+    InvoiceLine,
+    PayLink,
+    Payment,
+    line_amount,
+)
 from portal import joined_rows
 from portal.choices import value_label
 from portal.models import Contact, ContactAddress, Firm
@@ -279,3 +287,25 @@ def suppression_removal_times(*, firm: Firm, since: datetime) -> list[datetime]:
         .order_by("removed_at")
         .values_list("removed_at", flat=True)
     )
+
+
+# An invoice page's payments, with the email of the member who recorded each by hand.
+_PAYMENT_PARTS = (joined_rows.Part(Payment, "p"), joined_rows.Part(User, "u", ("email",)))
+
+
+def invoice_payments(*, invoice: Invoice) -> list[Payment]:
+    """The invoice's payments in the order they were recorded, each with who recorded it
+    (``recorded_by``, None for a provider's). Our own SQL (portal.joined_rows): the
+    invoice's page reads them on every view, and the queryset with ``select_related`` cost
+    more Python to build than the query took."""
+    payments = []
+    for payment, recorded_by in joined_rows.select_from(
+        _PAYMENT_PARTS,
+        f"FROM {Payment._meta.db_table} p LEFT JOIN {User._meta.db_table} u"
+        " ON u.id = p.recorded_by_id WHERE p.invoice_id = %s ORDER BY p.id",
+        [invoice.pk],
+    ):
+        Payment.recorded_by.field.set_cached_value(payment, recorded_by)
+        Payment.invoice.field.set_cached_value(payment, invoice)
+        payments.append(payment)
+    return payments

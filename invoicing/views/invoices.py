@@ -29,6 +29,7 @@ from invoicing.selectors import (
     billing_settings_get,
     invoice_all_refused,
     invoice_list,
+    invoice_payments,
     invoice_rows,
     invoice_timelines,
 )
@@ -190,7 +191,7 @@ def invoice_detail(request: HttpRequest, invoice_pk: int) -> HttpResponse:
     # Read once: the lines table and `invoice.total` both use them.
     prefetch_related_objects([invoice], "lines")
     timelines = invoice_timelines(invoice=invoice)
-    payments = list(invoice.payments.select_related("recorded_by"))
+    payments = invoice_payments(invoice=invoice)
     can_record_payment = request.member_role in PAYMENT_ROLES and (
         invoice.status in (Invoice.Status.SENT, Invoice.Status.VIEWED)
         # A send with no outcome yet (or an unknown one): the client may be paying already.

@@ -264,3 +264,23 @@ def test_paid_so_far_leaves_out_payments_that_do_not_count(owner_client, firm, o
         )
     body = owner_client.get(invoice.get_absolute_url()).content.decode()
     assert "Paid so far: 42.50 EUR" in body
+
+
+def test_each_payment_shows_who_recorded_it_in_order(owner_client, firm, owner):
+    invoice = invoice_with_lines(client=ClientFactory(firm=firm), status="sent", currency="EUR")
+    for amount, reference, recorder in (
+        ("10.00", "bank transfer", owner.user),
+        ("5.00", "card", None),  # the payment provider's: no member recorded it
+    ):
+        Payment.objects.create(
+            invoice=invoice,
+            provider="offline" if recorder else "stripe",
+            amount=Decimal(amount),
+            currency="EUR",
+            reference=reference,
+            recorded_by=recorder,
+        )
+    body = owner_client.get(invoice.get_absolute_url()).content.decode()
+    assert "10.00 EUR (bank transfer) · owner@alder.test" in body
+    assert "5.00 EUR (card)</li>" in body
+    assert body.index("bank transfer") < body.index("(card)")
