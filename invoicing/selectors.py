@@ -146,7 +146,7 @@ def invoice_totals(invoice_ids: list[int]) -> dict[int, Decimal]:
     lines = joined_rows.values_from(
         _LINE_PARTS,
         f"FROM {InvoiceLine._meta.db_table} l"
-        f" WHERE l.invoice_id IN ({', '.join(['%s'] * len(invoice_ids))})",
+        f" WHERE l.invoice_id IN ({joined_rows.placeholders(invoice_ids)})",
         invoice_ids,
     )
     for invoice_id, quantity, unit_price in lines:

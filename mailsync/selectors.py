@@ -392,7 +392,7 @@ def _threads(client: Client, messages: list[tuple]) -> list[Thread]:
         for message_id, document_id, filename in joined_rows.values_from(
             _ATTACHMENT_PARTS,
             f"FROM {MessageAttachment._meta.db_table} a WHERE a.client_id = %s"
-            f" AND a.message_id IN ({', '.join(['%s'] * len(ids))}) ORDER BY a.id",
+            f" AND a.message_id IN ({joined_rows.placeholders(ids)}) ORDER BY a.id",
             [client.pk, *ids],
         ):
             attachments[message_id].append((document_id, filename))

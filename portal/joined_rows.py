@@ -140,9 +140,7 @@ _CONVERTERS: weakref.WeakKeyDictionary[BaseDatabaseWrapper, dict] = weakref.Weak
 
 def _converters(connection: BaseDatabaseWrapper, parts: tuple[Part, ...]) -> list[tuple]:
     """(column index, converters, column expression) of each column that has converters."""
-    known = _CONVERTERS.get(connection)
-    if known is None:
-        known = _CONVERTERS[connection] = {}
+    known = _CONVERTERS.setdefault(connection, {})
     found = known.get(parts)
     if found is None:
         found = []
@@ -173,6 +171,11 @@ def select_from(
     return select(sql, params, parts, using=using)
 
 
+def placeholders(values: Sequence[Any]) -> str:
+    """The parameter markers of an ``IN (...)`` list of ``values`` (one ``%s`` each)."""
+    return ", ".join(["%s"] * len(values))
+
+
 def counts_per_key(
     table: str,
     alias: str,
@@ -191,7 +194,7 @@ def counts_per_key(
     condition = f" AND ({where})" if where else ""
     sql = (
         f"SELECT {alias}.{key}, COUNT(*) FROM {table} {alias}"  # noqa: S608 (no values in it)
-        f" WHERE {alias}.{key} IN ({', '.join(['%s'] * len(keys))}){condition}"
+        f" WHERE {alias}.{key} IN ({placeholders(keys)}){condition}"
         f" GROUP BY {alias}.{key}"
     )
     with connections[using].cursor() as cursor:
